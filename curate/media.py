@@ -1,0 +1,207 @@
+"""Decoding with PyAV onto fixed grids.
+
+A source segment is decoded once onto the analysis grid (12 fps, 224x224 centre crop,
+16 kHz audio); every filter reads its samples from that grid. ``decode_clip`` is the general
+form used by the trainer loader and the sync classifier.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+GRID_FPS = 12
+GRID_SIZE = 224
+SAMPLE_RATE = 16000
+
+
+class DecodeError(RuntimeError):
+    """The file could not be decoded (corrupt, truncated, no video stream...)."""
+
+
+@dataclass
+class Grid:
+    frames: np.ndarray          # uint8 [T, H, W, 3] RGB; frame i at start + i / fps
+    audio_channels: np.ndarray  # float32 [C, N] in [-1, 1] at sample_rate; sample j at start + j / sr
+    start: float
+    fps: int = GRID_FPS
+    sample_rate: int = SAMPLE_RATE
+    has_audio: bool = True
+
+    @property
+    def audio(self) -> np.ndarray:
+        """Mono mix, float32 [N]."""
+        if self.audio_channels.shape[0] == 1:
+            return self.audio_channels[0]
+        return self.audio_channels.mean(axis=0).astype(np.float32)
+
+    @property
+    def duration(self) -> float:
+        return len(self.frames) / self.fps
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    def frame_index(self, t: float) -> int:
+        """Nearest grid frame to absolute time ``t`` (clamped)."""
+        i = int(round((t - self.start) * self.fps))
+        return min(max(i, 0), len(self.frames) - 1)
+
+    def frames_at(self, times) -> np.ndarray:
+        return self.frames[[self.frame_index(t) for t in times]]
+
+    def sample_index(self, t: float) -> int:
+        return int(round((t - self.start) * self.sample_rate))
+
+    def audio_slice(self, t0: float, t1: float, channels: bool = False) -> np.ndarray:
+        """Audio in [t0, t1), slid inside the decoded range when it reaches past an edge.
+
+        Zero-padded only when the whole grid is shorter than the request.
+        """
+        src = self.audio_channels if channels else self.audio[None]
+        n = int(round((t1 - t0) * self.sample_rate))
+        total = src.shape[1]
+        i0 = self.sample_index(t0)
+        i0 = min(max(i0, 0), max(total - n, 0))
+        out = src[:, i0:i0 + n]
+        if out.shape[1] < n:
+            out = np.pad(out, ((0, 0), (0, n - out.shape[1])))
+        return out if channels else out[0]
+
+
+def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None) -> np.ndarray:
+    w, h = frame.width, frame.height
+    scale = short_side / min(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    img = frame.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
+    if crop is None:
+        return img
+    top, left = max((nh - crop) // 2, 0), max((nw - crop) // 2, 0)
+    return np.ascontiguousarray(img[top:top + crop, left:left + crop])
+
+
+def _decode_video(container, start: float, end: float, fps: float, short_side: int,
+                  crop: int | None) -> np.ndarray:
+    """Grid slot k (time start + k/fps) takes the last frame shown at or before that time."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    n = max(int(math.floor((end - start) * fps + 1e-6)), 0)
+    times = start + np.arange(n) / fps
+    eps = 1e-3
+    out: list[np.ndarray] = []
+    if start > 0:
+        container.seek(int(start / stream.time_base), stream=stream, backward=True)
+    last_frame, last_img = None, None
+
+    def image() -> np.ndarray:
+        nonlocal last_img
+        if last_img is None:
+            last_img = _resize_crop(last_frame, short_side, crop)
+        return last_img
+
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            continue
+        t = float(frame.pts * stream.time_base)
+        while len(out) < n and last_frame is not None and times[len(out)] + eps < t:
+            out.append(image())
+        if len(out) >= n:
+            break
+        last_frame, last_img = frame, None
+    if last_frame is None:
+        raise DecodeError("no video frames decoded")
+    while len(out) < n:
+        out.append(image())
+    if not out:
+        size = crop or short_side
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack(out)
+
+
+def _decode_audio(container, start: float, end: float, sample_rate: int) -> np.ndarray | None:
+    if not container.streams.audio:
+        return None
+    stream = container.streams.audio[0]
+    channels = stream.codec_context.channels or 1
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+    container.seek(0)
+    chunks = []
+    t_first = None
+    for frame in container.decode(stream):
+        if t_first is None and frame.pts is not None:
+            t_first = float(frame.pts * stream.time_base)
+        for rf in resampler.resample(frame):
+            chunks.append(rf.to_ndarray())
+    for rf in resampler.resample(None):
+        chunks.append(rf.to_ndarray())
+    if not chunks:
+        return None
+    audio = np.concatenate(chunks, axis=1).astype(np.float32)
+    offset = int(round(((t_first or 0.0)) * sample_rate))
+    i0 = int(round(start * sample_rate)) - offset
+    n = int(round((end - start) * sample_rate))
+    if i0 < 0:
+        audio = np.pad(audio, ((0, 0), (-i0, 0)))
+        i0 = 0
+    seg = audio[:, i0:i0 + n]
+    if seg.shape[1] < n:
+        seg = np.pad(seg, ((0, 0), (0, n - seg.shape[1])))
+    return np.clip(seg, -1.0, 1.0)
+
+
+def probe(path: str | Path) -> dict:
+    """Duration, size, fps and audio facts of a media file. Raises DecodeError."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise DecodeError("no video stream")
+            v = c.streams.video[0]
+            a = c.streams.audio[0] if c.streams.audio else None
+            dur = float(c.duration / av.time_base) if c.duration else None
+            if dur is None and v.duration:
+                dur = float(v.duration * v.time_base)
+            rate = v.average_rate or v.guessed_rate or Fraction(0)
+            return {
+                "duration": dur, "width": v.codec_context.width, "height": v.codec_context.height,
+                "fps": float(rate), "has_audio": a is not None,
+                "sample_rate": a.codec_context.sample_rate if a is not None else None,
+                "audio_channels": a.codec_context.channels if a is not None else None,
+            }
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot open {Path(path).name}: {e}") from e
+
+
+def decode_clip(path: str | Path, start: float, end: float, fps: float = GRID_FPS,
+                short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
+                sample_rate: int = SAMPLE_RATE) -> Grid:
+    """Decode [start, end) of ``path`` onto a grid of ``fps`` frames and ``sample_rate`` audio."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise DecodeError("no video stream")
+            frames = _decode_video(c, start, end, fps, short_side, crop)
+        with av.open(str(path)) as c:
+            audio = _decode_audio(c, start, end, sample_rate)
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot decode {Path(path).name}: {e}") from e
+    has_audio = audio is not None
+    if audio is None:
+        audio = np.zeros((1, int(round((end - start) * sample_rate))), np.float32)
+    return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
+                sample_rate=sample_rate, has_audio=has_audio)
+
+
+def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None) -> Grid:
+    """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz."""
+    if end is None:
+        info = probe(path)
+        if not info["duration"]:
+            raise DecodeError("unknown duration")
+        end = info["duration"]
+    return decode_clip(path, start, end)

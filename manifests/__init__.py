@@ -1,0 +1,1 @@
+"""Parquet schemas, source readers and recipe data."""

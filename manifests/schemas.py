@@ -1,0 +1,148 @@
+"""Every Parquet table of a curation run, declared once.
+
+A row never disappears: each table has ``status`` and ``error`` so a failure is recorded
+where it happened. Times are seconds relative to the downloaded 10-s segment.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_REJECTED = "rejected"
+STATUS_SKIPPED = "skipped"
+
+_s = pa.string()
+_f = pa.float64()
+_i = pa.int64()
+_b = pa.bool_()
+
+#: score columns of the windows table, in cascade order (cheap first)
+FILTERS = ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
+SCORE_COLUMNS = {
+    "pixel_diff": ("pixel_diff",),
+    "amplitude": ("amplitude",),
+    "clip_diff": ("clip_diff",),
+    "imagebind": ("imagebind_ia", "imagebind_it"),
+    "sync": ("sync_a2v", "sync_v2a"),
+}
+ALL_SCORES = tuple(c for f in FILTERS for c in SCORE_COLUMNS[f])
+NOTE_COLUMNS = tuple(f"{f}_note" for f in FILTERS)
+
+_status = [pa.field("status", _s), pa.field("error", _s)]
+
+SOURCES = pa.schema([
+    pa.field("source_id", _s), pa.field("ytid", _s), pa.field("start", _f), pa.field("end", _f),
+    pa.field("label", _s), pa.field("class_name", _s), pa.field("split", _s),
+    pa.field("url", _s), pa.field("path", _s), *_status,
+])
+
+DOWNLOADS = pa.schema([
+    pa.field("source_id", _s), pa.field("path", _s), pa.field("status", _s),
+    pa.field("reason", _s), pa.field("error", _s), pa.field("duration", _f),
+    pa.field("width", _i), pa.field("height", _i), pa.field("fps", _f),
+    pa.field("has_audio", _b), pa.field("sample_rate", _i), pa.field("audio_channels", _i),
+])
+
+SHOTS = pa.schema([
+    pa.field("shot_id", _s), pa.field("source_id", _s), pa.field("shot_index", _i),
+    pa.field("start", _f), pa.field("end", _f), *_status,
+])
+
+WINDOWS = pa.schema([
+    pa.field("window_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
+    pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
+    *_status,
+    *[pa.field(c, _f) for c in ALL_SCORES],
+    *[pa.field(c, _s) for c in NOTE_COLUMNS],
+])
+
+DECISIONS = pa.schema([
+    pa.field("window_id", _s), pa.field("keep", _b), pa.field("reason", _s),
+])
+
+CLIPS = pa.schema([
+    pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
+    pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
+    pa.field("n_windows", _i), *[pa.field(c, _f) for c in ALL_SCORES], *_status,
+])
+
+SELECTED = pa.schema([
+    pa.field("key", _s), pa.field("name", _s), pa.field("clip_id", _s), pa.field("source_id", _s),
+    pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
+    pa.field("rank_score", _f), *_status,
+])
+
+SHARDS = pa.schema([
+    pa.field("key", _s), pa.field("split", _s), pa.field("shard", _s), pa.field("offset", _i),
+    pa.field("size", _i), pa.field("sha256", _s),
+])
+
+TABLES: dict[str, pa.Schema] = {
+    "sources": SOURCES, "downloads": DOWNLOADS, "shots": SHOTS, "windows": WINDOWS,
+    "decisions": DECISIONS, "clips": CLIPS, "selected": SELECTED, "shards": SHARDS,
+}
+
+
+def manifest_path(out: str | os.PathLike, table: str) -> Path:
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    return Path(out) / "manifests" / f"{table}.parquet"
+
+
+def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) to a table of ``schema``; missing columns become null, unknown ones are an error."""
+    rows = list(rows)
+    names = set(schema.names)
+    for r in rows:
+        extra = set(r) - names
+        if extra:
+            raise ValueError(f"columns not in schema: {sorted(extra)}")
+    cols = {n: [r.get(n) for r in rows] for n in schema.names}
+    return pa.table(cols, schema=schema)
+
+
+def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write Parquet to a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_manifest(out: str | os.PathLike, table: str, data: pa.Table | Iterable[Mapping[str, Any]]) -> Path:
+    """Write one of the declared tables, cast to its schema."""
+    schema = TABLES[table]
+    if not isinstance(data, pa.Table):
+        data = to_table(data, schema)
+    else:
+        data = data.select(schema.names).cast(schema)
+    return write_atomic(data, manifest_path(out, table))
+
+
+def read_manifest(out: str | os.PathLike, table: str) -> pa.Table:
+    path = manifest_path(out, table)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the stage that writes '{table}' first")
+    return pq.read_table(path, schema=TABLES[table])
+
+
+def read_rows(out: str | os.PathLike, table: str) -> list[dict[str, Any]]:
+    return read_manifest(out, table).to_pylist()
+
+
+def has_manifest(out: str | os.PathLike, table: str) -> bool:
+    return manifest_path(out, table).exists()
