@@ -1,0 +1,63 @@
+"""Runs a recipe's stages in order (what `curate build` and the per-stage commands call)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from manifests import schemas
+from curate import pipeline
+from curate.recipes import get_recipe
+
+log = logging.getLogger(__name__)
+
+
+def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str],
+               sources: str | Path | None = None, limit: int | None = None,
+               num_gpus: float = 0.0, echo: Callable[[str], None] = print) -> None:
+    """Run ``stages`` in order; each stage skips work its checkpoints say is finished."""
+    for st in stages:
+        echo(f"== {st}")
+        if st == "sources":
+            if sources is None:
+                if schemas.has_manifest(out, "sources"):
+                    continue
+                raise ValueError("no sources: pass --sources FILE")
+            pipeline.stage_sources(out, run, sources, limit=limit)
+        elif st == "download":
+            pipeline.stage_download(out, run, executor)
+        elif st == "split":
+            pipeline.stage_split(out, run, executor)
+        elif st == "train-sync":
+            from curate.demo import train_demo_sync
+            train_demo_sync(out, run)
+        elif st == "score":
+            pipeline.stage_score(out, run, executor, num_gpus=num_gpus)
+        elif st == "select":
+            summary = pipeline.stage_select(out, run)
+            if summary.get("needs_scoring"):
+                echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {out}`")
+        elif st == "shard":
+            pipeline.stage_shard(out, run, executor)
+            from shards.verify import verify_shards
+            report = verify_shards(Path(out) / "shards")
+            echo(format_verify(report))
+        else:
+            raise ValueError(f"unknown stage {st!r}")
+
+
+def format_verify(report: Any) -> str:
+    from shards.verify import format_report
+    return format_report(report)
+
+
+def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | None = None,
+          limit: int | None = None, config: str | Path | None = None,
+          options: dict[str, Any] | None = None, num_gpus: float = 0.0,
+          echo: Callable[[str], None] = print) -> dict[str, Any]:
+    recipe = get_recipe(recipe_name, config)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    run = pipeline.new_run(out, recipe, options or {})
+    run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
+               num_gpus=num_gpus, echo=echo)
+    return run

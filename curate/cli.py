@@ -1,0 +1,260 @@
+"""The `curate` command line. Parsing only: every command calls into the library."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Curate audio-visual video datasets (AVSync15, Landscape, VGGSS, custom).")
+sync_app = typer.Typer(no_args_is_help=True, help="The audio-visual sync classifier.")
+app.add_typer(sync_app, name="sync")
+
+OutOpt = typer.Option(..., "--out", "-o", help="output directory of the run")
+WorkersOpt = typer.Option(2, "--workers", "-w", help="parallel workers (Ray tasks / actors)")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster address; none: start a local Ray")
+GpusOpt = typer.Option(None, "--gpus", help="GPUs to use (default: all Ray sees)")
+ExecOpt = typer.Option("ray", "--executor", help="ray (default) or local (serial, for debugging)")
+
+
+def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[float]):
+    from curate.engine import make_executor
+    return make_executor(kind, workers=workers, address=address, gpus=gpus)
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss | demo | custom"),
+          out: Path = OutOpt, workers: int = WorkersOpt, address: Optional[str] = AddressOpt,
+          gpus: Optional[float] = GpusOpt, sources: Optional[Path] = typer.Option(None, help="sources file (VGGSound CSV, AVSync15 list, generic CSV/Parquet)"),
+          limit: Optional[int] = typer.Option(None, help="use only the first N accepted sources"),
+          config: Optional[Path] = typer.Option(None, help="JSON recipe overrides (recipe 'custom')"),
+          clip_checkpoint: Optional[str] = typer.Option(None, help="local open_clip checkpoint"),
+          imagebind_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT", help="imagebind_huge.pth (CC BY-NC 4.0 weights)"),
+          sync_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNC_CKPT", help="sync classifier checkpoint"),
+          allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
+          cookies: Optional[str] = typer.Option(None, help="yt-dlp cookies file"),
+          proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
+          rate_limit: Optional[str] = typer.Option(None, help="yt-dlp rate limit, e.g. 2M"),
+          executor: str = ExecOpt) -> None:
+    """Run a whole recipe (resumable: rerun to continue where it stopped)."""
+    from curate.build import build as run_build
+    from curate.stats import collect, format_text
+
+    options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
+               "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
+               "allow_random_weights": allow_random_weights or None, "cookiefile": cookies,
+               "proxy": proxy, "ratelimit": rate_limit}
+    try:
+        ex = _executor(executor, workers, address, gpus)
+        if recipe == "demo":
+            from curate.demo import build_demo
+            build_demo(out, ex, options=options, echo=typer.echo)
+        else:
+            run_build(recipe, out, ex, sources=sources, limit=limit, config=config,
+                      options=options, echo=typer.echo)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(format_text(collect(out)))
+
+
+def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
+           gpus: Optional[float], executor: str) -> None:
+    from curate.build import run_stages
+    from curate.pipeline import load_run
+    try:
+        run = load_run(out)
+        run_stages(out, run, _executor(executor, workers, address, gpus), stages, echo=typer.echo)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@app.command()
+def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., help="sources file"),
+            limit: Optional[int] = None, config: Optional[Path] = None) -> None:
+    """Read a sources file into <out>/manifests/sources.parquet (starts a run)."""
+    from curate import pipeline
+    from curate.recipes import get_recipe
+    try:
+        run = pipeline.new_run(out, get_recipe(recipe, config), {})
+        rows = pipeline.stage_sources(out, run, sources, limit=limit)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} source rows accepted")
+
+
+@app.command()
+def download(out: Path = typer.Argument(...), workers: int = WorkersOpt,
+             address: Optional[str] = AddressOpt, executor: str = ExecOpt) -> None:
+    """Download every accepted source (yt-dlp); skips what is already there."""
+    _stage(out, ["download"], workers, address, None, executor)
+
+
+@app.command()
+def split(out: Path = typer.Argument(...), workers: int = WorkersOpt,
+          address: Optional[str] = AddressOpt, executor: str = ExecOpt) -> None:
+    """Shot detection (PySceneDetect) and 3-s windows inside each shot."""
+    _stage(out, ["split"], workers, address, None, executor)
+
+
+@app.command()
+def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
+          address: Optional[str] = AddressOpt, gpus: Optional[float] = GpusOpt,
+          executor: str = ExecOpt) -> None:
+    """Score windows: unscored ones, and exactly those a looser selection needs."""
+    from curate import pipeline
+    from curate.select import needs_scoring
+    from manifests.schemas import read_rows
+    try:
+        run = pipeline.load_run(out)
+        ex = _executor(executor, workers, address, gpus)
+        pipeline.stage_score(out, run, ex)
+        gate, _ = pipeline.gating(run)
+        th = pipeline.thresholds(run, run.get("selection_overrides"))
+        missing = set(needs_scoring(read_rows(out, "windows"), th, gate=set(gate)))
+        if missing:
+            typer.echo(f"scoring {len(missing)} windows admitted by the current thresholds")
+            pipeline.stage_score(out, run, ex, window_ids=missing)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@app.command()
+def select(out: Path = typer.Argument(...),
+           set_: Optional[List[str]] = typer.Option(None, "--set", help="threshold override, e.g. clip_diff.max=0.6"),
+           decisions: Optional[Path] = typer.Option(None, help="review decisions JSON (curate review)")) -> None:
+    """Apply thresholds to stored scores, merge, balance and split. Touches no model."""
+    from curate import pipeline
+    try:
+        run = pipeline.load_run(out)
+        summary = pipeline.stage_select(out, run, overrides=set_, decisions_file=decisions)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        _fail(e)
+    if summary.get("needs_scoring"):
+        typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
+                   f"run `curate score {out}` to score exactly those")
+    for name, n in summary.get("funnel", []):
+        typer.echo(f"  {name:<28}{n:>9}")
+
+
+@app.command()
+def merge(out: Path = typer.Argument(...)) -> None:
+    """Re-run merge, balance and split from the stored decisions (same as select)."""
+    select(out, None, None)
+
+
+@app.command()
+def shard(out: Path = typer.Argument(...), workers: int = WorkersOpt,
+          address: Optional[str] = AddressOpt, executor: str = ExecOpt) -> None:
+    """Cut the selected clips and write WebDataset shards, then verify them."""
+    _stage(out, ["shard"], workers, address, None, executor)
+
+
+@app.command()
+def verify(out: Path = typer.Argument(..., help="run directory or shards directory")) -> None:
+    """Check every shard against its index: truncated, altered or missing shards."""
+    from shards.verify import format_report, verify_shards
+    d = out / "shards" if (out / "shards").is_dir() else out
+    report = verify_shards(d)
+    typer.echo(format_report(report))
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("export-folder")
+def export_folder(out: Path = typer.Argument(...), dest: Path = typer.Argument(...)) -> None:
+    """Write AVSyncD's folder layout (videos/<class>/<name>.mp4, train.txt, test.txt)."""
+    from curate.export import export_run
+    export_run(out, dest)
+    typer.echo(f"exported to {dest}")
+
+
+@app.command()
+def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
+          html: Optional[Path] = typer.Option(None, help="write an HTML report with score histograms")) -> None:
+    """Funnel, per-class counts, failures by reason."""
+    from curate.stats import collect, format_text
+    st = collect(out)
+    if html:
+        from curate.report import write_run_report
+        write_run_report(out, html, st)
+    typer.echo(json.dumps(st, indent=2, default=str) if as_json else format_text(st))
+
+
+@app.command()
+def synth(out: Path = typer.Argument(...), n: int = 32, seed: int = 0) -> None:
+    """Generate a labelled corpus with recorded truth (for the demo and tests)."""
+    from curate.synth import synthesize
+    synthesize(out, n_videos=n, seed=seed)
+    typer.echo(f"wrote {n} videos, truth.json and sources.csv under {out}")
+
+
+@app.command()
+def review(out: Path = typer.Argument(...), decisions: Path = typer.Option(None, help="where decisions are saved"),
+           port: int = 0, write: Optional[Path] = typer.Option(None, help="write a static page instead of serving")) -> None:
+    """Review page for the manual pass: keep/reject selected clips (loopback only)."""
+    from curate.review import serve_forever, write_review_page
+    decisions = decisions or out / "review_decisions.json"
+    if write:
+        write_review_page(out, write)
+        typer.echo(f"wrote {write}")
+    else:
+        serve_forever(out, decisions, port=port, echo=typer.echo)
+
+
+@sync_app.command("train")
+def sync_train(data: Path = typer.Option(..., help="folder of videos or a run directory"),
+               out: Path = typer.Option(..., "--out", help="checkpoint folder"),
+               init: Optional[Path] = typer.Option(None, help="start from this checkpoint"),
+               steps: int = typer.Option(40000, help="iterations"), batch_size: int = 32,
+               lr: float = 2e-4, small: bool = typer.Option(False, help="small configuration (CPU)"),
+               time_limit: Optional[float] = typer.Option(None, help="stop after this many seconds"),
+               seed: int = 0) -> None:
+    """Train the sync classifier (contrastive, hard negatives; resumes from <out>)."""
+    from sync_classifier.train import train
+    ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
+                 small=small, time_limit=time_limit, seed=seed)
+    typer.echo(f"checkpoint: {ckpt}")
+
+
+@sync_app.command("eval")
+def sync_eval(ckpt: Path = typer.Option(...), data: Path = typer.Option(...),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """31 offsets of 0.04 s over [-0.6, 0.6]; a2v / v2a accuracy within +-5 offsets."""
+    from sync_classifier.evaluate import evaluate
+    res = evaluate(ckpt=ckpt, data=data)
+    typer.echo(json.dumps(res, indent=2) if as_json else
+               f"a2v {100 * res['a2v']:.2f}%  v2a {100 * res['v2a']:.2f}%  (n={res['n']}, chance {100 * 11 / 31:.2f}%)")
+
+
+@app.command()
+def metrics(generated: Path = typer.Option(..., help="folder of generated videos"),
+            reference: Path = typer.Option(..., help="folder of ground-truth videos, same names"),
+            sync_checkpoint: Path = typer.Option(..., envvar="CURATE_SYNC_CKPT"),
+            imagebind_checkpoint: Optional[Path] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score generated videos against ground truth (IA, IT, RelSync, AlignSync)."""
+    from sync_classifier.generated_eval import run_metrics
+    typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

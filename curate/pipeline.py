@@ -1,0 +1,417 @@
+"""The stages of a curation run, as plain functions over manifests and an executor.
+
+Each ``stage_*`` reads the previous stage's manifest from ``<out>/manifests`` and writes its
+own. Per-item work goes through ``curate.runner.run_stage`` (checkpointed, resumable) on
+whatever executor the caller gives (Ray in ``curate build``, serial in tests).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from manifests import schemas
+from manifests.schemas import read_rows, write_manifest
+from curate.runner import Executor, StageSpec, run_stage
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+
+# ----------------------------------------------------------------------------- run state
+
+def load_run(out: str | Path) -> dict[str, Any]:
+    path = Path(out) / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: start with `curate sources` or `curate build`")
+    return json.loads(path.read_text())
+
+
+def save_run(out: str | Path, run: dict[str, Any]) -> None:
+    from curate.runner import _atomic_json
+    _atomic_json(run, Path(out) / RUN_FILE)
+
+
+def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Record the recipe and options of a run; an existing run keeps its recipe (resume)."""
+    path = Path(out) / RUN_FILE
+    if path.exists():
+        run = load_run(out)
+        if run["recipe"]["name"] != recipe["name"]:
+            raise ValueError(f"{out} holds a '{run['recipe']['name']}' run; use another --out")
+        run["options"].update({k: v for k, v in options.items() if v is not None})
+    else:
+        run = {"recipe": recipe, "options": {k: v for k, v in options.items() if v is not None}}
+    save_run(out, run)
+    return run
+
+
+# ----------------------------------------------------------------------------- sources
+
+def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path,
+                  limit: int | None = None) -> list[dict]:
+    from manifests.classes import recipe_classes
+    from manifests.sources import read_sources
+
+    recipe = run["recipe"]
+    kw: dict[str, Any] = {}
+    if recipe.get("classes"):
+        kw["classes"] = recipe_classes(recipe["classes"])
+    fmt = recipe.get("source_format", "auto")
+    if fmt in ("vggsound", "avsync"):
+        kw["url_template"] = recipe.get("url_template")
+    rows = read_sources(sources_file, fmt=fmt, **kw)
+    if limit is not None:
+        kept = 0
+        for r in rows:
+            if r["status"] == schemas.STATUS_OK:
+                kept += 1
+                if kept > limit:
+                    r["status"], r["error"] = schemas.STATUS_SKIPPED, f"beyond --limit {limit}"
+    write_manifest(out, "sources", rows)
+    ok = sum(r["status"] == schemas.STATUS_OK for r in rows)
+    log.info("sources: %d rows, %d accepted", len(rows), ok)
+    return rows
+
+
+# ----------------------------------------------------------------------------- download
+
+def _download_factory(media_dir: str, opts: dict):
+    from curate.download import DownloadOptions, download_source
+
+    options = DownloadOptions(**opts)
+
+    def fn(item: dict) -> dict:
+        return {"downloads": [download_source(item["row"], Path(media_dir), options)]}
+    return fn
+
+
+def _download_error(item: dict, error: str) -> dict:
+    return {"downloads": [{"source_id": item["key"], "status": schemas.STATUS_FAILED,
+                           "reason": "error", "error": error}]}
+
+
+def download_options(run: dict[str, Any]) -> dict[str, Any]:
+    d = dict(run["recipe"]["download"])
+    d["url_template"] = run["recipe"].get("url_template", d.get("url_template"))
+    for k in ("cookiefile", "proxy", "ratelimit"):
+        if run["options"].get(k):
+            d[k] = run["options"][k]
+    from curate.download import DownloadOptions
+    known = set(DownloadOptions.__dataclass_fields__)
+    return {k: v for k, v in d.items() if k in known}
+
+
+def stage_download(out: str | Path, run: dict[str, Any], executor: Executor) -> list[dict]:
+    sources = [r for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
+    media = Path(out) / "media" / "raw"
+    media.mkdir(parents=True, exist_ok=True)
+    spec = StageSpec("download", functools.partial(_download_factory, str(media), download_options(run)),
+                     _download_error)
+    items = [{"key": r["source_id"], "row": r} for r in sources]
+    res = run_stage(out, spec, items, executor)
+    rows = res.outputs.get("downloads", [])
+    write_manifest(out, "downloads", rows)
+    return rows
+
+
+# ----------------------------------------------------------------------------- split
+
+def _split_factory(shot_params: dict, window_params: dict):
+    from curate.shots import shot_rows
+    from curate.windows import make_windows
+
+    def fn(item: dict) -> dict:
+        shots = shot_rows(item["key"], item["path"], **shot_params)
+        windows = make_windows(shots, item["class_name"], item["split"], **window_params)
+        return {"shots": shots, "windows": windows}
+    return fn
+
+
+def _split_error(item: dict, error: str) -> dict:
+    return {"shots": [{"shot_id": None, "source_id": item["key"], "shot_index": None,
+                       "status": schemas.STATUS_FAILED, "error": error}]}
+
+
+def _ok_downloads(out: str | Path) -> list[dict]:
+    sources = {r["source_id"]: r for r in read_rows(out, "sources")}
+    rows = []
+    for d in read_rows(out, "downloads"):
+        if d["status"] == schemas.STATUS_OK and d["source_id"] in sources:
+            rows.append({**sources[d["source_id"]], "path": d["path"], "width": d["width"],
+                         "height": d["height"], "duration": d["duration"]})
+    return rows
+
+
+def stage_split(out: str | Path, run: dict[str, Any], executor: Executor) -> tuple[list, list]:
+    recipe = run["recipe"]
+    spec = StageSpec("split", functools.partial(_split_factory, recipe["shots"], recipe["windows"]),
+                     _split_error)
+    items = [{"key": s["source_id"], "path": s["path"], "class_name": s["class_name"],
+              "split": s["split"]} for s in _ok_downloads(out)]
+    res = run_stage(out, spec, items, executor)
+    shots, windows = res.outputs.get("shots", []), res.outputs.get("windows", [])
+    if schemas.has_manifest(out, "windows"):
+        # keep scores already computed for windows that still exist
+        scored = {w["window_id"]: w for w in read_rows(out, "windows")}
+        windows = [scored.get(w["window_id"], w) for w in windows]
+    write_manifest(out, "shots", shots)
+    write_manifest(out, "windows", windows)
+    return shots, windows
+
+
+# ----------------------------------------------------------------------------- models
+
+MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
+WEIGHT_OPTIONS = {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint",
+                  "sync": "sync_checkpoint"}
+
+
+def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Which weights each model-backed filter uses, and whether it may gate.
+
+    A model with random weights cannot gate meaningfully: its filter is scored and stored
+    but marked score-only, and ``curate stats`` says so.
+    """
+    recipe, opts = run["recipe"], run["options"]
+    allow_random = bool(opts.get("allow_random_weights", recipe.get("allow_random_weights")))
+    out: dict[str, dict[str, Any]] = {}
+    for filt, model in MODEL_FILTERS.items():
+        if filt not in recipe["filters"]:
+            continue
+        weights = opts.get(WEIGHT_OPTIONS[model])
+        if model == "clip" and not weights and not allow_random:
+            weights = f"{recipe['models']['clip_model']}/{recipe['models']['clip_pretrained']}"
+        if weights:
+            out[filt] = {"model": model, "weights": weights, "random": False}
+        elif allow_random:
+            out[filt] = {"model": model, "weights": None, "random": True}
+        else:
+            raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
+                             f"(or --allow-random-weights for demos and tests only)")
+    return out
+
+
+def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """(filters that gate, {score-only filter: why})."""
+    recipe = run["recipe"]
+    models = resolve_models(run)
+    gate, score_only = [], {}
+    for f in recipe["filters"]:
+        if f in models and models[f]["random"]:
+            score_only[f] = "random weights (--allow-random-weights)"
+        elif f not in recipe["gate"]:
+            score_only[f] = f"recipe '{recipe['name']}' records it without gating"
+        else:
+            gate.append(f)
+    return gate, score_only
+
+
+def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
+    from curate.select import parse_overrides
+    from filters.registry import default_thresholds
+
+    th = default_thresholds()
+    for f, vals in run["recipe"].get("thresholds", {}).items():
+        th.setdefault(f, {}).update(vals)
+    if overrides:
+        for f, vals in parse_overrides(overrides).items():
+            th.setdefault(f, {}).update(vals)
+    return th
+
+
+# ----------------------------------------------------------------------------- score
+
+def _build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):
+    from curate.scoring import Scorers
+
+    kw: dict[str, Any] = {}
+    for filt, m in models.items():
+        if m["model"] == "clip":
+            from filters.clip_model import ClipScorer
+            if m["random"]:
+                kw["clip"] = ClipScorer.random(seed=0, device=device)
+            elif Path(str(m["weights"])).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+                kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], m["weights"], device=device)
+            else:
+                kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], run_models["clip_pretrained"],
+                                                        device=device)
+        elif m["model"] == "imagebind":
+            from filters.imagebind import ImageBindScorer
+            kw["imagebind"] = (ImageBindScorer.random(seed=0, device=device) if m["random"]
+                               else ImageBindScorer.from_checkpoint(m["weights"], device=device))
+        elif m["model"] == "sync":
+            from filters.sync import SyncScorer
+            kw["sync"] = (SyncScorer.random(seed=0, device=device) if m["random"]
+                          else SyncScorer.from_checkpoint(m["weights"], device=device))
+    return Scorers(**kw)
+
+
+def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
+    import torch
+    from curate.media import decode_grid
+    from curate.scoring import score_segment
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scorers = _build_scorers(models, run_models, device)
+
+    def fn(item: dict) -> dict:
+        grid = decode_grid(item["path"])   # the whole segment, once, for all its windows
+        rows = score_segment(grid, item["windows"], scorers, th, item["text"], cascade=True,
+                             gate=set(gate), only=set(item["only"]) if item.get("only") else None)
+        return {"windows": rows}
+    return fn
+
+
+def _score_error(item: dict, error: str) -> dict:
+    rows = []
+    for w in item["windows"]:
+        rows.append({**w, "status": schemas.STATUS_FAILED, "error": f"score: {error}"})
+    return {"windows": rows}
+
+
+def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
+                window_ids: set[str] | None = None, num_gpus: float = 0.0) -> list[dict]:
+    """Score windows (all not yet scored, or exactly ``window_ids``)."""
+    from manifests.sources import display_name
+
+    recipe = run["recipe"]
+    windows = read_rows(out, "windows")
+    paths = {d["source_id"]: d["path"] for d in _ok_downloads(out)}
+    by_source: dict[str, list[dict]] = {}
+    for w in windows:
+        if w["status"] == schemas.STATUS_OK and (window_ids is None or w["window_id"] in window_ids):
+            by_source.setdefault(w["source_id"], []).append(w)
+    tag = ""
+    if window_ids is not None:
+        import hashlib
+        tag = "@" + hashlib.sha1("\n".join(sorted(window_ids)).encode()).hexdigest()[:12]
+    items = [{"key": sid + tag, "path": paths[sid], "windows": ws,
+              "text": display_name(ws[0]["class_name"] or ""),
+              "only": sorted(w["window_id"] for w in ws) if window_ids is not None else None}
+             for sid, ws in sorted(by_source.items()) if sid in paths]
+    gate, _ = gating(run)
+    factory = functools.partial(_score_factory, resolve_models(run), recipe["models"],
+                                thresholds(run), gate)
+    spec = StageSpec("score", factory, _score_error, stateful=True, num_gpus=num_gpus)
+    res = run_stage(out, spec, items, executor, chunk_size=32)
+    scored = {w["window_id"]: w for w in res.outputs.get("windows", [])}
+    merged = [scored.get(w["window_id"], w) for w in windows]
+    write_manifest(out, "windows", merged)
+    return merged
+
+
+# ----------------------------------------------------------------------------- select
+
+def stage_select(out: str | Path, run: dict[str, Any], overrides: list[str] | None = None,
+                 decisions_file: str | Path | None = None) -> dict[str, Any]:
+    """Thresholds on stored scores -> decisions -> merged clips -> balanced, split selection.
+
+    Touches no model: changing a threshold and re-selecting takes seconds.
+    """
+    from curate.balance import select_clips
+    from curate.select import needs_scoring, select_windows
+
+    recipe = run["recipe"]
+    if overrides is not None:
+        run["selection_overrides"] = list(overrides)
+        save_run(out, run)
+    th = thresholds(run, run.get("selection_overrides"))
+    gate, score_only = gating(run)
+    review = _load_review(decisions_file or run.get("review_decisions"))
+    if decisions_file:
+        run["review_decisions"] = str(Path(decisions_file).resolve())
+        save_run(out, run)
+    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
+    if recipe["clip_mode"] == "fixed":
+        from curate.merge import fixed_clips
+        clips = fixed_clips(_ok_downloads(out), length=recipe["fixed_clip_length"])
+    else:
+        from curate.merge import merge_windows
+        windows = read_rows(out, "windows")
+        decisions, funnel = select_windows(windows, th, gate=set(gate))
+        write_manifest(out, "decisions", decisions)
+        missing = needs_scoring(windows, th, gate=set(gate))
+        summary["funnel"], summary["needs_scoring"] = funnel, len(missing)
+        if missing:
+            log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
+                        len(missing), out)
+        clips = merge_windows(windows, decisions, read_rows(out, "shots"), min_len=recipe["merge"]["min_len"])
+    write_manifest(out, "clips", clips)
+    selected, bal = select_clips(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
+                                 decisions=review, sources=read_rows(out, "sources"))
+    write_manifest(out, "selected", selected)
+    summary["balance"] = bal
+    return summary
+
+
+def _load_review(path: str | Path | None) -> dict[str, str] | None:
+    if not path:
+        return None
+    from curate.review import load_decisions
+    return load_decisions(path)
+
+
+# ----------------------------------------------------------------------------- shard
+
+def _cut_factory(cap: int | None):
+    from curate.cut import cut_clip
+
+    def fn(item: dict) -> dict:
+        info = cut_clip(item["src"], item["dst"], item["start"], item["end"], max_short_side=cap)
+        return {"cuts": [{"key": item["key"], "path": item["dst"], "status": schemas.STATUS_OK,
+                          "error": None, "duration": info.get("duration")}]}
+    return fn
+
+
+def _cut_error(item: dict, error: str) -> dict:
+    return {"cuts": [{"key": item["key"], "path": None, "status": schemas.STATUS_FAILED, "error": error}]}
+
+
+def sample_meta(sel: dict, source: dict, clip: dict | None) -> dict[str, Any]:
+    meta = {"key": sel["key"], "name": sel["name"], "ytid": source.get("ytid"),
+            "segment_start": source.get("start"), "segment_end": source.get("end"),
+            "clip_start": sel["start"], "clip_end": sel["end"], "class": sel["class_name"],
+            "split": sel["split"], "url": source.get("url"), "source_id": sel["source_id"],
+            "rank_score": sel.get("rank_score")}
+    meta["scores"] = {c: (clip or {}).get(c) for c in schemas.ALL_SCORES}
+    return meta
+
+
+def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor) -> list[dict]:
+    from manifests.sources import display_name
+    from shards.writer import Sample, write_shards
+
+    recipe = run["recipe"]
+    selected = [s for s in read_rows(out, "selected") if s["status"] == schemas.STATUS_OK]
+    downloads = {d["source_id"]: d for d in _ok_downloads(out)}
+    clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
+    clip_dir = Path(out) / "media" / "clips"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    items = [{"key": s["key"], "src": downloads[s["source_id"]]["path"],
+              "dst": str(clip_dir / f"{s['key']}.mp4"), "start": s["start"], "end": s["end"]}
+             for s in selected if s["source_id"] in downloads]
+    spec = StageSpec("cut", functools.partial(_cut_factory, recipe["shards"].get("max_short_side")), _cut_error)
+    cuts = {c["key"]: c for c in run_stage(out, spec, items, executor).outputs.get("cuts", [])}
+    classes = sorted({s["class_name"] for s in selected})
+    rows: list[dict] = []
+    for split in sorted({s["split"] for s in selected}):
+        samples = []
+        for s in selected:
+            c = cuts.get(s["key"])
+            if s["split"] != split or not c or c["status"] != schemas.STATUS_OK:
+                continue
+            meta = sample_meta(s, downloads[s["source_id"]], clips.get(s["clip_id"]))
+            samples.append(Sample(key=s["key"], mp4=Path(c["path"]), meta=meta,
+                                  class_index=classes.index(s["class_name"]),
+                                  text=display_name(s["class_name"])))
+        rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
+                             max_bytes=recipe["shards"]["max_bytes"])
+    write_manifest(out, "shards", rows)
+    failed = [c for c in cuts.values() if c["status"] != schemas.STATUS_OK]
+    if failed:
+        log.warning("%d clips could not be cut: see <out>/work/cut", len(failed))
+    return rows
