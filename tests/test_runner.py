@@ -1,0 +1,90 @@
+"""The checkpointed stage runner: resume, skip finished work, record failures."""
+import functools
+import json
+
+import pytest
+
+from curate.recipes import get_recipe, recipe_names
+from curate.runner import LocalExecutor, StageSpec, run_stage
+
+
+def _square_factory(calls):
+    def fn(item):
+        calls.append(item["key"])
+        if item["x"] == 3:
+            raise ValueError("bad input 3")
+        return {"downloads": [{"source_id": item["key"], "status": "ok", "duration": item["x"] ** 2}]}
+    return fn
+
+
+def _err(item, error):
+    return {"downloads": [{"source_id": item["key"], "status": "failed", "error": error}]}
+
+
+def _items(n):
+    return [{"key": f"s{i}", "x": i} for i in range(n)]
+
+
+def test_failure_is_recorded_and_others_survive(tmp_path):
+    calls = []
+    spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
+    res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), chunk_size=4, progress=False)
+    rows = {r["source_id"]: r for r in res.outputs["downloads"]}
+    assert len(rows) == 6
+    assert rows["s3"]["status"] == "failed" and "bad input 3" in rows["s3"]["error"]
+    assert rows["s5"]["duration"] == 25
+
+
+def test_rerun_skips_finished_work(tmp_path):
+    calls = []
+    spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
+    run_stage(tmp_path, spec, _items(5), LocalExecutor(), chunk_size=2, progress=False)
+    assert len(calls) == 5
+    res = run_stage(tmp_path, spec, _items(7), LocalExecutor(), chunk_size=2, progress=False)
+    assert calls[5:] == ["s5", "s6"]           # only the new items ran
+    assert res.ran == 2 and res.skipped == 5
+    assert len(res.outputs["downloads"]) == 7
+
+
+def test_killed_chunk_is_redone_and_finished_chunks_are_not(tmp_path):
+    calls = []
+    spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
+
+    class Killed(Exception):
+        pass
+
+    class DyingExecutor(LocalExecutor):
+        def map(self, spec, items):
+            for i, o in enumerate(super().map(spec, items)):
+                if items[i]["key"] == "s4":
+                    raise Killed()
+                yield o
+
+    with pytest.raises(Killed):
+        run_stage(tmp_path, spec, _items(6), DyingExecutor(), chunk_size=2, progress=False)
+    parts = sorted((tmp_path / "work" / "t").glob("part-*.json"))
+    assert [json.loads(p.read_text())["keys"] for p in parts] == [["s0", "s1"], ["s2", "s3"]]
+    calls.clear()
+    res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), chunk_size=2, progress=False)
+    assert calls == ["s4", "s5"]
+    assert len(res.outputs["downloads"]) == 6
+
+
+def test_recipes_are_complete_data(tmp_path):
+    for name in recipe_names():
+        if name == "custom":
+            continue
+        r = get_recipe(name)
+        assert r["windows"] == {"length": 3.0, "stride": 0.5}
+        assert set(r["gate"]) <= set(r["filters"])
+    assert get_recipe("avsync15")["select"]["per_class"] == 100
+    assert get_recipe("landscape")["download"]["min_width"] == 1280
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"base": "avsync15", "windows": {"stride": 1.0}}))
+    r = get_recipe("custom", cfg)
+    assert r["windows"] == {"length": 3.0, "stride": 1.0} and r["classes"] == "avsync15"
+    cfg.write_text(json.dumps({"windw": 1}))
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        get_recipe("custom", cfg)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        get_recipe("nope")
