@@ -190,8 +190,8 @@ def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "
     from curate.stats import collect, format_text
     st = collect(out)
     if html:
-        from curate.report import write_run_report
-        write_run_report(out, html, st)
+        from curate.stats import write_report
+        write_report(out, html, st)
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else format_text(st))
 
 
@@ -207,13 +207,20 @@ def synth(out: Path = typer.Argument(...), n: int = 32, seed: int = 0) -> None:
 def review(out: Path = typer.Argument(...), decisions: Path = typer.Option(None, help="where decisions are saved"),
            port: int = 0, write: Optional[Path] = typer.Option(None, help="write a static page instead of serving")) -> None:
     """Review page for the manual pass: keep/reject selected clips (loopback only)."""
-    from curate.review import serve_forever, write_review_page
+    from curate.review import serve_review, write_review_page
     decisions = decisions or out / "review_decisions.json"
     if write:
-        write_review_page(out, write)
+        write_review_page(out, write, decisions)
         typer.echo(f"wrote {write}")
     else:
-        serve_forever(out, decisions, port=port, echo=typer.echo)
+        server = serve_review(out, decisions, port=port, block=False)
+        typer.echo(f"review page: {server.url}  (decisions saved to {decisions}; Ctrl-C to stop)")
+        try:
+            import time
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            server.close()
 
 
 @sync_app.command("train")

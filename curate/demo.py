@@ -80,8 +80,7 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
     if not run["options"].get("sync_checkpoint"):
         stages.insert(stages.index("score"), "train-sync")
     run_stages(out, run, executor, stages, echo=echo)
-    from curate.report import write_run_report
-    from curate.stats import collect
-    write_run_report(out, out / "report.html", collect(out))
+    from curate.stats import collect, write_report
+    write_report(out, out / "report.html", collect(out))
     echo(f"report: {out / 'report.html'}")
     return run

@@ -341,8 +341,12 @@ def stage_select(out: str | Path, run: dict[str, Any], overrides: list[str] | No
                         len(missing), out)
         clips = merge_windows(windows, decisions, read_rows(out, "shots"), min_len=recipe["merge"]["min_len"])
     write_manifest(out, "clips", clips)
+    classes = None
+    if recipe.get("classes"):
+        from manifests.classes import recipe_folders
+        classes = recipe_folders(recipe["classes"])
     selected, bal = select_clips(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
-                                 decisions=review, sources=read_rows(out, "sources"))
+                                 decisions=review, classes=classes)
     write_manifest(out, "selected", selected)
     summary["balance"] = bal
     return summary

@@ -131,3 +131,18 @@ def format_text(st: dict[str, Any]) -> str:
     if st["warnings"]:
         lines += ["", "warnings:"] + [f"  ! {w}" for w in st["warnings"]]
     return "\n".join(lines)
+
+
+def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = None) -> Path:
+    """The HTML report: the figures above plus a histogram of every score with its thresholds."""
+    from curate.report import write_html
+
+    out = Path(out)
+    st = st if st is not None else collect(out)
+    windows = schemas.read_manifest(out, "windows") if has_manifest(out, "windows") else []
+    th: dict = {}
+    if (out / "run.json").exists():
+        from curate.pipeline import load_run, thresholds
+        run = load_run(out)
+        th = thresholds(run, run.get("selection_overrides"))
+    return write_html(out, html, st, windows, th)

@@ -1,0 +1,274 @@
+"""From clips to the selected dataset: ranking, per-class balancing, train/test splits.
+
+Replaces the seed's manual pass (seed 003 section 5.2: 15 classes x 100 clips, 90 train /
+10 test) with a documented automatic ranking, optionally corrected by a manual review
+(``curate/review.py``): rejected names are excluded and each class is refilled from the ranking.
+
+Names: ``format_avsync_name`` with the clip times relative to the segment, rounded to 0.1 s
+(``NAME_DECIMALS``); the row's start/end are the rounded times, so a cut matches its name.
+Keys: ``shards.writer.key_from_name`` (dot-free). Shortfalls are in the summary and logged.
+
+Everything is deterministic for a given seed: ties and split assignment use a SHA-256 of
+``"{seed}:{id}"``, never Python's salted ``hash`` or global RNG state.
+
+Parameters (``recipe_params`` is a whole recipe dict or its ``"select"`` part):
+
+- ``per_class`` (int | None): keep at most this many clips per class, best ranked first;
+  None keeps every ok clip (VGGSS, Landscape: no balancing).
+- ``max_per_source`` (int | None): at most this many clips of one source segment; default
+  1 when ``per_class`` is set (AVSync15 has about one clip per video, so one segment cannot
+  fill a class), None otherwise. A manual reject excludes only that clip; another clip of
+  the same segment stays a candidate.
+- ``test_per_class`` (int | None), ``balanced_test`` (bool), ``test_fraction`` (float, 0.1):
+  neither set -> keep the split of the source row (VGGSS). ``test_per_class`` set -> that
+  many test clips per full class; a class with a shortfall gets ``selected *
+  test_per_class / per_class`` rounded half up (45 clips -> 5 test). ``balanced_test`` ->
+  the same number in every class: ``test_per_class`` if given, else
+  ``floor(test_fraction * smallest class)``,
+  lowered to the smallest class when that class has fewer clips (reported in warnings).
+- test clips are whole YouTube videos where possible (grouped by ytid, groups in seeded
+  order) so no video is in both splits; when only part of a group fits, its remaining clips
+  are "skipped" (not train) with the reason, instead of leaking the video into train.
+
+Returned rows cover every input clip (rows never disappear): status "ok" = in the dataset;
+"skipped" = a valid clip not needed (beyond per_class, source cap, leakage guard);
+"rejected" = rejected by the reviewer, or by an earlier stage (its error is carried).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+from manifests.sources import format_avsync_name
+from manifests.schemas import STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
+from shards.writer import key_from_name
+
+log = logging.getLogger(__name__)
+
+#: clip times in names are rounded to this many decimals (the released AVSync15 list has
+#: values like 2.5, 6.0; windows are on a 0.5-s grid so merged clips are exact; shot
+#: trimming can give other values, which are rounded)
+NAME_DECIMALS = 1
+
+
+class Selection(NamedTuple):
+    rows: list[dict[str, Any]]     # SELECTED rows, one per input clip
+    summary: dict[str, Any]        # per_class counts, shortfall, n_test, warnings
+
+
+def rank_score(clip: Mapping[str, Any]) -> float | None:
+    """Combined ranking score: mean(sync_a2v, sync_v2a) + imagebind_ia.
+
+    Audio-video synchronisation (P_sync in [0, 1], chance 1/3) and audio-image semantic
+    alignment (ImageBind cosine) are the two properties the seed's manual pass checked
+    beyond what the gating already ensured; they get equal weight. None when any of the
+    three scores is null (a filter that was not run or failed): such clips are ranked after
+    every scored clip, in seeded order, never given a made-up score.
+    """
+    vals = [clip.get(c) for c in ("sync_a2v", "sync_v2a", "imagebind_ia")]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+        return None
+    a2v, v2a, ia = (float(v) for v in vals)
+    return (a2v + v2a) / 2.0 + ia
+
+
+def _seeded(seed: int, ident: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{ident}".encode()).digest()[:8], "big")
+
+
+def split_source_id(source_id: str) -> tuple[str, int, int]:
+    """``{ytid}_{segStart:06d}_{segEnd:06d}`` -> (ytid, start, end); ytids may contain '_'."""
+    parts = source_id.rsplit("_", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"source_id {source_id!r} is not ytid_SSSSSS_EEEEEE")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def clip_name(clip: Mapping[str, Any]) -> tuple[str, float, float]:
+    """AVSync15-style name of a clip, with its times rounded to NAME_DECIMALS."""
+    if clip.get("class_name") is None or clip.get("start") is None or clip.get("end") is None:
+        raise ValueError("clip has no class_name/start/end")
+    ytid, s, e = split_source_id(clip["source_id"])
+    cs, ce = round(float(clip["start"]), NAME_DECIMALS), round(float(clip["end"]), NAME_DECIMALS)
+    return format_avsync_name(clip["class_name"], ytid, s, e, cs, ce), cs, ce
+
+
+def _params(recipe_params: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
+    has_select = "select" in recipe_params
+    p = dict(recipe_params.get("select") or {}) if has_select else dict(recipe_params)
+    out = {
+        "per_class": p.get("per_class"), "test_per_class": p.get("test_per_class"),
+        "balanced_test": bool(p.get("balanced_test", False)),
+        "test_fraction": float(p.get("test_fraction", 0.1)),
+        "seed": int(seed if seed is not None else p.get("seed", 0) or 0),
+    }
+    out["max_per_source"] = p.get("max_per_source", 1 if out["per_class"] else None)
+    return out
+
+
+def _base_row(clip: Mapping[str, Any]) -> dict[str, Any]:
+    return {"key": None, "name": None, "clip_id": clip.get("clip_id"),
+            "source_id": clip.get("source_id"), "class_name": clip.get("class_name"),
+            "split": clip.get("split"), "start": clip.get("start"), "end": clip.get("end"),
+            "rank_score": rank_score(clip), "status": STATUS_OK, "error": None}
+
+
+def _named_rows(clips: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per clip with name/key; clips that failed upstream keep their status."""
+    rows, seen = [], set()
+    for c in clips:
+        row = _base_row(c)
+        if c.get("status") not in (None, STATUS_OK):
+            row.update(status=c["status"], error=f"clip not ok: {c.get('error')}")
+        try:
+            row["name"], row["start"], row["end"] = clip_name(c)
+            row["key"] = key_from_name(row["name"])
+        except ValueError as e:
+            if row["status"] == STATUS_OK:
+                row.update(status=STATUS_FAILED, error=f"select: cannot name clip: {e}")
+        if row["name"] is not None and row["name"] in seen and row["status"] == STATUS_OK:
+            row.update(status=STATUS_REJECTED, error="select: duplicate name (after rounding)")
+        seen.add(row["name"])
+        rows.append(row)
+    return rows
+
+
+def _order(rows: list[dict[str, Any]], seed: int, decisions: Mapping[str, str]) -> list[dict]:
+    """Reviewer-kept first, then rank_score descending (None last), then seeded tie-break."""
+    def k(r: dict) -> tuple:
+        rs = r["rank_score"]
+        return (decisions.get(r["name"]) != "keep", rs is None, -(rs or 0.0),
+                _seeded(seed, r["clip_id"] or r["name"]))
+    return sorted(rows, key=k)
+
+
+def _pick_class(rows: list[dict[str, Any]], prm: dict[str, Any],
+                decisions: Mapping[str, str]) -> None:
+    """Mark rows of one class (ranked order) ok / rejected / skipped, in place."""
+    per_class, cap = prm["per_class"], prm["max_per_source"]
+    n_sel, per_source = 0, defaultdict(int)
+    for rank, r in enumerate(_order(rows, prm["seed"], decisions), start=1):
+        if decisions.get(r["name"]) == "reject":
+            r.update(status=STATUS_REJECTED, error="review: rejected by reviewer")
+        elif per_class is not None and n_sel >= per_class:
+            r.update(status=STATUS_SKIPPED,
+                     error=f"select: rank {rank} beyond per_class {per_class}")
+        elif cap is not None and per_source[r["source_id"]] >= cap:
+            r.update(status=STATUS_SKIPPED,
+                     error=f"select: max_per_source {cap} reached for {r['source_id']}")
+        else:
+            n_sel += 1
+            per_source[r["source_id"]] += 1
+
+
+def _ytid(r: Mapping[str, Any]) -> str:
+    try:
+        return split_source_id(r["source_id"])[0]
+    except (ValueError, TypeError):
+        return str(r["source_id"])
+
+
+def _assign_test(rows: list[dict[str, Any]], n_test: int, seed: int) -> None:
+    """Split the ok rows of one class: n_test to test by whole videos where they fit."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[_ytid(r)].append(r)
+    order = sorted(groups, key=lambda g: _seeded(seed, g))
+    need, test_groups = n_test, set()
+    for g in order:                        # first fit of whole videos
+        if 0 < len(groups[g]) <= need:
+            test_groups.add(g)
+            need -= len(groups[g])
+    for g in order:
+        members = sorted(groups[g], key=lambda r: (r["start"], r["name"]))
+        if g in test_groups:
+            for r in members:
+                r["split"] = "test"
+        elif need > 0:                     # partial video: the rest would leak into train
+            for i, r in enumerate(members):
+                if i < need:
+                    r["split"] = "test"
+                else:
+                    r.update(split=None, status=STATUS_SKIPPED,
+                             error="select: same video as test clips, held out of train")
+            need = 0
+        else:
+            for r in members:
+                r["split"] = "train"
+
+
+def _n_test(counts: dict[str, int], prm: dict[str, Any],
+            warnings: list[str]) -> dict[str, int] | None:
+    """Test clips per class, or None to keep the source split."""
+    tpc, per_class = prm["test_per_class"], prm["per_class"]
+    if not prm["balanced_test"]:
+        if tpc is None:
+            return None
+        if per_class:
+            return {c: min(n, tpc) if n >= per_class else int(math.floor(n * tpc / per_class + 0.5))
+                    for c, n in counts.items()}
+        return {c: min(n, tpc) for c, n in counts.items()}
+    smallest = min(counts.values()) if counts else 0
+    n = int(tpc) if tpc is not None else int(math.floor(prm["test_fraction"] * smallest))
+    if n > smallest:
+        warnings.append(f"balanced test: {n} per class requested, smallest class has "
+                        f"{smallest}; using {smallest}")
+        n = smallest
+    return {c: n for c in counts}
+
+
+def select_clips(clips: Iterable[Mapping[str, Any]], recipe_params: Mapping[str, Any],
+                 seed: int | None = None, decisions: Mapping[str, str] | None = None,
+                 classes: Sequence[str] | None = None) -> Selection:
+    """CLIPS rows -> Selection(rows=SELECTED rows for every clip, summary).
+
+    ``decisions``: manual review {name: "keep"|"reject"}. ``classes``: the recipe's class
+    list, so a class without any candidate appears in the shortfall too. ``seed`` overrides
+    ``select.seed``. See the module docstring for the parameters and rules.
+    """
+    prm, decisions = _params(recipe_params, seed), dict(decisions or {})
+    rows = _named_rows(clips)
+    by_class: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["status"] == STATUS_OK:
+            by_class[r["class_name"]].append(r)
+    for cls_rows in by_class.values():
+        _pick_class(cls_rows, prm, decisions)
+    ok = {c: [r for r in rs if r["status"] == STATUS_OK] for c, rs in by_class.items()}
+    for c in classes or ():
+        ok.setdefault(c, [])
+    warnings: list[str] = []
+    n_test = _n_test({c: len(v) for c, v in ok.items()}, prm, warnings)
+    if n_test is not None:
+        for c, rs in ok.items():
+            _assign_test(rs, n_test[c], prm["seed"])
+    summary = _summary(ok, by_class, prm, warnings)
+    for w in summary["warnings"]:
+        log.warning("select: %s", w)
+    return Selection(rows, summary)
+
+
+def _summary(ok: dict[str, list[dict]], candidates: dict[str, list[dict]], prm: dict[str, Any],
+             warnings: list[str]) -> dict[str, Any]:
+    """Per class: ok candidates, selected, train/test (selected rows held out of train for
+    leakage are not counted), and the shortfall against per_class."""
+    per_class, shortfall = {}, {}
+    for c in sorted(ok, key=str):
+        sel = [r for r in ok[c] if r["status"] == STATUS_OK]
+        per_class[c] = {
+            "candidates": len(candidates.get(c, [])), "selected": len(sel),
+            "review_rejected": sum(r["status"] == STATUS_REJECTED for r in candidates.get(c, [])),
+            "train": sum(r["split"] == "train" for r in sel),
+            "test": sum(r["split"] == "test" for r in sel),
+        }
+        if prm["per_class"] is not None and len(sel) < prm["per_class"]:
+            shortfall[c] = prm["per_class"] - len(sel)
+    if shortfall:
+        warnings.append(f"{len(shortfall)} classes short of {prm['per_class']} clips: "
+                        + ", ".join(f"{c} (-{n})" for c, n in shortfall.items()))
+    return {"per_class": per_class, "shortfall": shortfall, "params": prm,
+            "selected": sum(v["selected"] for v in per_class.values()),
+            "warnings": warnings}

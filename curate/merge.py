@@ -1,0 +1,205 @@
+"""From kept windows to clips (the CLIPS table).
+
+Windows mode (AVSync15 / VGGSS, seed 003 section 5.2): kept 3-s windows of one shot that
+overlap or touch are merged into one clip spanning [min start, max end]. Windows lie inside
+their shot, so a merged clip does too (checked against the shots table anyway). The seed
+reports 100,812 kept windows -> 42,882 clips.
+
+Fixed mode (Landscape, seeds 004/001): every source is cut into non-overlapping clips of a
+fixed length (10 s), no windows or scores involved.
+
+Rows never disappear: a clip shorter than ``min_len`` is returned with status "rejected" and
+the reason in ``error``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+from manifests.schemas import (
+    ALL_SCORES, STATUS_FAILED, STATUS_OK, STATUS_REJECTED,
+)
+
+log = logging.getLogger(__name__)
+
+#: float slack when comparing times (windows are on a 0.5-s grid; this only absorbs rounding)
+EPS = 1e-6
+
+
+def clip_id_for(source_id: str, start: float, end: float) -> str:
+    """``{source_id}_{startMs:06d}_{endMs:06d}``: clips of one source never share both bounds."""
+    return f"{source_id}_{int(round(start * 1000)):06d}_{int(round(end * 1000)):06d}"
+
+
+def _mean_scores(windows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Clip score = mean over its windows of the non-null values; all null -> None.
+
+    Kept windows passed every gating filter, so nulls only appear for filters that were not
+    run (a recipe without that filter); then the clip's score is null too, never a sentinel.
+    """
+    out: dict[str, float | None] = {}
+    for col in ALL_SCORES:
+        vals = [float(w[col]) for w in windows if w.get(col) is not None and not math.isnan(w[col])]
+        out[col] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _kept_windows(windows: Iterable[Mapping[str, Any]],
+                  decisions: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    keep = {d["window_id"]: bool(d.get("keep")) for d in decisions}
+    kept, undecided = [], 0
+    for w in windows:
+        if w.get("status") not in (None, STATUS_OK):
+            continue
+        if w["window_id"] not in keep:
+            undecided += 1
+            continue
+        if keep[w["window_id"]]:
+            kept.append(w)
+    if undecided:
+        # a window without a decision row was never selected: it is not kept
+        log.warning("%d windows have no decision row; treated as not kept", undecided)
+    return kept
+
+
+def _intervals(ws: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Groups of windows (sorted by start) whose intervals overlap or touch."""
+    ws = sorted(ws, key=lambda w: (float(w["start"]), float(w["end"])))
+    groups: list[list[Mapping[str, Any]]] = []
+    end = -math.inf
+    for w in ws:
+        if groups and float(w["start"]) <= end + EPS:
+            groups[-1].append(w)
+            end = max(end, float(w["end"]))
+        else:
+            groups.append([w])
+            end = float(w["end"])
+    return groups
+
+
+def _clip_row(group: list[Mapping[str, Any]], shot: Mapping[str, Any] | None,
+              min_len: float) -> dict[str, Any]:
+    first = group[0]
+    start = min(float(w["start"]) for w in group)
+    end = max(float(w["end"]) for w in group)
+    status, error = STATUS_OK, None
+    if shot is not None and (start < float(shot["start"]) - EPS or end > float(shot["end"]) + EPS):
+        # windows are generated inside shots, so this means inconsistent tables: clamp, say so
+        log.warning("clip %s-%s of %s leaves its shot [%s, %s]; clamped", start, end,
+                    first["shot_id"], shot["start"], shot["end"])
+        start, end = max(start, float(shot["start"])), min(end, float(shot["end"]))
+    if end - start < min_len - EPS:
+        status = STATUS_REJECTED
+        error = f"merge: clip length {end - start:.2f}s < min_len {min_len:.2f}s"
+    return {
+        "clip_id": clip_id_for(first["source_id"], start, end),
+        "source_id": first["source_id"], "shot_id": first["shot_id"],
+        "class_name": first.get("class_name"), "split": first.get("split"),
+        "start": start, "end": end, "n_windows": len(group),
+        **_mean_scores(group), "status": status, "error": error,
+    }
+
+
+def merge_windows(windows: Iterable[Mapping[str, Any]], decisions: Iterable[Mapping[str, Any]],
+                  shots: Iterable[Mapping[str, Any]] | None = None,
+                  min_len: float = 2.0) -> list[dict[str, Any]]:
+    """Kept windows -> CLIPS rows, one per run of overlapping/touching windows of one shot.
+
+    ``windows``: WINDOWS rows; ``decisions``: DECISIONS rows (window_id, keep, reason);
+    ``shots``: SHOTS rows, used to check that a clip stays in its shot. Clips shorter than
+    ``min_len`` seconds are kept as rows with status "rejected". Sorted by clip_id.
+    """
+    shot_by_id = {s["shot_id"]: s for s in (shots or [])}
+    by_shot: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for w in _kept_windows(windows, decisions):
+        # a window without shot_id (no shot split) merges within its source
+        by_shot[(w["source_id"], w.get("shot_id") or "")].append(w)
+    rows = []
+    for (_, shot_id), ws in by_shot.items():
+        shot = shot_by_id.get(shot_id)
+        if shot_id and shots is not None and shot is None:
+            log.warning("shot %s not in the shots table; clip bounds not checked", shot_id)
+        rows.extend(_clip_row(g, shot, min_len) for g in _intervals(ws))
+    rows.sort(key=lambda r: r["clip_id"])
+    log.info("merge: %d kept windows -> %d clips (%d shorter than %.1fs rejected)",
+             sum(len(v) for v in by_shot.values()), len(rows),
+             sum(r["status"] == STATUS_REJECTED for r in rows), min_len)
+    return rows
+
+
+def _interval_of(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Clip-able interval in segment time: a shot row's [start, end]; for a source or
+    download row [0, duration] (downloaded file times start at 0), duration from the
+    download probe when present, else the source's end - start."""
+    if row.get("shot_id"):
+        return float(row["start"]), float(row["end"])
+    if row.get("duration") is not None:
+        return 0.0, float(row["duration"])
+    if row.get("start") is not None and row.get("end") is not None:
+        return 0.0, float(row["end"]) - float(row["start"])
+    return None
+
+
+def _below_resolution(row: Mapping[str, Any], min_resolution: tuple[int, int] | None) -> str | None:
+    if min_resolution is None:
+        return None
+    w, h = row.get("width"), row.get("height")
+    if w is None or h is None:
+        return "fixed_clips: resolution unknown (no width/height)"
+    if int(w) < min_resolution[0] or int(h) < min_resolution[1]:
+        return f"fixed_clips: resolution {w}x{h} below {min_resolution[0]}x{min_resolution[1]}"
+    return None
+
+
+def fixed_clips(shots_or_sources: Iterable[Mapping[str, Any]], length: float = 10.0,
+                sources: Iterable[Mapping[str, Any]] | None = None,
+                min_resolution: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """Non-overlapping ``length``-s clips from each input row (Landscape: 10 s, seed 004).
+
+    Rows may be SHOTS rows (clips inside each shot), DOWNLOADS rows (clips over [0, duration])
+    or SOURCES rows (clips over [0, end - start]). ``sources`` supplies class_name/split when
+    the rows lack them. Clips start at the interval start; a tail shorter than ``length`` is
+    not a clip. An input too short for one clip, or under ``min_resolution`` (width, height),
+    gives one "rejected" row with the reason; input rows whose status is not ok are skipped
+    (their failure is already recorded in their own table).
+    """
+    meta = {s["source_id"]: s for s in (sources or [])}
+    rows: list[dict[str, Any]] = []
+    skipped = 0
+    for r in shots_or_sources:
+        if r.get("status") not in (None, STATUS_OK):
+            skipped += 1
+            continue
+        rows.extend(_fixed_for_row(r, meta.get(r["source_id"], {}), length, min_resolution))
+    if skipped:
+        log.info("fixed_clips: %d input rows not ok, skipped", skipped)
+    rows.sort(key=lambda x: x["clip_id"])
+    return rows
+
+
+def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
+                   min_resolution: tuple[int, int] | None) -> list[dict[str, Any]]:
+    base = {"source_id": r["source_id"], "shot_id": r.get("shot_id"),
+            "class_name": r.get("class_name") or meta.get("class_name"),
+            "split": r.get("split") or meta.get("split"), "n_windows": 0,
+            **{c: None for c in ALL_SCORES}}
+    iv = _interval_of(r)
+    if iv is None:
+        return [{**base, "clip_id": f"{r['source_id']}_none", "start": None, "end": None,
+                 "status": STATUS_FAILED, "error": "fixed_clips: no start/end/duration"}]
+    t0, t1 = iv
+    reason = _below_resolution(r, min_resolution)
+    n = int(math.floor((t1 - t0) / length + EPS))
+    if reason is None and n == 0:
+        reason = f"fixed_clips: {t1 - t0:.2f}s shorter than one {length:.1f}s clip"
+    if reason is not None:
+        return [{**base, "clip_id": clip_id_for(r["source_id"], t0, t1), "start": t0, "end": t1,
+                 "status": STATUS_REJECTED, "error": reason}]
+    out = []
+    for k in range(n):
+        s, e = t0 + k * length, t0 + (k + 1) * length
+        out.append({**base, "clip_id": clip_id_for(r["source_id"], s, e), "start": s, "end": e,
+                    "status": STATUS_OK, "error": None})
+    return out
