@@ -117,18 +117,11 @@ def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
           executor: str = ExecOpt) -> None:
     """Score windows: unscored ones, and exactly those a looser selection needs."""
     from curate import pipeline
-    from curate.select import needs_scoring
-    from manifests.schemas import read_rows
     try:
         run = pipeline.load_run(out)
         ex = _executor(executor, workers, address, gpus)
         pipeline.stage_score(out, run, ex)
-        gate, _ = pipeline.gating(run)
-        th = pipeline.thresholds(run, run.get("selection_overrides"))
-        missing = set(needs_scoring(read_rows(out, "windows"), th, gate=set(gate)))
-        if missing:
-            typer.echo(f"scoring {len(missing)} windows admitted by the current thresholds")
-            pipeline.stage_score(out, run, ex, window_ids=missing)
+        pipeline.stage_score(out, run, ex, rescore=True)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
 
@@ -147,8 +140,9 @@ def select(out: Path = typer.Argument(...),
     if summary.get("needs_scoring"):
         typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
                    f"run `curate score {out}` to score exactly those")
-    for name, n in summary.get("funnel", []):
-        typer.echo(f"  {name:<28}{n:>9}")
+    if summary.get("funnel"):
+        from curate.select import format_funnel
+        typer.echo(format_funnel(summary["funnel"]))
 
 
 @app.command()

@@ -229,13 +229,13 @@ def _build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any]
     from curate.scoring import Scorers
 
     kw: dict[str, Any] = {}
-    for filt, m in models.items():
+    for m in models.values():
         if m["model"] == "clip":
             from filters.clip_model import ClipScorer
             if m["random"]:
                 kw["clip"] = ClipScorer.random(seed=0, device=device)
-            elif Path(str(m["weights"])).suffix in (".pt", ".pth", ".bin", ".safetensors"):
-                kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], m["weights"], device=device)
+            elif Path(str(m["weights"])).is_file():
+                kw["clip"] = ClipScorer.from_checkpoint(m["weights"], model=run_models["clip_model"], device=device)
             else:
                 kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], run_models["clip_pretrained"],
                                                         device=device)
@@ -260,42 +260,56 @@ def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
 
     def fn(item: dict) -> dict:
         grid = decode_grid(item["path"])   # the whole segment, once, for all its windows
+        only = set(item["only"]) if item.get("only") else None
         rows = score_segment(grid, item["windows"], scorers, th, item["text"], cascade=True,
-                             gate=set(gate), only=set(item["only"]) if item.get("only") else None)
+                             only=only, gate=set(gate))
         return {"windows": rows}
     return fn
 
 
 def _score_error(item: dict, error: str) -> dict:
-    rows = []
-    for w in item["windows"]:
-        rows.append({**w, "status": schemas.STATUS_FAILED, "error": f"score: {error}"})
-    return {"windows": rows}
+    return {"windows": [{**w, "status": schemas.STATUS_FAILED, "error": f"score: {error}"}
+                        for w in item["windows"]]}
+
+
+def _score_items(out: str | Path, windows: list[dict], wanted: dict[str, set[str] | None],
+                 tag: str) -> list[dict]:
+    """One item per (source, filters to score): the segment is decoded once per item."""
+    from manifests.sources import display_name
+
+    paths = {d["source_id"]: d["path"] for d in _ok_downloads(out)}
+    groups: dict[tuple[str, tuple], list[dict]] = {}
+    for w in windows:
+        if w["window_id"] in wanted and w["status"] == schemas.STATUS_OK and w["source_id"] in paths:
+            only = tuple(sorted(wanted[w["window_id"]])) if wanted[w["window_id"]] else ()
+            groups.setdefault((w["source_id"], only), []).append(w)
+    items = []
+    for (sid, only), ws in sorted(groups.items()):
+        key = sid + (f"@{'+'.join(only)}@{tag}" if only else "")
+        items.append({"key": key, "path": paths[sid], "windows": ws, "only": list(only) or None,
+                      "text": display_name(ws[0]["class_name"] or "")})
+    return items
 
 
 def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
-                window_ids: set[str] | None = None, num_gpus: float = 0.0) -> list[dict]:
-    """Score windows (all not yet scored, or exactly ``window_ids``)."""
-    from manifests.sources import display_name
+                rescore: bool = False, num_gpus: float = 0.0) -> list[dict]:
+    """Score every window not yet scored; with ``rescore``, score exactly the windows the
+    current thresholds admit but the cascade skipped, and only their missing filters."""
+    from curate.select import needs_scoring_by_filter, rescore_filters
 
-    recipe = run["recipe"]
     windows = read_rows(out, "windows")
-    paths = {d["source_id"]: d["path"] for d in _ok_downloads(out)}
-    by_source: dict[str, list[dict]] = {}
-    for w in windows:
-        if w["status"] == schemas.STATUS_OK and (window_ids is None or w["window_id"] in window_ids):
-            by_source.setdefault(w["source_id"], []).append(w)
-    tag = ""
-    if window_ids is not None:
-        import hashlib
-        tag = "@" + hashlib.sha1("\n".join(sorted(window_ids)).encode()).hexdigest()[:12]
-    items = [{"key": sid + tag, "path": paths[sid], "windows": ws,
-              "text": display_name(ws[0]["class_name"] or ""),
-              "only": sorted(w["window_id"] for w in ws) if window_ids is not None else None}
-             for sid, ws in sorted(by_source.items()) if sid in paths]
     gate, _ = gating(run)
-    factory = functools.partial(_score_factory, resolve_models(run), recipe["models"],
-                                thresholds(run), gate)
+    th = thresholds(run, run.get("selection_overrides"))
+    if rescore:
+        import hashlib
+        wanted: dict[str, set[str] | None] = {}
+        for first, ids in needs_scoring_by_filter(windows, th, set(gate)).items():
+            wanted.update({i: rescore_filters(first) for i in ids})
+        tag = hashlib.sha1("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
+        items = _score_items(out, windows, wanted, tag)
+    else:
+        items = _score_items(out, windows, {w["window_id"]: None for w in windows}, "")
+    factory = functools.partial(_score_factory, resolve_models(run), run["recipe"]["models"], th, gate)
     spec = StageSpec("score", factory, _score_error, stateful=True, num_gpus=num_gpus)
     res = run_stage(out, spec, items, executor, chunk_size=32)
     scored = {w["window_id"]: w for w in res.outputs.get("windows", [])}
@@ -313,7 +327,7 @@ def stage_select(out: str | Path, run: dict[str, Any], overrides: list[str] | No
     Touches no model: changing a threshold and re-selecting takes seconds.
     """
     from curate.balance import select_clips
-    from curate.select import needs_scoring, select_windows
+    from curate.select import select_windows
 
     recipe = run["recipe"]
     if overrides is not None:
@@ -334,11 +348,10 @@ def stage_select(out: str | Path, run: dict[str, Any], overrides: list[str] | No
         windows = read_rows(out, "windows")
         decisions, funnel = select_windows(windows, th, gate=set(gate))
         write_manifest(out, "decisions", decisions)
-        missing = needs_scoring(windows, th, gate=set(gate))
-        summary["funnel"], summary["needs_scoring"] = funnel, len(missing)
-        if missing:
+        summary["funnel"], summary["needs_scoring"] = funnel, funnel["needs_scoring"]
+        if funnel["needs_scoring"]:
             log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
-                        len(missing), out)
+                        funnel["needs_scoring"], out)
         clips = merge_windows(windows, decisions, read_rows(out, "shots"), min_len=recipe["merge"]["min_len"])
     write_manifest(out, "clips", clips)
     classes = None

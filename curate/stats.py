@@ -102,8 +102,13 @@ def _window_funnel(out: Path, run: dict, windows: list[dict], st: dict, stage) -
 
     th = thresholds(run, run.get("selection_overrides"))
     gate, score_only = gating(run)
-    for name, n in window_funnel(windows, th, gate=set(gate)):
-        stage(name, n)
+    fun = window_funnel(windows, th, gate=set(gate))
+    for step in fun["funnel"][1:]:
+        stage(f"after {step['filter']}", step["remaining"])
+    stage("windows kept", fun["kept"])
+    if fun["needs_scoring"]:
+        st["warnings"].append(f"{fun['needs_scoring']} windows admitted by the current thresholds "
+                              "were never scored: run `curate score`")
     for f, why in score_only.items():
         st["warnings"].append(f"filter '{f}' is score-only: {why}")
     if run.get("options", {}).get("allow_random_weights"):

@@ -1,0 +1,38 @@
+"""Raw pixel difference (seed 003, section 5.2): static or too-sharp motion.
+
+Score: mean over the 9 consecutive pairs of the 10 sampled frames of mean |f_i - f_{i-1}|
+with RGB scaled to [0, 1]. Keep when ``min <= s <= max`` (both ends inclusive).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+NAME = "pixel_diff"
+THRESHOLDS = {"min": 0.01, "max": 0.15}
+
+
+def score(frames: np.ndarray) -> float:
+    """``frames``: uint8 ``[T, H, W, 3]`` (T = 10 by the sampling convention, any T >= 2 works)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 2:
+        raise ValueError(f"pixel_diff needs uint8 frames [T>=2, H, W, 3], got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"pixel_diff needs uint8 frames, got {frames.dtype}")
+    # int16 differences are exact; the mean is taken in float64 so edge tests are exact too
+    d = np.abs(np.diff(frames.astype(np.int16), axis=0))
+    per_pair = d.reshape(d.shape[0], -1).mean(axis=1, dtype=np.float64) / 255.0
+    return float(per_pair.mean())
+
+
+def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return False, f"{NAME}: no score"
+    lo, hi = thresholds.get("min"), thresholds.get("max")
+    if lo is not None and s < lo:
+        return False, f"{NAME} {s:.4g} < min {lo:g}"
+    if hi is not None and s > hi:
+        return False, f"{NAME} {s:.4g} > max {hi:g}"
+    return True, None

@@ -1,0 +1,177 @@
+"""Audio-video synchronisation (seed 003, sections 2.1 and 5.2).
+
+For the middle 2 s of a window the sync classifier gives phi for three audio-fixed /
+video-shifted pairs (a2v) and three video-fixed / audio-shifted pairs (v2a), shifts
+-0.25 / 0 / +0.25 s (``filters.sampling``). P_sync is the softmax mass on the unshifted pair,
+with no temperature (seed Eq. 4), via ``sync_classifier.metrics.p_sync``; chance is 1/3.
+Keep when both directions are ``>= 0.341``.
+
+``SyncScorer`` wraps a ``sync_classifier.model.SyncClassifier``. ``phi_pairs`` takes the
+distinct audio clips and video clips of a whole segment and the (audio, video) pairs needed;
+when the model exposes separate encoders it encodes every distinct clip once and runs only
+the head per pair, else it runs ``forward`` once per distinct pair.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+
+from filters import sampling
+
+log = logging.getLogger(__name__)
+
+NAME = "sync"
+THRESHOLDS = {"a2v_min": 0.341, "v2a_min": 0.341}
+
+
+def _p_sync(phi3: Sequence[float]) -> float:
+    from sync_classifier.metrics import p_sync  # lazy: keeps select/registry free of torch
+    phi3 = np.asarray(phi3, dtype=np.float64)
+    if phi3.shape != (3,) or not np.all(np.isfinite(phi3)):
+        raise ValueError(f"sync needs 3 finite phi values, got {phi3.tolist()}")
+    return float(p_sync(phi3))
+
+
+def score(phi_a2v: Sequence[float], phi_v2a: Sequence[float]) -> tuple[float, float]:
+    """P_sync in both directions from phi for shifts (-0.25, 0, +0.25) s (middle = in sync)."""
+    return _p_sync(phi_a2v), _p_sync(phi_v2a)
+
+
+def _bad(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def keep(a2v: float | None, v2a: float | None,
+         thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
+    if _bad(a2v) or _bad(v2a):
+        return False, f"{NAME}: no score"
+    lo_a, lo_v = thresholds.get("a2v_min"), thresholds.get("v2a_min")
+    if lo_a is not None and a2v < lo_a:
+        return False, f"{NAME} a2v {a2v:.4g} < min {lo_a:g}"
+    if lo_v is not None and v2a < lo_v:
+        return False, f"{NAME} v2a {v2a:.4g} < min {lo_v:g}"
+    return True, None
+
+
+def window_phi(phi: Mapping[tuple[Hashable, Hashable], float], audio_keys: Sequence[Hashable],
+               video_keys: Sequence[Hashable]) -> tuple[list[float], list[float]]:
+    """Arrange pair scores into the (a2v, v2a) triples of one window.
+
+    ``audio_keys`` / ``video_keys``: the clip keys for shifts -1, 0, +1 (``SYNC_SHIFTS`` order).
+    """
+    a0, v0 = audio_keys[1], video_keys[1]
+    return [phi[(a0, v)] for v in video_keys], [phi[(a, v0)] for a in audio_keys]
+
+
+class SyncScorer:
+    """Batched phi over (audio, video) pairs with a SyncClassifier.
+
+    Audio clips are float32 ``[32000]`` (2 s at 16 kHz), turned into the 1x128x204 mel by
+    ``filters.mel.imagebind_mel``; video clips are uint8 ``[12, 224, 224, 3]``, turned into the
+    model's input by ``sync_classifier.data.video_tensor``.
+    """
+
+    def __init__(self, model, device: str = "cpu", batch_size: int = 16):
+        import torch
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.split = self._split_api(model)
+        self.frame_size = getattr(getattr(model, "config", None), "frame_size", None)
+
+    @staticmethod
+    def _split_api(model):
+        """(encode_audio, encode_video, head) when the model has them, else None (use forward)."""
+        names = ("encode_audio", "encode_video", "head")
+        if all(callable(getattr(model, n, None)) for n in names):
+            return tuple(getattr(model, n) for n in names)
+        return None
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int = 16) -> "SyncScorer":
+        from sync_classifier.model import load_sync_classifier
+        return cls(load_sync_classifier(path, device), device=device, batch_size=batch_size)
+
+    @classmethod
+    def random(cls, seed: int = 0, device: str = "cpu", config=None, batch_size: int = 16) -> "SyncScorer":
+        """Randomly initialised small classifier: demo and tests only (its scores mean nothing)."""
+        import torch
+        from sync_classifier.model import SyncClassifier, small_config
+        torch.manual_seed(seed)
+        model = SyncClassifier(config if config is not None else small_config())
+        return cls(model, device=device, batch_size=batch_size)
+
+    # -- inputs -------------------------------------------------------------------------
+    def _mels(self, waves: Sequence[np.ndarray]):
+        from filters.mel import imagebind_mel
+        n = int(sampling.SYNC_AUDIO_SECONDS * 16000)
+        out = []
+        for w in waves:
+            w = np.asarray(w, dtype=np.float32)
+            if w.shape != (n,):
+                raise ValueError(f"sync audio must be float32 [{n}], got {w.shape}")
+            out.append(imagebind_mel(self.torch.from_numpy(w)))
+        return self.torch.stack(out).to(self.device)
+
+    def _videos(self, clips: Sequence[np.ndarray]):
+        from sync_classifier.data import video_tensor
+        out = []
+        for c in clips:
+            c = np.asarray(c)
+            if c.ndim != 4 or c.shape[0] != sampling.SYNC_FRAMES or c.dtype != np.uint8:
+                raise ValueError(f"sync video must be uint8 [12, H, W, 3], got {c.dtype} {c.shape}")
+            # small models take smaller frames (config.frame_size): video_tensor resizes
+            out.append(video_tensor(c, size=self.frame_size))
+        return self.torch.stack(out).to(self.device)
+
+    # -- scoring ------------------------------------------------------------------------
+    def phi_pairs(self, audio: Mapping[Hashable, np.ndarray], video: Mapping[Hashable, np.ndarray],
+                  pairs: Sequence[tuple[Hashable, Hashable]]) -> dict[tuple[Hashable, Hashable], float]:
+        """phi for each distinct (audio key, video key) pair."""
+        pairs = list(dict.fromkeys(pairs))
+        with self.torch.inference_mode():
+            if self.split is not None:
+                return self._phi_split(audio, video, pairs)
+            return self._phi_forward(audio, video, pairs)
+
+    def _batches(self, items):
+        for i in range(0, len(items), self.batch_size):
+            yield items[i:i + self.batch_size]
+
+    def _phi_forward(self, audio, video, pairs):
+        out: dict = {}
+        for chunk in self._batches(pairs):
+            mel = self._mels([audio[a] for a, _ in chunk])
+            vid = self._videos([video[v] for _, v in chunk])
+            phi = self.model(mel, vid).float().reshape(-1).cpu().numpy()
+            out.update({p: float(x) for p, x in zip(chunk, phi)})
+        return out
+
+    def _phi_split(self, audio, video, pairs):
+        enc_a, enc_v, head = self.split
+        a_keys = list(dict.fromkeys(a for a, _ in pairs))
+        v_keys = list(dict.fromkeys(v for _, v in pairs))
+        fa, fv = {}, {}
+        for chunk in self._batches(a_keys):
+            fa.update(zip(chunk, enc_a(self._mels([audio[k] for k in chunk]))))
+        for chunk in self._batches(v_keys):
+            fv.update(zip(chunk, enc_v(self._videos([video[k] for k in chunk]))))
+        out: dict = {}
+        for chunk in self._batches(pairs):
+            a = self.torch.stack([fa[k] for k, _ in chunk])
+            v = self.torch.stack([fv[k] for _, k in chunk])
+            phi = head(a, v).float().reshape(-1).cpu().numpy()
+            out.update({p: float(x) for p, x in zip(chunk, phi)})
+        return out
+
+    def score_window(self, audio_clips: Sequence[np.ndarray], video_clips: Sequence[np.ndarray]
+                     ) -> tuple[float, float]:
+        """(a2v, v2a) of one window from its 3 shifted audio clips and 3 shifted video clips."""
+        keys = (0, 1, 2)
+        phi = self.phi_pairs(dict(zip(keys, audio_clips)), dict(zip(keys, video_clips)),
+                             [(0, 1), (1, 1), (2, 1), (1, 0), (1, 2)])
+        return score(*window_phi(phi, keys, keys))
