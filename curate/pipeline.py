@@ -388,22 +388,21 @@ def _cut_error(item: dict, error: str) -> dict:
     return {"cuts": [{"key": item["key"], "path": None, "status": schemas.STATUS_FAILED, "error": error}]}
 
 
-def sample_meta(sel: dict, source: dict, clip: dict | None) -> dict[str, Any]:
-    meta = {"key": sel["key"], "name": sel["name"], "ytid": source.get("ytid"),
-            "segment_start": source.get("start"), "segment_end": source.get("end"),
-            "clip_start": sel["start"], "clip_end": sel["end"], "class": sel["class_name"],
-            "split": sel["split"], "url": source.get("url"), "source_id": sel["source_id"],
-            "rank_score": sel.get("rank_score")}
-    meta["scores"] = {c: (clip or {}).get(c) for c in schemas.ALL_SCORES}
-    return meta
+def class_list(run: dict[str, Any], selected: list[dict]) -> list[str]:
+    """Class index order: the recipe's class list when it has one, else sorted names."""
+    if run["recipe"].get("classes"):
+        from manifests.classes import recipe_folders
+        return recipe_folders(run["recipe"]["classes"])
+    return sorted({s["class_name"] for s in selected})
 
 
 def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor) -> list[dict]:
-    from manifests.sources import display_name
-    from shards.writer import Sample, write_shards
+    """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
+    from shards.writer import make_sample, write_shards
 
     recipe = run["recipe"]
-    selected = [s for s in read_rows(out, "selected") if s["status"] == schemas.STATUS_OK]
+    all_selected = read_rows(out, "selected")
+    selected = [s for s in all_selected if s["status"] == schemas.STATUS_OK]
     downloads = {d["source_id"]: d for d in _ok_downloads(out)}
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
     clip_dir = Path(out) / "media" / "clips"
@@ -413,22 +412,27 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor) -> lis
              for s in selected if s["source_id"] in downloads]
     spec = StageSpec("cut", functools.partial(_cut_factory, recipe["shards"].get("max_short_side")), _cut_error)
     cuts = {c["key"]: c for c in run_stage(out, spec, items, executor).outputs.get("cuts", [])}
-    classes = sorted({s["class_name"] for s in selected})
+    classes = class_list(run, selected)
     rows: list[dict] = []
     for split in sorted({s["split"] for s in selected}):
-        samples = []
-        for s in selected:
-            c = cuts.get(s["key"])
-            if s["split"] != split or not c or c["status"] != schemas.STATUS_OK:
-                continue
-            meta = sample_meta(s, downloads[s["source_id"]], clips.get(s["clip_id"]))
-            samples.append(Sample(key=s["key"], mp4=Path(c["path"]), meta=meta,
-                                  class_index=classes.index(s["class_name"]),
-                                  text=display_name(s["class_name"])))
+        samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
+                               source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
+                               duration=cuts[s["key"]].get("duration"))
+                   for s in selected
+                   if s["split"] == split and cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
         rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
                              max_bytes=recipe["shards"]["max_bytes"])
     write_manifest(out, "shards", rows)
-    failed = [c for c in cuts.values() if c["status"] != schemas.STATUS_OK]
-    if failed:
-        log.warning("%d clips could not be cut: see <out>/work/cut", len(failed))
+    _record_cut_failures(out, all_selected, cuts)
     return rows
+
+
+def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, dict]) -> None:
+    """A clip that could not be cut stays in `selected`, failed, with the reason."""
+    changed = False
+    for s in selected:
+        c = cuts.get(s["key"] or "")
+        if s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
+            s["status"], s["error"], changed = schemas.STATUS_FAILED, f"cut: {c['error']}", True
+    if changed:
+        write_manifest(out, "selected", selected)

@@ -116,6 +116,7 @@ def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; manifests are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,190 @@
+"""Trainer-side loader: WebDataset shards -> AVSyncD's inputs.
+
+Imports webdataset, PyAV, torch, ``curate.media`` and ``filters.mel`` only (no ray, no engine),
+so a training job needs nothing else from curate.
+
+Each sample's mp4 is decoded in memory (``av.open(io.BytesIO(...))``, no temp files) onto
+AVSyncD's grid (lzhangbj/ASVA ``avgen/data/base.py``; DESIGN section 7):
+
+* window: 2 s (12 frames at 6 fps). Train: start uniform in ``[0, D - 2]``, from a random
+  generator seeded by (seed, epoch, key, how often this process has seen the key), so a run
+  is reproducible and a clip gets a new window each epoch. Test: centred, ``(D - 2) / 2``.
+  ``D = min(video duration, audio duration)``, as AVSyncD does.
+* video: ``float32 [12, 3, 256, 256]``, short side 256 then centre crop 256x256. Value range
+  **[0, 1]** by default, which is what AVSyncD's dataset returns (its loader calls the
+  transform with ``normalize=False``); ``normalize=True`` gives [-1, 1]. Frame k is the frame
+  shown at ``start + k / 6`` (``curate.media`` convention).
+* audio: the 2-s window, 16 kHz mono -> ``filters.mel.imagebind_mel`` -> ``float32 [1, 128, 204]``.
+* clips shorter than 2 s (AVSync15 has clips down to 2 s, and a 2.0-s clip can decode a few
+  ms short): the window starts at 0; missing frames repeat the last frame (AVSyncD does the
+  same); the audio is the samples that exist, and ``imagebind_mel`` pads the fbank with zero
+  frames to 204 (what ImageBind's ``waveform2melspec`` does to a short waveform). A clip
+  without an audio stream is an error (handled by ``handler``: skipped with a warning by default).
+
+Sharding: ``nodesplitter=wds.split_by_node`` then ``workersplitter=wds.split_by_worker``, so
+every (rank, worker) reads a disjoint set of shards; a worker with no shard yields nothing
+(``empty_check`` is off, because a test split may have fewer shards than workers). For DDP
+training use at least ``world_size * num_workers`` shards, or ``resampled=True`` with
+``.with_epoch(n)`` so every rank sees the same number of samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+from typing import Any, Callable, Iterable, Iterator
+
+import av
+import numpy as np
+import torch
+import webdataset as wds
+
+from curate.media import DecodeError, _decode_audio, _decode_video
+from filters.mel import imagebind_mel
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 2.0
+FPS = 6
+NUM_FRAMES = 12
+SIZE = 256
+SAMPLE_RATE = 16000
+
+
+def _rng(*parts: Any) -> random.Random:
+    """A generator seeded by a stable hash of ``parts`` (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+def _durations(data: bytes) -> tuple[float, float | None]:
+    """(video duration, audio duration or None) of an in-memory mp4, in seconds."""
+    with av.open(io.BytesIO(data)) as c:
+        if not c.streams.video:
+            raise DecodeError("no video stream")
+        total = float(c.duration / av.time_base) if c.duration else None
+
+        def dur(s) -> float | None:
+            if s.duration:
+                return float(s.duration * s.time_base)
+            return total
+
+        v = dur(c.streams.video[0])
+        a = dur(c.streams.audio[0]) if c.streams.audio else None
+    if v is None:
+        raise DecodeError("unknown video duration")
+    return v, a
+
+
+def window_start(duration: float, train: bool, rng: random.Random, window: float = WINDOW_S) -> float:
+    """AVSyncD's window start: uniform in train, centred in test, 0 when the clip is short."""
+    slack = duration - window
+    if slack <= 0:
+        return 0.0
+    return rng.uniform(0.0, slack) if train else slack / 2.0
+
+
+class ClipDecoder:
+    """Turns a raw WebDataset sample (bytes per member) into AVSyncD's tensors.
+
+    A plain class (not a closure) so the pipeline pickles into DataLoader workers.
+    """
+
+    def __init__(self, train: bool, seed: int = 0, epoch: int = 0, normalize: bool = False,
+                 random_flip: bool = False, window: float = WINDOW_S, fps: int = FPS,
+                 size: int = SIZE, sample_rate: int = SAMPLE_RATE) -> None:
+        self.train, self.seed, self.epoch = train, seed, epoch
+        self.normalize, self.random_flip = normalize, random_flip
+        self.window, self.fps, self.size, self.sample_rate = window, fps, size, sample_rate
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key = sample["__key__"]
+        for ext in ("mp4", "cls", "txt"):
+            if ext not in sample:
+                raise ValueError(f"sample {key} has no .{ext} member")
+        n = self._seen.get(key, 0)
+        self._seen[key] = n + 1
+        rng = _rng(self.seed, self.epoch, key, n)
+        video, audio, start = self.decode(sample["mp4"], rng)
+        return {"video": video, "audio": audio, "label": int(sample["cls"].decode().strip()),
+                "text": sample["txt"].decode("utf-8"), "key": key, "start": start}
+
+    def decode(self, data: bytes, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(video [T,3,S,S], mel [1,128,204], window start) of one mp4 given as bytes."""
+        v_dur, a_dur = _durations(data)
+        if a_dur is None:
+            raise DecodeError("clip has no audio stream")
+        duration = min(v_dur, a_dur)
+        start = window_start(duration, self.train, rng, self.window)
+        end = start + self.window
+        try:
+            with av.open(io.BytesIO(data)) as c:
+                frames = _decode_video(c, start, end, self.fps, self.size, self.size)
+            with av.open(io.BytesIO(data)) as c:
+                audio = _decode_audio(c, start, end, self.sample_rate)
+        except av.error.FFmpegError as e:
+            raise DecodeError(f"cannot decode clip: {e}") from e
+        if audio is None:
+            raise DecodeError("clip has no decodable audio")
+        wave = audio.mean(axis=0).astype(np.float32)
+        # a short clip: keep only real samples; imagebind_mel pads the fbank (ImageBind's way)
+        n_real = int(round(max(a_dur - start, 0.0) * self.sample_rate))
+        wave = wave[:max(min(n_real, wave.shape[0]), int(0.025 * self.sample_rate))]
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        if self.train and self.random_flip and rng.random() < 0.5:
+            video = video.flip(-1)
+        if self.normalize:
+            video = video.mul_(2.0).sub_(1.0)
+        mel = imagebind_mel(wave, sample_rate=self.sample_rate)
+        return video.contiguous(), mel, start
+
+
+class _SeededShuffle:
+    """Sample shuffle buffer whose generator is made when iteration starts, inside the worker,
+    from (seed, epoch, rank, worker, pass): workers do not repeat each other's order, and a
+    run is reproducible. (``wds.shuffle(seed=...)`` would give every worker and epoch the
+    same permutation.)"""
+
+    def __init__(self, bufsize: int, seed: int, epoch: int) -> None:
+        self.bufsize, self.seed, self.epoch = bufsize, seed, epoch
+        self._passes = 0
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        rng = _rng("shuffle", self.seed, self.epoch, rank, worker, self._passes)
+        self._passes += 1
+        yield from wds.filters._shuffle(iter(src), bufsize=self.bufsize,
+                                        initial=min(100, self.bufsize), rng=rng)
+
+
+def make_dataset(urls: str | list[str], split: str = "train", seed: int = 0,
+                 shuffle: bool | None = None, resampled: bool = False, epoch: int = 0,
+                 shuffle_buffer: int = 500, normalize: bool = False, random_flip: bool = False,
+                 handler: Callable = wds.warn_and_continue) -> wds.WebDataset:
+    """A WebDataset pipeline yielding dicts ``{video [12,3,256,256] float32 in [0,1] (or
+    [-1,1] with normalize), audio [1,128,204] float32, label int, text str, key str,
+    start float}``.
+
+    ``urls``: tar paths/URLs or a brace pattern (``shards.writer.shard_urls`` lists a folder).
+    ``split``: "train" (random windows, shuffled by default) or "test" (centred windows, in
+    shard order by default). ``epoch``: pass the epoch number (or rebuild the dataset) so
+    windows and orders change between epochs when DataLoader workers are not persistent.
+    ``handler``: what to do with a sample that fails to decode (default: log and skip).
+    Batch with ``torch.utils.data.DataLoader(ds, batch_size=..., num_workers=...)``.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    train = split == "train"
+    shuffle = train if shuffle is None else shuffle
+    ds = wds.WebDataset(
+        urls, resampled=resampled, handler=handler,
+        shardshuffle=(100 if shuffle else False) if not resampled else False,
+        detshuffle=True, seed=seed * 1_000_003 + epoch,
+        nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker, empty_check=False)
+    if shuffle and shuffle_buffer > 1:
+        ds = ds.compose(_SeededShuffle(shuffle_buffer, seed, epoch))
+    decoder = ClipDecoder(train=train, seed=seed, epoch=epoch, normalize=normalize,
+                          random_flip=random_flip)
+    return ds.map(decoder, handler=handler)
