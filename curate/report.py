@@ -123,14 +123,17 @@ def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def _funnel(funnel: Any) -> str:
-    rows, first, prev = [], None, None
-    for stage, count in funnel:
-        first = count if first is None else first
+    """Entries are [stage, count] or {stage, count, unit}; percentages are of the unit's first."""
+    rows, firsts, prev = [], {}, None
+    for f in funnel:
+        stage, count, unit = (f["stage"], f["count"], f.get("unit", "")) if isinstance(f, Mapping) \
+            else (f[0], f[1], "")
+        first = firsts.setdefault(unit, count)
         pct_first = f"{100 * count / first:.2f}%" if first else "-"
         pct_prev = f"{100 * count / prev:.2f}%" if prev else "-"
         rows.append([stage, count, pct_first, pct_prev])
         prev = count
-    return "<h2>Funnel</h2>" + _table(["stage", "count", "% of first", "% of previous"], rows)
+    return "<h2>Funnel</h2>" + _table(["stage", "count", "% of first of its unit", "% of previous"], rows)
 
 
 def _per_class(per_class: Mapping[str, Mapping[str, Any]]) -> str:

@@ -29,17 +29,22 @@ def collect(out: str | Path) -> dict[str, Any]:
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     st: dict[str, Any] = {"out": str(out), "recipe": run.get("recipe", {}).get("name"),
                           "funnel": [], "per_class": defaultdict(lambda: defaultdict(int)),
-                          "failures": Counter(), "warnings": [], "resolutions": defaultdict(Counter)}
+                          "failures": Counter(), "skipped": Counter(), "warnings": [], "resolutions": defaultdict(Counter)}
     pc = st["per_class"]
 
+    unit = ["sources"]
+
     def stage(name: str, n: int) -> None:
-        st["funnel"].append([name, n])
+        # percentages are relative to the first stage of the same unit (sources, windows, clips)
+        st["funnel"].append({"stage": name, "count": n, "unit": unit[0]})
 
     sources = _rows(out, "sources")
     if sources is not None:
         stage("sources", len(sources))
         for r in sources:
-            if r["status"] != OK:
+            if r["status"] == schemas.STATUS_SKIPPED:
+                st["skipped"][(r.get("error") or "skipped")[:60]] += 1
+            elif r["status"] != OK:
                 st["failures"][_reason(r, "sources " + r["status"])] += 1
             else:
                 pc[r["class_name"]]["sources"] += 1
@@ -57,12 +62,14 @@ def collect(out: str | Path) -> dict[str, Any]:
         st["hours_downloaded"] = sum(d["duration"] or 0 for d in ok) / 3600
     shots = _rows(out, "shots")
     if shots is not None:
+        unit[0] = "shots"
         stage("shots", sum(s["status"] == OK for s in shots))
         for s in shots:
             if s["status"] != OK:
                 st["failures"][_reason(s, "split")] += 1
     windows = _rows(out, "windows")
     if windows is not None:
+        unit[0] = "windows"
         stage("windows", len(windows))
         for w in windows:
             pc[w["class_name"]]["windows"] += 1
@@ -71,6 +78,7 @@ def collect(out: str | Path) -> dict[str, Any]:
         _window_funnel(out, run, windows, st, stage)
     clips = _rows(out, "clips")
     if clips is not None:
+        unit[0] = "clips"
         stage("merged clips", sum(c["status"] == OK for c in clips))
         for c in clips:
             if c["status"] == OK:
@@ -90,6 +98,7 @@ def collect(out: str | Path) -> dict[str, Any]:
         st["shard_files"] = len({s["shard"] for s in shards})
     st["per_class"] = {str(k): dict(v) for k, v in sorted(pc.items(), key=lambda kv: str(kv[0]))}
     st["failures"] = dict(st["failures"].most_common())
+    st["skipped"] = dict(st["skipped"].most_common())
     st["resolutions"] = {k: dict(v) for k, v in st["resolutions"].items()}
     return st
 
@@ -118,16 +127,20 @@ def _window_funnel(out: Path, run: dict, windows: list[dict], st: dict, stage) -
 
 def format_text(st: dict[str, Any]) -> str:
     lines = [f"curation run: {st['out']} (recipe: {st.get('recipe')})", "", "funnel:"]
-    first = st["funnel"][0][1] if st["funnel"] else 0
-    for name, n in st["funnel"]:
-        pct = f"{100 * n / first:6.2f}%" if first else "      -"
-        lines.append(f"  {name:<28}{n:>9}  {pct}")
+    base: dict[str, int] = {}
+    for f in st["funnel"]:
+        first = base.setdefault(f["unit"], f["count"])
+        pct = f"{100 * f['count'] / first:7.2f}% of {f['unit']}" if first else ""
+        lines.append(f"  {f['stage']:<28}{f['count']:>9}  {pct}")
     for key in ("hours_downloaded", "hours_selected"):
         if key in st:
             lines.append(f"  {key.replace('_', ' '):<28}{st[key]:>9.3f}")
     if st["failures"]:
         lines += ["", "failures by reason:"]
         lines += [f"  {r:<50}{n:>7}" for r, n in st["failures"].items()]
+    if st["skipped"]:
+        lines += ["", "skipped (not failures):"]
+        lines += [f"  {r:<50}{n:>7}" for r, n in st["skipped"].items()]
     if st["per_class"]:
         cols = sorted({c for v in st["per_class"].values() for c in v})
         lines += ["", "per class:", "  " + f"{'class':<28}" + "".join(f"{c:>16}" for c in cols)]
