@@ -1,0 +1,493 @@
+"""The download stage: one source row in, one DOWNLOADS row out (manifests/schemas.py).
+
+A source is a URL (YouTube or any site yt-dlp knows, or a direct media file) or a local
+path. Only the segment [start, end) is kept, re-timed so the file starts at the segment
+start (DESIGN section 2: all later times are relative to the segment):
+
+- sites yt-dlp extracts (YouTube...): yt-dlp's ``download_ranges`` with
+  ``force_keyframes_at_cuts``, so only the segment is fetched and cut on the exact frame;
+- direct media files (yt-dlp's generic extractor, e.g. our loopback server): the whole file
+  is fetched with yt-dlp, then [start, end) is cut with ffmpeg;
+- local ``path`` rows: cut (or stream-copied) from the file; no network.
+
+``download_source`` never raises for a per-source problem: the row says ``status`` failed
+and a ``reason`` (REASONS). Output is written under a temp name in ``media_dir`` and renamed
+when complete, so a target file is always whole; an existing target that probes fine is
+returned as ``cached`` without touching the network, which makes reruns resumable.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from curate.media import DecodeError, probe
+from manifests.schemas import STATUS_FAILED, STATUS_OK
+from manifests.sources import YOUTUBE_URL, safe_id
+
+log = logging.getLogger(__name__)
+
+REASONS = ("ok", "cached", "unavailable", "http_error", "timeout", "no_audio", "too_small",
+           "corrupt", "bad_input", "error")
+
+#: 720p: Landscape requires sources of at least 1280x720 (seed 004), and the trainers crop
+#: 256 px, so more than 720p only costs disk at VGGSound scale (~176k segments).
+DEFAULT_MAX_HEIGHT = 720
+
+#: yt-dlp message fragments meaning the video is gone for good (no retry)
+_UNAVAILABLE = re.compile(
+    r"video unavailable|private video|has been removed|no longer available|is not available"
+    r"|account .* terminated|copyright claim|removed by the uploader|does not exist"
+    r"|members[- ]only|this live event will begin|premieres in|video has been blocked"
+    r"|not available in your country|geo.?restricted|sign in to confirm your age"
+    r"|inappropriate for some users",
+    re.IGNORECASE)
+_TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
+_HTTP_STATUS = re.compile(r"HTTP Error (\d{3})")
+_TRANSFER = re.compile(
+    r"content too short|did not get any data|incomplete ?read|connection (?:reset|refused|aborted)"
+    r"|remote end closed|broken pipe|unable to download video data|downloaded \d+ bytes, expected"
+    r"|bytes read, \d+ more expected",
+    re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class DownloadOptions:
+    """How sources are fetched. ``ydl_opts`` is passed to yt_dlp.YoutubeDL last (wins)."""
+    url_template: str = YOUTUBE_URL          # for rows with a ytid but no url
+    max_height: int | None = DEFAULT_MAX_HEIGHT   # format cap; None = best available
+    min_width: int = 0                       # smaller -> failed, reason "too_small"
+    min_height: int = 0                      # Landscape: min_width=1280, min_height=720
+    require_audio: bool = True               # no audio stream -> failed, reason "no_audio"
+    retries: int = 3                         # extra attempts for transient failures
+    backoff: float = 1.0                     # seconds; attempt k waits backoff * 2**k
+    socket_timeout: float = 30.0
+    cookiefile: str | None = None
+    proxy: str | None = None
+    ratelimit: int | None = None             # bytes per second
+    use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
+    crf: int = 18                            # re-encode quality of cut segments (H.264)
+    preset: str = "veryfast"
+    audio_bitrate: str = "192k"
+    ffmpeg_timeout: float = 600.0            # seconds for one ffmpeg cut
+    source_root: str | None = None           # resolves relative local paths (default: cwd)
+    ydl_opts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0:
+            raise ValueError("retries and backoff must be >= 0")
+        if self.use_ranges not in ("auto", "always", "never"):
+            raise ValueError(f"use_ranges must be auto, always or never, not {self.use_ranges!r}")
+        if self.max_height is not None and self.min_height > self.max_height:
+            raise ValueError(f"min_height {self.min_height} > max_height {self.max_height}: "
+                             "no format could pass")
+        if "{ytid}" not in self.url_template:
+            raise ValueError("url_template must contain {ytid}")
+
+
+class _Failure(Exception):
+    """A per-source failure with its recorded reason; ``transient`` ones are retried."""
+
+    def __init__(self, reason: str, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.transient = reason, message, transient
+
+
+@dataclass
+class _Plan:
+    source_id: str
+    start: float
+    end: float | None
+    url: str | None = None
+    path: Path | None = None
+
+
+# --------------------------------------------------------------------------- public
+
+def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
+                    opts: DownloadOptions | None = None) -> dict[str, Any]:
+    """Fetch one source's segment to ``media_dir/<source_id>.mp4``; returns a DOWNLOADS row."""
+    opts = opts or DownloadOptions()
+    sid = row.get("source_id")
+    if row.get("status") not in (None, STATUS_OK):
+        # the sources stage already rejected this row; keep its reason, fetch nothing
+        return _failed(sid, "bad_input", f"source row {row.get('status')}: {row.get('error')}")
+    try:
+        sid = safe_id(sid)
+    except ValueError as e:
+        return _failed(sid if isinstance(sid, str) else None, "bad_input", str(e))
+    media_dir = Path(media_dir)
+    target = media_dir / f"{sid}.mp4"
+    cached = _cached_row(sid, target, opts)
+    if cached is not None:
+        return cached
+    try:
+        plan = _plan(row, sid, opts)
+    except _Failure as f:
+        return _failed(sid, f.reason, f.message)
+    media_dir.mkdir(parents=True, exist_ok=True)
+    return _with_retries(plan, target, opts)
+
+
+def downloads_row(source_id: str | None, path: str | None, status: str, reason: str,
+                  error: str | None = None,
+                  facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A DOWNLOADS-schema row (every column present)."""
+    facts = facts or {}
+    return {
+        "source_id": source_id, "path": path, "status": status, "reason": reason, "error": error,
+        "duration": facts.get("duration"), "width": facts.get("width"),
+        "height": facts.get("height"), "fps": facts.get("fps"),
+        "has_audio": facts.get("has_audio"), "sample_rate": facts.get("sample_rate"),
+        "audio_channels": facts.get("audio_channels"),
+    }
+
+
+# --------------------------------------------------------------------------- flow
+
+def _failed(sid: str | None, reason: str, message: str) -> dict[str, Any]:
+    return downloads_row(sid, None, STATUS_FAILED, reason, message)
+
+
+def _cached_row(sid: str, target: Path, opts: DownloadOptions) -> dict[str, Any] | None:
+    """The finished file of an earlier run, if it is still whole and meets ``opts``."""
+    if not target.is_file():
+        return None
+    try:
+        facts = _check(target, opts)
+    except _Failure as f:
+        # e.g. options got stricter or the file was damaged: fetch again
+        log.info("download %s: existing file not reused (%s: %s)", sid, f.reason, f.message)
+        target.unlink(missing_ok=True)
+        return None
+    return downloads_row(sid, str(target), STATUS_OK, "cached", None, facts)
+
+
+def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str, Any]:
+    last = _Failure("error", "no attempt made")
+    for attempt in range(opts.retries + 1):
+        try:
+            facts = _attempt(plan, target, opts)
+            return downloads_row(plan.source_id, str(target), STATUS_OK, "ok", None, facts)
+        except _Failure as f:
+            last = f
+        except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
+            log.exception("download %s: unexpected error", plan.source_id)
+            last = _Failure("error", f"{type(e).__name__}: {e}")
+        if not last.transient or attempt == opts.retries:
+            break
+        delay = opts.backoff * 2 ** attempt
+        log.info("download %s: %s (%s), retry %d/%d in %.2f s", plan.source_id, last.reason,
+                 last.message, attempt + 1, opts.retries, delay)
+        time.sleep(delay)
+    log.warning("download %s failed: %s: %s", plan.source_id, last.reason, last.message)
+    return _failed(plan.source_id, last.reason, last.message)
+
+
+def _attempt(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str, Any]:
+    """One try: fetch into a private temp folder beside the target, check, rename."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent))
+    try:
+        out = tmp / "segment.mp4"
+        if plan.path is not None:
+            _cut(plan.path, plan.start, plan.end, out, opts)
+        else:
+            fetched, already_cut = _fetch(plan, tmp / "dl", opts)
+            if already_cut:
+                _remux(fetched, out, opts)
+            else:
+                _cut(fetched, plan.start, plan.end, out, opts)
+        facts = _check(out, opts)
+        os.replace(out, target)
+        return facts
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _plan(row: Mapping[str, Any], sid: str, opts: DownloadOptions) -> _Plan:
+    start = _seconds(row.get("start"), "start", default=0.0)
+    end = _seconds(row.get("end"), "end", default=None)
+    if start < 0 or (end is not None and end <= start):
+        raise _Failure("bad_input", f"bad segment [{start}, {end})")
+    url, path = row.get("url"), row.get("path")
+    if path:
+        p = Path(path)
+        if not p.is_absolute() and opts.source_root:
+            p = Path(opts.source_root) / p
+        if not p.is_file():
+            raise _Failure("unavailable", f"local file not found: {p}")
+        return _Plan(sid, start, end, path=p)
+    if not url:
+        ytid = row.get("ytid")
+        if not ytid:
+            raise _Failure("bad_input", "row has neither url, path nor ytid")
+        try:
+            url = opts.url_template.format(ytid=safe_id(ytid))
+        except ValueError as e:
+            raise _Failure("bad_input", str(e)) from e
+    if not re.match(r"https?://", str(url)):
+        raise _Failure("bad_input", f"unsupported url {url!r} (http or https only)")
+    return _Plan(sid, start, end, url=str(url))
+
+
+def _seconds(v: Any, what: str, default: float | None) -> float | None:
+    if v is None or v == "":
+        return default
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise _Failure("bad_input", f"{what} is not a number: {v!r}") from None
+    if not math.isfinite(x):
+        raise _Failure("bad_input", f"{what} is not finite: {v!r}")
+    return x
+
+
+def _check(path: Path, opts: DownloadOptions) -> dict[str, Any]:
+    """Probe facts of a finished segment, or the reason it is not acceptable."""
+    try:
+        facts = probe(path)
+    except DecodeError as e:
+        raise _Failure("corrupt", str(e)) from e
+    if not facts.get("duration") or not facts.get("width") or not facts.get("height"):
+        raise _Failure("corrupt", f"no playable video in {path.name} (facts {facts})")
+    if facts["width"] < opts.min_width or facts["height"] < opts.min_height:
+        raise _Failure("too_small", f"{facts['width']}x{facts['height']} is below "
+                                    f"{opts.min_width}x{opts.min_height}")
+    if opts.require_audio and not facts["has_audio"]:
+        raise _Failure("no_audio", "no audio stream")
+    return facts
+
+
+# --------------------------------------------------------------------------- yt-dlp
+
+class _YdlLogger:
+    """yt-dlp -> python logging. Its errors become our recorded reasons, so they log at INFO."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp %s: %s", self.sid, msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("yt-dlp %s: %s", self.sid, msg)
+
+    def warning(self, msg: str) -> None:
+        log.debug("yt-dlp %s: %s", self.sid, msg)
+
+    def error(self, msg: str) -> None:
+        log.info("yt-dlp %s: %s", self.sid, _ANSI.sub("", msg))
+
+
+def _format(max_height: int | None) -> str:
+    """Prefer H.264+AAC in mp4 under the cap, then anything under the cap, then anything."""
+    if max_height is None:
+        return "bv*[ext=mp4]+ba[ext=m4a]/bv*+ba/b"
+    h = f"[height<=?{int(max_height)}]"
+    return f"bv*{h}[ext=mp4]+ba[ext=m4a]/bv*{h}+ba/b{h}/bv*+ba/b"
+
+
+def _ydl_params(opts: DownloadOptions, outdir: Path, sid: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "format": _format(opts.max_height),
+        "merge_output_format": "mp4",
+        "outtmpl": {"default": str(outdir / "source.%(ext)s")},
+        "noplaylist": True,
+        "quiet": True,
+        "no_warnings": False,
+        "noprogress": True,
+        "no_color": True,
+        "cachedir": False,          # never write ~/.cache
+        "updatetime": False,        # don't stamp files with the server's mtime
+        "overwrites": True,
+        "socket_timeout": opts.socket_timeout,
+        # our own loop retries the whole source with backoff; yt-dlp retries only fragments
+        "retries": 0,
+        "fragment_retries": 3,
+        "extractor_retries": 0,
+        "logger": _YdlLogger(sid),
+    }
+    if opts.cookiefile:
+        params["cookiefile"] = opts.cookiefile
+    if opts.proxy:
+        params["proxy"] = opts.proxy
+    if opts.ratelimit:
+        params["ratelimit"] = int(opts.ratelimit)
+    params.update(opts.ydl_opts)
+    return params
+
+
+def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool]:
+    """Download with yt-dlp; returns (file, whether it is already cut to the segment)."""
+    import yt_dlp                           # heavy import, only where needed
+    from yt_dlp.utils import download_range_func
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    params = _ydl_params(opts, outdir, plan.source_id)
+    try:
+        with yt_dlp.YoutubeDL(params) as ydl:
+            info = ydl.extract_info(plan.url, download=False)
+            if info is None:
+                raise _Failure("unavailable", "yt-dlp returned no information")
+            _precheck_size(info, opts)
+            ranged = _use_ranges(info, opts)
+            if ranged:
+                end = plan.end if plan.end is not None else math.inf
+                # read lazily by yt-dlp (process_video_result and its ffmpeg downloader)
+                ydl.params["download_ranges"] = download_range_func(None, [(plan.start, end)])
+                ydl.params["force_keyframes_at_cuts"] = True
+            ydl.process_ie_result(info, download=True)
+    except _Failure:
+        raise
+    except yt_dlp.utils.YoutubeDLError as e:
+        raise _classify(e) from e
+    except (OSError, http.client.HTTPException) as e:
+        raise _classify(e) from e
+    files = [p for p in outdir.iterdir()
+             if p.is_file() and not p.name.endswith((".part", ".ytdl", ".temp", ".json"))]
+    if not files:
+        raise _Failure("error", "yt-dlp finished without an output file")
+    return max(files, key=lambda p: p.stat().st_size), ranged
+
+
+def _use_ranges(info: Mapping[str, Any], opts: DownloadOptions) -> bool:
+    if opts.use_ranges != "auto":
+        return opts.use_ranges == "always"
+    # a direct file has no cheaper way in than the whole file; sites stream segments
+    return not info.get("direct")
+
+
+def _precheck_size(info: Mapping[str, Any], opts: DownloadOptions) -> None:
+    """Fail before downloading when the site lists formats and none is large enough."""
+    if not (opts.min_width or opts.min_height):
+        return
+    sizes = [(f.get("width") or 0, f.get("height") or 0) for f in info.get("formats") or []
+             if f.get("vcodec") != "none" and f.get("height")]
+    if sizes and not any(w >= opts.min_width and h >= opts.min_height for w, h in sizes):
+        best = max(sizes, key=lambda s: s[1])
+        raise _Failure("too_small", f"largest format {best[0]}x{best[1]} is below "
+                                    f"{opts.min_width}x{opts.min_height}")
+
+
+def _causes(e: BaseException):
+    """The exception and everything it wraps (yt-dlp keeps originals in exc_info / cause)."""
+    seen = set()
+    stack = [e]
+    while stack:
+        c = stack.pop()
+        if c is None or id(c) in seen:
+            continue
+        seen.add(id(c))
+        yield c
+        exc_info = getattr(c, "exc_info", None)
+        if isinstance(exc_info, tuple) and len(exc_info) > 1:
+            stack.append(exc_info[1])
+        stack.extend([getattr(c, "cause", None), c.__cause__, c.__context__])
+
+
+def _classify(e: BaseException) -> _Failure:
+    """Map a yt-dlp / network exception to (reason, transient)."""
+    from yt_dlp.networking.exceptions import HTTPError, IncompleteRead
+    from yt_dlp.utils import ContentTooShortError
+
+    msg = _ANSI.sub("", str(e)).removeprefix("ERROR: ").strip() or type(e).__name__
+    for c in _causes(e):
+        if isinstance(c, ContentTooShortError):
+            return _Failure("http_error", f"incomplete transfer: {c}", transient=True)
+        if isinstance(c, HTTPError):
+            return _http_failure(c.status, msg)
+        if isinstance(c, (TimeoutError, socket.timeout)):
+            return _Failure("timeout", msg, transient=True)
+        if isinstance(c, (IncompleteRead, http.client.IncompleteRead, ConnectionError)):
+            return _Failure("http_error", f"incomplete transfer: {msg}", transient=True)
+    m = _HTTP_STATUS.search(msg)
+    if m:
+        return _http_failure(int(m.group(1)), msg)
+    if _UNAVAILABLE.search(msg):
+        return _Failure("unavailable", msg)
+    if _TIMEOUT.search(msg):
+        return _Failure("timeout", msg, transient=True)
+    if _TRANSFER.search(msg):
+        return _Failure("http_error", f"incomplete transfer: {msg}", transient=True)
+    if "unsupported url" in msg.lower():
+        return _Failure("bad_input", msg)
+    return _Failure("error", msg)
+
+
+def _http_failure(status: int, msg: str) -> _Failure:
+    # 408/429/5xx may pass on a later try; 403/404/410 will not
+    transient = status in (408, 429) or status >= 500
+    return _Failure("http_error", msg, transient=transient)
+
+
+# --------------------------------------------------------------------------- ffmpeg
+
+def _run_ffmpeg(args: list[str], opts: DownloadOptions) -> None:
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=opts.ffmpeg_timeout)
+    except subprocess.TimeoutExpired as e:
+        raise _Failure("timeout", f"ffmpeg ran over {opts.ffmpeg_timeout:g} s") from e
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise _Failure("corrupt", "ffmpeg: " + (" | ".join(err[-3:]) or f"exit {proc.returncode}"))
+
+
+def _encode_args(opts: DownloadOptions) -> list[str]:
+    return ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", opts.preset,
+            "-crf", str(opts.crf), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", opts.audio_bitrate,
+            "-movflags", "+faststart"]
+
+
+def _copy_args() -> list[str]:
+    return ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-movflags", "+faststart"]
+
+
+def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions) -> None:
+    """[start, end) of ``src`` to ``out`` (mp4) with times starting at 0.
+
+    Stream copy when the file already is the segment (start 0, not longer than it), else
+    a frame-exact re-encode to H.264/AAC.
+    """
+    try:
+        dur = probe(src)["duration"]
+    except DecodeError as e:
+        raise _Failure("corrupt", str(e)) from e
+    if not dur:
+        raise _Failure("corrupt", f"{src.name}: unknown duration")
+    if start >= dur:
+        raise _Failure("bad_input", f"segment start {start:g} s is past the end ({dur:.2f} s)")
+    whole = start == 0 and (end is None or dur <= end + 0.05)
+    if whole:
+        try:
+            _run_ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
+            return
+        except _Failure as f:
+            # e.g. a codec mp4 cannot hold: fall through to a re-encode
+            log.debug("stream copy of %s failed (%s), re-encoding", src.name, f.message)
+    args = ["-ss", f"{start:.3f}", "-i", str(src)]
+    if end is not None:
+        args += ["-t", f"{end - start:.3f}"]
+    _run_ffmpeg([*args, *_encode_args(opts), str(out)], opts)
+
+
+def _remux(src: Path, out: Path, opts: DownloadOptions) -> None:
+    """A yt-dlp range download (already the segment) into mp4 at ``out``."""
+    if src.suffix == ".mp4":
+        os.replace(src, out)
+        return
+    try:
+        _run_ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
+    except _Failure:
+        _run_ffmpeg(["-i", str(src), *_encode_args(opts), str(out)], opts)
