@@ -223,12 +223,12 @@ def sync_train(data: Path = typer.Option(..., help="folder of videos or a run di
                init: Optional[Path] = typer.Option(None, help="start from this checkpoint"),
                steps: int = typer.Option(40000, help="iterations"), batch_size: int = 32,
                lr: float = 2e-4, small: bool = typer.Option(False, help="small configuration (CPU)"),
-               time_limit: Optional[float] = typer.Option(None, help="stop after this many seconds"),
+               max_minutes: Optional[float] = typer.Option(None, help="stop (with a checkpoint) after this wall time"),
                seed: int = 0) -> None:
     """Train the sync classifier (contrastive, hard negatives; resumes from <out>)."""
     from sync_classifier.train import train
     ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
-                 small=small, time_limit=time_limit, seed=seed)
+                 small=small, max_minutes=max_minutes, seed=seed)
     typer.echo(f"checkpoint: {ckpt}")
 
 

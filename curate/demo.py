@@ -20,7 +20,7 @@ from curate.recipes import get_recipe
 log = logging.getLogger(__name__)
 
 DEMO_VIDEOS = 32
-SYNC_TRAIN_SECONDS = 150.0
+SYNC_TRAIN_MINUTES = 2.5
 
 
 def _loopback_sources(synth_dir: Path, base_url: str) -> Path:
@@ -54,7 +54,7 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
             if not link.exists():
                 link.symlink_to(Path(d["path"]).resolve())
     ckpt = train(data=train_dir, out=ckpt_dir, small=True, steps=400, batch_size=4,
-                 time_limit=SYNC_TRAIN_SECONDS, seed=0)
+                 max_minutes=SYNC_TRAIN_MINUTES, num_workers=1, seed=0)
     run["options"]["sync_checkpoint"] = str(Path(ckpt).resolve())
     pipeline.save_run(out, run)
     return Path(ckpt)
