@@ -1,0 +1,265 @@
+"""Shifted audio/video clips for the sync classifier, and dataset readers.
+
+Timing decisions (seed 003 section 1):
+
+* Clips are 2 s: 12 video frames at 6 fps and 32000 audio samples -> the 1x128x204 mel of
+  ``filters.mel.imagebind_mel``.
+* Training instances: 21 clips at offsets -2.0, -1.8, ..., 2.0 s around a centre, so a source
+  needs 2 + 4 = 6 s. Evaluation instances: 31 clips at -0.60, -0.56, ..., 0.60 s (3.2 s).
+  Clip k's audio and video come from the same window (positive pair); audio k with video j
+  is shifted by offset_j - offset_k.
+* Sources are decoded once at ``DECODE_FPS = 25`` (and 16 kHz): 0.04 s is exactly one frame
+  and 0.2 s five, so every shift moves the sampled frames by whole source frames. The 6-fps
+  clip frames are the nearest decoded frames to ``start + j / 6`` (the analysis grid's
+  12 fps could not represent a 0.04-s shift). Any ``curate.media.Grid`` works: a 12-fps grid
+  gives nearest-frame quantisation (used for the 0.25-s P_sync shifts, where 0.25 s = 3 frames).
+* Video normalisation: the Kinetics-400 mean/std of torchvision's video models
+  (``VIDEO_MEAN``/``VIDEO_STD``), on RGB in [0, 1]. Random horizontal flip is the only
+  augmentation, for training only, and is the same for all clips of an instance.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from curate.media import DecodeError, Grid, decode_clip, probe
+from filters.mel import imagebind_mel
+
+log = logging.getLogger(__name__)
+
+DECODE_FPS = 25
+CLIP_FPS = 6
+CLIP_LEN = 2.0
+SAMPLE_RATE = 16000
+VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
+VIDEO_STD = (0.22803, 0.22145, 0.216989)
+TRAIN_OFFSETS = tuple(round(0.2 * i, 2) for i in range(-10, 11))   # 21 clips, 0.2 s apart
+EVAL_OFFSETS = tuple(round(0.04 * i, 2) for i in range(-15, 16))   # 31 clips, 0.04 s apart
+EVAL_TOLERANCE = 5                                                   # +-5 offsets = +-0.2 s
+
+
+def span_needed(offsets: Sequence[float], clip_len: float = CLIP_LEN) -> float:
+    """Seconds of source that clips at ``offsets`` around a centre cover."""
+    return clip_len + (max(offsets) - min(offsets))
+
+
+def video_tensor(frames: np.ndarray, size: int | None = None, flip: bool = False) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` RGB -> normalised float ``[3, T, H, W]``.
+
+    ``size`` resizes to ``size x size`` (bilinear, for small models fed 224 grids);
+    ``flip`` mirrors horizontally (training augmentation).
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+    if size is not None and (x.shape[2] != size or x.shape[3] != size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                            align_corners=False, antialias=True)
+    if flip:
+        x = x.flip(-1)
+    mean = torch.tensor(VIDEO_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(VIDEO_STD).view(3, 1, 1, 1)
+    return (x - mean) / std
+
+
+def valid_centres(grid: Grid, offsets: Sequence[float], clip_len: float = CLIP_LEN) -> tuple[float, float]:
+    """Range [lo, hi] of centres for which every shifted clip lies inside the grid."""
+    lo = grid.start + clip_len / 2 - min(offsets)
+    hi = grid.start + len(grid.frames) / grid.fps - clip_len / 2 - max(offsets)
+    return lo, hi
+
+
+def shifted_clips(grid: Grid, center: float, offsets: Sequence[float], clip_len: float = CLIP_LEN,
+                  fps: int = CLIP_FPS, frame_size: int | None = None, flip: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips at ``center + offset`` for each offset: mels ``[K,1,128,204]``, videos ``[K,3,T,H,W]``.
+
+    Raises ValueError when a clip would reach outside the decoded grid (no silent padding:
+    padded clips would be trivially distinguishable).
+    """
+    lo, hi = valid_centres(grid, offsets, clip_len)
+    tol = 0.5 / grid.fps
+    if not lo - tol <= center <= hi + tol:
+        raise ValueError(f"centre {center:.3f}s with offsets [{min(offsets)}, {max(offsets)}] "
+                         f"needs {span_needed(offsets, clip_len):.2f}s inside "
+                         f"[{grid.start:.2f}, {grid.end:.2f}]s")
+    n_frames = int(round(clip_len * fps))
+    n_samples = int(round(clip_len * grid.sample_rate))
+    audio = grid.audio
+    mels, videos = [], []
+    for off in offsets:
+        t0 = center + off - clip_len / 2
+        idx = [grid.frame_index(t0 + j / fps) for j in range(n_frames)]
+        videos.append(video_tensor(grid.frames[idx], frame_size, flip))
+        i0 = min(max(grid.sample_index(t0), 0), max(len(audio) - n_samples, 0))
+        wave = audio[i0:i0 + n_samples]
+        if len(wave) < n_samples:
+            raise ValueError(f"audio shorter than a {clip_len}s clip")
+        mels.append(imagebind_mel(wave, sample_rate=grid.sample_rate))
+    return torch.stack(mels), torch.stack(videos)
+
+
+# ---------------------------------------------------------------- sources
+
+@dataclass
+class VideoSource:
+    """A span of a media file usable for shifted clips."""
+
+    path: Path
+    start: float = 0.0
+    end: float | None = None
+    source_id: str = ""
+
+
+@dataclass
+class Skipped:
+    source: str
+    reason: str
+
+
+def _sources_from_manifest(out: Path, table: str) -> list[VideoSource]:
+    from manifests.schemas import read_rows
+    from manifests.sources import safe_id
+
+    downloads = {}
+    for r in read_rows(out, "downloads"):
+        if r["status"] == "ok":
+            downloads[r["source_id"]] = r
+    srcs = []
+    for r in read_rows(out, table):
+        if r.get("status") != "ok" or r["source_id"] not in downloads:
+            continue
+        try:
+            sid = safe_id(r["source_id"])
+        except ValueError as e:
+            log.warning("skipping row: %s", e)
+            continue
+        path = out / "media" / "raw" / f"{sid}.mp4"
+        srcs.append(VideoSource(path, float(r["start"]), float(r["end"]), sid))
+    return srcs
+
+
+def find_sources(data: str | Path) -> list[VideoSource]:
+    """Sources from a directory of mp4s (recursive), a curate output directory (its
+    ``selected`` table, else ``windows``) or a ``<out>/manifests/<table>.parquet`` file.
+    Manifest paths are rebuilt as ``<out>/media/raw/<safe source_id>.mp4``."""
+    data = Path(data)
+    if data.is_file() and data.suffix == ".parquet":
+        return _sources_from_manifest(data.parent.parent, data.stem)
+    if not data.is_dir():
+        raise FileNotFoundError(f"sync data not found: {data} (a folder of mp4s or a curate output)")
+    for table in ("selected", "windows"):
+        if (data / "manifests" / f"{table}.parquet").exists():
+            return _sources_from_manifest(data, table)
+    return [VideoSource(p, source_id=p.stem) for p in sorted(data.rglob("*.mp4"))]
+
+
+def usable_sources(sources: Sequence[VideoSource], offsets: Sequence[float],
+                   clip_len: float = CLIP_LEN) -> tuple[list[VideoSource], list[Skipped]]:
+    """Sources long enough for the shifted clips (end filled from probe); the rest with a reason."""
+    need = span_needed(offsets, clip_len)
+    ok, skipped = [], []
+    for s in sources:
+        try:
+            info = probe(s.path)
+        except (DecodeError, OSError) as e:
+            skipped.append(Skipped(str(s.path), f"probe failed: {e}"))
+            continue
+        if not info["has_audio"]:
+            skipped.append(Skipped(str(s.path), "no audio stream"))
+            continue
+        end = info["duration"] if s.end is None else min(s.end, info["duration"] or s.end)
+        if end is None or end - s.start < need - 1e-6:
+            skipped.append(Skipped(str(s.path), f"too short: {0 if end is None else end - s.start:.2f}s "
+                                                f"< {need:.2f}s needed for offsets"))
+            continue
+        ok.append(VideoSource(s.path, s.start, end, s.source_id))
+    for sk in skipped:
+        log.info("sync data: skipped %s: %s", sk.source, sk.reason)
+    return ok, skipped
+
+
+class ShiftedClipDataset(Dataset):
+    """One item per source: ``{"mel": [K,1,128,204], "video": [K,3,T,S,S]}``, or
+    ``{"failed": Skipped}`` when decoding or clipping failed.
+
+    ``train=True`` picks a random centre and flip per item; otherwise the centre of the usable
+    range and no flip. Only the needed span is decoded, at ``DECODE_FPS``.
+    """
+
+    def __init__(self, sources: Sequence[VideoSource], offsets: Sequence[float],
+                 frame_size: int | None, train: bool, clip_len: float = CLIP_LEN,
+                 fps: int = CLIP_FPS, seed: int = 0) -> None:
+        self.sources = list(sources)
+        self.offsets = tuple(offsets)
+        self.frame_size = frame_size
+        self.train = train
+        self.clip_len = clip_len
+        self.fps = fps
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.sources[i]
+        rng = random.Random() if self.train else random.Random(self.seed * 1_000_003 + i)
+        need = span_needed(self.offsets, self.clip_len)
+        end = s.end if s.end is not None else s.start + need
+        t0 = s.start + (rng.uniform(0, end - s.start - need) if self.train
+                        else (end - s.start - need) / 2)
+        try:
+            grid = decode_clip(s.path, t0, t0 + need, fps=DECODE_FPS, short_side=224, crop=224,
+                               sample_rate=SAMPLE_RATE)
+            centre = valid_centres(grid, self.offsets, self.clip_len)[0]  # the span fits exactly
+            flip = self.train and rng.random() < 0.5
+            mel, video = shifted_clips(grid, centre, self.offsets, self.clip_len, self.fps,
+                                       self.frame_size, flip)
+        except (DecodeError, ValueError, OSError) as e:
+            log.warning("sync data: %s failed: %s", s.path, e)
+            return {"failed": Skipped(str(s.path), str(e))}
+        return {"mel": mel, "video": video}
+
+
+class GeneratedClipDataset(Dataset):
+    """Items from a callable ``make(index, rng) -> Grid`` (synthetic media, no decoding)."""
+
+    def __init__(self, make: Callable[[int, random.Random], Grid], n: int,
+                 offsets: Sequence[float], frame_size: int | None, train: bool,
+                 clip_len: float = CLIP_LEN, fps: int = CLIP_FPS, seed: int = 0) -> None:
+        self.make, self.n, self.offsets = make, n, tuple(offsets)
+        self.frame_size, self.train, self.clip_len, self.fps, self.seed = frame_size, train, clip_len, fps, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        rng = random.Random(self.seed * 1_000_003 + i) if not self.train else random.Random()
+        grid = self.make(i, rng)
+        lo, hi = valid_centres(grid, self.offsets, self.clip_len)
+        # centre snapped to the grid so all offsets land on whole frames
+        centre = rng.uniform(lo, hi) if self.train else (lo + hi) / 2
+        centre = grid.start + math.floor((centre - grid.start) * grid.fps) / grid.fps
+        centre = min(max(centre, lo), hi)
+        flip = self.train and rng.random() < 0.5
+        mel, video = shifted_clips(grid, centre, self.offsets, self.clip_len, self.fps,
+                                   self.frame_size, flip)
+        return {"mel": mel, "video": video}
+
+
+def collate_instances(items: list[dict]) -> dict:
+    """Stack instances; failed ones go to ``"failed"`` (``mel``/``video`` None if all failed)."""
+    ok = [x for x in items if "mel" in x]
+    failed = [x["failed"] for x in items if "failed" in x]
+    if not ok:
+        return {"mel": None, "video": None, "failed": failed}
+    return {"mel": torch.stack([x["mel"] for x in ok]),
+            "video": torch.stack([x["video"] for x in ok]), "failed": failed}

@@ -1,0 +1,153 @@
+"""Evaluating generated videos as AVSyncD does (seed 003 section 3.4): IA, IT, RelSync, AlignSync.
+
+Layout: ``reference_dir`` holds the ground-truth test videos ``<name>.mp4`` (optionally in
+class folders ``<class>/<name>.mp4``: the folder name is the text prompt for IT);
+``generated_dir`` holds, for each, three 2-s generated clips ``<name>_head.mp4``,
+``<name>_center.mp4``, ``<name>_tail.mp4`` (same relative folder), generated from the
+ground-truth audio and first frame of the reference clip at [0, 2], the centre and
+[d - 2, d]. The generated clip's own audio is ignored: the ground-truth audio is the condition.
+
+Per clip: phi(a, v_gen) and phi(a, v_gt) with the sync classifier -> RelSync (Eq. 5); with an
+ImageBind scorer also IA of generated frames 2..b and IT, P_align and AlignSync (Eqs. 7-11).
+FID and FVD are not computed here (they need InceptionV3 / I3D feature sets): use a
+dedicated tool. A value that cannot be computed is None with an ``error``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from curate.media import DecodeError, decode_clip, probe
+from filters.mel import imagebind_mel
+from sync_classifier import metrics
+from sync_classifier.data import CLIP_FPS, CLIP_LEN, SAMPLE_RATE, video_tensor
+from sync_classifier.model import SyncClassifier
+
+log = logging.getLogger(__name__)
+
+PARTS = ("head", "center", "tail")
+
+
+class ImageBindScorer(Protocol):
+    """What generated-video evaluation needs: ``filters.imagebind.ImageBindScorer`` fits."""
+
+    def embed_audio(self, waves: np.ndarray) -> np.ndarray:  # float32 [N, 32000] -> [N, D]
+        ...
+
+    def embed_images(self, frames: np.ndarray) -> np.ndarray:  # uint8 [b, 224, 224, 3] -> [b, D]
+        ...
+
+    def embed_text(self, names: list[str]) -> np.ndarray:  # -> [n, D]
+        ...
+
+
+def clip_starts(duration: float, clip_len: float = CLIP_LEN) -> dict[str, float]:
+    """Head, centre and tail clip starts of a ``duration``-s video."""
+    last = max(duration - clip_len, 0.0)
+    return {"head": 0.0, "center": last / 2, "tail": last}
+
+
+def _decode(path: Path, start: float, frame_size: int):
+    return decode_clip(path, start, start + CLIP_LEN, fps=CLIP_FPS, short_side=frame_size,
+                       crop=frame_size, sample_rate=SAMPLE_RATE)
+
+
+@torch.no_grad()
+def _score_clip(ref: Path, gen: Path, start: float, text: str | None, sync_model: SyncClassifier,
+                scorer: ImageBindScorer | None) -> dict:
+    size = sync_model.config.frame_size
+    dev = next(sync_model.parameters()).device
+    gt = _decode(ref, start, 224)
+    g = _decode(gen, 0.0, 224)
+    n = int(round(CLIP_LEN * CLIP_FPS))
+    if len(g.frames) < n or len(gt.frames) < n:
+        raise ValueError(f"clips need {n} frames at {CLIP_FPS} fps "
+                         f"(generated {len(g.frames)}, reference {len(gt.frames)})")
+    wave = gt.audio[: int(CLIP_LEN * SAMPLE_RATE)]
+    mel = imagebind_mel(wave)[None]
+    a = sync_model.encode_audio(mel.to(dev))
+    v = sync_model.encode_video(torch.stack([video_tensor(g.frames[:n], size),
+                                             video_tensor(gt.frames[:n], size)]).to(dev))
+    phi = sync_model.pairwise(a.float(), v.float())[0].cpu()
+    row = {"phi_gen": float(phi[0]), "phi_gt": float(phi[1]),
+           "rel_sync": metrics.rel_sync(float(phi[0]), float(phi[1]))}
+    if scorer is None:
+        return row
+    fa = scorer.embed_audio(wave[None])[0]
+    f_gen = scorer.embed_images(g.frames[:n])
+    f_gt1 = scorer.embed_images(gt.frames[:1])
+    ia_frames = metrics.frame_cosines(fa, f_gen)
+    ia_gt1 = float(metrics.frame_cosines(fa, f_gt1)[0])
+    row["ia"] = metrics.ia(fa, f_gen, generated=True)
+    row["p_align"] = metrics.p_align(ia_frames, ia_gt1)
+    row["align_sync"] = row["rel_sync"] * row["p_align"]
+    if text:
+        row["it"] = metrics.it(scorer.embed_text([text])[0], f_gen, generated=True)
+    return row
+
+
+def evaluate_generated(generated_dir: str | Path, reference_dir: str | Path,
+                       sync_model: SyncClassifier, imagebind_scorer: ImageBindScorer | None = None
+                       ) -> list[dict]:
+    """One row per (test video, part): name, part, phi_gen, phi_gt, rel_sync, ia, it,
+    p_align, align_sync, error. Missing/undecodable clips give a row with an error."""
+    generated_dir, reference_dir = Path(generated_dir), Path(reference_dir)
+    sync_model.eval()
+    rows = []
+    for ref in sorted(reference_dir.rglob("*.mp4")):
+        rel = ref.relative_to(reference_dir)
+        text = rel.parent.name.replace("_", " ") if rel.parent != Path(".") else None
+        try:
+            duration = probe(ref)["duration"] or 0.0
+        except DecodeError as e:
+            rows += [_error_row(rel, p, f"reference: {e}") for p in PARTS]
+            continue
+        for part, start in clip_starts(duration).items():
+            gen = generated_dir / rel.parent / f"{ref.stem}_{part}.mp4"
+            if not gen.exists():
+                rows.append(_error_row(rel, part, f"missing generated clip {gen.name}"))
+                continue
+            try:
+                row = _score_clip(ref, gen, start, text, sync_model, imagebind_scorer)
+            except (DecodeError, ValueError, OSError) as e:
+                rows.append(_error_row(rel, part, str(e)))
+                continue
+            rows.append({"name": str(rel.with_suffix("")), "part": part, "error": None, **row})
+    return rows
+
+
+def _error_row(rel: Path, part: str, error: str) -> dict:
+    log.warning("generated eval %s/%s: %s", rel, part, error)
+    return {"name": str(rel.with_suffix("")), "part": part, "error": error}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean of each metric over rows where it was computed, and the counts."""
+    out: dict = {"n_clips": len(rows), "n_failed": sum(1 for r in rows if r.get("error"))}
+    for k in ("ia", "it", "rel_sync", "align_sync"):
+        vals = [r[k] for r in rows if r.get(k) is not None and not r.get("error")]
+        out[k] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def format_table(rows: list[dict], method: str = "generated") -> str:
+    """A table like seed 003 Table 6 (IA and IT x100, RelSync and AlignSync in %).
+
+    FID and FVD are not computed by this tool: their columns read "n/c".
+    """
+    s = summarize(rows)
+
+    def fmt(v: float | None, scale: float) -> str:
+        return "-" if v is None or math.isnan(v) else f"{v * scale:.2f}"
+
+    head = f"{'Method':<16}{'FID':>8}{'FVD':>8}{'IA':>8}{'IT':>8}{'RelSync':>9}{'AlignSync':>11}"
+    line = (f"{method:<16}{'n/c':>8}{'n/c':>8}{fmt(s['ia'], 100):>8}{fmt(s['it'], 100):>8}"
+            f"{fmt(s['rel_sync'], 100):>9}{fmt(s['align_sync'], 100):>11}")
+    foot = (f"{s['n_clips']} clips, {s['n_failed']} failed; n/c = not computed here "
+            "(FID/FVD need InceptionV3/I3D features); '-' = no ImageBind scorer or no value")
+    return "\n".join([head, "-" * len(head), line, foot])

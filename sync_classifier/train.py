@@ -1,0 +1,309 @@
+"""Training the sync classifier with hard negatives only (seed 003 section 1.2).
+
+Per instance, 21 clips shifted by 0.2 s over [-2, 2] s; phi for all 21x21 (audio i, video j)
+pairs; loss Eq. 1 = a2v cross-entropy over each row + v2a cross-entropy over each column,
+temperature 0.1, averaged over the 21 anchors and the instances of a batch. Negatives are
+only the shifted clips of the same instance (easy negatives from other instances are
+detrimental, per the seed). AdamW, constant lr 2e-4, weight decay 0.01, batch 32, 40k steps.
+
+Runs on the CPU (small config), one GPU, or several GPUs under ``torchrun`` (DDP, one
+process per GPU, ``batch_size`` is the global batch split over ranks). Mixed precision with
+``torch.autocast`` on CUDA (bf16 where supported, else fp16 with a grad scaler).
+Checkpoints are atomic; ``<stem>.last.pt`` is written every ``ckpt_every`` steps and a run
+resumes from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from sync_classifier.data import (TRAIN_OFFSETS, GeneratedClipDataset, ShiftedClipDataset,
+                                  collate_instances, find_sources, usable_sources)
+from sync_classifier.model import (SyncClassifier, SyncConfig, read_checkpoint, save_checkpoint,
+                                   small_config)
+
+log = logging.getLogger(__name__)
+
+TAU = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """``data``: a folder of mp4s / a curate output / a manifest parquet, or None for generated
+    events. ``out``: the final checkpoint file (``*.pt``) or a folder (then ``sync_classifier.pt``
+    inside it)."""
+
+    out: Path
+    data: Path | None = None
+    init: Path | None = None
+    steps: int = 40_000
+    batch_size: int = 32
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    tau: float = TAU
+    small: bool = False
+    model: SyncConfig | None = None
+    ckpt_every: int = 1000
+    log_every: int = 50
+    num_workers: int = 4
+    device: str | None = None
+    amp: bool = True
+    seed: int = 0
+    synthetic_duration: float = 8.0
+    max_minutes: float | None = None   # stop early (with a checkpoint) after this wall time
+    resume: bool = True
+
+
+def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
+    """(final, last) checkpoint paths for ``out``."""
+    out = Path(out)
+    final = out if out.suffix == ".pt" else out / "sync_classifier.pt"
+    return final, final.with_name(final.stem + ".last.pt")
+
+
+def sync_contrastive_loss(phi: torch.Tensor, tau: float = TAU
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 1 over ``phi [B, K, K]`` (phi[b, i, j] = phi(a_i, v_j)); diagonal = positives.
+
+    Returns (loss, a2v accuracy, v2a accuracy); accuracies are Eq. 2 (argmax == k), detached.
+    """
+    if phi.dim() == 2:
+        phi = phi.unsqueeze(0)
+    b, k, k2 = phi.shape
+    if k != k2:
+        raise ValueError(f"phi must be square per instance, got {tuple(phi.shape)}")
+    logits = phi.float() / tau
+    target = torch.arange(k, device=phi.device).expand(b, k)
+    a2v = nn.functional.cross_entropy(logits.reshape(b * k, k), target.reshape(-1))
+    v2a = nn.functional.cross_entropy(logits.transpose(1, 2).reshape(b * k, k), target.reshape(-1))
+    with torch.no_grad():
+        acc_a2v = (logits.argmax(2) == target).float().mean()
+        acc_v2a = (logits.argmax(1) == target).float().mean()
+    return a2v + v2a, acc_a2v, acc_v2a
+
+
+class PairwisePhi(nn.Module):
+    """``(mel [B,K,1,F,T], video [B,K,3,T,H,W]) -> phi [B,K,K]`` as one forward (for DDP)."""
+
+    def __init__(self, model: SyncClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        b, k = mel.shape[:2]
+        a = self.model.encode_audio(mel.flatten(0, 1)).view(b, k, -1)
+        v = self.model.encode_video(video.flatten(0, 1)).view(b, k, -1)
+        return self.model.pairwise(a.float(), v.float())
+
+
+# ---------------------------------------------------------------- setup helpers
+
+def _dist_setup() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return rank, local, world
+
+
+def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device:
+        return torch.device(cfg.device)
+    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _build_model(cfg: TrainConfig) -> tuple[SyncClassifier, dict | None]:
+    init_state = read_checkpoint(cfg.init) if cfg.init else None
+    if cfg.model is not None:
+        mcfg = cfg.model
+    elif init_state is not None:
+        mcfg = SyncConfig(**init_state["config"])
+    else:
+        mcfg = small_config() if cfg.small else SyncConfig()
+    model = SyncClassifier(mcfg)
+    if init_state is not None:
+        missing, unexpected = model.load_state_dict(init_state["model"], strict=False)
+        log.info("init from %s (missing %d, unexpected %d keys)", cfg.init, len(missing), len(unexpected))
+    return model, init_state
+
+
+def _dataset(cfg: TrainConfig, mcfg: SyncConfig):
+    if cfg.data is None:
+        from sync_classifier.synthetic import make_grid_factory
+        n = max(cfg.steps * cfg.batch_size, 1)
+        return GeneratedClipDataset(make_grid_factory(cfg.synthetic_duration, mcfg.frame_size), n,
+                                    TRAIN_OFFSETS, mcfg.frame_size, train=True, seed=cfg.seed), []
+    sources, skipped = usable_sources(find_sources(cfg.data), TRAIN_OFFSETS)
+    if not sources:
+        raise ValueError(f"no usable training videos in {cfg.data} ({len(skipped)} skipped, "
+                         f"e.g. {skipped[0].reason if skipped else 'none found'})")
+    return ShiftedClipDataset(sources, TRAIN_OFFSETS, mcfg.frame_size, train=True), skipped
+
+
+def _amp_context(device: torch.device, enabled: bool):
+    if device.type != "cuda" or not enabled:
+        return torch.autocast(device_type=device.type, enabled=False), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast(device_type="cuda", dtype=dtype), scaler
+
+
+def _batches(loader: DataLoader, sampler):
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yielded = False
+        for batch in loader:
+            for f in batch["failed"]:
+                log.warning("training instance skipped: %s: %s", f.source, f.reason)
+            if batch["mel"] is not None:
+                yielded = True
+                yield batch
+        if not yielded:
+            raise ValueError("every training instance failed to load in a whole epoch")
+        epoch += 1
+
+
+# ---------------------------------------------------------------- training
+
+def train(config: TrainConfig | None = None, **kwargs) -> Path:
+    """Train; returns the final checkpoint path. Keyword arguments override ``TrainConfig``
+    fields (``train(out=..., data=..., steps=..., batch_size=..., small=True, init=...)``)."""
+    cfg = dataclasses.replace(config, **kwargs) if config else TrainConfig(**kwargs)
+    cfg.out = Path(cfg.out)
+    cfg.data = Path(cfg.data) if cfg.data else None
+    cfg.init = Path(cfg.init) if cfg.init else None
+    rank, local, world = _dist_setup()
+    device = _device(cfg, local)
+    torch.manual_seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    final, last = checkpoint_paths(cfg.out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    model, _ = _build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    if cfg.resume and last.exists():
+        state = read_checkpoint(last)
+        model = SyncClassifier(SyncConfig(**state["config"]))
+        model.load_state_dict(state["model"])
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        log.info("resuming from %s at step %d", last, step)
+    model.to(device)
+    for g in opt.param_groups:  # constant lr, also after a resume with a new --lr
+        g["lr"] = cfg.lr
+    _move_optimizer(opt, device)
+    net: nn.Module = PairwisePhi(model)
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[local] if device.type == "cuda" else None)
+
+    dataset, skipped = _dataset(cfg, model.config)
+    per_rank = max(cfg.batch_size // world, 1)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=True) if world > 1 else None
+    loader = DataLoader(dataset, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
+                        num_workers=cfg.num_workers, collate_fn=collate_instances,
+                        pin_memory=device.type == "cuda", drop_last=False,
+                        persistent_workers=cfg.num_workers > 0)
+    autocast, scaler = _amp_context(device, cfg.amp)
+    history = last.with_name(final.stem + ".log.jsonl")
+    t_start = time.monotonic()
+    extra = {"train_config": _jsonable(cfg), "skipped": [dataclasses.asdict(s) for s in skipped][:1000]}
+    pbar = _progress(rank, step, cfg.steps)
+    net.train()
+    batches = _batches(loader, sampler)
+    while step < cfg.steps:
+        batch = next(batches)
+        mel = batch["mel"].to(device, non_blocking=True)
+        video = batch["video"].to(device, non_blocking=True)
+        with autocast:
+            phi = net(mel, video)
+        loss, acc_a2v, acc_v2a = sync_contrastive_loss(phi, cfg.tau)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        step += 1
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+        rec = {"step": step, "loss": loss.item(), "acc_a2v": acc_a2v.item(),
+               "acc_v2a": acc_v2a.item(), "elapsed_s": round(time.monotonic() - t_start, 1)}
+        timeout = cfg.max_minutes is not None and rec["elapsed_s"] > 60 * cfg.max_minutes
+        if world > 1:  # all ranks must stop at the same step
+            flag = torch.tensor([int(timeout)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            timeout = bool(flag.item())
+        if rank == 0:
+            _log_step(pbar, history, rec, cfg.log_every)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or timeout:
+                save_checkpoint(last, model, opt, step, extra)
+        if timeout:
+            log.info("stopping at step %d after %.1f min (max_minutes)", step, cfg.max_minutes)
+            break
+    if rank == 0:
+        save_checkpoint(final, model, None, step, extra)
+        if pbar is not None:
+            pbar.close()
+        log.info("sync classifier written to %s (step %d)", final, step)
+    if world > 1:
+        torch.distributed.barrier()
+    return final
+
+
+def _move_optimizer(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    for st in opt.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+
+
+def _progress(rank: int, step: int, total: int):
+    if rank != 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=step, desc="sync train", dynamic_ncols=True, mininterval=5)
+
+
+def _log_step(pbar, history: Path, rec: dict, every: int) -> None:
+    if pbar is not None:
+        pbar.update(1)
+    if rec["step"] % every == 0 or rec["step"] == 1:
+        if pbar is not None:
+            pbar.set_postfix(loss=f"{rec['loss']:.3f}", a2v=f"{rec['acc_a2v']:.2f}",
+                             v2a=f"{rec['acc_v2a']:.2f}")
+        log.info("step %(step)d loss %(loss).4f acc a2v %(acc_a2v).3f v2a %(acc_v2a).3f", rec)
+        with history.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    return json.loads(json.dumps(d, default=str))
