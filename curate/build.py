@@ -61,3 +61,21 @@ def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | 
     run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
                num_gpus=num_gpus, echo=echo)
     return run
+
+
+def reproduce(lists: list[str | Path], out: str | Path, executor, *, url_template: str | None = None,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Exact reproduction of AVSync15 lists: sources -> download -> the named clips -> shards."""
+    recipe = get_recipe("avsync15")
+    recipe["name"] = "avsync15-exact"
+    if url_template:
+        recipe["url_template"] = url_template
+    Path(out).mkdir(parents=True, exist_ok=True)
+    run = pipeline.new_run(out, recipe, {})
+    echo("== sources")
+    pipeline.stage_reproduce_sources(out, run, lists)
+    run_stages(out, run, executor, ["download"], echo=echo)
+    echo("== reproduce")
+    pipeline.stage_reproduce(out, run, lists)
+    run_stages(out, run, executor, ["shard"], echo=echo)
+    return run

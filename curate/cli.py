@@ -84,6 +84,22 @@ def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
 
 
 @app.command()
+def reproduce(lists: List[Path] = typer.Argument(..., help="AVSync15 list files (train.txt, test.txt)"),
+              out: Path = OutOpt, workers: int = WorkersOpt, address: Optional[str] = AddressOpt,
+              url_template: Optional[str] = typer.Option(None, help="URL for a YouTube id, e.g. https://host/{ytid}.mp4"),
+              executor: str = ExecOpt) -> None:
+    """Exact-reproduction mode: download and cut exactly the clips an AVSync15 list names."""
+    from curate.build import reproduce as run_reproduce
+    from curate.stats import collect, format_text
+    try:
+        run_reproduce(lists, out, _executor(executor, workers, address, None),
+                      url_template=url_template, echo=typer.echo)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(format_text(collect(out)))
+
+
+@app.command()
 def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., help="sources file"),
             limit: Optional[int] = None, config: Optional[Path] = None) -> None:
     """Read a sources file into <out>/manifests/sources.parquet (starts a run)."""
@@ -238,8 +254,11 @@ def sync_eval(ckpt: Path = typer.Option(...), data: Path = typer.Option(...),
     """31 offsets of 0.04 s over [-0.6, 0.6]; a2v / v2a accuracy within +-5 offsets."""
     from sync_classifier.evaluate import evaluate
     res = evaluate(ckpt=ckpt, data=data)
-    typer.echo(json.dumps(res, indent=2) if as_json else
-               f"a2v {100 * res['a2v']:.2f}%  v2a {100 * res['v2a']:.2f}%  (n={res['n']}, chance {100 * 11 / 31:.2f}%)")
+    if as_json or res.get("a2v") is None:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        typer.echo(f"a2v {100 * res['a2v']:.2f}%  v2a {100 * res['v2a']:.2f}%  "
+                   f"(videos: {res['n_videos']}, chance {100 * res['chance']:.2f}%, skipped {len(res['skipped'])})")
 
 
 @app.command()
@@ -250,7 +269,10 @@ def metrics(generated: Path = typer.Option(..., help="folder of generated videos
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Score generated videos against ground truth (IA, IT, RelSync, AlignSync)."""
     from sync_classifier.generated_eval import run_metrics
-    typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json))
+    try:
+        typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
 
 
 def main() -> None:

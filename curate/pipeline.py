@@ -390,10 +390,12 @@ def _cut_error(item: dict, error: str) -> dict:
 
 def class_list(run: dict[str, Any], selected: list[dict]) -> list[str]:
     """Class index order: the recipe's class list when it has one, else sorted names."""
+    names = sorted({s["class_name"] for s in selected})
     if run["recipe"].get("classes"):
         from manifests.classes import recipe_folders
-        return recipe_folders(run["recipe"]["classes"])
-    return sorted({s["class_name"] for s in selected})
+        base = recipe_folders(run["recipe"]["classes"])
+        return base + [n for n in names if n not in base]
+    return names
 
 
 def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor) -> list[dict]:
@@ -436,3 +438,32 @@ def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, 
             s["status"], s["error"], changed = schemas.STATUS_FAILED, f"cut: {c['error']}", True
     if changed:
         write_manifest(out, "selected", selected)
+
+
+# ----------------------------------------------------------------------------- exact reproduction
+
+def stage_reproduce_sources(out: str | Path, run: dict[str, Any], lists: list[str | Path]) -> list[dict]:
+    """Sources of one or more AVSync15 lists (one row per distinct 10-s segment)."""
+    from manifests.sources import read_avsync_list
+
+    rows, seen = [], set()
+    for lst in lists:
+        for r in read_avsync_list(lst, url_template=run["recipe"].get("url_template")):
+            if r["status"] == schemas.STATUS_OK and r["source_id"] in seen:
+                continue        # the same segment listed in train and test: download once
+            seen.add(r["source_id"])
+            rows.append(r)
+    write_manifest(out, "sources", rows)
+    return rows
+
+
+def stage_reproduce(out: str | Path, run: dict[str, Any], lists: list[str | Path]) -> list[dict]:
+    """Exactly the clips the lists name (no scoring, no selection): the selected table."""
+    from curate.reproduce import downloads_lookup, reproduce_list
+
+    lookup = downloads_lookup(read_rows(out, "downloads"), read_rows(out, "sources"))
+    selected: list[dict] = []
+    for lst in lists:
+        selected += reproduce_list(lst, lookup=lookup)
+    write_manifest(out, "selected", selected)
+    return selected
