@@ -211,13 +211,16 @@ def _n_test(counts: dict[str, int], prm: dict[str, Any],
             return {c: min(n, tpc) if n >= per_class else int(math.floor(n * tpc / per_class + 0.5))
                     for c, n in counts.items()}
         return {c: min(n, tpc) for c, n in counts.items()}
-    smallest = min(counts.values()) if counts else 0
+    # classes of the recipe with no candidate at all are reported as shortfall; they must not
+    # drive every other class's test count to zero
+    nonempty = [n for n in counts.values() if n > 0]
+    smallest = min(nonempty) if nonempty else 0
     n = int(tpc) if tpc is not None else int(math.floor(prm["test_fraction"] * smallest))
     if n > smallest:
         warnings.append(f"balanced test: {n} per class requested, smallest class has "
                         f"{smallest}; using {smallest}")
         n = smallest
-    return {c: n for c in counts}
+    return {c: min(n, k) for c, k in counts.items()}
 
 
 def select_clips(clips: Iterable[Mapping[str, Any]], recipe_params: Mapping[str, Any],
