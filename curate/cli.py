@@ -234,7 +234,7 @@ def review(out: Path = typer.Argument(...), decisions: Path = typer.Option(None,
 
 
 @sync_app.command("train")
-def sync_train(data: Path = typer.Option(..., help="folder of videos or a run directory"),
+def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos, a run directory or a manifest; none: generated events"),
                out: Path = typer.Option(..., "--out", help="checkpoint folder"),
                init: Optional[Path] = typer.Option(None, help="start from this checkpoint"),
                steps: int = typer.Option(40000, help="iterations"), batch_size: int = 32,
@@ -243,13 +243,16 @@ def sync_train(data: Path = typer.Option(..., help="folder of videos or a run di
                seed: int = 0) -> None:
     """Train the sync classifier (contrastive, hard negatives; resumes from <out>)."""
     from sync_classifier.train import train
+    if data is not None and not data.exists():
+        _fail(FileNotFoundError(f"--data {data} does not exist"))
     ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
                  small=small, max_minutes=max_minutes, seed=seed)
     typer.echo(f"checkpoint: {ckpt}")
 
 
 @sync_app.command("eval")
-def sync_eval(ckpt: Path = typer.Option(...), data: Path = typer.Option(...),
+def sync_eval(ckpt: Path = typer.Option(...),
+              data: Optional[Path] = typer.Option(None, help="videos to evaluate on; none: held-out generated events"),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """31 offsets of 0.04 s over [-0.6, 0.6]; a2v / v2a accuracy within +-5 offsets."""
     from sync_classifier.evaluate import evaluate
