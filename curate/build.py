@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str],
                sources: str | Path | None = None, limit: int | None = None,
-               num_gpus: float = 0.0, echo: Callable[[str], None] = print) -> None:
+               echo: Callable[[str], None] = print) -> None:
     """Run ``stages`` in order; each stage skips work its checkpoints say is finished."""
     for st in stages:
         echo(f"== {st}")
@@ -32,7 +32,7 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
             from curate.demo import train_demo_sync
             train_demo_sync(out, run)
         elif st == "score":
-            pipeline.stage_score(out, run, executor, num_gpus=num_gpus)
+            pipeline.stage_score(out, run, executor)
         elif st == "select":
             summary = pipeline.stage_select(out, run)
             if summary.get("needs_scoring"):
@@ -53,13 +53,12 @@ def format_verify(report: Any) -> str:
 
 def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | None = None,
           limit: int | None = None, config: str | Path | None = None,
-          options: dict[str, Any] | None = None, num_gpus: float = 0.0,
+          options: dict[str, Any] | None = None,
           echo: Callable[[str], None] = print) -> dict[str, Any]:
     recipe = get_recipe(recipe_name, config)
     Path(out).mkdir(parents=True, exist_ok=True)
     run = pipeline.new_run(out, recipe, options or {})
-    run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
-               num_gpus=num_gpus, echo=echo)
+    run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit, echo=echo)
     return run
 
 

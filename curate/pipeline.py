@@ -291,8 +291,13 @@ def _score_items(out: str | Path, windows: list[dict], wanted: dict[str, set[str
     return items
 
 
+#: GPU share of one scoring actor when Ray sees GPUs: two actors per GPU keep it busy while
+#: the other decodes (ignored on CPU-only clusters)
+SCORE_GPUS_PER_ACTOR = 0.5
+
+
 def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
-                rescore: bool = False, num_gpus: float = 0.0) -> list[dict]:
+                rescore: bool = False, num_gpus: float = SCORE_GPUS_PER_ACTOR) -> list[dict]:
     """Score every window not yet scored; with ``rescore``, score exactly the windows the
     current thresholds admit but the cascade skipped, and only their missing filters."""
     from curate.select import needs_scoring_by_filter, rescore_filters
