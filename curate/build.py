@@ -58,6 +58,8 @@ def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | 
     recipe = get_recipe(recipe_name, config)
     Path(out).mkdir(parents=True, exist_ok=True)
     run = pipeline.new_run(out, recipe, options or {})
+    if "score" in recipe["stages"]:
+        pipeline.resolve_models(run)   # a missing weight fails now, not after hours of downloads
     run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit, echo=echo)
     return run
 

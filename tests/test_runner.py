@@ -88,3 +88,16 @@ def test_recipes_are_complete_data(tmp_path):
         get_recipe("custom", cfg)
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("nope")
+
+
+def test_build_without_weights_fails_early_naming_the_option(tmp_path):
+    import subprocess
+    import sys
+    src = tmp_path / "vggsound.csv"
+    src.write_text('AbCdEfGhIjK,30,"dog barking",train\n')
+    p = subprocess.run([sys.executable, "-m", "curate.cli", "build", "avsync15", "--sources", str(src),
+                        "--out", str(tmp_path / "out"), "--executor", "local"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    assert "--imagebind-checkpoint" in p.stderr
+    assert not (tmp_path / "out" / "manifests").exists()     # nothing was downloaded first
