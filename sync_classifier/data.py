@@ -16,12 +16,20 @@ Timing decisions (seed 003 section 1):
 * Video normalisation: the Kinetics-400 mean/std of torchvision's video models
   (``VIDEO_MEAN``/``VIDEO_STD``), on RGB in [0, 1]. Random horizontal flip is the only
   augmentation, for training only, and is the same for all clips of an instance.
+* Training reads each source many times (one random centre per visit), so
+  ``ShiftedClipDataset`` decodes a source's whole usable span once and keeps it in a
+  ``GridCache``: an LRU bounded by bytes, one per process (each DataLoader worker holds its
+  own copy, so the memory bound is ``cache_bytes x max(num_workers, 1)``). Cached frames are
+  stored already resized to the model's ``frame_size`` (32x32 for the small model: ~0.8 MB of
+  frames + 0.64 MB of mono audio per 10-s source, instead of 38 MB at 224x224); the resize is
+  the one ``video_tensor`` applies, rounded to uint8 (<= 0.5/255 difference).
 """
 from __future__ import annotations
 
 import logging
 import math
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,6 +52,7 @@ VIDEO_STD = (0.22803, 0.22145, 0.216989)
 TRAIN_OFFSETS = tuple(round(0.2 * i, 2) for i in range(-10, 11))   # 21 clips, 0.2 s apart
 EVAL_OFFSETS = tuple(round(0.04 * i, 2) for i in range(-15, 16))   # 31 clips, 0.04 s apart
 EVAL_TOLERANCE = 5                                                   # +-5 offsets = +-0.2 s
+DEFAULT_CACHE_BYTES = 1 << 30   # per process; see GridCache
 
 
 def span_needed(offsets: Sequence[float], clip_len: float = CLIP_LEN) -> float:
@@ -61,13 +70,31 @@ def video_tensor(frames: np.ndarray, size: int | None = None, flip: bool = False
         raise ValueError(f"expected uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
     if size is not None and (x.shape[2] != size or x.shape[3] != size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                            align_corners=False, antialias=True)
+        x = _resize(x, size)
     if flip:
         x = x.flip(-1)
     mean = torch.tensor(VIDEO_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(VIDEO_STD).view(3, 1, 1, 1)
     return (x - mean) / std
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``[C, T, H, W]`` float -> ``[C, T, size, size]`` (bilinear, antialiased)."""
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                           align_corners=False, antialias=True)
+
+
+def resize_frames(frames: np.ndarray, size: int, chunk: int = 64) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, size, size, 3]`` with ``video_tensor``'s resize
+    (rounded back to uint8), ``chunk`` frames at a time to bound the float copy."""
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i:i + chunk])).permute(3, 0, 1, 2).float()
+        y = _resize(x, size).round_().clamp_(0, 255).to(torch.uint8)
+        out[i:i + chunk] = y.permute(1, 2, 3, 0).numpy()
+    return out
 
 
 def valid_centres(grid: Grid, offsets: Sequence[float], clip_len: float = CLIP_LEN) -> tuple[float, float]:
@@ -187,17 +214,91 @@ def usable_sources(sources: Sequence[VideoSource], offsets: Sequence[float],
     return ok, skipped
 
 
+SILENT_PEAK = 1e-3        # -60 dBFS: below this the audio is silence (all mels alike)
+STATIC_LEVEL = 1.0        # mean |frame - first frame| in uint8 levels: below this, a still
+
+
+def degenerate_reason(grid: Grid) -> str | None:
+    """Why a source cannot teach synchronisation, or None.
+
+    Silent audio (peak below ``SILENT_PEAK``) or a still picture (every frame within
+    ``STATIC_LEVEL`` of the first) makes the 21 clips of one modality the same input, so the
+    contrastive targets are unreachable: such an instance only adds a zero or conflicting
+    gradient. Training skips them (evaluation does not)."""
+    if grid.audio.size == 0 or float(np.abs(grid.audio).max()) < SILENT_PEAK:
+        return "no sync cue: silent audio"
+    f = grid.frames
+    if len(f) < 2:
+        return "no sync cue: a single frame"
+    diff = np.abs(f[1:].astype(np.int16) - f[0].astype(np.int16)).mean(axis=(1, 2, 3))
+    if float(diff.max()) < STATIC_LEVEL:
+        return "no sync cue: still picture"
+    return None
+
+
+def grid_bytes(grid: Grid) -> int:
+    """Memory held by a grid's arrays."""
+    return int(grid.frames.nbytes + grid.audio_channels.nbytes)
+
+
+class GridCache:
+    """Decoded grids by key, least recently used evicted first, bounded by ``max_bytes``.
+
+    A grid larger than the whole budget is not kept. Counts ``hits``/``misses`` (a miss is a
+    decode by the caller). Not shared between processes: each DataLoader worker has its own.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key, make: Callable[[], Grid]) -> Grid:
+        """The cached grid for ``key``, else ``make()`` (cached when it fits)."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        self.misses += 1
+        grid = make()
+        size = grid_bytes(grid)
+        if size > self.max_bytes:
+            return grid
+        while self.bytes + size > self.max_bytes and self._items:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= grid_bytes(old)
+        self._items[key] = grid
+        self.bytes += size
+        return grid
+
+
 class ShiftedClipDataset(Dataset):
     """One item per source: ``{"mel": [K,1,128,204], "video": [K,3,T,S,S]}``, or
     ``{"failed": Skipped}`` when decoding or clipping failed.
 
-    ``train=True`` picks a random centre and flip per item; otherwise the centre of the usable
-    range and no flip. Only the needed span is decoded, at ``DECODE_FPS``.
+    ``train=True`` picks a random centre (on the decoded frame grid, so every offset moves
+    whole frames) and flip per item; otherwise the centre of the usable range and no flip.
+
+    ``cache_bytes`` (default: ``DEFAULT_CACHE_BYTES`` when training, 0 otherwise): with a
+    budget, a source's whole usable span is decoded once at ``DECODE_FPS`` (frames resized to
+    ``frame_size``, audio mixed to mono) and kept in a per-process ``GridCache``, so later
+    visits cost only clip slicing and mels. With 0, each item decodes just the span it needs
+    (evaluation reads each source once). A failed decode is not cached: it is retried and
+    reported again on the next visit.
+
+    ``skip_degenerate`` (default: ``train``): sources with silent audio or a still picture
+    (``degenerate_reason``) give ``{"failed": ...}`` instead of an instance.
     """
 
     def __init__(self, sources: Sequence[VideoSource], offsets: Sequence[float],
                  frame_size: int | None, train: bool, clip_len: float = CLIP_LEN,
-                 fps: int = CLIP_FPS, seed: int = 0) -> None:
+                 fps: int = CLIP_FPS, seed: int = 0, cache_bytes: int | None = None,
+                 skip_degenerate: bool | None = None) -> None:
         self.sources = list(sources)
         self.offsets = tuple(offsets)
         self.frame_size = frame_size
@@ -205,21 +306,65 @@ class ShiftedClipDataset(Dataset):
         self.clip_len = clip_len
         self.fps = fps
         self.seed = seed
+        if cache_bytes is None:
+            cache_bytes = DEFAULT_CACHE_BYTES if train else 0
+        self.cache = GridCache(cache_bytes) if cache_bytes > 0 else None
+        self.skip_degenerate = train if skip_degenerate is None else skip_degenerate
+        self._verdicts: dict[int, str | None] = {}
 
     def __len__(self) -> int:
         return len(self.sources)
 
-    def __getitem__(self, i: int) -> dict:
+    def _decode(self, s: VideoSource, t0: float, t1: float) -> Grid:
+        grid = decode_clip(s.path, t0, t1, fps=DECODE_FPS, short_side=224, crop=224,
+                           sample_rate=SAMPLE_RATE)
+        if self.cache is None:
+            return grid
+        frames = grid.frames if self.frame_size is None else resize_frames(grid.frames, self.frame_size)
+        return Grid(frames=frames, audio_channels=grid.audio[None], start=grid.start,
+                    fps=grid.fps, sample_rate=grid.sample_rate, has_audio=grid.has_audio)
+
+    def _instance_grid(self, i: int, rng: random.Random) -> tuple[Grid, float]:
+        """A grid holding the instance's span and the clips' centre inside it."""
         s = self.sources[i]
-        rng = random.Random() if self.train else random.Random(self.seed * 1_000_003 + i)
         need = span_needed(self.offsets, self.clip_len)
         end = s.end if s.end is not None else s.start + need
-        t0 = s.start + (rng.uniform(0, end - s.start - need) if self.train
-                        else (end - s.start - need) / 2)
+        if self.cache is None:
+            t0 = s.start + (rng.uniform(0, end - s.start - need) if self.train
+                            else (end - s.start - need) / 2)
+            grid = self._decode(s, t0, t0 + need)
+            return grid, valid_centres(grid, self.offsets, self.clip_len)[0]  # the span fits exactly
+        key = (str(s.path), s.start, end)
+        grid = self.cache.get(key, lambda: self._decode(s, s.start, end))
+        lo, hi = valid_centres(grid, self.offsets, self.clip_len)
+        if not self.train:
+            centre = (lo + hi) / 2
+        else:
+            # whole frames from the grid start, inside [lo, hi]
+            k_lo = math.ceil((lo - grid.start) * grid.fps - 1e-6)
+            k_hi = math.floor((hi - grid.start) * grid.fps + 1e-6)
+            if k_hi < k_lo:
+                raise ValueError(f"decoded span {grid.duration:.2f}s too short for the offsets")
+            centre = grid.start + rng.randint(k_lo, k_hi) / grid.fps
+        return grid, centre
+
+    def _degenerate(self, i: int, grid: Grid) -> str | None:
+        # once per source and process: silence or stillness does not depend on the centre
+        if i not in self._verdicts:
+            self._verdicts[i] = degenerate_reason(grid)
+        return self._verdicts[i]
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.sources[i]
+        # training draws from torch's generator, which train() seeds and DataLoader seeds per
+        # worker: a seeded run samples the same centres and flips again
+        rng = (random.Random(int(torch.randint(0, 2 ** 62, (1,)).item())) if self.train
+               else random.Random(self.seed * 1_000_003 + i))
         try:
-            grid = decode_clip(s.path, t0, t0 + need, fps=DECODE_FPS, short_side=224, crop=224,
-                               sample_rate=SAMPLE_RATE)
-            centre = valid_centres(grid, self.offsets, self.clip_len)[0]  # the span fits exactly
+            grid, centre = self._instance_grid(i, rng)
+            reason = self._degenerate(i, grid) if self.skip_degenerate else None
+            if reason is not None:
+                return {"failed": Skipped(str(s.path), reason)}
             flip = self.train and rng.random() < 0.5
             mel, video = shifted_clips(grid, centre, self.offsets, self.clip_len, self.fps,
                                        self.frame_size, flip)

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from sync_classifier.data import (TRAIN_OFFSETS, GeneratedClipDataset, ShiftedClipDataset,
-                                  collate_instances, find_sources, usable_sources)
+from sync_classifier.data import (DEFAULT_CACHE_BYTES, TRAIN_OFFSETS, GeneratedClipDataset,
+                                  ShiftedClipDataset, collate_instances, find_sources,
+                                  usable_sources)
 from sync_classifier.model import (SyncClassifier, SyncConfig, read_checkpoint, save_checkpoint,
                                    small_config)
 
@@ -63,6 +64,8 @@ class TrainConfig:
     synthetic_duration: float = 8.0
     max_minutes: float | None = None   # stop early (with a checkpoint) after this wall time
     resume: bool = True
+    # decoded-source cache per data process (main or each worker), see data.GridCache
+    cache_mb: float = DEFAULT_CACHE_BYTES / 2 ** 20
 
 
 def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
@@ -153,7 +156,8 @@ def _dataset(cfg: TrainConfig, mcfg: SyncConfig):
     if not sources:
         raise ValueError(f"no usable training videos in {cfg.data} ({len(skipped)} skipped, "
                          f"e.g. {skipped[0].reason if skipped else 'none found'})")
-    return ShiftedClipDataset(sources, TRAIN_OFFSETS, mcfg.frame_size, train=True), skipped
+    return ShiftedClipDataset(sources, TRAIN_OFFSETS, mcfg.frame_size, train=True,
+                              cache_bytes=int(cfg.cache_mb * 2 ** 20)), skipped
 
 
 def _amp_context(device: torch.device, enabled: bool):
@@ -166,13 +170,16 @@ def _amp_context(device: torch.device, enabled: bool):
 
 def _batches(loader: DataLoader, sampler):
     epoch = 0
+    warned: set[tuple[str, str]] = set()
     while True:
         if sampler is not None:
             sampler.set_epoch(epoch)
         yielded = False
         for batch in loader:
             for f in batch["failed"]:
-                log.warning("training instance skipped: %s: %s", f.source, f.reason)
+                if (f.source, f.reason) not in warned:  # once per source and reason, not per visit
+                    warned.add((f.source, f.reason))
+                    log.warning("training instances skipped: %s: %s", f.source, f.reason)
             if batch["mel"] is not None:
                 yielded = True
                 yield batch
