@@ -359,7 +359,9 @@ def stage_select(out: str | Path, run: dict[str, Any], overrides: list[str] | No
                         funnel["needs_scoring"], out)
         clips = merge_windows(windows, decisions, read_rows(out, "shots"), min_len=recipe["merge"]["min_len"])
     write_manifest(out, "clips", clips)
-    classes = None
+    # every class the run asked for, so one without any candidate shows in the shortfall
+    classes = sorted({s["class_name"] for s in read_rows(out, "sources")
+                      if s["status"] == schemas.STATUS_OK and s["class_name"]})
     if recipe.get("classes"):
         from manifests.classes import recipe_folders
         classes = recipe_folders(recipe["classes"])
