@@ -198,7 +198,10 @@ def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "
           html: Optional[Path] = typer.Option(None, help="write an HTML report with score histograms")) -> None:
     """Funnel, per-class counts, failures by reason."""
     from curate.stats import collect, format_text
-    st = collect(out)
+    try:
+        st = collect(out)
+    except FileNotFoundError as e:
+        _fail(e)
     if html:
         from curate.stats import write_report
         write_report(out, html, st)

@@ -26,6 +26,8 @@ def _reason(row: dict, stage: str) -> str:
 def collect(out: str | Path) -> dict[str, Any]:
     """Every figure `curate stats` shows, as a JSON-able dict."""
     out = Path(out)
+    if not (out / "manifests").is_dir():
+        raise FileNotFoundError(f"no curation run at {out} (no manifests/ folder)")
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     st: dict[str, Any] = {"out": str(out), "recipe": run.get("recipe", {}).get("name"),
                           "funnel": [], "per_class": defaultdict(lambda: defaultdict(int)),
@@ -96,6 +98,7 @@ def collect(out: str | Path) -> dict[str, Any]:
     if shards is not None:
         stage("sharded", len(shards))
         st["shard_files"] = len({s["shard"] for s in shards})
+    st["hours"] = st.get("hours_selected", st.get("hours_downloaded"))
     st["per_class"] = {str(k): dict(v) for k, v in sorted(pc.items(), key=lambda kv: str(kv[0]))}
     st["failures"] = dict(st["failures"].most_common())
     st["skipped"] = dict(st["skipped"].most_common())
