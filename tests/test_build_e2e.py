@@ -46,6 +46,8 @@ def built(corpus, tmp_path_factory):
         for v in truth["videos"]:
             lines.append(f"{v['id']},{server.url(v['id'] + '.mp4')},0,10,{v['label']},{v['split']}")
         lines.append("bad id!,http://127.0.0.1:1/x.mp4,0,10,siren,train")     # rejected, recorded
+        (root / "videos" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)
+        lines.append(f"corrupt,{server.url('corrupt.mp4')},0,10,siren,train")  # fails, recorded
         src.write_text("\n".join(lines) + "\n")
         first = _curate("build", "custom", "--config", cfg, "--sources", src, "--out", out,
                         "--workers", "2", "--allow-random-weights")
@@ -61,17 +63,19 @@ def test_manifests_for_every_stage(built):
     for table in ("sources", "downloads", "shots", "windows", "decisions", "clips", "selected", "shards"):
         assert (out / "manifests" / f"{table}.parquet").exists(), table
     sources = read_rows(out, "sources")
-    assert len(sources) == 9
+    assert len(sources) == 10
     bad = [s for s in sources if s["status"] == "rejected"]
     assert len(bad) == 1 and "bad id!" in bad[0]["error"]
-    downloads = read_rows(out, "downloads")
-    assert len(downloads) == 8 and all(d["status"] == "ok" for d in downloads)
-    assert all(abs(d["duration"] - 10.0) < 0.1 for d in downloads)
+    downloads = {d["source_id"].split("_")[0]: d for d in read_rows(out, "downloads")}
+    corrupt = downloads.pop("corrupt")       # a corrupt video is recorded and the build goes on
+    assert corrupt["status"] == "failed" and corrupt["reason"] == "corrupt" and corrupt["error"]
+    assert len(downloads) == 8 and all(d["status"] == "ok" for d in downloads.values())
+    assert all(abs(d["duration"] - 10.0) < 0.1 for d in downloads.values())
 
 
 def test_rerun_skips_finished_work(built):
     out, truth, first, again, n_first, n_again = built
-    assert n_first >= 8
+    assert n_first >= 9
     assert n_again == 0          # every download cached: no request reached the server
     assert "== download" in again.stdout
     for stage in ("download", "split", "score"):
@@ -109,10 +113,11 @@ def test_stats_text_and_json(built):
     assert "score-only" in text      # random models are flagged
     st = json.loads(_curate("stats", out, "--json").stdout)
     counts = {f["stage"]: f["count"] for f in st["funnel"]}
-    assert counts["sources"] == 9 and counts["downloaded"] == 8
+    assert counts["sources"] == 10 and counts["downloaded"] == 8
     assert counts["windows"] == len(read_rows(out, "windows"))
     assert counts["sharded"] == len(read_rows(out, "shards")) > 0
     assert any("sources rejected" in k for k in st["failures"])
+    assert st["failures"].get("download: corrupt") == 1
     html = out / "report.html"
     _curate("stats", out, "--html", html)
     assert html.read_text().count('class="hist"') == len(ALL_SCORES)   # one per score column
