@@ -5,10 +5,11 @@ Score: max |sample| of the whole window's waveform, float in [-1, 1], over every
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np
+
+from filters.bands import keep_band
 
 NAME = "amplitude"
 THRESHOLDS = {"min": 0.03}
@@ -25,9 +26,4 @@ def score(audio: np.ndarray) -> float:
 
 
 def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    if s is None or (isinstance(s, float) and math.isnan(s)):
-        return False, f"{NAME}: no score"
-    lo = thresholds.get("min")
-    if lo is not None and s < lo:
-        return False, f"{NAME} {s:.4g} < min {lo:g}"
-    return True, None
+    return keep_band(NAME, s, thresholds)

@@ -5,10 +5,11 @@ with RGB scaled to [0, 1]. Keep when ``min <= s <= max`` (both ends inclusive).
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np
+
+from filters.bands import keep_band
 
 NAME = "pixel_diff"
 THRESHOLDS = {"min": 0.01, "max": 0.15}
@@ -28,11 +29,4 @@ def score(frames: np.ndarray) -> float:
 
 
 def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    if s is None or (isinstance(s, float) and math.isnan(s)):
-        return False, f"{NAME}: no score"
-    lo, hi = thresholds.get("min"), thresholds.get("max")
-    if lo is not None and s < lo:
-        return False, f"{NAME} {s:.4g} < min {lo:g}"
-    if hi is not None and s > hi:
-        return False, f"{NAME} {s:.4g} > max {hi:g}"
-    return True, None
+    return keep_band(NAME, s, thresholds)

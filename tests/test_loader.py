@@ -15,39 +15,15 @@ from filters.mel import IMAGEBIND_MEAN, IMAGEBIND_STD
 from shards.loader import make_dataset, window_start
 from shards.writer import Sample, shard_urls, write_shards
 
+import avmedia
+from avmedia import brightness
+
 FPS = 20
+
+
+def make_av(path, duration, burst=None, size=(160, 120), sr=16000):
+    return avmedia.make_av(path, duration, FPS, size=size, burst=burst, sr=sr)
 CLASSES = ["dog_barking", "frog_croaking", "lions_roaring"]
-
-
-def brightness(i: int) -> int:
-    """Grey level of source frame i (steps of 4 survive the yuv420p round trip)."""
-    return 16 + 4 * i
-
-
-def make_av(path: Path, duration: float, burst: tuple[float, float] | None = None,
-            size: tuple[int, int] = (160, 120), sr: int = 16000) -> Path:
-    """Frame i uniformly grey at brightness(i), FPS fps; audio silent but for a 1-kHz burst."""
-    n = int(round(duration * FPS))
-    w, h = size
-    frames = np.stack([np.full((h, w, 3), brightness(i), np.uint8) for i in range(n)])
-    t = np.arange(int(round(duration * sr))) / sr
-    audio = np.zeros_like(t)
-    if burst is not None:
-        on = (t >= burst[0]) & (t < burst[1])
-        audio[on] = 0.5 * np.sin(2 * np.pi * 1000 * t[on])
-    wav = path.with_suffix(".wav")
-    with wave.open(str(wav), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sr)
-        f.writeframes((audio * 32767).astype("<i2").tobytes())
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(FPS), "-i", "-",
-           "-i", str(wav), "-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p",
-           "-c:a", "aac", "-b:a", "128k", "-shortest", str(path)]
-    subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
-    wav.unlink()
-    return path
 
 
 def _sample(i: int, mp4: Path) -> Sample:
