@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str],
                sources: str | Path | None = None, limit: int | None = None,
-               echo: Callable[[str], None] = print) -> None:
+               retry_failed: bool = False, echo: Callable[[str], None] = print) -> None:
     """Run ``stages`` in order; each stage skips work its checkpoints say is finished."""
     for st in stages:
         echo(f"== {st}")
@@ -25,7 +25,7 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
                 raise ValueError("no sources: pass --sources FILE")
             pipeline.stage_sources(out, run, sources, limit=limit)
         elif st == "download":
-            pipeline.stage_download(out, run, executor)
+            pipeline.stage_download(out, run, executor, retry_failed=retry_failed)
         elif st == "split":
             pipeline.stage_split(out, run, executor)
         elif st == "train-sync":
@@ -53,14 +53,15 @@ def format_verify(report: Any) -> str:
 
 def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | None = None,
           limit: int | None = None, config: str | Path | None = None,
-          options: dict[str, Any] | None = None,
+          options: dict[str, Any] | None = None, retry_failed: bool = False,
           echo: Callable[[str], None] = print) -> dict[str, Any]:
     recipe = get_recipe(recipe_name, config)
     Path(out).mkdir(parents=True, exist_ok=True)
     run = pipeline.new_run(out, recipe, options or {})
     if "score" in recipe["stages"]:
         pipeline.resolve_models(run)   # a missing weight fails now, not after hours of downloads
-    run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit, echo=echo)
+    run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
+               retry_failed=retry_failed, echo=echo)
     return run
 
 

@@ -50,6 +50,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           cookies: Optional[str] = typer.Option(None, help="yt-dlp cookies file"),
           proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
           rate_limit: Optional[str] = typer.Option(None, help="yt-dlp rate limit, e.g. 2M"),
+          retry_failed: bool = typer.Option(False, help="download again sources that failed for a transient reason"),
           executor: str = ExecOpt) -> None:
     """Run a whole recipe (resumable: rerun to continue where it stopped)."""
     from curate.build import build as run_build
@@ -66,19 +67,20 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
             build_demo(out, ex, options=options, echo=typer.echo)
         else:
             run_build(recipe, out, ex, sources=sources, limit=limit, config=config,
-                      options=options, echo=typer.echo)
+                      options=options, retry_failed=retry_failed, echo=typer.echo)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(format_text(collect(out)))
 
 
 def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
-           gpus: Optional[float], executor: str) -> None:
+           gpus: Optional[float], executor: str, retry_failed: bool = False) -> None:
     from curate.build import run_stages
     from curate.pipeline import load_run
     try:
         run = load_run(out)
-        run_stages(out, run, _executor(executor, workers, address, gpus), stages, echo=typer.echo)
+        run_stages(out, run, _executor(executor, workers, address, gpus), stages,
+                   retry_failed=retry_failed, echo=typer.echo)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
 
@@ -115,9 +117,10 @@ def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., h
 
 @app.command()
 def download(out: Path = typer.Argument(...), workers: int = WorkersOpt,
-             address: Optional[str] = AddressOpt, executor: str = ExecOpt) -> None:
+             address: Optional[str] = AddressOpt, executor: str = ExecOpt,
+             retry_failed: bool = typer.Option(False, help="try again sources that failed for a transient reason (timeout, 5xx, broken transfer)")) -> None:
     """Download every accepted source (yt-dlp); skips what is already there."""
-    _stage(out, ["download"], workers, address, None, executor)
+    _stage(out, ["download"], workers, address, None, executor, retry_failed=retry_failed)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +106,25 @@ def download_options(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in known}
 
 
-def stage_download(out: str | Path, run: dict[str, Any], executor: Executor) -> list[dict]:
+#: download failures worth another try on `--retry-failed` (a 404 or a removed video is final)
+TRANSIENT_REASONS = {"timeout", "http_error", "error"}
+_FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
+
+
+def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
+                   retry_failed: bool = False) -> list[dict]:
     sources = [r for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
+    redo: set[str] = set()
+    if retry_failed and schemas.has_manifest(out, "downloads"):
+        redo = {d["source_id"] for d in read_rows(out, "downloads")
+                if d["status"] == schemas.STATUS_FAILED and d["reason"] in TRANSIENT_REASONS
+                and not _FINAL_HTTP.search(d["error"] or "")}
     media = Path(out) / "media" / "raw"
     media.mkdir(parents=True, exist_ok=True)
     spec = StageSpec("download", functools.partial(_download_factory, str(media), download_options(run)),
                      _download_error)
     items = [{"key": r["source_id"], "row": r} for r in sources]
-    res = run_stage(out, spec, items, executor)
+    res = run_stage(out, spec, items, executor, redo=redo)
     rows = res.outputs.get("downloads", [])
     write_manifest(out, "downloads", rows)
     return rows

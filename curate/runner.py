@@ -116,14 +116,15 @@ def _merge_outputs(parts: list[dict]) -> Outputs:
 
 
 def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Executor,
-              chunk_size: int = 64, progress: bool = True) -> StageResult:
-    """Run ``spec`` over the items not yet done; return all outputs, old and new.
+              chunk_size: int = 64, progress: bool = True, redo: set[str] | None = None) -> StageResult:
+    """Run ``spec`` over the items not yet done (and those in ``redo``); return all outputs,
+    old and new (a redone item's new rows replace its old ones).
 
     Each item needs a unique ``key``.
     """
     work = Path(out) / "work" / spec.name
     parts = _load_parts(work)
-    done = {k for p in parts for k in p["keys"]}
+    done = {k for p in parts for k in p["keys"]} - (redo or set())
     todo = [it for it in items if it["key"] not in done]
     n_next = len(parts)
     bar = tqdm(total=len(todo), desc=spec.name, unit="item", disable=not progress or not todo)

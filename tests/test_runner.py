@@ -101,3 +101,44 @@ def test_build_without_weights_fails_early_naming_the_option(tmp_path):
     assert p.returncode == 2
     assert "--imagebind-checkpoint" in p.stderr
     assert not (tmp_path / "out" / "manifests").exists()     # nothing was downloaded first
+
+
+def test_redo_runs_finished_items_again_and_replaces_their_rows(tmp_path):
+    calls = []
+    spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
+    run_stage(tmp_path, spec, _items(4), LocalExecutor(), chunk_size=2, progress=False)
+    calls.clear()
+    res = run_stage(tmp_path, spec, _items(4), LocalExecutor(), chunk_size=2, progress=False, redo={"s1"})
+    assert calls == ["s1"]
+    assert len(res.outputs["downloads"]) == 4
+
+
+def test_download_retry_failed_retries_only_transient_failures(tmp_path):
+    from curate import pipeline
+    from curate.loopback import LoopbackServer
+    from curate.synth import make_event_video
+
+    media = tmp_path / "m"
+    media.mkdir()
+    make_event_video(media / "a.mp4", duration=3.0, event_times=[1.0], seed=0)
+    out = tmp_path / "out"
+    with LoopbackServer(media, stall={"a.mp4"}, stall_seconds=3.0) as server:
+        src = tmp_path / "s.csv"
+        src.write_text("id,url,start,end,label,split\n"
+                       f"a,{server.url('a.mp4')},0,3,x,train\n"
+                       f"gone,{server.url('gone.mp4')},0,3,x,train\n")
+        recipe = get_recipe("demo")
+        recipe["download"].update(retries=0, socket_timeout=1.0)
+        run = pipeline.new_run(out, recipe, {})
+        pipeline.stage_sources(out, run, src)
+        rows = {r["source_id"][:4]: r for r in pipeline.stage_download(out, run, LocalExecutor())}
+        assert rows["a_00"]["reason"] == "timeout" and rows["gone"]["reason"] == "http_error"
+        server.stall.clear()
+        n = server.count()
+        rows = {r["source_id"][:4]: r for r in pipeline.stage_download(out, run, LocalExecutor())}
+        assert server.count() == n and rows["a_00"]["status"] == "failed"      # plain rerun: finished work
+        rows = {r["source_id"][:4]: r for r in
+                pipeline.stage_download(out, run, LocalExecutor(), retry_failed=True)}
+        assert rows["a_00"]["status"] == "ok"
+        assert rows["gone"]["status"] == "failed"
+        assert server.count("gone.mp4") == 1          # a 404 is final: never asked again
