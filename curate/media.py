@@ -6,6 +6,7 @@ form used by the trainer loader and the sync classifier.
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -177,19 +178,26 @@ def probe(path: str | Path) -> dict:
         raise DecodeError(f"cannot open {Path(path).name}: {e}") from e
 
 
-def decode_clip(path: str | Path, start: float, end: float, fps: float = GRID_FPS,
+def _open(src: str | Path | bytes):
+    """A container on a path, or on an in-memory file (a shard member) without temp files."""
+    return av.open(io.BytesIO(src)) if isinstance(src, (bytes, bytearray)) else av.open(str(src))
+
+
+def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
                 sample_rate: int = SAMPLE_RATE) -> Grid:
-    """Decode [start, end) of ``path`` onto a grid of ``fps`` frames and ``sample_rate`` audio."""
+    """Decode [start, end) of ``src`` (a path, or the bytes of a media file) onto a grid of
+    ``fps`` frames and ``sample_rate`` audio."""
+    name = "<bytes>" if isinstance(src, (bytes, bytearray)) else Path(src).name
     try:
-        with av.open(str(path)) as c:
+        with _open(src) as c:
             if not c.streams.video:
                 raise DecodeError("no video stream")
             frames = _decode_video(c, start, end, fps, short_side, crop)
-        with av.open(str(path)) as c:
+        with _open(src) as c:
             audio = _decode_audio(c, start, end, sample_rate)
     except av.error.FFmpegError as e:
-        raise DecodeError(f"cannot decode {Path(path).name}: {e}") from e
+        raise DecodeError(f"cannot decode {name}: {e}") from e
     has_audio = audio is not None
     if audio is None:
         audio = np.zeros((1, int(round((end - start) * sample_rate))), np.float32)

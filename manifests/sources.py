@@ -281,7 +281,7 @@ def read_vggsound_csv(path: str | Path, classes: Mapping[str, str] | None = None
         cls = _class_for(label, classes, reasons)
         row = _row(source_id=source_id(ytid, start, end) if ytid and start is not None else None,
                    ytid=ytid_raw or None, start=start, end=end, label=label, class_name=cls,
-                   split=split_raw or None, url=_url(url_template, ytid))
+                   split=split or split_raw or None, url=_url(url_template, ytid))
         rows.append(_finish(row, where, reasons, seen))
     _log_counts(path, rows)
     return rows

@@ -36,11 +36,10 @@ import random
 from typing import Any, Callable, Iterable, Iterator
 
 import av
-import numpy as np
 import torch
 import webdataset as wds
 
-from curate.media import DecodeError, _decode_audio, _decode_video
+from curate.media import DecodeError, decode_clip
 from filters.mel import imagebind_mel
 
 log = logging.getLogger(__name__)
@@ -119,16 +118,10 @@ class ClipDecoder:
         duration = min(v_dur, a_dur)
         start = window_start(duration, self.train, rng, self.window)
         end = start + self.window
-        try:
-            with av.open(io.BytesIO(data)) as c:
-                frames = _decode_video(c, start, end, self.fps, self.size, self.size)
-            with av.open(io.BytesIO(data)) as c:
-                audio = _decode_audio(c, start, end, self.sample_rate)
-        except av.error.FFmpegError as e:
-            raise DecodeError(f"cannot decode clip: {e}") from e
-        if audio is None:
+        grid = decode_clip(data, start, end, self.fps, self.size, self.size, self.sample_rate)
+        if not grid.has_audio:
             raise DecodeError("clip has no decodable audio")
-        wave = audio.mean(axis=0).astype(np.float32)
+        frames, wave = grid.frames, grid.audio
         # a short clip: keep only real samples; imagebind_mel pads the fbank (ImageBind's way)
         n_real = int(round(max(a_dur - start, 0.0) * self.sample_rate))
         wave = wave[:max(min(n_real, wave.shape[0]), int(0.025 * self.sample_rate))]
