@@ -34,9 +34,18 @@ class _ActorFn:
         return {"o": [json.dumps(safe_call(self.fn, self.spec, json.loads(p))) for p in batch["p"]]}
 
 
+#: per worker process: stage functions already built, so a task does not rebuild its
+#: function (options, imports) for every batch
+_TASK_FNS: dict[str, Any] = {}
+
+
 def _task_fn(spec: StageSpec):
+    key = f"{spec.name}:{spec.factory!r}"
+
     def run(batch: dict[str, Any]) -> dict[str, list[str]]:
-        fn = spec.factory()
+        if key not in _TASK_FNS:
+            _TASK_FNS[key] = spec.factory()
+        fn = _TASK_FNS[key]
         return {"o": [json.dumps(safe_call(fn, spec, json.loads(p))) for p in batch["p"]]}
     return run
 

@@ -28,11 +28,9 @@ THRESHOLDS = {"a2v_min": 0.341, "v2a_min": 0.341}
 
 
 def _p_sync(phi3: Sequence[float]) -> float:
-    from sync_classifier.metrics import p_sync  # lazy: keeps select/registry free of torch
-    phi3 = np.asarray(phi3, dtype=np.float64)
-    if phi3.shape != (3,) or not np.all(np.isfinite(phi3)):
-        raise ValueError(f"sync needs 3 finite phi values, got {phi3.tolist()}")
-    return float(p_sync(phi3))
+    # lazy: keeps select/registry free of torch; p_sync validates shape and finiteness
+    from sync_classifier.metrics import p_sync
+    return p_sync(np.asarray(phi3, dtype=np.float64))
 
 
 def score(phi_a2v: Sequence[float], phi_v2a: Sequence[float]) -> tuple[float, float]:
