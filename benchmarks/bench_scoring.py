@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.media import decode_clip, decode_grid, probe  # noqa: E402
+from decoding.media import decode_clip, decode_grid, probe  # noqa: E402
 from curate.scoring import Scorers, score_segment  # noqa: E402
 from filters import registry  # noqa: E402
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
-from curate.media import DecodeError, probe
+from decoding.media import DecodeError, probe
+from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
              max_short_side: int | None = None, timeout: float = 600.0) -> dict:
     """Cut ``[start, end)`` (seconds in ``src``) into ``dst``, frame-accurately.
 
-    Returns the probe of the written clip (``curate.media.probe``: duration, width, height,
+    Returns the probe of the written clip (``decoding.media.probe``: duration, width, height,
     fps, has_audio, ...) plus ``path`` and ``bytes``. Raises CutError on any failure; the
     destination is then left untouched.
     """
@@ -86,21 +86,12 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
     if info["duration"] is not None and start >= info["duration"]:
         raise CutError(f"clip starts at {start:.3f} s, after the source's end ({info['duration']:.3f} s)")
     size = output_size(info["width"], info["height"], max_short_side)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(dst) as tmp:
         _run_ffmpeg(ffmpeg_command(src, tmp, start, end, size), timeout)
         try:
             out = probe(tmp)
         except DecodeError as e:
             raise CutError(f"ffmpeg wrote an unreadable clip: {e}") from e
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; clips are shared data
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     want = end - start
     if out["duration"] is not None and out["duration"] < want - 0.1:
         # the segment ended early: keep the clip, but say so (callers see the duration)

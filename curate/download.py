@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from curate.media import DecodeError, probe
+from decoding.media import DecodeError, probe
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.sources import YOUTUBE_URL, safe_id
 

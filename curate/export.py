@@ -21,13 +21,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from manifests.schemas import STATUS_OK, has_manifest, read_rows
 from manifests.sources import safe_id
 from shards.writer import key_from_name, parse_name, prompt_from_class
+from manifests.atomic import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,7 @@ SPLITS = ("train", "test")
 
 
 def _write_text_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
@@ -51,9 +43,7 @@ def _place(src: Path, dst: Path, link: bool) -> None:
     if dst.exists() and dst.stat().st_size == src.stat().st_size and (
             dst.samefile(src) or dst.read_bytes() == src.read_bytes()):
         return  # re-export: already in place
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         if link:
             try:
                 os.unlink(tmp)
@@ -62,10 +52,6 @@ def _place(src: Path, dst: Path, link: bool) -> None:
                 shutil.copyfile(src, tmp)
         else:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _plan(selected_rows: Iterable[Mapping[str, Any]],

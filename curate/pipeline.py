@@ -32,8 +32,8 @@ def load_run(out: str | Path) -> dict[str, Any]:
 
 
 def save_run(out: str | Path, run: dict[str, Any]) -> None:
-    from curate.runner import _atomic_json
-    _atomic_json(run, Path(out) / RUN_FILE)
+    from manifests.atomic import write_json
+    write_json(Path(out) / RUN_FILE, run)
 
 
 def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def _build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any]
 
 def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
     import torch
-    from curate.media import decode_grid
+    from decoding.media import decode_grid
     from curate.scoring import score_segment
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -23,6 +23,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
 from manifests.schemas import ALL_SCORES, SCORE_COLUMNS  # noqa: E402
+from manifests.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +228,5 @@ def write_html(out_dir: str | os.PathLike, html_path: str | os.PathLike | None,
         except (json.JSONDecodeError, AttributeError) as e:
             log.warning("report: cannot read %s: %s", run, e)
     text = render_html(stats, windows_rows, thresholds, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
     return path

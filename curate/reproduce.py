@@ -75,7 +75,7 @@ def downloads_lookup(downloads: Iterable[Mapping[str, Any]],
 
 def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
     """Lookup over files ``<media_dir>/<safe_id(source_id)>.mp4``, probed for duration."""
-    from curate.media import DecodeError, probe
+    from decoding.media import DecodeError, probe
     root = Path(media_dir)
 
     def look(source_id: str) -> tuple[str | None, float | None, str | None]:

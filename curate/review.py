@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from manifests.schemas import STATUS_OK, read_rows
+from manifests.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,7 @@ def load_decisions(path: str | os.PathLike) -> dict[str, str]:
 def save_decisions(path: str | os.PathLike, decisions: Mapping[str, str]) -> Path:
     """Write the decisions JSON atomically (temp file in the same folder, then rename)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(dict(sorted(decisions.items())), f, indent=1)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(p, dict(sorted(decisions.items())), indent=1)
     return p
 
 
@@ -169,10 +161,7 @@ def write_review_page(out_dir: str | os.PathLike, html_path: str | os.PathLike |
     rows = [r for r in read_rows(out, "selected") if _safe_key_or_none(r.get("key"))]
     decisions = load_decisions(decisions_path) if decisions_path else None
     text = build_review_page(rows, url, mode="static", decisions=decisions)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
     return path
 
 

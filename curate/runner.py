@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from tqdm.auto import tqdm
+from manifests.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +79,7 @@ class StageResult:
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def _load_parts(work: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Score every window of one decoded segment: shared decode, feature reuse, cascade.
 
-``score_segment`` takes the segment's analysis grid (``curate.media.Grid``, decoded once) and
+``score_segment`` takes the segment's analysis grid (``decoding.media.Grid``, decoded once) and
 the window rows that lie in it, and fills every score and note column of the windows schema.
 
 Feature reuse (DESIGN section 3: cost grows with seconds, not windows): model features are

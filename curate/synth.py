@@ -26,6 +26,7 @@ end still sound inside the file, as they would in a real out-of-sync upload.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from manifests.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -443,16 +445,12 @@ def _write_sources(path: Path, specs: Sequence[VideoSpec], url_base: str | None)
         # source ids need whole seconds: end is the last whole second inside the file
         rows.append({"id": s.id, col: loc, "start": "0", "end": str(math.floor(s.duration)),
                      "label": s.label, "split": s.split})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=["id", col, "start", "end", "label", "split"])
-        wr.writeheader()
-        wr.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    wr = csv.DictWriter(buf, fieldnames=["id", col, "start", "end", "label", "split"])
+    wr.writeheader()
+    wr.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)

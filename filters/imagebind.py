@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from filters.imagebind_model import ImageBind, ImageBindConfig, load_imagebind
-from filters.mel import imagebind_mel
+from decoding.mel import imagebind_mel
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def preprocess_frames(frames: np.ndarray) -> torch.Tensor:
 def preprocess_audio(waves: np.ndarray | Sequence[np.ndarray],
                      sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Mono float waveforms (2 s at 16 kHz each, [N, 32000] or a list) -> [N,1,128,204]
-    normalised mel, through the shared Kaldi fbank ``filters.mel.imagebind_mel``."""
+    normalised mel, through the shared Kaldi fbank ``decoding.mel.imagebind_mel``."""
     if isinstance(waves, np.ndarray) and waves.ndim != 2:
         raise ValueError(f"waves must be [N, samples], got shape {waves.shape}")
     if len(waves) == 0:

@@ -1,6 +1,6 @@
 """Sample-time conventions of every filter, in one place (DESIGN section 3).
 
-All filters read from the shared analysis grid (``curate.media.Grid``): frames at 12 fps,
+All filters read from the shared analysis grid (``decoding.media.Grid``): frames at 12 fps,
 frame ``i`` at ``grid.start + i / 12``. A window is 3 s = 36 grid frames, ``[s, s + 3)``.
 Its start is snapped to the nearest grid frame; every sample below is then a whole number
 of grid frames after it, so all sample times lie exactly on the 1/12-s grid and a frame

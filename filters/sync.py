@@ -68,7 +68,7 @@ class SyncScorer:
     """Batched phi over (audio, video) pairs with a SyncClassifier.
 
     Audio clips are float32 ``[32000]`` (2 s at 16 kHz), turned into the 1x128x204 mel by
-    ``filters.mel.imagebind_mel``; video clips are uint8 ``[12, 224, 224, 3]``, turned into the
+    ``decoding.mel.imagebind_mel``; video clips are uint8 ``[12, 224, 224, 3]``, turned into the
     model's input by ``sync_classifier.data.video_tensor``.
     """
 
@@ -105,7 +105,7 @@ class SyncScorer:
 
     # -- inputs -------------------------------------------------------------------------
     def _mels(self, waves: Sequence[np.ndarray]):
-        from filters.mel import imagebind_mel
+        from decoding.mel import imagebind_mel
         n = int(sampling.SYNC_AUDIO_SECONDS * 16000)
         out = []
         for w in waves:

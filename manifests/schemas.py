@@ -6,7 +6,6 @@ where it happened. Times are seconds relative to the downloaded 10-s segment.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -110,18 +109,11 @@ def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write Parquet to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from manifests.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; manifests are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def write_manifest(out: str | os.PathLike, table: str, data: pa.Table | Iterable[Mapping[str, Any]]) -> Path:

@@ -1,6 +1,6 @@
 """Trainer-side loader: WebDataset shards -> AVSyncD's inputs.
 
-Imports webdataset, PyAV, torch, ``curate.media`` and ``filters.mel`` only (no ray, no engine),
+Imports webdataset, PyAV, torch, ``decoding.media`` and ``decoding.mel`` only (no ray, no engine),
 so a training job needs nothing else from curate.
 
 Each sample's mp4 is decoded in memory (``av.open(io.BytesIO(...))``, no temp files) onto
@@ -13,8 +13,8 @@ AVSyncD's grid (lzhangbj/ASVA ``avgen/data/base.py``; DESIGN section 7):
 * video: ``float32 [12, 3, 256, 256]``, short side 256 then centre crop 256x256. Value range
   **[0, 1]** by default, which is what AVSyncD's dataset returns (its loader calls the
   transform with ``normalize=False``); ``normalize=True`` gives [-1, 1]. Frame k is the frame
-  shown at ``start + k / 6`` (``curate.media`` convention).
-* audio: the 2-s window, 16 kHz mono -> ``filters.mel.imagebind_mel`` -> ``float32 [1, 128, 204]``.
+  shown at ``start + k / 6`` (``decoding.media`` convention).
+* audio: the 2-s window, 16 kHz mono -> ``decoding.mel.imagebind_mel`` -> ``float32 [1, 128, 204]``.
 * clips shorter than 2 s (AVSync15 has clips down to 2 s, and a 2.0-s clip can decode a few
   ms short): the window starts at 0; missing frames repeat the last frame (AVSyncD does the
   same); the audio is the samples that exist, and ``imagebind_mel`` pads the fbank with zero
@@ -39,8 +39,8 @@ import av
 import torch
 import webdataset as wds
 
-from curate.media import DecodeError, decode_clip
-from filters.mel import imagebind_mel
+from decoding.media import DecodeError, decode_clip
+from decoding.mel import imagebind_mel
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -41,6 +40,7 @@ import pyarrow as pa
 
 from manifests.schemas import ALL_SCORES, write_atomic
 from manifests.sources import display_name
+from manifests.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -275,49 +275,34 @@ def _members(s: Sample) -> list[tuple[str, bytes]]:
 def _write_tar(path: Path, samples: list[Sample], shard: str, split: str):
     """Write one tar (temp + rename). Returns (index rows, manifest rows, bytes, sha256)."""
     index, manifest = [], []
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            hw = _HashingWriter(raw)
-            with tarfile.open(fileobj=hw, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                for s in samples:
-                    start = tar.offset
-                    hw.part = hashlib.sha256()
-                    for member, data in _members(s):
-                        header = tar.offset
-                        tar.addfile(_tarinfo(member, len(data)), io.BytesIO(data))
-                        index.append({"key": s.key, "member": member, "header_offset": header,
-                                      "offset": tar.offset - _padded(len(data)), "size": len(data),
-                                      "sha256": hashlib.sha256(data).hexdigest()})
-                    manifest.append({"key": s.key, "split": split, "shard": shard, "offset": start,
-                                     "size": tar.offset - start, "sha256": hw.part.hexdigest()})
-                    hw.part = None
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        hw = _HashingWriter(raw)
+        with tarfile.open(fileobj=hw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for s in samples:
+                start = tar.offset
+                hw.part = hashlib.sha256()
+                for member, data in _members(s):
+                    header = tar.offset
+                    tar.addfile(_tarinfo(member, len(data)), io.BytesIO(data))
+                    index.append({"key": s.key, "member": member, "header_offset": header,
+                                  "offset": tar.offset - _padded(len(data)), "size": len(data),
+                                  "sha256": hashlib.sha256(data).hexdigest()})
+                manifest.append({"key": s.key, "split": split, "shard": shard, "offset": start,
+                                 "size": tar.offset - start, "sha256": hw.part.hexdigest()})
+                hw.part = None
+        raw.flush()
+        os.fsync(raw.fileno())
     return index, manifest, hw.pos, hw.whole.hexdigest()
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _duration(s: Sample) -> float:
     if s.duration is not None:
         return float(s.duration)
-    from curate.media import probe  # only when the caller did not give durations
+    from decoding.media import probe  # only when the caller did not give durations
     d = probe(s.mp4)["duration"]
     return float(d or 0.0)
 

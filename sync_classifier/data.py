@@ -3,7 +3,7 @@
 Timing decisions (seed 003 section 1):
 
 * Clips are 2 s: 12 video frames at 6 fps and 32000 audio samples -> the 1x128x204 mel of
-  ``filters.mel.imagebind_mel``.
+  ``decoding.mel.imagebind_mel``.
 * Training instances: 21 clips at offsets -2.0, -1.8, ..., 2.0 s around a centre, so a source
   needs 2 + 4 = 6 s. Evaluation instances: 31 clips at -0.60, -0.56, ..., 0.60 s (3.2 s).
   Clip k's audio and video come from the same window (positive pair); audio k with video j
@@ -11,7 +11,7 @@ Timing decisions (seed 003 section 1):
 * Sources are decoded once at ``DECODE_FPS = 25`` (and 16 kHz): 0.04 s is exactly one frame
   and 0.2 s five, so every shift moves the sampled frames by whole source frames. The 6-fps
   clip frames are the nearest decoded frames to ``start + j / 6`` (the analysis grid's
-  12 fps could not represent a 0.04-s shift). Any ``curate.media.Grid`` works: a 12-fps grid
+  12 fps could not represent a 0.04-s shift). Any ``decoding.media.Grid`` works: a 12-fps grid
   gives nearest-frame quantisation (used for the 0.25-s P_sync shifts, where 0.25 s = 3 frames).
 * Video normalisation: the Kinetics-400 mean/std of torchvision's video models
   (``VIDEO_MEAN``/``VIDEO_STD``), on RGB in [0, 1]. Random horizontal flip is the only
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from curate.media import DecodeError, Grid, decode_clip, probe
-from filters.mel import imagebind_mel
+from decoding.media import DecodeError, Grid, decode_clip, probe
+from decoding.mel import imagebind_mel
 
 log = logging.getLogger(__name__)
 

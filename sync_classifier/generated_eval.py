@@ -22,8 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from curate.media import DecodeError, decode_clip, probe
-from filters.mel import imagebind_mel
+from decoding.media import DecodeError, decode_clip, probe
+from decoding.mel import imagebind_mel
 from sync_classifier import metrics
 from sync_classifier.data import CLIP_FPS, CLIP_LEN, SAMPLE_RATE, video_tensor
 from sync_classifier.model import SyncClassifier

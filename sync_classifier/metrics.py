@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from curate.media import Grid
+from decoding.media import Grid
 from sync_classifier.data import CLIP_FPS, CLIP_LEN, shifted_clips
 from sync_classifier.model import SyncClassifier
 

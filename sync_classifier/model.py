@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +266,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, step: in
              "model": inner.state_dict(), "step": int(step), "extra": extra or {}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

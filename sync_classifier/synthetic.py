@@ -4,7 +4,7 @@ Each source has a static random texture; at each event time the picture brighten
 at a random place plus a global lift) and decays linearly over ``FLASH_DECAY`` seconds, and
 the audio carries a decaying noise burst. Event gaps are random (not periodic), so a
 shifted pair is distinguishable from the synchronised one, and the flash decay encodes
-sub-frame timing at 6 fps. ``event_grid`` builds a ``curate.media.Grid`` in memory at
+sub-frame timing at 6 fps. ``event_grid`` builds a ``decoding.media.Grid`` in memory at
 ``DECODE_FPS``; ``write_event_mp4`` writes the same as H.264/AAC with ffmpeg (for tests that
 exercise decoding), recording the event times next to the file.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.media import Grid
+from decoding.media import Grid
 from sync_classifier.data import DECODE_FPS, SAMPLE_RATE
 
 FLASH_DECAY = 0.3     # seconds for a flash to fade

@@ -14,7 +14,7 @@ from curate import download as dl
 from curate import synth
 from curate.download import DownloadOptions, download_source
 from curate.loopback import LoopbackServer, serve_directory
-from curate.media import decode_grid, probe
+from decoding.media import decode_grid, probe
 from manifests.schemas import DOWNLOADS, to_table
 
 FAST = dict(backoff=0.01, retries=2, socket_timeout=5.0)

@@ -327,7 +327,7 @@ def test_scorer_resizes_non_224_frames(scorer):
 
 
 def test_scorer_audio_uses_imagebind_mel(scorer):
-    from filters.mel import imagebind_mel
+    from decoding.mel import imagebind_mel
 
     t = np.arange(32000) / 16000
     waves = np.stack([0.5 * np.sin(2 * np.pi * f * t) for f in (220, 1000, 3000)]).astype(np.float32)

@@ -55,7 +55,7 @@ def test_landscape_recipe(tmp_path):
 
     shard_rows = pipeline.stage_shard(out, run, ex)
     assert len(shard_rows) == len(sel)
-    from curate.media import probe
+    from decoding.media import probe
     for p in (out / "media" / "clips").glob("*.mp4"):
         info = probe(p)
         assert min(info["width"], info["height"]) <= 1080 and abs(info["duration"] - 10.0) < 0.2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from filters.mel import IMAGEBIND_MEAN, IMAGEBIND_STD
+from decoding.mel import IMAGEBIND_MEAN, IMAGEBIND_STD
 from shards.loader import make_dataset, window_start
 from shards.writer import Sample, shard_urls, write_shards
 

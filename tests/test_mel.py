@@ -1,4 +1,4 @@
-"""filters.mel against an independent, loop-by-loop numpy implementation of Kaldi fbank.
+"""decoding.mel against an independent, loop-by-loop numpy implementation of Kaldi fbank.
 
 The reference below is written from the Kaldi documentation (feature-window.cc /
 mel-computations.cc): snip-edges framing, per-frame DC removal, pre-emphasis 0.97 with the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from filters.mel import EPSILON, fbank, imagebind_mel, mel_scale
+from decoding.mel import EPSILON, fbank, imagebind_mel, mel_scale
 
 torch.set_num_threads(1)
 

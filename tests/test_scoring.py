@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import Grid, decode_grid
+from decoding.media import Grid, decode_grid
 from curate.scoring import Scorers, score_segment
 from filters import pixel_diff, sampling
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS, WINDOWS, to_table

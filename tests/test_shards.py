@@ -16,7 +16,7 @@ import pytest
 import avmedia
 from avmedia import brightness
 from curate.cut import CutError, cut_clip, output_size
-from curate.media import probe
+from decoding.media import probe
 from shards.verify import format_report, verify_shards
 from shards.writer import (Sample, key_from_name, make_sample, name_from_key, parse_name,
                            prompt_from_class, write_shards)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import Grid
+from decoding.media import Grid
 from sync_classifier.data import (EVAL_OFFSETS, TRAIN_OFFSETS, VIDEO_MEAN, VIDEO_STD,
                                   find_sources, shifted_clips, span_needed, usable_sources,
                                   ShiftedClipDataset, collate_instances, video_tensor)

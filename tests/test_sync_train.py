@@ -150,7 +150,7 @@ def test_cached_clips_match_uncached_decode(tmp_path) -> None:
 def test_degenerate_sources_are_skipped_in_training() -> None:
     import random
 
-    from curate.media import Grid
+    from decoding.media import Grid
     from sync_classifier.data import degenerate_reason
     from sync_classifier.synthetic import event_grid
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from curate import synth
-from curate.media import decode_clip, decode_grid, probe
+from decoding.media import decode_clip, decode_grid, probe
 
 DURATION = 4.0
 N = 8          # the first 8 videos of the plan cover all 7 kinds
