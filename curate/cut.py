@@ -1,6 +1,7 @@
 """Cutting curated clips out of downloaded segments with ffmpeg.
 
-A clip is re-encoded (H.264 yuv420p crf 18 + AAC), never stream-copied: a stream copy can
+A clip is re-encoded (H.264 yuv420p crf 18 + AAC, deterministic settings of
+``curate/encoding.py``: the same inputs give the same bytes), never stream-copied: a stream copy can
 only start on a keyframe. ``-ss`` is given before ``-i`` with ``-accurate_seek`` (ffmpeg's
 default when transcoding, spelled out here): ffmpeg seeks to the keyframe before ``start``,
 decodes, and drops every frame whose timestamp is before ``start``. So the clip's first frame
@@ -20,14 +21,15 @@ import os
 import subprocess
 from pathlib import Path
 
+from curate.encoding import encode_args
 from decoding.media import DecodeError, probe
 from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-#: encoder settings of curated clips (DESIGN section 7: H.264 + AAC)
-VIDEO_ARGS = ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-preset", "veryfast")
-AUDIO_ARGS = ("-c:a", "aac", "-b:a", "128k")
+#: quality of curated clips (DESIGN section 7: H.264 + AAC); the deterministic encoder
+#: flags (single-threaded x264, bitexact, no metadata) come from curate/encoding.py
+QUALITY = {"crf": 18, "preset": "veryfast", "audio_bitrate": "128k"}
 STDERR_TAIL = 2000  # characters of ffmpeg's stderr kept in a CutError
 
 
@@ -56,9 +58,9 @@ def ffmpeg_command(src: Path, dst: Path, start: float, end: float, size: tuple[i
         "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-accurate_seek", "-ss", f"{start:.6f}", "-i", str(src), "-t", f"{end - start:.6f}",
         "-map", "0:v:0", "-map", "0:a:0?",
-        "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1",
-        *VIDEO_ARGS, *AUDIO_ARGS,
-        "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(dst),
+        "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1", "-filter_threads", "1",
+        *encode_args(QUALITY["crf"], QUALITY["preset"], QUALITY["audio_bitrate"]),
+        "-movflags", "+faststart", "-f", "mp4", str(dst),
     ]
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from curate.encoding import BITEXACT_ARGS, encode_args
 from decoding.media import DecodeError, probe
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.sources import YOUTUBE_URL, safe_id
@@ -347,6 +348,10 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
                 # read lazily by yt-dlp (process_video_result and its ffmpeg downloader)
                 ydl.params["download_ranges"] = download_range_func(None, [(plan.start, end)])
                 ydl.params["force_keyframes_at_cuts"] = True
+                # yt-dlp's ffmpeg then re-encodes the range: make that encode deterministic
+                ydl.params["external_downloader_args"] = {
+                    **(ydl.params.get("external_downloader_args") or {}),
+                    "ffmpeg_o": encode_args(opts.crf, opts.preset, opts.audio_bitrate)}
             ydl.process_ie_result(info, download=True)
     except _Failure:
         raise
@@ -445,13 +450,15 @@ def _run_ffmpeg(args: list[str], opts: DownloadOptions) -> None:
 
 
 def _encode_args(opts: DownloadOptions) -> list[str]:
-    return ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", opts.preset,
-            "-crf", str(opts.crf), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", opts.audio_bitrate,
-            "-movflags", "+faststart"]
+    # deterministic encoder settings (curate/encoding.py): same input, same bytes
+    return ["-map", "0:v:0", "-map", "0:a:0?",
+            *encode_args(opts.crf, opts.preset, opts.audio_bitrate), "-movflags", "+faststart"]
 
 
 def _copy_args() -> list[str]:
-    return ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-movflags", "+faststart"]
+    # a stream copy is deterministic given its input; bitexact/no metadata keep the muxer so
+    return ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", *BITEXACT_ARGS,
+            "-movflags", "+faststart"]
 
 
 def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions) -> None:
