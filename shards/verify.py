@@ -9,6 +9,14 @@ changed byte anywhere, headers and padding included). Each tar is read once, seq
 
 ``verify_shards`` is pure: it only reads, and returns the report; the CLI prints it and
 exits non-zero when ``report["ok"]`` is False.
+
+``verify_run(out)`` checks a whole run against its manifests: every ``selected`` ok clip is
+in exactly one shard of the ``shards`` manifest and nothing else is; every listed shard has
+its tar, index and stats and passes ``verify_shard``; each sample's byte range in its tar
+hashes to the manifest's sha256; ``shards/`` holds no extra files and no temp files from an
+interrupted write (nor do ``media/clips`` and ``manifests``). A run killed while writing
+tars therefore fails (the manifest, written last, is missing, or shards are missing),
+instead of "4 shards, 4 ok". ``verify_path`` picks one or the other for ``curate verify``.
 """
 from __future__ import annotations
 
@@ -193,7 +201,186 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{stem}: {'ok' if r['ok'] else 'BAD'} ({r['samples']} samples)")
         lines += [f"  - {p}" for p in r["problems"]]
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
+    run_problems = report.get("run_problems") or []
+    if run_problems:
+        lines.append(f"run: {len(run_problems)} problem(s) against the manifests")
+        lines += [f"  - {p}" for p in run_problems]
     s = report["summary"]
     lines.append(f"{s['shards']} shards, {s['ok']} ok, {s['bad']} bad, {s['samples']} samples"
                  + (f"; {s['error']}" if s.get("error") else ""))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- whole run
+
+#: folders of a run where an interrupted atomic write leaves ``.<name>.<random>.tmp`` files
+TEMP_DIRS = ("shards", "media/clips", "media/raw", "manifests")
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".part")
+                                     or ".tmp" in name or ".part" in name)
+
+
+def _read_manifest_rows(path: Path, columns: list[str]) -> list[dict[str, Any]]:
+    table = pq.read_table(path)
+    missing = set(columns) - set(table.column_names)
+    if missing:
+        raise ValueError(f"lacks columns {sorted(missing)}")
+    return table.select(columns).to_pylist()
+
+
+def _sample_hashes(tar: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """Keys whose byte range [offset, offset+size) in ``tar`` does not hash to their sha256."""
+    bad = []
+    size = tar.stat().st_size
+    with open(tar, "rb") as f:
+        for r in sorted(rows, key=lambda r: r["offset"] or 0):
+            off, n = r["offset"], r["size"]
+            if off is None or n is None or off < 0 or off + n > size:
+                bad.append(r["key"])
+                continue
+            f.seek(off)
+            h, left = hashlib.sha256(), n
+            while left:
+                b = f.read(min(left, 1 << 20))
+                if not b:
+                    break
+                h.update(b)
+                left -= len(b)
+            if left or h.hexdigest() != r["sha256"]:
+                bad.append(r["key"])
+    return bad
+
+
+def _temp_files(out: Path) -> list[str]:
+    found = []
+    for sub in TEMP_DIRS:
+        d = out / sub
+        if d.is_dir():
+            found += [f"{sub}/{p.name}" for p in d.iterdir() if _is_temp(p.name)]
+    return sorted(found)
+
+
+def _membership(selected: list[dict[str, Any]], shard_rows: list[dict[str, Any]]) -> list[str]:
+    """Every selected ok key in exactly one shard row; no shard row without a selected ok key."""
+    problems = []
+    due = {r["key"] for r in selected if r.get("status") == "ok" and r.get("key")}
+    count: dict[str, int] = {}
+    for r in shard_rows:
+        count[r["key"]] = count.get(r["key"], 0) + 1
+    missing = sorted(due - set(count))
+    if missing:
+        problems.append(_listed(f"selected clips in no shard ({len(missing)} of {len(due)} due)",
+                                missing))
+    dup = sorted(k for k, n in count.items() if n > 1)
+    if dup:
+        problems.append(_listed("clips in more than one shard", dup))
+    extra = sorted(set(count) - due)
+    if extra:
+        problems.append(_listed("shard samples not selected (ok)", extra))
+    return problems
+
+
+def _check_listed_shards(sd: Path, shard_rows: list[dict[str, Any]],
+                         shards: dict[str, dict[str, Any]]) -> list[str]:
+    """Each listed shard: tar/index/stats present and sound, its samples those of the manifest."""
+    problems = []
+    by_shard: dict[str, list[dict[str, Any]]] = {}
+    for r in shard_rows:
+        by_shard.setdefault(str(r["shard"]), []).append(r)
+    for tar_name, rows in sorted(by_shard.items()):
+        stem = tar_name[:-4] if tar_name.endswith(".tar") else tar_name
+        if not SHARD_RE.match(stem) or Path(tar_name).name != tar_name:
+            problems.append(f"manifest names an invalid shard {tar_name!r}")
+            continue
+        rep = shards.get(stem) or verify_shard(sd, stem)
+        shards[stem] = rep
+        if not rep["ok"]:
+            problems.append(f"{stem}: " + "; ".join(rep["problems"]))
+            if not (sd / tar_name).exists():
+                continue
+        want = {r["key"] for r in rows}
+        if (sd / f"{stem}.parquet").exists():
+            try:
+                have = {r["key"] for r in _load_index(sd / f"{stem}.parquet").values()}
+            except Exception:  # reported by verify_shard already
+                have = want
+            if have != want:
+                problems.append(f"{stem}: index samples differ from the shards manifest "
+                                f"({len(have - want)} extra, {len(want - have)} missing)")
+        if (sd / tar_name).exists():
+            bad = _sample_hashes(sd / tar_name, rows)
+            if bad:
+                problems.append(_listed(f"{stem}: sample payload sha256 differs from the manifest", bad))
+    return problems
+
+
+def _extra_files(sd: Path, listed_stems: set[str]) -> list[str]:
+    extra = []
+    for p in sorted(sd.iterdir()):
+        if _is_temp(p.name):
+            continue       # reported as temp files
+        stem = p.name.split(".", 1)[0]
+        known = SHARD_RE.match(stem) and p.name[len(stem):] in (".tar", ".parquet", ".stats.json")
+        if not known or stem not in listed_stems or not p.is_file():
+            extra.append(p.name)
+    return extra
+
+
+def verify_run(out: str | os.PathLike) -> dict[str, Any]:
+    """Check a run's shards against ``<out>/manifests/{selected,shards}.parquet``.
+
+    Returns verify_shards' report (``ok``, ``shards``, ``summary``, ``warnings``) plus
+    ``run_problems``: every gap between the manifests and the files. ``ok`` is False on any
+    problem (a temp file included: the run was interrupted or is still writing).
+    """
+    out = Path(out)
+    sd = out / "shards"
+    problems: list[str] = []
+    man = out / "manifests"
+    selected: list[dict[str, Any]] = []
+    shard_rows: list[dict[str, Any]] = []
+    for name, cols, dest in (("selected", ["key", "status"], selected),
+                             ("shards", ["key", "split", "shard", "offset", "size", "sha256"], shard_rows)):
+        p = man / f"{name}.parquet"
+        if not p.exists():
+            problems.append(f"manifest {name}.parquet missing (the stage did not finish)")
+            continue
+        try:
+            dest.extend(_read_manifest_rows(p, cols))
+        except Exception as e:  # an unreadable manifest is a finding
+            problems.append(f"manifest {name}.parquet unreadable: {e}")
+    shards: dict[str, dict[str, Any]] = {}
+    if sd.is_dir():
+        # every shard found on disk is checked too (a stray one is also an extra file)
+        shards = {stem: verify_shard(sd, stem) for stem in _stems(sd)[0]}
+    elif shard_rows or any(r.get("status") == "ok" for r in selected):
+        problems.append(f"{sd} is not a folder")
+    if (man / "selected.parquet").exists() and (man / "shards.parquet").exists():
+        problems += _membership(selected, shard_rows)
+    if sd.is_dir():
+        problems += _check_listed_shards(sd, shard_rows, shards)
+        extra = _extra_files(sd, {str(r["shard"])[:-4] for r in shard_rows})
+        if extra:
+            problems.append(_listed("files in shards/ not in the shards manifest", extra))
+    temps = _temp_files(out)
+    if temps:
+        problems.append(_listed("temporary files of an interrupted write", temps))
+    bad = [s for s, r in shards.items() if not r["ok"]]
+    summary = {"shards": len(shards), "ok": len(shards) - len(bad), "bad": len(bad),
+               "samples": sum(r["samples"] for r in shards.values()),
+               "problems": sum(len(r["problems"]) for r in shards.values()) + len(problems),
+               "due": len({r["key"] for r in selected if r.get("status") == "ok"}),
+               "listed_shards": len({r["shard"] for r in shard_rows})}
+    return {"ok": not problems and not bad, "shards": shards, "summary": summary,
+            "warnings": [], "run_problems": problems}
+
+
+def verify_path(path: str | os.PathLike) -> dict[str, Any]:
+    """``curate verify PATH``: a run folder (has ``manifests/``) is checked against its
+    manifests (``verify_run``); a bare shards folder only against its indices."""
+    p = Path(path)
+    if (p / "manifests").is_dir():
+        return verify_run(p)
+    return verify_shards(p / "shards" if (p / "shards").is_dir() else p)
