@@ -577,3 +577,25 @@ def read_sources(path: str | Path, fmt: str = "auto", **kw: Any) -> list[dict[st
 def _log_counts(path: Path, rows: list[dict[str, Any]]) -> None:
     bad = sum(r["status"] != STATUS_OK for r in rows)
     log.info("%s: %d source rows, %d rejected", path, len(rows), bad)
+
+
+def recipe_assigns_split(select_params: Mapping[str, Any] | None) -> bool:
+    """True when the recipe's selection assigns train/test itself (``test_per_class`` or
+    ``balanced_test``, curate/balance.py); otherwise the source row's split is kept."""
+    p = select_params or {}
+    return p.get("test_per_class") is not None or bool(p.get("balanced_test"))
+
+
+def require_split(rows: list[dict[str, Any]], assigned_by_recipe: bool) -> list[dict[str, Any]]:
+    """An ok row with an empty split is kept when the recipe assigns splits, else rejected
+    with the reason (a clip with no split cannot go into any shard). Changes rows in place."""
+    n = 0
+    for r in rows:
+        if r.get("status") == STATUS_OK and not r.get("split") and not assigned_by_recipe:
+            r.update(split=None, status=STATUS_REJECTED,
+                     error="empty split: this recipe keeps the source split (no test_per_class "
+                           "or balanced_test); give the row a split")
+            n += 1
+    if n:
+        log.warning("%d source rows rejected for an empty split", n)
+    return rows
