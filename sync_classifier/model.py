@@ -1,37 +1,58 @@
-"""The audio-visual synchronisation classifier of seed 003, section 1.1 (Table 1).
+"""The audio-visual synchronisation classifier of seed 003 (section 1.1), as released.
 
-* audio encoder: 2D ResNet-style conv net over the 1x128x204 mel:
-  conv1 7x7/64 s2 -> 64x64x102; block1 (64, s2) -> 64x32x51; block2 (128, s2) -> 128x16x26;
-  block3 (256, s2) -> 256x8x13; block4 (512, s1) -> 512x8x13; global average pool -> 512.
-* video encoder: R(2+1)D-18 over 3x12x224x224: (2+1)D stem 3x7x7/64 stride 1x2x2
-  (-> 64x12x112x112), max pool 1x3x3 s1x2x2 (-> 64x12x56x56), four stages of two R(2+1)D
-  blocks 64/128/256/512 with stride 2x2x2 at stages 2-4 (-> 128x6x28x28, 256x3x14x14,
-  512x2x7x7), global average pool -> 512.
-* head: concat(512, 512) -> 1024 -> 512 -> 256 -> 1, the unbounded av-sync score phi.
+The layout is the one of the paper's released code (``avsync/models/{audio,video,head}.py``
+of lzhangbj/ASVA), so its weights load key for key (``../shared/reference/asva_sync``):
 
-Widths, depths and the head are parameters (``SyncConfig``) so a small model trains on a CPU.
-The first head layer acts on a concatenation, so it splits into an audio part and a video
-part; ``pairwise`` uses that to score all N x M pairs without materialising N*M concatenations.
+* ``audio_encoder``: ``conv1`` = Conv2d 1->64 7x7 s2 p3, BN, ReLU; ``block1..block4``
+  (64 s2, 128 s2, 256 s2, 512 s1), each ``relu(bn1(conv1 x))`` then ``relu(bn2(conv2 .))``
+  with 3x3 convs and **no residual**; mean over mel and time -> 512.
+* ``video_encoder``: ``conv1`` = a full 3-D stem Conv3d 3->64 3x7x7 s1x2x2 p1x3x3, BN, ReLU,
+  MaxPool 1x3x3 s1x2x2 p0x1x1; ``conv2x..conv5x`` two (2+1)D blocks each (64, 128, 256, 512;
+  the first block of conv3x..conv5x has stride 2x2x2). A block is
+  spt_conv1 (1x3x3) BN ReLU tmp_conv1 (3x1x1) BN ReLU spt_conv2 BN ReLU tmp_conv2, plus a
+  1x1x1 ``res_conv`` when channels or stride change, out ``relu(out_bn(main + residual))``;
+  no mid-plane widening. Mean over T, H, W -> 512.
+* ``head``: ``fc`` = Linear 1024->512, Dropout, ReLU, Linear 512->256, Dropout, ReLU,
+  Linear 256->1 on ``concat(audio, video)``: the unbounded av-sync score phi.
+
+Widths, depths and the head are parameters (``SyncConfig``) with the same block types, so a
+small model trains on a CPU. The first head layer acts on a concatenation, so it splits into
+an audio part and a video part; ``pairwise`` uses that to score all N x M pairs without
+materialising N*M concatenations.
+
+Weights come from three places (``load_sync_classifier`` / ``load_init``):
+our own checkpoints (``save_checkpoint``), the released ``modules/`` folder (diffusers
+layout: ``audio_encoder/``, ``video_encoder/``, ``head/``, each a ``config.json`` and
+``diffusion_pytorch_model.bin`` or ``.safetensors``) and the AVID-CMA AudioSet checkpoint
+(keys ``module.video_model.<k>`` / ``module.audio_model.<k>``, the paper's initialisation).
+Every load is strict: a missing, unexpected or mis-shaped key is an error naming the option.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
+
 from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_OPTION = "--sync-checkpoint"
+INIT_OPTION = "--init"
+MODULES = ("audio_encoder", "video_encoder", "head")
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+AVID_PREFIXES = {"audio_encoder": "module.audio_model.", "video_encoder": "module.video_model."}
 
 
 @dataclass
 class SyncConfig:
-    """Architecture. The defaults are the paper's model (seed Table 1)."""
+    """Architecture. The defaults are the released model (seed Table 1)."""
 
     audio_widths: tuple[int, ...] = (64, 128, 256, 512)
     audio_strides: tuple[int, ...] = (2, 2, 2, 1)
@@ -40,6 +61,7 @@ class SyncConfig:
     video_blocks: tuple[int, ...] = (2, 2, 2, 2)
     video_stem: int = 64
     head_hidden: tuple[int, ...] = (512, 256)
+    dropout: float = 0.0
     # input geometry the data pipeline produces for this model
     num_frames: int = 12
     frame_size: int = 224
@@ -56,6 +78,8 @@ class SyncConfig:
             raise ValueError("audio_widths and audio_strides differ in length")
         if len(self.video_widths) != len(self.video_blocks):
             raise ValueError("video_widths and video_blocks differ in length")
+        if not self.head_hidden:
+            raise ValueError("head_hidden needs at least one layer")
 
     @property
     def audio_dim(self) -> int:
@@ -68,9 +92,15 @@ class SyncConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "SyncConfig":
+        """Known fields only (older checkpoints and released configs carry other keys)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 def small_config() -> SyncConfig:
-    """A CPU-trainable model: same topology, narrow layers, 32x32 frames."""
+    """A CPU-trainable model: same block types, narrow layers, one block a stage, 32x32 frames."""
     return SyncConfig(audio_widths=(8, 16, 32, 32), audio_stem=8,
                       video_widths=(8, 16, 32, 32), video_blocks=(1, 1, 1, 1), video_stem=8,
                       head_hidden=(64, 32), frame_size=32)
@@ -85,8 +115,8 @@ def tiny_config() -> SyncConfig:
 
 # ---------------------------------------------------------------- audio encoder
 
-class BasicBlock2d(nn.Module):
-    """ResNet basic block: 3x3 conv (stride s) -> 3x3 conv, projection shortcut when needed."""
+class AudioBlock(nn.Module):
+    """Two 3x3 conv-BN-ReLU layers, the first with the stride; no residual (as released)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -95,166 +125,335 @@ class BasicBlock2d(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                      nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idt = x if self.down is None else self.down(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(y)) + idt)
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(x)))
 
 
 class AudioEncoder(nn.Module):
+    """``[B, 1, 128, 204]`` mel -> ``[B, audio_widths[-1]]``; modules ``conv1``, ``block1..``."""
+
     def __init__(self, cfg: SyncConfig) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, cfg.audio_stem, 7, 2, 3, bias=False),
-                                  nn.BatchNorm2d(cfg.audio_stem), nn.ReLU(inplace=True))
-        blocks, cin = [], cfg.audio_stem
-        for w, s in zip(cfg.audio_widths, cfg.audio_strides):
-            blocks.append(BasicBlock2d(cin, w, s))
+        self.conv1 = nn.Sequential(nn.Conv2d(1, cfg.audio_stem, 7, 2, 3, bias=False),
+                                   nn.BatchNorm2d(cfg.audio_stem), nn.ReLU(inplace=True))
+        cin = cfg.audio_stem
+        self.block_names = []
+        for i, (w, s) in enumerate(zip(cfg.audio_widths, cfg.audio_strides), start=1):
+            self.add_module(f"block{i}", AudioBlock(cin, w, s))
+            self.block_names.append(f"block{i}")
             cin = w
-        self.blocks = nn.ModuleList(blocks)
 
     def stages(self, mel: torch.Tensor) -> list[torch.Tensor]:
-        """Every stage's output (conv1, block1..4), for shape checks."""
-        outs = [self.stem(mel)]
-        for b in self.blocks:
-            outs.append(b(outs[-1]))
+        """Every stage's output (conv1, block1..), for shape checks."""
+        outs = [self.conv1(mel)]
+        for n in self.block_names:
+            outs.append(getattr(self, n)(outs[-1]))
         return outs
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.stem(mel)
-        for b in self.blocks:
-            x = b(x)
-        return x.mean(dim=(2, 3))
+        return self.stages(mel)[-1].mean(dim=(2, 3))
 
 
 # ---------------------------------------------------------------- video encoder
 
-def _midplanes(cin: int, cout: int) -> int:
-    """R(2+1)D paper: keep the parameter count of the full 3x3x3 conv."""
-    return max(1, (cin * cout * 27) // (cin * 9 + 3 * cout))
-
-
-class Conv2Plus1d(nn.Sequential):
-    """1x3x3 spatial conv (stride 1xsxs) -> BN -> ReLU -> 3x1x1 temporal conv (stride t)."""
-
-    def __init__(self, cin: int, cout: int, mid: int, stride: int) -> None:
-        super().__init__(
-            nn.Conv3d(cin, mid, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
-            nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
-            nn.Conv3d(mid, cout, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False))
-
-
 class R2Plus1dBlock(nn.Module):
+    """(2+1)D block as released: no mid-plane widening, BN after the residual sum."""
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        mid = _midplanes(cin, cout)  # torchvision uses the block-input count for both convs
-        self.conv1 = nn.Sequential(Conv2Plus1d(cin, cout, mid, stride),
-                                   nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(Conv2Plus1d(cout, cout, mid, 1),
-                                   nn.BatchNorm3d(cout))
+        self.spt_conv1 = nn.Conv3d(cin, cout, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False)
+        self.spt_bn1 = nn.BatchNorm3d(cout)
+        self.tmp_conv1 = nn.Conv3d(cout, cout, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False)
+        self.tmp_bn1 = nn.BatchNorm3d(cout)
+        self.spt_conv2 = nn.Conv3d(cout, cout, (1, 3, 3), 1, (0, 1, 1), bias=False)
+        self.spt_bn2 = nn.BatchNorm3d(cout)
+        self.tmp_conv2 = nn.Conv3d(cout, cout, (3, 1, 1), 1, (1, 0, 0), bias=False)
+        self.out_bn = nn.BatchNorm3d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False),
-                                      nn.BatchNorm3d(cout))
+        self.res_conv = (nn.Conv3d(cin, cout, 1, stride, bias=False)
+                         if cin != cout or stride != 1 else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idt = x if self.down is None else self.down(x)
-        return self.relu(self.conv2(self.conv1(x)) + idt)
+        y = self.relu(self.tmp_bn1(self.tmp_conv1(self.relu(self.spt_bn1(self.spt_conv1(x))))))
+        y = self.tmp_conv2(self.relu(self.spt_bn2(self.spt_conv2(y))))
+        res = x if self.res_conv is None else self.res_conv(x)
+        return self.relu(self.out_bn(y + res))
 
 
 class VideoEncoder(nn.Module):
+    """``[B, 3, T, H, W]`` -> ``[B, video_widths[-1]]``; modules ``conv1``, ``conv2x..``."""
+
     def __init__(self, cfg: SyncConfig) -> None:
         super().__init__()
-        # torchvision's R(2+1)D-18 stem uses 45 middle channels for 64 outputs
-        stem_mid = max(1, round(45 * cfg.video_stem / 64))
-        self.stem = nn.Sequential(
-            nn.Conv3d(3, stem_mid, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False),
-            nn.BatchNorm3d(stem_mid), nn.ReLU(inplace=True),
-            nn.Conv3d(stem_mid, cfg.video_stem, (3, 1, 1), 1, (1, 0, 0), bias=False),
-            nn.BatchNorm3d(cfg.video_stem), nn.ReLU(inplace=True))
-        self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
-        stages, cin = [], cfg.video_stem
+        self.conv1 = nn.Sequential(
+            nn.Conv3d(3, cfg.video_stem, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+            nn.BatchNorm3d(cfg.video_stem), nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+        cin = cfg.video_stem
+        self.stage_names = []
         for i, (w, n) in enumerate(zip(cfg.video_widths, cfg.video_blocks)):
             stride = 1 if i == 0 else 2
             blocks = [R2Plus1dBlock(cin, w, stride)] + [R2Plus1dBlock(w, w, 1) for _ in range(n - 1)]
-            stages.append(nn.Sequential(*blocks))
+            self.add_module(f"conv{i + 2}x", nn.Sequential(*blocks))
+            self.stage_names.append(f"conv{i + 2}x")
             cin = w
-        self.stages_ = nn.ModuleList(stages)
 
     def stages(self, video: torch.Tensor) -> list[torch.Tensor]:
-        """Every stage's output (stem, pool, stage1..4), for shape checks."""
-        outs = [self.stem(video)]
-        outs.append(self.pool(outs[-1]))
-        for s in self.stages_:
-            outs.append(s(outs[-1]))
+        """Every stage's output (stem incl. pool, conv2x..), for shape checks."""
+        outs = [self.conv1(video)]
+        for n in self.stage_names:
+            outs.append(getattr(self, n)(outs[-1]))
         return outs
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.stem(video))
-        for s in self.stages_:
-            x = s(x)
-        return x.mean(dim=(2, 3, 4))
+        return self.stages(video)[-1].mean(dim=(2, 3, 4))
+
+
+# ---------------------------------------------------------------- head
+
+class SyncHead(nn.Module):
+    """``fc``: Linear, Dropout, ReLU per hidden layer, then Linear -> 1 (released ``FCHead``)."""
+
+    def __init__(self, cfg: SyncConfig) -> None:
+        super().__init__()
+        self.audio_dim = cfg.audio_dim
+        dims = [cfg.audio_dim + cfg.video_dim, *cfg.head_hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.Dropout(cfg.dropout), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(dims[-1], 1))
+        self.fc = nn.Sequential(*layers)
+
+    def forward(self, a_feat: torch.Tensor, v_feat: torch.Tensor) -> torch.Tensor:
+        """Matched pairs: ``[B, Da], [B, Dv] -> [B]``."""
+        return self.fc(torch.cat([a_feat, v_feat], dim=-1)).squeeze(-1)
+
+    def pairwise(self, a_feat: torch.Tensor, v_feat: torch.Tensor) -> torch.Tensor:
+        """All pairs: ``[..., N, Da], [..., M, Dv] -> [..., N, M]`` (phi[i, j] = phi(a_i, v_j))."""
+        first: nn.Linear = self.fc[0]
+        w_a, w_v = first.weight[:, :self.audio_dim], first.weight[:, self.audio_dim:]
+        h = (nn.functional.linear(a_feat, w_a, first.bias).unsqueeze(-2)
+             + nn.functional.linear(v_feat, w_v).unsqueeze(-3))
+        return self.fc[1:](h).squeeze(-1)
 
 
 # ---------------------------------------------------------------- classifier
 
-class SyncHead(nn.Module):
-    """MLP over concat(audio, video); the first layer is split into audio and video halves."""
-
-    def __init__(self, cfg: SyncConfig) -> None:
-        super().__init__()
-        h = cfg.head_hidden
-        self.fc_audio = nn.Linear(cfg.audio_dim, h[0])
-        self.fc_video = nn.Linear(cfg.video_dim, h[0], bias=False)
-        layers: list[nn.Module] = []
-        for a, b in zip(h[:-1], h[1:]):
-            layers += [nn.ReLU(inplace=True), nn.Linear(a, b)]
-        layers += [nn.ReLU(inplace=True), nn.Linear(h[-1], 1)]
-        self.rest = nn.Sequential(*layers)
-
-    def forward(self, a_feat: torch.Tensor, v_feat: torch.Tensor) -> torch.Tensor:
-        """Matched pairs: ``[B, Da], [B, Dv] -> [B]``."""
-        return self.rest(self.fc_audio(a_feat) + self.fc_video(v_feat)).squeeze(-1)
-
-    def pairwise(self, a_feat: torch.Tensor, v_feat: torch.Tensor) -> torch.Tensor:
-        """All pairs: ``[..., N, Da], [..., M, Dv] -> [..., N, M]`` (phi[i, j] = phi(a_i, v_j))."""
-        h = self.fc_audio(a_feat).unsqueeze(-2) + self.fc_video(v_feat).unsqueeze(-3)
-        return self.rest(h).squeeze(-1)
-
-
 class SyncClassifier(nn.Module):
+    """Modules ``audio_encoder``, ``video_encoder``, ``head``: the released state-dict keys."""
+
     def __init__(self, cfg: SyncConfig | None = None) -> None:
         super().__init__()
         self.config = cfg or SyncConfig()
-        self.audio = AudioEncoder(self.config)
-        self.video = VideoEncoder(self.config)
-        self.sync_head = SyncHead(self.config)
+        self.audio_encoder = AudioEncoder(self.config)
+        self.video_encoder = VideoEncoder(self.config)
+        self.head = SyncHead(self.config)
 
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """``[B, 1, 128, 204] -> [B, Da]``."""
-        return self.audio(mel)
+        return self.audio_encoder(mel)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, 3, T, H, W] -> [B, Dv]``."""
-        return self.video(video)
-
-    def head(self, a_feat: torch.Tensor, v_feat: torch.Tensor) -> torch.Tensor:
-        return self.sync_head(a_feat, v_feat)
+        return self.video_encoder(video)
 
     def pairwise(self, a_feat: torch.Tensor, v_feat: torch.Tensor) -> torch.Tensor:
-        return self.sync_head.pairwise(a_feat, v_feat)
+        return self.head.pairwise(a_feat, v_feat)
 
     def forward(self, mel: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         """phi for matched (audio, video) pairs, ``[B]``."""
         return self.head(self.encode_audio(mel), self.encode_video(video))
 
 
-# ---------------------------------------------------------------- checkpoints
+def parameter_counts(model: SyncClassifier) -> dict[str, int]:
+    """Trainable parameters per module."""
+    return {m: sum(p.numel() for p in getattr(model, m).parameters()) for m in MODULES}
+
+
+# ---------------------------------------------------------------- strict loading
+
+def strict_load(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, option: str) -> None:
+    """``module.load_state_dict(state)`` that names every missing, unexpected and mis-shaped
+    key, the file and the option in one ValueError."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", shapes)):
+            if items:
+                more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
+                parts.append(f"{name}: {', '.join(items[:8])}{more}")
+        raise ValueError(f"{source} does not fit the sync classifier ({option}): " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def _torch_load(path: Path, option: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for a corrupt file
+        raise ValueError(f"cannot read {path}: {e} (check {option})") from e
+
+
+# ---------------------------------------------------------------- released modules/ folder
+
+def is_released_folder(path: str | Path) -> bool:
+    """A released ``modules/`` folder, or a folder holding one (``checkpoint-40000/``)."""
+    p = Path(path)
+    return p.is_dir() and (all((p / m).is_dir() for m in MODULES)
+                           or all((p / "modules" / m).is_dir() for m in MODULES))
+
+
+def _read_module_folder(folder: Path, option: str) -> tuple[dict, dict]:
+    """(config.json dict, state dict) of one diffusers ``save_pretrained`` folder."""
+    cfg_path = folder / "config.json"
+    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    for name in WEIGHT_FILES:
+        f = folder / name
+        if not f.is_file():
+            continue
+        if f.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load_file
+            except ImportError as e:
+                raise ValueError(f"{f} needs the safetensors package (pip install safetensors), "
+                                 f"or save it as {WEIGHT_FILES[1]} ({option})") from e
+            return config, load_file(str(f))
+        state = _torch_load(f, option)
+        if not isinstance(state, dict):
+            raise ValueError(f"{f} is not a state dict ({option})")
+        return config, state
+    raise FileNotFoundError(f"no {' or '.join(WEIGHT_FILES)} in {folder} ({option})")
+
+
+def _blocks(state: Mapping[str, torch.Tensor], fmt: str) -> int:
+    n = 0
+    while any(k.startswith(fmt.format(n + 1) + ".") for k in state):
+        n += 1
+    return n
+
+
+def config_from_state(states: Mapping[str, Mapping[str, torch.Tensor]],
+                      base: SyncConfig | None = None) -> SyncConfig:
+    """The architecture a set of module state dicts was saved from (widths, depths, head).
+
+    Strides are not stored in weights: audio blocks take stride 2 except the last (released
+    layout), video stages stride 1 then 2. ``base`` supplies the input geometry.
+    """
+    base = base or SyncConfig()
+    a, v, h = states["audio_encoder"], states["video_encoder"], states["head"]
+    try:
+        na = _blocks(a, "block{}")
+        a_w = tuple(int(a[f"block{i}.conv1.weight"].shape[0]) for i in range(1, na + 1))
+        # stages are conv2x, conv3x, ... (conv1 is the stem)
+        nv = 0
+        while any(k.startswith(f"conv{nv + 2}x.") for k in v):
+            nv += 1
+        v_w, v_b = [], []
+        for i in range(nv):
+            idx = {int(k.split(".")[1]) for k in v if k.startswith(f"conv{i + 2}x.")}
+            v_b.append(max(idx) + 1)
+            v_w.append(int(v[f"conv{i + 2}x.0.spt_conv1.weight"].shape[0]))
+        lin = sorted(int(k.split(".")[1]) for k in h if k.startswith("fc.") and k.endswith(".weight"))
+        hidden = tuple(int(h[f"fc.{i}.weight"].shape[0]) for i in lin[:-1])
+        return dataclasses.replace(
+            base, audio_widths=a_w, audio_strides=(2,) * (na - 1) + (1,),
+            audio_stem=int(a["conv1.0.weight"].shape[0]), video_widths=tuple(v_w),
+            video_blocks=tuple(v_b), video_stem=int(v["conv1.0.weight"].shape[0]),
+            head_hidden=hidden)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"cannot read the architecture from the weights: missing {e}") from e
+
+
+def load_released(path: str | Path, option: str = CHECKPOINT_OPTION) -> SyncClassifier:
+    """The classifier from a released ``modules/`` folder (or the folder above it), eval mode."""
+    root = Path(path)
+    if not all((root / m).is_dir() for m in MODULES) and (root / "modules").is_dir():
+        root = root / "modules"
+    missing = [m for m in MODULES if not (root / m).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a released sync classifier folder: no "
+                                f"{', '.join(missing)}/ subfolder ({option})")
+    configs, states = {}, {}
+    for m in MODULES:
+        configs[m], states[m] = _read_module_folder(root / m, option)
+    ours = configs["head"].get("curate_config")   # written by save_released
+    cfg = SyncConfig.from_dict(ours) if ours else config_from_state(states)
+    cfg.dropout = float(configs["head"].get("dropout", cfg.dropout) or 0.0)
+    model = SyncClassifier(cfg)
+    for m in MODULES:
+        strict_load(getattr(model, m), states[m], str(root / m), option)
+    log.info("loaded released sync classifier %s", root)
+    return model.eval()
+
+
+def save_released(path: str | Path, model: SyncClassifier, safetensors: bool = False) -> Path:
+    """Write ``model`` in the released layout (tests, and handing weights to the ASVA code)."""
+    root = Path(path)
+    released_cls = {"audio_encoder": ("AudioConv2DNet", {"pretrained": False}),
+                    "video_encoder": ("VideoR2Plus1DNet", {"pretrained": False}),
+                    "head": ("FCHead", {"dim": model.config.head_hidden[0], "out_dim": 1,
+                                        "dropout": model.config.dropout})}
+    for m in MODULES:
+        d = root / m
+        d.mkdir(parents=True, exist_ok=True)
+        cls, cfg = released_cls[m]
+        cfg = {"_class_name": cls, **cfg}
+        if m == "head":
+            cfg["curate_config"] = model.config.to_dict()
+        with atomic_path(d / "config.json") as tmp:
+            Path(tmp).write_text(json.dumps(cfg, indent=2))
+        state = {k: v.detach().cpu().contiguous() for k, v in getattr(model, m).state_dict().items()}
+        if safetensors:
+            from safetensors.torch import save_file
+            with atomic_path(d / WEIGHT_FILES[0]) as tmp:
+                save_file(state, str(tmp))
+        else:
+            with atomic_path(d / WEIGHT_FILES[1]) as tmp:
+                torch.save(state, tmp)
+    return root
+
+
+# ---------------------------------------------------------------- AVID-CMA initialisation
+
+def avid_state(checkpoint: Mapping, source: str, option: str = INIT_OPTION) -> dict[str, dict]:
+    """``{"audio_encoder": {...}, "video_encoder": {...}}`` from an AVID-CMA checkpoint dict."""
+    model = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(model, Mapping):
+        raise ValueError(f"{source} has no 'model' entry: not an AVID-CMA checkpoint ({option})")
+    out = {}
+    for m, prefix in AVID_PREFIXES.items():
+        out[m] = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
+        if not out[m]:
+            raise ValueError(f"{source} has no '{prefix}*' keys: not an AVID-CMA checkpoint ({option})")
+    return out
+
+
+def is_avid_checkpoint(state) -> bool:
+    m = state.get("model") if isinstance(state, Mapping) else None
+    return isinstance(m, Mapping) and any(str(k).startswith(tuple(AVID_PREFIXES.values())) for k in m)
+
+
+def load_avid_into(model: SyncClassifier, path: str | Path, option: str = INIT_OPTION) -> None:
+    """Both encoders from the AVID-CMA checkpoint at ``path`` (strict); the head stays fresh."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AVID-CMA checkpoint not found: {path} ({option})")
+    _load_avid_states(model, _torch_load(path, option), path, option)
+
+
+def _load_avid_states(model: SyncClassifier, checkpoint, path: Path, option: str) -> None:
+    for m, st in avid_state(checkpoint, str(path), option).items():
+        strict_load(getattr(model, m), st, f"{path} [{AVID_PREFIXES[m]}*]", option)
+    log.info("initialised both encoders from AVID-CMA %s (head fresh)", path)
+
+
+# ---------------------------------------------------------------- our checkpoints
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, step: int = 0,
                     extra: dict | None = None) -> Path:
@@ -262,7 +461,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, step: in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inner = model.module if hasattr(model, "module") else model
-    state = {"format": "curate-sync-classifier/1", "config": inner.config.to_dict(),
+    state = {"format": "curate-sync-classifier/2", "config": inner.config.to_dict(),
              "model": inner.state_dict(), "step": int(step), "extra": extra or {}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -271,27 +470,51 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, step: in
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, option: str = CHECKPOINT_OPTION) -> dict:
     path = Path(path) if path else None
     if path is None or not path.is_file():
         raise FileNotFoundError(
             f"sync classifier checkpoint not found: {path!s}; train one with `curate sync train` "
-            f"and pass it with {CHECKPOINT_OPTION}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for a corrupt file
-        raise ValueError(f"cannot read sync classifier checkpoint {path}: {e} "
-                         f"(check {CHECKPOINT_OPTION})") from e
+            f"and pass it (or the released modules/ folder) with {option}")
+    state = _torch_load(path, option)
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{path} is not a curate sync classifier checkpoint "
-                         f"(check {CHECKPOINT_OPTION})")
+        raise ValueError(f"{path} is not a curate sync classifier checkpoint (check {option})")
     return state
 
 
-def load_sync_classifier(path: str | Path, device: str | torch.device = "cpu") -> SyncClassifier:
-    """Model in eval mode from a checkpoint written by ``save_checkpoint``."""
-    state = read_checkpoint(path)
-    model = SyncClassifier(SyncConfig(**state["config"]))
-    model.load_state_dict(state["model"])
+def model_from_checkpoint(state: dict, source: str, option: str = CHECKPOINT_OPTION) -> SyncClassifier:
+    """A model from a ``read_checkpoint`` dict, loaded strictly."""
+    model = SyncClassifier(SyncConfig.from_dict(state["config"]))
+    strict_load(model, state["model"], source, option)
+    return model
+
+
+def load_sync_classifier(path: str | Path, device: str | torch.device = "cpu",
+                         option: str = CHECKPOINT_OPTION) -> SyncClassifier:
+    """Model in eval mode from our checkpoint file or a released ``modules/`` folder."""
+    if path and Path(path).is_dir():
+        return load_released(path, option).to(device).eval()
+    state = read_checkpoint(path, option)
+    model = model_from_checkpoint(state, str(path), option)
     log.info("loaded sync classifier %s (step %s)", path, state.get("step"))
     return model.to(device).eval()
+
+
+def load_init(path: str | Path, cfg: SyncConfig | None = None,
+              option: str = INIT_OPTION) -> SyncClassifier:
+    """The starting model for training from ``path``: our checkpoint, a released folder, or
+    the AVID-CMA checkpoint (encoders only, the head fresh, architecture ``cfg`` or full)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_released(path, option).train()
+    if not path.is_file():
+        raise FileNotFoundError(f"initialisation not found: {path} ({option})")
+    state = _torch_load(path, option)
+    if is_avid_checkpoint(state):
+        model = SyncClassifier(cfg or SyncConfig())
+        _load_avid_states(model, state, path, option)
+        return model
+    if isinstance(state, dict) and "config" in state and "model" in state:
+        return model_from_checkpoint(state, str(path), option)
+    raise ValueError(f"{path} is neither a curate sync checkpoint nor an AVID-CMA checkpoint "
+                     f"(keys module.video_model.*, module.audio_model.*) ({option})")
