@@ -18,6 +18,10 @@ import numpy as np
 GRID_FPS = 12
 GRID_SIZE = 224
 SAMPLE_RATE = 16000
+#: a grid slot at time t shows the last source frame with pts <= t + PTS_SLACK (1 ms: absorbs
+#: containers with millisecond time bases, e.g. a 30-fps frame at 66.67 ms stored as 67 ms).
+#: filters.sampling keeps samples this far from a window's end because of it.
+PTS_SLACK = 1e-3
 
 
 class DecodeError(RuntimeError):
@@ -93,7 +97,7 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     stream.thread_type = "AUTO"
     n = max(int(math.floor((end - start) * fps + 1e-6)), 0)
     times = start + np.arange(n) / fps
-    eps = 1e-3
+    eps = PTS_SLACK
     out: list[np.ndarray] = []
     if start > 0:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
