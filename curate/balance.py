@@ -275,3 +275,23 @@ def _summary(ok: dict[str, list[dict]], candidates: dict[str, list[dict]], prm: 
     return {"per_class": per_class, "shortfall": shortfall, "params": prm,
             "selected": sum(v["selected"] for v in per_class.values()),
             "warnings": warnings}
+
+
+def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int | None = None,
+                       decisions: Mapping[str, str] | None = None,
+                       classes: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """``select_clips`` on a CLIPS Arrow table -> (SELECTED Arrow table, summary).
+
+    Clips (tens of thousands at VGGSound scale, never windows) are ranked as rows; the
+    result is the same as ``select_clips`` on ``clips.to_pylist()``.
+    """
+    from manifests.schemas import SELECTED, to_table
+
+    rows = clips.select(list(_CLIP_COLUMNS)).to_pylist()
+    sel = select_clips(rows, recipe_params, seed=seed, decisions=decisions, classes=classes)
+    return to_table(sel.rows, SELECTED), sel.summary
+
+
+#: the clip columns the selection reads
+_CLIP_COLUMNS = ("clip_id", "source_id", "class_name", "split", "start", "end", "status", "error",
+                 "sync_a2v", "sync_v2a", "imagebind_ia")

@@ -203,3 +203,136 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
         out.append({**base, "clip_id": clip_id_for(r["source_id"], s, e), "start": s, "end": e,
                     "status": STATUS_OK, "error": None})
     return out
+
+
+# ----------------------------------------------------------------------------- columnar
+
+def _group_breaks(keys: "np.ndarray", starts: "np.ndarray", ends: "np.ndarray") -> "np.ndarray":
+    """Index of the first row of each run of overlapping/touching windows (rows sorted by
+    key, start, end). The running end is a scan, so it is a plain loop over kept windows only."""
+    import numpy as np
+
+    first: list[int] = []
+    prev_key, run_end = None, -math.inf
+    for i, (k, s, e) in enumerate(zip(keys.tolist(), starts.tolist(), ends.tolist())):
+        if k == prev_key and s <= run_end + EPS:
+            run_end = max(run_end, e)
+        else:
+            first.append(i)
+            prev_key, run_end = k, e
+    return np.asarray(first, dtype=np.int64)
+
+
+def _sequential_means(values: "np.ndarray", group: "np.ndarray", pos: "np.ndarray",
+                      n_groups: int) -> "np.ndarray":
+    """Per group, the mean of its non-NaN values summed left to right (as ``sum`` over the
+    sorted windows does), so the result equals ``_mean_scores`` to the last bit; NaN if none."""
+    import numpy as np
+
+    sums = np.zeros(n_groups, dtype=np.float64)
+    counts = np.zeros(n_groups, dtype=np.int64)
+    present = ~np.isnan(values)
+    order = np.argsort(pos, kind="stable")
+    pos_sorted = pos[order]
+    bounds = np.searchsorted(pos_sorted, np.arange(int(pos.max()) + 2 if len(pos) else 1))
+    for j in range(len(bounds) - 1):
+        rows = order[bounds[j]:bounds[j + 1]]          # at most one row per group
+        rows = rows[present[rows]]
+        sums[group[rows]] += values[rows]
+        counts[group[rows]] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0) -> Any:
+    """``merge_windows`` on Arrow: windows table + keep mask (aligned rows) -> CLIPS table.
+
+    Identical rows to ``merge_windows(windows rows, decision rows, shot rows, min_len)``; only
+    the kept windows are gathered, and only clips are formatted in Python (their ids).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from manifests.schemas import CLIPS
+
+    status = windows.column("status")
+    ok_status = pc.fill_null(pc.equal(status, STATUS_OK), True).to_numpy(zero_copy_only=False) \
+        if windows.num_rows else np.zeros(0, dtype=bool)
+    idx = np.nonzero(np.asarray(keep, dtype=bool) & ok_status)[0]
+    kw = windows.take(pa.array(idx, type=pa.int64()))
+    if kw.num_rows == 0:
+        log.info("merge: 0 kept windows -> 0 clips")
+        return CLIPS.empty_table()
+    src = pc.dictionary_encode(kw.column("source_id").combine_chunks())
+    shot = pc.dictionary_encode(pc.fill_null(kw.column("shot_id"), "").combine_chunks())
+    src_code = src.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    shot_code = shot.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = kw.column("start").to_numpy().astype(np.float64)
+    ends = kw.column("end").to_numpy().astype(np.float64)
+    order = np.lexsort((ends, starts, shot_code, src_code))   # stable, like sorted()
+    key = src_code[order] * (int(shot_code.max()) + 1) + shot_code[order]
+    s_sorted, e_sorted = starts[order], ends[order]
+    first = _group_breaks(key, s_sorted, e_sorted)
+    n_groups = len(first)
+    group = np.repeat(np.arange(n_groups), np.diff(np.append(first, len(order))))
+    pos = np.arange(len(order)) - first[group]
+    c_start = np.minimum.reduceat(s_sorted, first)
+    c_end = np.maximum.reduceat(e_sorted, first)
+    head = kw.take(pa.array(order[first], type=pa.int64()))
+    c_start, c_end = _clamp_to_shots(head, c_start, c_end, shots)
+    length = c_end - c_start
+    short = length < min_len - EPS
+    errors = [f"merge: clip length {ln:.2f}s < min_len {min_len:.2f}s" if sh else None
+              for ln, sh in zip(length.tolist(), short.tolist())]
+    src_ids = head.column("source_id").to_pylist()
+    clip_ids = [clip_id_for(s, a, b) for s, a, b in zip(src_ids, c_start.tolist(), c_end.tolist())]
+    cols: dict[str, Any] = {
+        "clip_id": clip_ids, "source_id": head.column("source_id"), "shot_id": head.column("shot_id"),
+        "class_name": head.column("class_name"), "split": head.column("split"),
+        "start": c_start, "end": c_end, "n_windows": np.diff(np.append(first, len(order))),
+    }
+    for col in ALL_SCORES:
+        vals = pc.fill_null(kw.column(col), float("nan")).to_numpy(zero_copy_only=False)[order]
+        mean = _sequential_means(vals.astype(np.float64), group, pos, n_groups)
+        cols[col] = pa.array(mean, mask=np.isnan(mean), type=pa.float64())
+    cols["status"] = np.where(short, STATUS_REJECTED, STATUS_OK).tolist()
+    cols["error"] = errors
+    table = pa.table({n: cols[n] for n in CLIPS.names}).cast(CLIPS)
+    table = table.take(pc.sort_indices(table, sort_keys=[("clip_id", "ascending")]))
+    log.info("merge: %d kept windows -> %d clips (%d shorter than %.1fs rejected)",
+             len(order), n_groups, int(short.sum()), min_len)
+    return table
+
+
+def _clamp_to_shots(head: Any, c_start: "np.ndarray", c_end: "np.ndarray",
+                    shots: Any) -> tuple["np.ndarray", "np.ndarray"]:
+    """Clamp clips into their shot (inconsistent tables only), as ``_clip_row`` does."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if shots is None or shots.num_rows == 0:
+        return c_start, c_end
+    shot_ids = head.column("shot_id")
+    pos = pc.index_in(shot_ids, value_set=shots.column("shot_id").combine_chunks())
+    found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+    has_id = pc.fill_null(pc.not_equal(shot_ids, ""), False).to_numpy(zero_copy_only=False)
+    if (has_id & ~found).any():
+        for sid in pc.filter(shot_ids, pa_mask(has_id & ~found)).to_pylist():
+            log.warning("shot %s not in the shots table; clip bounds not checked", sid)
+    p = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
+    s0 = pc.fill_null(shots.column("start"), float("nan")).to_numpy(zero_copy_only=False)[p]
+    s1 = pc.fill_null(shots.column("end"), float("nan")).to_numpy(zero_copy_only=False)[p]
+    with np.errstate(invalid="ignore"):
+        out = found & has_id & ((c_start < s0 - EPS) | (c_end > s1 + EPS))
+    if out.any():
+        for i in np.nonzero(out)[0]:
+            log.warning("clip %s-%s of %s leaves its shot [%s, %s]; clamped", c_start[i], c_end[i],
+                        shot_ids[int(i)].as_py(), s0[i], s1[i])
+        c_start = np.where(out, np.maximum(c_start, s0), c_start)
+        c_end = np.where(out, np.minimum(c_end, s1), c_end)
+    return c_start, c_end
+
+
+def pa_mask(mask: Any) -> Any:
+    import pyarrow as pa
+    return pa.array(mask, type=pa.bool_())

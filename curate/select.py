@@ -12,10 +12,13 @@ rejected with that filter as reason.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from filters import registry
+
+log = logging.getLogger(__name__)
 
 Thresholds = dict[str, dict[str, float]]
 
@@ -162,3 +165,297 @@ def format_funnel(summary: Mapping[str, Any]) -> str:
     for name, n in summary.get("needs_scoring_by_filter", {}).items():
         lines.append(f"{n} windows were never scored for {name}; run `curate score DIR` to score them")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- columnar
+#
+# The same rules as the row functions above, on Arrow columns and numpy masks, so a 1.1M-window
+# table is never turned into Python dicts. The row functions stay the reference: the tests
+# compare both on generated and synthetic manifests (ties, nulls, notes, failed rows).
+
+def _np_float(col: Any) -> "np.ndarray":
+    """A float column as numpy, nulls as NaN (a missing score fails its filter either way)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(col, pa.ChunkedArray) and col.num_chunks == 0:
+        return np.zeros(0, dtype=np.float64)
+    return pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+
+
+def _np_bool(col: Any) -> "np.ndarray":
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if len(col) == 0:
+        return np.zeros(0, dtype=bool)
+    return pc.fill_null(col, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+class WindowMasks:
+    """Per-window boolean masks of one windows table under given thresholds.
+
+    ``failed``: status "failed"; ``passes[f]``: filter f's scores present and within bounds;
+    ``skipped[f]``: f's note says the cascade skipped it (``skipped: rejected by X``).
+    """
+
+    def __init__(self, table: Any, thresholds: Mapping[str, Mapping[str, float]]) -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        n = table.num_rows
+        self.n = n
+        names = set(table.column_names)
+        self.failed = _np_bool(pc.equal(table.column("status"), "failed")) if "status" in names \
+            else np.zeros(n, dtype=bool)
+        self.passes: dict[str, np.ndarray] = {}
+        self.skipped: dict[str, np.ndarray] = {}
+        for name in registry.ORDER:
+            self.passes[name] = _passes_mask(table, name, thresholds.get(name, {}), n)
+            note = registry.note_column(name)
+            self.skipped[name] = (_np_bool(pc.starts_with(table.column(note), registry.SKIP_REJECTED))
+                                  if note in names else np.zeros(n, dtype=bool))
+
+
+def _passes_mask(table: Any, name: str, thr: Mapping[str, float], n: int) -> "np.ndarray":
+    """``registry.passes`` as a mask: every score column present, every set bound inclusive."""
+    import numpy as np
+
+    ok = np.ones(n, dtype=bool)
+    values = {}
+    for col in registry.columns(name):
+        if col not in table.column_names:
+            return np.zeros(n, dtype=bool)
+        values[col] = _np_float(table.column(col))
+        ok &= ~np.isnan(values[col])
+    for col, key, kind in registry.BOUNDS[name]:
+        bound = thr.get(key)
+        if bound is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            ok &= (values[col] >= bound) if kind == "min" else (values[col] <= bound)
+    return ok
+
+
+def decide_masks(m: WindowMasks, gate: Iterable[str] | None) -> tuple["np.ndarray", "np.ndarray"]:
+    """(keep mask, reason code per window): code -1 = kept, 0 = failed, 1 + i = ORDER[i]."""
+    import numpy as np
+
+    g = _gate(gate)
+    code = np.full(m.n, -1, dtype=np.int8)
+    code[m.failed] = 0
+    for i, name in enumerate(registry.ORDER):
+        if name not in g:
+            continue
+        code[(code == -1) & ~m.passes[name]] = 1 + i
+    return code == -1, code
+
+
+def _reason_array(code: "np.ndarray") -> Any:
+    """Reason codes -> a string array (null for kept windows) like ``decide``'s reasons."""
+    import numpy as np
+    import pyarrow as pa
+
+    labels = pa.array(["failed", *registry.ORDER], type=pa.string())
+    idx = pa.array(code.astype(np.int32), mask=code < 0, type=pa.int32())
+    return pa.DictionaryArray.from_arrays(idx, labels).cast(pa.string())
+
+
+def needs_scoring_masks(m: WindowMasks, gate: Iterable[str] | None) -> dict[str, "np.ndarray"]:
+    """``needs_scoring_by_filter`` as {filter: mask}, filters in cascade order (only non-empty)."""
+    g = _gate(gate)
+    undecided = ~m.failed
+    out = {}
+    for name in registry.ORDER:
+        if name not in g:
+            continue
+        hit = undecided & m.skipped[name]
+        if hit.any():
+            out[name] = hit
+        undecided = undecided & ~m.skipped[name] & m.passes[name]
+    return out
+
+
+def funnel_masks(m: WindowMasks, thresholds, gate: Iterable[str] | None) -> dict:
+    """``funnel`` on masks: the same dict, computed without rows."""
+    g = _gate(gate)
+    total = m.n
+    alive = ~m.failed
+    n_alive = int(alive.sum())
+    steps = [{"filter": "scored", "remaining": n_alive, "percent": _pct(n_alive, total)}]
+    rejected_by: dict[str, int] = {}
+    for name in registry.ORDER:
+        if name not in g:
+            continue
+        nxt = alive & m.passes[name]
+        n_next = int(nxt.sum())
+        rejected_by[name] = n_alive - n_next
+        alive, n_alive = nxt, n_next
+        steps.append({"filter": name, "remaining": n_alive, "percent": _pct(n_alive, total)})
+    pending = {k: int(v.sum()) for k, v in needs_scoring_masks(m, g).items()}
+    return {
+        "windows": total,
+        "failed": total - steps[0]["remaining"],
+        "funnel": steps,
+        "rejected_by": rejected_by,
+        "kept": n_alive,
+        "kept_percent": _pct(n_alive, total),
+        "gate": [n for n in registry.ORDER if n in g],
+        "thresholds": {n: dict(thresholds.get(n, {})) for n in registry.ORDER},
+        "needs_scoring": sum(pending.values()),
+        "needs_scoring_by_filter": pending,
+    }
+
+
+def select_windows_table(table: Any, thresholds, gate: Iterable[str] | None = None
+                         ) -> tuple[Any, dict, "np.ndarray"]:
+    """(DECISIONS table, funnel summary, keep mask) of a windows Arrow table.
+
+    Same decisions, in the same row order, as ``select_windows`` on the table's rows.
+    """
+    import pyarrow as pa
+
+    m = WindowMasks(table, thresholds)
+    keep, code = decide_masks(m, gate)
+    decisions = pa.table({"window_id": table.column("window_id"),
+                          "keep": pa.array(keep, type=pa.bool_()),
+                          "reason": _reason_array(code)})
+    return decisions, funnel_masks(m, thresholds, gate), keep
+
+
+def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = None
+                        ) -> dict[str, list[str]]:
+    """``needs_scoring_by_filter`` on an Arrow table (ids only for the windows concerned)."""
+    import numpy as np
+
+    m = WindowMasks(table, thresholds)
+    ids = table.column("window_id")
+    return {name: ids.take(np.nonzero(mask)[0]).to_pylist()
+            for name, mask in needs_scoring_masks(m, gate).items()}
+
+
+# ----------------------------------------------------------------------------- the select stage
+
+def _weights_api() -> Any:
+    """The module holding ``thresholds``/``gating`` (moving from curate.pipeline to curate.weights)."""
+    try:
+        from curate import weights as mod        # after the pipeline split
+        if hasattr(mod, "thresholds") and hasattr(mod, "gating"):
+            return mod
+    except ImportError:
+        pass
+    from curate import pipeline as mod
+    return mod
+
+
+def _save_run(out: Any, run: dict) -> None:
+    from pathlib import Path
+    from manifests.atomic import write_json
+    write_json(Path(out) / "run.json", run)
+
+
+def read_windows_table(out: Any, columns: Sequence[str] | None = None) -> Any:
+    """The windows manifest as Arrow (only ``columns``), cast to the declared schema."""
+    import pyarrow.parquet as pq
+    from manifests import schemas
+
+    path = schemas.manifest_path(out, "windows")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the stage that writes 'windows' first")
+    schema = schemas.WINDOWS
+    cols = list(columns) if columns is not None else schema.names
+    present = set(pq.read_schema(path).names)
+    tbl = pq.read_table(path, columns=[c for c in cols if c in present])
+    for c in cols:                                   # an old manifest without a column: nulls
+        if c not in present:
+            import pyarrow as pa
+            tbl = tbl.append_column(schema.field(c), pa.nulls(tbl.num_rows, schema.field(c).type))
+    return tbl.select(cols).cast(pa_schema_of(schema, cols))
+
+
+def pa_schema_of(schema: Any, cols: Sequence[str]) -> Any:
+    import pyarrow as pa
+    return pa.schema([schema.field(c) for c in cols])
+
+
+def _ok_download_rows(out: Any) -> list[dict]:
+    """Fixed-clip mode: ok downloads joined with their source row (one dict per source)."""
+    from manifests import schemas
+    from manifests.schemas import read_manifest
+
+    src = read_manifest(out, "sources")
+    dl = read_manifest(out, "downloads")
+    import pyarrow.compute as pc
+    dl = dl.filter(pc.equal(dl.column("status"), schemas.STATUS_OK))
+    sources = {r["source_id"]: r for r in src.to_pylist()}
+    rows = []
+    for d in dl.select(["source_id", "path", "width", "height", "duration"]).to_pylist():
+        if d["source_id"] in sources:
+            rows.append({**sources[d["source_id"]], **d})
+    return rows
+
+
+def _run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
+    """Every class the run asked for, so one without any candidate shows in the shortfall."""
+    if recipe.get("classes"):
+        from manifests.classes import recipe_folders
+        return recipe_folders(recipe["classes"])
+    import pyarrow.compute as pc
+    from manifests import schemas
+    import pyarrow.parquet as pq
+
+    src = pq.read_table(schemas.manifest_path(out, "sources"), columns=["class_name", "status"])
+    ok = src.filter(pc.equal(src.column("status"), schemas.STATUS_OK)).column("class_name")
+    return sorted(c for c in pc.unique(ok.drop_null()).to_pylist() if c)
+
+
+def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = None,
+                 decisions_file: Any = None) -> dict[str, Any]:
+    """``pipeline.stage_select``, columnar: thresholds on stored scores -> decisions -> merged
+    clips -> balanced, split selection. Same manifests and summary; no row dicts for windows.
+
+    Touches no model: changing a threshold and re-selecting takes seconds.
+    """
+    from pathlib import Path
+    from curate.balance import select_clips_table
+    from manifests import schemas
+
+    api = _weights_api()
+    recipe = run["recipe"]
+    if overrides is not None:
+        run["selection_overrides"] = list(overrides)
+        _save_run(out, run)
+    th = api.thresholds(run, run.get("selection_overrides"))
+    gate, score_only = api.gating(run)
+    review = None
+    if decisions_file or run.get("review_decisions"):
+        from curate.review import load_decisions
+        review = load_decisions(decisions_file or run.get("review_decisions"))
+    if decisions_file:
+        run["review_decisions"] = str(Path(decisions_file).resolve())
+        _save_run(out, run)
+    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
+    if recipe["clip_mode"] == "fixed":
+        from curate.merge import fixed_clips
+        clips = schemas.to_table(fixed_clips(_ok_download_rows(out), length=recipe["fixed_clip_length"]),
+                                 schemas.CLIPS)
+    else:
+        from curate.merge import merge_table
+        windows = read_windows_table(out)
+        decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate))
+        schemas.write_manifest(out, "decisions", decisions)
+        del decisions
+        summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]
+        if funnel_["needs_scoring"]:
+            log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
+                        funnel_["needs_scoring"], out)
+        shots = schemas.read_manifest(out, "shots") if schemas.has_manifest(out, "shots") else None
+        clips = merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
+        del windows
+    schemas.write_manifest(out, "clips", clips)
+    selected, bal = select_clips_table(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
+                                       decisions=review, classes=_run_classes(out, recipe))
+    schemas.write_manifest(out, "selected", selected)
+    summary["balance"] = bal
+    return summary

@@ -1,0 +1,205 @@
+"""Columnar select (thresholds, needs-scoring, funnel, merge, balance, the whole stage) equals the
+row-dict implementation, which stays the oracle, on random manifests with ties, nulls, notes,
+failed rows and windows the cascade skipped."""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate import pipeline
+from curate.merge import merge_table, merge_windows
+from curate.select import (needs_scoring_by_filter, needs_scoring_table, parse_overrides,
+                           select_stage, select_windows, select_windows_table)
+from filters import registry
+from manifests import schemas
+from manifests.schemas import ALL_SCORES, to_table, write_manifest
+
+SKIP = registry.SKIP_REJECTED
+
+
+def random_run(seed: int, n_sources: int = 60) -> dict[str, list[dict]]:
+    """Sources, downloads, shots and windows of a plausible run, with every awkward case."""
+    rng = random.Random(seed)
+    classes = ["dog_barking", "lions_roaring", "hammering", "frog_croaking"]
+    sources, downloads, shots, windows = [], [], [], []
+    for i in range(n_sources):
+        sid = f"yt{i % 45:03d}_x_{i * 10:06d}_{i * 10 + 10:06d}"     # some ytids repeat
+        cls = rng.choice(classes) if rng.random() > 0.03 else None
+        split = rng.choice(["train", "train", "test", None])
+        st = "ok" if rng.random() > 0.05 else "rejected"
+        sources.append({"source_id": sid, "ytid": sid.rsplit("_", 2)[0], "start": float(i * 10),
+                        "end": float(i * 10 + 10), "label": cls, "class_name": cls, "split": split,
+                        "status": st, "error": None if st == "ok" else "bad label: x"})
+        if st != "ok":
+            continue
+        dst = "ok" if rng.random() > 0.1 else "failed"
+        downloads.append({"source_id": sid, "path": f"/m/{sid}.mp4", "status": dst,
+                          "reason": "ok" if dst == "ok" else "http_error",
+                          "error": None if dst == "ok" else "HTTP Error 404: gone",
+                          "duration": 10.0, "width": 640, "height": 360})
+        if dst != "ok":
+            continue
+        cuts = sorted({0.0, 10.0, *[round(rng.uniform(1, 9) * 2) / 2 for _ in range(rng.randint(0, 2))]})
+        for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            shot_id = f"{sid}_shot{k:03d}"
+            shots.append({"shot_id": shot_id, "source_id": sid, "shot_index": k, "start": a,
+                          "end": b, "status": "ok", "error": None})
+            t = a
+            while t + 3.0 <= b + 1e-9:
+                windows.append(_window(rng, sid, shot_id, cls, split, t))
+                t += 0.5
+    # awkward rows: a window without shot id, one whose shot is missing, an exact duplicate
+    # interval (tie) in one shot, one sticking out of its shot, a 'skipped' status row
+    if windows:
+        w = copy.deepcopy(windows[0])
+        windows.append({**w, "window_id": w["window_id"] + "dup"})
+        windows.append({**_window(rng, w["source_id"], None, w["class_name"], w["split"], 7.0),
+                        "window_id": w["source_id"] + "_noshot"})
+        windows.append({**_window(rng, w["source_id"], "ghost_shot", w["class_name"], w["split"], 1.0),
+                        "window_id": w["source_id"] + "_ghost"})
+        windows.append({**_window(rng, w["source_id"], w["shot_id"], w["class_name"], w["split"], 9.0),
+                        "window_id": w["source_id"] + "_out", "end": 12.0})
+        windows.append({**_window(rng, w["source_id"], w["shot_id"], w["class_name"], w["split"], 2.0),
+                        "window_id": w["source_id"] + "_st", "status": "skipped"})
+    return {"sources": sources, "downloads": downloads, "shots": shots, "windows": windows}
+
+
+def _window(rng: random.Random, sid: str, shot_id: str | None, cls, split, t: float) -> dict:
+    r = {"window_id": f"{sid}_{int(round(t * 1000)):06d}", "source_id": sid, "shot_id": shot_id,
+         "class_name": cls, "split": split, "start": t, "end": t + 3.0, "status": "ok", "error": None}
+    # coarse values so thresholds are hit exactly (inclusive bounds) and means tie
+    r.update({"pixel_diff": rng.choice([0.005, 0.01, 0.05, 0.08, 0.15, 0.2]),
+              "amplitude": rng.choice([0.0, 0.03, 0.1, 0.5]),
+              "clip_diff": rng.choice([0.1, 0.17, 0.3, 0.55, 0.6]),
+              "imagebind_ia": rng.choice([0.1, 0.15, 0.3]), "imagebind_it": rng.choice([0.2, 0.22, 0.4]),
+              "sync_a2v": rng.choice([0.2, 0.341, 0.5, 0.9]), "sync_v2a": rng.choice([0.3, 0.341, 0.7])})
+    r.update({f"{n}_note": None for n in registry.ORDER})
+    u = rng.random()
+    if u < 0.05:
+        r.update({c: None for c in ALL_SCORES}, status="failed", error="score: RuntimeError: x")
+    elif u < 0.35:                                   # the cascade stopped at some filter
+        stop = rng.choice(registry.ORDER[:-1])
+        for name in registry.ORDER[registry.ORDER.index(stop) + 1:]:
+            r.update({c: None for c in registry.columns(name)})
+            r[f"{name}_note"] = SKIP + stop
+    elif u < 0.4:
+        r.update(sync_a2v=None, sync_v2a=None, sync_note="error: decode failed")
+    elif u < 0.45:
+        r["clip_diff"] = float("nan")
+    return r
+
+
+def _threshold_sets():
+    base = registry.default_thresholds()
+    return [base, parse_overrides(["pixel_diff.min=0.001", "clip_diff.max=0.65", "sync.a2v_min=0.1"]),
+            parse_overrides(["amplitude.min=0.0", "imagebind.ia_min=0.0", "imagebind.it_min=0.0"])]
+
+
+GATES = [None, {"pixel_diff", "amplitude", "sync"}, {"clip_diff", "imagebind"}]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decisions_funnel_and_needs_scoring_equal_the_row_functions(seed):
+    run = random_run(seed)
+    rows = run["windows"]
+    tbl = to_table(rows, schemas.WINDOWS)
+    for th in _threshold_sets():
+        for gate in GATES:
+            dec_rows, fun_rows = select_windows(rows, th, gate=gate)
+            dec_tbl, fun_tbl, keep = select_windows_table(tbl, th, gate=gate)
+            assert dec_tbl.to_pylist() == dec_rows
+            assert fun_tbl == fun_rows
+            assert keep.tolist() == [d["keep"] for d in dec_rows]
+            assert needs_scoring_table(tbl, th, gate) == needs_scoring_by_filter(rows, th, gate)
+    assert any(v for v in needs_scoring_by_filter(rows, _threshold_sets()[1]).values())
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("min_len", [2.0, 3.5])
+def test_merge_table_equals_merge_windows(seed, min_len):
+    run = random_run(seed)
+    rows, shots = run["windows"], run["shots"]
+    th = _threshold_sets()[1]
+    dec_rows, _ = select_windows(rows, th)
+    old = merge_windows(rows, dec_rows, shots, min_len=min_len)
+    _, _, keep = select_windows_table(to_table(rows, schemas.WINDOWS), th)
+    new = merge_table(to_table(rows, schemas.WINDOWS), keep, to_table(shots, schemas.SHOTS), min_len)
+    assert new.schema == schemas.CLIPS
+    assert new.to_pylist() == old          # exact, float means included
+    assert any(c["n_windows"] > 1 for c in old)
+    # a lone 3-s window is shorter than 3.5 s: rejected rows are compared too
+    assert any(c["status"] == "rejected" for c in old) or min_len < 3.0
+    # without a shots table neither checks bounds
+    assert merge_table(to_table(rows, schemas.WINDOWS), keep, None, min_len).to_pylist() == \
+        merge_windows(rows, dec_rows, None, min_len=min_len)
+
+
+def test_merge_table_of_no_kept_window_is_empty():
+    rows = random_run(0, n_sources=5)["windows"]
+    import numpy as np
+    out = merge_table(to_table(rows, schemas.WINDOWS), np.zeros(len(rows), dtype=bool))
+    assert out.num_rows == 0 and out.schema == schemas.CLIPS
+
+
+def _write_run(out: Path, run: dict, recipe: dict) -> None:
+    for name in ("sources", "downloads", "shots", "windows"):
+        write_manifest(out, name, run[name])
+    (out / "run.json").write_text(json.dumps({"recipe": recipe, "options": {"allow_random_weights": False,
+                                  "clip_checkpoint": "c.pt", "imagebind_checkpoint": "i.pth",
+                                  "sync_checkpoint": "s.pt"}}))
+
+
+def _tables(out: Path) -> dict[str, list[dict]]:
+    return {t: pq.read_table(out / "manifests" / f"{t}.parquet").to_pylist()
+            for t in ("decisions", "clips", "selected")}
+
+
+@pytest.mark.parametrize("select_params,classes", [
+    ({"per_class": 3, "test_per_class": 1, "balanced_test": False, "seed": 0}, None),
+    ({"per_class": 5, "balanced_test": True, "test_fraction": 0.4, "seed": 7}, None),
+    ({"per_class": None, "seed": 1}, None),
+    ({"per_class": 2, "test_per_class": 1, "seed": 0}, "avsync15"),
+])
+def test_select_stage_equals_stage_select(tmp_path, select_params, classes):
+    from curate.recipes import get_recipe
+
+    recipe = get_recipe("avsync15")
+    recipe["select"] = select_params
+    recipe["classes"] = classes
+    run_data = random_run(5, n_sources=120)
+    a, b = tmp_path / "old", tmp_path / "new"
+    _write_run(a, run_data, recipe)
+    shutil.copytree(a, b)
+    overrides = ["clip_diff.max=0.6"]
+    old = pipeline.stage_select(a, pipeline.load_run(a), overrides=overrides)
+    new = select_stage(b, pipeline.load_run(b), overrides=overrides)
+    assert new == old
+    assert _tables(b) == _tables(a)
+    assert json.loads((b / "run.json").read_text()) == json.loads((a / "run.json").read_text())
+    assert any(s["status"] == "ok" for s in _tables(b)["selected"])
+
+
+def test_select_stage_with_review_decisions(tmp_path):
+    from curate.recipes import get_recipe
+
+    recipe = get_recipe("avsync15")
+    recipe["select"] = {"per_class": 3, "test_per_class": 1, "seed": 0}
+    recipe["classes"] = None
+    a, b = tmp_path / "old", tmp_path / "new"
+    _write_run(a, random_run(6, n_sources=120), recipe)
+    shutil.copytree(a, b)
+    pipeline.stage_select(a, pipeline.load_run(a))
+    ok = [s["name"] for s in _tables(a)["selected"] if s["status"] == "ok"]
+    review = tmp_path / "review.json"
+    review.write_text(json.dumps({ok[0]: "reject", ok[1]: "keep"}))
+    old = pipeline.stage_select(a, pipeline.load_run(a), decisions_file=review)
+    new = select_stage(b, pipeline.load_run(b), decisions_file=review)
+    assert new == old and _tables(b) == _tables(a)
+    assert any(s["error"] == "review: rejected by reviewer" for s in _tables(b)["selected"])
