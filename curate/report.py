@@ -12,12 +12,12 @@ import html
 import io
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,7 +27,8 @@ from manifests.atomic import write_text
 
 log = logging.getLogger(__name__)
 
-KNOWN_KEYS = ("funnel", "per_class", "failures", "resolutions", "hours", "warnings")
+KNOWN_KEYS = ("funnel", "per_class", "failures", "resolutions", "hours", "warnings", "unfinished",
+              "finished", "rejected", "truth")
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
 margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}
 td:first-child,th:first-child{text-align:left}.warn{color:#a40}figure{display:inline-block;
@@ -38,13 +39,18 @@ def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _column_values(windows_rows: Any, col: str) -> list[float]:
-    """Non-null, finite values of one score column from row dicts or a pyarrow Table."""
+def _column_values(windows_rows: Any, col: str) -> "np.ndarray":
+    """Non-null, finite values of one score column from row dicts or a pyarrow Table (read as
+    numpy: a 1.1M-window table never becomes Python floats)."""
     if hasattr(windows_rows, "column_names"):
-        vals = windows_rows.column(col).to_pylist() if col in windows_rows.column_names else []
+        if col not in windows_rows.column_names:
+            return np.zeros(0, dtype=np.float64)
+        import pyarrow.compute as pc
+        arr = pc.drop_null(windows_rows.column(col)).to_numpy().astype(np.float64)
     else:
-        vals = [r.get(col) for r in windows_rows]
-    return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+        arr = np.array([float(v) for v in (r.get(col) for r in windows_rows) if v is not None],
+                       dtype=np.float64)
+    return arr[np.isfinite(arr)]
 
 
 def thresholds_for(col: str, thresholds: Mapping[str, Any] | None) -> dict[str, float]:
@@ -99,11 +105,13 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def histogram_png(col: str, values: list[float], lines: Mapping[str, float]) -> str:
+def histogram_png(col: str, values: Any, lines: Mapping[str, float]) -> str:
     """Base64 PNG: histogram of ``values`` with each threshold as a labelled vertical line."""
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    if values:
-        ax.hist(values, bins=50, color="#4a7ab5")
+    if len(values):
+        # counts from numpy, drawn as one bar set: fast for a million values
+        counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=50)
+        ax.stairs(counts, edges, fill=True, color="#4a7ab5")
     else:
         ax.text(0.5, 0.5, "no scored values", ha="center", va="center", transform=ax.transAxes)
     for i, (lab, x) in enumerate(sorted(lines.items())):
@@ -175,8 +183,18 @@ def _histograms(windows_rows: Any, thresholds: Mapping[str, Any] | None) -> str:
     return "<h2>Score histograms (windows)</h2>" + "".join(figs)
 
 
+def _truth(truth: Mapping[str, Any]) -> str:
+    cols = ["windows", *truth.get("filters", []), "kept"]
+    rows = [[k, *[v.get(c, 0) for c in cols]] for k, v in truth.get("kinds", {}).items()]
+    return ("<h2>Windows passing each filter, by truth kind</h2>"
+            + _table(["kind", *cols], rows))
+
+
 def _sections(stats: Mapping[str, Any]) -> list[str]:
     out = []
+    if stats.get("unfinished"):
+        out.append('<h2>Run unfinished</h2><ul>' + "".join(
+            f'<li class="warn">{_esc(u)}</li>' for u in stats["unfinished"]) + "</ul>")
     if stats.get("hours") is not None:
         out.append(f"<h2>Hours of video</h2><p>{float(stats['hours']):.2f} h</p>")
     if stats.get("funnel"):
@@ -188,6 +206,11 @@ def _sections(stats: Mapping[str, Any]) -> list[str]:
     if stats.get("failures") is not None:
         rows = sorted(stats["failures"].items(), key=lambda kv: -kv[1])
         out.append("<h2>Failures by reason</h2>" + _table(["reason", "count"], rows))
+    if stats.get("rejected"):
+        rows = sorted(stats["rejected"].items(), key=lambda kv: -kv[1])
+        out.append("<h2>Rejected by reason</h2>" + _table(["reason", "count"], rows))
+    if stats.get("truth"):
+        out.append(_truth(stats["truth"]))
     if stats.get("warnings"):
         out.append("<h2>Warnings</h2><ul>" + "".join(
             f'<li class="warn">{_esc(w)}</li>' for w in stats["warnings"]) + "</ul>")

@@ -1,26 +1,163 @@
-"""`curate stats`: the funnel, per-class counts, failures by reason, from the manifests alone."""
+"""`curate stats`: the funnel, per-class counts, failures by reason, from the manifests alone.
+
+Columnar: every table is read as Arrow (only the columns a figure needs) and counted with
+pyarrow.compute / numpy, so a 1.1M-window run never becomes Python dicts. Only the selected
+clips' resolutions look at rows.
+
+Besides the figures it says whether the run is unfinished (a stage without its manifest,
+items a stage has not reached yet) and, for a run over a synthetic corpus (``curate synth``
+writes ``truth.json`` beside the videos), how many windows of each truth kind each filter kept.
+"""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from manifests import schemas
-from manifests.schemas import has_manifest, read_rows
+from manifests.schemas import has_manifest
 
 OK = schemas.STATUS_OK
 
+#: manifests each stage writes (the last one written is the one that says the stage ran)
+STAGE_TABLES = {"sources": ("sources",), "download": ("downloads",), "split": ("shots", "windows"),
+                "select": ("clips", "selected"), "shard": ("shards",)}
+#: words that name a stage when they lead an error text ("score: RuntimeError: x")
+_STAGE_WORDS = {"sources", "source", "download", "split", "shots", "score", "select", "merge",
+                "cut", "shard", "review", "fixed_clips", "error", "clip not ok"}
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.IGNORECASE)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_ID = re.compile(r"\S*_\d{6}_\d{6}\S*")
+_PATH = re.compile(r"(?<!\S)(?:/|\./|https?//)\S+")
 
-def _rows(out: Path, table: str) -> list[dict] | None:
-    return read_rows(out, table) if has_manifest(out, table) else None
+
+# ----------------------------------------------------------------------------- reasons
+
+def reason_category(error: str | None) -> str:
+    """A failure message -> its reason category, so rows group by why, not by which file.
+
+    The leading stage word and any part naming a file, URL or id are dropped; the first
+    remaining ``:``-separated part is the reason, with ids, paths, numbers and quoted values
+    masked: ``"score: /m/x.mp4: moov atom not found"`` -> ``"moov atom not found"``,
+    ``"merge: clip length 1.50s < min_len 2.00s"`` -> ``"clip length Ns < min_len Ns"``.
+    """
+    if not error:
+        return "unknown"
+    for p in (p.strip() for p in str(error).split(":")):
+        if not p or p.lower() in _STAGE_WORDS or _names_a_thing(p):
+            continue
+        text = p.split("(")[0].strip() or p
+        text = _ID.sub("<id>", _PATH.sub("<path>", _QUOTED.sub("'…'", text)))
+        if not re.fullmatch(r"HTTP Error \d+", text):
+            text = _NUMBER.sub("N", text)
+        return text[:60]
+    return "unknown"
 
 
-def _reason(row: dict, stage: str) -> str:
-    if row.get("reason") and row["reason"] not in ("ok", "cached"):
-        return f"{stage}: {row['reason']}"
-    err = (row.get("error") or "unknown").split(":")[0].split("(")[0].strip()
-    return f"{stage}: {err[:60]}"
+def _names_a_thing(part: str) -> bool:
+    """A path, URL, file name or id (one token), or a bracketed extractor tag (``[youtube] x``)."""
+    if part.startswith("["):
+        return True
+    if " " in part:
+        return False
+    return ("/" in part or "\\" in part or bool(re.search(r"\.[A-Za-z0-9]{2,4}$", part))
+            or bool(_ID.fullmatch(part)))
+
+
+def _reason_key(stage: str, reason: str | None, error: str | None) -> str:
+    """``stage: category``; a table's own ``reason`` column wins over the error text."""
+    if reason and reason not in ("ok", "cached", "error"):
+        return f"{stage}: {reason}"
+    return f"{stage}: {reason_category(error)}"
+
+
+def _count_reasons(counter: Counter, stage: str, tbl: pa.Table, mask: np.ndarray) -> None:
+    """Add rows under ``mask`` to ``counter`` by reason; distinct (reason, error) pairs only are
+    formatted in Python (a million identical errors cost one call)."""
+    if not mask.any():
+        return
+    sub = tbl.filter(pa.array(mask))
+    keys = ["error"] + (["reason"] if "reason" in sub.column_names else [])
+    grouped = sub.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    for row in grouped.to_pylist():
+        counter[_reason_key(stage, row.get("reason"), row["error"])] += row["count_all"]
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _table(out: Path, name: str, columns: Sequence[str]) -> pa.Table | None:
+    """Only ``columns`` of a manifest (cast to the declared types), or None when absent."""
+    if not has_manifest(out, name):
+        return None
+    path = schemas.manifest_path(out, name)
+    schema = schemas.TABLES[name]
+    present = set(pq.read_schema(path).names)
+    tbl = pq.read_table(path, columns=[c for c in columns if c in present])
+    for c in columns:
+        if c not in present:
+            tbl = tbl.append_column(schema.field(c), pa.nulls(tbl.num_rows, schema.field(c).type))
+    return tbl.select(list(columns)).cast(pa.schema([schema.field(c) for c in columns]))
+
+
+def _eq(col: Any, value: str) -> np.ndarray:
+    if len(col) == 0:
+        return np.zeros(0, dtype=bool)
+    return pc.fill_null(pc.equal(col, value), False).to_numpy(zero_copy_only=False)
+
+
+def _counts(values: Any) -> dict[str, int]:
+    """{str(value): count} in first-appearance order (None -> "None", as the row code gave)."""
+    if len(values) == 0:
+        return {}
+    vc = pc.value_counts(values)
+    return {str(v): int(n) for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
+
+
+def _seq_sum(values: np.ndarray) -> float:
+    """Left-to-right sum (the row code's ``sum``), so figures match to the last digit."""
+    return float(np.cumsum(values)[-1]) if len(values) else 0.0
+
+
+def _arr(col: Any) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _in(ids: Any, value_set: Any) -> np.ndarray:
+    """Mask of ``ids`` found in ``value_set`` (null ids are not found)."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=bool)
+    return pc.fill_null(pc.is_in(ids, value_set=_arr(value_set)), False).to_numpy(zero_copy_only=False)
+
+
+# ----------------------------------------------------------------------------- collect
+
+class _Stats:
+    def __init__(self, out: Path, run: dict) -> None:
+        self.out, self.run = out, run
+        self.unit = "sources"
+        self.st: dict[str, Any] = {
+            "out": str(out), "recipe": run.get("recipe", {}).get("name"), "finished": True,
+            "unfinished": [], "funnel": [], "per_class": defaultdict(lambda: defaultdict(int)),
+            "failures": Counter(), "rejected": Counter(), "skipped": Counter(), "warnings": [],
+            "resolutions": defaultdict(Counter)}
+
+    def stage(self, name: str, n: int) -> None:
+        # percentages are relative to the first stage of the same unit (sources, windows, clips)
+        self.st["funnel"].append({"stage": name, "count": int(n), "unit": self.unit})
+
+    def add_class_counts(self, key: str, classes: Any) -> None:
+        for c, n in _counts(classes).items():
+            self.st["per_class"][c][key] += n
+
+    def pending(self, msg: str) -> None:
+        self.st["unfinished"].append(msg)
 
 
 def collect(out: str | Path) -> dict[str, Any]:
@@ -29,95 +166,125 @@ def collect(out: str | Path) -> dict[str, Any]:
     if not (out / "manifests").is_dir():
         raise FileNotFoundError(f"no curation run at {out} (no manifests/ folder)")
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    st: dict[str, Any] = {"out": str(out), "recipe": run.get("recipe", {}).get("name"),
-                          "funnel": [], "per_class": defaultdict(lambda: defaultdict(int)),
-                          "failures": Counter(), "skipped": Counter(), "warnings": [], "resolutions": defaultdict(Counter)}
-    pc = st["per_class"]
-
-    unit = ["sources"]
-
-    def stage(name: str, n: int) -> None:
-        # percentages are relative to the first stage of the same unit (sources, windows, clips)
-        st["funnel"].append({"stage": name, "count": n, "unit": unit[0]})
-
-    sources = _rows(out, "sources")
-    if sources is not None:
-        stage("sources", len(sources))
-        for r in sources:
-            if r["status"] == schemas.STATUS_SKIPPED:
-                st["skipped"][(r.get("error") or "skipped")[:60]] += 1
-            elif r["status"] != OK:
-                st["failures"][_reason(r, "sources " + r["status"])] += 1
-            else:
-                pc[r["class_name"]]["sources"] += 1
-        stage("sources accepted", sum(r["status"] == OK for r in sources))
-    cls_of = {r["source_id"]: r["class_name"] for r in sources or []}
-    downloads = _rows(out, "downloads")
-    if downloads is not None:
-        ok = [d for d in downloads if d["status"] == OK]
-        stage("downloaded", len(ok))
-        for d in downloads:
-            if d["status"] != OK:
-                st["failures"][_reason(d, "download")] += 1
-        for d in ok:
-            pc[cls_of.get(d["source_id"])]["downloaded"] += 1
-        st["hours_downloaded"] = sum(d["duration"] or 0 for d in ok) / 3600
-    shots = _rows(out, "shots")
-    if shots is not None:
-        unit[0] = "shots"
-        stage("shots", sum(s["status"] == OK for s in shots))
-        for s in shots:
-            if s["status"] != OK:
-                st["failures"][_reason(s, "split")] += 1
-    windows = _rows(out, "windows")
-    if windows is not None:
-        unit[0] = "windows"
-        stage("windows", len(windows))
-        for w in windows:
-            pc[w["class_name"]]["windows"] += 1
-            if w["status"] != OK:
-                st["failures"][_reason(w, "score")] += 1
-        _window_funnel(out, run, windows, st, stage)
-    clips = _rows(out, "clips")
-    if clips is not None:
-        unit[0] = "clips"
-        stage("merged clips", sum(c["status"] == OK for c in clips))
-        for c in clips:
-            if c["status"] == OK:
-                pc[c["class_name"]]["clips"] += 1
-    selected = _rows(out, "selected")
-    if selected is not None:
-        sel = [s for s in selected if s["status"] == OK]
-        stage("selected", len(sel))
-        res = {d["source_id"]: f"{d['width']}x{d['height']}" for d in downloads or [] if d["width"]}
-        for s in sel:
-            pc[s["class_name"]][f"selected_{s['split']}"] += 1
-            st["resolutions"][s["class_name"]][res.get(s["source_id"], "unknown")] += 1
-        st["hours_selected"] = sum(s["end"] - s["start"] for s in sel) / 3600
-    shards = _rows(out, "shards")
-    if shards is not None:
-        stage("sharded", len(shards))
-        st["shard_files"] = len({s["shard"] for s in shards})
+    s = _Stats(out, run)
+    sources = _sources(s)
+    downloads = _downloads(s, sources)
+    _shots(s, downloads)
+    _windows(s)
+    _clips(s)
+    _selected(s, downloads)
+    _missing_stages(s)
+    st = s.st
+    st["finished"] = not st["unfinished"]
     st["hours"] = st.get("hours_selected", st.get("hours_downloaded"))
-    st["per_class"] = {str(k): dict(v) for k, v in sorted(pc.items(), key=lambda kv: str(kv[0]))}
-    st["failures"] = dict(st["failures"].most_common())
-    st["skipped"] = dict(st["skipped"].most_common())
+    pc_ = st["per_class"]
+    st["per_class"] = {str(k): dict(v) for k, v in sorted(pc_.items(), key=lambda kv: str(kv[0]))}
+    for key in ("failures", "rejected", "skipped"):
+        st[key] = dict(st[key].most_common())
     st["resolutions"] = {k: dict(v) for k, v in st["resolutions"].items()}
     return st
 
 
-def _window_funnel(out: Path, run: dict, windows: list[dict], st: dict, stage) -> None:
-    if not run or not any(w.get(c) is not None for w in windows for c in schemas.ALL_SCORES):
-        return
-    from curate.pipeline import gating, thresholds
-    from curate.select import funnel as window_funnel
+def _sources(s: _Stats) -> pa.Table | None:
+    src = _table(s.out, "sources", ["source_id", "class_name", "status", "error"])
+    if src is None:
+        return None
+    s.stage("sources", src.num_rows)
+    status = src.column("status")
+    ok, skipped = _eq(status, OK), _eq(status, schemas.STATUS_SKIPPED)
+    for err, n in _counts(pc.filter(src.column("error"), pa.array(skipped))).items():
+        s.st["skipped"][(err if err != "None" else "skipped")[:60]] += n
+    bad = ~ok & ~skipped
+    for st_name in pc.unique(pc.filter(status, pa.array(bad))).to_pylist():
+        _count_reasons(s.st["failures"], f"sources {st_name}", src, bad & _eq(status, str(st_name)))
+    s.add_class_counts("sources", pc.filter(src.column("class_name"), pa.array(ok)))
+    s.stage("sources accepted", int(ok.sum()))
+    return src
 
-    th = thresholds(run, run.get("selection_overrides"))
-    gate, score_only = gating(run)
-    fun = window_funnel(windows, th, gate=set(gate))
+
+def _downloads(s: _Stats, sources: pa.Table | None) -> pa.Table | None:
+    dl = _table(s.out, "downloads", ["source_id", "status", "reason", "error", "duration", "width", "height"])
+    if dl is None:
+        return None
+    ok = _eq(dl.column("status"), OK)
+    s.stage("downloaded", int(ok.sum()))
+    _count_reasons(s.st["failures"], "download", dl, ~ok)
+    okd = dl.filter(pa.array(ok))
+    if sources is not None:
+        # the class of any source row (as the row code's lookup did), ok or not
+        pos = pc.index_in(okd.column("source_id"), value_set=_arr(sources.column("source_id")))
+        s.add_class_counts("downloaded", _arr(sources.column("class_name")).take(pos))
+        ok_src = sources.column("source_id").filter(pa.array(_eq(sources.column("status"), OK)))
+        missing = int((~_in(ok_src, dl.column("source_id"))).sum())
+        if missing:
+            s.pending(f"download: {missing} accepted sources have no downloads row yet")
+    else:
+        s.add_class_counts("downloaded", pa.nulls(okd.num_rows, pa.string()))
+    dur = pc.fill_null(okd.column("duration"), 0.0).to_numpy(zero_copy_only=False)
+    s.st["hours_downloaded"] = _seq_sum(dur) / 3600
+    return okd
+
+
+def _shots(s: _Stats, ok_downloads: pa.Table | None) -> None:
+    shots = _table(s.out, "shots", ["source_id", "status", "error"])
+    if shots is None:
+        return
+    s.unit = "shots"
+    ok = _eq(shots.column("status"), OK)
+    s.stage("shots", int(ok.sum()))
+    _count_reasons(s.st["failures"], "split", shots, ~ok)
+    if ok_downloads is not None:
+        missing = int((~_in(ok_downloads.column("source_id"), shots.column("source_id"))).sum())
+        if missing:
+            s.pending(f"split: {missing} downloaded sources have no shots row yet")
+
+
+def _window_columns() -> list[str]:
+    return ["source_id", "class_name", "status", "error", *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
+
+
+def _windows(s: _Stats) -> None:
+    win = _table(s.out, "windows", _window_columns())
+    if win is None:
+        return
+    s.unit = "windows"
+    s.stage("windows", win.num_rows)
+    s.add_class_counts("windows", win.column("class_name"))
+    ok = _eq(win.column("status"), OK)
+    _count_reasons(s.st["failures"], "score", win, ~ok)
+    unscored = _unscored(win, ok, s.run.get("recipe", {}).get("filters", schemas.FILTERS))
+    if unscored:
+        s.pending(f"score: {unscored} of {win.num_rows} windows are not scored yet")
+    _window_funnel(s, win)
+
+
+def _unscored(win: pa.Table, ok: np.ndarray, filters: Iterable[str]) -> int:
+    """ok windows with a filter that has neither a score nor a note (never reached by scoring)."""
+    todo = np.zeros(win.num_rows, dtype=bool)
+    for f in filters:
+        if f not in schemas.SCORE_COLUMNS:
+            continue
+        none = pc.is_null(win.column(f"{f}_note")).to_numpy(zero_copy_only=False)
+        for c in schemas.SCORE_COLUMNS[f]:
+            none &= pc.is_null(win.column(c)).to_numpy(zero_copy_only=False)
+        todo |= none
+    return int((todo & ok).sum())
+
+
+def _window_funnel(s: _Stats, win: pa.Table) -> None:
+    run, st = s.run, s.st
+    if not run or not any(win.column(c).null_count < win.num_rows for c in schemas.ALL_SCORES):
+        return
+    from curate.select import WindowMasks, _weights_api, decide_masks, funnel_masks
+
+    api = _weights_api()
+    th = api.thresholds(run, run.get("selection_overrides"))
+    gate, score_only = api.gating(run)
+    masks = WindowMasks(win, th)
+    fun = funnel_masks(masks, th, set(gate))
     for step in fun["funnel"][1:]:
-        stage(f"after {step['filter']}", step["remaining"])
-    stage("windows kept", fun["kept"])
+        s.stage(f"after {step['filter']}", step["remaining"])
+    s.stage("windows kept", fun["kept"])
     if fun["needs_scoring"]:
         st["warnings"].append(f"{fun['needs_scoring']} windows admitted by the current thresholds "
                               "were never scored: run `curate score`")
@@ -126,10 +293,154 @@ def _window_funnel(out: Path, run: dict, windows: list[dict], st: dict, stage) -
     if run.get("options", {}).get("allow_random_weights"):
         st["warnings"].append("--allow-random-weights was used: model scores of random models "
                               "are stored but do not gate; this is for demos and tests only")
+    truth = find_truth(s.out, run)
+    if truth is not None:
+        keep, _ = decide_masks(masks, set(gate))
+        st["truth"] = truth_table(win.column("source_id"), masks, keep, truth,
+                                  [f for f in schemas.FILTERS if f in run["recipe"].get("filters", schemas.FILTERS)])
+        st["truth"]["file"] = str(truth["path"])
 
+
+def _clips(s: _Stats) -> None:
+    clips = _table(s.out, "clips", ["class_name", "status", "error"])
+    if clips is None:
+        return
+    s.unit = "clips"
+    ok = _eq(clips.column("status"), OK)
+    s.stage("merged clips", int(ok.sum()))
+    s.add_class_counts("clips", pc.filter(clips.column("class_name"), pa.array(ok)))
+    _by_status(s, "merge", clips)
+
+
+def _by_status(s: _Stats, stage: str, tbl: pa.Table) -> None:
+    """failed -> failures, rejected -> rejected, skipped -> skipped; each by reason."""
+    for status, key in ((schemas.STATUS_FAILED, "failures"), (schemas.STATUS_REJECTED, "rejected"),
+                        (schemas.STATUS_SKIPPED, "skipped")):
+        _count_reasons(s.st[key], stage, tbl, _eq(tbl.column("status"), status))
+
+
+def _selected(s: _Stats, ok_downloads: pa.Table | None) -> None:
+    sel_t = _table(s.out, "selected", ["key", "source_id", "class_name", "split", "start", "end",
+                                       "status", "error"])
+    if sel_t is None:
+        return
+    ok = _eq(sel_t.column("status"), OK)
+    _by_status(s, "select", sel_t)
+    sel_t = sel_t.filter(pa.array(ok))
+    s.stage("selected", sel_t.num_rows)
+    res: dict[str, str] = {}
+    if ok_downloads is not None and sel_t.num_rows:
+        d = ok_downloads.filter(pa.array(_in(ok_downloads.column("source_id"), sel_t.column("source_id"))))
+        res = {r["source_id"]: f"{r['width']}x{r['height']}" for r in d.to_pylist() if r["width"]}
+    sel = sel_t.select(["key", "source_id", "class_name", "split", "start", "end"]).to_pylist()
+    for r in sel:          # selected clips only: thousands of rows
+        s.st["per_class"][r["class_name"]][f"selected_{r['split']}"] += 1
+        s.st["resolutions"][r["class_name"]][res.get(r["source_id"], "unknown")] += 1
+    s.st["hours_selected"] = _seq_sum(np.array([r["end"] - r["start"] for r in sel], dtype=np.float64)) / 3600
+    shards = _table(s.out, "shards", ["key", "shard"])
+    if shards is not None:
+        s.stage("sharded", shards.num_rows)
+        s.st["shard_files"] = len(pc.unique(shards.column("shard")))
+        missing = int((~_in(sel_t.column("key"), shards.column("key"))).sum())
+        if missing:
+            s.pending(f"shard: {missing} selected clips are in no shard yet")
+
+
+def _expected_stages(run: dict) -> list[str]:
+    recipe = run.get("recipe") or {}
+    if str(recipe.get("name", "")).endswith("-exact"):
+        return ["sources", "download", "select", "shard"]
+    stages = [st for st in recipe.get("stages", []) if st in STAGE_TABLES or st == "score"]
+    if recipe.get("clip_mode") == "fixed":
+        stages = [st for st in stages if st not in ("split", "score")]
+    return stages
+
+
+def _missing_stages(s: _Stats) -> None:
+    """Stages of the recipe whose manifest is not there yet (listed first)."""
+    missing = []
+    for st in _expected_stages(s.run):
+        tables = STAGE_TABLES.get(st, ())
+        if st == "select" and str(s.run.get("recipe", {}).get("name", "")).endswith("-exact"):
+            tables = ("selected",)
+        absent = [t for t in tables if not has_manifest(s.out, t)]
+        if absent:
+            missing.append(f"{st}: not run yet (no {', '.join(absent)} manifest)")
+    s.st["unfinished"][:0] = missing
+
+
+# ----------------------------------------------------------------------------- synthetic truth
+
+def find_truth(out: Path, run: dict) -> dict | None:
+    """The ``truth.json`` of a synthetic corpus this run was built from, or None.
+
+    Looked for where `curate build demo` puts it (``<out>/synth``), where the run's options
+    name it (``truth``), and beside the videos of the sources (``curate synth`` writes
+    ``videos/<id>.mp4`` next to ``truth.json``).
+    """
+    cands = [out / "synth" / "truth.json"]
+    if run.get("options", {}).get("truth"):
+        cands.insert(0, Path(run["options"]["truth"]))
+    src = schemas.manifest_path(out, "sources")
+    if src.exists():
+        paths = pq.read_table(src, columns=["path"]).column("path").drop_null()
+        if len(paths):
+            p = Path(paths[0].as_py())
+            cands += [p.parent / "truth.json", p.parent.parent / "truth.json"]
+    for c in cands:
+        if c.is_file():
+            try:
+                data = json.loads(c.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("videos"), list):
+                return {"path": c, "kinds": {str(v.get("id")): v.get("kind") for v in data["videos"]}}
+    return None
+
+
+def _ytid(source_id: str | None) -> str:
+    from curate.balance import split_source_id
+    try:
+        return split_source_id(source_id or "")[0]
+    except ValueError:
+        return str(source_id)
+
+
+def truth_table(source_ids: Any, masks: Any, keep: np.ndarray, truth: dict,
+                filters: Sequence[str]) -> dict[str, Any]:
+    """Per truth kind: windows, windows each filter's scores pass (thresholds alone, whatever
+    the cascade), and windows kept by the decision. Windows of sources outside the truth are
+    counted under ``unknown``."""
+    enc = pc.dictionary_encode(pa.chunked_array(source_ids).combine_chunks()
+                               if isinstance(source_ids, pa.ChunkedArray) else source_ids)
+    kinds_of_unique = [truth["kinds"].get(_ytid(sid)) or "unknown" for sid in enc.dictionary.to_pylist()]
+    names = sorted(set(kinds_of_unique))
+    code_of = np.array([names.index(k) for k in kinds_of_unique] or [0], dtype=np.int64)
+    idx = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    kind = code_of[idx] if len(idx) else np.zeros(0, dtype=np.int64)
+    null_src = pc.is_null(enc.indices).to_numpy(zero_copy_only=False)
+    if null_src.any():
+        if "unknown" not in names:
+            names.append("unknown")
+        kind = np.where(null_src, names.index("unknown"), kind)
+    table: dict[str, dict[str, int]] = {}
+    for i, name in enumerate(names):
+        sel = kind == i
+        row = {"windows": int(sel.sum())}
+        for f in filters:
+            row[f] = int((sel & masks.passes[f]).sum())
+        row["kept"] = int((sel & keep).sum())
+        table[name] = row
+    return {"filters": list(filters), "kinds": table}
+
+
+# ----------------------------------------------------------------------------- text
 
 def format_text(st: dict[str, Any]) -> str:
-    lines = [f"curation run: {st['out']} (recipe: {st.get('recipe')})", "", "funnel:"]
+    lines = [f"curation run: {st['out']} (recipe: {st.get('recipe')})"]
+    if st.get("unfinished"):
+        lines += ["", "run unfinished:"] + [f"  - {u}" for u in st["unfinished"]]
+    lines += ["", "funnel:"]
     base: dict[str, int] = {}
     for f in st["funnel"]:
         first = base.setdefault(f["unit"], f["count"])
@@ -138,20 +449,29 @@ def format_text(st: dict[str, Any]) -> str:
     for key in ("hours_downloaded", "hours_selected"):
         if key in st:
             lines.append(f"  {key.replace('_', ' '):<28}{st[key]:>9.3f}")
-    if st["failures"]:
-        lines += ["", "failures by reason:"]
-        lines += [f"  {r:<50}{n:>7}" for r, n in st["failures"].items()]
-    if st["skipped"]:
-        lines += ["", "skipped (not failures):"]
-        lines += [f"  {r:<50}{n:>7}" for r, n in st["skipped"].items()]
+    for key, title in (("failures", "failures by reason:"), ("rejected", "rejected by reason:"),
+                       ("skipped", "skipped (not failures):")):
+        if st.get(key):
+            lines += ["", title] + [f"  {r:<50}{n:>7}" for r, n in st[key].items()]
     if st["per_class"]:
         cols = sorted({c for v in st["per_class"].values() for c in v})
         lines += ["", "per class:", "  " + f"{'class':<28}" + "".join(f"{c:>16}" for c in cols)]
         for k, v in st["per_class"].items():
             lines.append("  " + f"{k[:28]:<28}" + "".join(f"{v.get(c, 0):>16}" for c in cols))
+    if st.get("truth"):
+        lines += ["", f"windows passing each filter, by truth kind ({st['truth'].get('file', 'truth')}):"]
+        lines += format_truth(st["truth"])
     if st["warnings"]:
         lines += ["", "warnings:"] + [f"  ! {w}" for w in st["warnings"]]
     return "\n".join(lines)
+
+
+def format_truth(truth: dict[str, Any]) -> list[str]:
+    cols = ["windows", *truth["filters"], "kept"]
+    out = ["  " + f"{'kind':<22}" + "".join(f"{c:>12}" for c in cols)]
+    for kind, row in truth["kinds"].items():
+        out.append("  " + f"{kind[:22]:<22}" + "".join(f"{row.get(c, 0):>12}" for c in cols))
+    return out
 
 
 def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = None) -> Path:
@@ -160,10 +480,12 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
 
     out = Path(out)
     st = st if st is not None else collect(out)
-    windows = schemas.read_manifest(out, "windows") if has_manifest(out, "windows") else []
+    windows = (_table(out, "windows", list(schemas.ALL_SCORES)) if has_manifest(out, "windows")
+               else pa.table({c: pa.array([], pa.float64()) for c in schemas.ALL_SCORES}))
     th: dict = {}
     if (out / "run.json").exists():
-        from curate.pipeline import load_run, thresholds
-        run = load_run(out)
-        th = thresholds(run, run.get("selection_overrides"))
+        from curate.select import _weights_api
+        api = _weights_api()
+        run = api.load_run(out) if hasattr(api, "load_run") else json.loads((out / "run.json").read_text())
+        th = api.thresholds(run, run.get("selection_overrides"))
     return write_html(out, html, st, windows, th)
