@@ -87,7 +87,10 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
         raise CutError(f"cannot probe source: {e}") from e
     if info["duration"] is not None and start >= info["duration"]:
         raise CutError(f"clip starts at {start:.3f} s, after the source's end ({info['duration']:.3f} s)")
-    size = output_size(info["width"], info["height"], max_short_side)
+    # the display size: ffmpeg rotates the input upright (autorotate) before the scale
+    # filter, and scaling coded pixels to the display size squares non-square pixels
+    size = output_size(info.get("display_width") or info["width"],
+                       info.get("display_height") or info["height"], max_short_side)
     with atomic_path(dst) as tmp:
         _run_ffmpeg(ffmpeg_command(src, tmp, start, end, size), timeout)
         try:

@@ -17,10 +17,12 @@ returned as ``cached`` without touching the network, which makes reruns resumabl
 """
 from __future__ import annotations
 
+import email.utils
 import http.client
 import logging
 import math
 import os
+import random
 import re
 import shutil
 import socket
@@ -32,14 +34,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from curate.encoding import BITEXACT_ARGS, encode_args
-from decoding.media import DecodeError, probe
+from decoding.media import DecodeError, NoVideoError, probe
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.sources import YOUTUBE_URL, safe_id
 
 log = logging.getLogger(__name__)
 
-REASONS = ("ok", "cached", "unavailable", "http_error", "timeout", "no_audio", "too_small",
-           "corrupt", "bad_input", "error")
+REASONS = ("ok", "cached", "short", "unavailable", "http_error", "timeout", "bot_check",
+           "no_video", "no_audio", "too_small", "partial", "corrupt", "bad_input", "error")
+
+#: seconds a segment may fall short of what was asked / what the source declares before it
+#: counts (frame, audio-priming and keyframe granularity stay below this)
+DURATION_TOLERANCE = 0.25
 
 #: 720p: Landscape requires sources of at least 1280x720 (seed 004), and the trainers crop
 #: 256 px, so more than 720p only costs disk at VGGSound scale (~176k segments).
@@ -54,6 +60,8 @@ _UNAVAILABLE = re.compile(
     r"|inappropriate for some users",
     re.IGNORECASE)
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
+#: YouTube's anti-bot wall: only a logged-in session (cookies) gets past it; retrying is useless
+_BOT_CHECK = re.compile(r"confirm you.?re not a bot|sign in to confirm(?! your age)", re.IGNORECASE)
 _HTTP_STATUS = re.compile(r"HTTP Error (\d{3})")
 _TRANSFER = re.compile(
     r"content too short|did not get any data|incomplete ?read|connection (?:reset|refused|aborted)"
@@ -72,8 +80,9 @@ class DownloadOptions:
     min_height: int = 0                      # Landscape: min_width=1280, min_height=720
     require_audio: bool = True               # no audio stream -> failed, reason "no_audio"
     retries: int = 3                         # extra attempts for transient failures
-    backoff: float = 1.0                     # seconds; attempt k waits backoff * 2**k
-    socket_timeout: float = 30.0
+    backoff: float = 1.0                     # seconds; attempt k waits ~backoff * 2**k, jittered
+    max_wait: float = 120.0                  # seconds of retry waits per source, Retry-After included
+    socket_timeout: float = 20.0             # a connect or read stalled this long -> "timeout"
     cookiefile: str | None = None
     proxy: str | None = None
     ratelimit: int | None = None             # bytes per second
@@ -86,8 +95,10 @@ class DownloadOptions:
     ydl_opts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff < 0:
-            raise ValueError("retries and backoff must be >= 0")
+        if self.retries < 0 or self.backoff < 0 or self.max_wait < 0:
+            raise ValueError("retries, backoff and max_wait must be >= 0")
+        if not self.socket_timeout > 0:
+            raise ValueError("socket_timeout must be > 0 seconds")
         if self.use_ranges not in ("auto", "always", "never"):
             raise ValueError(f"use_ranges must be auto, always or never, not {self.use_ranges!r}")
         if self.max_height is not None and self.min_height > self.max_height:
@@ -98,11 +109,15 @@ class DownloadOptions:
 
 
 class _Failure(Exception):
-    """A per-source failure with its recorded reason; ``transient`` ones are retried."""
+    """A per-source failure with its recorded reason; ``transient`` ones are retried.
 
-    def __init__(self, reason: str, message: str, transient: bool = False) -> None:
+    ``retry_after``: seconds the server asked us to wait (HTTP Retry-After), if any."""
+
+    def __init__(self, reason: str, message: str, transient: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.reason, self.message, self.transient = reason, message, transient
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -130,13 +145,13 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
         return _failed(sid if isinstance(sid, str) else None, "bad_input", str(e))
     media_dir = Path(media_dir)
     target = media_dir / f"{sid}.mp4"
-    cached = _cached_row(sid, target, opts)
-    if cached is not None:
-        return cached
     try:
         plan = _plan(row, sid, opts)
     except _Failure as f:
         return _failed(sid, f.reason, f.message)
+    cached = _cached_row(sid, target, opts, plan)
+    if cached is not None:
+        return cached
     media_dir.mkdir(parents=True, exist_ok=True)
     return _with_retries(plan, target, opts)
 
@@ -144,7 +159,10 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
 def downloads_row(source_id: str | None, path: str | None, status: str, reason: str,
                   error: str | None = None,
                   facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A DOWNLOADS-schema row (every column present)."""
+    """A DOWNLOADS-schema row (every column present).
+
+    An ok row with a note (reason ``short``) carries the note in ``error``: the schema has
+    no separate note column, and status ``ok`` says it is not a failure."""
     facts = facts or {}
     return {
         "source_id": source_id, "path": path, "status": status, "reason": reason, "error": error,
@@ -161,7 +179,8 @@ def _failed(sid: str | None, reason: str, message: str) -> dict[str, Any]:
     return downloads_row(sid, None, STATUS_FAILED, reason, message)
 
 
-def _cached_row(sid: str, target: Path, opts: DownloadOptions) -> dict[str, Any] | None:
+def _cached_row(sid: str, target: Path, opts: DownloadOptions,
+                plan: _Plan) -> dict[str, Any] | None:
     """The finished file of an earlier run, if it is still whole and meets ``opts``."""
     if not target.is_file():
         return None
@@ -172,15 +191,42 @@ def _cached_row(sid: str, target: Path, opts: DownloadOptions) -> dict[str, Any]
         log.info("download %s: existing file not reused (%s: %s)", sid, f.reason, f.message)
         target.unlink(missing_ok=True)
         return None
-    return downloads_row(sid, str(target), STATUS_OK, "cached", None, facts)
+    note = _short_note(plan, facts)      # a short source stays noted on every rerun
+    return downloads_row(sid, str(target), STATUS_OK, "short" if note else "cached", note, facts)
+
+
+def _short_note(plan: _Plan, facts: Mapping[str, Any]) -> str | None:
+    """``short: 5.0 of 10.0 s`` when the segment is shorter than asked (the source ends early)."""
+    if plan.end is None or not facts.get("duration"):
+        return None
+    want, got = plan.end - plan.start, float(facts["duration"])
+    if got < want - DURATION_TOLERANCE:
+        return f"short: {got:.1f} of {want:.1f} s"
+    return None
+
+
+def _complete(plan: _Plan, declared: float | None, facts: Mapping[str, Any]) -> str | None:
+    """Fail a segment that stops before its source's declared end (a truncated or damaged
+    file whose index survived decodes only part: ``decoded 4.0 of 10.0 s``); return the
+    ``short`` note when the source itself is shorter than the segment asked for."""
+    got = float(facts.get("duration") or 0.0)
+    if declared:
+        avail = (min(plan.end, declared) if plan.end is not None else declared) - plan.start
+        if got < avail - DURATION_TOLERANCE:
+            # a transfer may have been cut: a new download can fix it, a local file cannot
+            raise _Failure("partial", f"decoded {got:.2f} of {avail:.2f} s (the file is "
+                                      f"truncated or damaged)", transient=plan.url is not None)
+    return _short_note(plan, facts)
 
 
 def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str, Any]:
     last = _Failure("error", "no attempt made")
+    waited = 0.0
     for attempt in range(opts.retries + 1):
         try:
-            facts = _attempt(plan, target, opts)
-            return downloads_row(plan.source_id, str(target), STATUS_OK, "ok", None, facts)
+            facts, note = _attempt(plan, target, opts)
+            reason = "short" if note else "ok"
+            return downloads_row(plan.source_id, str(target), STATUS_OK, reason, note, facts)
         except _Failure as f:
             last = f
         except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
@@ -188,30 +234,68 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str,
             last = _Failure("error", f"{type(e).__name__}: {e}")
         if not last.transient or attempt == opts.retries:
             break
-        delay = opts.backoff * 2 ** attempt
+        delay = retry_delay(attempt, opts.backoff, last.retry_after)
+        if waited + delay > opts.max_wait:
+            last.message += (f" (gave up: waiting {delay:.0f} s more would pass max_wait "
+                             f"{opts.max_wait:g} s)")
+            break
         log.info("download %s: %s (%s), retry %d/%d in %.2f s", plan.source_id, last.reason,
                  last.message, attempt + 1, opts.retries, delay)
         time.sleep(delay)
+        waited += delay
     log.warning("download %s failed: %s: %s", plan.source_id, last.reason, last.message)
     return _failed(plan.source_id, last.reason, last.message)
 
 
-def _attempt(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str, Any]:
-    """One try: fetch into a private temp folder beside the target, check, rename."""
+def retry_delay(attempt: int, backoff: float, retry_after: float | None = None,
+                rng: random.Random | None = None) -> float:
+    """Seconds before retry ``attempt + 1``: the server's Retry-After when it gave one, else
+    exponential backoff with full jitter in [0.5, 1.5) x ``backoff * 2**attempt`` (many
+    workers hit by one 429 must not come back in lock step)."""
+    if retry_after is not None:
+        return max(float(retry_after), 0.0)
+    r = (rng or random).random()
+    return backoff * 2 ** attempt * (0.5 + r)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """HTTP Retry-After as seconds: delta-seconds (``120``) or an HTTP-date; None if absent
+    or unparseable. A date in the past is 0."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(when.timestamp() - now, 0.0)
+
+
+def _attempt(plan: _Plan, target: Path, opts: DownloadOptions) -> tuple[dict[str, Any], str | None]:
+    """One try: fetch into a private temp folder beside the target, check, rename.
+
+    Returns the probe facts and a note (``short: ...``) or None."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent))
     try:
         out = tmp / "segment.mp4"
+        declared: float | None = None      # the source's own duration, when we saw the file
         if plan.path is not None:
-            _cut(plan.path, plan.start, plan.end, out, opts)
+            declared = _cut(plan.path, plan.start, plan.end, out, opts)
         else:
             fetched, already_cut = _fetch(plan, tmp / "dl", opts)
             if already_cut:
                 _remux(fetched, out, opts)
             else:
-                _cut(fetched, plan.start, plan.end, out, opts)
+                declared = _cut(fetched, plan.start, plan.end, out, opts)
         facts = _check(out, opts)
+        note = _complete(plan, declared, facts)
         os.replace(out, target)
-        return facts
+        return facts, note
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -258,6 +342,8 @@ def _check(path: Path, opts: DownloadOptions) -> dict[str, Any]:
     """Probe facts of a finished segment, or the reason it is not acceptable."""
     try:
         facts = probe(path)
+    except NoVideoError as e:
+        raise _Failure("no_video", f"no_video: {e}") from e
     except DecodeError as e:
         raise _Failure("corrupt", str(e)) from e
     if not facts.get("duration") or not facts.get("width") or not facts.get("height"):
@@ -411,11 +497,14 @@ def _classify(e: BaseException) -> _Failure:
         if isinstance(c, ContentTooShortError):
             return _Failure("http_error", f"incomplete transfer: {c}", transient=True)
         if isinstance(c, HTTPError):
-            return _http_failure(c.status, msg)
+            return _http_failure(c.status, msg, _retry_after_of(c))
         if isinstance(c, (TimeoutError, socket.timeout)):
             return _Failure("timeout", msg, transient=True)
         if isinstance(c, (IncompleteRead, http.client.IncompleteRead, ConnectionError)):
             return _Failure("http_error", f"incomplete transfer: {msg}", transient=True)
+    if _BOT_CHECK.search(msg):
+        return _Failure("bot_check", f"bot_check: pass --cookies (YouTube wants a signed-in "
+                                     f"session to confirm you're not a bot): {msg}")
     m = _HTTP_STATUS.search(msg)
     if m:
         return _http_failure(int(m.group(1)), msg)
@@ -430,10 +519,24 @@ def _classify(e: BaseException) -> _Failure:
     return _Failure("error", msg)
 
 
-def _http_failure(status: int, msg: str) -> _Failure:
+def _http_failure(status: int, msg: str, retry_after: float | None = None) -> _Failure:
     # 408/429/5xx may pass on a later try; 403/404/410 will not
     transient = status in (408, 429) or status >= 500
-    return _Failure("http_error", msg, transient=transient)
+    if retry_after is not None:
+        msg = f"{msg} (Retry-After {retry_after:.0f} s)"
+    return _Failure("http_error", msg, transient=transient, retry_after=retry_after)
+
+
+def _retry_after_of(err: BaseException) -> float | None:
+    """Retry-After of a yt-dlp HTTPError's response (429/503), in seconds."""
+    headers = getattr(getattr(err, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("Retry-After")
+    except AttributeError:
+        return None
+    return parse_retry_after(value)
 
 
 # --------------------------------------------------------------------------- ffmpeg
@@ -461,14 +564,17 @@ def _copy_args() -> list[str]:
             "-movflags", "+faststart"]
 
 
-def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions) -> None:
-    """[start, end) of ``src`` to ``out`` (mp4) with times starting at 0.
+def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions) -> float:
+    """[start, end) of ``src`` to ``out`` (mp4) with times starting at 0; returns the
+    duration ``src`` declares (its index), to compare with what could be written.
 
     Stream copy when the file already is the segment (start 0, not longer than it), else
     a frame-exact re-encode to H.264/AAC.
     """
     try:
         dur = probe(src)["duration"]
+    except NoVideoError as e:
+        raise _Failure("no_video", f"no_video: {e}") from e
     except DecodeError as e:
         raise _Failure("corrupt", str(e)) from e
     if not dur:
@@ -479,7 +585,7 @@ def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOp
     if whole:
         try:
             _run_ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
-            return
+            return dur
         except _Failure as f:
             # e.g. a codec mp4 cannot hold: fall through to a re-encode
             log.debug("stream copy of %s failed (%s), re-encoding", src.name, f.message)
@@ -487,6 +593,7 @@ def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOp
     if end is not None:
         args += ["-t", f"{end - start:.3f}"]
     _run_ffmpeg([*args, *_encode_args(opts), str(out)], opts)
+    return dur
 
 
 def _remux(src: Path, out: Path, opts: DownloadOptions) -> None:

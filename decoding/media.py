@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,8 +24,16 @@ SAMPLE_RATE = 16000
 PTS_SLACK = 1e-3
 
 
+#: seconds the video may end before the requested end / the audio before it is noted
+SHORT_TOLERANCE = 0.25
+
+
 class DecodeError(RuntimeError):
     """The file could not be decoded (corrupt, truncated, no video stream...)."""
+
+
+class NoVideoError(DecodeError):
+    """The file has no video stream (audio-only): reason ``no_video``, not corrupt."""
 
 
 @dataclass
@@ -36,6 +44,9 @@ class Grid:
     fps: int = GRID_FPS
     sample_rate: int = SAMPLE_RATE
     has_audio: bool = True
+    #: what a person should know about this decode, e.g. ``video_short: video 4.0 s, audio
+    #: 10.0 s`` (the last frame was repeated to fill the grid)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def audio(self) -> np.ndarray:
@@ -79,21 +90,57 @@ class Grid:
         return out if channels else out[0]
 
 
-def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None) -> np.ndarray:
-    w, h = frame.width, frame.height
+def _sar(stream) -> float:
+    """Sample (pixel) aspect ratio of a video stream; 1 when unknown."""
+    for v in (stream.codec_context.sample_aspect_ratio, getattr(stream, "sample_aspect_ratio", None)):
+        if v:
+            return float(v)
+    return 1.0
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that make the frame upright (display matrix side data,
+    which ffmpeg also fills from an old ``rotate`` tag); np.rot90 turns counter-clockwise,
+    as ffmpeg's own autorotate does for the same matrix."""
+    rot = getattr(frame, "rotation", 0) or 0
+    return int(round(rot / 90.0)) % 4
+
+
+def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
+                 sar: float = 1.0) -> np.ndarray:
+    """Display-correct RGB: non-square pixels stretched to the display aspect, rotation
+    applied, then short side ``short_side`` and the centre crop."""
+    w, h = frame.width * sar, float(frame.height)     # display size (before rotation)
     scale = short_side / min(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     img = frame.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
+    k = _quarter_turns(frame)
+    if k:
+        img = np.rot90(img, k)
+        nh, nw = img.shape[:2]
     if crop is None:
         return img
     top, left = max((nh - crop) // 2, 0), max((nw - crop) // 2, 0)
     return np.ascontiguousarray(img[top:top + crop, left:left + crop])
 
 
+def _frame_end(frame: av.VideoFrame, stream) -> float:
+    """Time the frame stops being shown: its pts plus its duration (else one frame period)."""
+    t = float(frame.pts * stream.time_base)
+    if frame.duration:
+        return t + float(frame.duration * stream.time_base)
+    rate = stream.average_rate or stream.guessed_rate
+    return t + (1.0 / float(rate) if rate else 0.0)
+
+
 def _decode_video(container, start: float, end: float, fps: float, short_side: int,
-                  crop: int | None) -> np.ndarray:
-    """Grid slot k (time start + k/fps) takes the last frame shown at or before that time."""
+                  crop: int | None) -> tuple[np.ndarray, float]:
+    """Grid slot k (time start + k/fps) takes the last frame shown at or before that time.
+
+    Returns the frames and the time the last decoded frame ends (past ``end`` when the
+    video covers the request; earlier when slots were filled by repeating the last frame)."""
     stream = container.streams.video[0]
+    sar = _sar(stream)
     stream.thread_type = "AUTO"
     n = max(int(math.floor((end - start) * fps + 1e-6)), 0)
     times = start + np.arange(n) / fps
@@ -106,13 +153,15 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     def image() -> np.ndarray:
         nonlocal last_img
         if last_img is None:
-            last_img = _resize_crop(last_frame, short_side, crop)
+            last_img = _resize_crop(last_frame, short_side, crop, sar)
         return last_img
 
+    latest_end = -math.inf
     for frame in container.decode(stream):
         if frame.pts is None:
             continue
         t = float(frame.pts * stream.time_base)
+        latest_end = max(latest_end, _frame_end(frame, stream))
         while len(out) < n and last_frame is not None and times[len(out)] + eps < t:
             out.append(image())
         if len(out) >= n:
@@ -120,15 +169,19 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
         last_frame, last_img = frame, None
     if last_frame is None:
         raise DecodeError("no video frames decoded")
+    video_end = max(latest_end, _frame_end(last_frame, stream))
     while len(out) < n:
         out.append(image())
     if not out:
         size = crop or short_side
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack(out)
+        return np.zeros((0, size, size, 3), np.uint8), video_end
+    return np.stack(out), video_end
 
 
-def _decode_audio(container, start: float, end: float, sample_rate: int) -> np.ndarray | None:
+def _decode_audio(container, start: float, end: float,
+                  sample_rate: int) -> tuple[np.ndarray, float] | None:
+    """[start, end) of the first audio stream (zero-padded) and the time the decoded audio
+    ends; None without audio."""
     if not container.streams.audio:
         return None
     stream = container.streams.audio[0]
@@ -148,6 +201,7 @@ def _decode_audio(container, start: float, end: float, sample_rate: int) -> np.n
     if not chunks:
         return None
     audio = np.concatenate(chunks, axis=1).astype(np.float32)
+    audio_end = (t_first or 0.0) + audio.shape[1] / sample_rate
     offset = int(round(((t_first or 0.0)) * sample_rate))
     i0 = int(round(start * sample_rate)) - offset
     n = int(round((end - start) * sample_rate))
@@ -157,15 +211,38 @@ def _decode_audio(container, start: float, end: float, sample_rate: int) -> np.n
     seg = audio[:, i0:i0 + n]
     if seg.shape[1] < n:
         seg = np.pad(seg, ((0, 0), (0, n - seg.shape[1])))
-    return np.clip(seg, -1.0, 1.0)
+    return np.clip(seg, -1.0, 1.0), audio_end
+
+
+def _display_facts(c, v) -> dict:
+    """Rotation (degrees, counter-clockwise), sample aspect ratio and the upright display
+    size (what a player shows; cut and decode produce frames of this shape)."""
+    rotation = 0
+    try:
+        for frame in c.decode(v):
+            rotation = (_quarter_turns(frame) * 90)
+            break
+    except av.error.FFmpegError:
+        pass            # an undecodable first frame: the decode itself will say so
+    sar = _sar(v)
+    w, h = v.codec_context.width or 0, v.codec_context.height or 0
+    dw, dh = (int(round(w * sar)), h) if sar >= 1 else (w, int(round(h / sar)))
+    if rotation in (90, 270):
+        dw, dh = dh, dw
+    return {"rotation": rotation, "sar": sar, "display_width": dw, "display_height": dh}
 
 
 def probe(path: str | Path) -> dict:
-    """Duration, size, fps and audio facts of a media file. Raises DecodeError."""
+    """Duration, size, fps and audio facts of a media file. Raises DecodeError (NoVideoError
+    for an audio-only file).
+
+    ``width``/``height`` are the coded size; ``display_width``/``display_height`` apply the
+    sample aspect ratio and the rotation (``rotation``: degrees counter-clockwise)."""
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
-                raise DecodeError("no video stream")
+                kind = "audio-only file" if c.streams.audio else "no streams"
+                raise NoVideoError(f"no video stream ({kind})")
             v = c.streams.video[0]
             a = c.streams.audio[0] if c.streams.audio else None
             dur = float(c.duration / av.time_base) if c.duration else None
@@ -177,6 +254,7 @@ def probe(path: str | Path) -> dict:
                 "fps": float(rate), "has_audio": a is not None,
                 "sample_rate": a.codec_context.sample_rate if a is not None else None,
                 "audio_channels": a.codec_context.channels if a is not None else None,
+                **_display_facts(c, v),
             }
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot open {Path(path).name}: {e}") from e
@@ -196,17 +274,33 @@ def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = 
     try:
         with _open(src) as c:
             if not c.streams.video:
-                raise DecodeError("no video stream")
-            frames = _decode_video(c, start, end, fps, short_side, crop)
+                raise NoVideoError("no video stream (audio-only file)" if c.streams.audio
+                                   else "no video stream")
+            frames, video_end = _decode_video(c, start, end, fps, short_side, crop)
         with _open(src) as c:
-            audio = _decode_audio(c, start, end, sample_rate)
+            decoded = _decode_audio(c, start, end, sample_rate)
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot decode {name}: {e}") from e
-    has_audio = audio is not None
-    if audio is None:
-        audio = np.zeros((1, int(round((end - start) * sample_rate))), np.float32)
+    has_audio = decoded is not None
+    if decoded is None:
+        audio, audio_end = np.zeros((1, int(round((end - start) * sample_rate))), np.float32), None
+    else:
+        audio, audio_end = decoded
     return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
-                sample_rate=sample_rate, has_audio=has_audio)
+                sample_rate=sample_rate, has_audio=has_audio,
+                notes=_short_notes(start, end, video_end, audio_end))
+
+
+def _short_notes(start: float, end: float, video_end: float, audio_end: float | None) -> list[str]:
+    """A video that stops before ``end``: its last frame filled the rest of the grid, so say
+    so: ``video_short`` when the audio goes on, else ``decoded X of Y s``."""
+    if video_end >= end - SHORT_TOLERANCE:
+        return []
+    v = max(video_end - start, 0.0)
+    if audio_end is not None and audio_end > video_end + SHORT_TOLERANCE:
+        a = min(audio_end, end) - start
+        return [f"video_short: video {v:.1f} s, audio {a:.1f} s"]
+    return [f"decoded {v:.2f} of {end - start:.2f} s"]
 
 
 def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None) -> Grid:

@@ -357,7 +357,10 @@ def write_shards(out_dir: str | os.PathLike, samples: Iterable[Sample], split: s
     key, a missing clip file, a bad class index or meta that is not JSON. Returns one row per
     sample for the SHARDS manifest: key, split, shard (tar file name), offset, size, sha256.
     """
-    if not SPLIT_RE.match(split or ""):
+    if not split:
+        raise ValueError("samples have no split (empty split in the sources): reject the rows "
+                         "or let the recipe assign splits (see split_groups)")
+    if not isinstance(split, str) or not SPLIT_RE.match(split):
         raise ValueError(f"invalid split name {split!r}")
     if max_count < 1 or max_bytes < 1:
         raise ValueError("max_count and max_bytes must be positive")
@@ -378,6 +381,23 @@ def write_shards(out_dir: str | os.PathLike, samples: Iterable[Sample], split: s
         log.info("wrote %s: %d samples, %d bytes", stem, len(group), size)
     _remove_stale(shards_dir, split, len(groups))
     return rows
+
+
+def split_groups(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]],
+                                                           list[dict[str, Any]]]:
+    """Selected rows grouped by split, in sorted split order, and the rows that cannot be
+    sharded (empty or invalid split) as failed copies with the reason. Never raises on a
+    missing split (sorting {None, "train"} did: TypeError)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    bad: list[dict[str, Any]] = []
+    for r in rows:
+        split = r.get("split")
+        if isinstance(split, str) and SPLIT_RE.match(split):
+            groups.setdefault(split, []).append(dict(r))
+        else:
+            why = "no split" if not split else f"invalid split name {split!r}"
+            bad.append({**r, "status": "failed", "error": f"shard: {why}"})
+    return dict(sorted(groups.items())), bad
 
 
 def shard_urls(shards_dir: str | os.PathLike, split: str) -> list[str]:

@@ -139,7 +139,9 @@ def test_truncated_transfer_fails_and_leaves_nothing(server, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []               # no partial or temp file
     # transient: 1 try + 2 retries, each try = extractor GET + download GET
     assert _gets(server, "trunc") - before == 6
-    assert sleeps == [0.01, 0.02]                       # exponential backoff
+    # exponential backoff with jitter: attempt k waits backoff * 2**k * [0.5, 1.5)
+    assert len(sleeps) == 2
+    assert 0.005 <= sleeps[0] < 0.015 and 0.01 <= sleeps[1] < 0.03, sleeps
 
 
 def test_stalled_server_is_timeout(server, tmp_path):
