@@ -1,21 +1,200 @@
 """Ray orchestration: the only module of the project that imports Ray.
 
-With no address it starts a local Ray (the embedded default); ``--address`` joins a cluster.
-Stateless stages (download, shot split, cutting) run as Ray Data tasks; model stages run as
-actor pools that load their models once per actor, with ``num_gpus`` when GPUs exist.
-Items travel as JSON strings so that rows with nulls never trip Arrow's type inference.
+One streaming run per stage (``RayExecutor.run``): every pending item of the stage is
+submitted through one driver loop over ``ray.wait``, results come back in completion order
+and the runner checkpoints them as they arrive.
+
+Why a ``ray.wait`` loop over Ray core tasks/actors rather than one Ray Data dataset: the
+engine needs, per item, a bounded number of tries when a worker dies (Ray Data actor pools
+restart and retry without bound), a timeout that ends one hung item without holding the
+others, and the item's identity on every failure so it becomes a recorded reason. The loop
+keeps at most ``concurrency`` items in flight (bounded driver and object-store memory), has
+no barrier between groups of items, and hands the next item to whichever worker frees first.
+
+- stateless stages: one Ray task per item, ``num_cpus`` fractional so ``--workers N`` runs N
+  at once even on 2 cores; ``max_retries = max_tries - 1`` for worker death only
+  (``retry_exceptions=False``: a Python exception is the item's recorded failure).
+- stateful stages (models): a pool of actors created once for the whole stage run
+  (``max_restarts=0``, ``max_task_retries=0``: the loop replaces a dead actor itself and
+  counts the item's tries), ``num_gpus`` fractional on GPU clusters. With ``spec.prepare``
+  (decode), items first run as CPU tasks whose payload (uint8 grid) stays in the object
+  store and goes to an actor call of up to ``batch_size`` items.
+- kill safety: with a local Ray, every worker runs a watchdog thread that ends the worker
+  (and its ffmpeg / yt-dlp children) as soon as the driver process is gone, so a killed build
+  leaves nothing writing into its output.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Any, Iterable
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
 
 from curate.runner import Item, Outputs, StageSpec, safe_call
 
 log = logging.getLogger(__name__)
 
+#: how often a worker checks that the driver still lives
+WATCHDOG_PERIOD_S = 0.2
+
+
+# ----------------------------------------------------------------------------- CPU limits
+
+def _read(path: str | Path) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """CPUs the container may use by its cgroup quota (v2 ``cpu.max``, v1 cfs), or None."""
+    root = Path(root)
+    v2 = _read(root / "cpu.max")
+    if v2:
+        quota, _, period = v2.partition(" ")
+        if quota != "max":
+            try:
+                return int(quota) / int(period or 100000)
+            except ValueError:
+                return None
+        return None
+    for d in (root / "cpu", root / "cpu,cpuacct", root):
+        q, p = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+        if q and p:
+            try:
+                q_i, p_i = int(q), int(p)
+            except ValueError:
+                return None
+            return q_i / p_i if q_i > 0 and p_i > 0 else None
+    return None
+
+
+def available_cpus(root: str | Path = "/sys/fs/cgroup", affinity: set[int] | None = None) -> int:
+    """Cores this process may use: the min of the affinity mask and the cgroup quota."""
+    if affinity is None:
+        try:
+            affinity = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            affinity = set(range(os.cpu_count() or 1))
+    n = float(len(affinity) or 1)
+    quota = cgroup_cpu_limit(root)
+    if quota is not None:
+        n = min(n, quota)
+    return max(1, int(n + 0.999))   # a 1.5-CPU quota may run 2 processes at 75%
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_WATCHDOG: dict[str, Any] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _read(f"/proc/{pid}/stat")
+    # a killed driver whose parent has not reaped it yet is a zombie: dead for us
+    return not (stat and stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"))
+
+
+def _kill_children() -> None:
+    me = os.getpid()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        stat = _read(d / "stat")
+        if stat and stat.rsplit(")", 1)[-1].split()[1] == str(me):
+            try:
+                os.kill(int(d.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def start_watchdog(driver_pid: int | None) -> None:
+    """In a worker: end this process (and its children) when the driver is gone."""
+    if not driver_pid or _WATCHDOG.get("pid") == driver_pid:
+        return
+    _WATCHDOG["pid"] = driver_pid
+
+    def watch() -> None:
+        while _pid_alive(driver_pid):
+            time.sleep(WATCHDOG_PERIOD_S)
+        _kill_children()
+        os._exit(1)
+    threading.Thread(target=watch, name="curate-driver-watchdog", daemon=True).start()
+
+
+#: per worker process: stage functions already built (options, imports, models)
+_TASK_FNS: dict[str, Any] = {}
+
+
+def _cached(spec: StageSpec, which: str):
+    key = f"{which}:{spec.name}:{(spec.prepare if which == 'prep' else spec.factory)!r}"
+    if key not in _TASK_FNS:
+        _TASK_FNS[key] = (spec.prepare if which == "prep" else spec.factory)()
+    return _TASK_FNS[key]
+
+
+def _throttle(limiter: Any) -> None:
+    if limiter is not None:
+        import ray
+        wait = ray.get(limiter.acquire.remote())
+        if wait > 0:
+            time.sleep(wait)
+
+
+def _task_body(spec: StageSpec, item: Item, driver_pid: int | None, limiter: Any) -> Outputs:
+    start_watchdog(driver_pid)
+    _throttle(limiter)
+    return safe_call(_cached(spec, "fn"), spec, item)
+
+
+def _prepare_body(spec: StageSpec, item: Item, driver_pid: int | None) -> tuple[str | None, Any]:
+    """(error or None, payload): the small status travels apart from the big payload."""
+    start_watchdog(driver_pid)
+    try:
+        return None, _cached(spec, "prep")(item)
+    except Exception as e:  # noqa: BLE001 - a bad input is that item's recorded failure
+        return f"prepare: {type(e).__name__}: {e}", None
+
+
+class _StageActor:
+    """Holds the stage function (models) for the whole stage run."""
+
+    def __init__(self, spec: StageSpec, driver_pid: int | None):
+        start_watchdog(driver_pid)
+        self.spec = spec
+        self.fn = spec.factory()
+
+    def call(self, items: list[Item], *payloads: Any) -> list[Outputs]:
+        if self.spec.prepare is None:
+            return [safe_call(self.fn, self.spec, it) for it in items]
+        return [safe_call(self.fn, self.spec, it, p) for it, p in zip(items, payloads)]
+
+
+class _TokenBucket:
+    """Global request rate over all workers: ``acquire`` returns how long to wait."""
+
+    def __init__(self, rate: float, burst: float | None = None):
+        self.rate = float(rate)
+        self.next_free = time.monotonic()
+
+    def acquire(self) -> float:
+        now = time.monotonic()
+        start = max(now, self.next_free)
+        self.next_free = start + 1.0 / self.rate
+        return start - now
+
+
+# ----------------------------------------------------------------------------- driver
 
 def _quiet_ray_env() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -23,82 +202,238 @@ def _quiet_ray_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-class _ActorFn:
-    """Ray Data callable class: builds the stage function once per actor."""
-
-    def __init__(self, spec: StageSpec):
-        self.spec = spec
-        self.fn = spec.factory()
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        return {"o": [json.dumps(safe_call(self.fn, self.spec, json.loads(p))) for p in batch["p"]]}
-
-
-#: per worker process: stage functions already built, so a task does not rebuild its
-#: function (options, imports) for every batch
-_TASK_FNS: dict[str, Any] = {}
-
-
-def _task_fn(spec: StageSpec):
-    key = f"{spec.name}:{spec.factory!r}"
-
-    def run(batch: dict[str, Any]) -> dict[str, list[str]]:
-        if key not in _TASK_FNS:
-            _TASK_FNS[key] = spec.factory()
-        fn = _TASK_FNS[key]
-        return {"o": [json.dumps(safe_call(fn, spec, json.loads(p))) for p in batch["p"]]}
-    return run
+def _death_reason(e: BaseException) -> str:
+    import ray.exceptions as rex
+    if isinstance(e, rex.OutOfMemoryError):
+        return "worker killed (out of memory)"
+    if isinstance(e, (rex.WorkerCrashedError, rex.ActorDiedError, rex.RayActorError)):
+        return "worker died (signal or crash)"
+    return f"worker error ({type(e).__name__})"
 
 
 class RayExecutor:
-    """Runs stage chunks on Ray Data."""
+    """Streams each stage through Ray; Ray starts on the first stage with work to do."""
 
-    def __init__(self, workers: int = 2, address: str | None = None, gpus: float | None = None):
+    def __init__(self, workers: int = 2, address: str | None = None, gpus: float | None = None,
+                 download_workers: int | None = None, max_requests_per_s: float | None = None):
         _quiet_ray_env()
+        self.workers = max(1, int(workers))
+        self.address = address
+        self.gpus_opt = gpus
+        self.download_workers = download_workers
+        self.max_requests_per_s = max_requests_per_s
+        self.started = 0            # stage runs that submitted Ray work
+        self._driver_pid: int | None = None
+        self.cpus = 0.0
+        self.gpus = 0.0
+
+    # -- setup
+    def _ensure_ray(self) -> None:
         import ray
 
-        self.workers = max(1, int(workers))
         if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
+                ray.init(num_cpus=available_cpus(), num_gpus=self.gpus_opt, include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
+        # a worker may only watch a driver on its own machine: local Ray only
+        self._driver_pid = None if self.address else os.getpid()
         res = ray.cluster_resources()
         self.cpus = float(res.get("CPU", 1.0))
-        self.gpus = float(res.get("GPU", 0.0)) if gpus is None else float(gpus)
-        import ray.data
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
+        self.gpus = float(res.get("GPU", 0.0)) if self.gpus_opt is None else float(self.gpus_opt)
         log.info("ray: %s CPUs, %s GPUs, %d workers", self.cpus, self.gpus, self.workers)
 
-    def _cpus_per_worker(self) -> float:
-        # fractional CPUs so that --workers N runs N tasks/actors even on a 2-core machine;
-        # whole-CPU requests starve a streaming pipeline there
-        return max(min(self.cpus / self.workers, 1.0), 0.05)
+    def _slots(self, spec: StageSpec) -> int:
+        return max(1, int(spec.concurrency or self.workers))
 
-    def map(self, spec: StageSpec, items: list[Item]) -> Iterable[Outputs]:
-        import ray.data
+    def _cpus_per(self, slots: int) -> float:
+        # fractional CPUs so that N slots run at once even on a 2-core machine; whole-CPU
+        # requests would starve a streaming stage there
+        return max(min(self.cpus / slots, 1.0), 0.01)
 
+    def _limiter(self, spec: StageSpec):
+        if not spec.rate_per_s:
+            return None
+        import ray
+        return ray.remote(num_cpus=0)(_TokenBucket).remote(spec.rate_per_s)
+
+    def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
         if not items:
-            return []
-        ds = ray.data.from_items([{"p": json.dumps(it)} for it in items],
-                                 override_num_blocks=min(len(items), self.workers * 4))
-        cpu = self._cpus_per_worker()
+            return iter(())
+        self._ensure_ray()
+        self.started += 1
         if spec.stateful:
-            n_gpu = spec.num_gpus if self.gpus > 0 else 0.0
-            size = self.workers if not n_gpu else max(1, int(self.gpus / n_gpu))
-            size = min(size, len(items))
-            ds = ds.map_batches(_ActorFn, fn_constructor_args=(spec,), batch_size=spec.batch_size,
-                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
-                                num_cpus=cpu, num_gpus=n_gpu or None)
-        else:
-            ds = ds.map_batches(_task_fn(spec), batch_size=spec.batch_size,
-                                compute=ray.data.TaskPoolStrategy(size=min(self.workers, len(items))),
-                                num_cpus=cpu)
-        return [json.loads(r["o"]) for r in ds.iter_rows()]
+            return self._run_actors(spec, items)
+        return self._run_tasks(spec, items)
+
+    # -- stateless: one task per item
+    def _run_tasks(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
+        import ray
+
+        slots = min(self._slots(spec), len(items))
+        remote = ray.remote(_task_body).options(
+            num_cpus=self._cpus_per(slots), max_retries=max(spec.max_tries - 1, 0),
+            retry_exceptions=False)
+        spec_ref = ray.put(spec)
+        limiter = self._limiter(spec)
+        todo = deque(items)
+        inflight: dict[Any, tuple[Item, float]] = {}
+        while todo or inflight:
+            while todo and len(inflight) < slots:
+                it = todo.popleft()
+                inflight[remote.remote(spec_ref, it, self._driver_pid, limiter)] = (it, time.monotonic())
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._wait_s(spec, inflight))
+            for ref in ready:
+                it, _t = inflight.pop(ref)
+                try:
+                    yield it, ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    msg = f"{_death_reason(e)} after {spec.max_tries} tries"
+                    log.warning("%s: %s on %s", spec.name, msg, it.get("key"))
+                    yield it, spec.on_error(it, msg)
+            for ref, (it, t0) in list(self._overdue(spec, inflight)):
+                ray.cancel(ref, force=True)       # kills the worker: a hung decode ends here
+                inflight.pop(ref)
+                yield it, spec.on_error(it, f"timeout: no result after {spec.timeout_s:g} s")
+
+    @staticmethod
+    def _wait_s(spec: StageSpec, inflight: dict) -> float:
+        if not spec.timeout_s or not inflight:
+            return 1.0
+        oldest = min(t for _, t in inflight.values())
+        return max(0.01, min(1.0, oldest + spec.timeout_s - time.monotonic()))
+
+    @staticmethod
+    def _overdue(spec: StageSpec, inflight: dict, scale: Any = None):
+        if not spec.timeout_s:
+            return []
+        now = time.monotonic()
+        return [(r, v) for r, v in inflight.items()
+                if now - v[1] > spec.timeout_s * (scale(v) if scale else 1)]
+
+    # -- stateful: actors for the whole stage, optional prepare tasks in front
+    def _pool_size(self, spec: StageSpec, n_items: int) -> tuple[int, float]:
+        n_gpu = spec.num_gpus if self.gpus > 0 else 0.0
+        size = self._slots(spec) if not n_gpu else max(1, int(self.gpus / n_gpu))
+        return max(1, min(size, n_items)), n_gpu
+
+    def _new_actor(self, spec_ref: Any, cpu: float, n_gpu: float):
+        import ray
+        cls = ray.remote(_StageActor).options(num_cpus=cpu, num_gpus=n_gpu or None,
+                                              max_restarts=0, max_task_retries=0)
+        return cls.remote(spec_ref, self._driver_pid)
+
+    def _run_actors(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
+        import ray
+
+        size, n_gpu = self._pool_size(spec, len(items))
+        batch = max(1, spec.batch_size)
+        # decode slots: the CPUs left beside the actors, at least one
+        prep_slots = max(1, self.workers)
+        cpu = self._cpus_per(size + (prep_slots if spec.prepare else 0))
+        spec_ref = ray.put(spec)
+        actors = [self._new_actor(spec_ref, cpu, n_gpu) for _ in range(size)]
+        idle = deque(actors)
+        prep = ray.remote(_prepare_body).options(num_cpus=cpu, num_returns=2,
+                                                 max_retries=max(spec.max_tries - 1, 0))
+        todo = deque(items)
+        tries: dict[str, int] = {}
+        solo: set[str] = set()            # items of a timed-out batch: retried one at a time
+        ready_q: deque = deque()          # (item, payload ref or None)
+        preps: dict[Any, tuple[Item, Any, float]] = {}   # status ref -> item, payload ref
+        calls: dict[Any, tuple[Any, list, float]] = {}   # call ref -> actor, [(item, payload)]
+        queue_cap = 2 * size * batch      # prepared items waiting: bounds object-store use
+        try:
+            while todo or ready_q or preps or calls:
+                while todo and len(preps) < prep_slots and len(ready_q) < queue_cap:
+                    it = todo.popleft()
+                    if spec.prepare is None:
+                        ready_q.append((it, None))
+                    else:
+                        st, payload = prep.remote(spec_ref, it, self._driver_pid)
+                        preps[st] = (it, payload, time.monotonic())
+                while idle and ready_q:
+                    a = idle.popleft()
+                    take = [ready_q.popleft()]
+                    if take[0][0]["key"] not in solo:
+                        while ready_q and len(take) < batch and ready_q[0][0]["key"] not in solo:
+                            take.append(ready_q.popleft())
+                    pl = [p for _, p in take] if spec.prepare else []
+                    calls[a.call.remote([it for it, _ in take], *pl)] = (a, take, time.monotonic())
+                waiting = list(preps) + list(calls)
+                if not waiting:
+                    continue
+                tmo = min(self._wait_s(spec, {r: (None, v[2]) for r, v in preps.items()}),
+                          self._wait_s(spec, {r: (None, v[2]) for r, v in calls.items()}))
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=tmo)
+                for ref in ready:
+                    if ref in preps:
+                        it, payload, _t = preps.pop(ref)
+                        try:
+                            err = ray.get(ref)
+                        except ray.exceptions.RayError as e:
+                            err = f"prepare: {_death_reason(e)} after {spec.max_tries} tries"
+                        if err:
+                            yield it, spec.on_error(it, err)
+                        else:
+                            ready_q.append((it, payload))
+                        continue
+                    a, take, _t = calls.pop(ref)
+                    try:
+                        outs = ray.get(ref)
+                    except ray.exceptions.RayError as e:
+                        yield from self._actor_died(spec, e, a, take, tries, ready_q, idle,
+                                                    actors, spec_ref, cpu, n_gpu)
+                        continue
+                    idle.append(a)
+                    for (it, _p), o in zip(take, outs):
+                        yield it, o
+                # timeouts: prepare tasks are cancelled, hung actors are replaced
+                for ref, (it, _p, t0) in list(self._overdue(spec, {r: (v[0], v[2]) for r, v in preps.items()})):
+                    ray.cancel(ref, force=True)
+                    preps.pop(ref)
+                    yield it, spec.on_error(it, f"timeout: prepare gave no result after {spec.timeout_s:g} s")
+                over = self._overdue(spec, {r: (v[1], v[2]) for r, v in calls.items()},
+                                     scale=lambda v: len(v[0]))
+                for ref, _v in over:
+                    a, take, _t = calls.pop(ref)
+                    ray.kill(a, no_restart=True)
+                    actors.remove(a)
+                    new = self._new_actor(spec_ref, cpu, n_gpu)
+                    actors.append(new)
+                    idle.append(new)
+                    if len(take) == 1:
+                        it = take[0][0]
+                        yield it, spec.on_error(it, f"timeout: no result after {spec.timeout_s:g} s")
+                    else:      # which item hung is unknown: each gets a try of its own
+                        for it, p in reversed(take):
+                            solo.add(it["key"])
+                            ready_q.appendleft((it, p))
+        finally:
+            for a in actors:
+                ray.kill(a, no_restart=True)
+
+    def _actor_died(self, spec, e, a, take, tries, ready_q, idle, actors, spec_ref, cpu, n_gpu):
+        """A dead actor: a fresh one replaces it; its items retry up to ``max_tries``."""
+        import ray
+        reason = _death_reason(e)
+        log.warning("%s: %s (%d items in the call)", spec.name, reason, len(take))
+        try:
+            ray.kill(a, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        actors.remove(a)
+        new = self._new_actor(spec_ref, cpu, n_gpu)
+        actors.append(new)
+        idle.append(new)
+        for it, p in reversed(take):
+            k = it["key"]
+            tries[k] = tries.get(k, 1) + 1
+            if tries[k] > spec.max_tries:
+                yield it, spec.on_error(it, f"{reason} after {spec.max_tries} tries")
+            else:
+                ready_q.appendleft((it, p))
 
     def shutdown(self) -> None:
         import ray
@@ -108,9 +443,13 @@ class RayExecutor:
 
 
 def make_executor(kind: str = "ray", workers: int = 2, address: str | None = None,
-                  gpus: float | None = None):
+                  gpus: float | None = None, download_workers: int | None = None,
+                  max_requests_per_s: float | None = None):
     """``ray`` (default, local Ray when no address) or ``local`` (serial, in process)."""
     if kind == "local":
         from curate.runner import LocalExecutor
-        return LocalExecutor()
-    return RayExecutor(workers=workers, address=address, gpus=gpus)
+        ex = LocalExecutor()
+    else:
+        ex = RayExecutor(workers=workers, address=address, gpus=gpus,
+                         download_workers=download_workers, max_requests_per_s=max_requests_per_s)
+    return ex

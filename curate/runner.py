@@ -1,56 +1,96 @@
-"""Checkpointed, executor-agnostic stage runner.
+"""Streaming, fingerprinted stage runner (executor-agnostic; no Ray here).
 
-A stage maps items (JSON-able dicts, one per source or segment) to outputs
-(``{table: [rows]}``). Work is done in chunks; every finished chunk is written atomically to
-``<out>/work/<stage>/part-NNNNN.json`` together with the keys of the items it covered, so a
-killed build resumes where it stopped and a rerun skips finished work. The stage's manifest
-is rebuilt from all parts, later parts overriding earlier rows with the same primary key.
+A stage maps items (JSON-able dicts with a unique ``key``) to outputs (``{table: [rows]}``).
+``run_stage`` hands every *pending* item to an executor at once; the executor streams
+``(item, outputs)`` back in completion order (no barrier between groups of items) and the
+runner appends one completion record per item to the stage's checkpoint:
 
-Executors: ``LocalExecutor`` (serial, for tests and debugging) here, and the Ray executor in
-``curate.engine`` (the only module that imports Ray).
+    <out>/work/<stage>/part-NNNNN.jsonl     one line per item: {"key", "fp", "out"}
+
+A part is written atomically (``manifests.atomic``) every ``flush_items`` items or
+``flush_seconds`` seconds, so a killed build loses only the items in flight and those of the
+last few seconds, never a whole stage.
+
+Fingerprints: every record carries ``fp``, a hash of what the item was computed from: the
+item's inputs (``item["inputs"]`` when the stage declares them, else every field but
+``key``) and the stage's ``params`` (recipe parameters, model weight ids). A record counts
+as done only while its fingerprint equals the item's current one, so a changed source row
+or recipe parameter redoes exactly the affected items. A stage whose items are all done
+starts no executor work at all.
+
+Merging: ``StageResult.table(name)`` reads the current records part by part into Arrow
+tables (one part's rows as Python dicts at a time), so the driver never holds a stage's
+rows as Python objects. ``StageResult.outputs`` (row dicts) remains for small tables/tests.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from tqdm.auto import tqdm
-from manifests.atomic import write_json
+import pyarrow as pa
+
+from manifests.atomic import write_text
 
 log = logging.getLogger(__name__)
 
 Item = dict[str, Any]
 Outputs = dict[str, list[dict[str, Any]]]
 #: builds the per-item function once per worker (models load once per actor)
-Factory = Callable[[], Callable[[Item], Outputs]]
+Factory = Callable[[], Callable[..., Outputs]]
 
-PRIMARY_KEYS = {"downloads": "source_id", "shots": "shot_id", "windows": "window_id",
-                "cuts": "key"}
+PART_GLOB = "part-*.jsonl"
 
 
 @dataclass
 class StageSpec:
+    """What a stage declares to the engine.
+
+    ``factory()`` runs once per worker (task worker process or actor) and returns
+    ``fn(item) -> outputs`` (or ``fn(item, prepared)`` when ``prepare`` is set).
+    ``prepare`` (optional): a factory of a CPU function ``item -> payload`` run as stateless
+    tasks before ``fn`` (decode -> score); the payload travels through the object store.
+    """
     name: str
     factory: Factory
     #: builds the failure outputs of an item whose function raised: nothing is lost
     on_error: Callable[[Item, str], Outputs]
-    stateful: bool = False       # True: models held by long-lived workers (Ray actors)
-    num_gpus: float = 0.0
-    batch_size: int = 1
+    stateful: bool = False       # True: long-lived actors (models load once per actor)
+    num_gpus: float = 0.0        # per actor, when the cluster has GPUs
+    batch_size: int = 1          # items per actor call (stateful)
+    params: Any = None           # recipe parameters / model ids: part of every fingerprint
+    prepare: Factory | None = None
+    concurrency: int | None = None   # parallel items (default: the executor's workers)
+    timeout_s: float | None = None   # per item (per actor call for batches); None: no limit
+    max_tries: int = 2           # tries of an item whose worker died (signal, OOM kill)
+    rate_per_s: float | None = None  # items started per second, over all workers (downloads)
 
 
 class Executor(Protocol):
-    def map(self, spec: StageSpec, items: list[Item]) -> Iterable[Outputs]: ...
+    def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]: ...
 
 
-def safe_call(fn: Callable[[Item], Outputs], spec: StageSpec, item: Item) -> Outputs:
+def fingerprint(obj: Any) -> str:
+    """Stable hash of a JSON-able object (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def item_fingerprint(spec: StageSpec, item: Item) -> str:
+    inputs = item["inputs"] if "inputs" in item else {k: v for k, v in item.items() if k != "key"}
+    return fingerprint({"inputs": inputs, "params": spec.params})
+
+
+def safe_call(fn: Callable[..., Outputs], spec: StageSpec, item: Item, *args: Any) -> Outputs:
     """Run one item; an unexpected exception becomes that item's recorded failure."""
     try:
-        return fn(item)
+        return fn(item, *args)
     except Exception as e:  # noqa: BLE001 - one bad item must never kill the stage
         log.warning("%s failed on %s: %s", spec.name, item.get("key"), e)
         log.debug("%s", traceback.format_exc())
@@ -58,83 +98,197 @@ def safe_call(fn: Callable[[Item], Outputs], spec: StageSpec, item: Item) -> Out
 
 
 class LocalExecutor:
-    """Serial, in-process: same code path as the Ray workers, for tests and debugging."""
+    """Serial, in-process: same code path as the Ray workers, for tests and debugging.
+
+    No per-item timeout or worker-death handling (there is no separate worker)."""
 
     def __init__(self) -> None:
-        self._fns: dict[str, Callable[[Item], Outputs]] = {}
+        self._fns: dict[str, Callable[..., Outputs]] = {}
+        self._prep: dict[str, Callable[[Item], Any]] = {}
+        self.started = 0           # stage runs that did work (a finished rerun leaves it)
 
-    def map(self, spec: StageSpec, items: list[Item]) -> Iterable[Outputs]:
+    def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
+        self.started += 1
         if spec.name not in self._fns:
             self._fns[spec.name] = spec.factory()
         fn = self._fns[spec.name]
+        prep = None
+        if spec.prepare is not None:
+            prep = self._prep.setdefault(spec.name, spec.prepare())
         for item in items:
-            yield safe_call(fn, spec, item)
+            if prep is None:
+                yield item, safe_call(fn, spec, item)
+                continue
+            try:
+                payload = prep(item)
+            except Exception as e:  # noqa: BLE001
+                yield item, spec.on_error(item, f"prepare: {type(e).__name__}: {e}")
+                continue
+            yield item, safe_call(fn, spec, item, payload)
 
+
+# ----------------------------------------------------------------------------- checkpoint
+
+class Checkpoint:
+    """The completion records of one stage (``<out>/work/<stage>/part-*.jsonl``)."""
+
+    def __init__(self, out: str | Path, stage: str):
+        self.dir = Path(out) / "work" / stage
+        self._next = 0
+
+    def parts(self) -> list[Path]:
+        return sorted(self.dir.glob(PART_GLOB))
+
+    def index(self) -> dict[str, tuple[str, int, int]]:
+        """key -> (fp, part number, line) of its latest record."""
+        idx: dict[str, tuple[str, int, int]] = {}
+        for n, rec in self._records(keys_only=True):
+            idx[rec["key"]] = (rec["fp"], n, rec["_line"])
+        return idx
+
+    def _records(self, keys_only: bool = False) -> Iterator[tuple[int, dict]]:
+        for p in self.parts():
+            n = int(p.name[5:10])
+            try:
+                lines = p.read_text().splitlines()
+            except OSError as e:  # an atomic rename never leaves half a part
+                log.warning("ignoring unreadable checkpoint %s: %s", p, e)
+                continue
+            for i, line in enumerate(lines):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("ignoring a bad record in %s line %d", p, i + 1)
+                    continue
+                rec["_line"] = i
+                yield n, rec
+
+    def write_part(self, records: list[dict]) -> Path:
+        existing = self.parts()
+        self._next = max(self._next, int(existing[-1].name[5:10]) + 1 if existing else 0)
+        path = self.dir / f"part-{self._next:05d}.jsonl"
+        self._next += 1
+        write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+        return path
+
+    def tables(self, current: dict[str, str], schemas: dict[str, pa.Schema] | None = None
+               ) -> dict[str, pa.Table]:
+        """Arrow tables of the outputs of the latest record of every key in ``current``
+        whose fingerprint matches ``current[key]``; part by part, in part order."""
+        idx = self.index()
+        want = {k: (n, line) for k, (fp, n, line) in idx.items() if current.get(k) == fp}
+        schemas = schemas or {}
+        pieces: dict[str, list[pa.Table]] = {}
+        buf: dict[str, list[dict]] = {}
+        last_part = None
+
+        def flush() -> None:
+            for t, rows in buf.items():
+                if rows:
+                    pieces.setdefault(t, []).append(_to_arrow(rows, schemas.get(t)))
+            buf.clear()
+        for n, rec in self._records():
+            if n != last_part:
+                flush()
+                last_part = n
+            if want.get(rec["key"]) != (n, rec["_line"]):
+                continue
+            for t, rows in rec["out"].items():
+                buf.setdefault(t, []).extend(rows)
+        flush()
+        return {t: pa.concat_tables(ps, promote_options="permissive") for t, ps in pieces.items()}
+
+
+def _to_arrow(rows: list[dict], schema: pa.Schema | None) -> pa.Table:
+    if schema is not None:
+        from manifests.schemas import to_table
+        return to_table(rows, schema)
+    # unknown table (e.g. "cuts"): JSON strings of mixed None/values infer fine per part
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
+
+
+# ----------------------------------------------------------------------------- the run
 
 @dataclass
 class StageResult:
-    outputs: Outputs = field(default_factory=dict)
+    checkpoint: Checkpoint
+    current: dict[str, str]
     ran: int = 0
     skipped: int = 0
+    failures: Counter = field(default_factory=Counter)   # reason -> count, of this run's items
+    schemas: dict[str, pa.Schema] | None = None
+
+    def tables(self) -> dict[str, pa.Table]:
+        return self.checkpoint.tables(self.current, self.schemas)
+
+    def table(self, name: str, schema: pa.Schema | None = None) -> pa.Table | None:
+        return self.checkpoint.tables(self.current, {**(self.schemas or {}), **({name: schema} if schema else {})}).get(name)
+
+    @property
+    def outputs(self) -> Outputs:
+        """Row dicts of every table (small stages and tests; big stages use ``table``)."""
+        return {t: tb.to_pylist() for t, tb in self.tables().items()}
 
 
-def _atomic_json(obj: Any, path: Path) -> None:
-    write_json(path, obj)
-
-
-def _load_parts(work: Path) -> list[dict]:
-    parts = []
-    for p in sorted(work.glob("part-*.json")):
-        try:
-            parts.append(json.loads(p.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            # an atomic rename never leaves half a part; anything unreadable is redone
-            log.warning("ignoring unreadable checkpoint %s: %s", p, e)
-    return parts
-
-
-def _merge_outputs(parts: list[dict]) -> Outputs:
-    merged: dict[str, dict[Any, dict]] = {}
-    unkeyed: dict[str, list[dict]] = {}
-    for part in parts:
-        for table, rows in part["outputs"].items():
-            pk = PRIMARY_KEYS.get(table)
-            for row in rows:
-                if pk and row.get(pk) is not None:
-                    merged.setdefault(table, {})[row[pk]] = row
-                else:
-                    unkeyed.setdefault(table, []).append(row)
-    out: Outputs = {t: list(rows.values()) for t, rows in merged.items()}
-    for t, rows in unkeyed.items():
-        out.setdefault(t, []).extend(rows)
-    return out
+def failure_reason(outputs: Outputs) -> str | None:
+    """The reason of a failed item, from its first failed row (``reason`` or error head)."""
+    for rows in outputs.values():
+        for r in rows:
+            if r.get("status") == "failed":
+                if r.get("reason"):
+                    return str(r["reason"])
+                err = str(r.get("error") or "error")
+                return err.split(":")[0].strip()[:60] or "error"
+    return None
 
 
 def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Executor,
-              chunk_size: int = 64, progress: bool = True, redo: set[str] | None = None) -> StageResult:
-    """Run ``spec`` over the items not yet done (and those in ``redo``); return all outputs,
-    old and new (a redone item's new rows replace its old ones).
+              progress: bool = True, redo: set[str] | None = None,
+              flush_items: int = 64, flush_seconds: float = 5.0,
+              schemas: dict[str, pa.Schema] | None = None, **_: Any) -> StageResult:
+    """Run ``spec`` over the items not done yet (no current record, or in ``redo``).
 
-    Each item needs a unique ``key``.
+    Returns a ``StageResult`` over the current records of *all* items, old and new.
     """
-    work = Path(out) / "work" / spec.name
-    parts = _load_parts(work)
-    done = {k for p in parts for k in p["keys"]} - (redo or set())
-    todo = [it for it in items if it["key"] not in done]
-    n_next = len(parts)
-    bar = tqdm(total=len(todo), desc=spec.name, unit="item", disable=not progress or not todo)
-    for i in range(0, len(todo), chunk_size):
-        chunk = todo[i:i + chunk_size]
-        outputs: Outputs = {}
-        for o in executor.map(spec, chunk):
-            for table, rows in o.items():
-                outputs.setdefault(table, []).extend(rows)
+    from tqdm.auto import tqdm
+
+    ck = Checkpoint(out, spec.name)
+    current = {it["key"]: item_fingerprint(spec, it) for it in items}
+    if len(current) != len(items):
+        raise ValueError(f"stage {spec.name}: item keys are not unique")
+    idx = ck.index()
+    redo = redo or set()
+    todo = [it for it in items
+            if it["key"] in redo or idx.get(it["key"], ("",))[0] != current[it["key"]]]
+    res = StageResult(ck, current, ran=len(todo), skipped=len(items) - len(todo), schemas=schemas)
+    if not todo:
+        return res
+    bar = tqdm(total=len(todo), desc=spec.name, unit="item", disable=not progress)
+    buf: list[dict] = []
+    last = time.monotonic()
+    try:
+        for item, outputs in executor.run(spec, todo):
+            buf.append({"key": item["key"], "fp": current[item["key"]], "out": outputs})
+            reason = failure_reason(outputs)
+            if reason:
+                res.failures[reason] += 1
             bar.update(1)
-        part = {"keys": [it["key"] for it in chunk], "outputs": outputs}
-        while (work / f"part-{n_next:05d}.json").exists():
-            n_next += 1
-        _atomic_json(part, work / f"part-{n_next:05d}.json")
-        parts.append(part)
-        n_next += 1
-    bar.close()
-    return StageResult(outputs=_merge_outputs(parts), ran=len(todo), skipped=len(items) - len(todo))
+            if len(buf) >= flush_items or time.monotonic() - last >= flush_seconds:
+                ck.write_part(buf)
+                buf, last = [], time.monotonic()
+    finally:
+        # an exception in the driver (Ctrl-C) keeps what finished; SIGKILL loses the buffer
+        if buf:
+            ck.write_part(buf)
+        bar.close()
+    return res
+
+
+def format_failures(stage: str, failures: Counter) -> str | None:
+    """``download: 3 failed: 2 http_error, 1 bot_check`` (None when nothing failed)."""
+    n = sum(failures.values())
+    if not n:
+        return None
+    parts = ", ".join(f"{c} {r}" for r, c in failures.most_common())
+    return f"{stage}: {n} failed: {parts}"

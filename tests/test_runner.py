@@ -28,7 +28,7 @@ def _items(n):
 def test_failure_is_recorded_and_others_survive(tmp_path):
     calls = []
     spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
-    res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), chunk_size=4, progress=False)
+    res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), progress=False)
     rows = {r["source_id"]: r for r in res.outputs["downloads"]}
     assert len(rows) == 6
     assert rows["s3"]["status"] == "failed" and "bad input 3" in rows["s3"]["error"]
@@ -38,15 +38,15 @@ def test_failure_is_recorded_and_others_survive(tmp_path):
 def test_rerun_skips_finished_work(tmp_path):
     calls = []
     spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
-    run_stage(tmp_path, spec, _items(5), LocalExecutor(), chunk_size=2, progress=False)
+    run_stage(tmp_path, spec, _items(5), LocalExecutor(), progress=False)
     assert len(calls) == 5
-    res = run_stage(tmp_path, spec, _items(7), LocalExecutor(), chunk_size=2, progress=False)
+    res = run_stage(tmp_path, spec, _items(7), LocalExecutor(), progress=False)
     assert calls[5:] == ["s5", "s6"]           # only the new items ran
     assert res.ran == 2 and res.skipped == 5
     assert len(res.outputs["downloads"]) == 7
 
 
-def test_killed_chunk_is_redone_and_finished_chunks_are_not(tmp_path):
+def test_killed_stage_redoes_only_the_unrecorded_items(tmp_path):
     calls = []
     spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
 
@@ -54,18 +54,19 @@ def test_killed_chunk_is_redone_and_finished_chunks_are_not(tmp_path):
         pass
 
     class DyingExecutor(LocalExecutor):
-        def map(self, spec, items):
-            for i, o in enumerate(super().map(spec, items)):
-                if items[i]["key"] == "s4":
+        def run(self, spec, items):
+            for it, o in super().run(spec, items):
+                if it["key"] == "s4":
                     raise Killed()
-                yield o
+                yield it, o
 
     with pytest.raises(Killed):
-        run_stage(tmp_path, spec, _items(6), DyingExecutor(), chunk_size=2, progress=False)
-    parts = sorted((tmp_path / "work" / "t").glob("part-*.json"))
-    assert [json.loads(p.read_text())["keys"] for p in parts] == [["s0", "s1"], ["s2", "s3"]]
+        run_stage(tmp_path, spec, _items(6), DyingExecutor(), flush_items=2, progress=False)
+    parts = sorted((tmp_path / "work" / "t").glob("part-*.jsonl"))
+    assert [[json.loads(line)["key"] for line in p.read_text().splitlines()] for p in parts] == \
+        [["s0", "s1"], ["s2", "s3"]]
     calls.clear()
-    res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), chunk_size=2, progress=False)
+    res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), progress=False)
     assert calls == ["s4", "s5"]
     assert len(res.outputs["downloads"]) == 6
 
@@ -106,9 +107,9 @@ def test_build_without_weights_fails_early_naming_the_option(tmp_path):
 def test_redo_runs_finished_items_again_and_replaces_their_rows(tmp_path):
     calls = []
     spec = StageSpec("t", functools.partial(_square_factory, calls), _err)
-    run_stage(tmp_path, spec, _items(4), LocalExecutor(), chunk_size=2, progress=False)
+    run_stage(tmp_path, spec, _items(4), LocalExecutor(), progress=False)
     calls.clear()
-    res = run_stage(tmp_path, spec, _items(4), LocalExecutor(), chunk_size=2, progress=False, redo={"s1"})
+    res = run_stage(tmp_path, spec, _items(4), LocalExecutor(), progress=False, redo={"s1"})
     assert calls == ["s1"]
     assert len(res.outputs["downloads"]) == 4
 

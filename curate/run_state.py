@@ -1,0 +1,59 @@
+"""Run state: ``<out>/run.json`` (recipe, options, flags), written only when it changes."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from manifests.atomic import write_json
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+
+def load_run(out: str | Path) -> dict[str, Any]:
+    path = Path(out) / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: start with `curate sources` or `curate build`")
+    return json.loads(path.read_text())
+
+
+def save_run(out: str | Path, run: dict[str, Any]) -> None:
+    """Write run.json atomically, and only when its content changed (a finished rerun
+    rewrites nothing)."""
+    path = Path(out) / RUN_FILE
+    try:
+        if json.loads(path.read_text()) == json.loads(json.dumps(run)):
+            return
+    except (OSError, json.JSONDecodeError):
+        pass
+    write_json(path, run)
+
+
+def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Record the recipe and options of a run.
+
+    An existing run of the same recipe name takes the recipe as given now: a changed
+    parameter is seen by the stages' fingerprints, which redo exactly what depends on it.
+    """
+    path = Path(out) / RUN_FILE
+    if path.exists():
+        run = load_run(out)
+        if run["recipe"]["name"] != recipe["name"]:
+            raise ValueError(f"{out} holds a '{run['recipe']['name']}' run; use another --out")
+        if run["recipe"] != recipe:
+            log.info("recipe parameters changed since the last run: affected stages redo their items")
+            run["recipe"] = recipe
+        run["options"].update({k: v for k, v in options.items() if v is not None})
+    else:
+        run = {"recipe": recipe, "options": {k: v for k, v in options.items() if v is not None}}
+    save_run(out, run)
+    return run
+
+
+def engine_options(run: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's ``engine`` block with its defaults (older run.json files lack it)."""
+    from curate.recipes import ENGINE_DEFAULTS
+    return {**ENGINE_DEFAULTS, **(run["recipe"].get("engine") or {})}
