@@ -12,6 +12,19 @@ from typing import Any
 
 WINDOW_STAGES = ["sources", "download", "split", "score", "select", "shard"]
 
+#: streaming-engine options (curate/engine.py); none of them changes a result, so none is
+#: part of a checkpoint fingerprint
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "score_batch_size": 4,           # decoded segments per scoring-actor call
+    "score_actors_per_gpu": 2,       # fractional num_gpus = 1 / this, on GPU clusters
+    "max_tries": 2,                  # tries of an item whose worker died (signal, OOM kill)
+    "timeout_s": {"download": 900.0, "split": 600.0, "score": 1800.0, "cut": 600.0},
+    "download_workers": 16,          # downloads are I/O bound: apart from the CPU count
+    "max_requests_per_s": None,      # global download start rate over all workers
+    "flush_items": 64,               # checkpoint part every N finished items ...
+    "flush_seconds": 5.0,            # ... or every T seconds
+}
+
 _BASE: dict[str, Any] = {
     "name": "base",
     "classes": None,                 # manifests.classes recipe name, or None for any label
@@ -31,6 +44,7 @@ _BASE: dict[str, Any] = {
     "shards": {"max_count": 1000, "max_bytes": 1 << 30, "max_short_side": 720},
     "models": {"clip_model": "ViT-B-32", "clip_pretrained": "openai"},
     "allow_random_weights": False,
+    "engine": ENGINE_DEFAULTS,
     "stages": WINDOW_STAGES,
 }
 
