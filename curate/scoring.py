@@ -118,10 +118,15 @@ def _per_window(seg: _Segment, alive: list[int], fn: Callable[[int], None]) -> d
     return errors
 
 
+def _uniform10(seg: _Segment, k: int) -> list[int]:
+    """Grid indices of the 10 pixel_diff / clip_diff frames (``filters.sampling``)."""
+    r = seg.rows[k]
+    return sampling.uniform10_indices(float(r["start"]), float(r["end"]), seg.grid.start)
+
+
 def _run_pixel_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
     def one(k):
-        idx = [seg.i0[k] + o for o in sampling.UNIFORM10_OFFSETS]
-        seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(idx))
+        seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(_uniform10(seg, k)))
     return _per_window(seg, alive, one)
 
 
@@ -146,7 +151,7 @@ def _embed_missing(cache: dict, keys: Iterable, load: Callable[[list], np.ndarra
 
 
 def _run_clip_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    idx = {k: [seg.i0[k] + o for o in sampling.UNIFORM10_OFFSETS] for k in alive}
+    idx = {k: _uniform10(seg, k) for k in alive}
     _embed_missing(seg.clip_cache, (i for v in idx.values() for i in v), seg.frames,
                    seg.scorers.clip.embed)
 
@@ -156,10 +161,12 @@ def _run_clip_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
 
 
 def _imagebind_inputs(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
-    g = seg.grid
-    frames = [seg.i0[k] + o for o in sampling.UNIFORM3_OFFSETS]
-    audio = [seg.audio_key(g.start + i / g.fps - sampling.IMAGEBIND_AUDIO_SECONDS / 2,
-                           sampling.IMAGEBIND_AUDIO_SECONDS) for i in frames]
+    r = seg.rows[k]
+    s, e = float(r["start"]), float(r["end"])
+    frames = sampling.uniform3_indices(s, seg.grid.start)
+    # each 2-s audio is centred on its frame and slid inside the window (filters.sampling)
+    audio = [seg.audio_key(a0, sampling.IMAGEBIND_AUDIO_SECONDS)
+             for a0, _ in sampling.imagebind_audio_spans(s, seg.grid.start, e)]
     return frames, audio
 
 

@@ -27,11 +27,15 @@ def test_sample_times_lie_on_the_grid_and_inside_the_window(start, origin):
     assert len(ten) == 10 and len(three) == 3
     for t in ten + three:
         assert _on_grid(t, origin)
-        assert s - 1e-9 <= t < s + 3.0 - 1e-9          # exclusive end: never the next shot's frame
+        assert start - 1e-9 <= s - 1e-9 <= t < start + 3.0 - 1e-9   # never the next shot's frame
     assert ten[0] == pytest.approx(s) and ten[-1] == pytest.approx(s + 35 / 12)
     assert three == pytest.approx([s + 0.5, s + 1.5, s + 2.5])
-    for (a0, a1), t in zip(sampling.imagebind_audio_spans(start, origin), three):
-        assert (a0, a1) == pytest.approx((t - 1.0, t + 1.0))
+    # 2-s audio centred on each frame, slid inside the window [start, start + 3)
+    spans = sampling.imagebind_audio_spans(start, origin)
+    for (a0, a1), t in zip(spans, three):
+        assert a1 - a0 == pytest.approx(2.0) and start - 1e-9 <= a0 and a1 <= start + 3.0 + 1e-9
+        assert a0 == pytest.approx(min(max(t - 1.0, start), start + 1.0))
+    assert spans[1] == pytest.approx((three[1] - 1.0, three[1] + 1.0))
     for d in sampling.SYNC_SHIFTS:
         v = sampling.sync_video_times(start, d, origin)
         assert len(v) == 12 and all(_on_grid(t, origin) for t in v)
