@@ -355,38 +355,40 @@ def _save_run(out: Any, run: dict) -> None:
     write_json(Path(out) / "run.json", run)
 
 
-def read_windows_table(out: Any, columns: Sequence[str] | None = None) -> Any:
-    """The windows manifest as Arrow (only ``columns``), cast to the declared schema."""
+def read_columns(out: Any, name: str, columns: Sequence[str] | None = None) -> Any:
+    """Only ``columns`` of a manifest as Arrow, cast to the declared types (a column an older
+    manifest lacks reads as nulls). ``ParquetFile`` rather than ``pq.read_table``: the latter
+    imports pyarrow.dataset and pandas, a second of start-up for every ``curate select``."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from manifests import schemas
 
-    path = schemas.manifest_path(out, "windows")
+    path = schemas.manifest_path(out, name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes 'windows' first")
-    schema = schemas.WINDOWS
+        raise FileNotFoundError(f"{path} does not exist: run the stage that writes '{name}' first")
+    schema = schemas.TABLES[name]
     cols = list(columns) if columns is not None else schema.names
-    present = set(pq.read_schema(path).names)
-    tbl = pq.read_table(path, columns=[c for c in cols if c in present])
-    for c in cols:                                   # an old manifest without a column: nulls
+    pf = pq.ParquetFile(path)
+    present = set(pf.schema_arrow.names)
+    tbl = pf.read(columns=[c for c in cols if c in present], use_threads=True)
+    for c in cols:
         if c not in present:
-            import pyarrow as pa
             tbl = tbl.append_column(schema.field(c), pa.nulls(tbl.num_rows, schema.field(c).type))
-    return tbl.select(cols).cast(pa_schema_of(schema, cols))
+    return tbl.select(cols).cast(pa.schema([schema.field(c) for c in cols]))
 
 
-def pa_schema_of(schema: Any, cols: Sequence[str]) -> Any:
-    import pyarrow as pa
-    return pa.schema([schema.field(c) for c in cols])
+def read_windows_table(out: Any, columns: Sequence[str] | None = None) -> Any:
+    """The windows manifest as Arrow (only ``columns``)."""
+    return read_columns(out, "windows", columns)
 
 
 def _ok_download_rows(out: Any) -> list[dict]:
     """Fixed-clip mode: ok downloads joined with their source row (one dict per source)."""
-    from manifests import schemas
-    from manifests.schemas import read_manifest
-
-    src = read_manifest(out, "sources")
-    dl = read_manifest(out, "downloads")
     import pyarrow.compute as pc
+    from manifests import schemas
+
+    src = read_columns(out, "sources")
+    dl = read_columns(out, "downloads")
     dl = dl.filter(pc.equal(dl.column("status"), schemas.STATUS_OK))
     sources = {r["source_id"]: r for r in src.to_pylist()}
     rows = []
@@ -403,9 +405,8 @@ def _run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
         return recipe_folders(recipe["classes"])
     import pyarrow.compute as pc
     from manifests import schemas
-    import pyarrow.parquet as pq
 
-    src = pq.read_table(schemas.manifest_path(out, "sources"), columns=["class_name", "status"])
+    src = read_columns(out, "sources", ["class_name", "status"])
     ok = src.filter(pc.equal(src.column("status"), schemas.STATUS_OK)).column("class_name")
     return sorted(c for c in pc.unique(ok.drop_null()).to_pylist() if c)
 
@@ -450,7 +451,8 @@ def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = No
         if funnel_["needs_scoring"]:
             log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
                         funnel_["needs_scoring"], out)
-        shots = schemas.read_manifest(out, "shots") if schemas.has_manifest(out, "shots") else None
+        shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
+            if schemas.has_manifest(out, "shots") else None
         clips = merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
         del windows
     schemas.write_manifest(out, "clips", clips)

@@ -96,14 +96,8 @@ def _table(out: Path, name: str, columns: Sequence[str]) -> pa.Table | None:
     """Only ``columns`` of a manifest (cast to the declared types), or None when absent."""
     if not has_manifest(out, name):
         return None
-    path = schemas.manifest_path(out, name)
-    schema = schemas.TABLES[name]
-    present = set(pq.read_schema(path).names)
-    tbl = pq.read_table(path, columns=[c for c in columns if c in present])
-    for c in columns:
-        if c not in present:
-            tbl = tbl.append_column(schema.field(c), pa.nulls(tbl.num_rows, schema.field(c).type))
-    return tbl.select(list(columns)).cast(pa.schema([schema.field(c) for c in columns]))
+    from curate.select import read_columns
+    return read_columns(out, name, columns)
 
 
 def _eq(col: Any, value: str) -> np.ndarray:
@@ -383,7 +377,7 @@ def find_truth(out: Path, run: dict) -> dict | None:
         cands.insert(0, Path(run["options"]["truth"]))
     src = schemas.manifest_path(out, "sources")
     if src.exists():
-        paths = pq.read_table(src, columns=["path"]).column("path").drop_null()
+        paths = pq.ParquetFile(src).read(columns=["path"]).column("path").drop_null()
         if len(paths):
             p = Path(paths[0].as_py())
             cands += [p.parent / "truth.json", p.parent.parent / "truth.json"]
