@@ -1,23 +1,34 @@
 """Exact reproduction of a released AVSync15 list (train.txt / test.txt).
 
-Each list line ``{class}/{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd}`` names one
-clip with times relative to its 10-s segment. ``reproduce_list`` turns the lines into
-SELECTED rows for exactly those clips: the ``name`` is the line verbatim, ``start``/``end``
-are the clip times from the name, ``source_id`` is the segment. A line whose source is
-missing, failed to download, is shorter than the clip, or which cannot be parsed gives a
-row with status "failed"/"rejected" and the reason, so the list's 1,500 lines always give
-1,500 rows.
+Each list line ``{class}/{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd}[.mp4]``
+names one clip with times relative to its 10-s segment (the grammar: ``manifests.names``; the
+release's lines end in ``.mp4``, the reference loader joins them to the videos root). A CSV
+form ``vid,label[,split]`` is read too: ``vid`` is the clip name with or without the class
+folder and ``.mp4``, ``label`` the class (folder or spoken form), ``split`` per row.
+
+``reproduce_list`` turns the entries into SELECTED rows for exactly those clips: the ``name``
+is the clip name (no ``.mp4``, times as written), ``start``/``end`` the clip times from the
+name, ``source_id`` the segment, ``split`` the row's (CSV) or the list file's (``train.txt``).
+A clip listed in both train and test gives a row in each split (its segment is downloaded
+once). Clips of any length inside the segment are reproduced (the release has clips shorter
+than 3 s). A line whose source is missing, failed to download, is shorter than the clip, or
+which cannot be parsed gives a row with status "failed"/"rejected" and the reason, so the
+list's 1,500 lines always give 1,500 rows (a CSV header is not a line).
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from curate.merge import clip_id_for
+from manifests.names import ClipName, parse_clip_name, safe_id
 from manifests.schemas import STATUS_FAILED, STATUS_OK, STATUS_REJECTED
-from manifests.sources import parse_avsync_name, safe_id
+from manifests.sources import folder_name
 from shards.writer import key_from_name
 
 log = logging.getLogger(__name__)
@@ -27,21 +38,80 @@ DURATION_SLACK = 0.1
 SPLIT_STEMS = ("train", "test", "val")
 
 
-def _parts(name: str) -> tuple[str, str, int, int, float, float]:
-    """(class, ytid, seg_start, seg_end, clip_start, clip_end); ValueError when malformed."""
-    p = parse_avsync_name(name)
-    if p.class_name is None:
-        raise ValueError(f"{name!r}: no class folder ('class/...')")
-    return p.class_name, p.ytid, p.seg_start, p.seg_end, p.clip_start, p.clip_end
+@dataclass(frozen=True)
+class ListEntry:
+    """One clip entry of a list: ``text`` as written (for the row when it does not parse),
+    ``clip`` parsed (None with ``error`` when it does not), its ``split`` (None: the list's)."""
+    text: str
+    clip: ClipName | None
+    split: str | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.clip.name if self.clip is not None else self.text
+
+
+def _read_lines(list_path_or_names: str | os.PathLike | Iterable[str]) -> list[str]:
+    if isinstance(list_path_or_names, (str, os.PathLike)):
+        return Path(list_path_or_names).read_text(encoding="utf-8-sig").splitlines()
+    return list(list_path_or_names)
 
 
 def read_list(list_path_or_names: str | os.PathLike | Iterable[str]) -> list[str]:
     """Lines of a list file (or the given names), stripped; blank lines and '#' comments dropped."""
-    if isinstance(list_path_or_names, (str, os.PathLike)):
-        lines: Iterable[str] = Path(list_path_or_names).read_text().splitlines()
-    else:
-        lines = list_path_or_names
+    lines = _read_lines(list_path_or_names)
     return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _is_csv(list_path_or_names: Any, lines: list[str]) -> bool:
+    if isinstance(list_path_or_names, (str, os.PathLike)) and \
+            Path(list_path_or_names).suffix.lower() == ".csv":
+        return True
+    return bool(lines) and lines[0].strip().lower().replace(" ", "").startswith("vid,")
+
+
+def _txt_entry(line: str) -> ListEntry:
+    try:
+        return ListEntry(line, parse_clip_name(line, require_class=True))
+    except ValueError as e:
+        return ListEntry(line, None, error=str(e))
+
+
+def _csv_entry(rec: dict[str, str]) -> ListEntry:
+    vid, label = rec.get("vid", ""), rec.get("label", "")
+    split = rec.get("split") or None
+    try:
+        cls = folder_name(label) if label else None
+        prefix = vid.split("/", 1)[0] if "/" in vid else None
+        if cls is not None and prefix is not None and prefix != cls:
+            raise ValueError(f"class folder {prefix!r} in vid != label {label!r} ({cls!r})")
+        clip = parse_clip_name(vid, None if prefix else cls, require_class=True)
+    except ValueError as e:
+        return ListEntry(vid or ",".join(rec.values()), None, split, str(e))
+    return ListEntry(vid, clip, split)
+
+
+def read_entries(list_path_or_names: str | os.PathLike | Iterable[str]) -> list[ListEntry]:
+    """The clip entries of a list: ``.txt`` lines or CSV rows (header ``vid,label[,split]``)."""
+    lines = read_list(list_path_or_names)
+    if not _is_csv(list_path_or_names, lines):
+        return [_txt_entry(ln) for ln in lines]
+    records = csv.reader(io.StringIO("\n".join(lines)))
+    header = [h.strip().lower() for h in next(records, [])]
+    missing = {"vid", "label"} - set(header)
+    if missing:
+        raise ValueError(f"{list_path_or_names}: a CSV list needs columns vid,label[,split]; "
+                         f"missing {sorted(missing)}")
+    out = []
+    for fields in records:
+        rec = dict(zip(header, (f.strip() for f in fields)))
+        entry = _csv_entry(rec)
+        if len(fields) != len(header):
+            entry = ListEntry(entry.text, None, entry.split,
+                              f"expected {len(header)} columns, got {len(fields)}")
+        out.append(entry)
+    return out
 
 
 def _split_from(list_path_or_names: Any, split: str | None) -> str | None:
@@ -89,17 +159,19 @@ def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
     return look
 
 
-def _row(name: str, split: str | None, look: MediaLookup) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": None, "name": name, "clip_id": None, "source_id": None,
+def _row(entry: ListEntry, split: str | None, look: MediaLookup) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": None, "name": entry.name, "clip_id": None, "source_id": None,
                            "class_name": None, "split": split, "start": None, "end": None,
                            "rank_score": None, "status": STATUS_OK, "error": None}
+    c = entry.clip
+    if c is None:
+        return {**row, "status": STATUS_REJECTED, "error": f"reproduce: bad name: {entry.error}"}
     try:
-        cls, ytid, s, e, cs, ce = _parts(name)
-        row["key"] = key_from_name(name)
-    except (ValueError, KeyError, TypeError) as err:
+        row["key"] = key_from_name(c.name)
+    except ValueError as err:
         return {**row, "status": STATUS_REJECTED, "error": f"reproduce: bad name: {err}"}
-    source_id = f"{ytid}_{s:06d}_{e:06d}"
-    row.update(source_id=source_id, class_name=cls, start=cs, end=ce,
+    source_id, s, e, cs, ce = c.source_id, c.seg_start, c.seg_end, c.clip_start, c.clip_end
+    row.update(source_id=source_id, class_name=c.class_name, start=cs, end=ce,
                clip_id=clip_id_for(source_id, cs, ce))
     if not (0.0 <= cs < ce <= (e - s) + 1e-6):
         return {**row, "status": STATUS_REJECTED,
@@ -122,12 +194,13 @@ def reproduce_list(list_path_or_names: str | os.PathLike | Iterable[str],
                    media_dir: str | os.PathLike | None = None,
                    lookup: MediaLookup | None = None,
                    split: str | None = None) -> list[dict[str, Any]]:
-    """AVSync15 list lines -> SELECTED rows for exactly those clips, in list order.
+    """AVSync15 list entries -> SELECTED rows for exactly those clips, in list order.
 
     Media come from ``downloads`` rows (+ ``sources`` to tell "not in sources" apart), or
     from ``media_dir`` (files ``<source_id>.mp4``, probed), or a custom ``lookup``
     (source_id -> (path, duration, error)). ``split`` defaults to the list file's stem
-    when it is train/test/val. Duplicate lines: the later ones are rejected rows.
+    when it is train/test/val; a CSV row's own split wins. The same clip again in the same
+    split is a rejected row; in another split it is a second clip (both come out).
     """
     if lookup is None:
         if downloads is not None:
@@ -138,13 +211,14 @@ def reproduce_list(list_path_or_names: str | os.PathLike | Iterable[str],
             raise ValueError("reproduce_list needs downloads rows, media_dir or lookup")
     split = _split_from(list_path_or_names, split)
     rows, seen = [], set()
-    for name in read_list(list_path_or_names):
-        if name in seen:
-            rows.append({**_row(name, split, lambda _: (None, None, None)), "key": None,
+    for entry in read_entries(list_path_or_names):
+        row_split = entry.split or split
+        if (entry.name, row_split) in seen:
+            rows.append({**_row(entry, row_split, lambda _: (None, None, None)), "key": None,
                          "status": STATUS_REJECTED, "error": "reproduce: duplicate line"})
             continue
-        seen.add(name)
-        rows.append(_row(name, split, lookup))
+        seen.add((entry.name, row_split))
+        rows.append(_row(entry, row_split, lookup))
     n_ok = sum(r["status"] == STATUS_OK for r in rows)
     log.info("reproduce: %d lines -> %d clips ok, %d not", len(rows), n_ok, len(rows) - n_ok)
     return rows

@@ -15,10 +15,11 @@ import io
 import logging
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from manifests.names import (ClipName, format_clip_name, format_clip_time,  # noqa: F401
+                             parse_clip_name, safe_id, source_id)
 from manifests.schemas import SOURCES, STATUS_OK, STATUS_REJECTED
 
 log = logging.getLogger(__name__)
@@ -30,22 +31,21 @@ VGGSOUND_SPLITS = frozenset({"train", "test"})
 AVSYNC_SPLITS = frozenset({"train", "test"})
 GENERIC_SPLITS = frozenset({"train", "val", "test"})
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SIX_DIGITS = re.compile(r"\d{6}")
-_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
 
 
 # ---------------------------------------------------------------------------- names and ids
 
-def safe_id(s: str) -> str:
-    """Return ``s`` if it is 1..128 characters of ``[A-Za-z0-9_-]``, else raise ValueError.
+# safe_id, source_id and the clip-name grammar live in manifests.names (one definition, shared
+# with curate.reproduce and shards.writer); re-exported here for the readers' callers.
+AvsyncName = ClipName
+format_avsync_name = format_clip_name
 
-    YouTube ids contain '-' and '_' and pass; anything that could traverse a path
-    ('/', '..', spaces, NUL) does not.
-    """
-    if not isinstance(s, str) or _SAFE_ID.fullmatch(s) is None:
-        raise ValueError(f"unsafe id {s!r}: must be 1-128 characters of [A-Za-z0-9_-]")
-    return s
+
+def parse_avsync_name(name: str, class_name: str | None = None) -> ClipName:
+    """Parse ``[class/]{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd}[.mp4]``
+    (:func:`manifests.names.parse_clip_name`)."""
+    return parse_clip_name(name, class_name)
 
 
 def class_key(label: str) -> str:
@@ -79,78 +79,6 @@ def display_name(folder: str) -> str:
     ``"playing_violin_fiddle"`` -> ``"playing violin fiddle"`` (the text ImageBind scores against).
     """
     return re.sub(r"_+", " ", str(folder)).strip()
-
-
-def source_id(ytid: str, start: float, end: float) -> str:
-    """``{ytid}_{start:06d}_{end:06d}`` with integer seconds (VGGSound style)."""
-    return f"{ytid}_{int(start):06d}_{int(end):06d}"
-
-
-# ---------------------------------------------------------------------------- AVSync names
-
-@dataclass(frozen=True)
-class AvsyncName:
-    """One clip of an AVSync15-style list: ``{class}/{ytid}_{s:06d}_{e:06d}_{cs}_{ce}``.
-
-    seg_start/seg_end: the 10-s source segment in the YouTube video (integer seconds);
-    clip_start/clip_end: the clip inside the segment, seconds relative to the segment.
-    """
-    class_name: str | None
-    ytid: str
-    seg_start: int
-    seg_end: int
-    clip_start: float
-    clip_end: float
-
-    @property
-    def source_id(self) -> str:
-        return source_id(self.ytid, self.seg_start, self.seg_end)
-
-    @property
-    def name(self) -> str:
-        return format_avsync_name(self.class_name, self.ytid, self.seg_start, self.seg_end,
-                                  self.clip_start, self.clip_end)
-
-
-def format_clip_time(t: float) -> str:
-    """Minimal decimal form as in the release: 2.5, 6.0, 10.0, 3.25 (millisecond precision)."""
-    s = f"{float(t):.3f}".rstrip("0")
-    return s + "0" if s.endswith(".") else s
-
-
-def format_avsync_name(class_name: str | None, ytid: str, seg_start: int, seg_end: int,
-                       clip_start: float, clip_end: float) -> str:
-    """Inverse of :func:`parse_avsync_name`; without a class, the name has no ``class/`` prefix."""
-    stem = f"{source_id(safe_id(ytid), seg_start, seg_end)}_{format_clip_time(clip_start)}_{format_clip_time(clip_end)}"
-    return stem if class_name is None else f"{safe_id(class_name)}/{stem}"
-
-
-def parse_avsync_name(name: str, class_name: str | None = None) -> AvsyncName:
-    """Parse ``[class/]{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd}[.mp4]``.
-
-    The ytid may itself contain '_' and '-', so the four time fields are taken from the right.
-    ``class_name`` is used when the name carries no ``class/`` prefix. Raises ValueError
-    with the reason on anything malformed.
-    """
-    text = name.strip()
-    if text.endswith(".mp4"):
-        text = text[: -len(".mp4")]
-    if "/" in text:
-        class_name, text = text.split("/", 1)
-        if "/" in text:
-            raise ValueError(f"{name!r}: more than one '/'")
-    if class_name is not None:
-        safe_id(class_name)
-    parts = text.rsplit("_", 4)
-    if len(parts) != 5:
-        raise ValueError(f"{name!r}: expected ytid_segStart_segEnd_clipStart_clipEnd")
-    ytid, s, e, cs, ce = parts
-    if not (_SIX_DIGITS.fullmatch(s) and _SIX_DIGITS.fullmatch(e)):
-        raise ValueError(f"{name!r}: segment times must be 6 digits, got {s!r} {e!r}")
-    if not (_DECIMAL.fullmatch(cs) and _DECIMAL.fullmatch(ce)):
-        raise ValueError(f"{name!r}: clip times must be decimal seconds, got {cs!r} {ce!r}")
-    safe_id(ytid)
-    return AvsyncName(class_name, ytid, int(s), int(e), float(cs), float(ce))
 
 
 # ---------------------------------------------------------------------------- row helpers
@@ -319,15 +247,22 @@ def _avsync_segment_row(ytid: str, seg: tuple[int, int], clip: tuple[float, floa
 def _merge_segment(rows: list[dict[str, Any]], by_sid: dict[str, int], row: dict[str, Any],
                    where: str, reasons: list[str], seen: dict[str, str]) -> None:
     """One source row per distinct segment: a later clip of the same segment adds no row,
-    unless it contradicts the first one (class or split), which is rejected."""
+    unless it contradicts the first one's class, which is rejected.
+
+    A segment listed in both train and test (a third-party copy of the 1,500-clip list has 5)
+    is downloaded once: its row keeps the first split, and reproduction takes each clip's
+    split from its own line, so both clips come out.
+    """
     sid = row["source_id"]
     if not reasons and sid in by_sid:
         first = rows[by_sid[sid]]
-        for col in ("class_name", "split"):
-            if first[col] != row[col]:
-                reasons.append(f"segment {sid} listed with {col} {row[col]!r}, first as "
-                               f"{first[col]!r} at {seen[sid]}")
+        if first["class_name"] != row["class_name"]:
+            reasons.append(f"segment {sid} listed with class_name {row['class_name']!r}, first "
+                           f"as {first['class_name']!r} at {seen[sid]}")
         if not reasons:
+            if first["split"] != row["split"]:
+                log.info("%s: segment %s listed in split %r and in %r (at %s): downloaded once",
+                         where, sid, row["split"], first["split"], seen[sid])
             return
         rows.append(_finish(row, where, reasons, {}))
         return

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 
+from manifests.names import ClipName, parse_clip_name
 from manifests.schemas import ALL_SCORES, write_atomic
 from manifests.sources import display_name
 from manifests.atomic import atomic_path, write_json
@@ -57,46 +58,21 @@ INDEX_SCHEMA = pa.schema([
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<n>\d{6})$")
-_TIME = r"\d+(?:\.\d+)?"
-# {class}/{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd} (manifests.sources builds
-# names: format_avsync_name). Class folders and ytids are safe ids ([A-Za-z0-9_-]: VGGSS has
-# "dog_bow-wow"); the four time fields are matched from the right.
-NAME_RE = re.compile(
-    rf"^(?P<class_name>[A-Za-z0-9_-]+)/(?P<ytid>[A-Za-z0-9_-]+)_(?P<seg_start>\d{{6}})_"
-    rf"(?P<seg_end>\d{{6}})_(?P<clip_start>{_TIME})_(?P<clip_end>{_TIME})$")
+# Clip names {class}/{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd}: the grammar is
+# manifests.names (one definition, shared with the source reader and reproduction).
 YOUTUBE_ID_LEN = 11
 
 
 # ---------------------------------------------------------------- names and keys
 
-@dataclass(frozen=True)
-class ClipName:
-    """The parts of an AVSync15-style clip name; times kept as written (round trip)."""
-    class_name: str
-    ytid: str
-    seg_start: int
-    seg_end: int
-    clip_start: str
-    clip_end: str
-
-    @property
-    def clip(self) -> str:
-        """The file stem after the class folder."""
-        return f"{self.ytid}_{self.seg_start:06d}_{self.seg_end:06d}_{self.clip_start}_{self.clip_end}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.class_name}/{self.clip}"
-
-
 def parse_name(name: str) -> ClipName:
-    """Parse ``{class}/{ytid}_{s:06d}_{e:06d}_{cs}_{ce}``; ValueError when it does not match."""
-    m = NAME_RE.match(name) if isinstance(name, str) else None
-    if not m or len(m["class_name"]) > 128 or len(m["ytid"]) > 128:
-        raise ValueError(f"not a clip name of the form class/ytid_SSSSSS_EEEEEE_cs_ce: {name!r}")
-    d = m.groupdict()
-    return ClipName(d["class_name"], d["ytid"], int(d["seg_start"]), int(d["seg_end"]),
-                    d["clip_start"], d["clip_end"])
+    """Parse ``{class}/{ytid}_{s:06d}_{e:06d}_{cs}_{ce}[.mp4]`` (``manifests.names``; the class
+    folder is required); ValueError when it does not match."""
+    try:
+        return parse_clip_name(name, require_class=True)
+    except ValueError as e:
+        raise ValueError(f"not a clip name of the form class/ytid_SSSSSS_EEEEEE_cs_ce: "
+                         f"{name!r} ({e})") from e
 
 
 def key_from_name(name: str) -> str:
@@ -106,7 +82,7 @@ def key_from_name(name: str) -> str:
     """
     c = parse_name(name)
     key = (f"{c.class_name}-{c.ytid}_{c.seg_start:06d}_{c.seg_end:06d}_"
-           f"{c.clip_start.replace('.', 'p')}_{c.clip_end.replace('.', 'p')}")
+           f"{c.clip_start_text.replace('.', 'p')}_{c.clip_end_text.replace('.', 'p')}")
     validate_key(key)
     return key
 
@@ -126,8 +102,11 @@ def name_from_key(key: str, class_names: Iterable[str] | None = None) -> str:
             continue
         head, cs, ce = parts
         name = f"{cls}/{head}_{cs.replace('p', '.')}_{ce.replace('p', '.')}"
-        if NAME_RE.match(name) and key_from_name(name) == key:
-            return name
+        try:
+            if key_from_name(name) == key:
+                return name
+        except ValueError:
+            continue
     raise ValueError(f"not a clip key: {key!r}")
 
 
