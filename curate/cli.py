@@ -242,17 +242,25 @@ def review(out: Path = typer.Argument(...), decisions: Path = typer.Option(None,
 @sync_app.command("train")
 def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos, a run directory or a manifest; none: generated events"),
                out: Path = typer.Option(..., "--out", help="checkpoint folder"),
-               init: Optional[Path] = typer.Option(None, help="start from this checkpoint"),
+               init: Optional[Path] = typer.Option(None, help="start from: our checkpoint, the released modules/ folder, "
+                                                              "or the AVID-CMA checkpoint (both encoders; head fresh)"),
                steps: int = typer.Option(40000, help="iterations"), batch_size: int = 32,
                lr: float = 2e-4, small: bool = typer.Option(False, help="small configuration (CPU)"),
+               accum_steps: int = typer.Option(1, help="micro-batches per step (batch 32 x 21 clips on one GPU: 4-8)"),
+               warmup_steps: int = typer.Option(0, help="stage 1: steps with easy negatives (other instances) first"),
+               amp: str = typer.Option("auto", help="auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off"),
                max_minutes: Optional[float] = typer.Option(None, help="stop (with a checkpoint) after this wall time"),
                seed: int = 0) -> None:
-    """Train the sync classifier (contrastive, hard negatives; resumes from <out>)."""
+    """Train the sync classifier (contrastive, hard negatives; resumes from <out>; DDP under torchrun)."""
     from sync_classifier.train import train
     if data is not None and not data.exists():
         _fail(FileNotFoundError(f"--data {data} does not exist"))
-    ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
-                 small=small, max_minutes=max_minutes, seed=seed)
+    try:
+        ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
+                     small=small, max_minutes=max_minutes, seed=seed, accum_steps=accum_steps,
+                     warmup_steps=warmup_steps, amp=amp)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
     typer.echo(f"checkpoint: {ckpt}")
 
 
@@ -273,11 +281,12 @@ def sync_eval(ckpt: Path = typer.Option(...),
 @app.command()
 def metrics(generated: Path = typer.Option(..., help="folder of generated videos"),
             reference: Path = typer.Option(..., help="folder of ground-truth videos, same names"),
-            sync_checkpoint: Path = typer.Option(..., envvar="CURATE_SYNC_CKPT"),
+            sync_checkpoint: Path = typer.Option(..., envvar="CURATE_SYNC_CKPT",
+                                                 help="sync checkpoint file or the released modules/ folder"),
             imagebind_checkpoint: Optional[Path] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Score generated videos against ground truth (IA, IT, RelSync, AlignSync)."""
-    from sync_classifier.generated_eval import run_metrics
+    from curate.gen_metrics import run_metrics
     try:
         typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json))
     except (ValueError, FileNotFoundError) as e:

@@ -2,8 +2,11 @@
 
 A labelled corpus is generated (`curate synth`), served from a loopback HTTP server so that
 the real yt-dlp path downloads it, and every stage runs on it. CLIP and ImageBind have random
-weights here (scored, not gating); the sync filter gates with a small classifier trained on
-the demo corpus itself during the run.
+weights here (scored, not gating); the sync filter gates with the small classifier shipped in
+the package (``sync_classifier.model.DEMO_CHECKPOINT``, trained by our own code on generated
+flash/beep events with ``benchmarks/train_sync_small.py --demo``; none of the demo's videos is
+in its training set). ``--sync-checkpoint`` overrides it; without the shipped file the run
+trains a small classifier on the demo's train split (stage ``train-sync``, time-bounded).
 """
 from __future__ import annotations
 
@@ -93,9 +96,59 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         run_stages(out, run, executor, ["sources", "download"], sources=sources, echo=echo)
     stages = list(recipe["stages"][2:])
     if not run["options"].get("sync_checkpoint"):
-        stages.insert(stages.index("score"), "train-sync")
+        from sync_classifier.model import DEMO_CHECKPOINT
+        if DEMO_CHECKPOINT.is_file():
+            echo(f"== sync filter: shipped demo classifier {DEMO_CHECKPOINT.name}")
+            run["options"]["sync_checkpoint"] = str(DEMO_CHECKPOINT)
+            pipeline.save_run(out, run)
+        else:
+            stages.insert(stages.index("score"), "train-sync")
     run_stages(out, run, executor, stages, echo=echo)
     from curate.stats import collect, write_report
     write_report(out, out / "report.html", collect(out))
     echo(f"report: {out / 'report.html'}")
     return run
+
+
+def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, seed: int = 0,
+                n_videos: int = DEMO_VIDEOS) -> dict[str, dict[str, int]]:
+    """How many event windows of the demo corpus pass the sync filter, per truth kind.
+
+    Renders the demo corpus's ``flash_click`` (in sync) and ``flash_click_shifted`` videos
+    (``curate.synth``, the same specs ``build_demo`` generates) into ``media_dir``, cuts each
+    into the recipe's 3-s windows at 0.5-s stride, scores them with ``filters.sync``'s scorer
+    (the shipped checkpoint unless ``checkpoint``) and applies the demo recipe's thresholds.
+    Returns ``{kind: {"windows": n, "passed": k}}``.
+    """
+    import math
+
+    from curate.scoring import Scorers, score_segment
+    from curate.synth import corpus_specs, render
+    from curate.windows import window_starts_ms
+    from decoding.media import decode_grid
+    from filters import registry
+    from filters.sync import SyncScorer
+    from sync_classifier.model import DEMO_CHECKPOINT
+
+    media_dir = Path(media_dir)
+    media_dir.mkdir(parents=True, exist_ok=True)
+    recipe = get_recipe("demo")
+    th = pipeline.thresholds({"recipe": recipe})
+    win = recipe["windows"]
+    scorer = SyncScorer.from_checkpoint(str(checkpoint or DEMO_CHECKPOINT))
+    out: dict[str, dict[str, int]] = {}
+    for spec in corpus_specs(n_videos, seed):
+        if spec.kind not in ("flash_click", "flash_click_shifted"):
+            continue
+        path = media_dir / f"{spec.id}.mp4"
+        if not path.exists():
+            render(spec, path)
+        starts = window_starts_ms(0, 1000 * math.floor(spec.duration), int(1000 * win["length"]),
+                                  int(1000 * win["stride"]))
+        windows = [{"start": s / 1000, "end": s / 1000 + win["length"]} for s in starts]
+        rows = score_segment(decode_grid(path), windows, Scorers(sync=scorer), th, None,
+                             only={"sync"}, gate={"sync"})
+        k = out.setdefault(spec.kind, {"windows": 0, "passed": 0})
+        k["windows"] += len(rows)
+        k["passed"] += sum(registry.passes("sync", r, th) is True for r in rows)
+    return out

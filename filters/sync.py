@@ -6,7 +6,8 @@ video-shifted pairs (a2v) and three video-fixed / audio-shifted pairs (v2a), shi
 with no temperature (seed Eq. 4), via ``sync_classifier.metrics.p_sync``; chance is 1/3.
 Keep when both directions are ``>= 0.341``.
 
-``SyncScorer`` wraps a ``sync_classifier.model.SyncClassifier``. ``phi_pairs`` takes the
+``SyncScorer`` wraps a ``sync_classifier.model.SyncClassifier`` (the released layout);
+``from_checkpoint`` takes our checkpoint file or the released ``modules/`` folder. ``phi_pairs`` takes the
 distinct audio clips and video clips of a whole segment and the (audio, video) pairs needed;
 when the model exposes separate encoders it encodes every distinct clip once and runs only
 the head per pair, else it runs ``forward`` once per distinct pair.
@@ -68,8 +69,9 @@ class SyncScorer:
     """Batched phi over (audio, video) pairs with a SyncClassifier.
 
     Audio clips are float32 ``[32000]`` (2 s at 16 kHz), turned into the 1x128x204 mel by
-    ``decoding.mel.imagebind_mel``; video clips are uint8 ``[12, 224, 224, 3]``, turned into the
-    model's input by ``sync_classifier.data.video_tensor``.
+    ``decoding.mel.imagebind_mel``; video clips are uint8 ``[12, H, W, 3]``, turned into the
+    model's input by ``sync_classifier.data.video_tensor`` (the released preprocessing: short
+    side to the model's frame size, bicubic antialiased, centre crop, CLIP mean/std).
     """
 
     def __init__(self, model, device: str = "cpu", batch_size: int = 16):
@@ -91,6 +93,7 @@ class SyncScorer:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int = 16) -> "SyncScorer":
+        """Our checkpoint file, or the released ``modules/`` folder (or the folder above it)."""
         from sync_classifier.model import load_sync_classifier
         return cls(load_sync_classifier(path, device), device=device, batch_size=batch_size)
 

@@ -13,8 +13,9 @@ Timing decisions (seed 003 section 1):
   clip frames are the nearest decoded frames to ``start + j / 6`` (the analysis grid's
   12 fps could not represent a 0.04-s shift). Any ``decoding.media.Grid`` works: a 12-fps grid
   gives nearest-frame quantisation (used for the 0.25-s P_sync shifts, where 0.25 s = 3 frames).
-* Video normalisation: the Kinetics-400 mean/std of torchvision's video models
-  (``VIDEO_MEAN``/``VIDEO_STD``), on RGB in [0, 1]. Random horizontal flip is the only
+* Video preprocessing (``video_tensor``, as the released model): short side to the model's
+  frame size (bicubic, antialiased), centre crop, CLIP mean/std (``VIDEO_MEAN``/``VIDEO_STD``)
+  on RGB in [0, 1]. Random horizontal flip is the only
   augmentation, for training only, and is the same for all clips of an instance.
 * Training reads each source many times (one random centre per visit), so
   ``ShiftedClipDataset`` decodes a source's whole usable span once and keeps it in a
@@ -47,8 +48,9 @@ DECODE_FPS = 25
 CLIP_FPS = 6
 CLIP_LEN = 2.0
 SAMPLE_RATE = 16000
-VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
-VIDEO_STD = (0.22803, 0.22145, 0.216989)
+# the released model's normalisation: CLIP's mean/std on RGB in [0, 1]
+VIDEO_MEAN = (0.48145466, 0.4578275, 0.40821073)
+VIDEO_STD = (0.26862954, 0.26130258, 0.27577711)
 TRAIN_OFFSETS = tuple(round(0.2 * i, 2) for i in range(-10, 11))   # 21 clips, 0.2 s apart
 EVAL_OFFSETS = tuple(round(0.04 * i, 2) for i in range(-15, 16))   # 31 clips, 0.04 s apart
 EVAL_TOLERANCE = 5                                                   # +-5 offsets = +-0.2 s
@@ -61,15 +63,20 @@ def span_needed(offsets: Sequence[float], clip_len: float = CLIP_LEN) -> float:
 
 
 def video_tensor(frames: np.ndarray, size: int | None = None, flip: bool = False) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` RGB -> normalised float ``[3, T, H, W]``.
+    """uint8 ``[T, H, W, 3]`` RGB -> normalised float ``[3, T, S, S]``: the released model's
+    preprocessing, the one definition for scoring, training, evaluation and metrics.
 
-    ``size`` resizes to ``size x size`` (bilinear, for small models fed 224 grids);
+    Frames in [0, 1] are resized on the short side to ``size`` (bicubic, antialiased), centre
+    cropped to ``size x size`` and normalised with the CLIP mean/std (``VIDEO_MEAN`` /
+    ``VIDEO_STD``). ``size`` None keeps square frames as they are (the full model's 224 grid).
     ``flip`` mirrors horizontally (training augmentation).
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
-    if size is not None and (x.shape[2] != size or x.shape[3] != size):
+    if size is None and x.shape[2] != x.shape[3]:
+        size = min(x.shape[2], x.shape[3])
+    if size is not None:
         x = _resize(x, size)
     if flip:
         x = x.flip(-1)
@@ -79,14 +86,24 @@ def video_tensor(frames: np.ndarray, size: int | None = None, flip: bool = False
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``[C, T, H, W]`` float -> ``[C, T, size, size]`` (bilinear, antialiased)."""
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                           align_corners=False, antialias=True)
+    """``[C, T, H, W]`` float -> ``[C, T, size, size]``: short side to ``size`` (bicubic,
+    antialiased, as torchvision's ``Resize(size, BICUBIC, antialias=True)``), centre crop."""
+    h, w = x.shape[2], x.shape[3]
+    if (h, w) != (size, size):
+        if min(h, w) != size:
+            # torchvision's rule: the long side is truncated, not rounded
+            nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+            x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bicubic",
+                                                align_corners=False, antialias=True)
+        top = int(round((x.shape[2] - size) / 2.0))
+        left = int(round((x.shape[3] - size) / 2.0))
+        x = x[:, :, top:top + size, left:left + size]
+    return x
 
 
 def resize_frames(frames: np.ndarray, size: int, chunk: int = 64) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, size, size, 3]`` with ``video_tensor``'s resize
-    (rounded back to uint8), ``chunk`` frames at a time to bound the float copy."""
+    and crop (rounded back to uint8), ``chunk`` frames at a time to bound the float copy."""
     if frames.shape[1] == size and frames.shape[2] == size:
         return frames
     out = np.empty((len(frames), size, size, 3), np.uint8)

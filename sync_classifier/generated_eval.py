@@ -154,25 +154,21 @@ def format_table(rows: list[dict], method: str = "generated") -> str:
 
 
 def run_metrics(generated_dir: str | Path, reference_dir: str | Path, sync_checkpoint: str | Path,
-                imagebind_checkpoint: str | Path | None = None, as_json: bool = False,
+                imagebind_scorer: ImageBindScorer | None = None, as_json: bool = False,
                 device: str | None = None) -> str:
     """What `curate metrics` prints: the Table-6-style summary, or every row as JSON.
 
-    Without an ImageBind checkpoint, IA / IT / AlignSync are not computed (RelSync still is).
+    ``sync_checkpoint``: our checkpoint file or the released ``modules/`` folder. Without an
+    ImageBind scorer (``curate.gen_metrics`` builds one from a checkpoint; this package does
+    not import ``filters``), IA / IT / AlignSync are not computed (RelSync still is).
     """
     import json
-
-    import torch
 
     from sync_classifier.model import load_sync_classifier
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_sync_classifier(sync_checkpoint, dev)
-    scorer = None
-    if imagebind_checkpoint:
-        from filters.imagebind import ImageBindScorer
-        scorer = ImageBindScorer.from_checkpoint(imagebind_checkpoint, device=dev)
-    rows = evaluate_generated(generated_dir, reference_dir, model, scorer)
+    rows = evaluate_generated(generated_dir, reference_dir, model, imagebind_scorer)
     if not rows:
         raise ValueError(f"no reference videos (*.mp4) under {reference_dir}")
     if as_json:

@@ -48,6 +48,9 @@ INIT_OPTION = "--init"
 MODULES = ("audio_encoder", "video_encoder", "head")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 AVID_PREFIXES = {"audio_encoder": "module.audio_model.", "video_encoder": "module.video_model."}
+#: the small classifier the demo gates with, trained by ``benchmarks/train_sync_small.py --demo``
+#: on generated flash/beep events (package data; see that script for the command and seed)
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "sync_demo_small.pt"
 
 
 @dataclass

@@ -7,15 +7,25 @@ only the shifted clips of the same instance (easy negatives from other instances
 detrimental, per the seed). AdamW, constant lr 2e-4, weight decay 0.01, batch 32, 40k steps.
 
 Runs on the CPU (small config), one GPU, or several GPUs under ``torchrun`` (DDP, one
-process per GPU, ``batch_size`` is the global batch split over ranks). Mixed precision with
-``torch.autocast`` on CUDA (bf16 where supported, else fp16 with a grad scaler).
+process per GPU, ``batch_size`` is the global batch split over ranks and ``accum_steps``
+micro-batches: batch 32 x 21 clips fits one GPU as e.g. 8 micro-batches of 4). Mixed
+precision with ``torch.autocast`` (``amp``: "auto" = bf16 on CUDA where supported, else fp16
+with a grad scaler, and off on the CPU; "bf16", "fp16" or "off" to choose).
+
+Initialisation (``init``): our checkpoint, the released ``modules/`` folder, or the AVID-CMA
+AudioSet checkpoint the paper starts from (both encoders; the head fresh). Without it the
+paper reports hard-negative training from scratch diverges: ``warmup_steps`` first trains
+with easy negatives (the unshifted clip of the other instances in the batch, Eq. 1 over the
+batch) before switching to hard negatives.
 Checkpoints are atomic; ``<stem>.last.pt`` is written every ``ckpt_every`` steps and a run
 resumes from it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import logging
 import os
 import random
@@ -31,8 +41,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from sync_classifier.data import (DEFAULT_CACHE_BYTES, TRAIN_OFFSETS, GeneratedClipDataset,
                                   ShiftedClipDataset, collate_instances, find_sources,
                                   usable_sources)
-from sync_classifier.model import (SyncClassifier, SyncConfig, read_checkpoint, save_checkpoint,
-                                   small_config)
+from sync_classifier.model import (SyncClassifier, SyncConfig, load_init, model_from_checkpoint,
+                                   read_checkpoint, save_checkpoint, small_config)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +69,9 @@ class TrainConfig:
     log_every: int = 50
     num_workers: int = 4
     device: str | None = None
-    amp: bool = True
+    amp: bool | str = "auto"          # "auto" | "bf16" | "fp16" | "off" (True = "auto")
+    accum_steps: int = 1              # micro-batches per optimizer step
+    warmup_steps: int = 0             # stage 1: easy negatives (other instances) first
     seed: int = 0
     synthetic_duration: float = 8.0
     max_minutes: float | None = None   # stop early (with a checkpoint) after this wall time
@@ -97,14 +109,23 @@ def sync_contrastive_loss(phi: torch.Tensor, tau: float = TAU
 
 
 class PairwisePhi(nn.Module):
-    """``(mel [B,K,1,F,T], video [B,K,3,T,H,W]) -> phi [B,K,K]`` as one forward (for DDP)."""
+    """``(mel [B,K,1,F,T], video [B,K,3,T,H,W]) -> phi [B,K,K]`` as one forward (for DDP).
+
+    ``easy=True`` (stage-1 warm-up): only the unshifted middle clip of each instance is
+    encoded and phi is ``[1, B, B]`` across instances (negatives = other instances).
+    """
 
     def __init__(self, model: SyncClassifier) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, mel: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, video: torch.Tensor, easy: bool = False) -> torch.Tensor:
         b, k = mel.shape[:2]
+        if easy:
+            c = k // 2
+            a = self.model.encode_audio(mel[:, c])
+            v = self.model.encode_video(video[:, c])
+            return self.model.pairwise(a.float(), v.float()).unsqueeze(0)
         a = self.model.encode_audio(mel.flatten(0, 1)).view(b, k, -1)
         v = self.model.encode_video(video.flatten(0, 1)).view(b, k, -1)
         return self.model.pairwise(a.float(), v.float())
@@ -131,19 +152,15 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _build_model(cfg: TrainConfig) -> tuple[SyncClassifier, dict | None]:
-    init_state = read_checkpoint(cfg.init) if cfg.init else None
-    if cfg.model is not None:
-        mcfg = cfg.model
-    elif init_state is not None:
-        mcfg = SyncConfig(**init_state["config"])
-    else:
-        mcfg = small_config() if cfg.small else SyncConfig()
-    model = SyncClassifier(mcfg)
-    if init_state is not None:
-        missing, unexpected = model.load_state_dict(init_state["model"], strict=False)
-        log.info("init from %s (missing %d, unexpected %d keys)", cfg.init, len(missing), len(unexpected))
-    return model, init_state
+def _build_model(cfg: TrainConfig) -> SyncClassifier:
+    """A fresh model, or the ``init`` weights (strict: a key or shape that differs is an error
+    naming ``--init``)."""
+    mcfg = cfg.model if cfg.model is not None else (small_config() if cfg.small else None)
+    if cfg.init:
+        model = load_init(cfg.init, mcfg)
+        log.info("init from %s", cfg.init)
+        return model.train()
+    return SyncClassifier(mcfg or SyncConfig())
 
 
 def _dataset(cfg: TrainConfig, mcfg: SyncConfig):
@@ -160,12 +177,28 @@ def _dataset(cfg: TrainConfig, mcfg: SyncConfig):
                               cache_bytes=int(cfg.cache_mb * 2 ** 20)), skipped
 
 
-def _amp_context(device: torch.device, enabled: bool):
-    if device.type != "cuda" or not enabled:
+def amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
+    mode = {True: "auto", False: "off", None: "off"}.get(amp, amp)
+    if mode not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise ValueError("fp16 autocast needs CUDA; use bf16 on the CPU")
+        return torch.float16
+    if mode == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _amp_context(device: torch.device, amp: bool | str):
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast(device_type="cuda", dtype=dtype), scaler
+    return torch.autocast(device_type=device.type, dtype=dtype), scaler
 
 
 def _batches(loader: DataLoader, sampler):
@@ -205,13 +238,14 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     final, last = checkpoint_paths(cfg.out)
     final.parent.mkdir(parents=True, exist_ok=True)
 
-    model, _ = _build_model(cfg)
+    if cfg.accum_steps < 1:
+        raise ValueError(f"accum_steps must be >= 1, got {cfg.accum_steps}")
+    model = _build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     if cfg.resume and last.exists():
         state = read_checkpoint(last)
-        model = SyncClassifier(SyncConfig(**state["config"]))
-        model.load_state_dict(state["model"])
+        model = model_from_checkpoint(state, str(last))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
@@ -227,7 +261,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
             net, device_ids=[local] if device.type == "cuda" else None)
 
     dataset, skipped = _dataset(cfg, model.config)
-    per_rank = max(cfg.batch_size // world, 1)
+    # the global batch is split over ranks, then over accumulated micro-batches
+    per_rank = max(cfg.batch_size // (world * cfg.accum_steps), 1)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True) if world > 1 else None
     loader = DataLoader(dataset, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
                         num_workers=cfg.num_workers, collate_fn=collate_instances,
@@ -241,25 +276,15 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     net.train()
     batches = _batches(loader, sampler)
     while step < cfg.steps:
-        batch = next(batches)
-        mel = batch["mel"].to(device, non_blocking=True)
-        video = batch["video"].to(device, non_blocking=True)
-        with autocast:
-            phi = net(mel, video)
-        loss, acc_a2v, acc_v2a = sync_contrastive_loss(phi, cfg.tau)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        easy = step < cfg.warmup_steps
+        loss, acc_a2v, acc_v2a = _optimizer_step(net, opt, batches, device, autocast, scaler,
+                                                 cfg, easy, world)
         step += 1
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-        rec = {"step": step, "loss": loss.item(), "acc_a2v": acc_a2v.item(),
-               "acc_v2a": acc_v2a.item(), "elapsed_s": round(time.monotonic() - t_start, 1)}
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {step}")
+        rec = {"step": step, "loss": loss, "acc_a2v": acc_a2v, "acc_v2a": acc_v2a,
+               "negatives": "easy" if easy else "hard",
+               "elapsed_s": round(time.monotonic() - t_start, 1)}
         timeout = cfg.max_minutes is not None and rec["elapsed_s"] > 60 * cfg.max_minutes
         if world > 1:  # all ranks must stop at the same step
             flag = torch.tensor([int(timeout)], device=device)
@@ -280,6 +305,38 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     if world > 1:
         torch.distributed.barrier()
     return final
+
+
+def _optimizer_step(net: nn.Module, opt: torch.optim.Optimizer, batches, device: torch.device,
+                    autocast, scaler, cfg: TrainConfig, easy: bool, world: int
+                    ) -> tuple[float, float, float]:
+    """One optimizer step over ``cfg.accum_steps`` micro-batches; mean loss and accuracies."""
+    opt.zero_grad(set_to_none=True)
+    tot = [0.0, 0.0, 0.0]
+    for micro in range(cfg.accum_steps):
+        batch = next(batches)
+        if easy and batch["mel"].shape[0] < 2:
+            raise ValueError("easy negatives need at least 2 instances per micro-batch "
+                             "(raise batch_size or lower accum_steps)")
+        mel = batch["mel"].to(device, non_blocking=True)
+        video = batch["video"].to(device, non_blocking=True)
+        # DDP: all-reduce gradients only on the last micro-batch
+        sync = world <= 1 or micro == cfg.accum_steps - 1 or not hasattr(net, "no_sync")
+        ctx = contextlib.nullcontext() if sync else net.no_sync()
+        with ctx:
+            with autocast:
+                phi = net(mel, video, easy)
+            loss, acc_a2v, acc_v2a = sync_contrastive_loss(phi, cfg.tau)
+            scaled = loss / cfg.accum_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        for i, x in enumerate((loss, acc_a2v, acc_v2a)):
+            tot[i] += x.item() / cfg.accum_steps
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return tot[0], tot[1], tot[2]
 
 
 def _move_optimizer(opt: torch.optim.Optimizer, device: torch.device) -> None:

@@ -1,4 +1,4 @@
-"""Sync classifier architecture (seed 003 Table 1), checkpoints, clip preprocessing."""
+"""Sync classifier architecture (seed 003 Table 1, the released layout), checkpoints, clip preprocessing."""
 from __future__ import annotations
 
 
@@ -25,7 +25,7 @@ def full_meta() -> SyncClassifier:
 
 def test_audio_encoder_stages_full_size(full_meta: SyncClassifier) -> None:
     with torch.device("meta"):
-        outs = full_meta.audio.stages(torch.empty(1, 1, 128, 204))
+        outs = full_meta.audio_encoder.stages(torch.empty(1, 1, 128, 204))
         pooled = full_meta.encode_audio(torch.empty(1, 1, 128, 204))
     assert [tuple(o.shape[1:]) for o in outs] == [
         (64, 64, 102), (64, 32, 51), (128, 16, 26), (256, 8, 13), (512, 8, 13)]
@@ -34,26 +34,24 @@ def test_audio_encoder_stages_full_size(full_meta: SyncClassifier) -> None:
 
 def test_video_encoder_stages_full_size(full_meta: SyncClassifier) -> None:
     with torch.device("meta"):
-        outs = full_meta.video.stages(torch.empty(1, 3, 12, 224, 224))
+        outs = full_meta.video_encoder.stages(torch.empty(1, 3, 12, 224, 224))
         pooled = full_meta.encode_video(torch.empty(1, 3, 12, 224, 224))
+    # full 3-D stem (conv + max pool) -> 64x12x56x56, then conv2x..conv5x
     assert [tuple(o.shape[1:]) for o in outs] == [
-        (64, 12, 112, 112), (64, 12, 56, 56), (64, 12, 56, 56), (128, 6, 28, 28),
+        (64, 12, 56, 56), (64, 12, 56, 56), (128, 6, 28, 28),
         (256, 3, 14, 14), (512, 2, 7, 7)]
     assert tuple(pooled.shape) == (1, 512)
 
 
 def test_head_full_size(full_meta: SyncClassifier) -> None:
-    h = full_meta.sync_head
-    assert (h.fc_audio.in_features + h.fc_video.in_features, h.fc_audio.out_features) == (1024, 512)
-    linears = [m for m in h.rest if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(512, 256), (256, 1)]
+    linears = [m for m in full_meta.head.fc if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1024, 512), (512, 256), (256, 1)]
     with torch.device("meta"):
         phi = full_meta(torch.empty(2, 1, 128, 204), torch.empty(2, 3, 12, 224, 224))
         pw = full_meta.pairwise(torch.empty(3, 512), torch.empty(5, 512))
     assert tuple(phi.shape) == (2,) and tuple(pw.shape) == (3, 5)
-    # R(2+1)D-18 video trunk has torchvision's parameter count (31.5M with its 400-way fc)
-    n_video = sum(p.numel() for p in full_meta.video.parameters())
-    assert n_video + 512 * 400 + 400 == 31_505_325
+    # the released video encoder: no mid-plane widening, 15.4M parameters
+    assert sum(p.numel() for p in full_meta.video_encoder.parameters()) == 15_379_136
 
 
 def test_pairwise_equals_matched_head() -> None:
@@ -65,10 +63,7 @@ def test_pairwise_equals_matched_head() -> None:
         for j in range(4):
             assert torch.allclose(pw[i, j], m.head(a[i:i + 1], v[j:j + 1])[0], atol=1e-6)
     # the head really is a function of concat(a, v): an explicit concat MLP gives the same
-    h = m.sync_head
-    w1 = torch.cat([h.fc_audio.weight, h.fc_video.weight], dim=1)
-    x = torch.cat([a[1], v[2]])
-    ref = h.rest(w1 @ x + h.fc_audio.bias)
+    ref = m.head.fc(torch.cat([a[1], v[2]]))
     assert torch.allclose(ref[0], pw[1, 2], atol=1e-6)
 
 
@@ -99,16 +94,49 @@ def test_missing_or_bad_checkpoint_names_option(tmp_path) -> None:
 
 def test_video_tensor_normalisation_and_flip() -> None:
     f = np.zeros((12, 4, 6, 3), np.uint8)
-    f[..., 1, 0] = 255          # a red column at x = 1
-    x = video_tensor(f)
-    assert x.shape == (3, 12, 4, 6)
+    f[..., 2, 0] = 255          # a red column at x = 2
+    x = video_tensor(f, size=4)  # already 4 high: the 6 wide is centre-cropped to columns 1..4
+    assert x.shape == (3, 12, 4, 4)
     assert x[0, 0, 0, 1].item() == pytest.approx((1 - VIDEO_MEAN[0]) / VIDEO_STD[0], rel=1e-5)
     assert x[2, 0, 0, 0].item() == pytest.approx(-VIDEO_MEAN[2] / VIDEO_STD[2], rel=1e-5)
-    flipped = video_tensor(f, flip=True)
-    assert torch.equal(flipped[..., 4], x[..., 1])
+    flipped = video_tensor(f, size=4, flip=True)
+    assert torch.equal(flipped[..., 2], x[..., 1])
     assert video_tensor(np.zeros((12, 224, 224, 3), np.uint8), size=32).shape == (3, 12, 32, 32)
     with pytest.raises(ValueError):
         video_tensor(np.zeros((12, 4, 4), np.uint8))
+
+
+def test_video_tensor_is_the_released_preprocessing() -> None:
+    """Short side to the size (bicubic, antialiased), centre crop, CLIP mean/std: the same
+    numbers as torchvision's Resize(size, BICUBIC, antialias=True) + CenterCrop + Normalize."""
+    from sync_classifier.data import resize_frames
+    assert VIDEO_MEAN == (0.48145466, 0.4578275, 0.40821073)
+    assert VIDEO_STD == (0.26862954, 0.26130258, 0.27577711)
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 256, size=(2, 240, 320, 3), dtype=np.uint8)
+    x = video_tensor(f, size=224)
+    assert x.shape == (3, 2, 224, 224)
+    t = torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255     # [T, 3, 240, 320]
+    r = torch.nn.functional.interpolate(t, size=(224, 298), mode="bicubic",
+                                        align_corners=False, antialias=True)
+    top, left = 0, int(round((298 - 224) / 2))
+    want = (r[:, :, top:top + 224, left:left + 224] - torch.tensor(VIDEO_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(VIDEO_STD).view(1, 3, 1, 1)
+    assert torch.allclose(x.permute(1, 0, 2, 3), want, atol=1e-5)
+    try:
+        from torchvision.transforms import v2 as T
+    except Exception:   # not installed, or built for another torch
+        T = None
+    if T is not None:   # torchvision's own transform, when installed, gives the same
+        tv = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+                        T.CenterCrop(224), T.Normalize(VIDEO_MEAN, VIDEO_STD)])
+        assert torch.allclose(x.permute(1, 0, 2, 3), tv(t), atol=1e-4)
+    # the cached uint8 frames of training use the same resize and crop
+    small = resize_frames(f, 32)
+    assert small.shape == (2, 32, 32, 3)
+    direct = video_tensor(f, size=32)
+    cached = video_tensor(small, size=32)
+    assert (direct - cached).abs().max().item() < 1.0 / 255 / min(VIDEO_STD) + 1e-6
 
 
 def _clock_grid(seconds: float = 7.0, fps: int = 25) -> Grid:
