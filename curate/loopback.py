@@ -4,7 +4,8 @@ yt-dlp is exercised for real against it (DESIGN section 10). It serves GET and H
 Content-Length and single byte ranges (yt-dlp and ffmpeg resume and seek with them), and
 can inject faults: paths that answer 404, paths whose body stops after half the file
 (announcing the full length, as a dropped connection does), and paths that stall before
-the body (a timeout). Every request is recorded, so a test can assert that a rerun did
+the body (a timeout), and paths that answer ``429 Too Many Requests`` (with an optional
+Retry-After) a given number of times before serving. Every request is recorded, so a test can assert that a rerun did
 not touch the network.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class LoopbackServer:
 
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1",
                  not_found: Iterable[str] = (), truncated: Iterable[str] = (),
-                 stall: Iterable[str] = (), stall_seconds: float = 5.0) -> None:
+                 stall: Iterable[str] = (), stall_seconds: float = 5.0,
+                 rate_limited: Mapping[str, tuple[int, str | None]] | None = None) -> None:
         if not _is_loopback(host):
             raise ValueError(f"loopback server refuses to bind non-loopback host {host!r}")
         self.root = Path(root).resolve()
@@ -53,6 +55,9 @@ class LoopbackServer:
         self.truncated: set[str] = {p.lstrip("/") for p in truncated}
         self.stall: set[str] = {p.lstrip("/") for p in stall}
         self.stall_seconds = stall_seconds
+        #: path -> [429 answers still to give, Retry-After header value or None]
+        self.rate_limited: dict[str, list] = {p.lstrip("/"): [int(n), ra] for p, (n, ra)
+                                              in (rate_limited or {}).items()}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -109,6 +114,15 @@ class LoopbackServer:
         with self._lock:
             self.requests.append(req)
 
+    def _take_429(self, rel: str) -> bool:
+        """Whether this request of ``rel`` is answered 429 (counts one down)."""
+        with self._lock:
+            left = self.rate_limited.get(rel)
+            if not left or left[0] <= 0:
+                return False
+            left[0] -= 1
+            return True
+
 
 @contextmanager
 def serve_directory(root: str | os.PathLike, host: str = "127.0.0.1",
@@ -116,7 +130,7 @@ def serve_directory(root: str | os.PathLike, host: str = "127.0.0.1",
     """Serve ``root`` on an ephemeral loopback port; yields the base URL (ends with ``/``).
 
     ``faults`` are LoopbackServer's keyword arguments (not_found, truncated, stall,
-    stall_seconds). Use LoopbackServer directly to inspect requests.
+    stall_seconds, rate_limited). Use LoopbackServer directly to inspect requests.
     """
     with LoopbackServer(root, host, **faults) as srv:
         yield srv.base_url
@@ -165,6 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
         state._record(Request(self.command, rel, self.headers.get("Range")))
         if target is None or rel in state.not_found:
             self._error(404, "Not Found")
+            return
+        if state._take_429(rel):
+            self._error(429, "Too Many Requests", retry_after=state.rate_limited[rel][1])
             return
         size = target.stat().st_size
         first, last = 0, size - 1
@@ -216,9 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
             # clients (yt-dlp's extractor probe, ffmpeg seeking) hang up mid-body on purpose
             self.close_connection = True
 
-    def _error(self, code: int, msg: str) -> None:
+    def _error(self, code: int, msg: str, retry_after: str | None = None) -> None:
         data = msg.encode()
         self.send_response(code)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -7,6 +7,7 @@ form used by the trainer loader and the sync classifier.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -124,6 +125,21 @@ def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
     return np.ascontiguousarray(img[top:top + crop, left:left + crop])
 
 
+def _decoded(container, stream):
+    """Frames of ``stream`` until the end, or until the data breaks off after at least one
+    frame (a truncated file whose index survived): the caller's grid then notes how much
+    was decoded instead of failing the whole file."""
+    n = 0
+    try:
+        for frame in container.decode(stream):
+            n += 1
+            yield frame
+    except (av.error.InvalidDataError, av.error.EOFError) as e:
+        if n == 0:
+            raise
+        logging.getLogger(__name__).info("decoding stopped after %d frames: %s", n, e)
+
+
 def _frame_end(frame: av.VideoFrame, stream) -> float:
     """Time the frame stops being shown: its pts plus its duration (else one frame period)."""
     t = float(frame.pts * stream.time_base)
@@ -157,7 +173,7 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
         return last_img
 
     latest_end = -math.inf
-    for frame in container.decode(stream):
+    for frame in _decoded(container, stream):
         if frame.pts is None:
             continue
         t = float(frame.pts * stream.time_base)
@@ -191,7 +207,7 @@ def _decode_audio(container, start: float, end: float,
     container.seek(0)
     chunks = []
     t_first = None
-    for frame in container.decode(stream):
+    for frame in _decoded(container, stream):
         if t_first is None and frame.pts is not None:
             t_first = float(frame.pts * stream.time_base)
         for rf in resampler.resample(frame):
