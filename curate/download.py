@@ -83,6 +83,7 @@ class DownloadOptions:
     backoff: float = 1.0                     # seconds; attempt k waits ~backoff * 2**k, jittered
     max_wait: float = 120.0                  # seconds of retry waits per source, Retry-After included
     socket_timeout: float = 20.0             # a connect or read stalled this long -> "timeout"
+    timeout_retries: int = 1                 # a stalled source is retried at most this often
     cookiefile: str | None = None
     proxy: str | None = None
     ratelimit: int | None = None             # bytes per second
@@ -95,8 +96,8 @@ class DownloadOptions:
     ydl_opts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff < 0 or self.max_wait < 0:
-            raise ValueError("retries, backoff and max_wait must be >= 0")
+        if min(self.retries, self.backoff, self.max_wait, self.timeout_retries) < 0:
+            raise ValueError("retries, timeout_retries, backoff and max_wait must be >= 0")
         if not self.socket_timeout > 0:
             raise ValueError("socket_timeout must be > 0 seconds")
         if self.use_ranges not in ("auto", "always", "never"):
@@ -221,7 +222,7 @@ def _complete(plan: _Plan, declared: float | None, facts: Mapping[str, Any]) -> 
 
 def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str, Any]:
     last = _Failure("error", "no attempt made")
-    waited = 0.0
+    waited, timeouts = 0.0, 0
     for attempt in range(opts.retries + 1):
         try:
             facts, note = _attempt(plan, target, opts)
@@ -233,6 +234,11 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str,
             log.exception("download %s: unexpected error", plan.source_id)
             last = _Failure("error", f"{type(e).__name__}: {e}")
         if not last.transient or attempt == opts.retries:
+            break
+        # a server that stalled once mostly stalls again: don't hold the worker for
+        # retries x socket_timeout
+        timeouts += last.reason == "timeout"
+        if timeouts > opts.timeout_retries:
             break
         delay = retry_delay(attempt, opts.backoff, last.retry_after)
         if waited + delay > opts.max_wait:

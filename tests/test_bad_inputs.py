@@ -185,6 +185,16 @@ def test_stalled_url_ends_quickly_with_timeout(server, tmp_path):
         DownloadOptions(socket_timeout=0)
 
 
+def test_stalled_url_is_retried_at_most_timeout_retries(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    before = server.count("videos/stall.mp4")
+    row = download_source(_url(server, "stall"), tmp_path,
+                          DownloadOptions(retries=5, socket_timeout=0.5, timeout_retries=1))
+    assert row["reason"] == "timeout"
+    gets = [r for r in server.requests[before:] if r.path == "videos/stall.mp4" and r.method == "GET"]
+    assert 2 <= len(gets) <= 4                     # 2 tries (extractor GET + download GET each)
+
+
 def test_bot_check_is_classified():
     from yt_dlp.utils import DownloadError
     for msg in ("ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you\u2019re not a bot. Use "
