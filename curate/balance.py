@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
@@ -248,13 +249,16 @@ def select_clips(clips: Iterable[Mapping[str, Any]], recipe_params: Mapping[str,
     if n_test is not None:
         for c, rs in ok.items():
             _assign_test(rs, n_test[c], prm["seed"])
-    summary = _summary(ok, by_class, prm, warnings)
+    summary = _summary(ok, {c: len(v) for c, v in by_class.items()},
+                       {c: sum(r["status"] == STATUS_REJECTED for r in v) for c, v in by_class.items()},
+                       prm, warnings)
     for w in summary["warnings"]:
         log.warning("select: %s", w)
     return Selection(rows, summary)
 
 
-def _summary(ok: dict[str, list[dict]], candidates: dict[str, list[dict]], prm: dict[str, Any],
+def _summary(ok: dict[str, list[dict]], n_candidates: Mapping[str, int],
+             n_review_rejected: Mapping[str, int], prm: dict[str, Any],
              warnings: list[str]) -> dict[str, Any]:
     """Per class: ok candidates, selected, train/test (selected rows held out of train for
     leakage are not counted), and the shortfall against per_class."""
@@ -262,8 +266,8 @@ def _summary(ok: dict[str, list[dict]], candidates: dict[str, list[dict]], prm: 
     for c in sorted(ok, key=str):
         sel = [r for r in ok[c] if r["status"] == STATUS_OK]
         per_class[c] = {
-            "candidates": len(candidates.get(c, [])), "selected": len(sel),
-            "review_rejected": sum(r["status"] == STATUS_REJECTED for r in candidates.get(c, [])),
+            "candidates": n_candidates.get(c, 0), "selected": len(sel),
+            "review_rejected": n_review_rejected.get(c, 0),
             "train": sum(r["split"] == "train" for r in sel),
             "test": sum(r["split"] == "test" for r in sel),
         }
@@ -277,21 +281,176 @@ def _summary(ok: dict[str, list[dict]], candidates: dict[str, list[dict]], prm: 
             "warnings": warnings}
 
 
+# ----------------------------------------------------------------------------- columnar
+
+#: the clip columns the selection reads
+_CLIP_COLUMNS = ("clip_id", "source_id", "class_name", "split", "start", "end", "status", "error",
+                 "sync_a2v", "sync_v2a", "imagebind_ia")
+_FAST_SOURCE = re.compile(r"[A-Za-z0-9_-]{1,128}_[0-9]{6}_[0-9]{6}")
+_FAST_CLASS = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: clips whose fast name is compared with the grammar's own functions before it is trusted
+_NAME_CHECKS = 32
+
+
+def _rank_scores(clips: Any) -> list[float | None]:
+    """``rank_score`` of every clip, in numpy (the same float operations, so the same values)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    a2v, v2a, ia = (pc.fill_null(pc.cast(clips.column(c), "float64"), float("nan"))
+                    .to_numpy(zero_copy_only=False) for c in ("sync_a2v", "sync_v2a", "imagebind_ia"))
+    rs = (a2v + v2a) / 2.0 + ia
+    missing = np.isnan(a2v) | np.isnan(v2a) | np.isnan(ia)
+    return [None if m else v for m, v in zip(missing.tolist(), rs.tolist())]
+
+
+def _slow_name(clip: Mapping[str, Any]) -> tuple[str, float, float, str]:
+    name, cs, ce = clip_name(clip)
+    return name, cs, ce, key_from_name(name)
+
+
+def _fast_name(cls: Any, sid: Any, start: Any, end: Any) -> tuple[str, float, float, str] | None:
+    """Name and key without parsing them back, for the plain case (safe class, VGGSound-style
+    source id, non-negative times); None -> use the grammar's functions."""
+    from manifests.names import format_clip_time
+
+    if (cls is None or sid is None or start is None or end is None or not 0 <= start < 1e6
+            or not 0 <= end < 1e6 or not _FAST_CLASS.fullmatch(cls) or not _FAST_SOURCE.fullmatch(sid)):
+        return None
+    cs, ce = round(float(start), NAME_DECIMALS), round(float(end), NAME_DECIMALS)
+    ts, te = format_clip_time(cs), format_clip_time(ce)
+    return (f"{cls}/{sid}_{ts}_{te}", cs, ce,
+            f"{cls}-{sid}_{ts.replace('.', 'p')}_{te.replace('.', 'p')}")
+
+
+def _namer(cols: dict[str, list]) -> Any:
+    """A function i -> (name, start, end, key) that raises ValueError like ``clip_name`` /
+    ``key_from_name``. The fast form is used only if it agrees with the grammar's functions on
+    the first clips (a changed grammar falls back to them for every clip)."""
+    def slow(i: int) -> tuple[str, float, float, str]:
+        return _slow_name({k: cols[k][i] for k in ("class_name", "source_id", "start", "end")})
+
+    checked, n = 0, len(cols["clip_id"])
+    for i in range(n):
+        fast = _fast_name(cols["class_name"][i], cols["source_id"][i], cols["start"][i], cols["end"][i])
+        if fast is None:
+            continue
+        try:
+            ref = slow(i)
+        except ValueError:
+            ref = None
+        if ref != fast:
+            log.warning("select: fast clip naming disagrees with manifests.names (%r vs %r); "
+                        "naming every clip with the grammar's functions", fast, ref)
+            return slow
+        checked += 1
+        if checked >= _NAME_CHECKS:
+            break
+
+    def name(i: int) -> tuple[str, float, float, str]:
+        fast = _fast_name(cols["class_name"][i], cols["source_id"][i], cols["start"][i], cols["end"][i])
+        return fast if fast is not None else slow(i)
+    return name
+
+
 def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int | None = None,
                        decisions: Mapping[str, str] | None = None,
                        classes: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:
     """``select_clips`` on a CLIPS Arrow table -> (SELECTED Arrow table, summary).
 
-    Clips (tens of thousands at VGGSound scale, never windows) are ranked as rows; the
-    result is the same as ``select_clips`` on ``clips.to_pylist()``.
+    The same rows and summary as ``select_clips(clips.to_pylist(), ...)``; clips are columns
+    (lists of their ids and times), and only the rows that end up selected become dicts for
+    the train/test split.
     """
-    from manifests.schemas import SELECTED, to_table
+    import pyarrow as pa
+    from manifests.schemas import SELECTED
 
-    rows = clips.select(list(_CLIP_COLUMNS)).to_pylist()
-    sel = select_clips(rows, recipe_params, seed=seed, decisions=decisions, classes=classes)
-    return to_table(sel.rows, SELECTED), sel.summary
+    prm, decisions = _params(recipe_params, seed), dict(decisions or {})
+    cols = {c: clips.column(c).to_pylist() for c in _CLIP_COLUMNS[:8]}
+    n = clips.num_rows
+    out = {"key": [None] * n, "name": [None] * n, "clip_id": cols["clip_id"],
+           "source_id": cols["source_id"], "class_name": cols["class_name"], "split": list(cols["split"]),
+           "start": list(cols["start"]), "end": list(cols["end"]), "rank_score": _rank_scores(clips),
+           "status": [STATUS_OK] * n, "error": [None] * n}
+    _name_rows(cols, out)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, st in enumerate(out["status"]):
+        if st == STATUS_OK:
+            by_class[out["class_name"][i]].append(i)
+    n_candidates = {c: len(v) for c, v in by_class.items()}
+    for idx in by_class.values():
+        _pick_class_cols(idx, out, prm, decisions)
+    n_review_rejected = {c: sum(out["status"][i] == STATUS_REJECTED for i in v) for c, v in by_class.items()}
+    ok_idx = {c: [i for i in v if out["status"][i] == STATUS_OK] for c, v in by_class.items()}
+    for c in classes or ():
+        ok_idx.setdefault(c, [])
+    # the selected clips (thousands) become rows for the split rules
+    ok = {c: [{"i": i, **{k: out[k][i] for k in ("source_id", "start", "name", "split", "status", "error")}}
+              for i in v] for c, v in ok_idx.items()}
+    warnings: list[str] = []
+    n_test = _n_test({c: len(v) for c, v in ok.items()}, prm, warnings)
+    if n_test is not None:
+        for c, rs in ok.items():
+            _assign_test(rs, n_test[c], prm["seed"])
+    for rs in ok.values():
+        for r in rs:
+            for k in ("split", "status", "error"):
+                out[k][r["i"]] = r[k]
+    summary = _summary(ok, n_candidates, n_review_rejected, prm, warnings)
+    for w in summary["warnings"]:
+        log.warning("select: %s", w)
+    return pa.table({k: out[k] for k in SELECTED.names}, schema=SELECTED), summary
 
 
-#: the clip columns the selection reads
-_CLIP_COLUMNS = ("clip_id", "source_id", "class_name", "split", "start", "end", "status", "error",
-                 "sync_a2v", "sync_v2a", "imagebind_ia")
+def _name_rows(cols: dict[str, list], out: dict[str, list]) -> None:
+    """``_named_rows`` on columns: names, keys, rounded times, upstream and naming failures,
+    duplicate names."""
+    namer = _namer(cols)
+    seen: set = set()
+    status, error, names = out["status"], out["error"], out["name"]
+    for i in range(len(names)):
+        st = cols["status"][i]
+        if st not in (None, STATUS_OK):
+            status[i], error[i] = st, f"clip not ok: {cols['error'][i]}"
+        try:
+            names[i], out["start"][i], out["end"][i], out["key"][i] = namer(i)
+        except ValueError as e:
+            _partial_name(cols, out, i)
+            if status[i] == STATUS_OK:
+                status[i], error[i] = STATUS_FAILED, f"select: cannot name clip: {e}"
+        if names[i] is not None and names[i] in seen and status[i] == STATUS_OK:
+            status[i], error[i] = STATUS_REJECTED, "select: duplicate name (after rounding)"
+        seen.add(names[i])
+
+
+def _partial_name(cols: dict[str, list], out: dict[str, list], i: int) -> None:
+    """A clip named but whose key failed keeps the name and rounded times (as ``_named_rows``)."""
+    try:
+        out["name"][i], out["start"][i], out["end"][i] = clip_name(
+            {k: cols[k][i] for k in ("class_name", "source_id", "start", "end")})
+    except ValueError:
+        pass
+
+
+def _pick_class_cols(idx: list[int], out: dict[str, list], prm: dict[str, Any],
+                     decisions: Mapping[str, str]) -> None:
+    """``_pick_class`` on column indices (the class's ok clips, in table order)."""
+    per_class, cap, seed = prm["per_class"], prm["max_per_source"], prm["seed"]
+    names, rs_, ids = out["name"], out["rank_score"], out["clip_id"]
+
+    def k(i: int) -> tuple:
+        rs = rs_[i]
+        return (decisions.get(names[i]) != "keep", rs is None, -(rs or 0.0),
+                _seeded(seed, ids[i] or names[i]))
+    n_sel, per_source = 0, defaultdict(int)
+    for rank, i in enumerate(sorted(idx, key=k), start=1):
+        if decisions.get(names[i]) == "reject":
+            out["status"][i], out["error"][i] = STATUS_REJECTED, "review: rejected by reviewer"
+        elif per_class is not None and n_sel >= per_class:
+            out["status"][i], out["error"][i] = STATUS_SKIPPED, f"select: rank {rank} beyond per_class {per_class}"
+        elif cap is not None and per_source[out["source_id"][i]] >= cap:
+            out["status"][i], out["error"][i] = (STATUS_SKIPPED,
+                                                 f"select: max_per_source {cap} reached for {out['source_id'][i]}")
+        else:
+            n_sel += 1
+            per_source[out["source_id"][i]] += 1

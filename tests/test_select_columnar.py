@@ -7,6 +7,7 @@ import copy
 import json
 import random
 import shutil
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -203,3 +204,72 @@ def test_select_stage_with_review_decisions(tmp_path):
     new = select_stage(b, pipeline.load_run(b), decisions_file=review)
     assert new == old and _tables(b) == _tables(a)
     assert any(s["error"] == "review: rejected by reviewer" for s in _tables(b)["selected"])
+
+
+def _random_clips(seed: int, n: int = 400) -> list[dict]:
+    """CLIPS rows with ties, null scores, upstream failures, unnameable and duplicate clips."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        sid = f"v{rng.randint(0, n // 3):04d}-{'_x' if i % 7 == 0 else ''}_{rng.choice([0, 30]):06d}_{rng.choice([10, 40]):06d}"
+        start = rng.choice([0.0, 0.5, 1.0, 2.5, 3.04, 3.06])
+        c = {"clip_id": f"{sid}_{i:06d}", "source_id": sid, "shot_id": None,
+             "class_name": rng.choice(["dog_barking", "hammering", "frog_croaking"]),
+             "split": rng.choice(["train", "test"]), "start": start, "end": start + rng.choice([3.0, 4.5, 6.0]),
+             "n_windows": 1, **{s: rng.choice([0.2, 0.5, 0.8]) for s in ALL_SCORES},
+             "status": "ok", "error": None}
+        u = rng.random()
+        if u < 0.05:
+            c.update(status="rejected", error="merge: clip length 1.00s < min_len 2.00s")
+        elif u < 0.1:
+            c["sync_a2v"] = None
+        elif u < 0.12:
+            c["class_name"] = None
+        elif u < 0.14:
+            c["source_id"] = "bad/id_000000_000010"
+        elif u < 0.16:
+            c["source_id"] = "v1_0000001_000010"
+        elif u < 0.18:
+            c["start"] = -1.0
+        elif u < 0.2:
+            c["imagebind_ia"] = float("nan")
+        rows.append(c)
+    rows.append({**rows[0], "clip_id": rows[0]["clip_id"] + "b", "start": rows[0]["start"] + 0.01})  # same name
+    return rows
+
+
+@pytest.mark.parametrize("params", [
+    {"per_class": 10, "test_per_class": 2, "seed": 0},
+    {"per_class": 10, "balanced_test": True, "seed": 3},
+    {"per_class": 40, "max_per_source": 2, "test_per_class": 5, "seed": 1},
+    {"per_class": None},
+    {"per_class": 5, "balanced_test": True, "test_per_class": 50, "seed": 2},
+])
+def test_select_clips_table_equals_select_clips(params):
+    from curate.balance import select_clips, select_clips_table
+
+    clips = _random_clips(zlib.crc32(json.dumps(params, sort_keys=True).encode()) % 1000)
+    names = [r["name"] for r in select_clips(clips, params).rows if r["status"] == "ok"]
+    review = {names[0]: "reject", names[-1]: "keep", "nosuch/x_000000_000010_0.0_3.0": "keep"}
+    for decisions in (None, review):
+        for classes in (None, ["dog_barking", "hammering", "frog_croaking", "playing_cello"]):
+            old = select_clips(clips, params, decisions=decisions, classes=classes)
+            tbl, summary = select_clips_table(to_table(clips, schemas.CLIPS), params,
+                                              decisions=decisions, classes=classes)
+            assert tbl.to_pylist() == to_table(old.rows, schemas.SELECTED).to_pylist()
+            assert summary == old.summary
+    statuses = {r["status"] for r in old.rows}
+    assert {"ok", "failed", "rejected"} <= statuses
+
+
+def test_fast_naming_falls_back_when_the_grammar_changes(monkeypatch):
+    from curate import balance
+
+    clips = _random_clips(9)
+    params = {"per_class": 10, "test_per_class": 2}
+    old = balance.select_clips(clips, params)
+    real = balance._fast_name
+    monkeypatch.setattr(balance, "_fast_name",
+                        lambda *a: None if real(*a) is None else (real(*a)[0] + "x", *real(*a)[1:]))
+    tbl, summary = balance.select_clips_table(to_table(clips, schemas.CLIPS), params)
+    assert tbl.to_pylist() == to_table(old.rows, schemas.SELECTED).to_pylist() and summary == old.summary
