@@ -12,10 +12,41 @@ from curate.recipes import get_recipe
 log = logging.getLogger(__name__)
 
 
+def remove_stale_temps(out: str | Path) -> int:
+    """Remove what earlier killed runs left: atomic-write temp files (``.*.tmp``) anywhere
+    under ``out``, download work dirs (``media/raw/.*.part/``) and shard temps
+    (``shards/.*.tar.*.tmp``). Returns how many were removed."""
+    import shutil
+    from manifests.atomic import is_temp_name
+
+    out = Path(out)
+    n = 0
+    for sub in ("manifests", "media", "shards", "work"):
+        root = out / sub
+        if not root.is_dir():
+            continue
+        for p in root.rglob(".*"):
+            if p.is_dir() and p.name.endswith(".part") and p.parent == out / "media" / "raw":
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+            elif p.is_file() and (is_temp_name(p.name) or ".tar." in p.name and p.name.endswith(".tmp")):
+                p.unlink(missing_ok=True)
+                n += 1
+    for p in out.glob(".*.tmp"):       # run.json's temp
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    if n:
+        log.info("removed %d temp files left by an earlier killed run", n)
+    return n
+
+
 def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str],
                sources: str | Path | None = None, limit: int | None = None,
                retry_failed: bool = False, echo: Callable[[str], None] = print) -> None:
-    """Run ``stages`` in order; each stage skips work its checkpoints say is finished."""
+    """Run ``stages`` in order; each stage skips work its checkpoints say is finished and
+    echoes a failure summary by reason at its end."""
+    remove_stale_temps(out)
     for st in stages:
         echo(f"== {st}")
         if st == "sources":
@@ -25,20 +56,20 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
                 raise ValueError("no sources: pass --sources FILE")
             pipeline.stage_sources(out, run, sources, limit=limit)
         elif st == "download":
-            pipeline.stage_download(out, run, executor, retry_failed=retry_failed)
+            pipeline.stage_download(out, run, executor, retry_failed=retry_failed, echo=echo)
         elif st == "split":
-            pipeline.stage_split(out, run, executor)
+            pipeline.stage_split(out, run, executor, echo=echo)
         elif st == "train-sync":
             from curate.demo import train_demo_sync
             train_demo_sync(out, run)
         elif st == "score":
-            pipeline.stage_score(out, run, executor)
+            pipeline.stage_score(out, run, executor, echo=echo)
         elif st == "select":
             summary = pipeline.stage_select(out, run)
             if summary.get("needs_scoring"):
                 echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {out}`")
         elif st == "shard":
-            pipeline.stage_shard(out, run, executor)
+            pipeline.stage_shard(out, run, executor, echo=echo)
             from shards.verify import verify_shards
             report = verify_shards(Path(out) / "shards")
             echo(format_verify(report))

@@ -19,6 +19,10 @@ WorkersOpt = typer.Option(2, "--workers", "-w", help="parallel workers (Ray task
 AddressOpt = typer.Option(None, "--address", help="Ray cluster address; none: start a local Ray")
 GpusOpt = typer.Option(None, "--gpus", help="GPUs to use (default: all Ray sees)")
 ExecOpt = typer.Option("ray", "--executor", help="ray (default) or local (serial, for debugging)")
+DownloadWorkersOpt = typer.Option(None, "--download-workers",
+                                  help="parallel downloads (I/O bound, apart from --workers; default 16)")
+MaxRequestsOpt = typer.Option(None, "--max-requests-per-s",
+                              help="global rate of download starts over all workers (e.g. 2)")
 
 
 def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[float]):
@@ -51,6 +55,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
           rate_limit: Optional[str] = typer.Option(None, help="yt-dlp rate limit, e.g. 2M"),
           retry_failed: bool = typer.Option(False, help="download again sources that failed for a transient reason"),
+          download_workers: Optional[int] = DownloadWorkersOpt,
+          max_requests_per_s: Optional[float] = MaxRequestsOpt,
           executor: str = ExecOpt) -> None:
     """Run a whole recipe (resumable: rerun to continue where it stopped)."""
     from curate.build import build as run_build
@@ -59,7 +65,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
     options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
                "allow_random_weights": allow_random_weights or None, "cookiefile": cookies,
-               "proxy": proxy, "ratelimit": rate_limit}
+               "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
+               "max_requests_per_s": max_requests_per_s}
     try:
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
@@ -74,11 +81,15 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
 
 
 def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
-           gpus: Optional[float], executor: str, retry_failed: bool = False) -> None:
+           gpus: Optional[float], executor: str, retry_failed: bool = False,
+           options: Optional[dict] = None) -> None:
     from curate.build import run_stages
-    from curate.pipeline import load_run
+    from curate.pipeline import load_run, save_run
     try:
         run = load_run(out)
+        if options and any(v is not None for v in options.values()):
+            run["options"].update({k: v for k, v in options.items() if v is not None})
+            save_run(out, run)
         run_stages(out, run, _executor(executor, workers, address, gpus), stages,
                    retry_failed=retry_failed, echo=typer.echo)
     except (ValueError, FileNotFoundError) as e:
@@ -118,9 +129,12 @@ def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., h
 @app.command()
 def download(out: Path = typer.Argument(...), workers: int = WorkersOpt,
              address: Optional[str] = AddressOpt, executor: str = ExecOpt,
-             retry_failed: bool = typer.Option(False, help="try again sources that failed for a transient reason (timeout, 5xx, broken transfer)")) -> None:
+             retry_failed: bool = typer.Option(False, help="try again sources that failed for a transient reason (timeout, 5xx, broken transfer)"),
+             download_workers: Optional[int] = DownloadWorkersOpt,
+             max_requests_per_s: Optional[float] = MaxRequestsOpt) -> None:
     """Download every accepted source (yt-dlp); skips what is already there."""
-    _stage(out, ["download"], workers, address, None, executor, retry_failed=retry_failed)
+    _stage(out, ["download"], workers, address, None, executor, retry_failed=retry_failed,
+           options={"download_workers": download_workers, "max_requests_per_s": max_requests_per_s})
 
 
 @app.command()

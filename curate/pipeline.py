@@ -1,53 +1,95 @@
 """The stages of a curation run, as plain functions over manifests and an executor.
 
 Each ``stage_*`` reads the previous stage's manifest from ``<out>/manifests`` and writes its
-own. Per-item work goes through ``curate.runner.run_stage`` (checkpointed, resumable) on
-whatever executor the caller gives (Ray in ``curate build``, serial in tests).
+own. Per-item work goes through ``curate.runner.run_stage`` (streamed, fingerprinted
+checkpoints) on whatever executor the caller gives (Ray in ``curate build``, serial in
+tests). Run state lives in ``curate.run_state`` and the model-weights policy in
+``curate.weights``; both are re-exported here for the callers that import them from
+``curate.pipeline``.
+
+What an item's fingerprint covers, per stage (``inputs`` + ``params``):
+
+- download: the source row's url/ytid/start/end/path, the download options (not cookies,
+  proxy or rate limit) and the encoder settings;
+- split: the downloaded file (path, duration, size), shot and window parameters; class and
+  split are *not* inputs: windows take them from the current sources when assembled;
+- score: the file, each window's (id, shot, start, end), the class text, the filters to
+  score, thresholds, gating, model weight ids;
+- cut: source file, clip times, destination, cap and encoder settings.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
-from curate.runner import Executor, StageSpec, run_stage
+from curate.runner import Checkpoint, Executor, StageSpec, format_failures, item_fingerprint, run_stage
+from curate.run_state import RUN_FILE, engine_options, load_run, new_run, save_run  # noqa: F401
+from curate.weights import (MODEL_FILTERS, WEIGHT_OPTIONS, build_scorers, gating,  # noqa: F401
+                            resolve_models, thresholds, weight_ids)
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
+Echo = Callable[[str], None] | None
+
+# ----------------------------------------------------------------------------- helpers
 
 
-# ----------------------------------------------------------------------------- run state
-
-def load_run(out: str | Path) -> dict[str, Any]:
-    path = Path(out) / RUN_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: start with `curate sources` or `curate build`")
-    return json.loads(path.read_text())
+def _run_kw(run: dict[str, Any], stage: str) -> dict[str, Any]:
+    eng = engine_options(run)
+    return {"flush_items": int(eng["flush_items"]), "flush_seconds": float(eng["flush_seconds"])}
 
 
-def save_run(out: str | Path, run: dict[str, Any]) -> None:
-    from manifests.atomic import write_json
-    write_json(Path(out) / RUN_FILE, run)
+def _spec_kw(run: dict[str, Any], stage: str) -> dict[str, Any]:
+    eng = engine_options(run)
+    timeout = (eng.get("timeout_s") or {}).get(stage)
+    return {"timeout_s": float(timeout) if timeout else None, "max_tries": int(eng["max_tries"])}
 
 
-def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Record the recipe and options of a run; an existing run keeps its recipe (resume)."""
-    path = Path(out) / RUN_FILE
-    if path.exists():
-        run = load_run(out)
-        if run["recipe"]["name"] != recipe["name"]:
-            raise ValueError(f"{out} holds a '{run['recipe']['name']}' run; use another --out")
-        run["options"].update({k: v for k, v in options.items() if v is not None})
+def summarize_failures(stage: str, table: pa.Table | None, echo: Echo,
+                       reason_col: str | None = None) -> str | None:
+    """Echo ``stage: N failed: a reason1, b reason2`` over the stage's current rows."""
+    if table is None or table.num_rows == 0 or "status" not in table.column_names:
+        return None
+    failed = table.filter(pc.equal(table["status"], schemas.STATUS_FAILED))
+    if failed.num_rows == 0:
+        return None
+    if reason_col and reason_col in failed.column_names:
+        reasons = [r or "error" for r in failed[reason_col].to_pylist()]
     else:
-        run = {"recipe": recipe, "options": {k: v for k, v in options.items() if v is not None}}
-    save_run(out, run)
-    return run
+        reasons = [(e or "error").split(":")[0].strip()[:60] for e in failed["error"].to_pylist()]
+    line = format_failures(stage, Counter(reasons))
+    if echo and line:
+        echo(line)
+    return line
+
+
+def write_if_changed(out: str | Path, table: str, data: pa.Table | list[dict]) -> bool:
+    """Write a manifest only when its content differs from the file's (a finished rerun
+    rewrites nothing). True when written."""
+    schema = schemas.TABLES[table]
+    new = data.select(schema.names).cast(schema) if isinstance(data, pa.Table) \
+        else schemas.to_table(data, schema)
+    if schemas.has_manifest(out, table):
+        try:
+            if schemas.read_manifest(out, table).equals(new):
+                return False
+        except Exception as e:  # noqa: BLE001 - an unreadable old file is simply replaced
+            log.warning("rewriting unreadable manifest %s: %s", table, e)
+    write_manifest(out, table, new)
+    return True
+
+
+def _empty(table: str) -> pa.Table:
+    return schemas.TABLES[table].empty_table()
 
 
 # ----------------------------------------------------------------------------- sources
@@ -72,7 +114,7 @@ def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path
                 kept += 1
                 if kept > limit:
                     r["status"], r["error"] = schemas.STATUS_SKIPPED, f"beyond --limit {limit}"
-    write_manifest(out, "sources", rows)
+    write_if_changed(out, "sources", rows)
     ok = sum(r["status"] == schemas.STATUS_OK for r in rows)
     log.info("sources: %d rows, %d accepted", len(rows), ok)
     return rows
@@ -91,8 +133,10 @@ def _download_factory(media_dir: str, opts: dict):
 
 
 def _download_error(item: dict, error: str) -> dict:
+    reason = "timeout" if error.startswith("timeout") else \
+        "worker_died" if error.startswith("worker") else "error"
     return {"downloads": [{"source_id": item["key"], "status": schemas.STATUS_FAILED,
-                           "reason": "error", "error": error}]}
+                           "reason": reason, "error": error}]}
 
 
 def download_options(run: dict[str, Any]) -> dict[str, Any]:
@@ -106,13 +150,39 @@ def download_options(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in known}
 
 
+#: options that change how a download is fetched, never what it yields
+_DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff", "socket_timeout"}
+_DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
+
+
+def _encoder_settings() -> dict[str, Any]:
+    try:
+        from curate.encoding import encoder_settings
+        return encoder_settings()
+    except Exception as e:  # noqa: BLE001 - ffmpeg missing: the download stage says so itself
+        log.debug("no encoder settings: %s", e)
+        return {}
+
+
 #: download failures worth another try on `--retry-failed` (a 404 or a removed video is final)
-TRANSIENT_REASONS = {"timeout", "http_error", "error"}
+TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died"}
 _FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
 
 
+def _download_spec(run: dict[str, Any]) -> StageSpec:
+    opts = download_options(run)
+    eng = engine_options(run)
+    params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS},
+              "encoder": _encoder_settings()}
+    rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
+    return StageSpec("download", functools.partial(_download_factory, "", opts), _download_error,
+                     params=params,
+                     concurrency=int(run["options"].get("download_workers") or eng["download_workers"]),
+                     rate_per_s=float(rate) if rate else None, **_spec_kw(run, "download"))
+
+
 def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
-                   retry_failed: bool = False) -> list[dict]:
+                   retry_failed: bool = False, echo: Echo = None) -> list[dict]:
     sources = [r for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
     redo: set[str] = set()
     if retry_failed and schemas.has_manifest(out, "downloads"):
@@ -121,13 +191,16 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
                 and not _FINAL_HTTP.search(d["error"] or "")}
     media = Path(out) / "media" / "raw"
     media.mkdir(parents=True, exist_ok=True)
-    spec = StageSpec("download", functools.partial(_download_factory, str(media), download_options(run)),
-                     _download_error)
-    items = [{"key": r["source_id"], "row": r} for r in sources]
-    res = run_stage(out, spec, items, executor, redo=redo)
-    rows = res.outputs.get("downloads", [])
-    write_manifest(out, "downloads", rows)
-    return rows
+    spec = _download_spec(run)
+    spec.factory = functools.partial(_download_factory, str(media), download_options(run))
+    items = [{"key": r["source_id"], "row": r, "inputs": {k: r.get(k) for k in _DOWNLOAD_INPUTS}}
+             for r in sources]
+    res = run_stage(out, spec, items, executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
+                    **_run_kw(run, "download"))
+    table = res.table("downloads") or _empty("downloads")
+    write_if_changed(out, "downloads", table)
+    summarize_failures("download", table, echo, reason_col="reason")
+    return table.to_pylist()
 
 
 # ----------------------------------------------------------------------------- split
@@ -138,7 +211,9 @@ def _split_factory(shot_params: dict, window_params: dict):
 
     def fn(item: dict) -> dict:
         shots = shot_rows(item["key"], item["path"], **shot_params)
-        windows = make_windows(shots, item["class_name"], item["split"], **window_params)
+        # class and split are filled from the current sources when the windows table is
+        # assembled: a relabelled source does not redo its shot detection
+        windows = make_windows(shots, None, None, **window_params)
         return {"shots": shots, "windows": windows}
     return fn
 
@@ -158,120 +233,105 @@ def _ok_downloads(out: str | Path) -> list[dict]:
     return rows
 
 
-def stage_split(out: str | Path, run: dict[str, Any], executor: Executor) -> tuple[list, list]:
+def _file_id(path: str) -> list[Any]:
+    try:
+        st = Path(path).stat()
+        return [path, st.st_size]
+    except OSError:
+        return [path, None]
+
+
+def _split_spec(run: dict[str, Any]) -> StageSpec:
     recipe = run["recipe"]
-    spec = StageSpec("split", functools.partial(_split_factory, recipe["shots"], recipe["windows"]),
-                     _split_error)
-    items = [{"key": s["source_id"], "path": s["path"], "class_name": s["class_name"],
-              "split": s["split"]} for s in _ok_downloads(out)]
-    res = run_stage(out, spec, items, executor)
-    shots, windows = res.outputs.get("shots", []), res.outputs.get("windows", [])
-    if schemas.has_manifest(out, "windows"):
-        # keep scores already computed for windows that still exist
-        scored = {w["window_id"]: w for w in read_rows(out, "windows")}
-        windows = [scored.get(w["window_id"], w) for w in windows]
-    write_manifest(out, "shots", shots)
-    write_manifest(out, "windows", windows)
-    return shots, windows
+    return StageSpec("split", functools.partial(_split_factory, recipe["shots"], recipe["windows"]),
+                     _split_error, params={"shots": recipe["shots"], "windows": recipe["windows"]},
+                     **_spec_kw(run, "split"))
 
 
-# ----------------------------------------------------------------------------- models
-
-MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
-WEIGHT_OPTIONS = {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint",
-                  "sync": "sync_checkpoint"}
-
-
-def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Which weights each model-backed filter uses, and whether it may gate.
-
-    A model with random weights cannot gate meaningfully: its filter is scored and stored
-    but marked score-only, and ``curate stats`` says so.
-    """
-    recipe, opts = run["recipe"], run["options"]
-    allow_random = bool(opts.get("allow_random_weights", recipe.get("allow_random_weights")))
-    out: dict[str, dict[str, Any]] = {}
-    for filt, model in MODEL_FILTERS.items():
-        if filt not in recipe["filters"]:
-            continue
-        weights = opts.get(WEIGHT_OPTIONS[model])
-        if model == "clip" and not weights and not allow_random:
-            weights = f"{recipe['models']['clip_model']}/{recipe['models']['clip_pretrained']}"
-        if weights:
-            out[filt] = {"model": model, "weights": weights, "random": False}
-        elif allow_random:
-            out[filt] = {"model": model, "weights": None, "random": True}
-        else:
-            raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
-                             f"(or --allow-random-weights for demos and tests only)")
-    return out
+def _split_items(out: str | Path) -> list[dict]:
+    return [{"key": s["source_id"], "path": s["path"],
+             "inputs": {"file": _file_id(s["path"]), "duration": s["duration"]}}
+            for s in _ok_downloads(out)]
 
 
-def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """(filters that gate, {score-only filter: why})."""
-    recipe = run["recipe"]
-    models = resolve_models(run)
-    gate, score_only = [], {}
-    for f in recipe["filters"]:
-        if f in models and models[f]["random"]:
-            score_only[f] = "random weights (--allow-random-weights)"
-        elif f not in recipe["gate"]:
-            score_only[f] = f"recipe '{recipe['name']}' records it without gating"
-        else:
-            gate.append(f)
-    return gate, score_only
+def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None
+                ) -> tuple[list, list]:
+    spec = _split_spec(run)
+    res = run_stage(out, spec, _split_items(out), executor,
+                    schemas={"shots": schemas.SHOTS, "windows": schemas.WINDOWS}, **_run_kw(run, "split"))
+    shots = res.table("shots") or _empty("shots")
+    write_if_changed(out, "shots", shots)
+    windows = assemble_windows(out, run)
+    summarize_failures("split", shots, echo)
+    return shots.to_pylist(), windows.to_pylist()
 
 
-def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    from curate.select import parse_overrides
-    from filters.registry import default_thresholds
+def _source_labels(out: str | Path) -> pa.Table:
+    src = schemas.read_manifest(out, "sources").select(["source_id", "class_name", "split"])
+    return src.rename_columns(["source_id", "_class", "_split"])
 
-    th = default_thresholds()
-    for f, vals in run["recipe"].get("thresholds", {}).items():
-        th.setdefault(f, {}).update(vals)
-    if overrides:
-        for f, vals in parse_overrides(overrides).items():
-            th.setdefault(f, {}).update(vals)
-    return th
+
+def _base_windows(out: str | Path, run: dict[str, Any]) -> pa.Table:
+    """The split stage's current windows, class and split from the current sources."""
+    spec = _split_spec(run)
+    current = {it["key"]: item_fingerprint(spec, it) for it in _split_items(out)}
+    base = Checkpoint(out, "split").tables(current, {"windows": schemas.WINDOWS}).get("windows")
+    if base is None or base.num_rows == 0:
+        return _empty("windows")
+    base = base.append_column("_i", pa.array(range(base.num_rows), pa.int64()))
+    joined = base.join(_source_labels(out), "source_id", join_type="left outer").sort_by("_i")
+    joined = joined.set_column(joined.column_names.index("class_name"), "class_name", joined["_class"])
+    joined = joined.set_column(joined.column_names.index("split"), "split", joined["_split"])
+    return joined.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
+
+
+_SCORED_COLS = ["status", "error", *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
+
+
+def assemble_windows(out: str | Path, run: dict[str, Any], write: bool = True) -> pa.Table:
+    """windows = the split stage's current windows, with the scores of the score records
+    computed from the same inputs (file, shot, window times, class text, parameters).
+
+    A window whose inputs changed comes back unscored; class and split always come from the
+    current sources. Written only when its content changed."""
+    base = _base_windows(out, run)
+    scored = _current_scores(out, run, base)
+    if scored is not None and scored.num_rows:
+        scored = scored.select(["window_id", *_SCORED_COLS])
+        scored = scored.append_column("_j", pa.array(range(scored.num_rows), pa.int64()))
+        last = scored.group_by("window_id").aggregate([("_j", "max")])
+        scored = scored.filter(pc.is_in(scored["_j"], value_set=last["_j_max"])).drop_columns(["_j"])
+        scored = scored.rename_columns(["window_id", *[f"_s_{c}" for c in _SCORED_COLS]])
+        keep = base.append_column("_i", pa.array(range(base.num_rows), pa.int64()))
+        joined = keep.join(scored, "window_id", join_type="left outer").sort_by("_i")
+        has = pc.is_valid(joined["_s_status"])
+        for c in _SCORED_COLS:
+            col = pc.if_else(has, joined[f"_s_{c}"], joined[c])
+            joined = joined.set_column(joined.column_names.index(c), c, col)
+        base = joined.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
+    if write:
+        write_if_changed(out, "windows", base)
+    return base
 
 
 # ----------------------------------------------------------------------------- score
 
-def _build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):
-    from curate.scoring import Scorers
+def _decode_factory():
+    from decoding.media import decode_grid
 
-    kw: dict[str, Any] = {}
-    for m in models.values():
-        if m["model"] == "clip":
-            from filters.clip_model import ClipScorer
-            if m["random"]:
-                kw["clip"] = ClipScorer.random(seed=0, device=device)
-            elif Path(str(m["weights"])).is_file():
-                kw["clip"] = ClipScorer.from_checkpoint(m["weights"], model=run_models["clip_model"], device=device)
-            else:
-                kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], run_models["clip_pretrained"],
-                                                        device=device)
-        elif m["model"] == "imagebind":
-            from filters.imagebind import ImageBindScorer
-            kw["imagebind"] = (ImageBindScorer.random(seed=0, device=device) if m["random"]
-                               else ImageBindScorer.from_checkpoint(m["weights"], device=device))
-        elif m["model"] == "sync":
-            from filters.sync import SyncScorer
-            kw["sync"] = (SyncScorer.random(seed=0, device=device) if m["random"]
-                          else SyncScorer.from_checkpoint(m["weights"], device=device))
-    return Scorers(**kw)
+    def prep(item: dict):
+        return decode_grid(item["path"])   # the whole segment, once, for all its windows
+    return prep
 
 
 def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
     import torch
-    from decoding.media import decode_grid
     from curate.scoring import score_segment
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    scorers = _build_scorers(models, run_models, device)
+    scorers = build_scorers(models, run_models, device)
 
-    def fn(item: dict) -> dict:
-        grid = decode_grid(item["path"])   # the whole segment, once, for all its windows
+    def fn(item: dict, grid) -> dict:
         only = set(item["only"]) if item.get("only") else None
         rows = score_segment(grid, item["windows"], scorers, th, item["text"], cascade=True,
                              only=only, gate=set(gate))
@@ -284,12 +344,16 @@ def _score_error(item: dict, error: str) -> dict:
                         for w in item["windows"]]}
 
 
+_WINDOW_INPUTS = ("window_id", "shot_id", "start", "end")
+
+
 def _score_items(out: str | Path, windows: list[dict], wanted: dict[str, set[str] | None],
-                 tag: str) -> list[dict]:
+                 tag: str, paths: dict[str, str] | None = None) -> list[dict]:
     """One item per (source, filters to score): the segment is decoded once per item."""
     from manifests.sources import display_name
 
-    paths = {d["source_id"]: d["path"] for d in _ok_downloads(out)}
+    if paths is None:
+        paths = {d["source_id"]: d["path"] for d in _ok_downloads(out)}
     groups: dict[tuple[str, tuple], list[dict]] = {}
     for w in windows:
         if w["window_id"] in wanted and w["status"] == schemas.STATUS_OK and w["source_id"] in paths:
@@ -298,41 +362,91 @@ def _score_items(out: str | Path, windows: list[dict], wanted: dict[str, set[str
     items = []
     for (sid, only), ws in sorted(groups.items()):
         key = sid + (f"@{'+'.join(only)}@{tag}" if only else "")
+        text = display_name(ws[0]["class_name"] or "")
+        inputs = {"file": _file_id(paths[sid]), "text": text, "only": list(only) or None,
+                  "windows": [[w[k] for k in _WINDOW_INPUTS] for w in ws]}
+        if only:   # a rescore reads the stored scores of the other filters: they are inputs
+            inputs["stored"] = [[w.get(c) for c in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)] for w in ws]
         items.append({"key": key, "path": paths[sid], "windows": ws, "only": list(only) or None,
-                      "text": display_name(ws[0]["class_name"] or "")})
+                      "text": text, "inputs": inputs})
     return items
 
 
-#: GPU share of one scoring actor when Ray sees GPUs: two actors per GPU keep it busy while
-#: the other decodes (ignored on CPU-only clusters)
+def _score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
+    eng = engine_options(run)
+    models = resolve_models(run)
+    factory = functools.partial(_score_factory, models, run["recipe"]["models"], th, gate)
+    params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
+              "thresholds": th, "gate": sorted(gate), "filters": run["recipe"]["filters"]}
+    return StageSpec("score", factory, _score_error, stateful=True, prepare=_decode_factory,
+                     num_gpus=1.0 / max(float(eng["score_actors_per_gpu"]), 1.0),
+                     batch_size=int(eng["score_batch_size"]), params=params, **_spec_kw(run, "score"))
+
+
+def _current_scores(out: str | Path, run: dict[str, Any], base: pa.Table) -> pa.Table | None:
+    """Scored rows of the score records whose fingerprint matches the current inputs."""
+    if "score" not in run["recipe"]["stages"] or base.num_rows == 0:
+        return None
+    ck = Checkpoint(out, "score")
+    if not ck.parts():
+        return None
+    gate, _ = gating(run)
+    th = thresholds(run, run.get("selection_overrides"))
+    spec = _score_spec(run, th, gate)
+    rows = base.to_pylist()
+    items = _score_items(out, rows, {w["window_id"]: None for w in rows}, "")
+    current = {it["key"]: item_fingerprint(spec, it) for it in items}
+    # a rescore record counts while the base record of its source is current
+    idx = ck.index()
+    for k, (fp, _n, _l) in idx.items():
+        if "@" in k and current.get(k.split("@")[0]) == run.get("_rescore_base", {}).get(k):
+            current[k] = fp
+    return ck.tables(current, {"windows": schemas.WINDOWS}).get("windows")
+
+
+#: GPU share of one scoring actor when Ray sees GPUs (default 1 / score_actors_per_gpu)
 SCORE_GPUS_PER_ACTOR = 0.5
 
 
 def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
-                rescore: bool = False, num_gpus: float = SCORE_GPUS_PER_ACTOR) -> list[dict]:
-    """Score every window not yet scored; with ``rescore``, score exactly the windows the
-    current thresholds admit but the cascade skipped, and only their missing filters."""
+                rescore: bool = False, num_gpus: float | None = None, echo: Echo = None) -> list[dict]:
+    """Score every window not yet scored (from its current inputs); with ``rescore``, score
+    exactly the windows the current thresholds admit but the cascade skipped, and only their
+    missing filters."""
     from curate.select import needs_scoring_by_filter, rescore_filters
 
-    windows = read_rows(out, "windows")
+    # the same rows ``assemble_windows`` fingerprints: the split stage's, unscored
+    windows = _base_windows(out, run).to_pylist()
     gate, _ = gating(run)
     th = thresholds(run, run.get("selection_overrides"))
+    spec = _score_spec(run, th, gate)
+    if num_gpus is not None:
+        spec.num_gpus = num_gpus
     if rescore:
         import hashlib
+        base_rows = windows
+        windows = assemble_windows(out, run, write=False).to_pylist()
         wanted: dict[str, set[str] | None] = {}
         for first, ids in needs_scoring_by_filter(windows, th, set(gate)).items():
             wanted.update({i: rescore_filters(first) for i in ids})
+        if not wanted:
+            return windows
         tag = hashlib.sha1("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
         items = _score_items(out, windows, wanted, tag)
+        base_items = _score_items(out, base_rows, {w["window_id"]: None for w in base_rows}, "")
+        base_fp = {it["key"]: item_fingerprint(spec, it) for it in base_items}
+        bases = run.setdefault("_rescore_base", {})
+        for it in items:
+            bases[it["key"]] = base_fp.get(it["key"].split("@")[0])
+        save_run(out, run)
     else:
         items = _score_items(out, windows, {w["window_id"]: None for w in windows}, "")
-    factory = functools.partial(_score_factory, resolve_models(run), run["recipe"]["models"], th, gate)
-    spec = StageSpec("score", factory, _score_error, stateful=True, num_gpus=num_gpus)
-    res = run_stage(out, spec, items, executor, chunk_size=32)
-    scored = {w["window_id"]: w for w in res.outputs.get("windows", [])}
-    merged = [scored.get(w["window_id"], w) for w in windows]
-    write_manifest(out, "windows", merged)
-    return merged
+    res = run_stage(out, spec, items, executor, schemas={"windows": schemas.WINDOWS},
+                    **_run_kw(run, "score"))
+    table = assemble_windows(out, run)
+    summarize_failures("score", table, echo)
+    log.info("score: %d items scored, %d already done", res.ran, res.skipped)
+    return table.to_pylist()
 
 
 # ----------------------------------------------------------------------------- select
@@ -409,7 +523,7 @@ def _cut_error(item: dict, error: str) -> dict:
 
 def class_list(run: dict[str, Any], selected: list[dict]) -> list[str]:
     """Class index order: the recipe's class list when it has one, else sorted names."""
-    names = sorted({s["class_name"] for s in selected})
+    names = sorted({s["class_name"] for s in selected if s["class_name"]})
     if run["recipe"].get("classes"):
         from manifests.classes import recipe_folders
         base = recipe_folders(run["recipe"]["classes"])
@@ -417,46 +531,83 @@ def class_list(run: dict[str, Any], selected: list[dict]) -> list[str]:
     return names
 
 
-def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor) -> list[dict]:
+def _shards_unchanged(out: str | Path, fp: str) -> list[dict] | None:
+    """The shard rows of the last write when it was made from the same inputs and its
+    files are all still there (a finished rerun rewrites no tar)."""
+    import json
+    state = Path(out) / "work" / "shard" / "state.json"
+    if not state.exists() or not schemas.has_manifest(out, "shards"):
+        return None
+    try:
+        if json.loads(state.read_text()).get("fp") != fp:
+            return None
+    except (OSError, ValueError):
+        return None
+    rows = read_rows(out, "shards")
+    shard_dir = Path(out) / "shards"
+    if all((shard_dir / r["shard"]).exists() for r in rows):
+        return rows
+    return None
+
+
+def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> list[dict]:
     """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
+    from manifests.atomic import write_json
     from shards.writer import make_sample, write_shards
+    from curate.runner import fingerprint
 
     recipe = run["recipe"]
     all_selected = read_rows(out, "selected")
+    # a clip with no split (an empty split in the sources) cannot go to a shard: recorded
+    for s in all_selected:
+        if s["status"] == schemas.STATUS_OK and not s["split"]:
+            s["status"], s["error"] = schemas.STATUS_FAILED, "shard: no split (empty split in the sources row)"
     selected = [s for s in all_selected if s["status"] == schemas.STATUS_OK]
     downloads = {d["source_id"]: d for d in _ok_downloads(out)}
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
     clip_dir = Path(out) / "media" / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
+    cap = recipe["shards"].get("max_short_side")
     items = [{"key": s["key"], "src": downloads[s["source_id"]]["path"],
-              "dst": str(clip_dir / f"{s['key']}.mp4"), "start": s["start"], "end": s["end"]}
+              "dst": str(clip_dir / f"{s['key']}.mp4"), "start": s["start"], "end": s["end"],
+              "inputs": {"src": _file_id(downloads[s["source_id"]]["path"]), "dst": str(clip_dir / f"{s['key']}.mp4"),
+                         "start": s["start"], "end": s["end"]}}
              for s in selected if s["source_id"] in downloads]
-    spec = StageSpec("cut", functools.partial(_cut_factory, recipe["shards"].get("max_short_side")), _cut_error)
-    cuts = {c["key"]: c for c in run_stage(out, spec, items, executor).outputs.get("cuts", [])}
+    spec = StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
+                     params={"cap": cap, "encoder": _encoder_settings()}, **_spec_kw(run, "cut"))
+    res = run_stage(out, spec, items, executor, **_run_kw(run, "cut"))
+    cut_table = res.table("cuts")
+    cuts = {c["key"]: c for c in (cut_table.to_pylist() if cut_table is not None else [])}
     classes = class_list(run, selected)
-    rows: list[dict] = []
-    for split in sorted({s["split"] for s in selected}):
-        samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
-                               source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
-                               duration=cuts[s["key"]].get("duration"))
-                   for s in selected
-                   if s["split"] == split and cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
-        rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
-                             max_bytes=recipe["shards"]["max_bytes"])
-    write_manifest(out, "shards", rows)
+    fp = fingerprint({"selected": selected, "cuts": res.current, "classes": classes,
+                      "shards": recipe["shards"], "sources": sorted(downloads),
+                      "clips": sorted(clips)})
+    rows = _shards_unchanged(out, fp)
+    if rows is None:
+        rows = []
+        for split in sorted({s["split"] for s in selected}):
+            samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
+                                   source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
+                                   duration=cuts[s["key"]].get("duration"))
+                       for s in selected
+                       if s["split"] == split and cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
+            rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
+                                 max_bytes=recipe["shards"]["max_bytes"])
+        write_if_changed(out, "shards", rows)
+        write_json(Path(out) / "work" / "shard" / "state.json", {"fp": fp})
     _record_cut_failures(out, all_selected, cuts)
+    if cut_table is not None:
+        summarize_failures("cut", cut_table, echo)
     return rows
 
 
 def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, dict]) -> None:
     """A clip that could not be cut stays in `selected`, failed, with the reason."""
-    changed = False
     for s in selected:
         c = cuts.get(s["key"] or "")
         if s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
-            s["status"], s["error"], changed = schemas.STATUS_FAILED, f"cut: {c['error']}", True
-    if changed:
-        write_manifest(out, "selected", selected)
+            s["status"], s["error"] = schemas.STATUS_FAILED, f"cut: {c['error']}"
+    write_if_changed(out, "selected", selected)
 
 
 # ----------------------------------------------------------------------------- exact reproduction

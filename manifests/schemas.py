@@ -123,7 +123,15 @@ def write_manifest(out: str | os.PathLike, table: str, data: pa.Table | Iterable
         data = to_table(data, schema)
     else:
         data = data.select(schema.names).cast(schema)
-    return write_atomic(data, manifest_path(out, table))
+    path = manifest_path(out, table)
+    if path.exists():
+        # a rerun that changes nothing rewrites nothing (mtimes and bytes stay)
+        try:
+            if pq.read_table(path, schema=schema).equals(data):
+                return path
+        except Exception:  # noqa: BLE001 - an unreadable old file is simply replaced
+            pass
+    return write_atomic(data, path)
 
 
 def read_manifest(out: str | os.PathLike, table: str) -> pa.Table:

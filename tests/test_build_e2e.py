@@ -52,10 +52,18 @@ def built(corpus, tmp_path_factory):
         first = _curate("build", "custom", "--config", cfg, "--sources", src, "--out", out,
                         "--workers", "2", "--allow-random-weights")
         n_first = server.count()
+        work_first = _snapshot(out)
         again = _curate("build", "custom", "--config", cfg, "--sources", src, "--out", out,
                         "--workers", "2", "--allow-random-weights")
         n_again = server.count() - n_first
-    return out, truth, first, again, n_first, n_again
+    return out, truth, first, again, n_first, n_again, work_first
+
+
+def _snapshot(out):
+    """Every checkpoint part, manifest and shard file with its mtime."""
+    files = [*(out / "work").rglob("part-*.jsonl"), *(out / "manifests").glob("*.parquet"),
+             *(out / "shards").glob("*")]
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in files}
 
 
 def test_manifests_for_every_stage(built):
@@ -74,13 +82,14 @@ def test_manifests_for_every_stage(built):
 
 
 def test_rerun_skips_finished_work(built):
-    out, truth, first, again, n_first, n_again = built
+    out, truth, first, again, n_first, n_again, work_first = built
     assert n_first >= 9
     assert n_again == 0          # every download cached: no request reached the server
     assert "== download" in again.stdout
     for stage in ("download", "split", "score"):
-        parts = list((out / "work" / stage).glob("part-*.json"))
-        assert len(parts) == 1, (stage, parts)   # the rerun wrote no new checkpoint
+        assert list((out / "work" / stage).glob("part-*.jsonl")), stage
+    # the rerun wrote no new checkpoint and rewrote no manifest or shard
+    assert _snapshot(out) == work_first
 
 
 def test_filter_decisions_match_recorded_truth(built):

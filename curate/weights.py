@@ -1,0 +1,104 @@
+"""Model weights policy: which weights each model-backed filter uses, whether it may gate,
+the thresholds in force, and building the scorers (once per scoring actor)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
+WEIGHT_OPTIONS = {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint",
+                  "sync": "sync_checkpoint"}
+
+
+def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Which weights each model-backed filter uses, and whether it may gate.
+
+    A model with random weights cannot gate meaningfully: its filter is scored and stored
+    but marked score-only, and ``curate stats`` says so.
+    """
+    recipe, opts = run["recipe"], run["options"]
+    allow_random = bool(opts.get("allow_random_weights", recipe.get("allow_random_weights")))
+    out: dict[str, dict[str, Any]] = {}
+    for filt, model in MODEL_FILTERS.items():
+        if filt not in recipe["filters"]:
+            continue
+        weights = opts.get(WEIGHT_OPTIONS[model])
+        if model == "clip" and not weights and not allow_random:
+            weights = f"{recipe['models']['clip_model']}/{recipe['models']['clip_pretrained']}"
+        if weights:
+            out[filt] = {"model": model, "weights": weights, "random": False}
+        elif allow_random:
+            out[filt] = {"model": model, "weights": None, "random": True}
+        else:
+            raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
+                             f"(or --allow-random-weights for demos and tests only)")
+    return out
+
+
+def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What identifies each model's weights in a fingerprint: the path with the file's size
+    and mtime (a retrained checkpoint at the same path is new weights), or the name."""
+    ids: dict[str, Any] = {}
+    for filt, m in models.items():
+        w = m["weights"]
+        ident: Any = w
+        if w and Path(str(w)).is_file():
+            st = os.stat(w)
+            ident = [str(w), st.st_size, int(st.st_mtime)]
+        ids[filt] = {"model": m["model"], "weights": ident, "random": m["random"]}
+    return ids
+
+
+def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """(filters that gate, {score-only filter: why})."""
+    recipe = run["recipe"]
+    models = resolve_models(run)
+    gate, score_only = [], {}
+    for f in recipe["filters"]:
+        if f in models and models[f]["random"]:
+            score_only[f] = "random weights (--allow-random-weights)"
+        elif f not in recipe["gate"]:
+            score_only[f] = f"recipe '{recipe['name']}' records it without gating"
+        else:
+            gate.append(f)
+    return gate, score_only
+
+
+def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
+    from curate.select import parse_overrides
+    from filters.registry import default_thresholds
+
+    th = default_thresholds()
+    for f, vals in run["recipe"].get("thresholds", {}).items():
+        th.setdefault(f, {}).update(vals)
+    if overrides:
+        for f, vals in parse_overrides(overrides).items():
+            th.setdefault(f, {}).update(vals)
+    return th
+
+
+def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):
+    """The ``curate.scoring.Scorers`` of a run (called once per scoring actor)."""
+    from curate.scoring import Scorers
+
+    kw: dict[str, Any] = {}
+    for m in models.values():
+        if m["model"] == "clip":
+            from filters.clip_model import ClipScorer
+            if m["random"]:
+                kw["clip"] = ClipScorer.random(seed=0, device=device)
+            elif Path(str(m["weights"])).is_file():
+                kw["clip"] = ClipScorer.from_checkpoint(m["weights"], model=run_models["clip_model"], device=device)
+            else:
+                kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], run_models["clip_pretrained"],
+                                                        device=device)
+        elif m["model"] == "imagebind":
+            from filters.imagebind import ImageBindScorer
+            kw["imagebind"] = (ImageBindScorer.random(seed=0, device=device) if m["random"]
+                               else ImageBindScorer.from_checkpoint(m["weights"], device=device))
+        elif m["model"] == "sync":
+            from filters.sync import SyncScorer
+            kw["sync"] = (SyncScorer.random(seed=0, device=device) if m["random"]
+                          else SyncScorer.from_checkpoint(m["weights"], device=device))
+    return Scorers(**kw)
