@@ -174,19 +174,25 @@ class Checkpoint:
     def tables(self, current: dict[str, str], schemas: dict[str, pa.Schema] | None = None
                ) -> dict[str, pa.Table]:
         """Arrow tables of the outputs of the latest record of every key in ``current``
-        whose fingerprint matches ``current[key]``; part by part, in part order."""
+        whose fingerprint matches ``current[key]``, read part by part; rows come in the order
+        of ``current``'s keys (the stage's item order), so a manifest does not depend on
+        which worker finished first."""
         idx = self.index()
         want = {k: (n, line) for k, (fp, n, line) in idx.items() if current.get(k) == fp}
+        pos = {k: i for i, k in enumerate(current)}
         schemas = schemas or {}
         pieces: dict[str, list[pa.Table]] = {}
         buf: dict[str, list[dict]] = {}
+        order: dict[str, list[int]] = {}
         last_part = None
 
         def flush() -> None:
             for t, rows in buf.items():
                 if rows:
-                    pieces.setdefault(t, []).append(_to_arrow(rows, schemas.get(t)))
+                    tb = _to_arrow(rows, schemas.get(t))
+                    pieces.setdefault(t, []).append(tb.append_column("_order", pa.array(order[t], pa.int64())))
             buf.clear()
+            order.clear()
         for n, rec in self._records():
             if n != last_part:
                 flush()
@@ -195,8 +201,11 @@ class Checkpoint:
                 continue
             for t, rows in rec["out"].items():
                 buf.setdefault(t, []).extend(rows)
+                base = pos[rec["key"]] << 20        # item position, then row within the item
+                order.setdefault(t, []).extend(base + i for i in range(len(rows)))
         flush()
-        return {t: pa.concat_tables(ps, promote_options="permissive") for t, ps in pieces.items()}
+        return {t: pa.concat_tables(ps, promote_options="permissive").sort_by("_order").drop_columns(["_order"])
+                for t, ps in pieces.items()}
 
 
 def _to_arrow(rows: list[dict], schema: pa.Schema | None) -> pa.Table:
