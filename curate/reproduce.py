@@ -222,3 +222,18 @@ def reproduce_list(list_path_or_names: str | os.PathLike | Iterable[str],
     n_ok = sum(r["status"] == STATUS_OK for r in rows)
     log.info("reproduce: %d lines -> %d clips ok, %d not", len(rows), n_ok, len(rows) - n_ok)
     return rows
+
+
+def unique_cut_items(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Cut items with distinct keys, the first of each kept.
+
+    The same clip listed in train and test is two selected rows with one key (the key comes
+    from the name): it is cut once, and the shard stage writes that one file into both
+    splits' shards. Items with one key but different cut arguments are an error.
+    """
+    out: dict[str, Mapping[str, Any]] = {}
+    for it in items:
+        first = out.setdefault(it["key"], it)
+        if first is not it and first != it:
+            raise ValueError(f"two different cuts share the key {it['key']!r}")
+    return list(out.values())
