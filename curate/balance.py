@@ -323,34 +323,33 @@ def _fast_name(cls: Any, sid: Any, start: Any, end: Any) -> tuple[str, float, fl
             f"{cls}-{sid}_{ts.replace('.', 'p')}_{te.replace('.', 'p')}")
 
 
-def _namer(cols: dict[str, list]) -> Any:
-    """A function i -> (name, start, end, key) that raises ValueError like ``clip_name`` /
-    ``key_from_name``. The fast form is used only if it agrees with the grammar's functions on
-    the first clips (a changed grammar falls back to them for every clip)."""
-    def slow(i: int) -> tuple[str, float, float, str]:
-        return _slow_name({k: cols[k][i] for k in ("class_name", "source_id", "start", "end")})
+def _slow(cols: dict[str, list], i: int) -> tuple[str, float, float, str]:
+    return _slow_name({k: cols[k][i] for k in ("class_name", "source_id", "start", "end")})
 
-    checked, n = 0, len(cols["clip_id"])
-    for i in range(n):
+
+_slow_marker = object()
+
+
+def _namer(cols: dict[str, list]) -> Any:
+    """``_slow_marker`` when the fast form disagrees with the grammar's own functions on the
+    first plain clips (a changed grammar then names every clip through them), else True."""
+    checked = 0
+    for i in range(len(cols["clip_id"])):
         fast = _fast_name(cols["class_name"][i], cols["source_id"][i], cols["start"][i], cols["end"][i])
         if fast is None:
             continue
         try:
-            ref = slow(i)
+            ref = _slow(cols, i)
         except ValueError:
             ref = None
         if ref != fast:
             log.warning("select: fast clip naming disagrees with manifests.names (%r vs %r); "
                         "naming every clip with the grammar's functions", fast, ref)
-            return slow
+            return _slow_marker
         checked += 1
         if checked >= _NAME_CHECKS:
             break
-
-    def name(i: int) -> tuple[str, float, float, str]:
-        fast = _fast_name(cols["class_name"][i], cols["source_id"][i], cols["start"][i], cols["end"][i])
-        return fast if fast is not None else slow(i)
-    return name
+    return True
 
 
 def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int | None = None,
@@ -402,22 +401,64 @@ def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int |
     return pa.table({k: out[k] for k in SELECTED.names}, schema=SELECTED), summary
 
 
+def _time_texts(values: list) -> tuple[list, list]:
+    """(rounded time, its text) per value, formatted once per distinct value (clip times sit
+    on a grid: a handful of distinct values for tens of thousands of clips)."""
+    from manifests.names import format_clip_time
+
+    memo: dict = {}
+    rounded, texts = [], []
+    for v in values:
+        if v not in memo:
+            ok = v is not None and 0 <= v < 1e6
+            r = round(float(v), NAME_DECIMALS) if ok else None
+            memo[v] = (r, format_clip_time(r) if ok else None)
+        r, t = memo[v]
+        rounded.append(r)
+        texts.append(t)
+    return rounded, texts
+
+
+def _fast_mask(cols: dict[str, list], starts: list, ends: list) -> list[bool]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def match(values: list, pattern: re.Pattern) -> list[bool]:
+        arr = pa.array(values, type=pa.string())
+        return pc.fill_null(pc.match_substring_regex(arr, "^" + pattern.pattern + "$"), False).to_pylist()
+    cls_ok, sid_ok = match(cols["class_name"], _FAST_CLASS), match(cols["source_id"], _FAST_SOURCE)
+    return [a and b and s is not None and e is not None
+            for a, b, s, e in zip(cls_ok, sid_ok, starts, ends)]
+
+
 def _name_rows(cols: dict[str, list], out: dict[str, list]) -> None:
     """``_named_rows`` on columns: names, keys, rounded times, upstream and naming failures,
-    duplicate names."""
+    duplicate names. Plain clips are named with string joins (times formatted once per
+    distinct value); the rest, and every clip if the fast form disagrees with the grammar on
+    the first clips, through ``clip_name`` / ``key_from_name``."""
     namer = _namer(cols)
-    seen: set = set()
     status, error, names = out["status"], out["error"], out["name"]
+    fast_ok = namer is not _slow_marker
+    if fast_ok:
+        cs, ts = _time_texts(cols["start"])
+        ce, te = _time_texts(cols["end"])
+        fast = _fast_mask(cols, ts, te)
+    seen: set = set()
     for i in range(len(names)):
         st = cols["status"][i]
         if st not in (None, STATUS_OK):
             status[i], error[i] = st, f"clip not ok: {cols['error'][i]}"
-        try:
-            names[i], out["start"][i], out["end"][i], out["key"][i] = namer(i)
-        except ValueError as e:
-            _partial_name(cols, out, i)
-            if status[i] == STATUS_OK:
-                status[i], error[i] = STATUS_FAILED, f"select: cannot name clip: {e}"
+        if fast_ok and fast[i]:
+            cls, sid = cols["class_name"][i], cols["source_id"][i]
+            names[i], out["start"][i], out["end"][i] = f"{cls}/{sid}_{ts[i]}_{te[i]}", cs[i], ce[i]
+            out["key"][i] = f"{cls}-{sid}_{ts[i].replace('.', 'p')}_{te[i].replace('.', 'p')}"
+        else:
+            try:
+                names[i], out["start"][i], out["end"][i], out["key"][i] = _slow(cols, i)
+            except ValueError as e:
+                _partial_name(cols, out, i)
+                if status[i] == STATUS_OK:
+                    status[i], error[i] = STATUS_FAILED, f"select: cannot name clip: {e}"
         if names[i] is not None and names[i] in seen and status[i] == STATUS_OK:
             status[i], error[i] = STATUS_REJECTED, "select: duplicate name (after rounding)"
         seen.add(names[i])
@@ -440,10 +481,22 @@ def _pick_class_cols(idx: list[int], out: dict[str, list], prm: dict[str, Any],
 
     def k(i: int) -> tuple:
         rs = rs_[i]
-        return (decisions.get(names[i]) != "keep", rs is None, -(rs or 0.0),
-                _seeded(seed, ids[i] or names[i]))
+        return (decisions.get(names[i]) != "keep", rs is None, -(rs or 0.0))
+    # ``_order``'s key without its seeded tie-break, which (a SHA-256 per clip) is computed
+    # only inside runs of equal keys: the same order, stable sorts both
+    ranked = sorted(idx, key=k)
+    keys = [k(i) for i in ranked]
+    order: list[int] = []
+    a = 0
+    while a < len(ranked):
+        b = a + 1
+        while b < len(ranked) and keys[b] == keys[a]:
+            b += 1
+        run = ranked[a:b]
+        order += run if len(run) == 1 else sorted(run, key=lambda i: _seeded(seed, ids[i] or names[i]))
+        a = b
     n_sel, per_source = 0, defaultdict(int)
-    for rank, i in enumerate(sorted(idx, key=k), start=1):
+    for rank, i in enumerate(order, start=1):
         if decisions.get(names[i]) == "reject":
             out["status"][i], out["error"][i] = STATUS_REJECTED, "review: rejected by reviewer"
         elif per_class is not None and n_sel >= per_class:

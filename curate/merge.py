@@ -259,7 +259,9 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     ok_status = pc.fill_null(pc.equal(status, STATUS_OK), True).to_numpy(zero_copy_only=False) \
         if windows.num_rows else np.zeros(0, dtype=bool)
     idx = np.nonzero(np.asarray(keep, dtype=bool) & ok_status)[0]
-    kw = windows.take(pa.array(idx, type=pa.int64()))
+    from curate.select import undictionary
+
+    kw = undictionary(windows.take(pa.array(idx, type=pa.int64())))
     if kw.num_rows == 0:
         log.info("merge: 0 kept windows -> 0 clips")
         return CLIPS.empty_table()

@@ -83,7 +83,10 @@ def _count_reasons(counter: Counter, stage: str, tbl: pa.Table, mask: np.ndarray
     formatted in Python (a million identical errors cost one call)."""
     if not mask.any():
         return
-    sub = tbl.filter(pa.array(mask))
+    from curate.select import undictionary
+
+    keys = ["error"] + (["reason"] if "reason" in tbl.column_names else [])
+    sub = undictionary(tbl.select(keys).filter(pa.array(mask)))
     keys = ["error"] + (["reason"] if "reason" in sub.column_names else [])
     grouped = sub.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
     for row in grouped.to_pylist():
@@ -92,12 +95,13 @@ def _count_reasons(counter: Counter, stage: str, tbl: pa.Table, mask: np.ndarray
 
 # ----------------------------------------------------------------------------- reading
 
-def _table(out: Path, name: str, columns: Sequence[str]) -> pa.Table | None:
-    """Only ``columns`` of a manifest (cast to the declared types), or None when absent."""
+def _table(out: Path, name: str, columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table | None:
+    """Only ``columns`` of a manifest (cast to the declared types; ``dictionary`` columns
+    dictionary-encoded), or None when absent."""
     if not has_manifest(out, name):
         return None
     from curate.select import read_columns
-    return read_columns(out, name, columns)
+    return read_columns(out, name, columns, dictionary=dictionary)
 
 
 def _eq(col: Any, value: str) -> np.ndarray:
@@ -238,7 +242,8 @@ def _window_columns() -> list[str]:
 
 
 def _windows(s: _Stats) -> None:
-    win = _table(s.out, "windows", _window_columns())
+    win = _table(s.out, "windows", _window_columns(),
+                 dictionary=["source_id", "class_name", "status", "error", *schemas.NOTE_COLUMNS])
     if win is None:
         return
     s.unit = "windows"
@@ -405,18 +410,18 @@ def truth_table(source_ids: Any, masks: Any, keep: np.ndarray, truth: dict,
     """Per truth kind: windows, windows each filter's scores pass (thresholds alone, whatever
     the cascade), and windows kept by the decision. Windows of sources outside the truth are
     counted under ``unknown``."""
-    enc = pc.dictionary_encode(pa.chunked_array(source_ids).combine_chunks()
-                               if isinstance(source_ids, pa.ChunkedArray) else source_ids)
-    kinds_of_unique = [truth["kinds"].get(_ytid(sid)) or "unknown" for sid in enc.dictionary.to_pylist()]
-    names = sorted(set(kinds_of_unique))
-    code_of = np.array([names.index(k) for k in kinds_of_unique] or [0], dtype=np.int64)
-    idx = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    kind = code_of[idx] if len(idx) else np.zeros(0, dtype=np.int64)
-    null_src = pc.is_null(enc.indices).to_numpy(zero_copy_only=False)
-    if null_src.any():
-        if "unknown" not in names:
-            names.append("unknown")
-        kind = np.where(null_src, names.index("unknown"), kind)
+    names: list[str] = []
+
+    def code(sid: str | None) -> int:
+        k = (truth["kinds"].get(_ytid(sid)) if sid is not None else None) or "unknown"
+        if k not in names:
+            names.append(k)
+        return names.index(k)
+    kind = _codes(source_ids, code)
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    remap = np.empty(len(names), dtype=np.int64)
+    remap[order] = np.arange(len(names))
+    kind, names = remap[kind] if len(kind) else kind, [names[i] for i in order]
     table: dict[str, dict[str, int]] = {}
     for i, name in enumerate(names):
         sel = kind == i
@@ -426,6 +431,20 @@ def truth_table(source_ids: Any, masks: Any, keep: np.ndarray, truth: dict,
         row["kept"] = int((sel & keep).sum())
         table[name] = row
     return {"filters": list(filters), "kinds": table}
+
+
+def _codes(col: Any, fn: Any) -> np.ndarray:
+    """``fn(value) -> int`` for every row of a string column, called once per distinct value
+    (per chunk dictionary), so a million windows of 100k segments cost 100k calls."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = []
+    for ch in chunks:
+        if not pa.types.is_dictionary(ch.type):
+            ch = pc.dictionary_encode(ch)
+        codes = np.array([fn(v) for v in ch.dictionary.to_pylist()] + [fn(None)], dtype=np.int64)
+        idx = pc.fill_null(ch.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        parts.append(codes[idx])        # -1 (a null id) picks fn(None), the last entry
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- text

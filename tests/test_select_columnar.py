@@ -273,3 +273,22 @@ def test_fast_naming_falls_back_when_the_grammar_changes(monkeypatch):
                         lambda *a: None if real(*a) is None else (real(*a)[0] + "x", *real(*a)[1:]))
     tbl, summary = balance.select_clips_table(to_table(clips, schemas.CLIPS), params)
     assert tbl.to_pylist() == to_table(old.rows, schemas.SELECTED).to_pylist() and summary == old.summary
+
+
+def test_dictionary_encoded_windows_decide_the_same(tmp_path):
+    """The selection reads repeated strings dictionary-encoded (one dictionary per row group)."""
+    import pyarrow.parquet as pq
+    from curate.select import read_windows_table
+
+    rows = random_run(4)["windows"]
+    path = schemas.manifest_path(tmp_path, "windows")
+    path.parent.mkdir(parents=True)
+    pq.write_table(to_table(rows, schemas.WINDOWS), path, row_group_size=97)
+    tbl = read_windows_table(tmp_path)
+    assert any(str(f.type).startswith("dictionary") for f in tbl.schema)
+    th = _threshold_sets()[1]
+    dec, fun, keep = select_windows_table(tbl, th)
+    dec_rows, fun_rows = select_windows(rows, th)
+    assert dec.to_pylist() == dec_rows and fun == fun_rows
+    assert needs_scoring_table(tbl, th) == needs_scoring_by_filter(rows, th)
+    assert merge_table(tbl, keep).to_pylist() == merge_windows(rows, dec_rows, None)
