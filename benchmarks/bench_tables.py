@@ -9,8 +9,9 @@ realistic error texts), then runs each command as a subprocess of a fresh wrappe
 
     .venv/bin/python benchmarks/bench_tables.py [--windows 1100000] [--old] [--keep DIR]
 
-``--old`` also times the row-dict path (``pipeline.stage_select`` as it was, via the CLI when
-it is not yet wired to ``select_stage``) for comparison.
+``--old`` also times the row-dict path (``pipeline.stage_select`` while it is not yet a
+delegate of ``select_stage``, and ``curate/stats.py`` as of OLD_COMMIT) for comparison;
+``--cli-select`` times ``curate select`` itself.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from manifests import schemas  # noqa: E402
 from manifests.schemas import write_manifest  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
+#: the last commit with the row-dict stats (``--old`` compares with it)
+OLD_COMMIT = "3729022"
 CURATE = str(ROOT / ".venv" / "bin" / "curate")
 
 DOWNLOAD_ERRORS = [   # (reason, error text) of failed downloads, as download.py records them
@@ -238,7 +241,9 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=105_000)
     ap.add_argument("--windows", type=int, default=1_100_000)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--old", action="store_true", help="also time the row-dict path")
+    ap.add_argument("--old", action="store_true", help="also time the row-dict path (stats as of "
+                    "OLD_COMMIT; select through pipeline.stage_select while it is not yet wired)")
+    ap.add_argument("--cli-select", action="store_true", help="also time `curate select` (the CLI)")
     ap.add_argument("--keep", type=Path, help="build the run here and keep it")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_tables_")) if args.keep is None else args.keep
@@ -255,15 +260,19 @@ def main() -> None:
                       "s = select_stage(sys.argv[1], load_run(sys.argv[1])); "
                       "print(s['funnel']['kept'], s['balance']['selected'])", str(out)]
         runs = [("select (select_stage)", new_select),
-                ("curate select (CLI)", [CURATE, "select", str(out)]),
                 ("curate stats --json", [CURATE, "stats", str(out), "--json"])]
+        if args.cli_select:
+            runs.insert(1, ("curate select (CLI)", [CURATE, "select", str(out)]))
         if args.old:
+            old_stats = tmp / "old_stats.py"
+            old_stats.write_text(subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:curate/stats.py"],
+                                                capture_output=True, text=True, check=True).stdout)
             runs.append(("old select (row dicts)", [PY, "-c", "import sys; from curate import pipeline; "
                          "pipeline.stage_select(sys.argv[1], pipeline.load_run(sys.argv[1]))", str(out)]))
             runs.append(("old stats (row dicts)", [PY, "-c", "import sys, json, importlib.util; "
                          "sp = importlib.util.spec_from_file_location('old_stats', sys.argv[2]); "
                          "m = importlib.util.module_from_spec(sp); sp.loader.exec_module(m); "
-                         "json.dumps(m.collect(sys.argv[1]), default=str)", str(out), "/tmp/h5_old_stats.py"]))
+                         "json.dumps(m.collect(sys.argv[1]), default=str)", str(out), str(old_stats)]))
         for name, cmd in runs:
             for _ in range(args.repeat):
                 dt, rss = measure(cmd)

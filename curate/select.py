@@ -379,9 +379,15 @@ def _weights_api() -> Any:
 
 
 def _save_run(out: Any, run: dict) -> None:
-    from pathlib import Path
-    from manifests.atomic import write_json
-    write_json(Path(out) / "run.json", run)
+    """``run_state.save_run`` (writes only on change) where it exists, else the plain write."""
+    try:
+        from curate.run_state import save_run
+    except ImportError:
+        from pathlib import Path
+        from manifests.atomic import write_json
+        write_json(Path(out) / "run.json", run)
+        return
+    save_run(out, run)
 
 
 def read_columns(out: Any, name: str, columns: Sequence[str] | None = None,

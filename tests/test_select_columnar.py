@@ -159,7 +159,7 @@ def _write_run(out: Path, run: dict, recipe: dict) -> None:
 
 def _tables(out: Path) -> dict[str, list[dict]]:
     return {t: pq.read_table(out / "manifests" / f"{t}.parquet").to_pylist()
-            for t in ("decisions", "clips", "selected")}
+            for t in ("decisions", "clips", "selected") if (out / "manifests" / f"{t}.parquet").exists()}
 
 
 @pytest.mark.parametrize("select_params,classes", [
@@ -292,3 +292,20 @@ def test_dictionary_encoded_windows_decide_the_same(tmp_path):
     assert dec.to_pylist() == dec_rows and fun == fun_rows
     assert needs_scoring_table(tbl, th) == needs_scoring_by_filter(rows, th)
     assert merge_table(tbl, keep).to_pylist() == merge_windows(rows, dec_rows, None)
+
+
+def test_select_stage_fixed_clips_equals_stage_select(tmp_path):
+    from curate.recipes import get_recipe
+
+    recipe = get_recipe("landscape")
+    assert recipe["clip_mode"] == "fixed"
+    data = random_run(8, n_sources=40)
+    a, b = tmp_path / "old", tmp_path / "new"
+    _write_run(a, data, recipe)
+    shutil.copytree(a, b)
+    old = pipeline.stage_select(a, pipeline.load_run(a))
+    new = select_stage(b, pipeline.load_run(b))
+    assert new == old
+    old_t, new_t = _tables(a), _tables(b)
+    assert new_t["clips"] == old_t["clips"] and new_t["selected"] == old_t["selected"]
+    assert len(new_t["clips"]) > 0
