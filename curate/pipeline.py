@@ -14,7 +14,7 @@ What an item's fingerprint covers, per stage (``inputs`` + ``params``):
 - split: the downloaded file (path, duration, size), shot and window parameters; class and
   split are *not* inputs: windows take them from the current sources when assembled;
 - score: the file, each window's (id, shot, start, end), the class text, the filters to
-  score, thresholds, gating, model weight ids;
+  score, gating, model weight ids (not thresholds: a looser one is `curate score`'s rescore);
 - cut: source file, clip times, destination, cap and encoder settings.
 """
 from __future__ import annotations
@@ -376,8 +376,10 @@ def _score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
     eng = engine_options(run)
     models = resolve_models(run)
     factory = functools.partial(_score_factory, models, run["recipe"]["models"], th, gate)
+    # thresholds are not an input: they only decide where the cascade stopped, and
+    # `curate score` (rescore) scores exactly the windows a looser threshold admits
     params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
-              "thresholds": th, "gate": sorted(gate), "filters": run["recipe"]["filters"]}
+              "gate": sorted(gate), "filters": run["recipe"]["filters"]}
     return StageSpec("score", factory, _score_error, stateful=True, prepare=_decode_factory,
                      num_gpus=1.0 / max(float(eng["score_actors_per_gpu"]), 1.0),
                      batch_size=int(eng["score_batch_size"]), params=params, **_spec_kw(run, "score"))

@@ -183,3 +183,13 @@ def test_stateful_stage_loads_once_per_actor_and_streams(tmp_path, ray_ex):
     run_stage(tmp_path, spec, [{"key": f"s{i}", "x": 10 + i} for i in range(40)], ray_ex, progress=False)
     assert ray_ex.started == started                              # finished: no Ray work
     assert len(_calls(loads)) == 2
+
+
+def test_token_bucket_spaces_request_starts():
+    from curate.engine import _TokenBucket
+    b = _TokenBucket(rate=4.0)
+    waits = [b.acquire() for _ in range(8)]
+    assert waits[0] == pytest.approx(0.0, abs=0.01)
+    # the k-th request may start k/4 s after the first, whoever asks
+    assert waits[7] == pytest.approx(7 / 4, abs=0.05)
+    assert all(b2 > a2 for a2, b2 in zip(waits, waits[1:]))
