@@ -38,6 +38,22 @@ def _tiny_clip(open_clip):
     return CLIP(embed_dim=64, vision_cfg=vision, text_cfg=text)
 
 
+def resize_crop_like_open_clip(frame: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> ``[size, size, 3]`` as torchvision's ``Resize(size, BICUBIC)`` +
+    ``CenterCrop(size)`` do on a PIL image (open_clip's eval transform, resize_mode
+    "shortest"): long side ``int(size * long / short)``, crop offsets rounded."""
+    from PIL import Image
+    h, w = frame.shape[:2]
+    short, long = min(h, w), max(h, w)
+    new_long = int(size * long / short)
+    nw, nh = (size, new_long) if w <= h else (new_long, size)
+    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return np.asarray(img)[top:top + size, left:left + size]
+
+
 class ClipScorer:
     """Batched CLIP image embeddings of uint8 frames."""
 
@@ -113,11 +129,17 @@ class ClipScorer:
 
     # -- embedding ----------------------------------------------------------------------
     def _prep(self, frames: np.ndarray):
+        """open_clip's own preprocessing (``create_model_and_transforms``'s ``preprocess``):
+        short side to ``image_size`` (PIL bicubic, antialiased), centre crop, /255, mean/std.
+
+        Grid frames are already ``image_size`` square and skip the resize (PIL returns them
+        unchanged too); other sizes go through the same PIL resize, so the tensors are equal
+        (``tests/test_clip_preproc.py``).
+        """
+        if frames.shape[1:3] != (self.image_size, self.image_size):
+            frames = np.stack([resize_crop_like_open_clip(f, self.image_size) for f in frames])
         x = self.torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = self.torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size),
-                                                     mode="bicubic", align_corners=False)
         x = (x - self.mean) / self.std
         return x.half() if self.half else x
 
