@@ -31,7 +31,7 @@ STAGE_TABLES = {"sources": ("sources",), "download": ("downloads",), "split": ("
                 "select": ("clips", "selected"), "shard": ("shards",)}
 #: words that name a stage when they lead an error text ("score: RuntimeError: x")
 _STAGE_WORDS = {"sources", "source", "download", "split", "shots", "score", "select", "merge",
-                "cut", "shard", "review", "fixed_clips", "error", "clip not ok"}
+                "cut", "shard", "review", "fixed_clips", "error", "clip not ok", "decode"}
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.IGNORECASE)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _ID = re.compile(r"\S*_\d{6}_\d{6}\S*")
