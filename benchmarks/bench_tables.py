@@ -243,6 +243,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--old", action="store_true", help="also time the row-dict path (stats as of "
                     "OLD_COMMIT; select through pipeline.stage_select while it is not yet wired)")
+    ap.add_argument("--html", action="store_true", help="also time the HTML report")
     ap.add_argument("--cli-select", action="store_true", help="also time `curate select` (the CLI)")
     ap.add_argument("--keep", type=Path, help="build the run here and keep it")
     args = ap.parse_args()
@@ -261,6 +262,8 @@ def main() -> None:
                       "print(s['funnel']['kept'], s['balance']['selected'])", str(out)]
         runs = [("select (select_stage)", new_select),
                 ("curate stats --json", [CURATE, "stats", str(out), "--json"])]
+        if args.html:
+            runs.append(("curate stats --html", [CURATE, "stats", str(out), "--html", str(tmp / "report.html")]))
         if args.cli_select:
             runs.insert(1, ("curate select (CLI)", [CURATE, "select", str(out)]))
         if args.old:
