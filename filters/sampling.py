@@ -76,13 +76,13 @@ SYNC_AUDIO_SECONDS = 2.0
 
 def start_index(window_start: float, origin: float = 0.0, fps: int = GRID_FPS) -> int:
     """Grid index of a window's first sample: the first grid frame at or after its start."""
-    return int(math.ceil((window_start - origin) * fps - _TOL))
+    return math.ceil((window_start - origin) * fps - _TOL)
 
 
 def end_index(window_end: float, origin: float = 0.0, fps: int = GRID_FPS) -> int:
     """One past the last grid frame a window may sample: frames at least ``END_MARGIN``
     before ``window_end``."""
-    return int(math.ceil((window_end - END_MARGIN - origin) * fps - _TOL))
+    return math.ceil((window_end - END_MARGIN - origin) * fps - _TOL)
 
 
 def snap(t: float, origin: float = 0.0, fps: int = GRID_FPS) -> float:

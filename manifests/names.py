@@ -82,8 +82,7 @@ class ClipName:
 
 
 def strip_media_suffix(name: str) -> str:
-    text = name.strip()
-    return text[: -len(MEDIA_SUFFIX)] if text.endswith(MEDIA_SUFFIX) else text
+    return name.strip().removesuffix(MEDIA_SUFFIX)
 
 
 def parse_clip_name(name: str, class_name: str | None = None,

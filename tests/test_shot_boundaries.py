@@ -10,6 +10,7 @@ Two levels:
 """
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 from fractions import Fraction
@@ -127,7 +128,7 @@ def _colour_video(path: Path, fps: Fraction, n_frames: int, cuts: tuple[int, ...
     """Solid colour per shot (160x120), H.264, a tone per shot as audio."""
     bounds = (0, *cuts, n_frames)
     frames = np.empty((n_frames, 120, 160, 3), np.uint8)
-    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
         frames[a:b] = COLOURS[k]
     rate = f"{fps.numerator}/{fps.denominator}"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
