@@ -6,7 +6,7 @@ the window rows that lie in it, and fills every score and note column of the win
 Feature reuse (DESIGN section 3: cost grows with seconds, not windows): model features are
 computed once per distinct input of the segment and shared by every window that needs it:
 CLIP and ImageBind image embeddings once per grid frame, ImageBind audio once per distinct
-2-s audio (keyed by its start sample after sliding inside the grid), the sync classifier's
+2-s audio (keyed by its start sample after sliding inside the window), the sync classifier's
 audio and video encoders once per distinct 2-s clip and its head once per distinct
 (audio, video) pair (``filters.sync.SyncScorer``).
 
