@@ -146,13 +146,13 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
         return _failed(sid if isinstance(sid, str) else None, "bad_input", str(e))
     media_dir = Path(media_dir)
     target = media_dir / f"{sid}.mp4"
+    cached = _cached_row(sid, target, opts, row)
+    if cached is not None:
+        return cached
     try:
         plan = _plan(row, sid, opts)
     except _Failure as f:
         return _failed(sid, f.reason, f.message)
-    cached = _cached_row(sid, target, opts, plan)
-    if cached is not None:
-        return cached
     media_dir.mkdir(parents=True, exist_ok=True)
     return _with_retries(plan, target, opts)
 
@@ -181,7 +181,7 @@ def _failed(sid: str | None, reason: str, message: str) -> dict[str, Any]:
 
 
 def _cached_row(sid: str, target: Path, opts: DownloadOptions,
-                plan: _Plan) -> dict[str, Any] | None:
+                row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The finished file of an earlier run, if it is still whole and meets ``opts``."""
     if not target.is_file():
         return None
@@ -192,7 +192,11 @@ def _cached_row(sid: str, target: Path, opts: DownloadOptions,
         log.info("download %s: existing file not reused (%s: %s)", sid, f.reason, f.message)
         target.unlink(missing_ok=True)
         return None
-    note = _short_note(plan, facts)      # a short source stays noted on every rerun
+    try:   # a short source stays noted on every rerun
+        note = _short_note(_Plan(sid, _seconds(row.get("start"), "start", default=0.0),
+                                 _seconds(row.get("end"), "end", default=None)), facts)
+    except _Failure:
+        note = None
     return downloads_row(sid, str(target), STATUS_OK, "short" if note else "cached", note, facts)
 
 
