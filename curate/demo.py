@@ -118,7 +118,7 @@ def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, see
     (``curate.synth``, the same specs ``build_demo`` generates) into ``media_dir``, cuts each
     into the recipe's 3-s windows at 0.5-s stride, scores them with ``filters.sync``'s scorer
     (the shipped checkpoint unless ``checkpoint``) and applies the demo recipe's thresholds.
-    Returns ``{kind: {"windows": n, "passed": k}}``.
+    Returns ``{kind: {"windows": n, "passed": k, "p_sync_min": [min(a2v, v2a) per window]}}``.
     """
     import math
 
@@ -148,7 +148,9 @@ def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, see
         windows = [{"start": s / 1000, "end": s / 1000 + win["length"]} for s in starts]
         rows = score_segment(decode_grid(path), windows, Scorers(sync=scorer), th, None,
                              only={"sync"}, gate={"sync"})
-        k = out.setdefault(spec.kind, {"windows": 0, "passed": 0})
+        k = out.setdefault(spec.kind, {"windows": 0, "passed": 0, "p_sync_min": []})
         k["windows"] += len(rows)
         k["passed"] += sum(registry.passes("sync", r, th) is True for r in rows)
+        k["p_sync_min"] += [min(r["sync_a2v"], r["sync_v2a"]) if r["sync_a2v"] is not None
+                            and r["sync_v2a"] is not None else None for r in rows]
     return out

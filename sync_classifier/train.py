@@ -32,11 +32,14 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+
+from decoding.media import Grid
 
 from sync_classifier.data import (DEFAULT_CACHE_BYTES, TRAIN_OFFSETS, GeneratedClipDataset,
                                   ShiftedClipDataset, collate_instances, find_sources,
@@ -71,6 +74,8 @@ class TrainConfig:
     device: str | None = None
     amp: bool | str = "auto"          # "auto" | "bf16" | "fp16" | "off" (True = "auto")
     accum_steps: int = 1              # micro-batches per optimizer step
+    # clip offsets of an instance (s); default the paper's 21 over [-2, 2]
+    offsets: tuple[float, ...] = TRAIN_OFFSETS
     warmup_steps: int = 0             # stage 1: easy negatives (other instances) first
     seed: int = 0
     synthetic_duration: float = 8.0
@@ -78,6 +83,9 @@ class TrainConfig:
     resume: bool = True
     # decoded-source cache per data process (main or each worker), see data.GridCache
     cache_mb: float = DEFAULT_CACHE_BYTES / 2 ** 20
+    # with data None: ``make(index, rng) -> Grid`` returning grids of a fixed in-memory set
+    # (their whole-audio fbank is kept: ``data.HopMels``); default: fresh synthetic events
+    grid_factory: Callable[[int, random.Random], Grid] | None = None
 
 
 def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
@@ -167,13 +175,14 @@ def _dataset(cfg: TrainConfig, mcfg: SyncConfig):
     if cfg.data is None:
         from sync_classifier.synthetic import make_grid_factory
         n = max(cfg.steps * cfg.batch_size, 1)
-        return GeneratedClipDataset(make_grid_factory(cfg.synthetic_duration, mcfg.frame_size), n,
-                                    TRAIN_OFFSETS, mcfg.frame_size, train=True, seed=cfg.seed), []
-    sources, skipped = usable_sources(find_sources(cfg.data), TRAIN_OFFSETS)
+        make = cfg.grid_factory or make_grid_factory(cfg.synthetic_duration, mcfg.frame_size)
+        return GeneratedClipDataset(make, n, cfg.offsets, mcfg.frame_size, train=True,
+                                    seed=cfg.seed, hop_mels=cfg.grid_factory is not None), []
+    sources, skipped = usable_sources(find_sources(cfg.data), cfg.offsets)
     if not sources:
         raise ValueError(f"no usable training videos in {cfg.data} ({len(skipped)} skipped, "
                          f"e.g. {skipped[0].reason if skipped else 'none found'})")
-    return ShiftedClipDataset(sources, TRAIN_OFFSETS, mcfg.frame_size, train=True,
+    return ShiftedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=True,
                               cache_bytes=int(cfg.cache_mb * 2 ** 20)), skipped
 
 

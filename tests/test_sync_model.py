@@ -230,3 +230,20 @@ def test_sources_from_selected_manifest(tmp_path) -> None:
     assert [(s.start, s.end) for s in ok] == [(0.2, 6.4)] and "too short" in skipped[0].reason
     item = ShiftedClipDataset(ok, TRAIN_OFFSETS, 32, train=False)[0]
     assert item["video"].shape == (21, 3, 12, 32, 32)
+
+
+def test_hop_mels_equal_exact_mels_on_the_hop() -> None:
+    """Training's sliced whole-audio fbank equals the per-clip ImageBind mel on the 10-ms hop,
+    and stays close (<= 5 ms rounding) off it."""
+    from decoding.mel import imagebind_mel
+    from sync_classifier.data import HopMels
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16000 * 6) + 0.05).astype(np.float32)   # DC on purpose
+    hm = HopMels(audio)
+    for i0 in (0, 160 * 7, 160 * 250):
+        want = imagebind_mel(audio[i0:i0 + 32000])
+        got = hm.clip(i0, 32000)
+        assert got.shape == want.shape == (1, 128, 204)
+        assert torch.allclose(got, want, atol=2e-4), (i0, (got - want).abs().max())
+    # a start between hops takes the nearest hop
+    assert torch.equal(hm.clip(160 * 7 + 70, 32000), hm.clip(160 * 7, 32000))
