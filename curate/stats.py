@@ -425,6 +425,8 @@ def truth_table(source_ids: Any, masks: Any, keep: np.ndarray, truth: dict,
     table: dict[str, dict[str, int]] = {}
     for i, name in enumerate(names):
         sel = kind == i
+        if not sel.any():           # "unknown" registered for a null id that no row has
+            continue
         row = {"windows": int(sel.sum())}
         for f in filters:
             row[f] = int((sel & masks.passes[f]).sum())

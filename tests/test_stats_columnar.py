@@ -199,6 +199,7 @@ def test_truth_table_per_kind_and_filter(tmp_path):
     assert t["kinds"]["static_tone"] == {"windows": 4, "pixel_diff": 0, "amplitude": 0, "clip_diff": 0,
                                          "imagebind": 0, "sync": 0, "kept": 0}
     assert t["kinds"]["silent_motion"]["amplitude"] == 0 and t["kinds"]["silent_motion"]["pixel_diff"] == 4
+    assert sorted(t["kinds"]) == ["flash_click", "flash_click_shifted", "silent_motion", "static_tone"]
     text = format_text(st)
     assert "by truth kind" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("flash_click "))
@@ -222,3 +223,14 @@ def test_cli_stats_json_and_text(tmp_path):
     assert st["truth"]["kinds"]["flash_click"]["sync"] == 2 and st["finished"] is False
     p = subprocess.run([*CURATE, "stats", str(out)], capture_output=True, text=True, check=True)
     assert "run unfinished:" in p.stdout and "download: not run yet" in p.stdout
+
+
+def test_truth_table_counts_sources_outside_the_truth_as_unknown(tmp_path):
+    out = tmp_path / "run"
+    _truth_run(out, 4, 4)
+    win = read_rows(out, "windows")
+    extra = [{**w, "window_id": "other_" + w["window_id"], "source_id": "other_000000_000010"}
+             for w in win[:3]]
+    write_manifest(out, "windows", win + extra)
+    kinds = collect(out)["truth"]["kinds"]
+    assert kinds["unknown"]["windows"] == 3 and kinds["flash_click"]["kept"] == 4
