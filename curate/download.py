@@ -11,7 +11,12 @@ start (DESIGN section 2: all later times are relative to the segment):
 - local ``path`` rows: cut (or stream-copied) from the file; no network.
 
 ``download_source`` never raises for a per-source problem: the row says ``status`` failed
-and a ``reason`` (REASONS). Output is written under a temp name in ``media_dir`` and renamed
+and a ``reason`` (REASONS): e.g. ``no_video`` (audio-only), ``partial`` (``decoded 4.04 of
+10.00 s``: the file stops before its own declared end), ``bot_check`` (``pass --cookies``),
+``timeout`` (no byte for ``socket_timeout`` s; retried at most ``timeout_retries`` times).
+A source shorter than the segment asked for is ok with reason ``short`` and the note
+``short: 5.0 of 10.0 s`` in ``error``. Transient failures are retried after the server's
+Retry-After, else after a jittered exponential backoff, within ``max_wait`` seconds in all. Output is written under a temp name in ``media_dir`` and renamed
 when complete, so a target file is always whole; an existing target that probes fine is
 returned as ``cached`` without touching the network, which makes reruns resumable.
 """

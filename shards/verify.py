@@ -206,8 +206,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"run: {len(run_problems)} problem(s) against the manifests")
         lines += [f"  - {p}" for p in run_problems]
     s = report["summary"]
-    lines.append(f"{s['shards']} shards, {s['ok']} ok, {s['bad']} bad, {s['samples']} samples"
+    due = (f" ({s['listed_shards']} shards and {s['due']} clips due per the manifests)"
+           if "due" in s else "")
+    lines.append(f"{s['shards']} shards, {s['ok']} ok, {s['bad']} bad, {s['samples']} samples{due}"
                  + (f"; {s['error']}" if s.get("error") else ""))
+    if "run_problems" in report:
+        lines.append("verify: OK" if report["ok"] else "verify: FAILED")
     return "\n".join(lines)
 
 
