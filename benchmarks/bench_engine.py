@@ -99,7 +99,7 @@ def bench_straggler(workers: int = 16, n: int = 256, short: float = 0.25, long: 
     tmp = Path(tempfile.mkdtemp())
     spec = StageSpec("s", _sleep_factory, _err)
     # warm the worker processes first: process start-up is not what this measures
-    run_stage(tmp / "warm", spec, [{"key": f"w{i}", "s": 0.5} for i in range(workers)], ex, progress=False)
+    run_stage(tmp / "warm", spec, [{"key": f"w{i}", "s": 4.0} for i in range(workers)], ex, progress=False)
     items = [{"key": f"i{i}", "s": long if i % every == 0 else short} for i in range(n)]
     work = sum(it["s"] for it in items)
     t0 = time.monotonic()

@@ -202,6 +202,17 @@ def _quiet_ray_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def _wait_ready(refs: list, timeout: float) -> list:
+    """Every ref that is ready now, waiting up to ``timeout`` for the first: one driver
+    round per batch of finished items, not per item."""
+    import ray
+    ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+    if ready and rest:
+        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+        ready += more
+    return ready
+
+
 def _death_reason(e: BaseException) -> str:
     import ray.exceptions as rex
     if isinstance(e, rex.OutOfMemoryError):
@@ -278,12 +289,24 @@ class RayExecutor:
         spec_ref = ray.put(spec)
         limiter = self._limiter(spec)
         todo = deque(items)
-        inflight: dict[Any, tuple[Item, float]] = {}
+        # Two items per slot in flight: when a worker finishes, the next item is already
+        # queued at the owner and reuses the worker's lease at once (no driver round trip,
+        # no raylet lease per item). Ray sends a task only to an idle worker, so a queued item
+        # never waits behind a hung one. An item's timeout clock starts when it is among the
+        # oldest ``slots`` in flight (when it can have started), not at submission.
+        inflight: dict[Any, list] = {}       # ref -> [item, clock start or None], FIFO
         while todo or inflight:
-            while todo and len(inflight) < slots:
+            while todo and len(inflight) < 2 * slots:
                 it = todo.popleft()
-                inflight[remote.remote(spec_ref, it, self._driver_pid, limiter)] = (it, time.monotonic())
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._wait_s(spec, inflight))
+                inflight[remote.remote(spec_ref, it, self._driver_pid, limiter)] = [it, None]
+            now = time.monotonic()
+            for k, v in enumerate(inflight.values()):
+                if k >= slots:
+                    break
+                if v[1] is None:
+                    v[1] = now
+            running = {r: (v[0], v[1]) for r, v in inflight.items() if v[1] is not None}
+            ready = _wait_ready(list(inflight), self._wait_s(spec, running))
             for ref in ready:
                 it, _t = inflight.pop(ref)
                 try:
@@ -292,7 +315,9 @@ class RayExecutor:
                     msg = f"{_death_reason(e)} after {spec.max_tries} tries"
                     log.warning("%s: %s on %s", spec.name, msg, it.get("key"))
                     yield it, spec.on_error(it, msg)
-            for ref, (it, t0) in list(self._overdue(spec, inflight)):
+            for ref, (it, t0) in list(self._overdue(spec, running)):
+                if ref not in inflight:
+                    continue
                 ray.cancel(ref, force=True)       # kills the worker: a hung decode ends here
                 inflight.pop(ref)
                 yield it, spec.on_error(it, f"timeout: no result after {spec.timeout_s:g} s")
@@ -366,7 +391,7 @@ class RayExecutor:
                     continue
                 tmo = min(self._wait_s(spec, {r: (None, v[2]) for r, v in preps.items()}),
                           self._wait_s(spec, {r: (None, v[2]) for r, v in calls.items()}))
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=tmo)
+                ready = _wait_ready(waiting, tmo)
                 for ref in ready:
                     if ref in preps:
                         it, payload, _t = preps.pop(ref)
