@@ -184,7 +184,7 @@ def collect(out: str | Path) -> dict[str, Any]:
 
 
 def _sources(s: _Stats) -> pa.Table | None:
-    src = _table(s.out, "sources", ["source_id", "class_name", "status", "error"])
+    src = _table(s.out, "sources", ["source_id", "class_name", "status", "error"], dictionary=["status", "error"])
     if src is None:
         return None
     s.stage("sources", src.num_rows)
@@ -201,7 +201,8 @@ def _sources(s: _Stats) -> pa.Table | None:
 
 
 def _downloads(s: _Stats, sources: pa.Table | None) -> pa.Table | None:
-    dl = _table(s.out, "downloads", ["source_id", "status", "reason", "error", "duration", "width", "height"])
+    dl = _table(s.out, "downloads", ["source_id", "status", "reason", "error", "duration", "width", "height"],
+                dictionary=["status", "reason", "error"])
     if dl is None:
         return None
     ok = _eq(dl.column("status"), OK)
@@ -224,7 +225,7 @@ def _downloads(s: _Stats, sources: pa.Table | None) -> pa.Table | None:
 
 
 def _shots(s: _Stats, ok_downloads: pa.Table | None) -> None:
-    shots = _table(s.out, "shots", ["source_id", "status", "error"])
+    shots = _table(s.out, "shots", ["source_id", "status", "error"], dictionary=["status", "error"])
     if shots is None:
         return
     s.unit = "shots"
