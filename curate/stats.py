@@ -139,6 +139,7 @@ def _in(ids: Any, value_set: Any) -> np.ndarray:
 class _Stats:
     def __init__(self, out: Path, run: dict) -> None:
         self.out, self.run = out, run
+        self.truth: dict | None = None
         self.unit = "sources"
         self.st: dict[str, Any] = {
             "out": str(out), "recipe": run.get("recipe", {}).get("name"), "finished": True,
@@ -238,12 +239,15 @@ def _shots(s: _Stats, ok_downloads: pa.Table | None) -> None:
             s.pending(f"split: {missing} downloaded sources have no shots row yet")
 
 
-def _window_columns() -> list[str]:
-    return ["source_id", "class_name", "status", "error", *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
+def _window_columns(with_source: bool) -> list[str]:
+    """What the window figures read (the source id only for a truth table)."""
+    return [*(["source_id"] if with_source else []), "class_name", "status", "error",
+            *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
 
 
 def _windows(s: _Stats) -> None:
-    win = _table(s.out, "windows", _window_columns(),
+    s.truth = find_truth(s.out, s.run) if s.run else None
+    win = _table(s.out, "windows", _window_columns(s.truth is not None),
                  dictionary=["source_id", "class_name", "status", "error", *schemas.NOTE_COLUMNS])
     if win is None:
         return
@@ -293,7 +297,7 @@ def _window_funnel(s: _Stats, win: pa.Table) -> None:
     if run.get("options", {}).get("allow_random_weights"):
         st["warnings"].append("--allow-random-weights was used: model scores of random models "
                               "are stored but do not gate; this is for demos and tests only")
-    truth = find_truth(s.out, run)
+    truth = s.truth
     if truth is not None:
         keep, _ = decide_masks(masks, set(gate))
         st["truth"] = truth_table(win.column("source_id"), masks, keep, truth,
