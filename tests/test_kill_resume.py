@@ -1,0 +1,279 @@
+"""Kill and resume (issue 10): SIGKILL of a real `curate build` (the console script, in its own
+process group, on a local Ray) at six points, then a rerun to completion must give the same
+selected keys, shard members and shard payload sha256 as an uninterrupted build, leave no temp
+files and pass `curate verify`; and after each kill nothing keeps writing into the output.
+
+To stay short, the kill points form one chain over one output folder: the first build is
+killed during download, its rerun during split, the next rerun during score, then during
+clip cutting, during tar writing and after verify; the last rerun runs to completion and is
+compared with the reference. Every rerun after a kill is therefore itself a resume of a killed
+run (kills twice and more in a row), and each stage is entered by a run that has to clean up
+what the kill before left. The helpers here are also used by ``benchmarks/kill_resume.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CURATE_BIN = Path(sys.executable).parent / "curate"
+N_SOURCES = 5
+DURATION = 6.0
+#: the demo recipe without its in-run sync training; random models do not gate
+RECIPE = {"base": "demo", "stages": ["sources", "download", "split", "score", "select", "shard"],
+          "select": {"per_class": 2, "test_per_class": 1}}
+TEMP_PATTERNS = (".*.tmp", ".*.part")
+
+
+# ---------------------------------------------------------------- helpers (shared with the benchmark)
+
+def curate_cmd() -> list[str]:
+    """The installed console script if present, else the module (same entry point)."""
+    if CURATE_BIN.exists():
+        return [str(CURATE_BIN)]
+    return [sys.executable, "-m", "curate.cli"]
+
+
+def write_inputs(corpus: Path, server, truth: dict, n: int | None = None) -> tuple[Path, Path]:
+    """sources.csv (URLs on ``server``) and the recipe JSON, beside the corpus."""
+    lines = ["id,url,start,end,label,split"]
+    for v in truth["videos"][:n]:
+        end = int(truth["duration"])
+        lines.append(f"{v['id']},{server.url(v['id'] + '.mp4')},0,{end},{v['label']},{v['split']}")
+    src = corpus / "sources.csv.loopback"
+    src.write_text("\n".join(lines) + "\n")
+    cfg = corpus / "recipe.json"
+    cfg.write_text(json.dumps(RECIPE))
+    return src, cfg
+
+
+def build_args(out: Path, src: Path, cfg: Path, workers: int = 2) -> list[str]:
+    return [*curate_cmd(), "build", "custom", "--config", str(cfg), "--sources", str(src),
+            "--out", str(out), "--workers", str(workers), "--allow-random-weights"]
+
+
+@dataclass
+class RunResult:
+    rc: int | None           # exit status; -9 when killed
+    killed: bool
+    seconds: float           # from start to exit or to the kill
+    log: str
+    stage: str = ""          # last "== stage" line seen when it ended
+    after_kill: dict = field(default_factory=dict)   # snapshot right after the kill
+    later: dict = field(default_factory=dict)        # snapshot 3 s after the kill
+
+
+def file_snapshot(out: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``out`` (temp files included) with size and mtime."""
+    snap = {}
+    for p in out.rglob("*"):
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue
+        if not p.is_dir():
+            snap[str(p.relative_to(out))] = (st.st_size, st.st_mtime_ns)
+    return snap
+
+
+def current_stage(log: str) -> str:
+    stages = re.findall(r"^== (\S+)", log, flags=re.M)
+    return stages[-1] if stages else "(startup)"
+
+
+def run_build(args: list[str], out: Path, log_path: Path,
+              trigger: Callable[[Path, str], bool] | None = None, delay: float | None = None,
+              timeout: float = 900, settle: float = 3.0) -> RunResult:
+    """Run a build in its own session. With ``trigger`` (checked every 20 ms on the output
+    folder and the log) or ``delay`` (seconds), SIGKILL its whole process group then, and
+    snapshot the output right after the kill and ``settle`` seconds later."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("w") as logf:
+        t0 = time.monotonic()
+        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                             start_new_session=True)
+        killed = False
+        try:
+            while p.poll() is None:
+                el = time.monotonic() - t0
+                if el > timeout:
+                    raise TimeoutError(f"build ran past {timeout} s")
+                fire = delay is not None and el >= delay
+                if not fire and trigger is not None:
+                    fire = trigger(out, log_path.read_text(errors="replace"))
+                if fire:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    killed = True
+                    break
+                time.sleep(0.02)
+        finally:
+            if p.poll() is None and not killed:
+                os.killpg(p.pid, signal.SIGKILL)
+        seconds = time.monotonic() - t0
+        p.wait()
+    log = log_path.read_text(errors="replace")
+    res = RunResult(p.returncode, killed, seconds, log, current_stage(log))
+    if killed:
+        res.after_kill = file_snapshot(out)
+        time.sleep(settle)
+        res.later = file_snapshot(out)
+    return res
+
+
+def temp_files(out: Path) -> list[str]:
+    found = set()
+    for pat in TEMP_PATTERNS:
+        found |= {str(p.relative_to(out)) for p in out.rglob(pat)}
+    return sorted(found)
+
+
+def outcome(out: Path) -> dict:
+    """What a finished build must reproduce: selected keys, each shard's members and the
+    payload sha256 of every key (shards manifest) and of every member (tar index)."""
+    import pyarrow.parquet as pq
+
+    from manifests.schemas import read_rows
+    selected = sorted(r["key"] for r in read_rows(out, "selected") if r["status"] == "ok")
+    payload = {r["key"]: (r["shard"], r["sha256"]) for r in read_rows(out, "shards")}
+    members: dict[str, list] = {}
+    for idx in sorted((out / "shards").glob("*.parquet")):
+        t = pq.read_table(idx).to_pylist()
+        members[idx.stem] = sorted((r["key"], r["member"], r["sha256"]) for r in t)
+    return {"selected": selected, "payload": payload, "members": members}
+
+
+def compare(ref: dict, got: dict) -> list[str]:
+    """Differences, as readable lines (empty when equal)."""
+    diffs = []
+    if ref["selected"] != got["selected"]:
+        diffs.append(f"selected keys: {sorted(set(ref['selected']) ^ set(got['selected']))}")
+    if set(ref["members"]) != set(got["members"]):
+        diffs.append(f"shards: {sorted(ref['members'])} vs {sorted(got['members'])}")
+    for shard in sorted(set(ref["members"]) & set(got["members"])):
+        if ref["members"][shard] != got["members"][shard]:
+            diffs.append(f"members of {shard} differ")
+    bad = [k for k in set(ref["payload"]) | set(got["payload"])
+           if ref["payload"].get(k) != got["payload"].get(k)]
+    if bad:
+        diffs.append(f"payload sha256 differs for {len(bad)} keys: {sorted(bad)[:5]}")
+    return diffs
+
+
+def verify_cli(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*curate_cmd(), "verify", str(out)], capture_output=True, text=True,
+                          cwd=str(REPO), timeout=300)
+
+
+def verify_manifests(out: Path) -> tuple[bool, str]:
+    """The manifest-aware check (``shards.verify.verify_run``)."""
+    from shards.verify import format_report, verify_run
+    rep = verify_run(out)
+    return bool(rep["ok"]), format_report(rep)
+
+
+def _any(out: Path, pattern: str) -> bool:
+    return next(iter(out.glob(pattern)), None) is not None
+
+
+# ------------------------------------------------------------------ kill points (triggers)
+
+def in_download(out: Path, log: str) -> bool:
+    """One source downloaded, others still in flight (their .part work dirs exist)."""
+    return _any(out, "media/raw/[!.]*.mp4") and _any(out, "media/raw/.*.part")
+
+
+def in_split(out: Path, log: str) -> bool:
+    """At least one source split (progress bar past 0 items), not every part flushed."""
+    return re.search(r"split:\s+\d+%\|[^\n\r]*\| [1-9]\d*/", log) is not None
+
+
+def in_score(out: Path, log: str) -> bool:
+    """The first score checkpoint part written; the stage goes on."""
+    return _any(out, "work/score/part-*.jsonl") and "== select" not in log
+
+
+def in_cut(out: Path, log: str) -> bool:
+    """The first clip cut (media/clips/<key>.mp4), others being cut."""
+    return _any(out, "media/clips/[!.]*.mp4")
+
+
+def in_tar_writing(out: Path, log: str) -> bool:
+    """The first file in shards/ (a tar temp, a tar or an index) exists."""
+    return _any(out, "shards/*") or _any(out, "shards/.*")
+
+
+def after_verify(out: Path, log: str) -> bool:
+    """The build printed its verify summary; it is writing stats."""
+    return re.search(r"^\d+ shards, \d+ ok", log, flags=re.M) is not None
+
+
+KILL_POINTS: list[tuple[str, Callable[[Path, str], bool]]] = [
+    ("download", in_download), ("split", in_split), ("score", in_score), ("cut", in_cut),
+    ("tar writing", in_tar_writing), ("after verify", after_verify)]
+
+
+# ------------------------------------------------------------------------------- the test
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A small generated corpus served on loopback, and the reference (uninterrupted) build."""
+    from curate.loopback import LoopbackServer
+    from curate.synth import synthesize
+
+    corpus = tmp_path_factory.mktemp("kr_corpus")
+    truth = synthesize(corpus, n_videos=N_SOURCES, seed=3, duration=DURATION)
+    with LoopbackServer(corpus / "videos") as server:
+        src, cfg = write_inputs(corpus, server, truth)
+        ref_out = tmp_path_factory.mktemp("kr_ref") / "out"
+        ref = run_build(build_args(ref_out, src, cfg), ref_out, ref_out.parent / "build.log")
+        assert ref.rc == 0, ref.log[-4000:]
+        yield {"src": src, "cfg": cfg, "ref_out": ref_out, "ref": outcome(ref_out),
+               "tmp": tmp_path_factory}
+
+
+@pytest.mark.slow
+def test_reference_build_is_complete(served):
+    ref = served["ref"]
+    # every stage ran: something was selected and sharded, in both splits
+    assert ref["selected"] and set(ref["payload"]) == set(ref["selected"])
+    assert {s.split("-")[0] for s in ref["members"]} == {"train", "test"}
+    assert temp_files(served["ref_out"]) == []
+    assert verify_cli(served["ref_out"]).returncode == 0
+
+
+@pytest.mark.slow
+def test_kill_chain_resumes_to_the_reference(served):
+    out = served["tmp"].mktemp("kr_chain") / "out"
+    args = build_args(out, served["src"], served["cfg"])
+    for i, (name, trigger) in enumerate(KILL_POINTS):
+        res = run_build(args, out, out.parent / f"kill{i}.log", trigger=trigger)
+        assert res.killed, f"{name}: the build ended (rc {res.rc}) before its kill point:\n{res.log[-3000:]}"
+        # nothing keeps writing into the output once the process group is gone
+        changed = {k for k in set(res.after_kill) | set(res.later)
+                   if res.after_kill.get(k) != res.later.get(k)}
+        assert not changed, f"{name}: written after the kill: {sorted(changed)[:10]}"
+    final = run_build(args, out, out.parent / "final.log")
+    assert final.rc == 0, final.log[-4000:]
+    diffs = compare(served["ref"], outcome(out))
+    assert not diffs, diffs
+    assert temp_files(out) == []
+    p = verify_cli(out)
+    assert p.returncode == 0, p.stdout + p.stderr
+    ok, text = verify_manifests(out)
+    assert ok, text
+    # and a finished rerun changes nothing
+    before = file_snapshot(out / "shards") | {f"m/{k}": v for k, v in file_snapshot(out / "manifests").items()}
+    again = run_build(args, out, out.parent / "again.log")
+    assert again.rc == 0
+    after = file_snapshot(out / "shards") | {f"m/{k}": v for k, v in file_snapshot(out / "manifests").items()}
+    assert after == before
