@@ -32,7 +32,6 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from manifests import schemas  # noqa: E402
 from manifests.schemas import write_manifest  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")

@@ -18,6 +18,8 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from manifests.schemas import (
     ALL_SCORES, STATUS_FAILED, STATUS_OK, STATUS_REJECTED,
 )
@@ -207,7 +209,7 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
 
 # ----------------------------------------------------------------------------- columnar
 
-def _group_breaks(keys: "np.ndarray", starts: "np.ndarray", ends: "np.ndarray") -> "np.ndarray":
+def _group_breaks(keys: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Index of the first row of each run of overlapping/touching windows (rows sorted by
     key, start, end). The running end is a scan, so it is a plain loop over kept windows only."""
     import numpy as np
@@ -223,8 +225,8 @@ def _group_breaks(keys: "np.ndarray", starts: "np.ndarray", ends: "np.ndarray") 
     return np.asarray(first, dtype=np.int64)
 
 
-def _sequential_means(values: "np.ndarray", group: "np.ndarray", pos: "np.ndarray",
-                      n_groups: int) -> "np.ndarray":
+def _sequential_means(values: np.ndarray, group: np.ndarray, pos: np.ndarray,
+                      n_groups: int) -> np.ndarray:
     """Per group, the mean of its non-NaN values summed left to right (as ``sum`` over the
     sorted windows does), so the result equals ``_mean_scores`` to the last bit; NaN if none."""
     import numpy as np
@@ -306,8 +308,8 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     return table
 
 
-def _clamp_to_shots(head: Any, c_start: "np.ndarray", c_end: "np.ndarray",
-                    shots: Any) -> tuple["np.ndarray", "np.ndarray"]:
+def _clamp_to_shots(head: Any, c_start: np.ndarray, c_end: np.ndarray,
+                    shots: Any) -> tuple[np.ndarray, np.ndarray]:
     """Clamp clips into their shot (inconsistent tables only), as ``_clip_row`` does."""
     import numpy as np
     import pyarrow.compute as pc

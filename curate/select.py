@@ -16,6 +16,8 @@ import logging
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from filters import registry
 
 log = logging.getLogger(__name__)
@@ -173,7 +175,7 @@ def format_funnel(summary: Mapping[str, Any]) -> str:
 # table is never turned into Python dicts. The row functions stay the reference: the tests
 # compare both on generated and synthetic manifests (ties, nulls, notes, failed rows).
 
-def _np_float(col: Any) -> "np.ndarray":
+def _np_float(col: Any) -> np.ndarray:
     """A float column as numpy, nulls as NaN (a missing score fails its filter either way)."""
     import numpy as np
     import pyarrow as pa
@@ -184,7 +186,7 @@ def _np_float(col: Any) -> "np.ndarray":
     return pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
 
 
-def _np_bool(col: Any) -> "np.ndarray":
+def _np_bool(col: Any) -> np.ndarray:
     import numpy as np
     import pyarrow.compute as pc
 
@@ -193,7 +195,7 @@ def _np_bool(col: Any) -> "np.ndarray":
     return pc.fill_null(col, False).to_numpy(zero_copy_only=False).astype(bool)
 
 
-def str_mask(col: Any, fn: Any) -> "np.ndarray":
+def str_mask(col: Any, fn: Any) -> np.ndarray:
     """``fn`` (a string -> bool compute function) over a string column, null -> False; on a
     dictionary column it runs once per distinct value and is gathered by the indices."""
     import numpy as np
@@ -247,7 +249,7 @@ class WindowMasks:
                                   if note in names else np.zeros(n, dtype=bool))
 
 
-def _passes_mask(table: Any, name: str, thr: Mapping[str, float], n: int) -> "np.ndarray":
+def _passes_mask(table: Any, name: str, thr: Mapping[str, float], n: int) -> np.ndarray:
     """``registry.passes`` as a mask: every score column present, every set bound inclusive."""
     import numpy as np
 
@@ -267,7 +269,7 @@ def _passes_mask(table: Any, name: str, thr: Mapping[str, float], n: int) -> "np
     return ok
 
 
-def decide_masks(m: WindowMasks, gate: Iterable[str] | None) -> tuple["np.ndarray", "np.ndarray"]:
+def decide_masks(m: WindowMasks, gate: Iterable[str] | None) -> tuple[np.ndarray, np.ndarray]:
     """(keep mask, reason code per window): code -1 = kept, 0 = failed, 1 + i = ORDER[i]."""
     import numpy as np
 
@@ -281,7 +283,7 @@ def decide_masks(m: WindowMasks, gate: Iterable[str] | None) -> tuple["np.ndarra
     return code == -1, code
 
 
-def _reason_array(code: "np.ndarray") -> Any:
+def _reason_array(code: np.ndarray) -> Any:
     """Reason codes -> a string array (null for kept windows) like ``decide``'s reasons."""
     import numpy as np
     import pyarrow as pa
@@ -291,7 +293,7 @@ def _reason_array(code: "np.ndarray") -> Any:
     return pa.DictionaryArray.from_arrays(idx, labels).cast(pa.string())
 
 
-def needs_scoring_masks(m: WindowMasks, gate: Iterable[str] | None) -> dict[str, "np.ndarray"]:
+def needs_scoring_masks(m: WindowMasks, gate: Iterable[str] | None) -> dict[str, np.ndarray]:
     """``needs_scoring_by_filter`` as {filter: mask}, filters in cascade order (only non-empty)."""
     g = _gate(gate)
     undecided = ~m.failed
@@ -338,7 +340,7 @@ def funnel_masks(m: WindowMasks, thresholds, gate: Iterable[str] | None) -> dict
 
 
 def select_windows_table(table: Any, thresholds, gate: Iterable[str] | None = None
-                         ) -> tuple[Any, dict, "np.ndarray"]:
+                         ) -> tuple[Any, dict, np.ndarray]:
     """(DECISIONS table, funnel summary, keep mask) of a windows Arrow table.
 
     Same decisions, in the same row order, as ``select_windows`` on the table's rows.

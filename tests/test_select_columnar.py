@@ -10,7 +10,6 @@ import shutil
 import zlib
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

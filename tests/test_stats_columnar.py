@@ -46,7 +46,7 @@ def test_figures_equal_counting_rows(selected_run):
     run = pipeline.load_run(out)
     th = pipeline.thresholds(run, run.get("selection_overrides"))
     gate, _ = pipeline.gating(run)
-    dec, fun = select_windows(win, th, gate=set(gate))
+    _, fun = select_windows(win, th, gate=set(gate))
     ok = lambda rows: [r for r in rows if r["status"] == "ok"]  # noqa: E731
     counts = {f["stage"]: f["count"] for f in st["funnel"]}
     assert counts["sources"] == len(src) and counts["sources accepted"] == len(ok(src))
@@ -106,7 +106,7 @@ def test_unfinished_run_names_stages_and_pending_items(tmp_path):
         f"score: {unscored} of {len(data['windows'])} windows are not scored yet",
     ]
     # split pending: a downloaded source without shots
-    shots = [s for s in data["shots"] if s["source_id"] != sorted(downloaded)[0]]
+    shots = [s for s in data["shots"] if s["source_id"] != min(downloaded)]
     write_manifest(out, "shots", shots)
     assert "split: 1 downloaded sources have no shots row yet" in collect(out)["unfinished"]
 
