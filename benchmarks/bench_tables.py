@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import string
 import subprocess
@@ -220,18 +221,19 @@ WRAP = ("import resource, subprocess, sys, time\n"
         "t = time.perf_counter()\n"
         "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
         "dt = time.perf_counter() - t\n"
-        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(f'{p.returncode} {dt:.2f} {rss:.0f}')\n"
+        "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(f'{p.returncode} {dt:.2f} {ru.ru_maxrss / 1024:.0f} {ru.ru_utime + ru.ru_stime:.2f}')\n"
         "sys.stderr.write(p.stderr[-2000:] if p.returncode else '')\n")
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of ``cmd`` run by a fresh wrapper (its only child)."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds user+sys) of ``cmd``, run by a fresh wrapper
+    (its only child). CPU seconds say what the command costs when the machine is shared."""
     p = subprocess.run([PY, "-c", WRAP, *cmd], capture_output=True, text=True, check=True)
-    rc, dt, rss = p.stdout.split()
+    rc, dt, rss, cpu = p.stdout.split()
     if rc != "0":
         raise RuntimeError(f"{cmd} failed: {p.stderr}")
-    return float(dt), float(rss)
+    return float(dt), float(rss), float(cpu)
 
 
 def main() -> None:
@@ -277,8 +279,9 @@ def main() -> None:
                          "json.dumps(m.collect(sys.argv[1]), default=str)", str(out), str(old_stats)]))
         for name, cmd in runs:
             for _ in range(args.repeat):
-                dt, rss = measure(cmd)
-                print(f"{name:<26} {dt:6.2f} s  peak RSS {rss:7.0f} MiB")
+                dt, rss, cpu = measure(cmd)
+                print(f"{name:<26} {dt:6.2f} s  peak RSS {rss:7.0f} MiB  CPU {cpu:6.2f} s  "
+                      f"(load average {os.getloadavg()[0]:.1f})")
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
