@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import subprocess
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,13 @@ def test_backoff_is_jittered_and_retry_after_wins():
     assert dl.retry_delay(0, 1.0, retry_after=12) == 12.0
 
 
+def _fake_sleep(monkeypatch, sleeps: list[float]) -> None:
+    """Record the download module's waits without waiting; other code (subprocess's wait
+    loop, yt-dlp) keeps the real time.sleep."""
+    fake = types.SimpleNamespace(sleep=sleeps.append, time=time.time)
+    monkeypatch.setattr(dl, "time", fake)
+
+
 @pytest.fixture(scope="module")
 def server(corpus):
     later = email.utils.formatdate(time.time() + 60, usegmt=True)
@@ -151,7 +159,7 @@ def server(corpus):
 
 def test_429_honours_retry_after_seconds(server, tmp_path, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(dl.time, "sleep", sleeps.append)
+    _fake_sleep(monkeypatch, sleeps)
     row = download_source(_url(server, "limited"), tmp_path, DownloadOptions(**FAST))
     assert (row["status"], row["reason"]) == ("ok", "ok"), row
     assert sleeps == [3.0]                         # the server's Retry-After, not 0.01
@@ -159,7 +167,7 @@ def test_429_honours_retry_after_seconds(server, tmp_path, monkeypatch):
 
 def test_429_honours_retry_after_date(server, tmp_path, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(dl.time, "sleep", sleeps.append)
+    _fake_sleep(monkeypatch, sleeps)
     row = download_source(_url(server, "limited_date"), tmp_path, DownloadOptions(**FAST))
     assert row["status"] == "ok", (row, sleeps)
     # the date (60 s after the server started, the sleep is not real), not 0.01 s of backoff
@@ -168,7 +176,7 @@ def test_429_honours_retry_after_date(server, tmp_path, monkeypatch):
 
 def test_429_wait_is_bounded(server, tmp_path, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(dl.time, "sleep", sleeps.append)
+    _fake_sleep(monkeypatch, sleeps)
     row = download_source(_url(server, "limited_long"), tmp_path,
                           DownloadOptions(**{**FAST, "max_wait": 60}))
     assert (row["status"], row["reason"]) == ("failed", "http_error"), row
@@ -188,7 +196,7 @@ def test_stalled_url_ends_quickly_with_timeout(server, tmp_path):
 
 
 def test_stalled_url_is_retried_at_most_timeout_retries(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    _fake_sleep(monkeypatch, [])
     tries: list[int] = []
     attempt = dl._attempt
 
