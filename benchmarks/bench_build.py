@@ -33,8 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.test_kill_resume import build_args, write_inputs  # noqa: E402
+from tests.test_kill_resume import build_args, write_inputs
 
+#: the corpus generator, run in a child (its memory stays out of this process)
+_SYNTH_CHILD = (
+    "import sys, json; from curate.synth import synthesize; "
+    "t = synthesize(sys.argv[1], n_videos=int(sys.argv[2]), seed=7, duration=float(sys.argv[3])); "
+    "open(sys.argv[1] + '/truth.small.json', 'w').write(json.dumps({'duration': t['duration'], "
+    "'videos': [{k: v[k] for k in ('id', 'label', 'split')} for v in t['videos']]}))")
 STAGE_LINE = re.compile(r"^== (\S+)")
 VERIFY_LINE = re.compile(r"^\d+ shards, \d+ ok")
 
@@ -122,12 +128,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     try:
         t0 = time.monotonic()
-        # in a child: the synth's own memory stays out of this process
-        subprocess.run([sys.executable, "-c",
-                        "import sys, json; from curate.synth import synthesize; "
-                        "t = synthesize(sys.argv[1], n_videos=int(sys.argv[2]), seed=7, duration=float(sys.argv[3])); "
-                        "open(sys.argv[1] + '/truth.small.json', 'w').write(json.dumps({'duration': t['duration'], "
-                        "'videos': [{k: v[k] for k in ('id', 'label', 'split')} for v in t['videos']]}))",
+        subprocess.run([sys.executable, "-c", _SYNTH_CHILD,
                         str(tmp / "corpus"), str(a.sources), str(a.duration)], check=True, cwd=str(REPO))
         print(f"corpus: {a.sources} sources of {a.duration:g} s generated in {time.monotonic() - t0:.0f} s",
               flush=True)

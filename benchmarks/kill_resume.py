@@ -25,8 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_kill_resume import (build_args, compare, outcome, run_build, temp_files,  # noqa: E402
-                                    verify_cli, write_inputs)
+from tests.test_kill_resume import (
+    build_args,
+    compare,
+    outcome,
+    run_build,
+    temp_files,
+    verify_cli,
+    write_inputs,
+)
 
 
 def _point(i: int, delay: float, args_for, ref: dict, tmp: Path) -> dict:

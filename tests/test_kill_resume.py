@@ -19,9 +19,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -87,7 +87,7 @@ def file_snapshot(out: Path) -> dict[str, tuple[int, int]]:
 
 
 def current_stage(log: str) -> str:
-    stages = re.findall(r"^== (\S+)", log, flags=re.M)
+    stages = re.findall(r"^== (\S+)", log, flags=re.MULTILINE)
     return stages[-1] if stages else "(startup)"
 
 
@@ -170,7 +170,7 @@ def compare(ref: dict, got: dict) -> list[str]:
 
 
 def verify_cli(out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*curate_cmd(), "verify", str(out)], capture_output=True, text=True,
+    return subprocess.run([*curate_cmd(), "verify", str(out)], check=False, capture_output=True, text=True,
                           cwd=str(REPO), timeout=300)
 
 
@@ -187,19 +187,27 @@ def _any(out: Path, pattern: str) -> bool:
 
 # ------------------------------------------------------------------ kill points (triggers)
 
+def _progress(stage: str, log: str) -> bool:
+    """The stage's progress bar shows at least one finished item."""
+    return re.search(rf"{stage}:\s+\d+%\|[^\n\r]*\| [1-9]\d*/", log) is not None
+
+
+# Each trigger fires at the first poll after its stage finished an item, so a fast machine
+# still gets its kill (maybe a little later in the stage); the stage a kill hit is printed.
+
 def in_download(out: Path, log: str) -> bool:
-    """One source downloaded, others still in flight (their .part work dirs exist)."""
-    return _any(out, "media/raw/[!.]*.mp4") and _any(out, "media/raw/.*.part")
+    """One source downloaded (media/raw/<id>.mp4), the others in flight or queued."""
+    return _progress("download", log) or _any(out, "media/raw/[!.]*.mp4")
 
 
 def in_split(out: Path, log: str) -> bool:
-    """At least one source split (progress bar past 0 items), not every part flushed."""
-    return re.search(r"split:\s+\d+%\|[^\n\r]*\| [1-9]\d*/", log) is not None
+    """At least one source split, not every checkpoint part flushed."""
+    return _progress("split", log)
 
 
 def in_score(out: Path, log: str) -> bool:
-    """The first score checkpoint part written; the stage goes on."""
-    return _any(out, "work/score/part-*.jsonl") and "== select" not in log
+    """The first source scored (or the first score checkpoint part written)."""
+    return _progress("score", log) or _any(out, "work/score/part-*.jsonl")
 
 
 def in_cut(out: Path, log: str) -> bool:
@@ -214,7 +222,7 @@ def in_tar_writing(out: Path, log: str) -> bool:
 
 def after_verify(out: Path, log: str) -> bool:
     """The build printed its verify summary; it is writing stats."""
-    return re.search(r"^\d+ shards, \d+ ok", log, flags=re.M) is not None
+    return re.search(r"^\d+ shards, \d+ ok", log, flags=re.MULTILINE) is not None
 
 
 KILL_POINTS: list[tuple[str, Callable[[Path, str], bool]]] = [
@@ -262,6 +270,10 @@ def test_kill_chain_resumes_to_the_reference(served):
         changed = {k for k in set(res.after_kill) | set(res.later)
                    if res.after_kill.get(k) != res.later.get(k)}
         assert not changed, f"{name}: written after the kill: {sorted(changed)[:10]}"
+        temps = [k for k in res.after_kill if Path(k).name.startswith(".")]
+        print(f"kill {i + 1} ({name}): at {res.seconds:.1f} s in stage {res.stage}, "
+              f"{len(res.after_kill)} files, {len(temps)} temp, "
+              f"shards/: {sorted(k for k in res.after_kill if k.startswith('shards/'))[:4]}")
     final = run_build(args, out, out.parent / "final.log")
     assert final.rc == 0, final.log[-4000:]
     diffs = compare(served["ref"], outcome(out))
