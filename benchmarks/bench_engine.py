@@ -65,11 +65,24 @@ def _register() -> None:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def bench_loads(n: int, workers: int, load_s: float) -> None:
+def _executor(workers: int):
+    """One local Ray for the whole script (restarting Ray on a loaded machine can time out);
+    ``workers`` only sets how many items/actors a stage runs at once."""
     from curate.engine import RayExecutor
+    global _EX
+    if _EX is None:
+        _EX = RayExecutor(workers=workers)
+    _EX.workers = workers
+    return _EX
+
+
+_EX = None
+
+
+def bench_loads(n: int, workers: int, load_s: float) -> None:
     tmp = Path(tempfile.mkdtemp())
     counter = tmp / "loads.txt"
-    ex = RayExecutor(workers=workers)
+    ex = _executor(workers)
     _register()
     spec = StageSpec("score", functools.partial(_fake_model_factory, str(counter), load_s, 0.002), _err,
                      stateful=True, prepare=_fake_decode_factory, batch_size=4)
@@ -87,14 +100,12 @@ def bench_loads(n: int, workers: int, load_s: float) -> None:
     run_stage(tmp, spec, items, ex, progress=False)
     print(f"loads: rerun of the finished stage: {time.monotonic() - t0:.2f} s, "
           f"Ray stage runs started: {ex.started - started}, model loads now {len(counter.read_text().split())}")
-    ex.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_straggler(workers: int = 16, n: int = 256, short: float = 0.25, long: float = 8.0,
                     every: int = 64) -> None:
-    from curate.engine import RayExecutor
-    ex = RayExecutor(workers=workers)
+    ex = _executor(workers)
     _register()
     tmp = Path(tempfile.mkdtemp())
     spec = StageSpec("s", _sleep_factory, _err)
@@ -116,13 +127,11 @@ def bench_straggler(workers: int = 16, n: int = 256, short: float = 0.25, long: 
           f"busy {work / (wall * workers):.0%} of wall x workers (ceiling at 8 s: {work / (8 * workers):.0%}), "
           f"busy {busy_q / ((drain - t0_wall) * workers):.0%} while items were waiting "
           f"({drain - t0_wall:.1f} s)")
-    ex.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_scaling(videos: int, workers_list: list[int]) -> None:
     from curate import pipeline
-    from curate.engine import RayExecutor
     from curate.recipes import get_recipe
     from curate.runner import LocalExecutor
     from curate.synth import synthesize
@@ -142,14 +151,13 @@ def bench_scaling(videos: int, workers_list: list[int]) -> None:
         out = tmp / f"w{w}"
         shutil.copytree(base, out)
         run = pipeline.load_run(out)
-        ex = RayExecutor(workers=w)
+        ex = _executor(w)
         ex._ensure_ray()
         t0 = time.monotonic()
         pipeline.stage_score(out, run, ex)
         wall = time.monotonic() - t0
         print(f"scaling: demo scoring, {videos} sources / {n_win} windows, --workers {w}: "
               f"{wall:.1f} s ({n_win / wall:.1f} windows/s; Ray CPUs {ex.cpus:g})")
-        ex.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -169,6 +177,7 @@ def main() -> None:
         bench_straggler()
     if a.only in (None, "scaling"):
         bench_scaling(a.videos, [1, 2])
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
