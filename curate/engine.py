@@ -381,8 +381,11 @@ class RayExecutor:
                 while idle and ready_q:
                     a = idle.popleft()
                     take = [ready_q.popleft()]
+                    # near the end, share what is left between the actors instead of
+                    # handing one actor a full batch while another idles
+                    share = max(1, -(-(len(ready_q) + 1 + len(todo) + len(preps)) // size))
                     if take[0][0]["key"] not in solo:
-                        while ready_q and len(take) < batch and ready_q[0][0]["key"] not in solo:
+                        while ready_q and len(take) < min(batch, share) and ready_q[0][0]["key"] not in solo:
                             take.append(ready_q.popleft())
                     pl = [p for _, p in take] if spec.prepare else []
                     calls[a.call.remote([it for it, _ in take], *pl)] = (a, take, time.monotonic())
