@@ -70,9 +70,8 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
                 echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {out}`")
         elif st == "shard":
             pipeline.stage_shard(out, run, executor, echo=echo)
-            from shards.verify import verify_shards
-            report = verify_shards(Path(out) / "shards")
-            echo(format_verify(report))
+            from shards.verify import verify_path
+            echo(format_verify(verify_path(out)))
         else:
             raise ValueError(f"unknown stage {st!r}")
 

@@ -54,6 +54,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           cookies: Optional[str] = typer.Option(None, help="yt-dlp cookies file"),
           proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
           rate_limit: Optional[str] = typer.Option(None, help="yt-dlp rate limit, e.g. 2M"),
+          socket_timeout: Optional[float] = typer.Option(None, help="seconds without data before a download is a timeout (default 20)"),
           retry_failed: bool = typer.Option(False, help="download again sources that failed for a transient reason"),
           download_workers: Optional[int] = DownloadWorkersOpt,
           max_requests_per_s: Optional[float] = MaxRequestsOpt,
@@ -66,7 +67,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
                "allow_random_weights": allow_random_weights or None, "cookiefile": cookies,
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
-               "max_requests_per_s": max_requests_per_s}
+               "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout}
     try:
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
@@ -193,10 +194,10 @@ def shard(out: Path = typer.Argument(...), workers: int = WorkersOpt,
 
 @app.command()
 def verify(out: Path = typer.Argument(..., help="run directory or shards directory")) -> None:
-    """Check every shard against its index: truncated, altered or missing shards."""
-    from shards.verify import format_report, verify_shards
-    d = out / "shards" if (out / "shards").is_dir() else out
-    report = verify_shards(d)
+    """Check the output against the manifests (every selected clip in exactly one shard, every
+    listed shard with its index, no extra or temp files) and every shard against its index."""
+    from shards.verify import format_report, verify_path
+    report = verify_path(out)
     typer.echo(format_report(report))
     if not report["ok"]:
         raise typer.Exit(1)

@@ -97,7 +97,7 @@ def _empty(table: str) -> pa.Table:
 def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path,
                   limit: int | None = None) -> list[dict]:
     from manifests.classes import recipe_classes
-    from manifests.sources import read_sources
+    from manifests.sources import read_sources, recipe_assigns_split, require_split
 
     recipe = run["recipe"]
     kw: dict[str, Any] = {}
@@ -106,7 +106,8 @@ def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path
     fmt = recipe.get("source_format", "auto")
     if fmt in ("vggsound", "avsync"):
         kw["url_template"] = recipe.get("url_template")
-    rows = read_sources(sources_file, fmt=fmt, **kw)
+    rows = require_split(read_sources(sources_file, fmt=fmt, **kw),
+                         recipe_assigns_split(recipe.get("select")))
     if limit is not None:
         kept = 0
         for r in rows:
@@ -142,7 +143,7 @@ def _download_error(item: dict, error: str) -> dict:
 def download_options(run: dict[str, Any]) -> dict[str, Any]:
     d = dict(run["recipe"]["download"])
     d["url_template"] = run["recipe"].get("url_template", d.get("url_template"))
-    for k in ("cookiefile", "proxy", "ratelimit"):
+    for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout"):
         if run["options"].get(k):
             d[k] = run["options"][k]
     from curate.download import DownloadOptions
@@ -151,14 +152,18 @@ def download_options(run: dict[str, Any]) -> dict[str, Any]:
 
 
 #: options that change how a download is fetched, never what it yields
-_DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff", "socket_timeout"}
+_DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff", "socket_timeout",
+                        "max_wait", "timeout_retries"}
 _DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
 
 
-def _encoder_settings() -> dict[str, Any]:
+def _encoder_settings(run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's deterministic encoder settings (``curate.encoding``); part of the download
+    and cut fingerprints and recorded in run.json by ``record_encoder``."""
     try:
+        from curate.download import DownloadOptions
         from curate.encoding import encoder_settings
-        return encoder_settings()
+        return encoder_settings(DownloadOptions(**download_options(run)) if run else None)
     except Exception as e:  # noqa: BLE001 - ffmpeg missing: the download stage says so itself
         log.debug("no encoder settings: %s", e)
         return {}
@@ -169,11 +174,19 @@ TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died"}
 _FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
 
 
+def record_encoder(out: str | Path, run: dict[str, Any]) -> None:
+    """run.json["encoder"]: the encoder settings every re-encode of this run uses."""
+    enc = _encoder_settings(run)
+    if enc and run.get("encoder") != enc:
+        run["encoder"] = enc
+        save_run(out, run)
+
+
 def _download_spec(run: dict[str, Any]) -> StageSpec:
     opts = download_options(run)
     eng = engine_options(run)
     params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS},
-              "encoder": _encoder_settings()}
+              "encoder": _encoder_settings(run)}
     rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
     return StageSpec("download", functools.partial(_download_factory, "", opts), _download_error,
                      params=params,
@@ -183,6 +196,7 @@ def _download_spec(run: dict[str, Any]) -> StageSpec:
 
 def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
                    retry_failed: bool = False, echo: Echo = None) -> list[dict]:
+    record_encoder(out, run)
     sources = [r for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
     redo: set[str] = set()
     if retry_failed and schemas.has_manifest(out, "downloads"):
@@ -335,8 +349,17 @@ def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
         only = set(item["only"]) if item.get("only") else None
         rows = score_segment(grid, item["windows"], scorers, th, item["text"], cascade=True,
                              only=only, gate=set(gate))
-        return {"windows": rows}
+        return {"windows": [_past_video_end(r, grid) for r in rows]}
     return fn
+
+
+def _past_video_end(row: dict, grid) -> dict:
+    """A window reaching past where the video really ends saw repeated last frames: its
+    scores mean nothing, so it is failed with the decode note."""
+    if grid.video_end is None or row["end"] <= grid.video_end + 1e-3:
+        return row
+    note = "; ".join(grid.notes) or f"video ends at {grid.video_end:.2f} s"
+    return {**row, "status": schemas.STATUS_FAILED, "error": f"decode: {note}; window past the video's end"}
 
 
 def _score_error(item: dict, error: str) -> dict:
@@ -455,56 +478,10 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
 
 def stage_select(out: str | Path, run: dict[str, Any], overrides: list[str] | None = None,
                  decisions_file: str | Path | None = None) -> dict[str, Any]:
-    """Thresholds on stored scores -> decisions -> merged clips -> balanced, split selection.
-
-    Touches no model: changing a threshold and re-selecting takes seconds.
-    """
-    from curate.balance import select_clips
-    from curate.select import select_windows
-
-    recipe = run["recipe"]
-    if overrides is not None:
-        run["selection_overrides"] = list(overrides)
-        save_run(out, run)
-    th = thresholds(run, run.get("selection_overrides"))
-    gate, score_only = gating(run)
-    review = _load_review(decisions_file or run.get("review_decisions"))
-    if decisions_file:
-        run["review_decisions"] = str(Path(decisions_file).resolve())
-        save_run(out, run)
-    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
-    if recipe["clip_mode"] == "fixed":
-        from curate.merge import fixed_clips
-        clips = fixed_clips(_ok_downloads(out), length=recipe["fixed_clip_length"])
-    else:
-        from curate.merge import merge_windows
-        windows = read_rows(out, "windows")
-        decisions, funnel = select_windows(windows, th, gate=set(gate))
-        write_manifest(out, "decisions", decisions)
-        summary["funnel"], summary["needs_scoring"] = funnel, funnel["needs_scoring"]
-        if funnel["needs_scoring"]:
-            log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
-                        funnel["needs_scoring"], out)
-        clips = merge_windows(windows, decisions, read_rows(out, "shots"), min_len=recipe["merge"]["min_len"])
-    write_manifest(out, "clips", clips)
-    # every class the run asked for, so one without any candidate shows in the shortfall
-    classes = sorted({s["class_name"] for s in read_rows(out, "sources")
-                      if s["status"] == schemas.STATUS_OK and s["class_name"]})
-    if recipe.get("classes"):
-        from manifests.classes import recipe_folders
-        classes = recipe_folders(recipe["classes"])
-    selected, bal = select_clips(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
-                                 decisions=review, classes=classes)
-    write_manifest(out, "selected", selected)
-    summary["balance"] = bal
-    return summary
-
-
-def _load_review(path: str | Path | None) -> dict[str, str] | None:
-    if not path:
-        return None
-    from curate.review import load_decisions
-    return load_decisions(path)
+    """Thresholds on stored scores -> decisions -> merged clips -> balanced, split selection
+    (columnar, ``curate.select.select_stage``). Touches no model: re-selecting takes seconds."""
+    from curate.select import select_stage
+    return select_stage(out, run, overrides=overrides, decisions_file=decisions_file)
 
 
 # ----------------------------------------------------------------------------- shard
@@ -556,6 +533,7 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
     from manifests.atomic import write_json
     from shards.writer import make_sample, write_shards
+    from curate.reproduce import unique_cut_items
     from curate.runner import fingerprint
 
     recipe = run["recipe"]
@@ -575,8 +553,9 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
               "inputs": {"src": _file_id(downloads[s["source_id"]]["path"]), "dst": str(clip_dir / f"{s['key']}.mp4"),
                          "start": s["start"], "end": s["end"]}}
              for s in selected if s["source_id"] in downloads]
+    items = unique_cut_items(items)   # a clip listed in train and test is cut once
     spec = StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
-                     params={"cap": cap, "encoder": _encoder_settings()}, **_spec_kw(run, "cut"))
+                     params={"cap": cap, "encoder": _encoder_settings(run)}, **_spec_kw(run, "cut"))
     res = run_stage(out, spec, items, executor, **_run_kw(run, "cut"))
     cut_table = res.table("cuts")
     cuts = {c["key"]: c for c in (cut_table.to_pylist() if cut_table is not None else [])}

@@ -48,6 +48,9 @@ class Grid:
     #: what a person should know about this decode, e.g. ``video_short: video 4.0 s, audio
     #: 10.0 s`` (the last frame was repeated to fill the grid)
     notes: list[str] = field(default_factory=list)
+    #: where the decoded video really ends (seconds; frames after it repeat the last frame);
+    #: None when the video covers the grid
+    video_end: float | None = None
 
     @property
     def audio(self) -> np.ndarray:
@@ -304,7 +307,8 @@ def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = 
         audio, audio_end = decoded
     return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
                 sample_rate=sample_rate, has_audio=has_audio,
-                notes=_short_notes(start, end, video_end, audio_end))
+                notes=_short_notes(start, end, video_end, audio_end),
+                video_end=video_end if video_end < end - SHORT_TOLERANCE else None)
 
 
 def _short_notes(start: float, end: float, video_end: float, audio_end: float | None) -> list[str]:

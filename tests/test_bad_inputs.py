@@ -320,3 +320,18 @@ def test_video_shorter_than_audio_is_noted(corpus):
     assert len(g.frames) == 120 and g.has_audio
     ok = decode_grid(corpus / "videos" / "full.mp4")
     assert ok.notes == []
+    assert ok.video_end is None and abs(g.video_end - 4.0) < 0.1
+
+
+def test_score_stage_fails_windows_past_the_video_end_with_the_note(corpus):
+    from curate.pipeline import _past_video_end
+
+    g = decode_grid(corpus / "videos" / "video_short.mp4")
+    inside = {"window_id": "w0", "start": 0.5, "end": 3.5, "status": "ok", "error": None}
+    past = {"window_id": "w1", "start": 3.0, "end": 6.0, "status": "ok", "error": None}
+    assert _past_video_end(inside, g) == inside
+    row = _past_video_end(past, g)
+    assert row["status"] == "failed"
+    assert row["error"] == "decode: video_short: video 4.0 s, audio 10.0 s; window past the video's end"
+    full = decode_grid(corpus / "videos" / "full.mp4")
+    assert _past_video_end({**past, "end": 10.0}, full)["status"] == "ok"

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import av
-import pytest
 import webdataset as wds
 
 from curate.loopback import LoopbackServer
@@ -144,11 +143,6 @@ def test_reproduce_released_list_form_and_csv_form_give_the_same_clips(tmp_path)
     assert got_csv == got           # same clips, times, durations and bytes (deterministic cut)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="curate.pipeline.stage_shard makes one cut item per selected row: the "
-                          "same clip in train and test gives two items with one key and the "
-                          "runner refuses them ('item keys are not unique'). The stage must cut "
-                          "each key once (curate.reproduce.unique_cut_items) - engine wiring")
 def test_same_clip_listed_in_train_and_test_comes_out_in_both_shards(tmp_path):
     media = tmp_path / "media"
     media.mkdir()

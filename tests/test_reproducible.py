@@ -105,3 +105,25 @@ def test_shards_are_byte_identical(source, tmp_path):
 
     a, b = build(tmp_path / "a"), build(tmp_path / "b")
     assert len(a) == 9 and a == b
+
+
+def test_run_json_records_the_encoder_settings_and_empty_splits_are_rejected(tmp_path):
+    import json
+
+    from curate import pipeline
+    from curate.recipes import get_recipe
+
+    recipe = get_recipe("demo")
+    run = pipeline.new_run(tmp_path, recipe, {})
+    pipeline.record_encoder(tmp_path, run)
+    enc = json.loads((tmp_path / "run.json").read_text())["encoder"]
+    assert enc["threads"] == 1 and enc["bitexact"] is True
+    assert enc["download"]["crf"] == recipe["download"].get("crf", enc["download"]["crf"])
+    csv = tmp_path / "s.csv"
+    csv.write_text("id,url,start,end,label,split\n"
+                   "aaa,http://x/a.mp4,0,10,dog,train\n"
+                   "bbb,http://x/b.mp4,0,10,dog,\n")
+    run["recipe"]["select"].update(test_per_class=None, balanced_test=False)
+    rows = pipeline.stage_sources(tmp_path, run, csv)
+    assert [r["status"] for r in rows] == ["ok", "rejected"]
+    assert rows[1]["error"].startswith("empty split:")
