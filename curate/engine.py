@@ -34,7 +34,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate.runner import Item, Outputs, StageSpec, safe_call
+from curate.runner import NODE_KEY, Item, Outputs, StageSpec, safe_call
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +151,22 @@ def _throttle(limiter: Any) -> None:
             time.sleep(wait)
 
 
+_NODE: list[str] = []
+
+
+def _with_node(outputs: Outputs) -> Outputs:
+    """Tag a result with the Ray node that computed it (kept in its checkpoint record, so a
+    cluster run shows where its work ran)."""
+    if not _NODE:
+        import ray
+        _NODE.append(ray.get_runtime_context().get_node_id())
+    return {**outputs, NODE_KEY: [{"node": _NODE[0]}]}
+
+
 def _task_body(spec: StageSpec, item: Item, driver_pid: int | None, limiter: Any) -> Outputs:
     start_watchdog(driver_pid)
     _throttle(limiter)
-    return safe_call(_cached(spec, "fn"), spec, item)
+    return _with_node(safe_call(_cached(spec, "fn"), spec, item))
 
 
 def _prepare_body(spec: StageSpec, item: Item, driver_pid: int | None) -> tuple[str | None, Any]:
@@ -176,8 +188,8 @@ class _StageActor:
 
     def call(self, items: list[Item], *payloads: Any) -> list[Outputs]:
         if self.spec.prepare is None:
-            return [safe_call(self.fn, self.spec, it) for it in items]
-        return [safe_call(self.fn, self.spec, it, p) for it, p in zip(items, payloads)]
+            return [_with_node(safe_call(self.fn, self.spec, it)) for it in items]
+        return [_with_node(safe_call(self.fn, self.spec, it, p)) for it, p in zip(items, payloads)]
 
 
 class _TokenBucket:

@@ -278,7 +278,11 @@ def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Exe
     last = time.monotonic()
     try:
         for item, outputs in executor.run(spec, todo):
-            buf.append({"key": item["key"], "fp": current[item["key"]], "out": outputs})
+            rec = {"key": item["key"], "fp": current[item["key"]], "out": outputs}
+            meta = outputs.pop(NODE_KEY, None)
+            if meta:
+                rec["node"] = meta[0]["node"]
+            buf.append(rec)
             reason = failure_reason(outputs)
             if reason:
                 res.failures[reason] += 1
@@ -292,6 +296,10 @@ def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Exe
             ck.write_part(buf)
         bar.close()
     return res
+
+
+#: reserved output key under which a Ray worker names its node (popped into the record)
+NODE_KEY = "_node"
 
 
 def format_failures(stage: str, failures: Counter) -> str | None:
