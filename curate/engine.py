@@ -189,6 +189,16 @@ class _StageActor:
     def call(self, items: list[Item], *payloads: Any) -> list[Outputs]:
         if self.spec.prepare is None:
             return [_with_node(safe_call(self.fn, self.spec, it)) for it in items]
+        batch = getattr(self.fn, "batch", None)   # fn.batch(items, payloads): one call for all
+        if batch is not None and len(items) > 1:
+            try:
+                outs = batch(list(items), list(payloads))
+                if len(outs) == len(items):
+                    return [_with_node(o) for o in outs]
+                log.warning("%s: batch gave %d results for %d items", self.spec.name, len(outs), len(items))
+            except Exception as e:  # noqa: BLE001 - which item? one at a time: a bad one fails alone
+                log.warning("%s: batch of %d failed (%s): one item at a time", self.spec.name,
+                            len(items), e)
         return [_with_node(safe_call(self.fn, self.spec, it, p)) for it, p in zip(items, payloads)]
 
 

@@ -24,14 +24,17 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
-from curate.runner import Checkpoint, Executor, StageSpec, format_failures, item_fingerprint, run_stage
+from curate.runner import (Checkpoint, Executor, StageSpec, fingerprint, format_failures,
+                           item_fingerprint, run_stage)
 from curate.run_state import RUN_FILE, engine_options, load_run, new_run, save_run  # noqa: F401
 from curate.weights import (MODEL_FILTERS, WEIGHT_OPTIONS, build_scorers, gating,  # noqa: F401
                             resolve_models, thresholds, weight_ids)
@@ -280,6 +283,27 @@ def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     return shots.to_pylist(), windows.to_pylist()
 
 
+def _ok_download_table(out: str | Path) -> pa.Table:
+    """Columns source_id, path, duration of the ok downloads of current sources (download
+    order): ``_ok_downloads`` without a row dict per source."""
+    dl = schemas.read_manifest(out, "downloads").select(["source_id", "status", "path", "duration"])
+    src = schemas.read_manifest(out, "sources").column("source_id")
+    ok = pc.and_(pc.equal(dl["status"], schemas.STATUS_OK), pc.is_in(dl["source_id"], value_set=src))
+    return dl.filter(pc.fill_null(ok, False)).select(["source_id", "path", "duration"])
+
+
+def _split_current(out: str | Path, spec: StageSpec) -> dict[str, str]:
+    """key -> fingerprint of the split items (``_split_items``), from Arrow columns."""
+    t = _ok_download_table(out)
+    return {sid: fingerprint({"inputs": {"file": _file_id(path), "duration": dur}, "params": spec.params})
+            for sid, path, dur in zip(*(t[c].to_pylist() for c in ("source_id", "path", "duration")))}
+
+
+def _ok_paths(out: str | Path) -> dict[str, str]:
+    t = _ok_download_table(out)
+    return dict(zip(t["source_id"].to_pylist(), t["path"].to_pylist()))
+
+
 def _source_labels(out: str | Path) -> pa.Table:
     src = schemas.read_manifest(out, "sources").select(["source_id", "class_name", "split"])
     return src.rename_columns(["source_id", "_class", "_split"])
@@ -288,7 +312,7 @@ def _source_labels(out: str | Path) -> pa.Table:
 def _base_windows(out: str | Path, run: dict[str, Any]) -> pa.Table:
     """The split stage's current windows, class and split from the current sources."""
     spec = _split_spec(run)
-    current = {it["key"]: item_fingerprint(spec, it) for it in _split_items(out)}
+    current = _split_current(out, spec)
     base = Checkpoint(out, "split").tables(current, {"windows": schemas.WINDOWS}).get("windows")
     if base is None or base.num_rows == 0:
         return _empty("windows")
@@ -340,17 +364,41 @@ def _decode_factory():
 
 def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
     import torch
-    from curate.scoring import score_segment
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scorers = build_scorers(models, run_models, device)
 
+    def batch(items: list[dict], grids: list) -> list[dict]:
+        """All the segments of an actor call together: one forward pass per model and
+        filter over all their frames / clips (``scoring.score_segments``)."""
+        return _score_many(scorers, th, gate, items, grids)
+
     def fn(item: dict, grid) -> dict:
-        only = set(item["only"]) if item.get("only") else None
-        rows = score_segment(grid, item["windows"], scorers, th, item["text"], cascade=True,
-                             only=only, gate=set(gate))
-        return {"windows": [_past_video_end(r, grid) for r in rows]}
+        return batch([item], [grid])[0]
+    fn.batch = batch   # the scoring actor passes a whole call here (engine._StageActor)
     return fn
+
+
+#: score columns a rescore item carries per window (``inputs["stored"]``)
+_STORED = (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)
+
+
+def _item_windows(item: dict) -> list[dict]:
+    """The window rows of a score item: id, shot and times, plus the stored scores of a
+    rescore (the other filters' scores gate its cascade)."""
+    ws = [dict(zip(_WINDOW_INPUTS, w)) for w in item["inputs"]["windows"]]
+    for w, stored in zip(ws, item["inputs"].get("stored") or ()):
+        w.update(zip(_STORED, stored))
+    return ws
+
+
+def _score_many(scorers, th: dict, gate: list[str], items: list[dict], grids: list) -> list[dict]:
+    from curate.scoring import SegmentJob, score_segments
+
+    jobs = [SegmentJob(g, _item_windows(it), it["text"], set(it["only"]) if it.get("only") else None)
+            for it, g in zip(items, grids)]
+    rows = score_segments(jobs, scorers, th, cascade=True, gate=set(gate))
+    return [{"windows": [_past_video_end(r, g) for r in rs]} for rs, g in zip(rows, grids)]
 
 
 def _past_video_end(row: dict, grid) -> dict:
@@ -364,35 +412,70 @@ def _past_video_end(row: dict, grid) -> dict:
 
 def _score_error(item: dict, error: str) -> dict:
     return {"windows": [{**w, "status": schemas.STATUS_FAILED, "error": f"score: {error}"}
-                        for w in item["windows"]]}
+                        for w in _item_windows(item)]}
 
 
 _WINDOW_INPUTS = ("window_id", "shot_id", "start", "end")
+#: rows per block turned into Python values at a time while building score items
+_ITEM_BLOCK_ROWS = 65536
 
 
-def _score_items(out: str | Path, windows: list[dict], wanted: dict[str, set[str] | None],
+def _score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[str] | None] | None,
                  tag: str, paths: dict[str, str] | None = None) -> list[dict]:
     """One item per (source, filters to score): the segment is decoded once per item."""
+    return list(_iter_score_items(out, windows, wanted, tag, paths))
+
+
+def _iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[str] | None] | None,
+                      tag: str, paths: dict[str, str] | None = None) -> Iterator[dict]:
+    """Score items from the windows table, columnar: windows grouped by (source, filters to
+    score) in sorted order, window order kept inside a group. ``wanted``: window id -> filters
+    to rescore (None: every ok window, all filters). An item carries per window only what
+    the worker needs, (id, shot, start, end) and, for a rescore, the stored scores; the
+    Python values of one block of rows exist at a time."""
     from manifests.sources import display_name
 
     if paths is None:
-        paths = {d["source_id"]: d["path"] for d in _ok_downloads(out)}
-    groups: dict[tuple[str, tuple], list[dict]] = {}
-    for w in windows:
-        if w["window_id"] in wanted and w["status"] == schemas.STATUS_OK and w["source_id"] in paths:
-            only = tuple(sorted(wanted[w["window_id"]])) if wanted[w["window_id"]] else ()
-            groups.setdefault((w["source_id"], only), []).append(w)
-    items = []
-    for (sid, only), ws in sorted(groups.items()):
-        key = sid + (f"@{'+'.join(only)}@{tag}" if only else "")
-        text = display_name(ws[0]["class_name"] or "")
-        inputs = {"file": _file_id(paths[sid]), "text": text, "only": list(only) or None,
-                  "windows": [[w[k] for k in _WINDOW_INPUTS] for w in ws]}
-        if only:   # a rescore reads the stored scores of the other filters: they are inputs
-            inputs["stored"] = [[w.get(c) for c in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)] for w in ws]
-        items.append({"key": key, "path": paths[sid], "windows": ws, "only": list(only) or None,
-                      "text": text, "inputs": inputs})
-    return items
+        paths = _ok_paths(out)
+    t = windows
+    mask = pc.and_(pc.equal(t["status"], schemas.STATUS_OK),
+                   pc.is_in(t["source_id"], value_set=pa.array(list(paths), pa.string())))
+    if wanted is not None:
+        mask = pc.and_(mask, pc.is_in(t["window_id"], value_set=pa.array(list(wanted), pa.string())))
+    t = t.filter(pc.fill_null(mask, False))
+    if t.num_rows == 0:
+        return
+    only = [""] * t.num_rows if wanted is None else \
+        ["+".join(sorted(wanted[w])) if wanted[w] else "" for w in t["window_id"].to_pylist()]
+    cols = ["source_id", "class_name", *_WINDOW_INPUTS, *(_STORED if wanted is not None else ())]
+    t = t.select(cols).append_column("_only", pa.array(only, pa.string()))
+    del only
+    # '+' sorts before every filter-name character: the order of the (source, only-tuple) keys
+    t = t.append_column("_i", pa.array(np.arange(t.num_rows), pa.int64()))
+    t = t.sort_by([("source_id", "ascending"), ("_only", "ascending"), ("_i", "ascending")])
+    sid = t["source_id"].combine_chunks().dictionary_encode().indices.to_numpy()
+    onl = t["_only"].combine_chunks().dictionary_encode().indices.to_numpy()
+    starts = np.concatenate([[0], np.flatnonzero((sid[1:] != sid[:-1]) | (onl[1:] != onl[:-1])) + 1,
+                             [t.num_rows]])
+    g = 0
+    while g < len(starts) - 1:   # blocks of whole groups of about _ITEM_BLOCK_ROWS rows
+        h = int(np.searchsorted(starts, starts[g] + _ITEM_BLOCK_ROWS, side="right")) - 1
+        h = max(h, g + 1)
+        a0 = int(starts[g])
+        block = t.slice(a0, int(starts[h]) - a0)
+        v = {c: block[c].to_pylist() for c in (*cols, "_only")}
+        wins = list(map(list, zip(*(v[c] for c in _WINDOW_INPUTS))))
+        stored = list(map(list, zip(*(v[c] for c in _STORED)))) if wanted is not None else None
+        for a, b in zip(starts[g:h] - a0, starts[g + 1:h + 1] - a0):
+            s_id, onl_s = v["source_id"][a], v["_only"][a]
+            text = display_name(v["class_name"][a] or "")
+            only_l = onl_s.split("+") if onl_s else None
+            key = s_id + (f"@{onl_s}@{tag}" if onl_s else "")
+            inputs = {"file": _file_id(paths[s_id]), "text": text, "only": only_l, "windows": wins[a:b]}
+            if onl_s:   # a rescore reads the stored scores of the other filters: they are inputs
+                inputs["stored"] = stored[a:b]
+            yield {"key": key, "path": paths[s_id], "only": only_l, "text": text, "inputs": inputs}
+        g = h
 
 
 def _score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
@@ -418,9 +501,8 @@ def _current_scores(out: str | Path, run: dict[str, Any], base: pa.Table) -> pa.
     gate, _ = gating(run)
     th = thresholds(run, run.get("selection_overrides"))
     spec = _score_spec(run, th, gate)
-    rows = base.to_pylist()
-    items = _score_items(out, rows, {w["window_id"]: None for w in rows}, "")
-    current = {it["key"]: item_fingerprint(spec, it) for it in items}
+    # items one block at a time: only keys and fingerprints are kept
+    current = {it["key"]: item_fingerprint(spec, it) for it in _iter_score_items(out, base, None, "")}
     # a rescore record counts while the base record of its source is current
     idx = ck.index()
     for k, (fp, _n, _l) in idx.items():
@@ -434,44 +516,48 @@ SCORE_GPUS_PER_ACTOR = 0.5
 
 
 def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
-                rescore: bool = False, num_gpus: float | None = None, echo: Echo = None) -> list[dict]:
+                rescore: bool = False, num_gpus: float | None = None, echo: Echo = None) -> pa.Table:
     """Score every window not yet scored (from its current inputs); with ``rescore``, score
     exactly the windows the current thresholds admit but the cascade skipped, and only their
-    missing filters."""
-    from curate.select import needs_scoring_by_filter, rescore_filters
+    missing filters. Returns the assembled windows table (Arrow: no row dicts at scale)."""
+    from curate.select import needs_scoring_table, rescore_filters
 
     # the same rows ``assemble_windows`` fingerprints: the split stage's, unscored
-    windows = _base_windows(out, run).to_pylist()
+    base = _base_windows(out, run)
     gate, _ = gating(run)
     th = thresholds(run, run.get("selection_overrides"))
     spec = _score_spec(run, th, gate)
     if num_gpus is not None:
         spec.num_gpus = num_gpus
+    paths = _ok_paths(out)
     if rescore:
         import hashlib
-        base_rows = windows
-        windows = assemble_windows(out, run, write=False).to_pylist()
+        assembled = assemble_windows(out, run, write=False)
         wanted: dict[str, set[str] | None] = {}
-        for first, ids in needs_scoring_by_filter(windows, th, set(gate)).items():
+        for first, ids in needs_scoring_table(assembled, th, set(gate)).items():
             wanted.update({i: rescore_filters(first) for i in ids})
         if not wanted:
-            return windows
+            return assembled
         tag = hashlib.sha1("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
-        items = _score_items(out, windows, wanted, tag)
-        base_items = _score_items(out, base_rows, {w["window_id"]: None for w in base_rows}, "")
-        base_fp = {it["key"]: item_fingerprint(spec, it) for it in base_items}
+        items = _score_items(out, assembled, wanted, tag, paths)
+        del assembled
+        need = {it["key"].split("@")[0] for it in items}
+        base_fp = {it["key"]: item_fingerprint(spec, it)
+                   for it in _iter_score_items(out, base, None, "", paths) if it["key"] in need}
         bases = run.setdefault("_rescore_base", {})
         for it in items:
             bases[it["key"]] = base_fp.get(it["key"].split("@")[0])
         save_run(out, run)
     else:
-        items = _score_items(out, windows, {w["window_id"]: None for w in windows}, "")
+        items = _score_items(out, base, None, "", paths)
+    del base
     res = run_stage(out, spec, items, executor, schemas={"windows": schemas.WINDOWS},
                     **_run_kw(run, "score"))
+    del items
     table = assemble_windows(out, run)
     summarize_failures("score", table, echo)
     log.info("score: %d items scored, %d already done", res.ran, res.skipped)
-    return table.to_pylist()
+    return table
 
 
 # ----------------------------------------------------------------------------- select

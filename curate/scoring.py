@@ -2,6 +2,9 @@
 
 ``score_segment`` takes the segment's analysis grid (``decoding.media.Grid``, decoded once) and
 the window rows that lie in it, and fills every score and note column of the windows schema.
+``score_segments`` does the same for several segments at once (a scoring actor's call): each
+model runs once per filter over the inputs of all of them, so forward passes are full; the
+rows are those of one ``score_segment`` per segment.
 
 Feature reuse (DESIGN section 3: cost grows with seconds, not windows): model features are
 computed once per distinct input of the segment and shared by every window that needs it:
@@ -105,8 +108,15 @@ class _Segment:
 
 
 # ---------------------------------------------------------------- per-filter runners
-# Each runner scores the windows ``alive`` (row indices) and returns {k: error note} for the
-# windows whose score could not be computed; scores are written into the rows.
+# Each runner scores, for every (segment, alive rows) job of a call, the windows ``alive`` and
+# returns per job {k: error note} for the windows whose score could not be computed; scores
+# are written into the rows. Model inputs of all the jobs go through one model call
+# (``_embed_missing``): a call over N segments fills the scorers' batches with N segments'
+# frames and clips. Keys stay per segment, so the caches and the cascade are those of N
+# separate calls.
+
+Job = tuple[_Segment, list[int]]
+
 
 def _per_window(seg: _Segment, alive: list[int], fn: Callable[[int], None]) -> dict[int, str]:
     errors = {}
@@ -124,40 +134,55 @@ def _uniform10(seg: _Segment, k: int) -> list[int]:
     return sampling.uniform10_indices(float(r["start"]), float(r["end"]), seg.grid.start)
 
 
-def _run_pixel_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    def one(k):
-        seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(_uniform10(seg, k)))
-    return _per_window(seg, alive, one)
+def _run_pixel_diff(jobs: list[Job]) -> list[dict[int, str]]:
+    def run(seg: _Segment, alive: list[int]) -> dict[int, str]:
+        def one(k):
+            seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(_uniform10(seg, k)))
+        return _per_window(seg, alive, one)
+    return [run(seg, alive) for seg, alive in jobs]
 
 
-def _run_amplitude(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    def one(k):
-        r = seg.rows[k]
-        r["amplitude"] = amplitude.score(seg.grid.audio_slice(float(r["start"]), float(r["end"]),
-                                                              channels=True))
-    return _per_window(seg, alive, one)
+def _run_amplitude(jobs: list[Job]) -> list[dict[int, str]]:
+    def run(seg: _Segment, alive: list[int]) -> dict[int, str]:
+        def one(k):
+            r = seg.rows[k]
+            r["amplitude"] = amplitude.score(seg.grid.audio_slice(float(r["start"]), float(r["end"]),
+                                                                  channels=True))
+        return _per_window(seg, alive, one)
+    return [run(seg, alive) for seg, alive in jobs]
 
 
-def _embed_missing(cache: dict, keys: Iterable, load: Callable[[list], np.ndarray],
+def _embed_missing(caches: list[dict], keys: list[Iterable], load: Callable[[int, list], np.ndarray],
                    embed: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Embed, in one batched call, the keys not in ``cache`` yet."""
-    todo = [k for k in dict.fromkeys(keys) if k not in cache]
-    if not todo:
+    """Embed, in one batched model call over all jobs, the keys not in their cache yet.
+
+    ``caches[j]`` / ``keys[j]``: job j's cache and the keys it needs; ``load(j, todo)`` gives
+    job j's model inputs for ``todo``."""
+    todos = [[k for k in dict.fromkeys(ks) if k not in cache] for cache, ks in zip(caches, keys)]
+    parts = [load(j, todo) for j, todo in enumerate(todos) if todo]
+    if not parts:
         return
-    emb = np.asarray(embed(load(todo)))
-    if emb.shape[0] != len(todo):
-        raise ValueError(f"model returned {emb.shape[0]} embeddings for {len(todo)} inputs")
-    cache.update(zip(todo, emb))
+    n = sum(len(t) for t in todos)
+    emb = np.asarray(embed(parts[0] if len(parts) == 1 else np.concatenate(parts)))
+    if emb.shape[0] != n:
+        raise ValueError(f"model returned {emb.shape[0]} embeddings for {n} inputs")
+    off = 0
+    for cache, todo in zip(caches, todos):
+        cache.update(zip(todo, emb[off:off + len(todo)]))
+        off += len(todo)
 
 
-def _run_clip_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    idx = {k: _uniform10(seg, k) for k in alive}
-    _embed_missing(seg.clip_cache, (i for v in idx.values() for i in v), seg.frames,
-                   seg.scorers.clip.embed)
+def _run_clip_diff(jobs: list[Job]) -> list[dict[int, str]]:
+    idx = [{k: _uniform10(seg, k) for k in alive} for seg, alive in jobs]
+    segs = [seg for seg, _ in jobs]
+    _embed_missing([s.clip_cache for s in segs], [[i for v in d.values() for i in v] for d in idx],
+                   lambda j, todo: segs[j].frames(todo), segs[0].scorers.clip.embed)
 
-    def one(k):
-        seg.rows[k]["clip_diff"] = clip_diff.score(np.stack([seg.clip_cache[i] for i in idx[k]]))
-    return _per_window(seg, alive, one)
+    def run(seg: _Segment, alive: list[int], ix: dict[int, list[int]]) -> dict[int, str]:
+        def one(k):
+            seg.rows[k]["clip_diff"] = clip_diff.score(np.stack([seg.clip_cache[i] for i in ix[k]]))
+        return _per_window(seg, alive, one)
+    return [run(seg, alive, ix) for (seg, alive), ix in zip(jobs, idx)]
 
 
 def _imagebind_inputs(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
@@ -170,25 +195,34 @@ def _imagebind_inputs(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
     return frames, audio
 
 
-def _run_imagebind(seg: _Segment, alive: list[int]) -> dict[int, str]:
+def _run_imagebind(jobs: list[Job]) -> list[dict[int, str]]:
     from filters import imagebind  # the math; its import pulls torch, so only when scoring
-    ib = seg.scorers.imagebind
-    if not seg.class_text:
-        return {k: "error: no class name to use as ImageBind text" for k in alive}
-    text = ib.embed_text([seg.class_text])[0]
-    inputs = {k: _imagebind_inputs(seg, k) for k in alive}
+    ib = jobs[0][0].scorers.imagebind
+    with_text = [(seg, alive) for seg, alive in jobs if seg.class_text]
+    # one text per call as for a lone segment (embed_text caches per text)
+    texts = {seg.class_text: ib.embed_text([seg.class_text])[0] for seg, _ in with_text}
+    inputs = [{k: _imagebind_inputs(seg, k) for k in alive} for seg, alive in with_text]
+    segs = [seg for seg, _ in with_text]
     secs = sampling.IMAGEBIND_AUDIO_SECONDS
-    _embed_missing(seg.ib_image_cache, (i for f, _ in inputs.values() for i in f), seg.frames,
-                   ib.embed_images)
-    _embed_missing(seg.ib_audio_cache, (a for _, au in inputs.values() for a in au),
-                   lambda keys: np.stack([seg.audio_at(a, secs) for a in keys]), ib.embed_audio)
+    _embed_missing([s.ib_image_cache for s in segs],
+                   [[i for f, _ in d.values() for i in f] for d in inputs],
+                   lambda j, todo: segs[j].frames(todo), ib.embed_images)
+    _embed_missing([s.ib_audio_cache for s in segs],
+                   [[a for _, au in d.values() for a in au] for d in inputs],
+                   lambda j, todo: np.stack([segs[j].audio_at(a, secs) for a in todo]), ib.embed_audio)
 
-    def one(k):
-        f, a = inputs[k]
-        ia, it = imagebind.score(np.stack([seg.ib_image_cache[i] for i in f]),
-                                 np.stack([seg.ib_audio_cache[j] for j in a]), text)
-        seg.rows[k]["imagebind_ia"], seg.rows[k]["imagebind_it"] = ia, it
-    return _per_window(seg, alive, one)
+    def run(seg: _Segment, alive: list[int], inp: dict) -> dict[int, str]:
+        text = texts[seg.class_text]
+
+        def one(k):
+            f, a = inp[k]
+            ia, it = imagebind.score(np.stack([seg.ib_image_cache[i] for i in f]),
+                                     np.stack([seg.ib_audio_cache[j] for j in a]), text)
+            seg.rows[k]["imagebind_ia"], seg.rows[k]["imagebind_it"] = ia, it
+        return _per_window(seg, alive, one)
+    done = {id(seg): run(seg, alive, inp) for (seg, alive), inp in zip(with_text, inputs)}
+    return [done.get(id(seg)) if seg.class_text else
+            {k: "error: no class name to use as ImageBind text" for k in alive} for seg, alive in jobs]
 
 
 def _sync_keys(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
@@ -199,28 +233,41 @@ def _sync_keys(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
     return a, v
 
 
-def _run_sync(seg: _Segment, alive: list[int]) -> dict[int, str]:
+def _run_sync(jobs: list[Job]) -> list[dict[int, str]]:
     from filters import sync
-    keys = {k: _sync_keys(seg, k) for k in alive}
-    pairs = []
-    for a, v in keys.values():
-        pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
-    todo = [p for p in dict.fromkeys(pairs) if p not in seg.phi_cache]
+    keys = [{k: _sync_keys(seg, k) for k in alive} for seg, alive in jobs]
+    # pairs of all jobs, keyed (job, key) so that segments never share a clip
+    todo: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    for j, ((seg, _), kd) in enumerate(zip(jobs, keys)):
+        pairs = []
+        for a, v in kd.values():
+            pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
+        todo += [((j, a), (j, v)) for a, v in dict.fromkeys(pairs) if (a, v) not in seg.phi_cache]
     if todo:
         secs = sampling.SYNC_AUDIO_SECONDS
-        audio = {a: seg.audio_at(a, secs) for a in dict.fromkeys(a for a, _ in todo)}
-        video = {v: seg.frames(v + sampling.SYNC_STEP * j for j in range(sampling.SYNC_FRAMES))
+        audio = {a: jobs[a[0]][0].audio_at(a[1], secs) for a in dict.fromkeys(a for a, _ in todo)}
+        video = {v: jobs[v[0]][0].frames(v[1] + sampling.SYNC_STEP * i for i in range(sampling.SYNC_FRAMES))
                  for v in dict.fromkeys(v for _, v in todo)}
-        seg.phi_cache.update(seg.scorers.sync.phi_pairs(audio, video, todo))
+        if len(jobs) == 1:   # a lone segment's keys are its own (start sample, start frame)
+            audio = {a[1]: x for a, x in audio.items()}
+            video = {v[1]: x for v, x in video.items()}
+            phi = jobs[0][0].scorers.sync.phi_pairs(audio, video, [(a[1], v[1]) for a, v in todo])
+            jobs[0][0].phi_cache.update(phi)
+        else:
+            phi = jobs[0][0].scorers.sync.phi_pairs(audio, video, todo)
+            for (j, a), (_, v) in todo:
+                jobs[j][0].phi_cache[(a, v)] = phi[((j, a), (j, v))]
 
-    def one(k):
-        a, v = keys[k]
-        seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = sync.score(
-            *sync.window_phi(seg.phi_cache, a, v))
-    return _per_window(seg, alive, one)
+    def run(seg: _Segment, alive: list[int], kd: dict) -> dict[int, str]:
+        def one(k):
+            a, v = kd[k]
+            seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = sync.score(
+                *sync.window_phi(seg.phi_cache, a, v))
+        return _per_window(seg, alive, one)
+    return [run(seg, alive, kd) for (seg, alive), kd in zip(jobs, keys)]
 
 
-RUNNERS: dict[str, Callable[[_Segment, list[int]], dict[int, str]]] = {
+RUNNERS: dict[str, Callable[[list[Job]], list[dict[int, str]]]] = {
     "pixel_diff": _run_pixel_diff, "amplitude": _run_amplitude, "clip_diff": _run_clip_diff,
     "imagebind": _run_imagebind, "sync": _run_sync,
 }
@@ -247,6 +294,15 @@ def _set_note(rows: list[dict], ks: Iterable[int], name: str, note: str) -> None
         rows[k][registry.note_column(name)] = note
 
 
+@dataclass
+class SegmentJob:
+    """One segment of a batched call: its grid, its window rows, class text and ``only``."""
+    grid: Any
+    windows: list[Mapping[str, Any]]
+    class_text: str | None = None
+    only: set[str] | None = None
+
+
 def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
                   thresholds: Mapping[str, Mapping[str, float]] | None, class_text: str | None,
                   cascade: bool = True, only: set[str] | None = None,
@@ -257,49 +313,76 @@ def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
     still gate the cascade (``curate score`` after loosening a threshold).
     ``gate``: filters whose failure stops a window (default: all).
     """
+    return score_segments([SegmentJob(grid, windows, class_text, only)], scorers, thresholds,
+                          cascade=cascade, gate=gate)[0]
+
+
+def score_segments(jobs: list[SegmentJob], scorers: Scorers,
+                   thresholds: Mapping[str, Mapping[str, float]] | None, cascade: bool = True,
+                   gate: set[str] | None = None) -> list[list[dict]]:
+    """``score_segment`` over several segments at once: the same rows as one call per
+    segment, with each model run once per filter over the inputs of all the segments (full
+    forward passes). A model call that raises is retried one segment at a time, so a bad
+    segment costs only its own scores."""
     thresholds = thresholds or registry.default_thresholds()
     gate = set(registry.ORDER) if gate is None else set(gate)
-    unknown = ({*gate} | {*(only or ())}) - set(registry.ORDER)
-    if unknown:
-        raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {list(registry.ORDER)}")
-    todo = [n for n in registry.ORDER if only is None or n in only]
-    rows = [_init_row(w, todo) for w in windows]
-    seg = _Segment(grid, rows, scorers, class_text)
-    stopped: dict[int, str] = {}  # row -> gating filter that stopped it
+    for job in jobs:
+        unknown = ({*gate} | {*(job.only or ())}) - set(registry.ORDER)
+        if unknown:
+            raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {list(registry.ORDER)}")
+    todos = [[n for n in registry.ORDER if job.only is None or n in job.only] for job in jobs]
+    segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text)
+            for job, todo in zip(jobs, todos)]
+    stopped: list[dict[int, str]] = [{} for _ in segs]  # per segment: row -> gating filter
     for name in registry.ORDER:
-        live = [k for k in range(len(rows)) if seg.i0[k] is not None and k not in stopped]
-        if name in todo:
-            _score_filter(seg, name, live, stopped)
+        lives = [[k for k in range(len(seg.rows)) if seg.i0[k] is not None and k not in st]
+                 for seg, st in zip(segs, stopped)]
+        which = [j for j, todo in enumerate(todos) if name in todo]
+        if which:
+            _score_filter([segs[j] for j in which], name, [lives[j] for j in which],
+                          [stopped[j] for j in which])
         if cascade and name in gate:
-            for k in live:
-                if k not in stopped and registry.passes(name, rows[k], thresholds) is not True \
-                        and not _no_model(rows[k], name):
-                    stopped[k] = name
-    log.debug("scored %d windows: %d stopped by the cascade", len(rows), len(stopped))
-    return rows
+            for seg, live, st in zip(segs, lives, stopped):
+                for k in live:
+                    if k not in st and registry.passes(name, seg.rows[k], thresholds) is not True \
+                            and not _no_model(seg.rows[k], name):
+                        st[k] = name
+    log.debug("scored %d segments, %d windows: %d stopped by the cascade", len(segs),
+              sum(len(s.rows) for s in segs), sum(len(st) for st in stopped))
+    return [seg.rows for seg in segs]
 
 
 def _no_model(row: dict, name: str) -> bool:
     return row.get(registry.note_column(name)) == registry.SKIP_NO_MODEL.format(name)
 
 
-def _score_filter(seg: _Segment, name: str, live: list[int], stopped: dict[int, str]) -> None:
-    rows = seg.rows
-    for k in range(len(rows)):
-        if k in stopped:
-            _set_note(rows, [k], name, registry.SKIP_REJECTED + stopped[k])
-    if not live:
-        return
-    if name in registry.MODEL_FILTERS and seg.scorers.get(name) is None:
-        _set_note(rows, live, name, registry.SKIP_NO_MODEL.format(name))
-        return
-    if name in AUDIO_FILTERS and not getattr(seg.grid, "has_audio", True):
-        _set_note(rows, live, name, "error: the source has no audio stream")
+def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
+                  stopped: list[dict[int, str]]) -> None:
+    jobs: list[Job] = []
+    for seg, live, st in zip(segs, lives, stopped):
+        for k in range(len(seg.rows)):
+            if k in st:
+                _set_note(seg.rows, [k], name, registry.SKIP_REJECTED + st[k])
+        if not live:
+            continue
+        if name in registry.MODEL_FILTERS and seg.scorers.get(name) is None:
+            _set_note(seg.rows, live, name, registry.SKIP_NO_MODEL.format(name))
+        elif name in AUDIO_FILTERS and not getattr(seg.grid, "has_audio", True):
+            _set_note(seg.rows, live, name, "error: the source has no audio stream")
+        else:
+            jobs.append((seg, live))
+    if not jobs:
         return
     try:
-        errors = RUNNERS[name](seg, live)
+        errors = RUNNERS[name](jobs)
     except Exception as e:  # a model failure costs this filter's scores, not the segment
-        log.warning("%s failed on %d windows: %s", name, len(live), e)
-        errors = {k: _err(e) for k in live}
-    for k, note in errors.items():
-        _set_note(rows, [k], name, note)
+        if len(jobs) > 1:   # which segment? one at a time: a bad one fails alone
+            log.warning("%s failed on %d segments together (%s): one at a time", name, len(jobs), e)
+            for seg, live in jobs:
+                _score_filter([seg], name, [live], [{}])
+            return
+        log.warning("%s failed on %d windows: %s", name, len(jobs[0][1]), e)
+        errors = [{k: _err(e) for k in jobs[0][1]}]
+    for (seg, _), errs in zip(jobs, errors):
+        for k, note in errs.items():
+            _set_note(seg.rows, [k], name, note)
