@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.test_kill_resume import build_args, write_inputs
+from tests.test_kill_resume import RECIPE, build_args, build_env, write_inputs
 
 #: the corpus generator, run in a child (its memory stays out of this process)
 _SYNTH_CHILD = (
@@ -57,7 +57,7 @@ def _hwm_kib(pid: int) -> int | None:
 
 def run_timed(args: list[str], log_path: Path) -> dict:
     """Run the build; time each '== stage' line; poll the driver's VmHWM."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = build_env()
     marks: list[tuple[str, float]] = []
     peak = {"kib": 0}
     t0 = time.monotonic()
@@ -120,6 +120,10 @@ def main() -> int:
     ap.add_argument("--sources", type=int, default=200)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per generated source")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--per-class", type=int, default=0,
+                    help="cap of clips per class (0: no cap; the tests' cap of 2 leaves the shard stage ~8 items)")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="reuse (or generate into) this corpus folder instead of a temporary one")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
 
@@ -127,14 +131,19 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     try:
+        corpus = a.corpus or tmp / "corpus"
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-c", _SYNTH_CHILD,
-                        str(tmp / "corpus"), str(a.sources), str(a.duration)], check=True, cwd=str(REPO))
-        print(f"corpus: {a.sources} sources of {a.duration:g} s generated in {time.monotonic() - t0:.0f} s",
-              flush=True)
-        truth = json.loads((tmp / "corpus" / "truth.small.json").read_text())
-        with LoopbackServer(tmp / "corpus" / "videos") as server:
-            src, cfg = write_inputs(tmp / "corpus", server, truth)
+        if not (corpus / "truth.small.json").is_file():
+            subprocess.run([sys.executable, "-c", _SYNTH_CHILD, str(corpus), str(a.sources), str(a.duration)],
+                           check=True, cwd=str(REPO))
+            print(f"corpus: {a.sources} sources of {a.duration:g} s generated in {time.monotonic() - t0:.0f} s",
+                  flush=True)
+        truth = json.loads((corpus / "truth.small.json").read_text())
+        with LoopbackServer(corpus / "videos") as server:
+            src, cfg = write_inputs(corpus, server, truth)
+            cap = a.per_class or None
+            cfg.write_text(json.dumps({**RECIPE, "select": {"per_class": cap,
+                                                            "test_per_class": cap and max(1, cap // 3)}}))
             out = tmp / "run" / "out"
             out.parent.mkdir()
             args = build_args(out, src, cfg, a.workers)
@@ -146,7 +155,8 @@ def main() -> int:
             rerun = run_timed(args, out.parent / "rerun.log")
         counts = item_counts(out)
         ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        print(f"build: {first['total_s']:.1f} s wall, --workers {a.workers}, {os.cpu_count()} CPUs visible, "
+        print(f"build: {len(truth['videos'])} sources of {truth['duration']:g} s, --per-class {a.per_class}, "
+              f"{first['total_s']:.1f} s wall, --workers {a.workers}, {os.cpu_count()} CPUs visible, "
               f"load average {os.getloadavg()[0]:.1f} at the end")
         print(f"{'stage':<10s} {'wall s':>8s} {'items/s':>8s}  items")
         n_items = {"download": _records(out, "download"), "split": _records(out, "split"),

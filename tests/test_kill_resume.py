@@ -57,6 +57,14 @@ def write_inputs(corpus: Path, server, truth: dict, n: int | None = None) -> tup
     return src, cfg
 
 
+def build_env() -> dict[str, str]:
+    """The environment of a build: a Ray of its own. Without an address, ``ray.init`` attaches
+    to the latest cluster a ``ray start`` left on this machine (``/tmp/ray/ray_current_cluster``,
+    e.g. another test's), and fails there when given ``num_cpus``; ``RAY_ADDRESS=local`` always
+    starts a fresh local Ray, the one whose workers watch the build's driver."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": "local"}
+
+
 def build_args(out: Path, src: Path, cfg: Path, workers: int = 2) -> list[str]:
     return [*curate_cmd(), "build", "custom", "--config", str(cfg), "--sources", str(src),
             "--out", str(out), "--workers", str(workers), "--allow-random-weights"]
@@ -97,7 +105,7 @@ def run_build(args: list[str], out: Path, log_path: Path,
     """Run a build in its own session. With ``trigger`` (checked every 20 ms on the output
     folder and the log) or ``delay`` (seconds), SIGKILL its whole process group then, and
     snapshot the output right after the kill and ``settle`` seconds later."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = build_env()
     with log_path.open("w") as logf:
         t0 = time.monotonic()
         p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
@@ -171,7 +179,7 @@ def compare(ref: dict, got: dict) -> list[str]:
 
 def verify_cli(out: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*curate_cmd(), "verify", str(out)], check=False, capture_output=True, text=True,
-                          cwd=str(REPO), timeout=300)
+                          cwd=str(REPO), timeout=300, env=build_env())
 
 
 def verify_manifests(out: Path) -> tuple[bool, str]:
