@@ -77,7 +77,8 @@ def video_tensor(frames: np.ndarray, size: int | None = None, flip: bool = False
     if size is None and x.shape[2] != x.shape[3]:
         size = min(x.shape[2], x.shape[3])
     if size is not None:
-        x = _resize(x, size)
+        # clamped like torchvision's uint8 / PIL output: bicubic overshoots past [0, 1]
+        x = _resize(x, size).clamp_(0.0, 1.0)
     if flip:
         x = x.flip(-1)
     mean = torch.tensor(VIDEO_MEAN).view(3, 1, 1, 1)

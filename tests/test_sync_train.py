@@ -42,9 +42,11 @@ def test_steps_on_generated_data_lower_the_loss() -> None:
     batch = collate_instances([ds[0], ds[1]])
     assert batch["mel"].shape == (2, 21, 1, 128, 204) and batch["video"].shape == (2, 21, 3, 12, 32, 32)
     net = PairwisePhi(SyncClassifier(tiny_config()))
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.01)
+    # the released layout (no audio residuals, BN after the video residual sum) starts slower
+    # than the ResNet variant this test was first written for: 16 steps at 5e-3
+    opt = torch.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=0.01)
     losses = []
-    for _ in range(12):
+    for _ in range(16):
         loss, _, _ = sync_contrastive_loss(net(batch["mel"], batch["video"]))
         opt.zero_grad()
         loss.backward()
