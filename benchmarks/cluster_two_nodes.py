@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -94,18 +95,23 @@ def main(argv=None) -> int:
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="curate-cluster-"))
     root.mkdir(parents=True, exist_ok=True)
+    from ray.util import get_node_ip_address
+
+    ip = get_node_ip_address()   # what Ray binds to (not always 127.0.0.1)
     port = free_port()
-    head = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    head = f"{ip}:{port}"
+    # Ray >= 2.59 authenticates with a token: one of our own for every process of this cluster
+    # (the default token file is shared with any other local Ray on the machine)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
     ok, procs = False, []
     try:
-        procs.append(start_node(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+        procs.append(start_node(["--head", "--port", str(port),
                                  "--num-cpus", "1", "--include-dashboard", "false",
                                  "--disable-usage-stats"], env, root / "head.log"))
         wait_nodes(head, 1, env)
-        procs.append(start_node(["--address", head, "--node-ip-address", "127.0.0.1",
-                                 "--num-cpus", "1"], env, root / "worker.log"))
+        procs.append(start_node(["--address", head, "--num-cpus", "1"], env, root / "worker.log"))
         wait_nodes(head, 2, env)
         truth = synthesize(root / "corpus", n_videos=args.sources, seed=5, duration=6.0)
         with LoopbackServer(root / "corpus" / "videos") as server:
