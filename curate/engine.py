@@ -268,8 +268,10 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
             else:
-                ray.init(num_cpus=available_cpus(), num_gpus=self.gpus_opt, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                # "local": always a new Ray of our own; with no address Ray would join any
+                # cluster a `ray start` left on this machine
+                ray.init(address="local", num_cpus=available_cpus(), num_gpus=self.gpus_opt,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
         # a worker may only watch a driver on its own machine: local Ray only
         self._driver_pid = None if self.address else os.getpid()
         res = ray.cluster_resources()
