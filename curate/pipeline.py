@@ -286,10 +286,27 @@ def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
 def _ok_download_table(out: str | Path) -> pa.Table:
     """Columns source_id, path, duration of the ok downloads of current sources (download
     order): ``_ok_downloads`` without a row dict per source."""
-    dl = schemas.read_manifest(out, "downloads").select(["source_id", "status", "path", "duration"])
-    src = schemas.read_manifest(out, "sources").column("source_id")
+    dl = _read_columns(out, "downloads", ["source_id", "status", "path", "duration"])
+    src = _read_columns(out, "sources", ["source_id"]).column("source_id")
     ok = pc.and_(pc.equal(dl["status"], schemas.STATUS_OK), pc.is_in(dl["source_id"], value_set=src))
     return dl.filter(pc.fill_null(ok, False)).select(["source_id", "path", "duration"])
+
+
+def _read_columns(out: str | Path, table: str, columns: list[str]) -> pa.Table:
+    """Only ``columns`` of a manifest (cast to its schema), not the whole table."""
+    import pyarrow.parquet as pq
+    path = schemas.manifest_path(out, table)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the stage that writes '{table}' first")
+    schema = schemas.TABLES[table]
+    return pq.read_table(path, columns=columns).cast(pa.schema([schema.field(c) for c in columns]))
+
+
+def _take_by_key(keys: pa.ChunkedArray | pa.Array, table: pa.Table, key: str) -> tuple[pa.Array, pa.Array]:
+    """(positions in ``table`` of each of ``keys`` (null: absent), found mask): a left join
+    on a unique key as a ``take``, no sort and no copy of the left table."""
+    pos = pc.index_in(keys, value_set=table[key].combine_chunks())
+    return pos, pc.is_valid(pos)
 
 
 def _split_current(out: str | Path, spec: StageSpec) -> dict[str, str]:
@@ -305,7 +322,7 @@ def _ok_paths(out: str | Path) -> dict[str, str]:
 
 
 def _source_labels(out: str | Path) -> pa.Table:
-    src = schemas.read_manifest(out, "sources").select(["source_id", "class_name", "split"])
+    src = _read_columns(out, "sources", ["source_id", "class_name", "split"])
     return src.rename_columns(["source_id", "_class", "_split"])
 
 
@@ -316,11 +333,11 @@ def _base_windows(out: str | Path, run: dict[str, Any]) -> pa.Table:
     base = Checkpoint(out, "split").tables(current, {"windows": schemas.WINDOWS}).get("windows")
     if base is None or base.num_rows == 0:
         return _empty("windows")
-    base = base.append_column("_i", pa.array(range(base.num_rows), pa.int64()))
-    joined = base.join(_source_labels(out), "source_id", join_type="left outer").sort_by("_i")
-    joined = joined.set_column(joined.column_names.index("class_name"), "class_name", joined["_class"])
-    joined = joined.set_column(joined.column_names.index("split"), "split", joined["_split"])
-    return joined.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
+    labels = _source_labels(out)
+    pos, _ = _take_by_key(base["source_id"], labels, "source_id")   # first row of a source id
+    base = base.set_column(base.column_names.index("class_name"), "class_name", labels["_class"].take(pos))
+    base = base.set_column(base.column_names.index("split"), "split", labels["_split"].take(pos))
+    return base.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
 
 
 _SCORED_COLS = ["status", "error", *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
@@ -335,18 +352,15 @@ def assemble_windows(out: str | Path, run: dict[str, Any], write: bool = True) -
     base = _base_windows(out, run)
     scored = _current_scores(out, run, base)
     if scored is not None and scored.num_rows:
+        # the last scored row of a window wins: reversed, ``index_in`` finds it first
         scored = scored.select(["window_id", *_SCORED_COLS])
-        scored = scored.append_column("_j", pa.array(range(scored.num_rows), pa.int64()))
-        last = scored.group_by("window_id").aggregate([("_j", "max")])
-        scored = scored.filter(pc.is_in(scored["_j"], value_set=last["_j_max"])).drop_columns(["_j"])
-        scored = scored.rename_columns(["window_id", *[f"_s_{c}" for c in _SCORED_COLS]])
-        keep = base.append_column("_i", pa.array(range(base.num_rows), pa.int64()))
-        joined = keep.join(scored, "window_id", join_type="left outer").sort_by("_i")
-        has = pc.is_valid(joined["_s_status"])
+        scored = scored.take(pa.array(np.arange(scored.num_rows - 1, -1, -1)))
+        pos, has = _take_by_key(base["window_id"], scored, "window_id")
         for c in _SCORED_COLS:
-            col = pc.if_else(has, joined[f"_s_{c}"], joined[c])
-            joined = joined.set_column(joined.column_names.index(c), c, col)
-        base = joined.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
+            col = pc.if_else(has, scored[c].take(pos), base[c])
+            base = base.set_column(base.column_names.index(c), c, col)
+        del scored
+        base = base.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
     if write:
         write_if_changed(out, "windows", base)
     return base
