@@ -180,7 +180,7 @@ def run_child(measure: str, out: Path, old: Path | None) -> dict:
     cmd = [PY, __file__, "--measure", measure, "--run", str(out)]
     if old:
         cmd += ["--old-module", str(old)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode:
         raise RuntimeError(f"{measure} failed: {p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])

@@ -375,7 +375,7 @@ def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
         return
     try:
         errors = RUNNERS[name](jobs)
-    except Exception as e:  # a model failure costs this filter's scores, not the segment
+    except Exception as e:  # noqa: BLE001 - a model failure costs this filter's scores only
         if len(jobs) > 1:   # which segment? one at a time: a bad one fails alone
             log.warning("%s failed on %d segments together (%s): one at a time", name, len(jobs), e)
             for seg, live in jobs:

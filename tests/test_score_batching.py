@@ -24,7 +24,7 @@ def make_grid(seconds: float, seed: int, freq: float, static: tuple[float, float
     """Noisy frames (static ones flat inside ``static`` seconds), a sine of ``freq`` Hz
     (silent inside ``silent``); every segment's content differs (seed, frequency)."""
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * 12))
+    n = round(seconds * 12)
     frames = rng.integers(60, 200, (n, SIZE, SIZE, 3), dtype=np.uint8)
     if static:
         a, b = int(static[0] * 12), int(static[1] * 12)

@@ -1,0 +1,77 @@
+"""The score stage with columnar items: a looser threshold's rescore (``curate score``)
+scores exactly the windows the cascade skipped, gives them the scores a run with the looser
+threshold from the start gives, and a rerun of either does no work."""
+import csv
+
+import pytest
+
+from curate import pipeline
+from curate.recipes import get_recipe
+from curate.runner import LocalExecutor
+from curate.synth import synthesize
+from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
+
+
+class Recording(LocalExecutor):
+    def __init__(self):
+        super().__init__()
+        self.ran: dict[str, list[str]] = {}
+
+    def run(self, spec, items):
+        for it, o in super().run(spec, items):
+            self.ran.setdefault(spec.name, []).append(it["key"])
+            yield it, o
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize(root, n_videos=3, seed=5)
+    with open(root / "sources.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["path"] = str(root / r["path"])
+    src = root / "abs_sources.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return src
+
+
+def _run(out, src, ex, thresholds):
+    r = get_recipe("demo")
+    r["stages"] = ["sources", "download", "split", "score", "select"]
+    r["thresholds"] = thresholds
+    run = pipeline.new_run(out, r, {"allow_random_weights": True})
+    pipeline.stage_sources(out, run, src)
+    pipeline.stage_download(out, run, ex)
+    pipeline.stage_split(out, run, ex)
+    table = pipeline.stage_score(out, run, ex)
+    return run, {w["window_id"]: w for w in table.to_pylist()}
+
+
+def test_rescore_scores_exactly_the_skipped_windows_as_a_loose_run_does(sources, tmp_path):
+    ex = Recording()
+    # pixel_diff.max = 0: every window stops at the first filter
+    run, tight = _run(tmp_path / "a", sources, ex, {"pixel_diff": {"max": 0.0}})
+    assert tight and all(w["amplitude_note"] == "skipped: rejected by pixel_diff"
+                         for w in tight.values() if w["status"] == "ok")
+    _, loose = _run(tmp_path / "b", sources, LocalExecutor(), {})
+    skipped_in_loose = sum(w["amplitude"] is not None for w in loose.values())
+    assert skipped_in_loose > 0            # the default threshold lets windows through
+
+    run["selection_overrides"] = ["pixel_diff.max=0.15"]     # the default again
+    ex = Recording()   # a new `curate score` (LocalExecutor keeps a stage's function)
+    table = pipeline.stage_score(tmp_path / "a", run, ex, rescore=True)
+    assert ex.ran["score"] and all("@" in k for k in ex.ran["score"])   # rescore items only
+    rescored = {w["window_id"]: w for w in table.to_pylist()}
+    assert rescored.keys() == loose.keys()
+    for wid, w in rescored.items():
+        for c in (*NOTE_COLUMNS, *ALL_SCORES, "status", "error"):
+            assert w[c] == loose[wid][c], (wid, c)
+    # finished: neither a score nor a rescore does any work, the table stays the same
+    ex.ran.clear()
+    assert pipeline.stage_score(tmp_path / "a", run, ex, rescore=True).equals(table)
+    assert pipeline.stage_score(tmp_path / "a", run, ex).equals(table)
+    assert ex.ran == {}
