@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import logging
 import time
 import traceback
@@ -156,7 +157,8 @@ class Checkpoint:
                 continue
             for i, line in enumerate(lines):
                 try:
-                    rec = json.loads(line)
+                    rec = _head(line) if keys_only else None
+                    rec = rec or json.loads(line)
                 except json.JSONDecodeError:
                     log.warning("ignoring a bad record in %s line %d", p, i + 1)
                     continue
@@ -206,6 +208,17 @@ class Checkpoint:
         flush()
         return {t: pa.concat_tables(ps, promote_options="permissive").sort_by("_order").drop_columns(["_order"])
                 for t, ps in pieces.items()}
+
+
+#: a record line starts with its key and fingerprint (``run_stage`` writes them first)
+_HEAD = re.compile(r'^\{"key": ("(?:[^"\\]|\\.)*"), "fp": ("(?:[^"\\]|\\.)*"), ')
+
+
+def _head(line: str) -> dict | None:
+    """key and fp of a record without parsing its outputs (the index of a 1M-record stage
+    reads in seconds); None when the line does not start that way (then it is parsed whole)."""
+    m = _HEAD.match(line)
+    return {"key": json.loads(m.group(1)), "fp": json.loads(m.group(2))} if m else None
 
 
 def _to_arrow(rows: list[dict], schema: pa.Schema | None) -> pa.Table:

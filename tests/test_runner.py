@@ -143,3 +143,20 @@ def test_download_retry_failed_retries_only_transient_failures(tmp_path):
         assert rows["a_00"]["status"] == "ok"
         assert rows["gone"]["status"] == "failed"
         assert server.count("gone.mp4") == 1          # a 404 is final: never asked again
+
+
+def test_checkpoint_index_reads_key_and_fingerprint_without_the_outputs(tmp_path):
+    import json
+
+    from curate.runner import Checkpoint, _head
+
+    ck = Checkpoint(tmp_path, "s")
+    recs = [{"key": 'odd "key" \\ 1', "fp": "f1", "out": {"t": [{"x": 1}]}},
+            {"key": "k2", "fp": "f2", "out": {"t": []}, "node": "abc"}]
+    ck.write_part(recs)
+    ck.write_part([{"key": "k2", "fp": "f3", "out": {}}])
+    assert ck.index() == {'odd "key" \\ 1': ("f1", 0, 0), "k2": ("f3", 1, 0)}
+    line = json.dumps(recs[1])
+    assert _head(line) == {"key": "k2", "fp": "f2"}
+    # a line in another key order is parsed whole, not misread
+    assert _head(json.dumps({"fp": "f", "key": "k", "out": {}})) is None
