@@ -10,17 +10,7 @@ from curate.recipes import get_recipe
 from curate.runner import LocalExecutor
 from curate.synth import synthesize
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
-
-
-class Recording(LocalExecutor):
-    def __init__(self):
-        super().__init__()
-        self.ran: dict[str, list[str]] = {}
-
-    def run(self, spec, items):
-        for it, o in super().run(spec, items):
-            self.ran.setdefault(spec.name, []).append(it["key"])
-            yield it, o
+from test_engine_stages import Recording
 
 
 @pytest.fixture(scope="module")
