@@ -232,7 +232,7 @@ def _shots(s: _Stats, ok_downloads: pa.Table | None) -> None:
     s.unit = "shots"
     ok = _eq(shots.column("status"), OK)
     s.stage("shots", int(ok.sum()))
-    _count_reasons(s.st["failures"], "split", shots, ~ok)
+    _by_status(s, "split", shots)      # a shot too short for a window is skipped, not failed
     if ok_downloads is not None:
         missing = int((~_in(ok_downloads.column("source_id"), shots.column("source_id"))).sum())
         if missing:

@@ -150,6 +150,19 @@ def test_failures_by_reason_in_a_run(tmp_path):
     assert not any(".mp4" in k for k in st["failures"])
 
 
+def test_shots_too_short_for_a_window_are_skipped_not_failures(tmp_path):
+    out = tmp_path / "run"
+    data = random_run(15, n_sources=10)
+    data["shots"][0].update(status="skipped", error="too_short: 2.7 s < 3 s window")
+    data["shots"][1].update(status="failed", error="split: cannot decode x.mp4")
+    for name in ("sources", "downloads", "shots", "windows"):
+        write_manifest(out, name, data[name])
+    st = collect(out)
+    assert st["skipped"]["split: too_short"] == 1
+    assert not any("too_short" in k for k in st["failures"])
+    assert sum(n for k, n in st["failures"].items() if k.startswith("split")) == 1
+
+
 def _truth_run(out: Path, in_sync_ok: int, shifted_ok: int) -> dict:
     """4 sources (in-sync flash, shifted flash, static, silent) x 4 windows with known scores."""
     (out / "synth").mkdir(parents=True)
