@@ -368,30 +368,6 @@ def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = Non
 
 # ----------------------------------------------------------------------------- the select stage
 
-def _weights_api() -> Any:
-    """The module holding ``thresholds``/``gating`` (moving from curate.pipeline to curate.weights)."""
-    try:
-        from curate import weights as mod        # after the pipeline split
-        if hasattr(mod, "thresholds") and hasattr(mod, "gating"):
-            return mod
-    except ImportError:
-        pass
-    from curate import pipeline as mod
-    return mod
-
-
-def _save_run(out: Any, run: dict) -> None:
-    """``run_state.save_run`` (writes only on change) where it exists, else the plain write."""
-    try:
-        from curate.run_state import save_run
-    except ImportError:
-        from pathlib import Path
-        from manifests.atomic import write_json
-        write_json(Path(out) / "run.json", run)
-        return
-    save_run(out, run)
-
-
 def read_columns(out: Any, name: str, columns: Sequence[str] | None = None,
                  dictionary: Sequence[str] = ()) -> Any:
     """Only ``columns`` of a manifest as Arrow, cast to the declared types (a column an older
@@ -476,20 +452,22 @@ def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     from curate.balance import select_clips_table
     from manifests import schemas
 
-    api = _weights_api()
+    from curate.run_state import save_run
+    from curate.weights import gating, thresholds
+
     recipe = run["recipe"]
     if overrides is not None:
         run["selection_overrides"] = list(overrides)
-        _save_run(out, run)
-    th = api.thresholds(run, run.get("selection_overrides"))
-    gate, score_only = api.gating(run)
+        save_run(out, run)
+    th = thresholds(run, run.get("selection_overrides"))
+    gate, score_only = gating(run)
     review = None
     if decisions_file or run.get("review_decisions"):
         from curate.review import load_decisions
         review = load_decisions(decisions_file or run.get("review_decisions"))
     if decisions_file:
         run["review_decisions"] = str(Path(decisions_file).resolve())
-        _save_run(out, run)
+        save_run(out, run)
     summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
     if recipe["clip_mode"] == "fixed":
         from curate.merge import fixed_clips

@@ -279,11 +279,11 @@ def _window_funnel(s: _Stats, win: pa.Table) -> None:
     run, st = s.run, s.st
     if not run or not any(win.column(c).null_count < win.num_rows for c in schemas.ALL_SCORES):
         return
-    from curate.select import WindowMasks, _weights_api, decide_masks, funnel_masks
+    from curate.select import WindowMasks, decide_masks, funnel_masks
+    from curate.weights import gating, thresholds
 
-    api = _weights_api()
-    th = api.thresholds(run, run.get("selection_overrides"))
-    gate, score_only = api.gating(run)
+    th = thresholds(run, run.get("selection_overrides"))
+    gate, score_only = gating(run)
     masks = WindowMasks(win, th)
     fun = funnel_masks(masks, th, set(gate))
     for step in fun["funnel"][1:]:
@@ -504,8 +504,8 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
                else pa.table({c: pa.array([], pa.float64()) for c in schemas.ALL_SCORES}))
     th: dict = {}
     if (out / "run.json").exists():
-        from curate.select import _weights_api
-        api = _weights_api()
-        run = api.load_run(out) if hasattr(api, "load_run") else json.loads((out / "run.json").read_text())
-        th = api.thresholds(run, run.get("selection_overrides"))
+        from curate.run_state import load_run
+        from curate.weights import thresholds
+        run = load_run(out)
+        th = thresholds(run, run.get("selection_overrides"))
     return write_html(out, html, st, windows, th)
