@@ -195,7 +195,7 @@ def main(argv=None) -> None:
     pipeline.stage_sources(out, run, csv)
     pipeline.stage_download(out, run, ex)
     windows = pipeline.stage_split(out, run, ex)[1]
-    n_win = len(windows)
+    n_win = windows.num_rows
     with GpuMonitor() as mon:
         t = time.perf_counter()
         pipeline.stage_score(out, run, ex)

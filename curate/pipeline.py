@@ -75,22 +75,6 @@ def summarize_failures(stage: str, table: pa.Table | None, echo: Echo,
     return line
 
 
-def write_if_changed(out: str | Path, table: str, data: pa.Table | list[dict]) -> bool:
-    """Write a manifest only when its content differs from the file's (a finished rerun
-    rewrites nothing). True when written."""
-    schema = schemas.TABLES[table]
-    new = data.select(schema.names).cast(schema) if isinstance(data, pa.Table) \
-        else schemas.to_table(data, schema)
-    if schemas.has_manifest(out, table):
-        try:
-            if schemas.read_manifest(out, table).equals(new):
-                return False
-        except Exception as e:  # noqa: BLE001 - an unreadable old file is simply replaced
-            log.warning("rewriting unreadable manifest %s: %s", table, e)
-    write_manifest(out, table, new)
-    return True
-
-
 def _empty(table: str) -> pa.Table:
     return schemas.TABLES[table].empty_table()
 
@@ -118,7 +102,7 @@ def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path
                 kept += 1
                 if kept > limit:
                     r["status"], r["error"] = schemas.STATUS_SKIPPED, f"beyond --limit {limit}"
-    write_if_changed(out, "sources", rows)
+    write_manifest(out, "sources", rows)
     ok = sum(r["status"] == schemas.STATUS_OK for r in rows)
     log.info("sources: %d rows, %d accepted", len(rows), ok)
     return rows
@@ -215,7 +199,7 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     res = run_stage(out, spec, items, executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
                     **_run_kw(run, "download"))
     table = res.table("downloads") or _empty("downloads")
-    write_if_changed(out, "downloads", table)
+    write_manifest(out, "downloads", table)
     summarize_failures("download", table, echo, reason_col="reason")
     return table.to_pylist()
 
@@ -272,15 +256,16 @@ def _split_items(out: str | Path) -> list[dict]:
 
 
 def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None
-                ) -> tuple[list, list]:
+                ) -> tuple[pa.Table, pa.Table]:
+    """Shots and windows (Arrow: a VGGSound-scale windows table never becomes row dicts)."""
     spec = _split_spec(run)
     res = run_stage(out, spec, _split_items(out), executor,
                     schemas={"shots": schemas.SHOTS, "windows": schemas.WINDOWS}, **_run_kw(run, "split"))
     shots = res.table("shots") or _empty("shots")
-    write_if_changed(out, "shots", shots)
+    write_manifest(out, "shots", shots)
     windows = assemble_windows(out, run)
     summarize_failures("split", shots, echo)
-    return shots.to_pylist(), windows.to_pylist()
+    return shots, windows
 
 
 def _ok_download_table(out: str | Path) -> pa.Table:
@@ -362,7 +347,7 @@ def assemble_windows(out: str | Path, run: dict[str, Any], write: bool = True) -
         del scored
         base = base.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
     if write:
-        write_if_changed(out, "windows", base)
+        write_manifest(out, "windows", base)
     return base
 
 
@@ -632,17 +617,19 @@ def _shards_unchanged(out: str | Path, fp: str) -> list[dict] | None:
 def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> list[dict]:
     """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
     from manifests.atomic import write_json
-    from shards.writer import make_sample, write_shards
+    from shards.writer import make_sample, split_groups, write_shards
     from curate.reproduce import unique_cut_items
     from curate.runner import fingerprint
 
     recipe = run["recipe"]
     all_selected = read_rows(out, "selected")
-    # a clip with no split (an empty split in the sources) cannot go to a shard: recorded
+    # a clip with no (or an invalid) split cannot go to a shard: recorded in `selected`
+    groups, unshardable = split_groups(s for s in all_selected if s["status"] == schemas.STATUS_OK)
+    why = {(r["key"], r["split"]): r["error"] for r in unshardable}
     for s in all_selected:
-        if s["status"] == schemas.STATUS_OK and not s["split"]:
-            s["status"], s["error"] = schemas.STATUS_FAILED, "shard: no split (empty split in the sources row)"
-    selected = [s for s in all_selected if s["status"] == schemas.STATUS_OK]
+        if (s["key"], s["split"]) in why and s["status"] == schemas.STATUS_OK:
+            s["status"], s["error"] = schemas.STATUS_FAILED, why[(s["key"], s["split"])]
+    selected = [s for g in groups.values() for s in g]
     downloads = {d["source_id"]: d for d in _ok_downloads(out)}
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
     clip_dir = Path(out) / "media" / "clips"
@@ -666,15 +653,14 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     rows = _shards_unchanged(out, fp)
     if rows is None:
         rows = []
-        for split in sorted({s["split"] for s in selected}):
+        for split, members in groups.items():
             samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
                                    source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
                                    duration=cuts[s["key"]].get("duration"))
-                       for s in selected
-                       if s["split"] == split and cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
+                       for s in members if cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
             rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
                                  max_bytes=recipe["shards"]["max_bytes"])
-        write_if_changed(out, "shards", rows)
+        write_manifest(out, "shards", rows)
         write_json(Path(out) / "work" / "shard" / "state.json", {"fp": fp})
     _record_cut_failures(out, all_selected, cuts)
     if cut_table is not None:
@@ -688,7 +674,7 @@ def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, 
         c = cuts.get(s["key"] or "")
         if s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
             s["status"], s["error"] = schemas.STATUS_FAILED, f"cut: {c['error']}"
-    write_if_changed(out, "selected", selected)
+    write_manifest(out, "selected", selected)
 
 
 # ----------------------------------------------------------------------------- exact reproduction

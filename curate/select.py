@@ -412,22 +412,6 @@ def read_windows_table(out: Any, columns: Sequence[str] | None = None) -> Any:
     return read_columns(out, "windows", columns, dictionary=WINDOW_DICT_COLUMNS)
 
 
-def _ok_download_rows(out: Any) -> list[dict]:
-    """Fixed-clip mode: ok downloads joined with their source row (one dict per source)."""
-    import pyarrow.compute as pc
-    from manifests import schemas
-
-    src = read_columns(out, "sources")
-    dl = read_columns(out, "downloads")
-    dl = dl.filter(pc.equal(dl.column("status"), schemas.STATUS_OK))
-    sources = {r["source_id"]: r for r in src.to_pylist()}
-    rows = []
-    for d in dl.select(["source_id", "path", "width", "height", "duration"]).to_pylist():
-        if d["source_id"] in sources:
-            rows.append({**sources[d["source_id"]], **d})
-    return rows
-
-
 def _run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
     """Every class the run asked for, so one without any candidate shows in the shortfall."""
     if recipe.get("classes"):
@@ -471,7 +455,8 @@ def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
     if recipe["clip_mode"] == "fixed":
         from curate.merge import fixed_clips
-        clips = schemas.to_table(fixed_clips(_ok_download_rows(out), length=recipe["fixed_clip_length"]),
+        from curate.pipeline import _ok_downloads
+        clips = schemas.to_table(fixed_clips(_ok_downloads(out), length=recipe["fixed_clip_length"]),
                                  schemas.CLIPS)
     else:
         from curate.merge import merge_table
