@@ -31,11 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from filters import registry
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
 from curate.runner import (Checkpoint, Executor, StageSpec, fingerprint, format_failures,
                            item_fingerprint, run_stage)
-from curate.run_state import RUN_FILE, engine_options, load_run, new_run, save_run  # noqa: F401
+from curate.run_state import RUN_FILE, cascade_order, engine_options, load_run, new_run, save_run  # noqa: F401
 from curate.weights import (MODEL_FILTERS, WEIGHT_OPTIONS, build_scorers, gating,  # noqa: F401
                             resolve_models, thresholds, weight_ids)
 
@@ -361,7 +362,8 @@ def _decode_factory():
     return prep
 
 
-def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
+def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str],
+                   order: tuple[str, ...] | None = None):
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -370,7 +372,7 @@ def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str]):
     def batch(items: list[dict], grids: list) -> list[dict]:
         """All the segments of an actor call together: one forward pass per model and
         filter over all their frames / clips (``scoring.score_segments``)."""
-        return _score_many(scorers, th, gate, items, grids)
+        return _score_many(scorers, th, gate, items, grids, order)
 
     def fn(item: dict, grid) -> dict:
         return batch([item], [grid])[0]
@@ -391,12 +393,13 @@ def _item_windows(item: dict) -> list[dict]:
     return ws
 
 
-def _score_many(scorers, th: dict, gate: list[str], items: list[dict], grids: list) -> list[dict]:
+def _score_many(scorers, th: dict, gate: list[str], items: list[dict], grids: list,
+                order: tuple[str, ...] | None = None) -> list[dict]:
     from curate.scoring import SegmentJob, score_segments
 
     jobs = [SegmentJob(g, _item_windows(it), it["text"], set(it["only"]) if it.get("only") else None)
             for it, g in zip(items, grids)]
-    rows = score_segments(jobs, scorers, th, cascade=True, gate=set(gate))
+    rows = score_segments(jobs, scorers, th, cascade=True, gate=set(gate), order=order)
     return [{"windows": [_past_video_end(r, g) for r in rs]} for rs, g in zip(rows, grids)]
 
 
@@ -480,11 +483,14 @@ def _iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[
 def _score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
     eng = engine_options(run)
     models = resolve_models(run)
-    factory = functools.partial(_score_factory, models, run["recipe"]["models"], th, gate)
+    order = cascade_order(run)
+    factory = functools.partial(_score_factory, models, run["recipe"]["models"], th, gate, order)
     # thresholds are not an input: they only decide where the cascade stopped, and
     # `curate score` (rescore) scores exactly the windows a looser threshold admits
     params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
               "gate": sorted(gate), "filters": run["recipe"]["filters"]}
+    if order != registry.LEGACY_ORDER:   # the skip notes follow the order (older runs: none)
+        params["order"] = list(order)
     return StageSpec("score", factory, _score_error, stateful=True, prepare=_decode_factory,
                      num_gpus=1.0 / max(float(eng["score_actors_per_gpu"]), 1.0),
                      batch_size=int(eng["score_batch_size"]), params=params, **_spec_kw(run, "score"))
@@ -533,8 +539,9 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
         import hashlib
         assembled = assemble_windows(out, run, write=False)
         wanted: dict[str, set[str] | None] = {}
-        for first, ids in needs_scoring_table(assembled, th, set(gate)).items():
-            wanted.update({i: rescore_filters(first) for i in ids})
+        order = cascade_order(run)
+        for first, ids in needs_scoring_table(assembled, th, set(gate), order).items():
+            wanted.update({i: rescore_filters(first, order) for i in ids})
         if not wanted:
             return assembled
         tag = hashlib.sha1("\n".join(sorted(wanted)).encode()).hexdigest()[:12]

@@ -38,6 +38,9 @@ _BASE: dict[str, Any] = {
     "fixed_clip_length": 10.0,
     "filters": ["pixel_diff", "amplitude", "clip_diff", "imagebind", "sync"],
     "gate": ["pixel_diff", "amplitude", "clip_diff", "imagebind", "sync"],
+    # cascade order: cheapest per rejected window first (filters.registry.DEFAULT_ORDER);
+    # any permutation keeps the same windows, only the work and the skip notes differ
+    "order": ["pixel_diff", "amplitude", "clip_diff", "sync", "imagebind"],
     "thresholds": {},                # overrides of each filter's declared thresholds
     "merge": {"min_len": 2.0},
     "select": {"per_class": None, "test_per_class": None, "balanced_test": False, "seed": 0},

@@ -57,3 +57,11 @@ def engine_options(run: dict[str, Any]) -> dict[str, Any]:
     """The recipe's ``engine`` block with its defaults (older run.json files lack it)."""
     from curate.recipes import ENGINE_DEFAULTS
     return {**ENGINE_DEFAULTS, **(run["recipe"].get("engine") or {})}
+
+
+def cascade_order(run: dict[str, Any]) -> tuple[str, ...]:
+    """The run's cascade order (recipe option ``order``). A run.json written before the
+    option existed was scored in the schema's order, so its skip notes read in that order."""
+    from filters import registry
+    order = run["recipe"].get("order")
+    return registry.LEGACY_ORDER if order is None else registry.cascade_order(order)

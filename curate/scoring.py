@@ -13,8 +13,10 @@ CLIP and ImageBind image embeddings once per grid frame, ImageBind audio once pe
 audio and video encoders once per distinct 2-s clip and its head once per distinct
 (audio, video) pair (``filters.sync.SyncScorer``).
 
-Cascade (cheap filters first, ``filters.registry.ORDER``): a filter runs only on windows that
-no earlier *gating* filter rejected. A window stops at a gating filter whose score fails its
+Cascade (``order``, default ``filters.registry.DEFAULT_ORDER``: the cheapest filter per
+rejected window first; a recipe option): a filter runs only on windows that no earlier
+*gating* filter rejected. A window is kept only if every gating filter passes, so the order
+decides what is computed and which filter a skip note names, never which windows are kept. A window stops at a gating filter whose score fails its
 threshold or could not be computed (a missing score fails at select anyway); later filters
 then get ``None`` with note ``skipped: rejected by <filter>``. A missing model gives
 ``None`` with ``skipped: no <filter> model`` and does not stop the window. Filters outside
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -306,35 +308,37 @@ class SegmentJob:
 def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
                   thresholds: Mapping[str, Mapping[str, float]] | None, class_text: str | None,
                   cascade: bool = True, only: set[str] | None = None,
-                  gate: set[str] | None = None) -> list[dict]:
+                  gate: set[str] | None = None, order: Sequence[str] | None = None) -> list[dict]:
     """Rows of the windows schema for ``windows`` (all inside ``grid``), scores and notes filled.
 
     ``only``: (re)score only these filters; the other filters' stored scores are kept and
     still gate the cascade (``curate score`` after loosening a threshold).
     ``gate``: filters whose failure stops a window (default: all).
+    ``order``: the cascade order (default ``registry.DEFAULT_ORDER``).
     """
     return score_segments([SegmentJob(grid, windows, class_text, only)], scorers, thresholds,
-                          cascade=cascade, gate=gate)[0]
+                          cascade=cascade, gate=gate, order=order)[0]
 
 
 def score_segments(jobs: list[SegmentJob], scorers: Scorers,
                    thresholds: Mapping[str, Mapping[str, float]] | None, cascade: bool = True,
-                   gate: set[str] | None = None) -> list[list[dict]]:
+                   gate: set[str] | None = None, order: Sequence[str] | None = None) -> list[list[dict]]:
     """``score_segment`` over several segments at once: the same rows as one call per
     segment, with each model run once per filter over the inputs of all the segments (full
     forward passes). A model call that raises is retried one segment at a time, so a bad
     segment costs only its own scores."""
     thresholds = thresholds or registry.default_thresholds()
-    gate = set(registry.ORDER) if gate is None else set(gate)
+    order = registry.cascade_order(order)
+    gate = set(order) if gate is None else set(gate)
     for job in jobs:
-        unknown = ({*gate} | {*(job.only or ())}) - set(registry.ORDER)
+        unknown = ({*gate} | {*(job.only or ())}) - set(order)
         if unknown:
-            raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {list(registry.ORDER)}")
-    todos = [[n for n in registry.ORDER if job.only is None or n in job.only] for job in jobs]
+            raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {list(order)}")
+    todos = [[n for n in order if job.only is None or n in job.only] for job in jobs]
     segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text)
             for job, todo in zip(jobs, todos)]
     stopped: list[dict[int, str]] = [{} for _ in segs]  # per segment: row -> gating filter
-    for name in registry.ORDER:
+    for name in order:
         lives = [[k for k in range(len(seg.rows)) if seg.i0[k] is not None and k not in st]
                  for seg, st in zip(segs, stopped)]
         which = [j for j, todo in enumerate(todos) if name in todo]

@@ -8,6 +8,10 @@ filters. If looser thresholds now let it pass every gating filter before the fir
 skipped filter, its decision cannot be made from stored scores: it "needs scoring"
 (``needs_scoring``), and ``curate score`` scores exactly those windows. Until then it is
 rejected with that filter as reason.
+
+Every function takes the run's cascade ``order`` (``curate.run_state.cascade_order``; None:
+``registry.DEFAULT_ORDER``): the reason of a rejected window is its first failing gating
+filter in that order, as the skip notes the cascade wrote name it.
 """
 from __future__ import annotations
 
@@ -59,16 +63,17 @@ def _parse_one(item: str) -> tuple[str, str, float]:
 
 
 def _gate(gate: Iterable[str] | None) -> set[str]:
-    g = set(registry.ORDER) if gate is None else set(gate)
-    unknown = g - set(registry.ORDER)
+    g = set(registry.FILTERS) if gate is None else set(gate)
+    unknown = g - set(registry.FILTERS)
     if unknown:
         raise ValueError(f"unknown filter(s) in gate: {sorted(unknown)}")
     return g
 
 
-def _first_skipped_needing_score(row: Mapping[str, Any], thresholds, gate: set[str]) -> str | None:
+def _first_skipped_needing_score(row: Mapping[str, Any], thresholds, gate: set[str],
+                                 order: Sequence[str]) -> str | None:
     """The gating filter a window would need scored next, or None (decidable from stored scores)."""
-    for name in registry.ORDER:
+    for name in order:
         if name not in gate:
             continue
         if registry.is_cascade_skip(row.get(registry.note_column(name))):
@@ -79,49 +84,54 @@ def _first_skipped_needing_score(row: Mapping[str, Any], thresholds, gate: set[s
 
 
 def needs_scoring_by_filter(window_rows: Sequence[Mapping[str, Any]], thresholds,
-                            gate: Iterable[str] | None = None) -> dict[str, list[str]]:
+                            gate: Iterable[str] | None = None,
+                            order: Sequence[str] | None = None) -> dict[str, list[str]]:
     """{first filter to score: [window_id, ...]} for windows the cascade skipped that the
     thresholds now let through every gating filter before it. Score that filter and the later ones."""
-    g = _gate(gate)
+    g, order = _gate(gate), registry.cascade_order(order)
     out: dict[str, list[str]] = {}
     for row in window_rows:
         if row.get("status") == "failed":
             continue
-        name = _first_skipped_needing_score(row, thresholds, g)
+        name = _first_skipped_needing_score(row, thresholds, g, order)
         if name is not None:
             out.setdefault(name, []).append(row["window_id"])
     return out
 
 
 def needs_scoring(window_rows: Sequence[Mapping[str, Any]], thresholds,
-                  gate: Iterable[str] | None = None) -> list[str]:
+                  gate: Iterable[str] | None = None, order: Sequence[str] | None = None) -> list[str]:
     """Window ids whose decision needs scores the cascade skipped (see module doc)."""
-    by = needs_scoring_by_filter(window_rows, thresholds, gate)
-    return [w for name in registry.ORDER for w in by.get(name, [])]
+    order = registry.cascade_order(order)
+    by = needs_scoring_by_filter(window_rows, thresholds, gate, order)
+    return [w for name in order for w in by.get(name, [])]
 
 
-def rescore_filters(first: str) -> set[str]:
+def rescore_filters(first: str, order: Sequence[str] | None = None) -> set[str]:
     """Filters to pass as ``only`` to ``score_segment`` for windows that need ``first`` scored."""
-    return set(registry.ORDER[registry.ORDER.index(first):])
+    order = registry.cascade_order(order)
+    return set(order[order.index(first):])
 
 
-def decide(row: Mapping[str, Any], thresholds, gate: set[str]) -> tuple[bool, str | None]:
+def decide(row: Mapping[str, Any], thresholds, gate: set[str],
+           order: Sequence[str] | None = None) -> tuple[bool, str | None]:
     """(keep, reason): reason is the first failing gating filter, or ``failed`` for a window
     that could not be scored at all."""
     if row.get("status") == "failed":
         return False, "failed"
-    return registry.check(row, thresholds, gate)
+    return registry.check(row, thresholds, gate, order)
 
 
 def select_windows(window_rows: Sequence[Mapping[str, Any]], thresholds,
-                   gate: Iterable[str] | None = None) -> tuple[list[dict], dict]:
+                   gate: Iterable[str] | None = None,
+                   order: Sequence[str] | None = None) -> tuple[list[dict], dict]:
     """(decision rows of the DECISIONS schema, summary with the funnel)."""
-    g = _gate(gate)
+    g, order = _gate(gate), registry.cascade_order(order)
     decisions = []
     for row in window_rows:
-        keep, reason = decide(row, thresholds, g)
+        keep, reason = decide(row, thresholds, g, order)
         decisions.append({"window_id": row["window_id"], "keep": keep, "reason": reason})
-    return decisions, funnel(window_rows, thresholds, g)
+    return decisions, funnel(window_rows, thresholds, g, order)
 
 
 def _pct(n: int, total: int) -> float:
@@ -129,21 +139,21 @@ def _pct(n: int, total: int) -> float:
 
 
 def funnel(window_rows: Sequence[Mapping[str, Any]], thresholds,
-           gate: Iterable[str] | None = None) -> dict:
+           gate: Iterable[str] | None = None, order: Sequence[str] | None = None) -> dict:
     """Windows remaining after each gating filter in cascade order, then kept."""
-    g = _gate(gate)
+    g, order = _gate(gate), registry.cascade_order(order)
     total = len(window_rows)
     alive = [r for r in window_rows if r.get("status") != "failed"]
     steps = [{"filter": "scored", "remaining": len(alive), "percent": _pct(len(alive), total)}]
     rejected_by: dict[str, int] = {}
-    for name in registry.ORDER:
+    for name in order:
         if name not in g:
             continue
         nxt = [r for r in alive if registry.passes(name, r, thresholds)]
         rejected_by[name] = len(alive) - len(nxt)
         alive = nxt
         steps.append({"filter": name, "remaining": len(alive), "percent": _pct(len(alive), total)})
-    pending = needs_scoring_by_filter(window_rows, thresholds, g)
+    pending = needs_scoring_by_filter(window_rows, thresholds, g, order)
     return {
         "windows": total,
         "failed": total - steps[0]["remaining"],
@@ -151,8 +161,9 @@ def funnel(window_rows: Sequence[Mapping[str, Any]], thresholds,
         "rejected_by": rejected_by,
         "kept": len(alive),
         "kept_percent": _pct(len(alive), total),
-        "gate": [n for n in registry.ORDER if n in g],
-        "thresholds": {n: dict(thresholds.get(n, {})) for n in registry.ORDER},
+        "gate": [n for n in order if n in g],
+        "order": list(order),
+        "thresholds": {n: dict(thresholds.get(n, {})) for n in registry.FILTERS},
         "needs_scoring": sum(len(v) for v in pending.values()),
         "needs_scoring_by_filter": {k: len(v) for k, v in pending.items()},
     }
@@ -241,7 +252,7 @@ class WindowMasks:
             else np.zeros(n, dtype=bool)
         self.passes: dict[str, np.ndarray] = {}
         self.skipped: dict[str, np.ndarray] = {}
-        for name in registry.ORDER:
+        for name in registry.FILTERS:
             self.passes[name] = _passes_mask(table, name, thresholds.get(name, {}), n)
             note = registry.note_column(name)
             self.skipped[name] = (str_mask(table.column(note),
@@ -269,17 +280,19 @@ def _passes_mask(table: Any, name: str, thr: Mapping[str, float], n: int) -> np.
     return ok
 
 
-def decide_masks(m: WindowMasks, gate: Iterable[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(keep mask, reason code per window): code -1 = kept, 0 = failed, 1 + i = ORDER[i]."""
+def decide_masks(m: WindowMasks, gate: Iterable[str] | None,
+                 order: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(keep mask, reason code per window): code -1 = kept, 0 = failed, 1 + i = FILTERS[i]
+    (the first failing gating filter in cascade ``order``)."""
     import numpy as np
 
-    g = _gate(gate)
+    g, order = _gate(gate), registry.cascade_order(order)
     code = np.full(m.n, -1, dtype=np.int8)
     code[m.failed] = 0
-    for i, name in enumerate(registry.ORDER):
+    for name in order:
         if name not in g:
             continue
-        code[(code == -1) & ~m.passes[name]] = 1 + i
+        code[(code == -1) & ~m.passes[name]] = 1 + registry.FILTERS.index(name)
     return code == -1, code
 
 
@@ -288,17 +301,18 @@ def _reason_array(code: np.ndarray) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    labels = pa.array(["failed", *registry.ORDER], type=pa.string())
+    labels = pa.array(["failed", *registry.FILTERS], type=pa.string())
     idx = pa.array(code.astype(np.int32), mask=code < 0, type=pa.int32())
     return pa.DictionaryArray.from_arrays(idx, labels).cast(pa.string())
 
 
-def needs_scoring_masks(m: WindowMasks, gate: Iterable[str] | None) -> dict[str, np.ndarray]:
+def needs_scoring_masks(m: WindowMasks, gate: Iterable[str] | None,
+                        order: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """``needs_scoring_by_filter`` as {filter: mask}, filters in cascade order (only non-empty)."""
-    g = _gate(gate)
+    g, order = _gate(gate), registry.cascade_order(order)
     undecided = ~m.failed
     out = {}
-    for name in registry.ORDER:
+    for name in order:
         if name not in g:
             continue
         hit = undecided & m.skipped[name]
@@ -308,15 +322,16 @@ def needs_scoring_masks(m: WindowMasks, gate: Iterable[str] | None) -> dict[str,
     return out
 
 
-def funnel_masks(m: WindowMasks, thresholds, gate: Iterable[str] | None) -> dict:
+def funnel_masks(m: WindowMasks, thresholds, gate: Iterable[str] | None,
+                 order: Sequence[str] | None = None) -> dict:
     """``funnel`` on masks: the same dict, computed without rows."""
-    g = _gate(gate)
+    g, order = _gate(gate), registry.cascade_order(order)
     total = m.n
     alive = ~m.failed
     n_alive = int(alive.sum())
     steps = [{"filter": "scored", "remaining": n_alive, "percent": _pct(n_alive, total)}]
     rejected_by: dict[str, int] = {}
-    for name in registry.ORDER:
+    for name in order:
         if name not in g:
             continue
         nxt = alive & m.passes[name]
@@ -324,7 +339,7 @@ def funnel_masks(m: WindowMasks, thresholds, gate: Iterable[str] | None) -> dict
         rejected_by[name] = n_alive - n_next
         alive, n_alive = nxt, n_next
         steps.append({"filter": name, "remaining": n_alive, "percent": _pct(n_alive, total)})
-    pending = {k: int(v.sum()) for k, v in needs_scoring_masks(m, g).items()}
+    pending = {k: int(v.sum()) for k, v in needs_scoring_masks(m, g, order).items()}
     return {
         "windows": total,
         "failed": total - steps[0]["remaining"],
@@ -332,15 +347,16 @@ def funnel_masks(m: WindowMasks, thresholds, gate: Iterable[str] | None) -> dict
         "rejected_by": rejected_by,
         "kept": n_alive,
         "kept_percent": _pct(n_alive, total),
-        "gate": [n for n in registry.ORDER if n in g],
-        "thresholds": {n: dict(thresholds.get(n, {})) for n in registry.ORDER},
+        "gate": [n for n in order if n in g],
+        "order": list(order),
+        "thresholds": {n: dict(thresholds.get(n, {})) for n in registry.FILTERS},
         "needs_scoring": sum(pending.values()),
         "needs_scoring_by_filter": pending,
     }
 
 
-def select_windows_table(table: Any, thresholds, gate: Iterable[str] | None = None
-                         ) -> tuple[Any, dict, np.ndarray]:
+def select_windows_table(table: Any, thresholds, gate: Iterable[str] | None = None,
+                         order: Sequence[str] | None = None) -> tuple[Any, dict, np.ndarray]:
     """(DECISIONS table, funnel summary, keep mask) of a windows Arrow table.
 
     Same decisions, in the same row order, as ``select_windows`` on the table's rows.
@@ -348,22 +364,22 @@ def select_windows_table(table: Any, thresholds, gate: Iterable[str] | None = No
     import pyarrow as pa
 
     m = WindowMasks(table, thresholds)
-    keep, code = decide_masks(m, gate)
+    keep, code = decide_masks(m, gate, order)
     decisions = pa.table({"window_id": table.column("window_id"),
                           "keep": pa.array(keep, type=pa.bool_()),
                           "reason": _reason_array(code)})
-    return decisions, funnel_masks(m, thresholds, gate), keep
+    return decisions, funnel_masks(m, thresholds, gate, order), keep
 
 
-def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = None
-                        ) -> dict[str, list[str]]:
+def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = None,
+                        order: Sequence[str] | None = None) -> dict[str, list[str]]:
     """``needs_scoring_by_filter`` on an Arrow table (ids only for the windows concerned)."""
     import numpy as np
 
     m = WindowMasks(table, thresholds)
     ids = table.column("window_id")
     return {name: ids.take(np.nonzero(mask)[0]).to_pylist()
-            for name, mask in needs_scoring_masks(m, gate).items()}
+            for name, mask in needs_scoring_masks(m, gate, order).items()}
 
 
 # ----------------------------------------------------------------------------- the select stage
@@ -436,7 +452,7 @@ def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     from curate.balance import select_clips_table
     from manifests import schemas
 
-    from curate.run_state import save_run
+    from curate.run_state import cascade_order, save_run
     from curate.weights import gating, thresholds
 
     recipe = run["recipe"]
@@ -461,7 +477,8 @@ def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     else:
         from curate.merge import merge_table
         windows = read_windows_table(out)
-        decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate))
+        decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate),
+                                                        order=cascade_order(run))
         schemas.write_manifest(out, "decisions", decisions)
         del decisions
         summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]

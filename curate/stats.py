@@ -285,7 +285,9 @@ def _window_funnel(s: _Stats, win: pa.Table) -> None:
     th = thresholds(run, run.get("selection_overrides"))
     gate, score_only = gating(run)
     masks = WindowMasks(win, th)
-    fun = funnel_masks(masks, th, set(gate))
+    from curate.run_state import cascade_order
+    order = cascade_order(run)
+    fun = funnel_masks(masks, th, set(gate), order)
     for step in fun["funnel"][1:]:
         s.stage(f"after {step['filter']}", step["remaining"])
     s.stage("windows kept", fun["kept"])
@@ -299,7 +301,7 @@ def _window_funnel(s: _Stats, win: pa.Table) -> None:
                               "are stored but do not gate; this is for demos and tests only")
     truth = s.truth
     if truth is not None:
-        keep, _ = decide_masks(masks, set(gate))
+        keep, _ = decide_masks(masks, set(gate), order)
         st["truth"] = truth_table(win.column("source_id"), masks, keep, truth,
                                   [f for f in schemas.FILTERS if f in run["recipe"].get("filters", schemas.FILTERS)])
         st["truth"]["file"] = str(truth["path"])

@@ -226,7 +226,15 @@ def test_sync_scorer_with_the_real_small_classifier():
 def test_registry_order_and_defaults_match_the_modules():
     from filters import imagebind
     from manifests.schemas import FILTERS
-    assert registry.ORDER == FILTERS == ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
+    assert FILTERS == registry.LEGACY_ORDER == ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
+    # the cascade runs the sync classifier (~80 GFLOP per window) before ImageBind (~510)
+    assert registry.ORDER == registry.DEFAULT_ORDER == ("pixel_diff", "amplitude", "clip_diff", "sync", "imagebind")
+    from curate.recipes import get_recipe
+    assert tuple(get_recipe("avsync15")["order"]) == registry.DEFAULT_ORDER
+    assert registry.cascade_order(["sync", "imagebind", "pixel_diff", "amplitude", "clip_diff"])[0] == "sync"
+    for bad in (["pixel_diff"], [*FILTERS, "sync"], [*FILTERS[:-1], "bogus"]):
+        with pytest.raises(ValueError, match="order"):
+            registry.cascade_order(bad)
     mods = {"pixel_diff": pixel_diff, "amplitude": amplitude, "clip_diff": clip_diff,
             "imagebind": imagebind, "sync": sync}
     for name, mod in mods.items():

@@ -13,6 +13,9 @@ from filters import registry
 from manifests.schemas import read_rows, write_manifest
 
 SKIP = "skipped: rejected by "
+#: the table below is what a run in the schema's order (sync last) writes; the default order
+#: (sync before imagebind) has its own test at the end
+ORDER = registry.LEGACY_ORDER
 GOOD = {"pixel_diff": 0.05, "amplitude": 0.2, "clip_diff": 0.3, "imagebind_ia": 0.3,
         "imagebind_it": 0.3, "sync_a2v": 0.5, "sync_v2a": 0.5}
 LATER = {"pixel_diff": ["amplitude", "clip_diff", "imagebind", "sync"],
@@ -24,7 +27,7 @@ def row(wid, status="ok", stopped_by=None, **scores):
     r = {"window_id": wid, "source_id": "s", "shot_id": "s_shot000", "class_name": "c",
          "split": "train", "start": 0.0, "end": 3.0, "status": status, "error": None}
     r.update(GOOD)
-    r.update({f"{n}_note": None for n in registry.ORDER})
+    r.update({f"{n}_note": None for n in ORDER})
     r.update(scores)
     for name in LATER.get(stopped_by, []):
         for c in registry.columns(name):
@@ -52,7 +55,7 @@ LOOSE = ["pixel_diff.min=0.001", "clip_diff.max=0.65", "imagebind.ia_min=0.05", 
 
 
 def test_default_decisions_and_reasons():
-    dec, summary = select_windows(table(), registry.default_thresholds())
+    dec, summary = select_windows(table(), registry.default_thresholds(), order=ORDER)
     reasons = {d["window_id"]: (d["keep"], d["reason"]) for d in dec}
     assert reasons == {
         "keep": (True, None), "pix": (False, "pixel_diff"), "clip": (False, "clip_diff"),
@@ -66,10 +69,10 @@ def test_default_decisions_and_reasons():
 def test_changed_thresholds_reselect_and_needs_scoring_is_exact():
     thr = parse_overrides(LOOSE)
     assert thr["clip_diff"] == {"min": 0.17, "max": 0.65} and thr["sync"]["v2a_min"] == 0.341
-    assert needs_scoring(table(), thr) == ["pix", "clip", "ib"]
-    assert needs_scoring_by_filter(table(), thr) == {"amplitude": ["pix"], "imagebind": ["clip"],
+    assert needs_scoring(table(), thr, order=ORDER) == ["pix", "clip", "ib"]
+    assert needs_scoring_by_filter(table(), thr, order=ORDER) == {"amplitude": ["pix"], "imagebind": ["clip"],
                                                      "sync": ["ib"]}
-    dec, summary = select_windows(table(), thr)
+    dec, summary = select_windows(table(), thr, order=ORDER)
     kept = {d["window_id"] for d in dec if d["keep"]}
     assert kept == {"keep", "sync"}                          # sync passes with a2v_min 0.1
     reasons = {d["window_id"]: d["reason"] for d in dec}
@@ -80,20 +83,20 @@ def test_changed_thresholds_reselect_and_needs_scoring_is_exact():
     assert summary["needs_scoring_by_filter"] == {"amplitude": 1, "imagebind": 1, "sync": 1}
     text = format_funnel(summary)
     assert "1 windows were never scored for imagebind" in text
-    assert rescore_filters("imagebind") == {"imagebind", "sync"}
+    assert rescore_filters("imagebind", ORDER) == {"imagebind", "sync"}
 
 
 def test_gate_leaves_score_only_filters_out_of_decisions():
     gate = {"pixel_diff", "amplitude", "clip_diff", "imagebind"}
-    dec, _ = select_windows(table(), registry.default_thresholds(), gate=gate)
+    dec, _ = select_windows(table(), registry.default_thresholds(), gate=gate, order=ORDER)
     kept = {d["window_id"] for d in dec if d["keep"]}
     assert kept == {"keep", "sync", "nomodel"}
     # ib would need sync only if sync gated: with sync score-only, nothing needs scoring
-    assert needs_scoring(table(), parse_overrides(LOOSE), gate=gate) == ["pix", "clip"]
+    assert needs_scoring(table(), parse_overrides(LOOSE), gate=gate, order=ORDER) == ["pix", "clip"]
 
 
 def test_funnel_counts_and_percentages():
-    _, s = select_windows(table(), registry.default_thresholds())
+    _, s = select_windows(table(), registry.default_thresholds(), order=ORDER)
     steps = [(st["filter"], st["remaining"]) for st in s["funnel"]]
     assert steps == [("scored", 9), ("pixel_diff", 8), ("amplitude", 7), ("clip_diff", 4),
                      ("imagebind", 3), ("sync", 1)]
@@ -118,7 +121,7 @@ import json, sys
 from curate.select import select_windows, parse_overrides
 from manifests.schemas import read_rows
 rows = read_rows({str(tmp_path)!r}, "windows")
-dec, s = select_windows(rows, parse_overrides({LOOSE!r}))
+dec, s = select_windows(rows, parse_overrides({LOOSE!r}), order={tuple(ORDER)!r})
 heavy = [m for m in ("torch", "open_clip", "filters.imagebind", "filters.imagebind_model",
                      "filters.clip_model", "sync_classifier.model", "curate.scoring")
          if m in sys.modules]
@@ -130,3 +133,21 @@ print(json.dumps({{"kept": sorted(d["window_id"] for d in dec if d["keep"]),
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res == {"kept": ["keep", "sync"], "needs": 3, "heavy": []}
     assert len(read_rows(tmp_path, "windows")) == 10
+
+
+def test_default_order_runs_sync_before_imagebind():
+    """A window the default cascade stopped at sync has ImageBind skipped: its reason is sync,
+    and loosening sync makes it need ImageBind scored (not the other way round)."""
+    assert registry.DEFAULT_ORDER.index("sync") < registry.DEFAULT_ORDER.index("imagebind")
+    r = row("s", sync_a2v=0.2, imagebind_ia=None, imagebind_it=None,
+            imagebind_note=SKIP + "sync")
+    dec, s = select_windows([r, row("keep")], registry.default_thresholds())
+    assert [(d["keep"], d["reason"]) for d in dec] == [(False, "sync"), (True, None)]
+    assert [st["filter"] for st in s["funnel"]][-2:] == ["sync", "imagebind"]
+    loose = parse_overrides(["sync.a2v_min=0.1"])
+    assert needs_scoring_by_filter([r], loose) == {"imagebind": ["s"]}
+    assert rescore_filters("sync") == {"sync", "imagebind"}
+    # read in another order the row looks undecided at imagebind (skipped before sync is
+    # reached): why select reads a run's windows in the order that run scored them
+    _, other = select_windows([r], registry.default_thresholds(), order=ORDER)
+    assert other["needs_scoring_by_filter"] == {"imagebind": 1}
