@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from filters import precision as precision_mod
 from filters.torch_compat import import_open_clip
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,14 @@ def resize_crop_like_open_clip(frame: np.ndarray, size: int) -> np.ndarray:
 class ClipScorer:
     """Batched CLIP image embeddings of uint8 frames."""
 
-    def __init__(self, model, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, model, device: str = "cpu", batch_size: int = 64, precision: str = "auto"):
         import torch
         open_clip = import_open_clip()
         self.torch = torch
         self.device = torch.device(device)
-        self.half = self.device.type == "cuda"  # half precision on GPU only
-        model = model.to(self.device).eval()
-        self.model = model.half() if self.half else model
+        # bf16 autocast on CUDA, fp32 on CPU (filters.precision)
+        self.precision = precision_mod.resolve(precision, self.device)
+        self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -78,7 +79,7 @@ class ClipScorer:
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED,
                         device: str = "cpu", cache_dir: str | None = None,
-                        batch_size: int = 64) -> "ClipScorer":
+                        batch_size: int = 64, precision: str = "auto") -> "ClipScorer":
         """open_clip model ``model`` with weights ``pretrained`` (a tag or a local file path)."""
         open_clip = import_open_clip()
         if model not in open_clip.list_models():
@@ -93,11 +94,11 @@ class ClipScorer:
                 f"cannot load CLIP {model} weights ({where}, cache_dir={cache_dir}): "
                 f"{type(e).__name__}: {e}. No model hub is reachable here: {OPTIONS_HINT}") from e
         log.info("CLIP %s loaded with weights %s", model, pretrained)
-        return cls(m, device=device, batch_size=batch_size)
+        return cls(m, device=device, batch_size=batch_size, precision=precision)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, model: str = DEFAULT_MODEL, device: str = "cpu",
-                        batch_size: int = 64) -> "ClipScorer":
+                        batch_size: int = 64, precision: str = "auto") -> "ClipScorer":
         """A local checkpoint file (open_clip / OpenAI format) for architecture ``model``.
 
         ``model="tiny"``: a state dict saved from ``ClipScorer.random().model`` (tests, demo).
@@ -106,7 +107,8 @@ class ClipScorer:
         if not p.is_file():
             raise ClipWeightsError(f"CLIP checkpoint {p} does not exist (--clip-checkpoint)")
         if model != TINY:
-            return cls.from_pretrained(model, str(p), device=device, batch_size=batch_size)
+            return cls.from_pretrained(model, str(p), device=device, batch_size=batch_size,
+                                       precision=precision)
         import torch
         m = _tiny_clip(import_open_clip())
         try:
@@ -115,17 +117,17 @@ class ClipScorer:
         except Exception as e:  # corrupt file, wrong architecture...
             raise ClipWeightsError(f"cannot load CLIP checkpoint {p} for model {model!r}: {e} "
                                    f"(check --clip-checkpoint / --clip-model)") from e
-        return cls(m, device=device, batch_size=batch_size)
+        return cls(m, device=device, batch_size=batch_size, precision=precision)
 
     @classmethod
     def random(cls, model: str = TINY, seed: int = 0, device: str = "cpu",
-               batch_size: int = 64) -> "ClipScorer":
+               batch_size: int = 64, precision: str = "auto") -> "ClipScorer":
         """Randomly initialised CLIP (``"tiny"`` or any open_clip model name): demo/tests only."""
         import torch
         open_clip = import_open_clip()
         torch.manual_seed(seed)
         m = _tiny_clip(open_clip) if model == TINY else open_clip.create_model(model, pretrained=None)
-        return cls(m, device=device, batch_size=batch_size)
+        return cls(m, device=device, batch_size=batch_size, precision=precision)
 
     # -- embedding ----------------------------------------------------------------------
     def _prep(self, frames: np.ndarray):
@@ -138,10 +140,10 @@ class ClipScorer:
         """
         if frames.shape[1:3] != (self.image_size, self.image_size):
             frames = np.stack([resize_crop_like_open_clip(f, self.image_size) for f in frames])
-        x = self.torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = precision_mod.to_device(self.torch.from_numpy(np.ascontiguousarray(frames)), self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         x = (x - self.mean) / self.std
-        return x.half() if self.half else x
+        return x
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """uint8 ``[N, H, W, 3]`` RGB -> float32 ``[N, D]`` (unnormalised image features)."""
@@ -149,7 +151,7 @@ class ClipScorer:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"CLIP needs uint8 frames [N, H, W, 3], got {frames.dtype} {frames.shape}")
         out = []
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), precision_mod.compute(self.precision, self.device):
             for i in range(0, len(frames), self.batch_size):
                 f = self.model.encode_image(self._prep(frames[i:i + self.batch_size]))
                 out.append(f.float().cpu().numpy())

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from filters import precision as precision_mod
 from filters.imagebind_model import ImageBind, ImageBindConfig, load_imagebind
 from decoding.mel import imagebind_mel
 
@@ -127,17 +128,17 @@ def preprocess_audio(waves: np.ndarray | Sequence[np.ndarray],
 
 class ImageBindScorer:
     """ImageBind embeddings for the filter: frames, 2-s audio clips and class names in,
-    L2-normalised float32 numpy [N, D] out. Batched, no grad, optional fp16 on CUDA."""
+    L2-normalised float32 numpy [N, D] out. Batched, no grad; ``precision`` (``auto``: bf16
+    autocast on CUDA, fp32 on CPU; see ``filters.precision``)."""
 
-    def __init__(self, model: ImageBind, device: str | torch.device = "cpu", half: bool = False,
+    def __init__(self, model: ImageBind, device: str | torch.device = "cpu", precision: str = "auto",
                  batch_size: int = 32, is_random: bool = False) -> None:
         self.device = torch.device(device)
-        if half and self.device.type != "cuda":
-            raise ValueError("half precision is only supported on CUDA")
+        self.precision = precision_mod.resolve(precision, self.device)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dtype = torch.float16 if half else torch.float32
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        # fp32 weights: autocast casts them per op on CUDA (filters.precision)
+        self.model = model.to(device=self.device, dtype=torch.float32).eval()
         self.batch_size = batch_size
         self.is_random = is_random
         self._tokenizer = None
@@ -145,24 +146,22 @@ class ImageBindScorer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None, device: str | torch.device = "cpu",
-                        half: bool | None = None, batch_size: int = 32) -> "ImageBindScorer":
+                        precision: str = "auto", batch_size: int = 32) -> "ImageBindScorer":
         """Meta's imagebind_huge.pth (CC BY-NC 4.0 weights); ``path`` None reads
-        $CURATE_IMAGEBIND_CKPT. ``half`` defaults to True on CUDA."""
-        device = torch.device(device)
-        half = device.type == "cuda" if half is None else half
-        model = load_imagebind(path, device=device,
-                               dtype=torch.float16 if half else torch.float32)
-        return cls(model, device=device, half=half, batch_size=batch_size)
+        $CURATE_IMAGEBIND_CKPT. ``precision`` ``auto``: bf16 autocast on CUDA."""
+        model = load_imagebind(path, device=torch.device(device), dtype=torch.float32)
+        return cls(model, device=device, precision=precision, batch_size=batch_size)
 
     @classmethod
     def random(cls, config: ImageBindConfig | None = None, seed: int = 0,
-               device: str | torch.device = "cpu", batch_size: int = 32) -> "ImageBindScorer":
+               device: str | torch.device = "cpu", batch_size: int = 32,
+               precision: str = "auto") -> "ImageBindScorer":
         """RANDOM WEIGHTS (tiny config by default): for tests and the demo only; its scores
         mean nothing. ``is_random`` is True so callers can record it."""
         torch.manual_seed(seed)
         model = ImageBind(config or ImageBindConfig.tiny())
         log.warning("ImageBind scorer with RANDOM weights (seed %d): scores are meaningless", seed)
-        return cls(model, device=device, batch_size=batch_size, is_random=True)
+        return cls(model, device=device, batch_size=batch_size, is_random=True, precision=precision)
 
     @property
     def dim(self) -> int:
@@ -170,11 +169,10 @@ class ImageBindScorer:
 
     def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> np.ndarray:
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_mod.compute(self.precision, self.device):
             for i in range(0, x.shape[0], self.batch_size):
-                chunk = x[i:i + self.batch_size].to(self.device)
-                if chunk.is_floating_point():
-                    chunk = chunk.to(self.dtype)
+                # (no channels-last: a ViT's one convolution is its patch embedding)
+                chunk = precision_mod.to_device(x[i:i + self.batch_size], self.device)
                 out.append(fn(chunk).float().cpu())
         return torch.cat(out).numpy()
 

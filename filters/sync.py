@@ -74,14 +74,36 @@ class SyncScorer:
     side to the model's frame size, bicubic antialiased, centre crop, CLIP mean/std).
     """
 
-    def __init__(self, model, device: str = "cpu", batch_size: int = 16):
+    def __init__(self, model, device: str = "cpu", batch_size: int = 16, precision: str = "auto",
+                 channels_last: bool | None = None):
         import torch
-        self.torch = torch
+        from filters import precision as precision_mod
+        self.torch, self.prec = torch, precision_mod
         self.device = torch.device(device)
+        # bf16 autocast on CUDA, fp32 on CPU (filters.precision); channels-last (cuDNN's NHWC
+        # kernels) on CUDA unless asked otherwise: the classifier is all convolutions
+        self.precision = precision_mod.resolve(precision, self.device)
+        self.channels_last = self.device.type == "cuda" if channels_last is None else bool(channels_last)
         self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self._to_channels_last(self.model)
         self.batch_size = int(batch_size)
         self.split = self._split_api(model)
         self.frame_size = getattr(getattr(model, "config", None), "frame_size", None)
+
+    def _to_channels_last(self, model) -> None:
+        """4-D weights (the audio encoder's Conv2d) NHWC, 5-D (the video encoder's Conv3d) NDHWC."""
+        for p in model.parameters():
+            if p.dim() in (4, 5):
+                fmt = self.torch.channels_last if p.dim() == 4 else self.torch.channels_last_3d
+                p.data = p.data.contiguous(memory_format=fmt)
+
+    def _input(self, x):
+        x = self.prec.to_device(x, self.device)
+        if self.channels_last:
+            fmt = self.torch.channels_last if x.dim() == 4 else self.torch.channels_last_3d
+            x = x.contiguous(memory_format=fmt)
+        return x
 
     @staticmethod
     def _split_api(model):
@@ -92,19 +114,23 @@ class SyncScorer:
         return None
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int = 16) -> "SyncScorer":
+    def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int = 16,
+                        precision: str = "auto", channels_last: bool | None = None) -> "SyncScorer":
         """Our checkpoint file, or the released ``modules/`` folder (or the folder above it)."""
         from sync_classifier.model import load_sync_classifier
-        return cls(load_sync_classifier(path, device), device=device, batch_size=batch_size)
+        return cls(load_sync_classifier(path, device), device=device, batch_size=batch_size,
+                   precision=precision, channels_last=channels_last)
 
     @classmethod
-    def random(cls, seed: int = 0, device: str = "cpu", config=None, batch_size: int = 16) -> "SyncScorer":
+    def random(cls, seed: int = 0, device: str = "cpu", config=None, batch_size: int = 16,
+               precision: str = "auto", channels_last: bool | None = None) -> "SyncScorer":
         """Randomly initialised small classifier: demo and tests only (its scores mean nothing)."""
         import torch
         from sync_classifier.model import SyncClassifier, small_config
         torch.manual_seed(seed)
         model = SyncClassifier(config if config is not None else small_config())
-        return cls(model, device=device, batch_size=batch_size)
+        return cls(model, device=device, batch_size=batch_size, precision=precision,
+                   channels_last=channels_last)
 
     # -- inputs -------------------------------------------------------------------------
     def _mels(self, waves: Sequence[np.ndarray]):
@@ -116,7 +142,7 @@ class SyncScorer:
             if w.shape != (n,):
                 raise ValueError(f"sync audio must be float32 [{n}], got {w.shape}")
             out.append(imagebind_mel(self.torch.from_numpy(w)))
-        return self.torch.stack(out).to(self.device)
+        return self._input(self.torch.stack(out))
 
     def _videos(self, clips: Sequence[np.ndarray]):
         from sync_classifier.data import video_tensor
@@ -127,14 +153,14 @@ class SyncScorer:
                 raise ValueError(f"sync video must be uint8 [12, H, W, 3], got {c.dtype} {c.shape}")
             # small models take smaller frames (config.frame_size): video_tensor resizes
             out.append(video_tensor(c, size=self.frame_size))
-        return self.torch.stack(out).to(self.device)
+        return self._input(self.torch.stack(out))
 
     # -- scoring ------------------------------------------------------------------------
     def phi_pairs(self, audio: Mapping[Hashable, np.ndarray], video: Mapping[Hashable, np.ndarray],
                   pairs: Sequence[tuple[Hashable, Hashable]]) -> dict[tuple[Hashable, Hashable], float]:
         """phi for each distinct (audio key, video key) pair."""
         pairs = list(dict.fromkeys(pairs))
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), self.prec.compute(self.precision, self.device):
             if self.split is not None:
                 return self._phi_split(audio, video, pairs)
             return self._phi_forward(audio, video, pairs)

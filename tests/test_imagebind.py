@@ -370,9 +370,9 @@ def test_scorer_end_to_end_window_scores(scorer):
     assert (reason is None) == kept
 
 
-def test_half_precision_refused_on_cpu():
-    with pytest.raises(ValueError, match="CUDA"):
-        ib.ImageBindScorer(ImageBind(ImageBindConfig.tiny()), device="cpu", half=True)
+def test_unknown_precision_refused():
+    with pytest.raises(ValueError, match="precision"):
+        ib.ImageBindScorer(ImageBind(ImageBindConfig.tiny()), device="cpu", precision="fp16")
 
 
 def test_tiny_config_is_a_variant_of_the_huge_one():
