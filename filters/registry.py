@@ -18,11 +18,11 @@ from manifests.schemas import FILTERS, SCORE_COLUMNS
 #: schema's column order): their skip notes were written in this order
 LEGACY_ORDER: tuple[str, ...] = FILTERS
 
-#: default cascade order, by cost per window at real model sizes (``benchmarks/bench_flops.py``):
-#: arithmetic first, then CLIP ViT-B/32 (~9 GFLOP per frame), the sync classifier (~80 GFLOP
-#: per window), ImageBind-huge last (~510 GFLOP per window, 3 images at 335). Every gating
-#: filter must pass for a window to be kept, so the order changes what is computed, never
-#: which windows are kept.
+#: default cascade order, by cost per window at real model sizes with feature reuse
+#: (``benchmarks/bench_flops.py`` at VGGSS's shot structure): arithmetic first, then CLIP
+#: ViT-B/32 (~59 GFLOP per window), the sync classifier (~80), ImageBind-huge last (~512: 335
+#: per image). Every gating filter must pass for a window to be kept, so the order changes
+#: what is computed, never which windows are kept.
 DEFAULT_ORDER: tuple[str, ...] = ("pixel_diff", "amplitude", "clip_diff", "sync", "imagebind")
 ORDER: tuple[str, ...] = DEFAULT_ORDER
 
