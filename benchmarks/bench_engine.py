@@ -123,7 +123,7 @@ def bench_straggler(workers: int = 16, n: int = 256, short: float = 0.25, long: 
     drain = max(r["t0"] for r in rows)
     busy_q = sum(max(0.0, min(r["t1"], drain) - max(r["t0"], t0_wall)) for r in rows)
     print(f"straggler: {n} items ({n // every} of {long:g} s, the rest {short:g} s), {workers} workers: "
-          f"wall {wall:.1f} s (best possible {max(long, work / workers):.1f} s; old chunked engine 83.5 s), "
+          f"wall {wall:.1f} s (best possible {max(long, work / workers):.1f} s), "
           f"busy {work / (wall * workers):.0%} of wall x workers (ceiling at 8 s: {work / (8 * workers):.0%}), "
           f"busy {busy_q / ((drain - t0_wall) * workers):.0%} while items were waiting "
           f"({drain - t0_wall:.1f} s)")

@@ -146,10 +146,12 @@ class ImageBindScorer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None, device: str | torch.device = "cpu",
-                        precision: str = "auto", batch_size: int = 32) -> "ImageBindScorer":
+                        precision: str = "auto", batch_size: int = 32,
+                        config: ImageBindConfig | None = None) -> "ImageBindScorer":
         """Meta's imagebind_huge.pth (CC BY-NC 4.0 weights); ``path`` None reads
-        $CURATE_IMAGEBIND_CKPT. ``precision`` ``auto``: bf16 autocast on CUDA."""
-        model = load_imagebind(path, device=torch.device(device), dtype=torch.float32)
+        $CURATE_IMAGEBIND_CKPT. ``precision`` ``auto``: bf16 autocast on CUDA. ``config``:
+        another architecture than ImageBind-huge (small test models)."""
+        model = load_imagebind(path, device=torch.device(device), dtype=torch.float32, config=config)
         return cls(model, device=device, precision=precision, batch_size=batch_size)
 
     @classmethod

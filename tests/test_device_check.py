@@ -1,0 +1,46 @@
+"""benchmarks/device_check.py --smoke: the GPU readiness check runs its every section on the
+CPU with the small models and writes one JSON report with measured figures (issue 16)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_device_check_smoke_writes_a_complete_report(tmp_path):
+    out = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--smoke",
+                        "--budget-s", "900", "--out", str(out), "--wheels", str(tmp_path / "none")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(out.read_text())
+    assert r["mode"] == "smoke" and r["environment"]["device"] == "cpu"
+    assert r["bundle"]["missing_before"] == []           # this machine has every package
+    for name in ("imagebind.image", "imagebind.audio", "imagebind.text", "clip.image",
+                 "sync.full", "sync.full channels-last"):
+        runs = r["models"][name]["runs"]
+        assert {x["precision"] for x in runs} == {"fp32", "tf32", "bf16"}, name
+        assert all(x["inputs_per_s"] > 0 and x["tflops"] > 0 for x in runs), (name, runs)
+        assert r["models"][name]["gflop_per_input"] > 0
+    e2e = r["score_segments"]
+    assert e2e["windows"] > 0 and e2e["windows_per_s"] > 0 and e2e["precision"]["sync"] == "fp32"
+    acc = r["accuracy"]
+    assert acc["compared"] == "cpu bf16 vs cpu fp32" and acc["within_tolerance"] is True
+    d = acc["max_abs_diff"]
+    assert d["pixel_diff"] == 0.0 and d["amplitude"] == 0.0      # no model: no precision
+    assert d["imagebind_ia"] > 0 and d["clip_diff"] > 0          # bf16 really ran
+    casc = r["cascade"]
+    assert 0 < casc["ratio"] < 1 and casc["gflop_per_window_no_cascade"] > 600
+    proj = r["projection"]
+    assert proj["projected_gpu_hours_cascade"] < proj["projected_gpu_hours_no_cascade"]
+    if importlib.util.find_spec("av") is not None:
+        dec = r["decode"]["360p"]
+        assert dec["one_process_source_s_per_s"] > 0 and dec["all_cores_source_s_per_s"] > 0
+        assert "cascade" in proj["projected_decode_cores_per_gpu_360p"]
+    assert r["ray"] == {"skipped": "smoke run (pass --ray)"}
