@@ -44,7 +44,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from manifests.sources import format_avsync_name
-from manifests.schemas import STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
+from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
 from shards.writer import key_from_name
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ def _base_row(clip: Mapping[str, Any]) -> dict[str, Any]:
     return {"key": None, "name": None, "clip_id": clip.get("clip_id"),
             "source_id": clip.get("source_id"), "class_name": clip.get("class_name"),
             "split": clip.get("split"), "start": clip.get("start"), "end": clip.get("end"),
-            "rank_score": rank_score(clip), "status": STATUS_OK, "error": None}
+            "rank_score": rank_score(clip), "status": STATUS_OK, "error": None,
+            **dict.fromkeys(CUT_COLUMNS)}
 
 
 def _named_rows(clips: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -398,7 +399,8 @@ def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int |
     summary = _summary(ok, n_candidates, n_review_rejected, prm, warnings)
     for w in summary["warnings"]:
         log.warning("select: %s", w)
-    return pa.table({k: out[k] for k in SELECTED.names}, schema=SELECTED), summary
+    # cut_start / cut_end / av_offset_ms: filled by the shard stage when the clip is cut
+    return pa.table({k: out.get(k, [None] * n) for k in SELECTED.names}, schema=SELECTED), summary
 
 
 def _time_texts(values: list) -> tuple[list, list]:

@@ -1,28 +1,39 @@
-"""Cutting curated clips out of downloaded segments with ffmpeg.
+"""Cutting curated clips out of downloaded segments with ffmpeg, on frame instants.
 
 A clip is re-encoded (H.264 yuv420p crf 18 + AAC, deterministic settings of
-``curate/encoding.py``: the same inputs give the same bytes), never stream-copied: a stream copy can
-only start on a keyframe. ``-ss`` is given before ``-i`` with ``-accurate_seek`` (ffmpeg's
-default when transcoding, spelled out here): ffmpeg seeks to the keyframe before ``start``,
-decodes, and drops every frame whose timestamp is before ``start``. So the clip's first frame
-is the first source frame at or after ``start`` (exactly the frame at ``start`` when ``start``
-is on the source's frame grid, else at most one frame period later; a constant-rate output
-repeats it to fill that gap), and timestamps begin at 0. Audio is trimmed to the same
-interval. The frame rate is the source's; the short side is capped (never upscaled) and
-both sides rounded down to even numbers (yuv420p).
+``curate/encoding.py``: the same inputs give the same bytes), never stream-copied: a stream
+copy can only start on a keyframe.
 
-The result is written under a temporary name in the destination folder and renamed into
-place, so a reader never sees half a clip.
+Both streams are cut at the same instant, a video frame's. ``frame_instants`` reads the
+source's packets: the clip starts at t0, the first frame at or after the requested start,
+and ends at t1, the first frame at or after the requested end (exclusive). ffmpeg seeks with
+``-seek_timestamp 1 -ss t0`` (times on the file's own clock: a stream-copied download keeps
+its source's timestamps, so its clock does not start at 0) and ``-accurate_seek``: it
+decodes from the keyframe before t0 and drops every video frame before t0 and every audio
+sample before t0 (sample-exact), so the clip's first frame and first audio sample are both
+t0 of the source. ``-fps_mode passthrough`` keeps each frame on its own instant (no frame
+repeated or dropped to fill a constant rate: a variable-rate source stays variable) in the
+source's time base. t0 is given in whole microseconds rounded down, at most 1 us before the
+frame; the audio follows within half a sample.
+
+After the cut the clip's first video frame time and first audio sample time are read back
+as a player shows them (edit lists, AAC priming): ``av_offset_ms`` in the result, which the
+shard stage records and ``curate verify`` checks.
+
+The short side is capped (never upscaled) and both sides rounded down to even numbers
+(yuv420p). The result is written under a temporary name in the destination folder and
+renamed into place, so a reader never sees half a clip.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 from pathlib import Path
 
 from curate.encoding import encode_args
-from decoding.media import DecodeError, probe
+from decoding.media import DecodeError, av_offset_ms, frame_instants, probe
 from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -52,14 +63,19 @@ def output_size(width: int, height: int, max_short_side: int | None) -> tuple[in
     return _even(width * scale), _even(height * scale)
 
 
-def ffmpeg_command(src: Path, dst: Path, start: float, end: float, size: tuple[int, int]) -> list[str]:
-    """The argument list of one cut (no shell involved)."""
+def ffmpeg_command(src: Path, dst: Path, start: float, end: float, size: tuple[int, int] | None,
+                   quality: dict | None = None) -> list[str]:
+    """The argument list of one cut of [start, end) on ``src``'s own clock, ``start`` a frame
+    instant (no shell involved). ``size`` None keeps the source's size."""
+    q = quality or QUALITY
+    t0 = math.floor(start * 1e6) / 1e6      # never after the frame: ffmpeg keeps it
+    vf = ["-vf", f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1"] if size else []
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-accurate_seek", "-ss", f"{start:.6f}", "-i", str(src), "-t", f"{end - start:.6f}",
-        "-map", "0:v:0", "-map", "0:a:0?",
-        "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1", "-filter_threads", "1",
-        *encode_args(QUALITY["crf"], QUALITY["preset"], QUALITY["audio_bitrate"]),
+        "-accurate_seek", "-seek_timestamp", "1", "-ss", f"{t0:.6f}", "-i", str(src),
+        "-t", f"{end - t0:.6f}", "-map", "0:v:0", "-map", "0:a:0?",
+        *vf, "-filter_threads", "1", "-fps_mode", "passthrough", "-enc_time_base:v", "-1",
+        *encode_args(q["crf"], q["preset"], q["audio_bitrate"]),
         "-movflags", "+faststart", "-f", "mp4", str(dst),
     ]
 
@@ -72,12 +88,15 @@ def _check_args(src: Path, start: float, end: float) -> None:
 
 
 def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float,
-             max_short_side: int | None = None, timeout: float = 600.0) -> dict:
-    """Cut ``[start, end)`` (seconds in ``src``) into ``dst``, frame-accurately.
+             max_short_side: int | None = None, timeout: float = 600.0, offset: float = 0.0,
+             quality: dict | None = None, scale: bool = True) -> dict:
+    """Cut ``[start, end)`` into ``dst`` on frame instants, both streams at the same instant.
 
+    Times are seconds relative to ``offset`` on ``src``'s clock (a download's ``seg_start``).
     Returns the probe of the written clip (``decoding.media.probe``: duration, width, height,
-    fps, has_audio, ...) plus ``path`` and ``bytes``. Raises CutError on any failure; the
-    destination is then left untouched.
+    fps, has_audio, ...) plus ``path``, ``bytes``, ``cut_start`` / ``cut_end`` (the frame
+    instants actually cut, relative to ``offset`` like ``start``) and ``av_offset_ms`` (read
+    back from the clip). Raises CutError on any failure; the destination is then left untouched.
     """
     src, dst = Path(src), Path(dst)
     _check_args(src, start, end)
@@ -85,23 +104,31 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
         info = probe(src)
     except DecodeError as e:
         raise CutError(f"cannot probe source: {e}") from e
-    if info["duration"] is not None and start >= info["duration"]:
-        raise CutError(f"clip starts at {start:.3f} s, after the source's end ({info['duration']:.3f} s)")
+    file_end = (info.get("start_time") or 0.0) + (info["duration"] or math.inf)
+    if start + offset >= file_end:
+        raise CutError(f"clip starts at {start:.3f} s, after the source's end "
+                       f"({file_end - offset:.3f} s)")
+    try:
+        t0, t1 = frame_instants(src, start + offset, end + offset)
+    except DecodeError as e:
+        raise CutError(str(e)) from e
     # the display size: ffmpeg rotates the input upright (autorotate) before the scale
     # filter, and scaling coded pixels to the display size squares non-square pixels
     size = output_size(info.get("display_width") or info["width"],
-                       info.get("display_height") or info["height"], max_short_side)
+                       info.get("display_height") or info["height"], max_short_side) if scale else None
     with atomic_path(dst) as tmp:
-        _run_ffmpeg(ffmpeg_command(src, tmp, start, end, size), timeout)
+        _run_ffmpeg(ffmpeg_command(src, tmp, t0, t1, size, quality), timeout)
         try:
             out = probe(tmp)
+            offset_ms = av_offset_ms(tmp)
         except DecodeError as e:
             raise CutError(f"ffmpeg wrote an unreadable clip: {e}") from e
     want = end - start
     if out["duration"] is not None and out["duration"] < want - 0.1:
         # the segment ended early: keep the clip, but say so (callers see the duration)
         log.warning("%s: clip is %.3f s, asked for %.3f s", dst.name, out["duration"], want)
-    return {**out, "path": str(dst), "bytes": dst.stat().st_size}
+    return {**out, "path": str(dst), "bytes": dst.stat().st_size, "cut_start": t0 - offset,
+            "cut_end": t1 - offset, "av_offset_ms": offset_ms}
 
 
 def _run_ffmpeg(cmd: list[str], timeout: float) -> None:

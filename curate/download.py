@@ -1,14 +1,28 @@
 """The download stage: one source row in, one DOWNLOADS row out (manifests/schemas.py).
 
 A source is a URL (YouTube or any site yt-dlp knows, or a direct media file) or a local
-path. Only the segment [start, end) is kept, re-timed so the file starts at the segment
-start (DESIGN section 2: all later times are relative to the segment):
+path. The downloaded file keeps what the server sent: the source's own encoded streams,
+stream-copied (no re-encode) from the keyframe at or before the segment start to the
+segment end, *with the source's timestamps* (``-copyts``). So the segment [start, end) lies
+at [seg_start, seg_end) on the file's own clock (``seg_start = start`` plus the source's own
+start time), recorded in the DOWNLOADS row and in a sidecar ``<source_id>.json``; every later
+stage addresses the segment by those times and the audio-video alignment of the source is
+never touched before the final clip (``curate/cut.py``):
 
-- sites yt-dlp extracts (YouTube...): yt-dlp's ``download_ranges`` with
-  ``force_keyframes_at_cuts``, so only the segment is fetched and cut on the exact frame;
+- sites yt-dlp extracts (YouTube...): yt-dlp's ``download_ranges`` (its ffmpeg fetches only
+  the range and stream-copies it; we add ``-copyts``), the source's start time taken as 0
+  (DASH streams start at 0);
 - direct media files (yt-dlp's generic extractor, e.g. our loopback server): the whole file
-  is fetched with yt-dlp, then [start, end) is cut with ffmpeg;
-- local ``path`` rows: cut (or stream-copied) from the file; no network.
+  is fetched with yt-dlp, then [start, end) is stream-copied with ffmpeg;
+- local ``path`` rows: stream-copied from the file; no network.
+
+mp4 edit lists are written on a movie time scale of ``MOVIE_TIMESCALE`` units per second
+(a multiple of every common audio rate and video time scale), so a stream starting at 11.925333 s
+keeps that start exactly (ffmpeg's default, 1/1000 s, would move each stream by up to 0.5 ms).
+Only where a stream copy cannot be written (a codec mp4 cannot hold, a copy that misses
+the start) is the segment re-encoded, then cut on a frame instant with both streams at the
+same instant (``curate.cut.cut_clip``): the file's clock then starts at 0 at that frame, and
+the row's note (``error``, status ok) says ``re-encoded: <why>``.
 
 ``download_source`` never raises for a per-source problem: the row says ``status`` failed
 and a ``reason`` (REASONS): e.g. ``no_video`` (audio-only), ``partial`` (``decoded 4.04 of
@@ -16,14 +30,17 @@ and a ``reason`` (REASONS): e.g. ``no_video`` (audio-only), ``partial`` (``decod
 ``timeout`` (no byte for ``socket_timeout`` s; retried at most ``timeout_retries`` times).
 A source shorter than the segment asked for is ok with reason ``short`` and the note
 ``short: 5.0 of 10.0 s`` in ``error``. Transient failures are retried after the server's
-Retry-After, else after a jittered exponential backoff, within ``max_wait`` seconds in all. Output is written under a temp name in ``media_dir`` and renamed
-when complete, so a target file is always whole; an existing target that probes fine is
-returned as ``cached`` without touching the network, which makes reruns resumable.
+Retry-After, else after a jittered exponential backoff, within ``max_wait`` seconds in all.
+Output is written under a temp name in ``media_dir`` and renamed when complete, so a target
+file is always whole; an existing target whose sidecar is of the current ``DOWNLOAD_FORMAT``
+(and of its size) and that probes fine is returned as ``cached`` without touching the
+network, which makes reruns resumable (a file of an older format is fetched again).
 """
 from __future__ import annotations
 
 import email.utils
 import http.client
+import json
 import logging
 import math
 import os
@@ -39,7 +56,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from curate.encoding import BITEXACT_ARGS, encode_args
-from decoding.media import DecodeError, NoVideoError, probe
+from decoding.media import DecodeError, NoVideoError, probe, stream_starts
+from manifests.atomic import write_json
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.sources import YOUTUBE_URL, safe_id
 
@@ -51,6 +69,20 @@ REASONS = ("ok", "cached", "short", "unavailable", "http_error", "timeout", "bot
 #: seconds a segment may fall short of what was asked / what the source declares before it
 #: counts (frame, audio-priming and keyframe granularity stay below this)
 DURATION_TOLERANCE = 0.25
+
+#: version of what a downloaded file is: 2 = stream copy on the source's clock, segment
+#: times in the row and the sidecar (1 was a re-encode re-timed to start at 0). Part of
+#: the download fingerprint: files of another format are fetched again.
+DOWNLOAD_FORMAT = 2
+
+#: mp4 movie time scale of every stream copy: 2^10 * 3^2 * 5^4 * 7^2, a multiple of 8/11.025/
+#: 16/22.05/24/32/44.1/48 kHz and of the 1000/12800/15360/30000/90000 video time scales, so edit
+#: lists place each stream's start exactly (and < 2^31, as the mvhd box needs)
+MOVIE_TIMESCALE = 282_240_000
+
+#: a stream copy whose first video frame comes this much after the segment start missed it
+#: (a container that cannot seek to a keyframe before it): re-encode instead
+COPY_START_TOLERANCE = 0.05
 
 #: 720p: Landscape requires sources of at least 1280x720 (seed 004), and the trainers crop
 #: 256 px, so more than 720p only costs disk at VGGSound scale (~176k segments).
@@ -93,7 +125,7 @@ class DownloadOptions:
     proxy: str | None = None
     ratelimit: int | None = None             # bytes per second
     use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
-    crf: int = 18                            # re-encode quality of cut segments (H.264)
+    crf: int = 18                            # quality of a re-encode (only where a copy fails)
     preset: str = "veryfast"
     audio_bitrate: str = "192k"
     ffmpeg_timeout: float = 600.0            # seconds for one ffmpeg cut
@@ -167,8 +199,10 @@ def downloads_row(source_id: str | None, path: str | None, status: str, reason: 
                   facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A DOWNLOADS-schema row (every column present).
 
-    An ok row with a note (reason ``short``) carries the note in ``error``: the schema has
-    no separate note column, and status ``ok`` says it is not a failure."""
+    ``duration`` is the segment's (``seg_end - seg_start``), not the file's: the file may
+    begin up to a GOP earlier (the keyframe a stream copy starts on). An ok row with a note
+    (reason ``short``, or a re-encode) carries the note in ``error``: the schema has no
+    separate note column, and status ``ok`` says it is not a failure."""
     facts = facts or {}
     return {
         "source_id": source_id, "path": path, "status": status, "reason": reason, "error": error,
@@ -176,6 +210,8 @@ def downloads_row(source_id: str | None, path: str | None, status: str, reason: 
         "height": facts.get("height"), "fps": facts.get("fps"),
         "has_audio": facts.get("has_audio"), "sample_rate": facts.get("sample_rate"),
         "audio_channels": facts.get("audio_channels"),
+        "seg_start": facts.get("seg_start"), "seg_end": facts.get("seg_end"),
+        "stream_copy": facts.get("stream_copy"),
     }
 
 
@@ -190,19 +226,59 @@ def _cached_row(sid: str, target: Path, opts: DownloadOptions,
     """The finished file of an earlier run, if it is still whole and meets ``opts``."""
     if not target.is_file():
         return None
+    seg = _read_sidecar(target)
+    if seg is None:
+        log.info("download %s: existing file not reused (no sidecar of format %d)", sid,
+                 DOWNLOAD_FORMAT)
+        target.unlink(missing_ok=True)
+        return None
     try:
-        facts = _check(target, opts)
+        facts = {**_check(target, opts), **_segment_facts(seg)}
     except _Failure as f:
         # e.g. options got stricter or the file was damaged: fetch again
         log.info("download %s: existing file not reused (%s: %s)", sid, f.reason, f.message)
         target.unlink(missing_ok=True)
         return None
     try:   # a short source stays noted on every rerun
-        note = _short_note(_Plan(sid, _seconds(row.get("start"), "start", default=0.0),
-                                 _seconds(row.get("end"), "end", default=None)), facts)
+        short = _short_note(_Plan(sid, _seconds(row.get("start"), "start", default=0.0),
+                                  _seconds(row.get("end"), "end", default=None)), facts)
     except _Failure:
-        note = None
-    return downloads_row(sid, str(target), STATUS_OK, "short" if note else "cached", note, facts)
+        short = None
+    note = _join(short, seg.get("note"))
+    return downloads_row(sid, str(target), STATUS_OK, "short" if short else "cached", note, facts)
+
+
+def sidecar_path(target: str | os.PathLike) -> Path:
+    """``<source_id>.json`` beside ``<source_id>.mp4``: the segment times inside the file."""
+    return Path(target).with_suffix(".json")
+
+
+def read_segment(target: str | os.PathLike) -> tuple[float, float] | None:
+    """(seg_start, seg_end) of a downloaded file from its sidecar (None: not a current one)."""
+    seg = _read_sidecar(Path(target))
+    return (float(seg["seg_start"]), float(seg["seg_end"])) if seg else None
+
+
+def _read_sidecar(target: Path) -> dict[str, Any] | None:
+    try:
+        seg = json.loads(sidecar_path(target).read_text(encoding="utf-8"))
+        if seg.get("format") != DOWNLOAD_FORMAT or seg.get("bytes") != target.stat().st_size:
+            return None
+        float(seg["seg_start"]), float(seg["seg_end"])
+        return seg
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _segment_facts(seg: Mapping[str, Any]) -> dict[str, Any]:
+    return {"seg_start": float(seg["seg_start"]), "seg_end": float(seg["seg_end"]),
+            "stream_copy": bool(seg.get("stream_copy")),
+            "duration": float(seg["seg_end"]) - float(seg["seg_start"])}
+
+
+def _join(*notes: str | None) -> str | None:
+    kept = [n for n in notes if n]
+    return "; ".join(kept) if kept else None
 
 
 def _short_note(plan: _Plan, facts: Mapping[str, Any]) -> str | None:
@@ -234,9 +310,10 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str,
     waited, timeouts = 0.0, 0
     for attempt in range(opts.retries + 1):
         try:
-            facts, note = _attempt(plan, target, opts)
-            reason = "short" if note else "ok"
-            return downloads_row(plan.source_id, str(target), STATUS_OK, reason, note, facts)
+            facts, short, note = _attempt(plan, target, opts)
+            reason = "short" if short else "ok"
+            return downloads_row(plan.source_id, str(target), STATUS_OK, reason,
+                                 _join(short, note), facts)
         except _Failure as f:
             last = f
         except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
@@ -291,26 +368,31 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(when.timestamp() - now, 0.0)
 
 
-def _attempt(plan: _Plan, target: Path, opts: DownloadOptions) -> tuple[dict[str, Any], str | None]:
-    """One try: fetch into a private temp folder beside the target, check, rename.
+def _attempt(plan: _Plan, target: Path, opts: DownloadOptions
+             ) -> tuple[dict[str, Any], str | None, str | None]:
+    """One try: fetch into a private temp folder beside the target, check, rename (the file,
+    then its sidecar).
 
-    Returns the probe facts and a note (``short: ...``) or None."""
+    Returns the probe facts with the segment times, a ``short: ...`` note or None, and a
+    ``re-encoded: ...`` note or None."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent))
     try:
         out = tmp / "segment.mp4"
         declared: float | None = None      # the source's own duration, when we saw the file
         if plan.path is not None:
-            declared = _cut(plan.path, plan.start, plan.end, out, opts)
+            declared, seg = _cut(plan.path, plan.start, plan.end, out, opts)
         else:
             fetched, already_cut = _fetch(plan, tmp / "dl", opts)
             if already_cut:
-                _remux(fetched, out, opts)
+                seg = _remux(fetched, plan.start, plan.end, out, opts)
             else:
-                declared = _cut(fetched, plan.start, plan.end, out, opts)
-        facts = _check(out, opts)
-        note = _complete(plan, declared, facts)
+                declared, seg = _cut(fetched, plan.start, plan.end, out, opts)
+        facts = {**_check(out, opts), **_segment_facts(seg)}
+        short = _complete(plan, declared, facts)
+        sidecar = {"format": DOWNLOAD_FORMAT, **seg, "bytes": out.stat().st_size}
         os.replace(out, target)
-        return facts, note
+        write_json(sidecar_path(target), sidecar)
+        return facts, short, seg.get("note")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -448,11 +530,12 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
                 end = plan.end if plan.end is not None else math.inf
                 # read lazily by yt-dlp (process_video_result and its ffmpeg downloader)
                 ydl.params["download_ranges"] = download_range_func(None, [(plan.start, end)])
-                ydl.params["force_keyframes_at_cuts"] = True
-                # yt-dlp's ffmpeg then re-encodes the range: make that encode deterministic
+                # no force_keyframes_at_cuts: yt-dlp's ffmpeg then stream-copies the range
+                # (from the keyframe before it); keep the source's timestamps, exactly
+                ydl.params["force_keyframes_at_cuts"] = False
                 ydl.params["external_downloader_args"] = {
                     **(ydl.params.get("external_downloader_args") or {}),
-                    "ffmpeg_o": encode_args(opts.crf, opts.preset, opts.audio_bitrate)}
+                    "ffmpeg_o": _copyts_args()}
             ydl.process_ie_result(info, download=True)
     except _Failure:
         raise
@@ -568,55 +651,103 @@ def _run_ffmpeg(args: list[str], opts: DownloadOptions) -> None:
 
 
 def _encode_args(opts: DownloadOptions) -> list[str]:
-    # deterministic encoder settings (curate/encoding.py): same input, same bytes
+    # deterministic encoder settings (curate/encoding.py) of a whole-segment re-encode (the
+    # format-1 download, kept for benchmarks/repro_encode.py and bench_sync_download.py)
     return ["-map", "0:v:0", "-map", "0:a:0?",
             *encode_args(opts.crf, opts.preset, opts.audio_bitrate), "-movflags", "+faststart"]
 
 
+def _copyts_args() -> list[str]:
+    # the source's timestamps unchanged, edit lists exact, no muxer version strings
+    return ["-copyts", "-movie_timescale", str(MOVIE_TIMESCALE), *BITEXACT_ARGS]
+
+
 def _copy_args() -> list[str]:
     # a stream copy is deterministic given its input; bitexact/no metadata keep the muxer so
-    return ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", *BITEXACT_ARGS,
+    return ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", *_copyts_args(),
             "-movflags", "+faststart"]
 
 
-def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions) -> float:
-    """[start, end) of ``src`` to ``out`` (mp4) with times starting at 0; returns the
-    duration ``src`` declares (its index), to compare with what could be written.
-
-    Stream copy when the file already is the segment (start 0, not longer than it), else
-    a frame-exact re-encode to H.264/AAC.
-    """
+def _probe_src(src: Path) -> dict[str, Any]:
     try:
-        dur = probe(src)["duration"]
+        info = probe(src)
     except NoVideoError as e:
         raise _Failure("no_video", f"no_video: {e}") from e
     except DecodeError as e:
         raise _Failure("corrupt", str(e)) from e
-    if not dur:
+    if not info["duration"]:
         raise _Failure("corrupt", f"{src.name}: unknown duration")
+    return info
+
+
+def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions
+         ) -> tuple[float, dict[str, Any]]:
+    """[start, end) of ``src`` (seconds from its start) to ``out`` (mp4): a stream copy from
+    the keyframe at or before ``start`` on ``src``'s own clock, else a frame-instant
+    re-encode. Returns the duration ``src`` declares (its index, to compare with what could
+    be written) and the segment record (seg_start, seg_end on ``out``'s clock, stream_copy,
+    note)."""
+    info = _probe_src(src)
+    dur, t_src = info["duration"], info.get("start_time") or 0.0
     if start >= dur:
         raise _Failure("bad_input", f"segment start {start:g} s is past the end ({dur:.2f} s)")
-    whole = start == 0 and (end is None or dur <= end + 0.05)
-    if whole:
-        try:
-            _run_ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
-            return dur
-        except _Failure as f:
-            # e.g. a codec mp4 cannot hold: fall through to a re-encode
-            log.debug("stream copy of %s failed (%s), re-encoding", src.name, f.message)
-    args = ["-ss", f"{start:.3f}", "-i", str(src)]
-    if end is not None:
-        args += ["-t", f"{end - start:.3f}"]
-    _run_ffmpeg([*args, *_encode_args(opts), str(out)], opts)
-    return dur
+    args = ["-ss", f"{start:.6f}"] + (["-t", f"{end - start:.6f}"] if end is not None else [])
+    try:
+        _run_ffmpeg([*args, "-i", str(src), *_copy_args(), str(out)], opts)
+        return dur, _copied_segment(out, t_src + start, None if end is None else t_src + end)
+    except _Failure as f:
+        # e.g. a codec mp4 cannot hold, or a copy that misses the start: re-encode
+        log.info("stream copy of %s failed (%s), re-encoding", src.name, f.message)
+        why = f.message
+    return dur, _reencode(src, start, end, out, opts, offset=t_src, why=why)
 
 
-def _remux(src: Path, out: Path, opts: DownloadOptions) -> None:
-    """A yt-dlp range download (already the segment) into mp4 at ``out``."""
-    if src.suffix == ".mp4":
-        os.replace(src, out)
-        return
+def _copied_segment(out: Path, seg_start: float, seg_end: float | None) -> dict[str, Any]:
+    """Segment times of a stream copy on its own clock (= the source's): the copy must
+    begin at or before the segment start (it begins on the keyframe before it)."""
+    try:
+        first_v, _first_a = stream_starts(out)
+        facts = probe(out)
+    except DecodeError as e:
+        raise _Failure("corrupt", f"stream copy unreadable: {e}") from e
+    if first_v is None or first_v > seg_start + COPY_START_TOLERANCE:
+        raise _Failure("corrupt", f"stream copy starts at {first_v} s, after the segment start "
+                                  f"{seg_start:.3f} s")
+    file_end = (facts.get("start_time") or 0.0) + (facts.get("duration") or 0.0)
+    end = file_end if seg_end is None else min(seg_end, file_end)
+    return {"seg_start": seg_start, "seg_end": max(end, seg_start), "stream_copy": True,
+            "note": None}
+
+
+def _reencode(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions,
+              offset: float, why: str) -> dict[str, Any]:
+    """The segment re-encoded, cut on a frame instant with both streams at that instant
+    (``curate.cut.cut_clip``); the file's clock starts at 0 there."""
+    from curate.cut import CutError, cut_clip
+
+    if end is None:
+        info = _probe_src(src)
+        end = (info.get("start_time") or 0.0) + info["duration"] - offset
+    stop = end
+    quality = {"crf": opts.crf, "preset": opts.preset, "audio_bitrate": opts.audio_bitrate}
+    try:
+        info = cut_clip(src, out, start, stop, offset=offset, quality=quality, scale=False,
+                        timeout=opts.ffmpeg_timeout)
+    except CutError as e:
+        raise _Failure("corrupt", f"ffmpeg: {e}") from e
+    first_v, _ = stream_starts(out)
+    t0 = first_v or 0.0
+    length = float(info["cut_end"] - info["cut_start"])
+    return {"seg_start": t0, "seg_end": t0 + length, "stream_copy": False,
+            "note": f"re-encoded ({why}); starts at the frame {info['cut_start'] - start:.3f} s "
+                    f"after the segment start"}
+
+
+def _remux(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions
+           ) -> dict[str, Any]:
+    """A yt-dlp range download (already the segment, on the source's clock) into mp4 at ``out``."""
     try:
         _run_ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
-    except _Failure:
-        _run_ffmpeg(["-i", str(src), *_encode_args(opts), str(out)], opts)
+        return _copied_segment(out, start, end)
+    except _Failure as f:
+        return _reencode(src, start, end, out, opts, offset=0.0, why=f.message)

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from manifests.schemas import (
-    ALL_SCORES, STATUS_FAILED, STATUS_OK, STATUS_REJECTED,
+    ALL_SCORES, CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED,
 )
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _clip_row(group: list[Mapping[str, Any]], shot: Mapping[str, Any] | None,
         "clip_id": clip_id_for(first["source_id"], start, end),
         "source_id": first["source_id"], "shot_id": first["shot_id"],
         "class_name": first.get("class_name"), "split": first.get("split"),
-        "start": start, "end": end, "n_windows": len(group),
+        "start": start, "end": end, "n_windows": len(group), **dict.fromkeys(CUT_COLUMNS),
         **_mean_scores(group), "status": status, "error": error,
     }
 
@@ -186,7 +186,7 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
     base = {"source_id": r["source_id"], "shot_id": r.get("shot_id"),
             "class_name": r.get("class_name") or meta.get("class_name"),
             "split": r.get("split") or meta.get("split"), "n_windows": 0,
-            **{c: None for c in ALL_SCORES}}
+            **{c: None for c in ALL_SCORES}, **dict.fromkeys(CUT_COLUMNS)}
     iv = _interval_of(r)
     if iv is None:
         return [{**base, "clip_id": f"{r['source_id']}_none", "start": None, "end": None,
@@ -301,7 +301,9 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
         cols[col] = pa.array(mean, mask=np.isnan(mean), type=pa.float64())
     cols["status"] = np.where(short, STATUS_REJECTED, STATUS_OK).tolist()
     cols["error"] = errors
-    table = pa.table({n: cols[n] for n in CLIPS.names}).cast(CLIPS)
+    # cut_start / cut_end / av_offset_ms: filled by the shard stage when the clip is cut
+    nulls = pa.nulls(n_groups, pa.float64())
+    table = pa.table({n: cols.get(n, nulls) for n in CLIPS.names}).cast(CLIPS)
     table = table.take(pc.sort_indices(table, sort_keys=[("clip_id", "ascending")]))
     log.info("merge: %d kept windows -> %d clips (%d shorter than %.1fs rejected)",
              len(order), n_groups, int(short.sum()), min_len)

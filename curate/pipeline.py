@@ -173,8 +173,10 @@ def record_encoder(out: str | Path, run: dict[str, Any]) -> None:
 def _download_spec(run: dict[str, Any]) -> StageSpec:
     opts = download_options(run)
     eng = engine_options(run)
+    from curate.download import DOWNLOAD_FORMAT
+    # the format: a file of another one (a re-encode re-timed to 0) is fetched again
     params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS},
-              "encoder": _encoder_settings(run)}
+              "encoder": _encoder_settings(run), "format": DOWNLOAD_FORMAT}
     rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
     return StageSpec("download", functools.partial(_download_factory, "", opts), _download_error,
                      params=params,
@@ -212,7 +214,8 @@ def _split_factory(shot_params: dict, window_params: dict):
     from curate.windows import make_windows
 
     def fn(item: dict) -> dict:
-        shots = shot_rows(item["key"], item["path"], **shot_params)
+        seg = item.get("seg") or (None, None)
+        shots = shot_rows(item["key"], item["path"], seg_start=seg[0], seg_end=seg[1], **shot_params)
         # class and split are filled from the current sources when the windows table is
         # assembled: a relabelled source does not redo its shot detection
         windows = make_windows(shots, None, None, **window_params)
@@ -231,8 +234,16 @@ def _ok_downloads(out: str | Path) -> list[dict]:
     for d in read_rows(out, "downloads"):
         if d["status"] == schemas.STATUS_OK and d["source_id"] in sources:
             rows.append({**sources[d["source_id"]], "path": d["path"], "width": d["width"],
-                         "height": d["height"], "duration": d["duration"]})
+                         "height": d["height"], "duration": d["duration"],
+                         "seg_start": d["seg_start"], "seg_end": d["seg_end"]})
     return rows
+
+
+def segment_of(d: dict) -> list[float | None]:
+    """[seg_start, seg_end] of a downloads row: where the segment lies on the file's own
+    clock (a stream copy keeps the source's timestamps). Every stage that opens a downloaded
+    file adds seg_start to its segment-relative times."""
+    return [d.get("seg_start"), d.get("seg_end")]
 
 
 def _file_id(path: str) -> list[Any]:
@@ -251,8 +262,8 @@ def _split_spec(run: dict[str, Any]) -> StageSpec:
 
 
 def _split_items(out: str | Path) -> list[dict]:
-    return [{"key": s["source_id"], "path": s["path"],
-             "inputs": {"file": _file_id(s["path"]), "duration": s["duration"]}}
+    return [{"key": s["source_id"], "path": s["path"], "seg": segment_of(s),
+             "inputs": {"file": _file_id(s["path"]), "duration": s["duration"], "seg": segment_of(s)}}
             for s in _ok_downloads(out)]
 
 
@@ -272,10 +283,10 @@ def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
 def _ok_download_table(out: str | Path) -> pa.Table:
     """Columns source_id, path, duration of the ok downloads of current sources (download
     order): ``_ok_downloads`` without a row dict per source."""
-    dl = _read_columns(out, "downloads", ["source_id", "status", "path", "duration"])
+    dl = _read_columns(out, "downloads", ["source_id", "status", "path", "duration", "seg_start", "seg_end"])
     src = _read_columns(out, "sources", ["source_id"]).column("source_id")
     ok = pc.and_(pc.equal(dl["status"], schemas.STATUS_OK), pc.is_in(dl["source_id"], value_set=src))
-    return dl.filter(pc.fill_null(ok, False)).select(["source_id", "path", "duration"])
+    return dl.filter(pc.fill_null(ok, False)).select(["source_id", "path", "duration", "seg_start", "seg_end"])
 
 
 def _read_columns(out: str | Path, table: str, columns: list[str]) -> pa.Table:
@@ -298,13 +309,21 @@ def _take_by_key(keys: pa.ChunkedArray | pa.Array, table: pa.Table, key: str) ->
 def _split_current(out: str | Path, spec: StageSpec) -> dict[str, str]:
     """key -> fingerprint of the split items (``_split_items``), from Arrow columns."""
     t = _ok_download_table(out)
-    return {sid: fingerprint({"inputs": {"file": _file_id(path), "duration": dur}, "params": spec.params})
-            for sid, path, dur in zip(*(t[c].to_pylist() for c in ("source_id", "path", "duration")))}
+    cols = ("source_id", "path", "duration", "seg_start", "seg_end")
+    return {sid: fingerprint({"inputs": {"file": _file_id(path), "duration": dur, "seg": [a, b]},
+                              "params": spec.params})
+            for sid, path, dur, a, b in zip(*(t[c].to_pylist() for c in cols))}
 
 
 def _ok_paths(out: str | Path) -> dict[str, str]:
     t = _ok_download_table(out)
     return dict(zip(t["source_id"].to_pylist(), t["path"].to_pylist()))
+
+
+def _ok_segments(out: str | Path) -> dict[str, list[float | None]]:
+    """source_id -> [seg_start, seg_end] of the ok downloads (``segment_of``)."""
+    t = _ok_download_table(out)
+    return {sid: [a, b] for sid, a, b in zip(*(t[c].to_pylist() for c in ("source_id", "seg_start", "seg_end")))}
 
 
 def _source_labels(out: str | Path) -> pa.Table:
@@ -358,7 +377,11 @@ def _decode_factory():
     from decoding.media import decode_grid
 
     def prep(item: dict):
-        return decode_grid(item["path"])   # the whole segment, once, for all its windows
+        # the whole segment, once, for all its windows; grid times relative to the segment
+        a, b = item.get("seg") or (None, None)
+        if a is None:
+            return decode_grid(item["path"])
+        return decode_grid(item["path"], 0.0, b - a, offset=a)
     return prep
 
 
@@ -439,6 +462,7 @@ def _iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[
 
     if paths is None:
         paths = _ok_paths(out)
+    segs = _ok_segments(out)
     t = windows
     mask = pc.and_(pc.equal(t["status"], schemas.STATUS_OK),
                    pc.is_in(t["source_id"], value_set=pa.array(list(paths), pa.string())))
@@ -473,10 +497,13 @@ def _iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[
             text = display_name(v["class_name"][a] or "")
             only_l = onl_s.split("+") if onl_s else None
             key = s_id + (f"@{onl_s}@{tag}" if onl_s else "")
-            inputs = {"file": _file_id(paths[s_id]), "text": text, "only": only_l, "windows": wins[a:b]}
+            seg = segs.get(s_id) or [None, None]
+            inputs = {"file": _file_id(paths[s_id]), "seg": seg, "text": text, "only": only_l,
+                      "windows": wins[a:b]}
             if onl_s:   # a rescore reads the stored scores of the other filters: they are inputs
                 inputs["stored"] = stored[a:b]
-            yield {"key": key, "path": paths[s_id], "only": only_l, "text": text, "inputs": inputs}
+            yield {"key": key, "path": paths[s_id], "seg": seg, "only": only_l, "text": text,
+                   "inputs": inputs}
         g = h
 
 
@@ -582,10 +609,17 @@ def _cut_factory(cap: int | None):
     from curate.cut import cut_clip
 
     def fn(item: dict) -> dict:
-        info = cut_clip(item["src"], item["dst"], item["start"], item["end"], max_short_side=cap)
+        # clip times are relative to the segment: on the file's clock they start at seg_start
+        info = cut_clip(item["src"], item["dst"], item["start"], item["end"], max_short_side=cap,
+                        offset=item.get("offset") or 0.0)
         return {"cuts": [{"key": item["key"], "path": item["dst"], "status": schemas.STATUS_OK,
-                          "error": None, "duration": info.get("duration")}]}
+                          "error": None, "duration": info.get("duration"),
+                          **{c: info.get(c) for c in CUT_COLUMNS}}]}
     return fn
+
+
+#: what the cut reports of each clip, kept in the selected / clips manifests and sample JSON
+CUT_COLUMNS = schemas.CUT_COLUMNS
 
 
 def _cut_error(item: dict, error: str) -> dict:
@@ -642,17 +676,16 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     clip_dir = Path(out) / "media" / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
     cap = recipe["shards"].get("max_short_side")
-    items = [{"key": s["key"], "src": downloads[s["source_id"]]["path"],
-              "dst": str(clip_dir / f"{s['key']}.mp4"), "start": s["start"], "end": s["end"],
-              "inputs": {"src": _file_id(downloads[s["source_id"]]["path"]), "dst": str(clip_dir / f"{s['key']}.mp4"),
-                         "start": s["start"], "end": s["end"]}}
-             for s in selected if s["source_id"] in downloads]
+    items = [_cut_item(s, downloads[s["source_id"]], clip_dir) for s in selected if s["source_id"] in downloads]
     items = unique_cut_items(items)   # a clip listed in train and test is cut once
     spec = StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
                      params={"cap": cap, "encoder": _encoder_settings(run)}, **_spec_kw(run, "cut"))
     res = run_stage(out, spec, items, executor, **_run_kw(run, "cut"))
     cut_table = res.table("cuts")
     cuts = {c["key"]: c for c in (cut_table.to_pylist() if cut_table is not None else [])}
+    # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
+    _fill_cut_columns(all_selected, cuts)
+    _fill_cut_columns(selected, cuts)
     classes = class_list(run, selected)
     fp = fingerprint({"selected": selected, "cuts": res.current, "classes": classes,
                       "shards": recipe["shards"], "sources": sorted(downloads),
@@ -670,9 +703,39 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
         write_manifest(out, "shards", rows)
         write_json(Path(out) / "work" / "shard" / "state.json", {"fp": fp})
     _record_cut_failures(out, all_selected, cuts)
+    _record_cuts_in_clips(out, clips, all_selected)
     if cut_table is not None:
         summarize_failures("cut", cut_table, echo)
     return rows
+
+
+def _cut_item(s: dict, download: dict, clip_dir: Path) -> dict:
+    dst = str(clip_dir / f"{s['key']}.mp4")
+    offset = download.get("seg_start") or 0.0
+    return {"key": s["key"], "src": download["path"], "dst": dst, "start": s["start"], "end": s["end"],
+            "offset": offset,
+            "inputs": {"src": _file_id(download["path"]), "dst": dst, "start": s["start"], "end": s["end"],
+                       "offset": offset}}
+
+
+def _fill_cut_columns(selected: list[dict], cuts: dict[str, dict]) -> None:
+    """cut_start / cut_end / av_offset_ms of each cut clip into its selected row."""
+    for s in selected:
+        c = cuts.get(s["key"] or "")
+        ok = c is not None and c["status"] == schemas.STATUS_OK
+        for col in CUT_COLUMNS:
+            s[col] = c.get(col) if ok else None
+
+
+def _record_cuts_in_clips(out: str | Path, clips: dict[str, dict], selected: list[dict]) -> None:
+    """The merged clips a shard clip was cut from carry its cut columns too (written only
+    when that changes the clips manifest)."""
+    if not clips:
+        return
+    by_clip = {s["clip_id"]: s for s in selected if s.get("clip_id") in clips and s.get("cut_start") is not None}
+    rows = [{**c, **{col: by_clip[cid][col] if cid in by_clip else None for col in CUT_COLUMNS}}
+            for cid, c in clips.items()]
+    write_manifest(out, "clips", rows)
 
 
 def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, dict]) -> None:

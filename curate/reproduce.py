@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from curate.merge import clip_id_for
 from manifests.names import ClipName, parse_clip_name, safe_id
-from manifests.schemas import STATUS_FAILED, STATUS_OK, STATUS_REJECTED
+from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 from manifests.sources import folder_name
 from shards.writer import key_from_name
 
@@ -144,7 +144,9 @@ def downloads_lookup(downloads: Iterable[Mapping[str, Any]],
 
 
 def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
-    """Lookup over files ``<media_dir>/<safe_id(source_id)>.mp4``, probed for duration."""
+    """Lookup over files ``<media_dir>/<safe_id(source_id)>.mp4``: the segment's duration
+    from the download's sidecar (``curate.download.read_segment``), else probed."""
+    from curate.download import read_segment
     from decoding.media import DecodeError, probe
     root = Path(media_dir)
 
@@ -152,6 +154,9 @@ def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
         path = root / f"{safe_id(source_id)}.mp4"
         if not path.is_file():
             return None, None, f"reproduce: media missing: {path.name}"
+        seg = read_segment(path)
+        if seg is not None:
+            return str(path), seg[1] - seg[0], None
         try:
             return str(path), probe(path)["duration"], None
         except DecodeError as e:
@@ -162,7 +167,8 @@ def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
 def _row(entry: ListEntry, split: str | None, look: MediaLookup) -> dict[str, Any]:
     row: dict[str, Any] = {"key": None, "name": entry.name, "clip_id": None, "source_id": None,
                            "class_name": None, "split": split, "start": None, "end": None,
-                           "rank_score": None, "status": STATUS_OK, "error": None}
+                           "rank_score": None, "status": STATUS_OK, "error": None,
+                           **dict.fromkeys(CUT_COLUMNS)}
     c = entry.clip
     if c is None:
         return {**row, "status": STATUS_REJECTED, "error": f"reproduce: bad name: {entry.error}"}

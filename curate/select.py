@@ -384,6 +384,29 @@ def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = Non
 
 # ----------------------------------------------------------------------------- the select stage
 
+def keep_cut_columns(out: Any, name: str, table: Any, key: str) -> Any:
+    """``table`` with the cut columns (cut_start, cut_end, av_offset_ms: what the shard stage
+    measured) of the current manifest's rows of the same key and clip times: a re-select
+    that changes nothing rewrites nothing. A clip not cut yet (or cut with other times)
+    keeps nulls until the shard stage cuts it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from manifests import schemas
+
+    if table.num_rows == 0 or not schemas.has_manifest(out, name):
+        return table
+    old = read_columns(out, name, [key, "start", "end", *schemas.CUT_COLUMNS])
+    if old.num_rows == 0:
+        return table
+    pos = pc.index_in(table[key], value_set=old[key].combine_chunks())
+    same = pc.fill_null(pc.and_(pc.equal(old["start"].take(pos), table["start"]),
+                                pc.equal(old["end"].take(pos), table["end"])), False)
+    for c in schemas.CUT_COLUMNS:
+        col = pc.if_else(same, old[c].take(pos), table[c])
+        table = table.set_column(table.column_names.index(c), c, col.cast(pa.float64()))
+    return table
+
+
 def read_columns(out: Any, name: str, columns: Sequence[str] | None = None,
                  dictionary: Sequence[str] = ()) -> Any:
     """Only ``columns`` of a manifest as Arrow, cast to the declared types (a column an older
@@ -489,9 +512,11 @@ def select_stage(out: Any, run: dict[str, Any], overrides: list[str] | None = No
             if schemas.has_manifest(out, "shots") else None
         clips = merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
         del windows
+    clips = keep_cut_columns(out, "clips", clips, "clip_id")
     schemas.write_manifest(out, "clips", clips)
     selected, bal = select_clips_table(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
                                        decisions=review, classes=_run_classes(out, recipe))
+    selected = keep_cut_columns(out, "selected", selected, "key")
     schemas.write_manifest(out, "selected", selected)
     summary["balance"] = bal
     return summary

@@ -1,7 +1,10 @@
 """Shot splitting with PySceneDetect's ContentDetector (seed 003: split VGGSS videos at cuts).
 
-Times are seconds relative to the file (= the downloaded 10-s segment). Shots cover the whole
-file without gaps: shot k ends where shot k+1 starts.
+Times are seconds relative to the downloaded 10-s segment. A stream-copied download starts on
+the keyframe before its segment and keeps its source's clock (``seg_start``/``seg_end`` of
+the downloads row): shots are detected over the whole file, placed on the file's clock and
+clipped to the segment. Shots cover the segment without gaps: shot k ends where shot k+1
+starts.
 """
 from __future__ import annotations
 
@@ -53,15 +56,36 @@ def _row(**fields: Any) -> dict[str, Any]:
     return row
 
 
-def shot_rows(source_id: str, path: str | Path, **params: Any) -> list[dict[str, Any]]:
+def segment_shots(shots: list[tuple[float, float]], first_frame: float, seg_start: float,
+                  seg_end: float) -> list[tuple[float, float]]:
+    """Shots from ``detect_shots`` (seconds from the file's first frame) -> seconds relative
+    to the segment [seg_start, seg_end) of the file's clock, clipped to it, without gaps."""
+    length = seg_end - seg_start
+    rel = [(first_frame + a - seg_start, first_frame + b - seg_start) for a, b in shots]
+    kept = [(max(a, 0.0), min(b, length)) for a, b in rel if b > 1e-6 and a < length - 1e-6]
+    if not kept:
+        raise ValueError(f"no shot inside the segment [{seg_start:.3f}, {seg_end:.3f}) s")
+    kept[0] = (0.0, kept[0][1])
+    kept[-1] = (kept[-1][0], length)
+    return kept
+
+
+def shot_rows(source_id: str, path: str | Path, seg_start: float | None = None,
+              seg_end: float | None = None, **params: Any) -> list[dict[str, Any]]:
     """Rows of the shots table for one source file; never raises.
 
-    ``params`` go to :func:`detect_shots` (threshold, min_shot_len). A file that cannot be
-    decoded gives one row with status ``failed``, shot_id/shot_index None and the error.
+    ``seg_start``/``seg_end``: the segment on the file's clock (downloads row); times come
+    back relative to it. ``params`` go to :func:`detect_shots` (threshold, min_shot_len). A
+    file that cannot be decoded gives one row with status ``failed``, shot_id/shot_index
+    None and the error.
     """
     try:
         safe_id(source_id)
         shots = detect_shots(path, **params)
+        if seg_start is not None and seg_end is not None:
+            from decoding.media import stream_starts
+            first, _ = stream_starts(path)
+            shots = segment_shots(shots, first or 0.0, seg_start, seg_end)
     except Exception as e:  # any decoder/detector error is this source's failure, not the run's
         log.warning("shot detection failed for %s (%s): %s", source_id, path, e)
         return [_row(source_id=source_id, status=STATUS_FAILED,

@@ -268,7 +268,9 @@ def probe(path: str | Path) -> dict:
             if dur is None and v.duration:
                 dur = float(v.duration * v.time_base)
             rate = v.average_rate or v.guessed_rate or Fraction(0)
+            start = float(c.start_time / av.time_base) if c.start_time is not None else 0.0
             return {
+                "start_time": start,
                 "duration": dur, "width": v.codec_context.width, "height": v.codec_context.height,
                 "fps": float(rate), "has_audio": a is not None,
                 "sample_rate": a.codec_context.sample_rate if a is not None else None,
@@ -286,25 +288,31 @@ def _open(src: str | Path | bytes):
 
 def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
-                sample_rate: int = SAMPLE_RATE) -> Grid:
+                sample_rate: int = SAMPLE_RATE, offset: float = 0.0) -> Grid:
     """Decode [start, end) of ``src`` (a path, or the bytes of a media file) onto a grid of
-    ``fps`` frames and ``sample_rate`` audio."""
+    ``fps`` frames and ``sample_rate`` audio.
+
+    ``offset``: where time 0 of ``start``/``end`` lies on the file's own clock (a stream-copied
+    download keeps its source's timestamps: its segment starts ``seg_start`` s into that
+    clock). The grid's times stay relative (``Grid.start == start``)."""
     name = "<bytes>" if isinstance(src, (bytes, bytearray)) else Path(src).name
+    a, b = start + offset, end + offset
     try:
         with _open(src) as c:
             if not c.streams.video:
                 raise NoVideoError("no video stream (audio-only file)" if c.streams.audio
                                    else "no video stream")
-            frames, video_end = _decode_video(c, start, end, fps, short_side, crop)
+            frames, video_end = _decode_video(c, a, b, fps, short_side, crop)
         with _open(src) as c:
-            decoded = _decode_audio(c, start, end, sample_rate)
+            decoded = _decode_audio(c, a, b, sample_rate)
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot decode {name}: {e}") from e
     has_audio = decoded is not None
+    video_end -= offset
     if decoded is None:
         audio, audio_end = np.zeros((1, int(round((end - start) * sample_rate))), np.float32), None
     else:
-        audio, audio_end = decoded
+        audio, audio_end = decoded[0], decoded[1] - offset
     return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
                 sample_rate=sample_rate, has_audio=has_audio,
                 notes=_short_notes(start, end, video_end, audio_end),
@@ -323,11 +331,85 @@ def _short_notes(start: float, end: float, video_end: float, audio_end: float | 
     return [f"decoded {v:.2f} of {end - start:.2f} s"]
 
 
-def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None) -> Grid:
-    """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz."""
+def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None,
+                offset: float = 0.0) -> Grid:
+    """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz. ``offset``: the
+    segment's start on the file's clock (``decode_clip``); ``end`` defaults to the file's end."""
     if end is None:
         info = probe(path)
         if not info["duration"]:
             raise DecodeError("unknown duration")
-        end = info["duration"]
-    return decode_clip(path, start, end)
+        end = info["duration"] + (info.get("start_time") or 0.0) - offset
+    return decode_clip(path, start, end, offset=offset)
+
+
+# ----------------------------------------------------------------------------- frame instants
+
+#: a requested time this close before a frame's instant counts as that instant (decimal
+#: times like 15.5155 s meet frames stored in 1/30000 s units)
+INSTANT_SLACK = 1e-6
+
+
+def frame_instants(path: str | Path, start: float, end: float) -> tuple[float, float]:
+    """(t0, t1) on the file's clock: t0 = the first video frame at or after ``start``, t1 =
+    the first frame at or after ``end`` (exclusive), else where the last frame stops.
+
+    Read from the packets (no decoding), presentation times after edit lists; packets an
+    edit list discards are not frames of the file."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise NoVideoError("no video stream")
+            v = c.streams.video[0]
+            c.seek(max(int((start - 2.0) / v.time_base), 0), stream=v, backward=True, any_frame=False)
+            pts, last_end = [], None
+            for pk in c.demux(v):
+                if pk.pts is None or pk.is_discard or pk.size == 0:
+                    continue
+                t = float(pk.pts * v.time_base)
+                pts.append(t)
+                if pk.duration:
+                    last_end = max(last_end or t, t + float(pk.duration * v.time_base))
+                if t > end + 5.0:    # past any B-frame reordering
+                    break
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot read frames of {Path(path).name}: {e}") from e
+    pts.sort()
+    t0 = next((t for t in pts if t >= start - INSTANT_SLACK), None)
+    if t0 is None:
+        raise DecodeError(f"{Path(path).name}: no video frame at or after {start:.6f} s")
+    t1 = next((t for t in pts if t >= end - INSTANT_SLACK), None)
+    if t1 is None:
+        t1 = max(last_end or pts[-1], pts[-1])
+    return t0, t1
+
+
+def stream_starts(src: str | Path | bytes) -> tuple[float | None, float | None]:
+    """(first video frame time, first audio sample time) in seconds, as a player shows them:
+    the first *decoded* frame of each stream, so edit lists and the encoder delay (AAC
+    priming, dropped by the decoder) are applied. None for a missing stream."""
+    out: list[float | None] = []
+    try:
+        for kind in ("video", "audio"):
+            with _open(src) as c:
+                streams = getattr(c.streams, kind)
+                t = None
+                if streams:
+                    s = streams[0]
+                    for fr in c.decode(s):
+                        if fr.pts is not None:
+                            t = float(fr.pts * s.time_base)
+                            break
+                out.append(t)
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot read stream starts: {e}") from e
+    return out[0], out[1]
+
+
+def av_offset_ms(src: str | Path | bytes) -> float | None:
+    """First audio sample time minus first video frame time, in ms (``stream_starts``); a
+    positive offset means the sound comes late. None without both streams."""
+    v, a = stream_starts(src)
+    if v is None or a is None:
+        return None
+    return (a - v) * 1000.0

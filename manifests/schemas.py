@@ -35,6 +35,11 @@ ALL_SCORES = tuple(c for f in FILTERS for c in SCORE_COLUMNS[f])
 NOTE_COLUMNS = tuple(f"{f}_note" for f in FILTERS)
 
 _status = [pa.field("status", _s), pa.field("error", _s)]
+#: filled by the shard stage: the frame instants actually cut (relative to the segment, like
+#: start/end; the name keeps the list's times) and the clip's first audio sample time minus
+#: its first video frame time, read back from the written clip (ms)
+CUT_COLUMNS = ("cut_start", "cut_end", "av_offset_ms")
+_CUT = [pa.field(c, _f) for c in CUT_COLUMNS]
 
 SOURCES = pa.schema([
     pa.field("source_id", _s), pa.field("ytid", _s), pa.field("start", _f), pa.field("end", _f),
@@ -47,6 +52,10 @@ DOWNLOADS = pa.schema([
     pa.field("reason", _s), pa.field("error", _s), pa.field("duration", _f),
     pa.field("width", _i), pa.field("height", _i), pa.field("fps", _f),
     pa.field("has_audio", _b), pa.field("sample_rate", _i), pa.field("audio_channels", _i),
+    # where the segment lies on the downloaded file's own clock (a stream copy keeps its
+    # source's timestamps and starts on the keyframe before the segment); duration = the
+    # segment's; stream_copy False = re-encoded (the note in error says why)
+    pa.field("seg_start", _f), pa.field("seg_end", _f), pa.field("stream_copy", _b),
 ])
 
 SHOTS = pa.schema([
@@ -70,12 +79,13 @@ CLIPS = pa.schema([
     pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
     pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
     pa.field("n_windows", _i), *[pa.field(c, _f) for c in ALL_SCORES], *_status,
+    *_CUT,
 ])
 
 SELECTED = pa.schema([
     pa.field("key", _s), pa.field("name", _s), pa.field("clip_id", _s), pa.field("source_id", _s),
     pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
-    pa.field("rank_score", _f), *_status,
+    pa.field("rank_score", _f), *_status, *_CUT,
 ])
 
 SHARDS = pa.schema([

@@ -5,7 +5,11 @@ problems: a missing tar, index or stats file; a tar that cannot be read to the e
 (truncated, damaged header); a member whose data offset, size or sha256 differs from the
 index; members in the tar but not in the index and the reverse; a sample count or tar size
 that differs from the stats; a whole-tar sha256 that differs from the stats (catches a
-changed byte anywhere, headers and padding included). Each tar is read once, sequentially.
+changed byte anywhere, headers and padding included); a clip whose audio and video do not
+start together: its first audio sample time minus its first video frame time, read from the
+mp4 as a player does (``decoding.media.av_offset_ms``: edit lists and AAC priming applied),
+beyond ``MAX_AV_OFFSET_MS`` (the clip is named with its offset). Each tar is read once,
+sequentially.
 
 ``verify_shards`` is pure: it only reads, and returns the report; the CLI prints it and
 exits non-zero when ``report["ok"]`` is False.
@@ -30,11 +34,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from decoding.media import DecodeError, av_offset_ms
 from shards.writer import INDEX_SCHEMA, SHARD_RE
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 20  # member names listed per problem kind
+#: a clip's audio may start this far from its video at most (ms): AVSync15's sync classifier
+#: is evaluated at 40-ms steps, and our cuts put both streams on the same frame instant
+MAX_AV_OFFSET_MS = 1.0
 
 
 class _HashingReader:
@@ -89,7 +97,7 @@ def _scan_tar(path: Path, index: dict[str, dict[str, Any]]) -> tuple[list[str], 
     """
     problems: list[str] = []
     seen: set[str] = set()
-    bad_hash, bad_place, extra = [], [], []
+    bad_hash, bad_place, extra, bad_sync = [], [], [], []
     with open(path, "rb") as raw:
         reader = _HashingReader(raw)
         try:
@@ -107,6 +115,10 @@ def _scan_tar(path: Path, index: dict[str, dict[str, Any]]) -> tuple[list[str], 
                         bad_place.append(ti.name)
                     elif hashlib.sha256(data).hexdigest() != want["sha256"]:
                         bad_hash.append(ti.name)
+                    if ti.name.endswith(".mp4"):
+                        why = _sync_problem(ti.name, data)
+                        if why:
+                            bad_sync.append(why)
         except (tarfile.TarError, EOFError, OSError) as e:
             problems.append(f"tar unreadable after {len(seen)} members (truncated or damaged): {e}")
         reader.drain()
@@ -116,7 +128,21 @@ def _scan_tar(path: Path, index: dict[str, dict[str, Any]]) -> tuple[list[str], 
         problems.append(_listed("offset/size differ from index", bad_place))
     if extra:
         problems.append(_listed("members not in index", extra))
+    if bad_sync:
+        problems.append(_listed(f"audio-video offset beyond {MAX_AV_OFFSET_MS:g} ms", bad_sync))
     return problems, seen, reader.pos, reader.sha.hexdigest()
+
+
+def _sync_problem(name: str, data: bytes) -> str | None:
+    """``key (+20.00 ms)`` for a clip whose audio does not start with its video, else None."""
+    key = name[:-len(".mp4")]
+    try:
+        off = av_offset_ms(data)
+    except DecodeError as e:
+        return f"{key} (unreadable: {e})"
+    if off is not None and abs(off) > MAX_AV_OFFSET_MS:
+        return f"{key} ({off:+.2f} ms)"
+    return None
 
 
 def _check_stats(stats: dict, n_samples: int, size: int, sha: str) -> list[str]:
@@ -266,6 +292,24 @@ def _temp_files(out: Path) -> list[str]:
     return sorted(found)
 
 
+def _manifest_offsets(path: Path) -> list[str]:
+    """Selected ok clips whose recorded ``av_offset_ms`` (measured after the cut) is beyond
+    ``MAX_AV_OFFSET_MS``; a manifest from before the column existed has nothing to check."""
+    if not path.exists():
+        return []
+    try:
+        if "av_offset_ms" not in pq.read_schema(path).names:
+            return []
+        rows = _read_manifest_rows(path, ["key", "status", "av_offset_ms"])
+    except Exception:  # noqa: BLE001 - unreadable: already reported by the membership check
+        return []
+    bad = [f"{r['key']} ({r['av_offset_ms']:+.2f} ms)" for r in rows
+           if r.get("status") == "ok" and r.get("av_offset_ms") is not None
+           and abs(r["av_offset_ms"]) > MAX_AV_OFFSET_MS]
+    return [_listed(f"selected clips recorded with an audio-video offset beyond "
+                    f"{MAX_AV_OFFSET_MS:g} ms", bad)] if bad else []
+
+
 def _membership(selected: list[dict[str, Any]], shard_rows: list[dict[str, Any]]) -> list[str]:
     """Every selected ok key in exactly one shard row; no shard row without a selected ok key."""
     problems = []
@@ -363,6 +407,7 @@ def verify_run(out: str | os.PathLike) -> dict[str, Any]:
         problems.append(f"{sd} is not a folder")
     if (man / "selected.parquet").exists() and (man / "shards.parquet").exists():
         problems += _membership(selected, shard_rows)
+    problems += _manifest_offsets(man / "selected.parquet")
     if sd.is_dir():
         problems += _check_listed_shards(sd, shard_rows, shards)
         extra = _extra_files(sd, {str(r["shard"])[:-4] for r in shard_rows})

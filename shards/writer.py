@@ -162,6 +162,9 @@ def make_meta(selected: Mapping[str, Any], source: Mapping[str, Any] | None = No
         "segment_start": float(source["start"]) if source.get("start") is not None else float(c.seg_start),
         "segment_end": float(source["end"]) if source.get("end") is not None else float(c.seg_end),
         "clip_start": float(selected["start"]), "clip_end": float(selected["end"]),
+        # the frame instants actually cut (relative to the segment) and the clip's measured
+        # first-audio-sample minus first-video-frame time (ms); the name keeps the list's times
+        **{c: selected.get(c) for c in ("cut_start", "cut_end", "av_offset_ms")},
         "class_name": selected["class_name"], "split": selected["split"],
         "source_id": selected.get("source_id"), "clip_id": selected.get("clip_id"),
         "url": source.get("url"), "label": source.get("label"),

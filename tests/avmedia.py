@@ -42,3 +42,122 @@ def make_av(path: Path, duration: float, fps: int, size: tuple[int, int] = (160,
     subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
     wav.unlink()
     return path
+
+
+# ---------------------------------------------------------------- flash / beep sources
+
+FLASH_W, FLASH_H = 64, 48     # tiny frames: encoding 45 s takes well under a second
+
+
+def frame_times(fps: str, n: int, vfr: bool = False) -> list:
+    """Presentation times (Fractions) of frames 0..n-1: ``fps`` is a rational like
+    ``30000/1001``; ``vfr`` drops every frame k with k % 3 == 1 (durations alternate
+    2 and 1 periods: a variable rate)."""
+    from fractions import Fraction
+    step = 1 / Fraction(fps)
+    return [k * step for k in range(n) if not (vfr and k % 3 == 1)]
+
+
+def make_flash_beep(path: Path, fps: str, sr: int, duration: float = 20.0,
+                    events_every: float = 0.7, gop: int = 120, vfr: bool = False,
+                    audio_delay: float = 0.0, flash_frames: int = 2) -> list[float]:
+    """mp4 (H.264 + AAC) of a black frame with a white disc on the event frames and a 40-ms
+    1-kHz beep starting at each event frame's instant (the truth: 0 ms offset). Keyframes
+    every ``gop`` frames (no scene-cut keyframes). ``audio_delay``: the audio stream starts
+    that much later than the video (its first sample at ``audio_delay`` s), the beeps stay
+    on their frame instants. Returns the event (flash) times in seconds."""
+    import math
+    from fractions import Fraction
+    rate = Fraction(fps)
+    n = int(math.ceil(duration * float(rate)))     # frames of the constant-rate input
+    times = frame_times(fps, n)
+    kept = set(range(n)) if not vfr else {k for k in range(n) if k % 3 != 1}
+    ev, next_t = [], max(Fraction(events_every) / 2, Fraction(audio_delay) + Fraction(1, 10))
+    for k, t in enumerate(times):
+        if t >= next_t and k + flash_frames < n and k in kept:
+            ev.append(k)
+            next_t = t + Fraction(events_every)
+    lit = {k + j for k in ev for j in range(flash_frames)}
+    yy, xx = np.mgrid[:FLASH_H, :FLASH_W]
+    disc = ((yy - FLASH_H / 2) ** 2 + (xx - FLASH_W / 2) ** 2) < (FLASH_H / 3) ** 2
+    dark = np.zeros((FLASH_H, FLASH_W, 3), np.uint8)
+    white = dark.copy()
+    white[disc] = 255
+    frames = b"".join((white if k in lit else dark).tobytes() for k in range(n))
+    end = float(times[-1] + 1 / rate)
+    na = int(round((end - audio_delay) * sr))
+    audio = np.zeros(na)
+    for k in ev:
+        i0 = int(round((float(times[k]) - audio_delay) * sr))
+        m = int(round(0.040 * sr))
+        audio[i0:i0 + m] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(m) / sr)
+    wav = path.with_suffix(".wav")
+    with wave.open(str(wav), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sr)
+        f.writeframes((audio * 32767).astype("<i2").tobytes())
+    vin = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{FLASH_W}x{FLASH_H}",
+           "-r", str(rate), "-i", "-"]
+    vf = []
+    if vfr:
+        # the frames of frame_times(vfr=True), each at its own instant
+        vf = ["-vf", "select='not(eq(mod(n\\,3)\\,1))'", "-fps_mode", "passthrough",
+              "-video_track_timescale", str(rate.numerator)]
+    ain = (["-itsoffset", f"{audio_delay:.6f}"] if audio_delay else []) + ["-i", str(wav)]
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *vin, *ain,
+           "-map", "0:v", "-map", "1:a", *vf,
+           "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-keyint_min", str(gop),
+           "-sc_threshold", "0", "-bf", "2", "-crf", "20", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-b:a", "96k", str(path)]
+    subprocess.run(cmd, input=frames, check=True, capture_output=True)
+    wav.unlink()
+    return [float(times[k]) for k in ev]
+
+
+def onsets(path_or_bytes, thresh_video: float = 60.0, thresh_audio: float = 0.3,
+           start: float | None = None, end: float | None = None) -> tuple[list[float], list[float]]:
+    """(flash onsets, beep onsets) in seconds on the file's own clock, as a player shows
+    them: a frame's pts after edit lists; an audio sample's time = its decoded frame's pts
+    (encoder delay dropped by the decoder) + index / rate. Only onsets in [start, end).
+    The audio threshold is 60% of the beep's 0.5 peak: AAC pre-echo (a 1024-sample frame is
+    64 ms at 16 kHz) reaches ~0.2 up to a few ms before the beep; the 1-kHz sine passes 0.3
+    0.1 ms after its start."""
+    import io
+    import av
+    def src():
+        return io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    flashes, beeps = [], []
+    with av.open(src()) as c:
+        v = c.streams.video[0]
+        prev = None          # an onset needs a dark frame before it (not the file's first)
+        for fr in c.decode(v):
+            on = bool(fr.to_ndarray(format="gray").mean() > thresh_video * (1 / 3))
+            if on and prev is False:
+                flashes.append(float(fr.pts * v.time_base))
+            prev = on
+    with av.open(src()) as c:
+        a = c.streams.audio[0]
+        quiet_from = None    # an onset needs >= 20 ms of quiet before it
+        for fr in c.decode(a):
+            x = fr.to_ndarray()
+            x = np.abs(x).max(axis=0) if x.ndim == 2 else np.abs(x)
+            t0 = float(fr.pts * a.time_base)
+            if quiet_from is None:
+                quiet_from = t0
+            for i in np.flatnonzero(x > thresh_audio):
+                t = t0 + i / fr.sample_rate
+                if t - quiet_from > 0.02:
+                    beeps.append(t)
+                quiet_from = t + 1 / fr.sample_rate
+    keep = (lambda t: (start is None or t >= start - 1e-6) and (end is None or t < end))
+    return [t for t in flashes if keep(t)], [t for t in beeps if keep(t)]
+
+
+def pair_offsets_ms(flashes: list[float], beeps: list[float]) -> list[float]:
+    """beep - flash (ms) for every flash, paired with the nearest beep (within 0.2 s)."""
+    out = []
+    for f in flashes:
+        near = [b for b in beeps if abs(b - f) < 0.2]
+        out.append(min((b - f for b in near), key=abs) * 1000 if near else float("nan"))
+    return out

@@ -99,14 +99,17 @@ def test_direct_file_is_cut_to_segment(server, media, tmp_path, monkeypatch):
     # auto mode: a direct file is fetched whole, then cut locally
     assert len(cuts) == 1 and cuts[0][1:3] == (2.0, 5.0) and remuxes == []
     assert abs(row["duration"] - 3.0) < 0.1
-    # times inside the file are segment times: the beeps moved 2 s earlier
-    g = decode_grid(row["path"])
+    # a stream copy on the source's clock: the segment lies at [2, 5) inside the file, and
+    # decoding it by those times puts the beeps at segment times
+    assert (row["seg_start"], row["seg_end"], row["stream_copy"]) == (2.0, 5.0, True)
+    g = decode_grid(row["path"], 0.0, row["duration"], offset=row["seg_start"])
     expected = [t - 2 for t in truth["audio_event_times"] if 2 <= t < 4.8]
     assert np.allclose(_onsets(g.audio, expected), expected, atol=0.02)
 
 
 def test_download_ranges_path_with_yt_dlp(server, media, tmp_path, monkeypatch):
-    """The path YouTube takes (download_ranges + force_keyframes_at_cuts), forced on."""
+    """The path YouTube takes (download_ranges, yt-dlp's ffmpeg stream-copying the range
+    with the source's timestamps), forced on."""
     _, truth = media
     cuts, remuxes = _spy(monkeypatch, "_cut"), _spy(monkeypatch, "_remux")
     opts = DownloadOptions(use_ranges="always", **FAST)
@@ -114,7 +117,8 @@ def test_download_ranges_path_with_yt_dlp(server, media, tmp_path, monkeypatch):
     assert row["status"] == "ok", row
     assert cuts == [] and len(remuxes) == 1             # yt-dlp cut it
     assert abs(row["duration"] - 3.0) < 0.15
-    g = decode_grid(row["path"])
+    assert row["seg_start"] == 3.0 and row["stream_copy"] is True and row["error"] is None
+    g = decode_grid(row["path"], 0.0, row["duration"], offset=row["seg_start"])
     expected = [t - 3 for t in truth["audio_event_times"] if 3 <= t < 5.8]
     assert np.allclose(_onsets(g.audio, expected), expected, atol=0.03)
 
@@ -198,7 +202,7 @@ def test_local_path_row_needs_no_network(server, media, tmp_path):
     out = download_source(row, tmp_path, DownloadOptions(**FAST))
     assert (out["status"], out["reason"]) == ("ok", "ok")
     assert abs(out["duration"] - 4.0) < 0.1
-    g = decode_grid(out["path"])
+    g = decode_grid(out["path"], 0.0, out["duration"], offset=out["seg_start"])
     expected = [t - 1 for t in truth["audio_event_times"] if 1 <= t < 4.8]
     assert np.allclose(_onsets(g.audio, expected), expected, atol=0.02)
     # a whole-file local row is stream-copied: same frames, same length
