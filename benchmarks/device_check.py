@@ -386,6 +386,8 @@ def bench_score_segments(sc, device: str, jobs: list, rows: list, batch: int = 4
     out = {"segments": n_segments, "windows": n_win, "segments_per_call": batch,
            "precision": {"clip": sc.clip.precision, "imagebind": sc.imagebind.precision,
                          "sync": sc.sync.precision},
+           "scorer_batch": {"clip": sc.clip.batch_size, "imagebind": sc.imagebind.batch_size,
+                            "sync": sc.sync.batch_size},
            "gating": "none (every model on every window)", "seconds": round(dt, 2),
            "windows_per_s": round(n_win / dt, 2), "gpu_busy_fraction": mon.busy()}
     if device == "cuda":

@@ -131,10 +131,16 @@ class ImageBindScorer:
     L2-normalised float32 numpy [N, D] out. Batched, no grad; ``precision`` (``auto``: bf16
     autocast on CUDA, fp32 on CPU; see ``filters.precision``)."""
 
+    #: inputs per forward: CPU as before; on CUDA large enough to fill the GPU (an image is
+    #: 335 GFLOP: 128 of them are ~43 TFLOP a forward)
+    CPU_BATCH, CUDA_BATCH = 32, 128
+
     def __init__(self, model: ImageBind, device: str | torch.device = "cpu", precision: str = "auto",
-                 batch_size: int = 32, is_random: bool = False) -> None:
+                 batch_size: int | None = None, is_random: bool = False) -> None:
         self.device = torch.device(device)
         self.precision = precision_mod.resolve(precision, self.device)
+        if batch_size is None:
+            batch_size = self.CUDA_BATCH if self.device.type == "cuda" else self.CPU_BATCH
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         # fp32 weights: autocast casts them per op on CUDA (filters.precision)
@@ -146,7 +152,7 @@ class ImageBindScorer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None, device: str | torch.device = "cpu",
-                        precision: str = "auto", batch_size: int = 32,
+                        precision: str = "auto", batch_size: int | None = None,
                         config: ImageBindConfig | None = None) -> "ImageBindScorer":
         """Meta's imagebind_huge.pth (CC BY-NC 4.0 weights); ``path`` None reads
         $CURATE_IMAGEBIND_CKPT. ``precision`` ``auto``: bf16 autocast on CUDA. ``config``:
@@ -156,7 +162,7 @@ class ImageBindScorer:
 
     @classmethod
     def random(cls, config: ImageBindConfig | None = None, seed: int = 0,
-               device: str | torch.device = "cpu", batch_size: int = 32,
+               device: str | torch.device = "cpu", batch_size: int | None = None,
                precision: str = "auto") -> "ImageBindScorer":
         """RANDOM WEIGHTS (tiny config by default): for tests and the demo only; its scores
         mean nothing. ``is_random`` is True so callers can record it."""

@@ -74,7 +74,11 @@ class SyncScorer:
     side to the model's frame size, bicubic antialiased, centre crop, CLIP mean/std).
     """
 
-    def __init__(self, model, device: str = "cpu", batch_size: int = 16, precision: str = "auto",
+    #: clips / pairs per forward: CPU as before; on CUDA large enough to fill the GPU (a video
+    #: clip is 37 GFLOP; a scoring call of 4 segments brings ~100 of them)
+    CPU_BATCH, CUDA_BATCH = 16, 64
+
+    def __init__(self, model, device: str = "cpu", batch_size: int | None = None, precision: str = "auto",
                  channels_last: bool | None = None):
         import torch
         from filters import precision as precision_mod
@@ -87,7 +91,7 @@ class SyncScorer:
         self.model = model.to(self.device).eval()
         if self.channels_last:
             self._to_channels_last(self.model)
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size or (self.CUDA_BATCH if self.device.type == "cuda" else self.CPU_BATCH))
         self.split = self._split_api(model)
         self.frame_size = getattr(getattr(model, "config", None), "frame_size", None)
 
@@ -114,7 +118,7 @@ class SyncScorer:
         return None
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int = 16,
+    def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int | None = None,
                         precision: str = "auto", channels_last: bool | None = None) -> "SyncScorer":
         """Our checkpoint file, or the released ``modules/`` folder (or the folder above it)."""
         from sync_classifier.model import load_sync_classifier
@@ -122,7 +126,7 @@ class SyncScorer:
                    precision=precision, channels_last=channels_last)
 
     @classmethod
-    def random(cls, seed: int = 0, device: str = "cpu", config=None, batch_size: int = 16,
+    def random(cls, seed: int = 0, device: str = "cpu", config=None, batch_size: int | None = None,
                precision: str = "auto", channels_last: bool | None = None) -> "SyncScorer":
         """Randomly initialised small classifier: demo and tests only (its scores mean nothing)."""
         import torch
