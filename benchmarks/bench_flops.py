@@ -312,12 +312,13 @@ def main(argv=None) -> None:
             counts, rows = count(segs, "cascade", order)
             kept_by[name] = kept(rows, order, rates, args.correlation, args.seed)
             results.append((f"cascade, {name}", counts))
-    print(f"\n{'mode':<52}{'GFLOP/window':>13}{'naive/mode':>11}  ImageBind share; inputs per window")
+    w = max(len(name) for name, _ in results) + 2
+    print(f"\n{'mode':<{w}}{'GFLOP/window':>13}{'naive/mode':>11}  ImageBind share; inputs per window")
     for name, counts in results:
         total, per = weighted(counts, cost)
         ib = sum(v for k, v in per.items() if k.startswith("imagebind")) / total
         inputs = ", ".join(f"{k} {counts.get(k, 0) / n_win:.2f}" for k in sorted(cost))
-        print(f"{name:<52}{total / n_win:13.1f}{base / total:10.2f}x  {ib:.0%}; {inputs}")
+        print(f"{name:<{w}}{total / n_win:13.1f}{base / total:10.2f}x  {ib:.0%}; {inputs}")
     first = next(iter(kept_by.values()))
     same = all(v == first for v in kept_by.values())
     print(f"\nkept windows: {len(first)} of {n_win} ({len(first) / n_win:.2%}); the same windows under "
