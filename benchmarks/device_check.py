@@ -541,7 +541,10 @@ def projection(report: dict) -> dict[str, Any]:
         return {"skipped": "needs score_segments and the cascade ratio"}
     hours = VGGSS_WINDOWS / wps / 3600
     cascade_wps = wps / casc["ratio"]      # assumes GPU time proportional to model FLOPs
+    env = report.get("environment", {})
     out: dict[str, Any] = {
+        "measured_on": f"{env.get('gpu', env.get('device'))}, "
+                       f"{'small models (smoke: not a GPU figure)' if report.get('mode') == 'smoke' else 'real-size models'}",
         "vggss_windows": VGGSS_WINDOWS,
         "projected_gpu_hours_no_cascade": round(hours, 2),
         "projected_gpu_hours_cascade": round(hours * casc["ratio"], 2),
