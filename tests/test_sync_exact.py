@@ -118,6 +118,9 @@ def test_cached_download_keeps_segment_times_and_old_format_is_refetched(sources
     again = download_source(row, tmp_path, DownloadOptions())
     assert again["reason"] == "cached" and again["seg_start"] == first["seg_start"] == 7.0
     assert again["seg_end"] == first["seg_end"] and again["duration"] == first["duration"]
+    # a stream copy is byte-stable: the same source and segment give the same bytes
+    other = download_source(row, tmp_path / "again", DownloadOptions())
+    assert Path(other["path"]).read_bytes() == Path(first["path"]).read_bytes()
     # a file of the old format (no sidecar: a re-encode re-timed to 0) is not reused
     (tmp_path / "c_000007_000012.json").unlink()
     third = download_source(row, tmp_path, DownloadOptions())
