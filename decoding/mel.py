@@ -167,3 +167,34 @@ def imagebind_mel(wave, sample_rate: int = SAMPLE_RATE, target_length: int = TAR
     if normalize:
         fb = (fb - IMAGEBIND_MEAN) / IMAGEBIND_STD
     return fb
+
+
+def released_mel(wave, sample_rate: int = SAMPLE_RATE, target_samples: int = 32000,
+                 target_length: int = TARGET_LENGTH, num_mel_bins: int = NUM_MEL_BINS) -> torch.Tensor:
+    """The released ASVA mel (``avgen/data/utils.py: waveform_to_melspectrogram`` on ImageBind's
+    ``waveform2melspec``) of a ``[C, n]`` waveform, ``[1, num_mel_bins, target_length]``.
+
+    Longer inputs are centre-cropped to ``target_samples`` (start ``(n - target) // 2``),
+    shorter ones kept unpadded; the mean over all channels and samples is subtracted; the
+    Kaldi fbank then reads channel 0 only (its default ``channel=-1`` means the first: the
+    left channel of a stereo file); zero pad / cut to ``target_length`` and ImageBind's
+    normalisation. ``imagebind_mel`` is the mono form used by our own convention.
+    """
+    x = torch.as_tensor(np.asarray(wave) if not isinstance(wave, torch.Tensor) else wave)
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() != 2 or not torch.is_floating_point(x):
+        raise ValueError(f"expected a float [C, N] waveform, got {x.dtype} {tuple(x.shape)}")
+    n = x.shape[1]
+    i0 = (n - target_samples) // 2 if n > target_samples else 0
+    x = x[:, i0:i0 + target_samples]
+    if x.shape[1] < int(sample_rate * 0.025):
+        raise ValueError(f"audio too short for one 25-ms frame: {x.shape[1]} samples")
+    x = x - x.mean()
+    fb = fbank(x[0], sample_rate=sample_rate, num_mel_bins=num_mel_bins).T
+    p = target_length - fb.shape[1]
+    if p > 0:
+        fb = torch.nn.functional.pad(fb, (0, p), value=0.0)
+    elif p < 0:
+        fb = fb[:, :target_length]
+    return ((fb.unsqueeze(0).to(torch.float32) - IMAGEBIND_MEAN) / IMAGEBIND_STD)
