@@ -50,6 +50,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           clip_checkpoint: Optional[str] = typer.Option(None, help="local open_clip checkpoint"),
           imagebind_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT", help="imagebind_huge.pth (CC BY-NC 4.0 weights)"),
           sync_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNC_CKPT", help="sync classifier checkpoint"),
+          sync_convention: Optional[str] = typer.Option(None, help="sync preprocessing: released | ours (default: the weights')"),
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
           cookies: Optional[str] = typer.Option(None, help="yt-dlp cookies file"),
           proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
@@ -67,7 +68,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
                "allow_random_weights": allow_random_weights or None, "cookiefile": cookies,
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
-               "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout}
+               "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout,
+               "sync_convention": sync_convention}
     try:
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
@@ -265,6 +267,7 @@ def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos,
                warmup_steps: int = typer.Option(0, help="stage 1: steps with easy negatives (other instances) first"),
                amp: str = typer.Option("auto", help="auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off"),
                max_minutes: Optional[float] = typer.Option(None, help="stop (with a checkpoint) after this wall time"),
+               convention: Optional[str] = typer.Option(None, help="preprocessing: released | ours (default: the init's, else ours)"),
                seed: int = 0) -> None:
     """Train the sync classifier (contrastive, hard negatives; resumes from <out>; DDP under torchrun)."""
     from sync_classifier.train import train
@@ -273,7 +276,7 @@ def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos,
     try:
         ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
                      small=small, max_minutes=max_minutes, seed=seed, accum_steps=accum_steps,
-                     warmup_steps=warmup_steps, amp=amp)
+                     warmup_steps=warmup_steps, amp=amp, convention=convention)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(f"checkpoint: {ckpt}")
@@ -282,15 +285,25 @@ def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos,
 @sync_app.command("eval")
 def sync_eval(ckpt: Path = typer.Option(...),
               data: Optional[Path] = typer.Option(None, help="videos to evaluate on; none: held-out generated events"),
+              protocol: Optional[str] = typer.Option(None, help="released (centre anchor, the paper's) | all-anchors "
+                                                                "(default: the weights' convention)"),
+              convention: Optional[str] = typer.Option(None, help="preprocessing: released | ours (default: the weights')"),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """31 offsets of 0.04 s over [-0.6, 0.6]; a2v / v2a accuracy within +-5 offsets."""
     from sync_classifier.evaluate import evaluate
-    res = evaluate(ckpt=ckpt, data=data)
+    try:
+        res = evaluate(ckpt=ckpt, data=data, protocol=protocol, convention=convention)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
     if as_json or res.get("a2v") is None:
         typer.echo(json.dumps(res, indent=2))
-    else:
-        typer.echo(f"a2v {100 * res['a2v']:.2f}%  v2a {100 * res['v2a']:.2f}%  "
-                   f"(videos: {res['n_videos']}, chance {100 * res['chance']:.2f}%, skipped {len(res['skipped'])})")
+        return
+    other = [p for p in res["protocols"] if p != res["protocol"]][0]
+    o = res["protocols"][other]
+    typer.echo(f"sync eval: protocol {res['protocol']}, {res['convention']} convention, "
+               f"{res['n_videos']} videos (skipped {len(res['skipped'])})")
+    typer.echo(f"a2v {100 * res['a2v']:.2f}%  v2a {100 * res['v2a']:.2f}%  (chance {100 * res['chance']:.2f}%)")
+    typer.echo(f"{other}: a2v {100 * o['a2v']:.2f}%  v2a {100 * o['v2a']:.2f}%  (chance {100 * o['chance']:.2f}%)")
 
 
 @app.command()
@@ -299,11 +312,15 @@ def metrics(generated: Path = typer.Option(..., help="folder of generated videos
             sync_checkpoint: Path = typer.Option(..., envvar="CURATE_SYNC_CKPT",
                                                  help="sync checkpoint file or the released modules/ folder"),
             imagebind_checkpoint: Optional[Path] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT"),
+            protocol: Optional[str] = typer.Option(None, help="released (the paper's tables) | ours "
+                                                              "(default: the sync weights' convention)"),
+            image_size: int = typer.Option(256, help="released protocol: the generation resolution frames are resized to"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Score generated videos against ground truth (IA, IT, RelSync, AlignSync)."""
     from curate.gen_metrics import run_metrics
     try:
-        typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json))
+        typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json,
+                               protocol=protocol, image_size=image_size))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
 

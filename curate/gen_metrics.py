@@ -10,7 +10,8 @@ from pathlib import Path
 
 def run_metrics(generated_dir: str | Path, reference_dir: str | Path, sync_checkpoint: str | Path,
                 imagebind_checkpoint: str | Path | None = None, as_json: bool = False,
-                device: str | None = None) -> str:
+                device: str | None = None, protocol: str | None = None,
+                image_size: int = 256) -> str:
     """``sync_classifier.generated_eval.run_metrics`` with an ImageBind scorer from a checkpoint."""
     import torch
 
@@ -21,4 +22,5 @@ def run_metrics(generated_dir: str | Path, reference_dir: str | Path, sync_check
     if imagebind_checkpoint:
         from filters.imagebind import ImageBindScorer
         scorer = ImageBindScorer.from_checkpoint(imagebind_checkpoint, device=dev)
-    return _run(generated_dir, reference_dir, sync_checkpoint, scorer, as_json=as_json, device=dev)
+    return _run(generated_dir, reference_dir, sync_checkpoint, scorer, as_json=as_json, device=dev,
+                protocol=protocol, image_size=image_size)

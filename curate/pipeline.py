@@ -420,7 +420,8 @@ def _score_many(scorers, th: dict, gate: list[str], items: list[dict], grids: li
                 order: tuple[str, ...] | None = None) -> list[dict]:
     from curate.scoring import SegmentJob, score_segments
 
-    jobs = [SegmentJob(g, _item_windows(it), it["text"], set(it["only"]) if it.get("only") else None)
+    jobs = [SegmentJob(g, _item_windows(it), it["text"], set(it["only"]) if it.get("only") else None,
+                       path=it.get("path"))
             for it, g in zip(items, grids)]
     rows = score_segments(jobs, scorers, th, cascade=True, gate=set(gate), order=order)
     return [{"windows": [_past_video_end(r, g) for r in rs]} for rs, g in zip(rows, grids)]
@@ -561,6 +562,11 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
     spec = _score_spec(run, th, gate)
     if num_gpus is not None:
         spec.num_gpus = num_gpus
+    # the run records the sync classifier's preprocessing convention (issue 15)
+    conv = spec.params["models"].get("sync", {}).get("convention")
+    if conv and run.get("sync_convention") != conv:
+        run["sync_convention"] = conv
+        save_run(out, run)
     paths = _ok_paths(out)
     if rescore:
         import hashlib

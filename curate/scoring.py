@@ -237,6 +237,8 @@ def _sync_keys(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
 
 def _run_sync(jobs: list[Job]) -> list[dict[int, str]]:
     from filters import sync
+    if getattr(jobs[0][0].scorers.sync, "convention", "ours") == "released":
+        return [_run_sync_released(seg, alive) for seg, alive in jobs]
     keys = [{k: _sync_keys(seg, k) for k in alive} for seg, alive in jobs]
     # pairs of all jobs, keyed (job, key) so that segments never share a clip
     todo: list[tuple[tuple[int, int], tuple[int, int]]] = []
@@ -267,6 +269,35 @@ def _run_sync(jobs: list[Job]) -> list[dict[int, str]]:
                 *sync.window_phi(seg.phi_cache, a, v))
         return _per_window(seg, alive, one)
     return [run(seg, alive, kd) for (seg, alive), kd in zip(jobs, keys)]
+
+
+def _run_sync_released(seg: _Segment, alive: list[int]) -> dict[int, str]:
+    """Sync under the released convention (weights trained on it): the same clip starts as
+    ``_sync_keys``, but the clips are read from the segment's file as the released code reads
+    them (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
+    from filters import sync
+    g = seg.grid
+    kd = {k: _sync_keys(seg, k) for k in alive}
+    pairs = []
+    for a, v in kd.values():
+        pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
+    pairs = [p for p in dict.fromkeys(pairs) if p not in seg.phi_cache]
+    if pairs:
+        path = getattr(seg, "path", None)
+        if path is None:
+            raise ValueError("the released sync convention reads the segment's file; none given")
+        a_keys = list(dict.fromkeys(a for a, _ in pairs))
+        v_keys = list(dict.fromkeys(v for _, v in pairs))
+        ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
+        phi = seg.scorers.sync.phi_released(
+            path, [g.start + a / g.sample_rate for a in a_keys], [g.start + v / g.fps for v in v_keys],
+            [(ia[a], iv[v]) for a, v in pairs])
+        seg.phi_cache.update(zip(pairs, phi))
+
+    def one(k):
+        a, v = kd[k]
+        seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = sync.score(*sync.window_phi(seg.phi_cache, a, v))
+    return _per_window(seg, alive, one)
 
 
 RUNNERS: dict[str, Callable[[list[Job]], list[dict[int, str]]]] = {
@@ -303,6 +334,8 @@ class SegmentJob:
     windows: list[Mapping[str, Any]]
     class_text: str | None = None
     only: set[str] | None = None
+    #: the segment's media file (the released sync convention reads it; grids are ours)
+    path: str | None = None
 
 
 def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
@@ -337,6 +370,8 @@ def score_segments(jobs: list[SegmentJob], scorers: Scorers,
     todos = [[n for n in order if job.only is None or n in job.only] for job in jobs]
     segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text)
             for job, todo in zip(jobs, todos)]
+    for seg, job in zip(segs, jobs):
+        seg.path = job.path
     stopped: list[dict[int, str]] = [{} for _ in segs]  # per segment: row -> gating filter
     for name in order:
         lives = [[k for k in range(len(seg.rows)) if seg.i0[k] is not None and k not in st]

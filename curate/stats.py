@@ -146,6 +146,8 @@ class _Stats:
             "unfinished": [], "funnel": [], "per_class": defaultdict(lambda: defaultdict(int)),
             "failures": Counter(), "rejected": Counter(), "skipped": Counter(), "warnings": [],
             "resolutions": defaultdict(Counter)}
+        if run.get("sync_convention"):   # recorded by the score stage (issue 15)
+            self.st["sync_convention"] = run["sync_convention"]
 
     def stage(self, name: str, n: int) -> None:
         # percentages are relative to the first stage of the same unit (sources, windows, clips)
@@ -460,6 +462,8 @@ def _codes(col: Any, fn: Any) -> np.ndarray:
 
 def format_text(st: dict[str, Any]) -> str:
     lines = [f"curation run: {st['out']} (recipe: {st.get('recipe')})"]
+    if st.get("sync_convention"):
+        lines.append(f"sync classifier convention: {st['sync_convention']}")
     if st.get("unfinished"):
         lines += ["", "run unfinished:"] + [f"  - {u}" for u in st["unfinished"]]
     lines += ["", "funnel:"]

@@ -33,7 +33,22 @@ def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
         else:
             raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
                              f"(or --allow-random-weights for demos and tests only)")
+        if model == "sync":
+            out[filt]["convention"] = sync_convention(out[filt]["weights"], opts.get("sync_convention"))
     return out
+
+
+def sync_convention(weights: str | None, override: str | None = None) -> str:
+    """The sync classifier's preprocessing convention: ``override`` (``--sync-convention``),
+    else the one the weights carry (released folder / AVID-CMA: ``released``; our
+    checkpoints: what they recorded), ``ours`` for random weights."""
+    from sync_classifier.conventions import get_convention
+    if override:
+        return get_convention(override, "--sync-convention").name
+    if not weights:
+        return "ours"
+    from sync_classifier.model import weights_convention
+    return weights_convention(weights, "--sync-checkpoint")
 
 
 def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -47,6 +62,8 @@ def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
             st = os.stat(w)
             ident = [str(w), st.st_size, int(st.st_mtime)]
         ids[filt] = {"model": m["model"], "weights": ident, "random": m["random"]}
+        if m.get("convention"):
+            ids[filt]["convention"] = m["convention"]
     return ids
 
 
@@ -100,5 +117,6 @@ def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any],
         elif m["model"] == "sync":
             from filters.sync import SyncScorer
             kw["sync"] = (SyncScorer.random(seed=0, device=device) if m["random"]
-                          else SyncScorer.from_checkpoint(m["weights"], device=device))
+                          else SyncScorer.from_checkpoint(m["weights"], device=device,
+                                                          convention=m.get("convention")))
     return Scorers(**kw)

@@ -236,3 +236,22 @@ def sinc_resample(wave, orig_freq: int, new_freq: int, lowpass_filter_width: int
     out = out.transpose(1, 2).reshape(flat.shape[0], -1)
     target = int(math.ceil(new * n / orig))
     return out[..., :target].reshape(shape[:-1] + (min(target, out.shape[-1]),))
+
+
+def stepped_frames(pts: np.ndarray, start: float, step: float, n: int) -> np.ndarray:
+    """Positions of ``n`` frames picked as the released generated-video loader does
+    (``avgen/data/utils.py: load_video_clip_from_videoreader``): walking the frames in order,
+    a frame is taken when its pts is >= the current time, which then advances by ``step``
+    (start, start + step, ... accumulated in float64, so each pick is the first frame with
+    pts >= its time). Fewer than ``n`` picks are padded with the last one."""
+    out: list[int] = []
+    t = start
+    for i, p in enumerate(pts):
+        if p >= t:
+            out.append(i)
+            t += step
+            if len(out) == n:
+                break
+    if not out:
+        raise DecodeError(f"no frame at or after {start:.4f} s")
+    return np.asarray(out + [out[-1]] * (n - len(out)))

@@ -79,9 +79,10 @@ class SyncScorer:
     CPU_BATCH, CUDA_BATCH = 16, 64
 
     def __init__(self, model, device: str = "cpu", batch_size: int | None = None, precision: str = "auto",
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, convention: str | None = None):
         import torch
         from filters import precision as precision_mod
+        from sync_classifier.conventions import convention_of
         self.torch, self.prec = torch, precision_mod
         self.device = torch.device(device)
         # bf16 autocast on CUDA, fp32 on CPU (filters.precision); channels-last (cuDNN's NHWC
@@ -94,6 +95,9 @@ class SyncScorer:
         self.batch_size = int(batch_size or (self.CUDA_BATCH if self.device.type == "cuda" else self.CPU_BATCH))
         self.split = self._split_api(model)
         self.frame_size = getattr(getattr(model, "config", None), "frame_size", None)
+        # the preprocessing the weights expect (``sync_classifier.conventions``): ``ours``
+        # scores clips of the decoded grid; ``released`` reads the file (``phi_released``)
+        self.convention = convention_of(model, convention).name
 
     def _to_channels_last(self, model) -> None:
         """4-D weights (the audio encoder's Conv2d) NHWC, 5-D (the video encoder's Conv3d) NDHWC."""
@@ -119,22 +123,25 @@ class SyncScorer:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", batch_size: int | None = None,
-                        precision: str = "auto", channels_last: bool | None = None) -> "SyncScorer":
-        """Our checkpoint file, or the released ``modules/`` folder (or the folder above it)."""
+                        precision: str = "auto", channels_last: bool | None = None,
+                        convention: str | None = None) -> "SyncScorer":
+        """Our checkpoint file, or the released ``modules/`` folder (or the folder above it).
+        ``convention``: override the one the weights carry."""
         from sync_classifier.model import load_sync_classifier
         return cls(load_sync_classifier(path, device), device=device, batch_size=batch_size,
-                   precision=precision, channels_last=channels_last)
+                   precision=precision, channels_last=channels_last, convention=convention)
 
     @classmethod
     def random(cls, seed: int = 0, device: str = "cpu", config=None, batch_size: int | None = None,
-               precision: str = "auto", channels_last: bool | None = None) -> "SyncScorer":
+               precision: str = "auto", channels_last: bool | None = None,
+               convention: str | None = None) -> "SyncScorer":
         """Randomly initialised small classifier: demo and tests only (its scores mean nothing)."""
         import torch
         from sync_classifier.model import SyncClassifier, small_config
         torch.manual_seed(seed)
         model = SyncClassifier(config if config is not None else small_config())
         return cls(model, device=device, batch_size=batch_size, precision=precision,
-                   channels_last=channels_last)
+                   channels_last=channels_last, convention=convention)
 
     # -- inputs -------------------------------------------------------------------------
     def _mels(self, waves: Sequence[np.ndarray]):
@@ -197,6 +204,35 @@ class SyncScorer:
             v = self.torch.stack([fv[k] for _, k in chunk])
             phi = head(a, v).float().reshape(-1).cpu().numpy()
             out.update({p: float(x) for p, x in zip(chunk, phi)})
+        return out
+
+    def phi_released(self, path, audio_starts: Sequence[float], video_starts: Sequence[float],
+                     pairs: Sequence[tuple[int, int]]) -> list[float]:
+        """phi under the released convention for clips of the file at ``path``: audio clip
+        ``audio_starts[i]`` with video clip ``video_starts[j]`` for each ``(i, j)`` of ``pairs``
+        (clip starts in file seconds; ``sync_classifier.conventions.released_clips``)."""
+        from sync_classifier.conventions import released_clips
+        starts = sorted(set(map(float, audio_starts)) | set(map(float, video_starts)))
+        pos = {t: k for k, t in enumerate(starts)}
+        rc = released_clips(path, np.asarray(starts), self.frame_size or 224)
+        a_idx = [pos[float(audio_starts[i])] for i, _ in pairs]
+        v_idx = [pos[float(video_starts[j])] for _, j in pairs]
+        out: list[float] = []
+        with self.torch.inference_mode(), self.prec.compute(self.precision, self.device):
+            if self.split is None:
+                for chunk in self._batches(list(zip(a_idx, v_idx))):
+                    mel = self._input(rc.mel[[a for a, _ in chunk]])
+                    vid = self._input(rc.video[[v for _, v in chunk]])
+                    out += self.model(mel, vid).float().reshape(-1).cpu().tolist()
+                return out
+            enc_a, enc_v, head = self.split
+            ua, uv = sorted(set(a_idx)), sorted(set(v_idx))
+            fa = dict(zip(ua, self.torch.cat([enc_a(self._input(rc.mel[c])) for c in self._batches(ua)])))
+            fv = dict(zip(uv, self.torch.cat([enc_v(self._input(rc.video[c])) for c in self._batches(uv)])))
+            for chunk in self._batches(list(zip(a_idx, v_idx))):
+                a = self.torch.stack([fa[i] for i, _ in chunk])
+                v = self.torch.stack([fv[j] for _, j in chunk])
+                out += head(a, v).float().reshape(-1).cpu().tolist()
         return out
 
     def score_window(self, audio_clips: Sequence[np.ndarray], video_clips: Sequence[np.ndarray]

@@ -472,3 +472,56 @@ def collate_instances(items: list[dict]) -> dict:
         return {"mel": None, "video": None, "failed": failed}
     return {"mel": torch.stack([x["mel"] for x in ok]),
             "video": torch.stack([x["video"] for x in ok]), "failed": failed}
+
+
+# ---------------------------------------------------------------- the released convention
+
+def released_usable_sources(sources: Sequence[VideoSource], offsets: Sequence[float],
+                            clip_len: float = CLIP_LEN) -> tuple[list[VideoSource], list[Skipped]]:
+    """``usable_sources`` as the released code judges a video (``conventions.usable_span``):
+    the shorter stream's duration, and videos under 12 fps skipped with that reason."""
+    from sync_classifier.conventions import usable_span
+    need = span_needed(offsets, clip_len)
+    ok, skipped = [], []
+    for s in sources:
+        try:
+            start, end = usable_span(s.path, s.start, s.end, need)
+        except (DecodeError, ValueError, OSError) as e:
+            skipped.append(Skipped(str(s.path), str(e)))
+            continue
+        ok.append(VideoSource(s.path, start, end, s.source_id))
+    for sk in skipped:
+        log.info("sync data (released convention): skipped %s: %s", sk.source, sk.reason)
+    return ok, skipped
+
+
+class ReleasedClipDataset(Dataset):
+    """``ShiftedClipDataset`` under the released convention (``sync_classifier.conventions``):
+    each item decodes the source's native frames and AAC frames for its clips. Evaluation
+    centres the clips on the usable span; training draws random-compact starts and flips
+    each clip independently. Items are ``{"mel", "video"}`` or ``{"failed": Skipped}``."""
+
+    def __init__(self, sources: Sequence[VideoSource], offsets: Sequence[float],
+                 frame_size: int | None, train: bool, clip_len: float = CLIP_LEN,
+                 fps: int = CLIP_FPS, seed: int = 0) -> None:
+        from sync_classifier.conventions import offsets_spacing
+        offsets_spacing(offsets)          # evenly spaced, else a clear error now
+        self.sources, self.offsets = list(sources), tuple(offsets)
+        self.frame_size = frame_size or 224
+        self.train, self.clip_len, self.fps, self.seed = train, clip_len, fps, seed
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> dict:
+        from sync_classifier.conventions import released_instance
+        s = self.sources[i]
+        # training: torch's generator (seeded by train() and per DataLoader worker)
+        rng = random.Random(int(torch.randint(0, 2 ** 62, (1,)).item())) if self.train else None
+        try:
+            rc = released_instance(s.path, self.offsets, self.frame_size, rng, s.start, s.end,
+                                   self.clip_len, self.fps)
+        except (DecodeError, ValueError, OSError) as e:
+            log.warning("sync data: %s failed: %s", s.path, e)
+            return {"failed": Skipped(str(s.path), str(e))}
+        return {"mel": rc.mel, "video": rc.video}

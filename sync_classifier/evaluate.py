@@ -1,10 +1,19 @@
-"""The 31-offset evaluation protocol (seed 003 section 1.3).
+"""The 31-offset evaluation protocols (seed 003 section 1.3).
 
 Per test video, 31 clips shifted by 0.04 s over [-0.6, 0.6] s (taken from the middle of the
-video); phi for all 31x31 pairs. a2v accuracy: for each audio anchor k, the argmax over the
-31 videos counts as correct when it lies within +-5 offsets (+-0.2 s) of k; v2a likewise per
-video anchor over the audios. Chance: 11/31 = 0.355 for an anchor away from the edges; with
-the edges, a uniformly random guess scores 311/961 = 0.324 on average.
+video); phi for all 31x31 pairs. Two accuracies come from the same phi:
+
+* ``released`` (``scripts/avsync_eval.py`` of lzhangbj/ASVA, the paper's A2V 40.76 / V2A
+  40.86): one anchor per video, the centre audio against the 31 videos (a2v) and the centre
+  video against the 31 audios (v2a); a hit when the argmax lies within +-5 offsets of the
+  centre. Chance 11/31 = 0.355.
+* ``all-anchors``: every audio anchor k against the 31 videos (and every video anchor),
+  correct within +-5 of k, edges included. Chance 311/961 = 0.324.
+
+The inputs follow the weights' convention (``sync_classifier.conventions``): released weights
+get the released clips and, by default, the released protocol; ours get our clips and
+all-anchors. ``convention`` / ``protocol`` override; the result says which were used and
+always carries both accuracies under ``protocols``.
 """
 from __future__ import annotations
 
@@ -14,9 +23,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from sync_classifier import conventions
 from sync_classifier.data import (EVAL_OFFSETS, EVAL_TOLERANCE, GeneratedClipDataset,
-                                  ShiftedClipDataset, collate_instances, find_sources,
-                                  usable_sources)
+                                  ReleasedClipDataset, ShiftedClipDataset, collate_instances,
+                                  find_sources, released_usable_sources, usable_sources)
 from sync_classifier.model import SyncClassifier, load_sync_classifier
 
 log = logging.getLogger(__name__)
@@ -50,21 +60,35 @@ def phi_matrix(model: SyncClassifier, mel: torch.Tensor, video: torch.Tensor,
 def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
              model: SyncClassifier | None = None, device: str | None = None,
              num_workers: int = 2, n_generated: int = 50, seed: int = 12345,
-             max_videos: int | None = None, frame_size: int | None = None) -> dict:
+             max_videos: int | None = None, frame_size: int | None = None,
+             convention: str | None = None, protocol: str | None = None) -> dict:
     """Evaluate a checkpoint (or an in-memory ``model``) on ``data`` (folder of mp4s / curate
     output / manifest parquet) or, with ``data=None``, on ``n_generated`` held-out generated
-    sources (seeded differently from training).
+    sources (seeded differently from training; our convention only: they are not files).
 
-    Returns ``{"a2v", "v2a", "n_videos", "chance", "chance_middle", "skipped": [...]}``;
-    a2v/v2a are None when no video could be evaluated.
+    ``convention``: the inputs (default: the weights'); ``protocol``: ``released`` or
+    ``all-anchors`` (default: the convention's). Returns ``{"a2v", "v2a", "protocol",
+    "convention", "n_videos", "chance", "chance_middle", "protocols": {name: {"a2v", "v2a",
+    "chance"}}, "skipped": [...]}``; a2v/v2a are None when no video could be evaluated.
     """
     if model is None:
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = load_sync_classifier(ckpt, dev)
     model.eval()
+    conv = conventions.convention_of(model, convention)
+    proto = conventions.get_protocol(protocol, conv)
     size = frame_size or model.config.frame_size
     skipped: list[dict] = []
-    if data is None:
+    if data is None and conv.name == conventions.RELEASED:
+        raise ValueError("the released convention reads video files: pass --data "
+                         f"(or {conventions.CONVENTION_OPTION} {conventions.OURS} for generated events)")
+    if conv.name == conventions.RELEASED:
+        sources, sk = released_usable_sources(find_sources(data), EVAL_OFFSETS)
+        skipped = [{"source": s.source, "reason": s.reason} for s in sk]
+        if max_videos is not None:
+            sources = sources[:max_videos]
+        dataset = ReleasedClipDataset(sources, EVAL_OFFSETS, size, train=False, seed=seed)
+    elif data is None:
         from sync_classifier.synthetic import make_grid_factory
         dataset = GeneratedClipDataset(make_grid_factory(8.0, size), n_generated, EVAL_OFFSETS,
                                        size, train=False, seed=seed)
@@ -76,18 +100,33 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
         dataset = ShiftedClipDataset(sources, EVAL_OFFSETS, size, train=False, seed=seed)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_instances)
-    a2v, v2a, n = 0.0, 0.0, 0
+    sums = {p: [0.0, 0.0] for p in conventions.PROTOCOLS}
+    n = 0
     for batch in loader:
         skipped += [{"source": f.source, "reason": f.reason} for f in batch["failed"]]
         if batch["mel"] is None:
             continue
         phi = phi_matrix(model, batch["mel"][0], batch["video"][0])
-        x, y = tolerant_accuracy(phi)
-        a2v, v2a, n = a2v + x, v2a + y, n + 1
-    result = {"a2v": a2v / n if n else None, "v2a": v2a / n if n else None, "n_videos": n,
-              "chance": chance_accuracy(), "chance_middle": (2 * EVAL_TOLERANCE + 1) / len(EVAL_OFFSETS),
-              "skipped": skipped}
+        for p, (x, y) in accuracies(phi).items():
+            sums[p][0] += x
+            sums[p][1] += y
+        n += 1
+    middle = (2 * EVAL_TOLERANCE + 1) / len(EVAL_OFFSETS)
+    chance = {conventions.RELEASED: middle, conventions.ALL_ANCHORS: chance_accuracy()}
+    per = {p: {"a2v": s[0] / n if n else None, "v2a": s[1] / n if n else None, "chance": chance[p]}
+           for p, s in sums.items()}
+    result = {"a2v": per[proto]["a2v"], "v2a": per[proto]["v2a"], "protocol": proto,
+              "convention": conv.name, "n_videos": n, "chance": chance[proto],
+              "chance_middle": middle, "protocols": per, "skipped": skipped}
     if n == 0:
         result["error"] = "no video could be evaluated"
-    log.info("sync eval: a2v %s v2a %s over %d videos", result["a2v"], result["v2a"], n)
+    log.info("sync eval (%s convention, %s protocol): a2v %s v2a %s over %d videos",
+             conv.name, proto, result["a2v"], result["v2a"], n)
     return result
+
+
+def accuracies(phi: torch.Tensor, tolerance: int = EVAL_TOLERANCE) -> dict[str, tuple[float, float]]:
+    """(a2v, v2a) of one instance's phi under each protocol."""
+    r = conventions.released_accuracy(phi, tolerance)
+    return {conventions.RELEASED: (float(r["a2v_hit"]), float(r["v2a_hit"])),
+            conventions.ALL_ANCHORS: tolerant_accuracy(phi, tolerance)}

@@ -51,6 +51,10 @@ AVID_PREFIXES = {"audio_encoder": "module.audio_model.", "video_encoder": "modul
 #: the small classifier the demo gates with, trained by ``benchmarks/train_sync_small.py --demo``
 #: on generated flash/beep events (package data; see that script for the command and seed)
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "sync_demo_small.pt"
+#: preprocessing conventions (``sync_classifier.conventions``): what the weights were trained on.
+#: Our checkpoints record it (older ones and the shipped demo classifier: ``ours``); the
+#: released ``modules/`` folder and the AVID-CMA initialisation imply ``released``.
+OURS, RELEASED = "ours", "released"
 
 
 @dataclass
@@ -257,6 +261,8 @@ class SyncClassifier(nn.Module):
     def __init__(self, cfg: SyncConfig | None = None) -> None:
         super().__init__()
         self.config = cfg or SyncConfig()
+        # the preprocessing convention the weights expect (not a weight: set by the loaders)
+        self.convention = OURS
         self.audio_encoder = AudioEncoder(self.config)
         self.video_encoder = VideoEncoder(self.config)
         self.head = SyncHead(self.config)
@@ -396,6 +402,8 @@ def load_released(path: str | Path, option: str = CHECKPOINT_OPTION) -> SyncClas
     cfg = SyncConfig.from_dict(ours) if ours else config_from_state(states)
     cfg.dropout = float(configs["head"].get("dropout", cfg.dropout) or 0.0)
     model = SyncClassifier(cfg)
+    # the released layout implies the released convention unless we wrote another one
+    model.convention = str(configs["head"].get("curate_convention") or RELEASED)
     for m in MODULES:
         strict_load(getattr(model, m), states[m], str(root / m), option)
     log.info("loaded released sync classifier %s", root)
@@ -416,6 +424,7 @@ def save_released(path: str | Path, model: SyncClassifier, safetensors: bool = F
         cfg = {"_class_name": cls, **cfg}
         if m == "head":
             cfg["curate_config"] = model.config.to_dict()
+            cfg["curate_convention"] = getattr(model, "convention", OURS)
         with atomic_path(d / "config.json") as tmp:
             Path(tmp).write_text(json.dumps(cfg, indent=2))
         state = {k: v.detach().cpu().contiguous() for k, v in getattr(model, m).state_dict().items()}
@@ -455,6 +464,7 @@ def load_avid_into(model: SyncClassifier, path: str | Path, option: str = INIT_O
     if not path.is_file():
         raise FileNotFoundError(f"AVID-CMA checkpoint not found: {path} ({option})")
     _load_avid_states(model, _torch_load(path, option), path, option)
+    model.convention = RELEASED
 
 
 def _load_avid_states(model: SyncClassifier, checkpoint, path: Path, option: str) -> None:
@@ -472,7 +482,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, step: in
     path.parent.mkdir(parents=True, exist_ok=True)
     inner = model.module if hasattr(model, "module") else model
     state = {"format": "curate-sync-classifier/2", "config": inner.config.to_dict(),
-             "model": inner.state_dict(), "step": int(step), "extra": extra or {}}
+             "model": inner.state_dict(), "step": int(step), "extra": extra or {},
+             "convention": getattr(inner, "convention", OURS)}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     with atomic_path(path) as tmp:
@@ -496,6 +507,7 @@ def model_from_checkpoint(state: dict, source: str, option: str = CHECKPOINT_OPT
     """A model from a ``read_checkpoint`` dict, loaded strictly."""
     model = SyncClassifier(SyncConfig.from_dict(state["config"]))
     strict_load(model, state["model"], source, option)
+    model.convention = str(state.get("convention") or OURS)   # older checkpoints: ours
     return model
 
 
@@ -508,6 +520,28 @@ def load_sync_classifier(path: str | Path, device: str | torch.device = "cpu",
     model = model_from_checkpoint(state, str(path), option)
     log.info("loaded sync classifier %s (step %s)", path, state.get("step"))
     return model.to(device).eval()
+
+
+def weights_convention(path: str | Path, option: str = CHECKPOINT_OPTION) -> str:
+    """The preprocessing convention the weights at ``path`` expect, without building the
+    model: a released ``modules/`` folder says ``released`` (unless ``save_released`` wrote
+    ours into its head config), our checkpoint says what it recorded (older ones: ``ours``),
+    an AVID-CMA file ``released``."""
+    p = Path(path)
+    if p.is_dir():
+        root = p if all((p / m).is_dir() for m in MODULES) else p / "modules"
+        cfg_path = root / "head" / "config.json"
+        try:
+            head = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read {cfg_path}: {e} ({option})") from e
+        return str(head.get("curate_convention") or RELEASED)
+    state = _torch_load(p, option) if p.is_file() else None
+    if state is None:
+        raise FileNotFoundError(f"sync classifier weights not found: {p} ({option})")
+    if is_avid_checkpoint(state):
+        return RELEASED
+    return str(state.get("convention") or OURS) if isinstance(state, dict) else OURS
 
 
 def load_init(path: str | Path, cfg: SyncConfig | None = None,
@@ -523,6 +557,7 @@ def load_init(path: str | Path, cfg: SyncConfig | None = None,
     if is_avid_checkpoint(state):
         model = SyncClassifier(cfg or SyncConfig())
         _load_avid_states(model, state, path, option)
+        model.convention = RELEASED   # the paper's initialisation, trained on released inputs
         return model
     if isinstance(state, dict) and "config" in state and "model" in state:
         return model_from_checkpoint(state, str(path), option)

@@ -19,6 +19,13 @@ with easy negatives (the unshifted clip of the other instances in the batch, Eq.
 batch) before switching to hard negatives.
 Checkpoints are atomic; ``<stem>.last.pt`` is written every ``ckpt_every`` steps and a run
 resumes from it.
+
+Preprocessing convention (``sync_classifier.conventions``, ``convention``): default the
+initialisation's (the released folder and AVID-CMA imply ``released``; our checkpoints carry
+theirs), else ``ours``. ``released`` reads the files as the released code does (native
+frames, AAC-frame audio windows, random-compact clip starts, each clip flipped on its own);
+``ours`` uses the cached 25-fps grid and one flip per instance. The checkpoint records it;
+a resumed run keeps it (asking for another one is an error, never a mixed run).
 """
 from __future__ import annotations
 
@@ -41,9 +48,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from decoding.media import Grid
 
+from sync_classifier import conventions
 from sync_classifier.data import (DEFAULT_CACHE_BYTES, TRAIN_OFFSETS, GeneratedClipDataset,
-                                  ShiftedClipDataset, collate_instances, find_sources,
-                                  usable_sources)
+                                  ReleasedClipDataset, ShiftedClipDataset, collate_instances,
+                                  find_sources, released_usable_sources, usable_sources)
 from sync_classifier.model import (SyncClassifier, SyncConfig, load_init, model_from_checkpoint,
                                    read_checkpoint, save_checkpoint, small_config)
 
@@ -86,6 +94,8 @@ class TrainConfig:
     # with data None: ``make(index, rng) -> Grid`` returning grids of a fixed in-memory set
     # (their whole-audio fbank is kept: ``data.HopMels``); default: fresh synthetic events
     grid_factory: Callable[[int, random.Random], Grid] | None = None
+    # preprocessing convention: "released" | "ours" | None (the init's, else ours)
+    convention: str | None = None
 
 
 def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
@@ -171,7 +181,16 @@ def _build_model(cfg: TrainConfig) -> SyncClassifier:
     return SyncClassifier(mcfg or SyncConfig())
 
 
-def _dataset(cfg: TrainConfig, mcfg: SyncConfig):
+def _dataset(cfg: TrainConfig, mcfg: SyncConfig, convention: str = conventions.OURS):
+    if convention == conventions.RELEASED:
+        if cfg.data is None:
+            raise ValueError("the released convention reads video files: pass --data "
+                             f"(or {conventions.CONVENTION_OPTION} {conventions.OURS} for generated events)")
+        sources, skipped = released_usable_sources(find_sources(cfg.data), cfg.offsets)
+        if not sources:
+            raise ValueError(f"no usable training videos in {cfg.data} ({len(skipped)} skipped, "
+                             f"e.g. {skipped[0].reason if skipped else 'none found'})")
+        return ReleasedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=True), skipped
     if cfg.data is None:
         from sync_classifier.synthetic import make_grid_factory
         n = max(cfg.steps * cfg.batch_size, 1)
@@ -250,11 +269,17 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     if cfg.accum_steps < 1:
         raise ValueError(f"accum_steps must be >= 1, got {cfg.accum_steps}")
     model = _build_model(cfg)
+    if cfg.convention is not None:
+        model.convention = conventions.get_convention(cfg.convention).name
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     if cfg.resume and last.exists():
         state = read_checkpoint(last)
         model = model_from_checkpoint(state, str(last))
+        if cfg.convention is not None and model.convention != cfg.convention:
+            raise ValueError(f"{last} was trained with the {model.convention} convention; "
+                             f"{conventions.CONVENTION_OPTION} {cfg.convention} would mix them "
+                             "(use another --out)")
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
@@ -269,7 +294,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[local] if device.type == "cuda" else None)
 
-    dataset, skipped = _dataset(cfg, model.config)
+    log.info("sync train: %s convention", model.convention)
+    dataset, skipped = _dataset(cfg, model.config, model.convention)
     # the global batch is split over ranks, then over accumulated micro-batches
     per_rank = max(cfg.batch_size // (world * cfg.accum_steps), 1)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True) if world > 1 else None
@@ -280,7 +306,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     autocast, scaler = _amp_context(device, cfg.amp)
     history = last.with_name(final.stem + ".log.jsonl")
     t_start = time.monotonic()
-    extra = {"train_config": _jsonable(cfg), "skipped": [dataclasses.asdict(s) for s in skipped][:1000]}
+    extra = {"train_config": _jsonable(cfg), "convention": model.convention,
+             "skipped": [dataclasses.asdict(s) for s in skipped][:1000]}
     pbar = _progress(rank, step, cfg.steps)
     net.train()
     batches = _batches(loader, sampler)
