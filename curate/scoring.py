@@ -341,15 +341,17 @@ class SegmentJob:
 def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
                   thresholds: Mapping[str, Mapping[str, float]] | None, class_text: str | None,
                   cascade: bool = True, only: set[str] | None = None,
-                  gate: set[str] | None = None, order: Sequence[str] | None = None) -> list[dict]:
+                  gate: set[str] | None = None, order: Sequence[str] | None = None,
+                  path: str | None = None) -> list[dict]:
     """Rows of the windows schema for ``windows`` (all inside ``grid``), scores and notes filled.
 
     ``only``: (re)score only these filters; the other filters' stored scores are kept and
     still gate the cascade (``curate score`` after loosening a threshold).
     ``gate``: filters whose failure stops a window (default: all).
     ``order``: the cascade order (default ``registry.DEFAULT_ORDER``).
+    ``path``: the segment's file (needed by a sync scorer of the released convention).
     """
-    return score_segments([SegmentJob(grid, windows, class_text, only)], scorers, thresholds,
+    return score_segments([SegmentJob(grid, windows, class_text, only, path)], scorers, thresholds,
                           cascade=cascade, gate=gate, order=order)[0]
 
 
