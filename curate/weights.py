@@ -34,21 +34,27 @@ def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
             raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
                              f"(or --allow-random-weights for demos and tests only)")
         if model == "sync":
-            out[filt]["convention"] = sync_convention(out[filt]["weights"], opts.get("sync_convention"))
+            conv = sync_convention(out[filt]["weights"], opts.get("sync_convention"))
+            if conv is not None:
+                out[filt]["convention"] = conv
     return out
 
 
-def sync_convention(weights: str | None, override: str | None = None) -> str:
+def sync_convention(weights: str | None, override: str | None = None) -> str | None:
     """The sync classifier's preprocessing convention: ``override`` (``--sync-convention``),
     else the one the weights carry (released folder / AVID-CMA: ``released``; our
-    checkpoints: what they recorded), ``ours`` for random weights."""
+    checkpoints: what they recorded), ``ours`` for random weights; None when the weights
+    cannot be read here (loading them reports why, naming the option)."""
     from sync_classifier.conventions import get_convention
     if override:
         return get_convention(override, "--sync-convention").name
     if not weights:
         return "ours"
     from sync_classifier.model import weights_convention
-    return weights_convention(weights, "--sync-checkpoint")
+    try:
+        return weights_convention(weights, "--sync-checkpoint")
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -116,7 +122,8 @@ def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any],
                                else ImageBindScorer.from_checkpoint(m["weights"], device=device))
         elif m["model"] == "sync":
             from filters.sync import SyncScorer
-            kw["sync"] = (SyncScorer.random(seed=0, device=device) if m["random"]
+            kw["sync"] = (SyncScorer.random(seed=0, device=device, convention=m.get("convention"))
+                          if m["random"]
                           else SyncScorer.from_checkpoint(m["weights"], device=device,
                                                           convention=m.get("convention")))
     return Scorers(**kw)
