@@ -146,6 +146,9 @@ def _curate(*args):
 
 def test_cli_eval_header_says_the_protocol_and_json_gives_both(tmp_path, videos) -> None:
     folder = _released_folder(tmp_path)
+    videos = tmp_path / "one"
+    videos.mkdir()
+    make_event_video(videos / "v.mp4", duration=4.0, event_times=[0.8, 2.0, 3.3], seed=5)
     out = _curate("sync", "eval", "--ckpt", folder, "--data", videos)
     assert "protocol released, released convention" in out and "all-anchors:" in out
     res = json.loads(_curate("sync", "eval", "--ckpt", folder, "--data", videos, "--json",
@@ -251,3 +254,44 @@ def test_metrics_released_protocol(tmp_path) -> None:
     ours = evaluate_generated(gen.parent, ref.parent, model, protocol="ours")
     assert all(r["protocol"] == "ours" for r in ours)
     assert [r["phi_gen"] for r in ours] != [r["phi_gen"] for r in rows]
+
+
+# ------------------------------------------------------------------ a run through the stages
+
+def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> None:
+    import csv
+
+    from curate import pipeline
+    from curate.recipes import get_recipe
+    from curate.runner import LocalExecutor
+    from curate.stats import collect, format_text
+    from curate.synth import synthesize
+    root = tmp_path / "corpus"
+    synthesize(root, n_videos=2, seed=5)
+    with open(root / "sources.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["path"] = str(root / r["path"])
+    src = root / "abs_sources.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    recipe = get_recipe("demo")
+    recipe["stages"] = ["sources", "download", "split", "score"]
+    recipe["filters"] = ["pixel_diff", "amplitude", "sync"]
+    recipe["gate"] = ["sync"]
+    out = tmp_path / "run"
+    folder = _released_folder(tmp_path)
+    run = pipeline.new_run(out, recipe, {"sync_checkpoint": str(folder)})   # no convention option
+    ex = LocalExecutor()
+    pipeline.stage_sources(out, run, src)
+    pipeline.stage_download(out, run, ex)
+    pipeline.stage_split(out, run, ex)
+    table = pipeline.stage_score(out, run, ex).to_pylist()
+    scored = [w for w in table if w["sync_a2v"] is not None]
+    assert scored and all(w["sync_note"] is None for w in scored)
+    assert pipeline.load_run(out)["sync_convention"] == C.RELEASED
+    st = collect(out)
+    assert st["sync_convention"] == C.RELEASED
+    assert "sync classifier convention: released" in format_text(st)
