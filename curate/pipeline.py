@@ -421,7 +421,7 @@ def _score_many(scorers, th: dict, gate: list[str], items: list[dict], grids: li
     from curate.scoring import SegmentJob, score_segments
 
     jobs = [SegmentJob(g, _item_windows(it), it["text"], set(it["only"]) if it.get("only") else None,
-                       path=it.get("path"))
+                       path=it.get("path"), offset=(it.get("seg") or [None])[0] or 0.0)
             for it, g in zip(items, grids)]
     rows = score_segments(jobs, scorers, th, cascade=True, gate=set(gate), order=order)
     return [{"windows": [_past_video_end(r, g) for r in rs]} for rs, g in zip(rows, grids)]

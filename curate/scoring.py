@@ -283,14 +283,16 @@ def _run_sync_released(seg: _Segment, alive: list[int]) -> dict[int, str]:
         pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
     pairs = [p for p in dict.fromkeys(pairs) if p not in seg.phi_cache]
     if pairs:
-        path = getattr(seg, "path", None)
+        path, off = getattr(seg, "path", None), float(getattr(seg, "offset", 0.0) or 0.0)
         if path is None:
             raise ValueError("the released sync convention reads the segment's file; none given")
         a_keys = list(dict.fromkeys(a for a, _ in pairs))
         v_keys = list(dict.fromkeys(v for _, v in pairs))
         ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
         phi = seg.scorers.sync.phi_released(
-            path, [g.start + a / g.sample_rate for a in a_keys], [g.start + v / g.fps for v in v_keys],
+            # the file's own clock: a stream-copied segment starts ``offset`` s into it
+            path, [off + g.start + a / g.sample_rate for a in a_keys],
+            [off + g.start + v / g.fps for v in v_keys],
             [(ia[a], iv[v]) for a, v in pairs])
         seg.phi_cache.update(zip(pairs, phi))
 
@@ -336,6 +338,8 @@ class SegmentJob:
     only: set[str] | None = None
     #: the segment's media file (the released sync convention reads it; grids are ours)
     path: str | None = None
+    #: where the segment's time 0 lies on that file's clock (``seg_start`` of a stream copy)
+    offset: float = 0.0
 
 
 def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
@@ -373,7 +377,7 @@ def score_segments(jobs: list[SegmentJob], scorers: Scorers,
     segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text)
             for job, todo in zip(jobs, todos)]
     for seg, job in zip(segs, jobs):
-        seg.path = job.path
+        seg.path, seg.offset = job.path, job.offset
     stopped: list[dict[int, str]] = [{} for _ in segs]  # per segment: row -> gating filter
     for name in order:
         lives = [[k for k in range(len(seg.rows)) if seg.i0[k] is not None and k not in st]

@@ -220,7 +220,10 @@ def _sources_from_manifest(out: Path, table: str) -> list[VideoSource]:
             log.warning("skipping row: %s", e)
             continue
         path = out / "media" / "raw" / f"{sid}.mp4"
-        srcs.append(VideoSource(path, float(r["start"]), float(r["end"]), sid))
+        # rows hold segment times; a stream-copied download keeps its source's clock, on
+        # which the segment starts at seg_start (None: the file starts with the segment)
+        off = float(downloads[r["source_id"]].get("seg_start") or 0.0)
+        srcs.append(VideoSource(path, off + float(r["start"]), off + float(r["end"]), sid))
     return srcs
 
 
