@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from test_kill_resume import build_args, verify_cli, write_inputs  # noqa: E402
+from curate.runner import read_records  # noqa: E402
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 
@@ -77,8 +78,7 @@ def stop_node(proc: subprocess.Popen) -> None:
 def nodes_per_stage(out: Path) -> dict[str, Counter]:
     per: dict[str, Counter] = defaultdict(Counter)
     for part in sorted((out / "work").glob("*/part-*.jsonl")):
-        for line in part.read_text().splitlines():
-            rec = json.loads(line)
+        for rec in read_records(part):
             per[part.parent.name][rec.get("node") or "unknown"] += 1
     return per
 
@@ -95,9 +95,9 @@ def main(argv=None) -> int:
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="curate-cluster-"))
     root.mkdir(parents=True, exist_ok=True)
-    from ray.util import get_node_ip_address
-
-    ip = get_node_ip_address()   # what Ray binds to (not always 127.0.0.1)
+    # both nodes announce loopback: everything this benchmark sends stays on 127.0.0.1
+    # (by default Ray announces the machine's interface address)
+    ip = "127.0.0.1"
     port = free_port()
     head = f"{ip}:{port}"
     # Ray >= 2.59 authenticates with a token: one of our own for every process of this cluster
@@ -108,10 +108,10 @@ def main(argv=None) -> int:
     ok, procs = False, []
     try:
         procs.append(start_node(["--head", "--port", str(port),
-                                 "--num-cpus", "1", "--include-dashboard", "false",
+                                 "--num-cpus", "1", "--include-dashboard", "false", "--node-ip-address", ip,
                                  "--disable-usage-stats"], env, root / "head.log"))
         wait_nodes(head, 1, env)
-        procs.append(start_node(["--address", head, "--num-cpus", "1"], env, root / "worker.log"))
+        procs.append(start_node(["--address", head, "--num-cpus", "1", "--node-ip-address", ip], env, root / "worker.log"))
         wait_nodes(head, 2, env)
         truth = synthesize(root / "corpus", n_videos=args.sources, seed=5, duration=6.0)
         with LoopbackServer(root / "corpus" / "videos") as server:

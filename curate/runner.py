@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 import logging
+import os
 import time
 import traceback
 from collections import Counter
@@ -131,7 +132,13 @@ class LocalExecutor:
 # ----------------------------------------------------------------------------- checkpoint
 
 class Checkpoint:
-    """The completion records of one stage (``<out>/work/<stage>/part-*.jsonl``)."""
+    """The completion records of one stage (``<out>/work/<stage>/part-*.jsonl``).
+
+    Every record proves itself: a line is the record's JSON, a tab and the blake2b-64 of that
+    JSON (``_seal``). A line whose checksum does not match (cut by a full disk, a crash of the
+    machine before the data reached the disk, garbage appended) is not a record: its item is
+    not done and is redone. Key and fingerprint are never trusted from a line's prefix alone.
+    """
 
     def __init__(self, out: str | Path, stage: str):
         self.dir = Path(out) / "work" / stage
@@ -150,27 +157,41 @@ class Checkpoint:
     def _records(self, keys_only: bool = False) -> Iterator[tuple[int, dict]]:
         for p in self.parts():
             n = int(p.name[5:10])
-            try:
-                lines = p.read_text().splitlines()
-            except OSError as e:  # an atomic rename never leaves half a part
-                log.warning("ignoring unreadable checkpoint %s: %s", p, e)
-                continue
-            for i, line in enumerate(lines):
-                try:
-                    rec = _head(line) if keys_only else None
-                    rec = rec or json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("ignoring a bad record in %s line %d", p, i + 1)
-                    continue
+            for i, rec in read_part(p, keys_only=keys_only)[0]:
                 rec["_line"] = i
                 yield n, rec
+
+    def repair(self) -> list[str]:
+        """Move aside every part holding a line that is not a sealed record (its good records
+        are written back under the same name, so record order is kept); returns one warning
+        per part, naming it. Run by the driver that holds the output's lock."""
+        notes = []
+        for p in self.parts():
+            good, bad = read_part(p)
+            if not bad:
+                continue
+            aside = self.dir / "aside"
+            aside.mkdir(parents=True, exist_ok=True)
+            dest = aside / f"{p.name}.{int(time.time())}.bad"
+            os.replace(p, dest)
+            if good:
+                write_text(p, "".join(_seal(_strip(r)) for _i, r in good))
+            lines = ", ".join(str(b + 1) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            what = "could not be read" if bad == [-1] else \
+                f"had {len(bad)} unreadable record(s) (line {lines})"
+            msg = (f"checkpoint part {p} {what}: "
+                   f"moved aside to {dest}, its {len(good)} good record(s) kept; "
+                   f"the items of the unreadable ones are redone")
+            log.warning("%s", msg)
+            notes.append(msg)
+        return notes
 
     def write_part(self, records: list[dict]) -> Path:
         existing = self.parts()
         self._next = max(self._next, int(existing[-1].name[5:10]) + 1 if existing else 0)
         path = self.dir / f"part-{self._next:05d}.jsonl"
         self._next += 1
-        write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+        write_text(path, "".join(_seal(r) for r in records))
         return path
 
     def tables(self, current: dict[str, str], schemas: dict[str, pa.Schema] | None = None
@@ -216,9 +237,68 @@ _HEAD = re.compile(r'^\{"key": ("(?:[^"\\]|\\.)*"), "fp": ("(?:[^"\\]|\\.)*"), '
 
 def _head(line: str) -> dict | None:
     """key and fp of a record without parsing its outputs (the index of a 1M-record stage
-    reads in seconds); None when the line does not start that way (then it is parsed whole)."""
+    reads in seconds); None when the line does not start that way (then it is parsed whole).
+    Only ever applied to a line whose checksum matched."""
     m = _HEAD.match(line)
     return {"key": json.loads(m.group(1)), "fp": json.loads(m.group(2))} if m else None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _seal(rec: dict) -> str:
+    """One record line: JSON (which never holds a raw tab), a tab, the JSON's checksum."""
+    body = json.dumps(rec, default=str)
+    return f"{body}\t{_digest(body.encode())}\n"
+
+
+def _strip(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "_line"}
+
+
+def _parse_line(raw: bytes, keys_only: bool) -> dict | None:
+    """The record of one line, or None when the line is not a whole, sealed record."""
+    body, tab, digest = raw.rpartition(b"\t")
+    if not tab:      # a line from before records were sealed: only a complete record counts
+        body = raw
+    elif _digest(body) != digest.decode("ascii", "replace").strip():
+        return None
+    try:
+        text = body.decode("utf-8")
+        rec = (_head(text) if keys_only and tab else None) or json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str) or "fp" not in rec:
+        return None
+    if not tab and not isinstance(rec.get("out"), dict):
+        return None
+    return rec
+
+
+def read_part(path: Path, keys_only: bool = False) -> tuple[list[tuple[int, dict]], list[int]]:
+    """([(line index, record)], [line indices that are not records]) of one part file; a part
+    that cannot be read at all gives ``([], [-1])``."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        log.warning("cannot read checkpoint part %s: %s", path, e)
+        return [], [-1]
+    good, bad = [], []
+    for i, raw in enumerate(data.split(b"\n")):
+        if not raw.strip():
+            continue
+        rec = _parse_line(raw, keys_only)
+        if rec is None:
+            bad.append(i)
+        else:
+            good.append((i, rec))
+    return good, bad
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The sealed records of one part file (benchmarks, tools)."""
+    return [r for _i, r in read_part(Path(path))[0]]
 
 
 def _to_arrow(rows: list[dict], schema: pa.Schema | None) -> pa.Table:
@@ -276,6 +356,7 @@ def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Exe
     from tqdm.auto import tqdm
 
     ck = Checkpoint(out, spec.name)
+    ck.repair()          # a torn or garbled record is not done: its item is redone below
     current = {it["key"]: item_fingerprint(spec, it) for it in items}
     if len(current) != len(items):
         raise ValueError(f"stage {spec.name}: item keys are not unique")

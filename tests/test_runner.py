@@ -5,7 +5,7 @@ import json
 import pytest
 
 from curate.recipes import get_recipe, recipe_names
-from curate.runner import LocalExecutor, StageSpec, run_stage
+from curate.runner import LocalExecutor, StageSpec, read_records, run_stage
 
 
 def _square_factory(calls):
@@ -63,7 +63,7 @@ def test_killed_stage_redoes_only_the_unrecorded_items(tmp_path):
     with pytest.raises(Killed):
         run_stage(tmp_path, spec, _items(6), DyingExecutor(), flush_items=2, progress=False)
     parts = sorted((tmp_path / "work" / "t").glob("part-*.jsonl"))
-    assert [[json.loads(line)["key"] for line in p.read_text().splitlines()] for p in parts] == \
+    assert [[r["key"] for r in read_records(p)] for p in parts] == \
         [["s0", "s1"], ["s2", "s3"]]
     calls.clear()
     res = run_stage(tmp_path, spec, _items(6), LocalExecutor(), progress=False)
