@@ -106,7 +106,7 @@ def main() -> None:
                              warmup_steps=args.warmup_steps, seed=args.seed, resume=False,
                              **({"offsets": DEMO_OFFSETS} if args.demo else {})))
     t_train = time.monotonic() - t0
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if args.demo:
         # the shipped file holds weights and config only (no optimizer, no history)
         state["extra"] = {"recipe": "benchmarks/train_sync_small.py --demo", "seed": args.seed,

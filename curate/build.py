@@ -45,7 +45,14 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
                sources: str | Path | None = None, limit: int | None = None,
                retry_failed: bool = False, echo: Callable[[str], None] = print) -> None:
     """Run ``stages`` in order; each stage skips work its checkpoints say is finished and
-    echoes a failure summary by reason at its end."""
+    echoes a failure summary by reason at its end. Holds the output's lock (``curate.lock``:
+    reentrant, the command line takes it first)."""
+    from curate.lock import output_lock
+    with output_lock(out, "curate"):
+        _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo)
+
+
+def _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo) -> None:
     remove_stale_temps(out)
     for st in stages:
         echo(f"== {st}")
@@ -63,6 +70,7 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
             from curate.demo import train_demo_sync
             train_demo_sync(out, run)
         elif st == "score":
+            pipeline.check_weights(run)    # in the driver, before any scoring worker starts
             pipeline.stage_score(out, run, executor, echo=echo)
         elif st == "select":
             summary = pipeline.stage_select(out, run)
@@ -89,7 +97,8 @@ def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | 
     Path(out).mkdir(parents=True, exist_ok=True)
     run = pipeline.new_run(out, recipe, options or {})
     if "score" in recipe["stages"]:
-        pipeline.resolve_models(run)   # a missing weight fails now, not after hours of downloads
+        # a missing or broken weight file fails now, not after hours of downloads
+        pipeline.check_weights(run)
     run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
                retry_failed=retry_failed, echo=echo)
     return run

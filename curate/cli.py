@@ -5,7 +5,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -25,14 +25,46 @@ MaxRequestsOpt = typer.Option(None, "--max-requests-per-s",
                               help="global rate of download starts over all workers (e.g. 2)")
 
 
+_EXECUTORS: list = []      # executors of this command: shut down on an interruption
+
+
 def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[float]):
     from curate.engine import make_executor
-    return make_executor(kind, workers=workers, address=address, gpus=gpus)
+    ex = make_executor(kind, workers=workers, address=address, gpus=gpus)
+    _EXECUTORS.append(ex)
+    return ex
 
 
 def _fail(e: Exception) -> None:
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _guarded(out: Path, body: Callable[[], None]) -> None:
+    """Run a command that writes into ``out``: one writer per output (``curate.lock``);
+    SIGTERM / SIGINT stop it cleanly (``curate.interrupt``): exit 143 / 130, finished work
+    kept; a bad input or option is one ``error:`` line and exit 2."""
+    from curate.interrupt import INTERRUPTED_MESSAGE, Interrupted, interruptible
+    from curate.lock import output_lock
+
+    command = " ".join(["curate", *sys.argv[1:]])[:300]
+    try:
+        with interruptible():
+            with output_lock(out, command):
+                try:
+                    body()
+                except Interrupted:
+                    # the workers end before the lock goes: nothing writes into `out` after
+                    for ex in _EXECUTORS:
+                        shutdown = getattr(ex, "shutdown", None)
+                        if shutdown is not None:
+                            shutdown()
+                    raise
+    except Interrupted as e:
+        typer.secho(INTERRUPTED_MESSAGE, fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(e.exit_code)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        _fail(e)
 
 
 @app.callback()
@@ -70,7 +102,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
                "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout,
                "sync_convention": sync_convention}
-    try:
+
+    def body() -> None:
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
             from curate.demo import build_demo
@@ -78,9 +111,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
         else:
             run_build(recipe, out, ex, sources=sources, limit=limit, config=config,
                       options=options, retry_failed=retry_failed, echo=typer.echo)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
-    typer.echo(format_text(collect(out)))
+        typer.echo(format_text(collect(out)))
+    _guarded(out, body)
 
 
 def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
@@ -88,15 +120,15 @@ def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
            options: Optional[dict] = None) -> None:
     from curate.build import run_stages
     from curate.pipeline import load_run, save_run
-    try:
+
+    def body() -> None:
         run = load_run(out)
         if options and any(v is not None for v in options.values()):
             run["options"].update({k: v for k, v in options.items() if v is not None})
             save_run(out, run)
         run_stages(out, run, _executor(executor, workers, address, gpus), stages,
                    retry_failed=retry_failed, echo=typer.echo)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
+    _guarded(out, body)
 
 
 @app.command()
@@ -107,12 +139,12 @@ def reproduce(lists: List[Path] = typer.Argument(..., help="AVSync15 list files 
     """Exact-reproduction mode: download and cut exactly the clips an AVSync15 list names."""
     from curate.build import reproduce as run_reproduce
     from curate.stats import collect, format_text
-    try:
+
+    def body() -> None:
         run_reproduce(lists, out, _executor(executor, workers, address, None),
                       url_template=url_template, echo=typer.echo)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
-    typer.echo(format_text(collect(out)))
+        typer.echo(format_text(collect(out)))
+    _guarded(out, body)
 
 
 @app.command()
@@ -121,12 +153,12 @@ def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., h
     """Read a sources file into <out>/manifests/sources.parquet (starts a run)."""
     from curate import pipeline
     from curate.recipes import get_recipe
-    try:
+
+    def body() -> None:
         run = pipeline.new_run(out, get_recipe(recipe, config), {})
         rows = pipeline.stage_sources(out, run, sources, limit=limit)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
-    typer.echo(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} source rows accepted")
+        typer.echo(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} source rows accepted")
+    _guarded(out, body)
 
 
 @app.command()
@@ -153,13 +185,14 @@ def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
           executor: str = ExecOpt) -> None:
     """Score windows: unscored ones, and exactly those a looser selection needs."""
     from curate import pipeline
-    try:
+
+    def body() -> None:
         run = pipeline.load_run(out)
+        pipeline.check_weights(run)
         ex = _executor(executor, workers, address, gpus)
         pipeline.stage_score(out, run, ex)
         pipeline.stage_score(out, run, ex, rescore=True)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
+    _guarded(out, body)
 
 
 @app.command()
@@ -168,11 +201,13 @@ def select(out: Path = typer.Argument(...),
            decisions: Optional[Path] = typer.Option(None, help="review decisions JSON (curate review)")) -> None:
     """Apply thresholds to stored scores, merge, balance and split. Touches no model."""
     from curate import pipeline
-    try:
+    box: dict = {}
+
+    def body() -> None:
         run = pipeline.load_run(out)
-        summary = pipeline.stage_select(out, run, overrides=set_, decisions_file=decisions)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        _fail(e)
+        box["summary"] = pipeline.stage_select(out, run, overrides=set_, decisions_file=decisions)
+    _guarded(out, body)
+    summary = box["summary"]
     if summary.get("needs_scoring"):
         typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
                    f"run `curate score {out}` to score exactly those")

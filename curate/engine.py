@@ -34,7 +34,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate.runner import NODE_KEY, Item, Outputs, StageSpec, safe_call
+from curate.runner import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,12 @@ def start_watchdog(driver_pid: int | None) -> None:
     if not driver_pid or _WATCHDOG.get("pid") == driver_pid:
         return
     _WATCHDOG["pid"] = driver_pid
+    try:
+        # Ctrl-C goes to the whole process group: a worker must not turn it into an item's
+        # failure; the driver stops the workers itself (curate.interrupt)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the worker's main thread
+        pass
 
     def watch() -> None:
         while _pid_alive(driver_pid):
@@ -163,10 +169,22 @@ def _with_node(outputs: Outputs) -> Outputs:
     return {**outputs, NODE_KEY: [{"node": _NODE[0]}]}
 
 
+#: key of the result a worker returns when the stage function could not be built
+SETUP_ERROR = "_setup_error"
+
+
+def _setup_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
 def _task_body(spec: StageSpec, item: Item, driver_pid: int | None, limiter: Any) -> Outputs:
     start_watchdog(driver_pid)
+    try:
+        fn = _cached(spec, "fn")
+    except Exception as e:  # noqa: BLE001 - the stage cannot run at all: the driver stops it
+        return {SETUP_ERROR: _setup_text(e)}
     _throttle(limiter)
-    return _with_node(safe_call(_cached(spec, "fn"), spec, item))
+    return _with_node(safe_call(fn, spec, item))
 
 
 def _prepare_body(spec: StageSpec, item: Item, driver_pid: int | None) -> tuple[str | None, Any]:
@@ -184,9 +202,15 @@ class _StageActor:
     def __init__(self, spec: StageSpec, driver_pid: int | None):
         start_watchdog(driver_pid)
         self.spec = spec
-        self.fn = spec.factory()
+        self.setup_error: str | None = None
+        try:
+            self.fn = spec.factory()
+        except Exception as e:  # noqa: BLE001 - reported with its text, not as a dead actor
+            self.setup_error = _setup_text(e)
 
-    def call(self, items: list[Item], *payloads: Any) -> list[Outputs]:
+    def call(self, items: list[Item], *payloads: Any) -> list[Outputs] | dict:
+        if self.setup_error is not None:
+            return {SETUP_ERROR: self.setup_error}
         if self.spec.prepare is None:
             return [_with_node(safe_call(self.fn, self.spec, it)) for it in items]
         batch = getattr(self.fn, "batch", None)   # fn.batch(items, payloads): one call for all
@@ -218,21 +242,76 @@ class _TokenBucket:
 
 # ----------------------------------------------------------------------------- driver
 
-def _quiet_ray_env() -> None:
+def _quiet_ray_env(local: bool = True) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if local:
+        # A local Ray is one machine: its node announces 127.0.0.1 (Ray's single-machine mode;
+        # by default it announces the machine's interface address, so its traffic would leave
+        # loopback). Read when ray is imported: set before the first import.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+#: a local Ray start (node registration: Ray's own fixed 30-s wait) is tried this many times,
+#: waiting longer before each new try, before the build stops with a clear message
+RAY_START_TRIES = 3
+RAY_START_BACKOFF_S = (5.0, 20.0)
+
+
+def start_ray(init: Any, kwargs: dict, tries: int = RAY_START_TRIES,
+              backoff: tuple[float, ...] = RAY_START_BACKOFF_S, shutdown: Any = None,
+              sleep: Any = time.sleep) -> None:
+    """``init(**kwargs)``, retried on a failed start (an overloaded machine: the raylet or
+    the GCS did not come up in time); then a ValueError that says what to do."""
+    last: BaseException | None = None
+    for k in range(tries):
+        try:
+            init(**kwargs)
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises plain Exception / RuntimeError here
+            last = e
+            log.warning("ray did not start (try %d of %d): %s", k + 1, tries, e)
+            if shutdown is not None:
+                try:
+                    shutdown()
+                except Exception:  # noqa: BLE001 - half-started: nothing to stop
+                    pass
+            if k + 1 < tries:
+                sleep(backoff[min(k, len(backoff) - 1)])
+    where = f"connect to the Ray cluster at --address {kwargs['address']}" \
+        if kwargs.get("address") not in (None, "local") else "start a local Ray"
+    raise ValueError(f"could not {where} after {tries} tries ({last}); the machine may be "
+                     f"overloaded: rerun later (finished work is kept), with fewer --workers, "
+                     f"or on a running cluster with --address")
 
 
 def _wait_ready(refs: list, timeout: float) -> list:
     """Every ref that is ready now, waiting up to ``timeout`` for the first: one driver
     round per batch of finished items, not per item."""
     import ray
-    ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
-    if ready and rest:
-        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-        ready += more
+    from curate.interrupt import deferred
+    with deferred():      # a signal during Ray's wait is raised after it (curate.interrupt)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
     return ready
+
+
+def _get(ref: Any) -> Any:
+    import ray
+    from curate.interrupt import deferred
+    with deferred():
+        return ray.get(ref)
+
+
+def _raise_setup_error(spec: StageSpec, result: Any) -> None:
+    """A worker whose stage function (models) could not be built stops the stage with the
+    exception's text: every other worker would fail the same way, and retrying a dead actor
+    would only hide why."""
+    if isinstance(result, dict) and SETUP_ERROR in result:
+        raise WorkerSetupError(f"{spec.name}: a worker could not start: {result[SETUP_ERROR]}")
 
 
 def _death_reason(e: BaseException) -> str:
@@ -249,7 +328,7 @@ class RayExecutor:
 
     def __init__(self, workers: int = 2, address: str | None = None, gpus: float | None = None,
                  download_workers: int | None = None, max_requests_per_s: float | None = None):
-        _quiet_ray_env()
+        _quiet_ray_env(local=not address)
         self.workers = max(1, int(workers))
         self.address = address
         self.gpus_opt = gpus
@@ -266,12 +345,18 @@ class RayExecutor:
 
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                kw = {"address": self.address, "log_to_driver": False, "configure_logging": False}
             else:
                 # "local": always a new Ray of our own; with no address Ray would join any
                 # cluster a `ray start` left on this machine
-                ray.init(address="local", num_cpus=available_cpus(), num_gpus=self.gpus_opt,
-                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+                kw = {"address": "local", "num_cpus": available_cpus(), "num_gpus": self.gpus_opt,
+                      "include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            from curate.interrupt import deferred
+            with deferred():
+                start_ray(ray.init, kw, shutdown=ray.shutdown)
+            # ray.init puts a C++ SIGTERM handler (stack dump, abort) in the driver: ours back
+            from curate.interrupt import reinstall
+            reinstall()
         # a worker may only watch a driver on its own machine: local Ray only
         self._driver_pid = None if self.address else os.getpid()
         res = ray.cluster_resources()
@@ -334,8 +419,14 @@ class RayExecutor:
             for ref in ready:
                 it, _t = inflight.pop(ref)
                 try:
-                    yield it, ray.get(ref)
+                    res = _get(ref)
                 except ray.exceptions.RayError as e:
+                    res = e
+                if not isinstance(res, BaseException):
+                    _raise_setup_error(spec, res)
+                    yield it, res
+                else:
+                    e = res
                     msg = f"{_death_reason(e)} after {spec.max_tries} tries"
                     log.warning("%s: %s on %s", spec.name, msg, it.get("key"))
                     yield it, spec.on_error(it, msg)
@@ -423,7 +514,7 @@ class RayExecutor:
                     if ref in preps:
                         it, payload, _t = preps.pop(ref)
                         try:
-                            err = ray.get(ref)
+                            err = _get(ref)
                         except ray.exceptions.RayError as e:
                             err = f"prepare: {_death_reason(e)} after {spec.max_tries} tries"
                         if err:
@@ -433,11 +524,12 @@ class RayExecutor:
                         continue
                     a, take, _t = calls.pop(ref)
                     try:
-                        outs = ray.get(ref)
+                        outs = _get(ref)
                     except ray.exceptions.RayError as e:
                         yield from self._actor_died(spec, e, a, take, tries, ready_q, idle,
                                                     actors, spec_ref, cpu, n_gpu)
                         continue
+                    _raise_setup_error(spec, outs)
                     idle.append(a)
                     for (it, _p), o in zip(take, outs):
                         yield it, o

@@ -37,8 +37,8 @@ from manifests.schemas import read_rows, write_manifest
 from curate.runner import (Checkpoint, Executor, StageSpec, fingerprint, format_failures,
                            item_fingerprint, run_stage)
 from curate.run_state import RUN_FILE, cascade_order, engine_options, load_run, new_run, save_run  # noqa: F401
-from curate.weights import (MODEL_FILTERS, WEIGHT_OPTIONS, build_scorers, gating,  # noqa: F401
-                            resolve_models, thresholds, weight_ids)
+from curate.weights import (MODEL_FILTERS, WEIGHT_OPTIONS, build_scorers, check_weights,  # noqa: F401
+                            gating, resolve_models, thresholds, weight_ids)
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +197,14 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     media.mkdir(parents=True, exist_ok=True)
     spec = _download_spec(run)
     spec.factory = functools.partial(_download_factory, str(media), download_options(run))
-    items = [{"key": r["source_id"], "row": r, "inputs": {k: r.get(k) for k in _DOWNLOAD_INPUTS}}
+    root = download_options(run).get("source_root")
+    items = [{"key": r["source_id"], "row": r,
+              "inputs": {**{k: r.get(k) for k in _DOWNLOAD_INPUTS},
+                         **({"local": _local_source_id(r, root)} if r.get("path") else {})}}
              for r in sources]
     res = run_stage(out, spec, items, executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
                     **_run_kw(run, "download"))
-    table = res.table("downloads") or _empty("downloads")
+    table = _rebase_downloads(out, res.table("downloads") or _empty("downloads"))
     write_manifest(out, "downloads", table)
     summarize_failures("download", table, echo, reason_col="reason")
     return table.to_pylist()
@@ -246,12 +249,53 @@ def segment_of(d: dict) -> list[float | None]:
     return [d.get("seg_start"), d.get("seg_end")]
 
 
-def _file_id(path: str) -> list[Any]:
+def _rel(path: str, out: str | Path) -> str:
+    """``path`` relative to ``out`` when it lies inside (fingerprints: a run copied or moved
+    to another folder is the same run), else as given."""
+    import os
+    a, o = os.path.abspath(path), os.path.abspath(out)
+    return os.path.relpath(a, o) if a.startswith(o + os.sep) else str(path)
+
+
+def _file_id(path: str, out: str | Path) -> list[Any]:
+    """What identifies a file in a fingerprint: its path (relative to ``out`` inside it) and
+    size."""
     try:
         st = Path(path).stat()
-        return [path, st.st_size]
+        return [_rel(path, out), st.st_size]
     except OSError:
-        return [path, None]
+        return [_rel(path, out), None]
+
+
+def _local_source_id(row: dict, source_root: str | None) -> list[Any] | None:
+    """Size and mtime of a local source file (None for URLs): a file replaced at the same path
+    is a new input and is read again."""
+    if not row.get("path"):
+        return None
+    p = Path(row["path"])
+    if not p.is_absolute() and source_root:
+        p = Path(source_root) / p
+    try:
+        st = p.stat()
+    except OSError:
+        return [None, None]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _rebase_downloads(out: str | Path, table: pa.Table) -> pa.Table:
+    """Download paths under this output's ``media/raw``, wherever the output was when they
+    were downloaded (a run copied or moved to another folder reads its own files)."""
+    if table.num_rows == 0 or "path" not in table.column_names:
+        return table
+    media = Path(out) / "media" / "raw"
+    paths = table["path"].to_pylist()
+    new = [str(media / f"{sid}.mp4") if p and Path(p).name == f"{sid}.mp4"
+           and Path(p).parent.parts[-2:] == ("media", "raw") else p
+           for p, sid in zip(paths, table["source_id"].to_pylist())]
+    if new == paths:
+        return table
+    i = table.column_names.index("path")
+    return table.set_column(i, table.schema.field(i), pa.array(new, table.schema.field(i).type))
 
 
 def _split_spec(run: dict[str, Any]) -> StageSpec:
@@ -263,7 +307,7 @@ def _split_spec(run: dict[str, Any]) -> StageSpec:
 
 def _split_items(out: str | Path) -> list[dict]:
     return [{"key": s["source_id"], "path": s["path"], "seg": segment_of(s),
-             "inputs": {"file": _file_id(s["path"]), "duration": s["duration"], "seg": segment_of(s)}}
+             "inputs": {"file": _file_id(s["path"], out), "duration": s["duration"], "seg": segment_of(s)}}
             for s in _ok_downloads(out)]
 
 
@@ -310,7 +354,7 @@ def _split_current(out: str | Path, spec: StageSpec) -> dict[str, str]:
     """key -> fingerprint of the split items (``_split_items``), from Arrow columns."""
     t = _ok_download_table(out)
     cols = ("source_id", "path", "duration", "seg_start", "seg_end")
-    return {sid: fingerprint({"inputs": {"file": _file_id(path), "duration": dur, "seg": [a, b]},
+    return {sid: fingerprint({"inputs": {"file": _file_id(path, out), "duration": dur, "seg": [a, b]},
                               "params": spec.params})
             for sid, path, dur, a, b in zip(*(t[c].to_pylist() for c in cols))}
 
@@ -389,12 +433,15 @@ def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str],
                    order: tuple[str, ...] | None = None):
     import torch
 
+    from curate.scoring import deterministic_torch
+
+    deterministic_torch()       # a window's scores: the same bits in every run
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scorers = build_scorers(models, run_models, device)
 
     def batch(items: list[dict], grids: list) -> list[dict]:
-        """All the segments of an actor call together: one forward pass per model and
-        filter over all their frames / clips (``scoring.score_segments``)."""
+        """All the segments of an actor call (``scoring.score_segments``: per-segment
+        forward passes, so the result does not depend on the call's composition)."""
         return _score_many(scorers, th, gate, items, grids, order)
 
     def fn(item: dict, grid) -> dict:
@@ -499,7 +546,7 @@ def _iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[
             only_l = onl_s.split("+") if onl_s else None
             key = s_id + (f"@{onl_s}@{tag}" if onl_s else "")
             seg = segs.get(s_id) or [None, None]
-            inputs = {"file": _file_id(paths[s_id]), "seg": seg, "text": text, "only": only_l,
+            inputs = {"file": _file_id(paths[s_id], out), "seg": seg, "text": text, "only": only_l,
                       "windows": wins[a:b]}
             if onl_s:   # a rescore reads the stored scores of the other filters: they are inputs
                 inputs["stored"] = stored[a:b]
@@ -628,6 +675,14 @@ def _cut_factory(cap: int | None):
 CUT_COLUMNS = schemas.CUT_COLUMNS
 
 
+def _rebase_cut(cut: dict, clip_dir: Path) -> dict:
+    """A cut clip's path under this output's ``media/clips`` (the output may have moved)."""
+    p = cut.get("path")
+    if p and Path(p).parent.parts[-2:] == ("media", "clips"):
+        return {**cut, "path": str(clip_dir / Path(p).name)}
+    return cut
+
+
 def _cut_error(item: dict, error: str) -> dict:
     return {"cuts": [{"key": item["key"], "path": None, "status": schemas.STATUS_FAILED, "error": error}]}
 
@@ -682,13 +737,13 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     clip_dir = Path(out) / "media" / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
     cap = recipe["shards"].get("max_short_side")
-    items = [_cut_item(s, downloads[s["source_id"]], clip_dir) for s in selected if s["source_id"] in downloads]
+    items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out) for s in selected if s["source_id"] in downloads]
     items = unique_cut_items(items)   # a clip listed in train and test is cut once
     spec = StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
                      params={"cap": cap, "encoder": _encoder_settings(run)}, **_spec_kw(run, "cut"))
     res = run_stage(out, spec, items, executor, **_run_kw(run, "cut"))
     cut_table = res.table("cuts")
-    cuts = {c["key"]: c for c in (cut_table.to_pylist() if cut_table is not None else [])}
+    cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
     # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
     _fill_cut_columns(all_selected, cuts)
     _fill_cut_columns(selected, cuts)
@@ -715,13 +770,13 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     return rows
 
 
-def _cut_item(s: dict, download: dict, clip_dir: Path) -> dict:
+def _cut_item(s: dict, download: dict, clip_dir: Path, out: str | Path) -> dict:
     dst = str(clip_dir / f"{s['key']}.mp4")
     offset = download.get("seg_start") or 0.0
     return {"key": s["key"], "src": download["path"], "dst": dst, "start": s["start"], "end": s["end"],
             "offset": offset,
-            "inputs": {"src": _file_id(download["path"]), "dst": dst, "start": s["start"], "end": s["end"],
-                       "offset": offset}}
+            "inputs": {"src": _file_id(download["path"], out), "dst": _rel(dst, out), "start": s["start"],
+                       "end": s["end"], "offset": offset}}
 
 
 def _fill_cut_columns(selected: list[dict], cuts: dict[str, dict]) -> None:

@@ -17,7 +17,18 @@ def load_run(out: str | Path) -> dict[str, Any]:
     path = Path(out) / RUN_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: start with `curate sources` or `curate build`")
-    return json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({e}): restore it, or remove it and rerun the "
+                         f"same `curate build` command (the recipe and options are written anew; "
+                         f"finished work is kept)") from e
+    if not (isinstance(run, dict) and isinstance(run.get("recipe"), dict)
+            and isinstance(run["recipe"].get("name"), str) and isinstance(run.get("options", {}), dict)):
+        raise ValueError(f"{path} is not a curate run file (no recipe name / options): restore it, "
+                         f"or remove it and rerun the same `curate build` command")
+    run.setdefault("options", {})
+    return run
 
 
 def save_run(out: str | Path, run: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import pyarrow as pa
 
+from curate.interrupt import check as check_interrupt
 from manifests.atomic import write_text
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ class StageSpec:
     timeout_s: float | None = None   # per item (per actor call for batches); None: no limit
     max_tries: int = 2           # tries of an item whose worker died (signal, OOM kill)
     rate_per_s: float | None = None  # items started per second, over all workers (downloads)
+
+
+class WorkerSetupError(ValueError):
+    """A worker could not build the stage function (e.g. a model file that does not load):
+    the stage stops with the exception's text instead of failing every item."""
 
 
 class Executor(Protocol):
@@ -381,6 +387,7 @@ def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Exe
             if reason:
                 res.failures[reason] += 1
             bar.update(1)
+            check_interrupt()     # a signal noted inside a C call stops here, this result kept
             if len(buf) >= flush_items or time.monotonic() - last >= flush_seconds:
                 ck.write_part(buf)
                 buf, last = [], time.monotonic()

@@ -359,13 +359,27 @@ def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
                           cascade=cascade, gate=gate, order=order)[0]
 
 
+def deterministic_torch() -> None:
+    """Torch settings under which the same inputs in the same forward-pass shapes give the same
+    bits: deterministic algorithms (warn only where an op has none), no cuDNN autotuning (it
+    may pick another kernel per run), cuBLAS with a fixed workspace. Called once per scoring
+    worker, before the models load."""
+    import os
+
+    import torch
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def score_segments(jobs: list[SegmentJob], scorers: Scorers,
                    thresholds: Mapping[str, Mapping[str, float]] | None, cascade: bool = True,
                    gate: set[str] | None = None, order: Sequence[str] | None = None) -> list[list[dict]]:
-    """``score_segment`` over several segments at once: the same rows as one call per
-    segment, with each model run once per filter over the inputs of all the segments (full
-    forward passes). A model call that raises is retried one segment at a time, so a bad
-    segment costs only its own scores."""
+    """``score_segment`` over several segments at once (a scoring actor's call): the same
+    rows, bit for bit, as one call per segment. Each segment's model inputs go through
+    forward passes of their own (see ``_score_filter``: cross-segment batches change low
+    bits), so a bad segment also costs only its own scores."""
     thresholds = thresholds or registry.default_thresholds()
     order = registry.cascade_order(order)
     gate = set(order) if gate is None else set(gate)
@@ -418,16 +432,21 @@ def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
             jobs.append((seg, live))
     if not jobs:
         return
-    try:
-        errors = RUNNERS[name](jobs)
-    except Exception as e:  # noqa: BLE001 - a model failure costs this filter's scores only
-        if len(jobs) > 1:   # which segment? one at a time: a bad one fails alone
-            log.warning("%s failed on %d segments together (%s): one at a time", name, len(jobs), e)
-            for seg, live in jobs:
-                _score_filter([seg], name, [live], [{}])
-            return
-        log.warning("%s failed on %d windows: %s", name, len(jobs[0][1]), e)
-        errors = [{k: _err(e) for k in jobs[0][1]}]
+    # Determinism: a window's scores must not depend on which other segments shared its
+    # actor call (that depends on timing, load and what a killed run had already done).
+    # Batched CPU kernels (oneDNN / MKL GEMM blocking) and cuBLAS / cuDNN algorithm choice
+    # change low bits with a batch's shape and content, measured: 4 of 98 sync values of
+    # four demo segments differed between one call for all four and one call each. So each
+    # segment's inputs go through the models in forward passes of their own, chunked the
+    # same way every time (per-segment forward passes, not cross-segment batches);
+    # ``deterministic_torch`` fixes the remaining settings.
+    errors = []
+    for job in jobs:
+        try:
+            errors += RUNNERS[name]([job])
+        except Exception as e:  # noqa: BLE001 - a model failure costs this filter's scores only
+            log.warning("%s failed on %d windows: %s", name, len(job[1]), e)
+            errors.append({k: _err(e) for k in job[1]})
     for (seg, _), errs in zip(jobs, errors):
         for k, note in errs.items():
             _set_note(seg.rows, [k], name, note)

@@ -67,6 +67,10 @@ def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if w and Path(str(w)).is_file():
             st = os.stat(w)
             ident = [str(w), st.st_size, int(st.st_mtime)]
+        elif w and Path(str(w)).is_dir():     # a released modules/ folder: every file in it
+            files = sorted(p for p in Path(str(w)).rglob("*") if p.is_file())
+            ident = [str(w), [[str(p.relative_to(w)), p.stat().st_size, int(p.stat().st_mtime)]
+                              for p in files]]
         ids[filt] = {"model": m["model"], "weights": ident, "random": m["random"]}
         if m.get("convention"):
             ids[filt]["convention"] = m["convention"]
@@ -127,3 +131,33 @@ def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any],
                           else SyncScorer.from_checkpoint(m["weights"], device=device,
                                                           convention=m.get("convention")))
     return Scorers(**kw)
+
+
+#: weight ids already checked in this process (a build checks before download and again
+#: before scoring; the second look is free)
+_CHECKED: set[str] = set()
+
+
+def check_weights(run: dict[str, Any]) -> None:
+    """Open and strictly check, here in the driver, every model file the run names (CLIP,
+    ImageBind, sync) before any stage work: a file that does not load stops the run with the
+    loader's message and the option to fix, instead of failing inside every scoring worker.
+    Random-weight models are not checked (nothing to load)."""
+    import json
+
+    models = resolve_models(run)
+    for filt, m in models.items():
+        if m["random"]:
+            continue
+        key = json.dumps(weight_ids({filt: m}), sort_keys=True, default=str)
+        if key in _CHECKED:
+            continue
+        option = "--" + WEIGHT_OPTIONS[m["model"]].replace("_", "-")
+        try:
+            build_scorers({filt: m}, run["recipe"]["models"], "cpu")
+        except Exception as e:  # noqa: BLE001 - every loader error becomes one clear message
+            msg = str(e) if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: {e}"
+            if option not in msg:
+                msg += f" (check {option})"
+            raise ValueError(f"filter '{filt}': its weights {m['weights']} do not load: {msg}") from e
+        _CHECKED.add(key)

@@ -309,9 +309,38 @@ def strict_load(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(state, strict=True)
 
 
-def _torch_load(path: Path, option: str):
+#: set to 1 (``--trust-checkpoint``) to read checkpoint files that need full unpickling
+TRUST_ENV = "CURATE_TRUST_CHECKPOINT"
+
+
+def _numpy_scalars() -> list:
+    """The numpy objects a training script's checkpoint may hold beside its tensors (a best
+    metric saved as a numpy float): reconstructing them runs no code of the file's choosing."""
+    import numpy as np
+    core = getattr(np, "_core", None) or np.core
+    extra = [core.multiarray.scalar, np.dtype]
+    extra += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return extra
+
+
+def _torch_load(path: Path, option: str, extras: tuple = ()):
+    """``torch.load(weights_only=True)``: tensors and plain data only, so a checkpoint file
+    cannot run code when read; ``extras`` are further globals allowed explicitly (the
+    AVID-CMA file's numpy scalars). ``$CURATE_TRUST_CHECKPOINT=1`` (``--trust-checkpoint``)
+    reads a file that needs full unpickling, for files the user trusts."""
+    import os
+    import pickle
+    trusted = os.environ.get(TRUST_ENV) == "1"
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        if trusted:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(extras)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} holds Python objects beyond weights, which could run code when "
+                         f"read ({first}); curate reads weights only. If you trust the file, pass "
+                         f"--trust-checkpoint ({option})") from e
     except Exception as e:  # torch raises several types for a corrupt file
         raise ValueError(f"cannot read {path}: {e} (check {option})") from e
 
@@ -463,7 +492,7 @@ def load_avid_into(model: SyncClassifier, path: str | Path, option: str = INIT_O
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"AVID-CMA checkpoint not found: {path} ({option})")
-    _load_avid_states(model, _torch_load(path, option), path, option)
+    _load_avid_states(model, _torch_load(path, option, extras=tuple(_numpy_scalars())), path, option)
     model.convention = RELEASED
 
 
@@ -553,7 +582,7 @@ def load_init(path: str | Path, cfg: SyncConfig | None = None,
         return load_released(path, option).train()
     if not path.is_file():
         raise FileNotFoundError(f"initialisation not found: {path} ({option})")
-    state = _torch_load(path, option)
+    state = _torch_load(path, option, extras=tuple(_numpy_scalars()))   # our file or AVID-CMA's
     if is_avid_checkpoint(state):
         model = SyncClassifier(cfg or SyncConfig())
         _load_avid_states(model, state, path, option)

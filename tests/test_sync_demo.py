@@ -18,7 +18,7 @@ def test_shipped_checkpoint_is_small_package_data() -> None:
     assert DEMO_CHECKPOINT.stat().st_size < 2 * 2 ** 20
     m = load_sync_classifier(DEMO_CHECKPOINT)       # strict load
     assert m.config == demo_config()
-    state = torch.load(DEMO_CHECKPOINT, map_location="cpu", weights_only=False)
+    state = torch.load(DEMO_CHECKPOINT, map_location="cpu", weights_only=True)
     assert "optimizer" not in state and state["extra"]["recipe"].startswith("benchmarks/train_sync_small.py")
 
 

@@ -63,12 +63,12 @@ def test_train_checkpoint_resume_and_eval(tmp_path) -> None:
     final = train(cfg)
     final_p, last_p = checkpoint_paths(out)
     assert final == final_p == out and last_p.exists()
-    assert torch.load(last_p, weights_only=False)["step"] == 2
+    assert torch.load(last_p, weights_only=True)["step"] == 2
     log_rows = [json.loads(line) for line in final.with_name("sync.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in log_rows)
     # resume continues from the last checkpoint instead of starting again
     train(cfg, steps=3)
-    assert torch.load(final, weights_only=False)["step"] == 3
+    assert torch.load(final, weights_only=True)["step"] == 3
     # --init starts a fresh run from given weights
     init_run = train(out=tmp_path / "b", init=final, steps=1, batch_size=1, num_workers=0,
                      synthetic_duration=6.2)

@@ -125,7 +125,7 @@ def test_ddp_under_torchrun_two_cpu_processes(tmp_path) -> None:
            "--master_port", "29517", str(script)]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    state = torch.load(tmp_path / "ddp.pt", weights_only=False)
+    state = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert state["step"] == 2
     rows = [json.loads(x) for x in (tmp_path / "ddp.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]     # logged once (rank 0), not per rank
