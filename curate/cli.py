@@ -9,9 +9,9 @@ from typing import Callable, List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Curate audio-visual video datasets (AVSync15, Landscape, VGGSS, custom).")
-sync_app = typer.Typer(no_args_is_help=True, help="The audio-visual sync classifier.")
+sync_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The audio-visual sync classifier.")
 app.add_typer(sync_app, name="sync")
 
 OutOpt = typer.Option(..., "--out", "-o", help="output directory of the run")
@@ -23,6 +23,16 @@ DownloadWorkersOpt = typer.Option(None, "--download-workers",
                                   help="parallel downloads (I/O bound, apart from --workers; default 16)")
 MaxRequestsOpt = typer.Option(None, "--max-requests-per-s",
                               help="global rate of download starts over all workers (e.g. 2)")
+TrustOpt = typer.Option(False, "--trust-checkpoint",
+                        help="read model files that need full unpickling (can run code: "
+                             "only for files you trust); default: weights only")
+
+
+def _trust(trust: bool) -> None:
+    if trust:     # read by sync_classifier.model._torch_load here and in local Ray workers
+        from sync_classifier.model import TRUST_ENV
+        import os
+        os.environ[TRUST_ENV] = "1"
 
 
 _EXECUTORS: list = []      # executors of this command: shut down on an interruption
@@ -91,10 +101,12 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           retry_failed: bool = typer.Option(False, help="download again sources that failed for a transient reason"),
           download_workers: Optional[int] = DownloadWorkersOpt,
           max_requests_per_s: Optional[float] = MaxRequestsOpt,
+          trust_checkpoint: bool = TrustOpt,
           executor: str = ExecOpt) -> None:
     """Run a whole recipe (resumable: rerun to continue where it stopped)."""
     from curate.build import build as run_build
     from curate.stats import collect, format_text
+    _trust(trust_checkpoint)
 
     options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
@@ -303,9 +315,10 @@ def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos,
                amp: str = typer.Option("auto", help="auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off"),
                max_minutes: Optional[float] = typer.Option(None, help="stop (with a checkpoint) after this wall time"),
                convention: Optional[str] = typer.Option(None, help="preprocessing: released | ours (default: the init's, else ours)"),
-               seed: int = 0) -> None:
+               seed: int = 0, trust_checkpoint: bool = TrustOpt) -> None:
     """Train the sync classifier (contrastive, hard negatives; resumes from <out>; DDP under torchrun)."""
     from sync_classifier.train import train
+    _trust(trust_checkpoint)
     if data is not None and not data.exists():
         _fail(FileNotFoundError(f"--data {data} does not exist"))
     try:

@@ -407,6 +407,10 @@ def _plan(row: Mapping[str, Any], sid: str, opts: DownloadOptions) -> _Plan:
         p = Path(path)
         if not p.is_absolute() and opts.source_root:
             p = Path(opts.source_root) / p
+        if p.exists() and not p.is_file():
+            # /dev/zero, a folder, a pipe: reading it would never end or mean nothing
+            raise _Failure("bad_input", f"local path {p} is not a regular file "
+                                        f"(a device, folder or pipe cannot be a source)")
         if not p.is_file():
             raise _Failure("unavailable", f"local file not found: {p}")
         return _Plan(sid, start, end, path=p)
@@ -519,6 +523,7 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
 
     outdir.mkdir(parents=True, exist_ok=True)
     params = _ydl_params(opts, outdir, plan.source_id)
+    info = None
     try:
         with yt_dlp.YoutubeDL(params) as ydl:
             info = ydl.extract_info(plan.url, download=False)
@@ -540,7 +545,7 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
     except _Failure:
         raise
     except yt_dlp.utils.YoutubeDLError as e:
-        raise _classify(e) from e
+        raise _stream_hint(_classify(e), info) from e
     except (OSError, http.client.HTTPException) as e:
         raise _classify(e) from e
     files = [p for p in outdir.iterdir()
@@ -548,6 +553,20 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
     if not files:
         raise _Failure("error", "yt-dlp finished without an output file")
     return max(files, key=lambda p: p.stat().st_size), ranged
+
+
+def _stream_hint(f: _Failure, info: Mapping[str, Any] | None) -> _Failure:
+    """A segmented stream (HLS / DASH) that yt-dlp hands to ffmpeg fails as a bare "ffmpeg
+    exited with code 1": say what was being fetched and what to try."""
+    proto = str((info or {}).get("protocol") or "")
+    if "ffmpeg exited" in f.message and ("m3u8" in proto or "dash" in proto or "m3u8" in str((info or {}).get("url") or "")):
+        kind = "HLS (m3u8)" if "m3u8" in proto or "m3u8" in str((info or {}).get("url") or "") else "DASH"
+        f.message = (f"{kind} stream: yt-dlp's ffmpeg could not fetch the segment ({f.message}); "
+                     f"check that ffmpeg reaches the stream's URLs (rerun with --verbose for "
+                     f"ffmpeg's own error), or set \"use_ranges\": \"never\" in the recipe's "
+                     f"download block to fetch the whole stream and cut it here")
+        f.args = (f.message,)
+    return f
 
 
 def _use_ranges(info: Mapping[str, Any], opts: DownloadOptions) -> bool:

@@ -249,8 +249,13 @@ def _quiet_ray_env(local: bool = True) -> None:
     if local:
         # A local Ray is one machine: its node announces 127.0.0.1 (Ray's single-machine mode;
         # by default it announces the machine's interface address, so its traffic would leave
-        # loopback). Read when ray is imported: set before the first import.
+        # loopback). Ray reads it when imported; if this process imported ray already, its
+        # constant is set too (the workers start from the environment).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import sys
+        consts = sys.modules.get("ray._private.ray_constants")
+        if consts is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+            consts.ENABLE_RAY_CLUSTER = False
 
 
 #: a local Ray start (node registration: Ray's own fixed 30-s wait) is tried this many times,

@@ -61,6 +61,20 @@ def reason_category(error: str | None) -> str:
     return "unknown"
 
 
+#: where a source row's message starts: ``file.csv:12: `` or ``file.parquet:row 3: ``
+_WHERE = re.compile(r"^[^:]*:(?:row )?\d+: ")
+
+
+def source_reasons(error: str | None) -> list[str]:
+    """The reason categories of a rejected source row: its message without the file:line it
+    names, each ``; ``-separated reason on its own (``"s.csv:5: unsafe id 'x'; empty label"``
+    -> ``["unsafe id '…'", "empty label"]``)."""
+    if not error or error == "None":
+        return ["unknown"]
+    body = _WHERE.sub("", str(error), count=1)
+    return list(dict.fromkeys(reason_category(r) for r in body.split("; ") if r.strip())) or ["unknown"]
+
+
 def _names_a_thing(part: str) -> bool:
     """A path, URL, file name or id (one token), or a bracketed extractor tag (``[youtube] x``)."""
     if part.startswith("["):
@@ -197,7 +211,10 @@ def _sources(s: _Stats) -> pa.Table | None:
         s.st["skipped"][(err if err != "None" else "skipped")[:60]] += n
     bad = ~ok & ~skipped
     for st_name in pc.unique(pc.filter(status, pa.array(bad))).to_pylist():
-        _count_reasons(s.st["failures"], f"sources {st_name}", src, bad & _eq(status, str(st_name)))
+        mask = bad & _eq(status, str(st_name))
+        for err, n in _counts(pc.filter(src.column("error"), pa.array(mask))).items():
+            for why in source_reasons(err):
+                s.st["failures"][f"sources {st_name}: {why}"] += n
     s.add_class_counts("sources", pc.filter(src.column("class_name"), pa.array(ok)))
     s.stage("sources accepted", int(ok.sum()))
     return src

@@ -32,8 +32,20 @@ def safe_id(s: str) -> str:
     ('/', '..', spaces, NUL) does not.
     """
     if not isinstance(s, str) or _SAFE_ID.fullmatch(s) is None:
-        raise ValueError(f"unsafe id {s!r}: must be 1-128 characters of [A-Za-z0-9_-]")
+        why = f"{len(s)} characters, over 128" if isinstance(s, str) and len(s) > 128 else \
+            "must be 1-128 characters of [A-Za-z0-9_-]"
+        raise ValueError(f"unsafe id {short_repr(s)}: {why}")
     return s
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr`` for messages, cut to ``limit`` characters with the full length said: a
+    100,000-character field gives a one-line message, not a 100-KB one."""
+    r = repr(value)
+    if len(r) <= limit:
+        return r
+    n = f" ({len(value)} characters)" if isinstance(value, (str, bytes)) else ""
+    return r[:limit] + "..." + n
 
 
 def source_id(ytid: str, start: float, end: float) -> str:

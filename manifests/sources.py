@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from manifests.names import (ClipName, format_clip_name, format_clip_time,  # noqa: F401
+from manifests.names import (ClipName, format_clip_name, format_clip_time, short_repr,  # noqa: F401
                              parse_clip_name, safe_id, source_id)
 from manifests.schemas import SOURCES, STATUS_OK, STATUS_REJECTED
 
@@ -69,7 +69,10 @@ def folder_name(label: str) -> str:
     s = str(label).strip().lower().replace(" ", "_").replace(",", "_")
     s = re.sub(r"[^a-z0-9_-]", "", s)
     if not s:
-        raise ValueError(f"label {label!r} gives an empty class folder name")
+        raise ValueError(f"label {short_repr(label)} gives an empty class folder name")
+    if len(s) > 128:
+        raise ValueError(f"label {short_repr(label)} is too long for a class folder name "
+                         f"({len(s)} characters, at most 128)")
     return safe_id(s)
 
 
@@ -109,7 +112,7 @@ def _parse_seconds(text: Any, what: str, reasons: list[str], whole: bool) -> flo
     try:
         t = float(str(text).strip())
     except (TypeError, ValueError):
-        reasons.append(f"unparseable {what} {text!r}")
+        reasons.append(f"unparseable {what} {short_repr(text)}")
         return None
     if not math.isfinite(t) or t < 0:
         reasons.append(f"{what} {text!r} is not a finite time >= 0")
@@ -128,7 +131,7 @@ def _check_id(ytid: str, reasons: list[str]) -> str | None:
     try:
         return safe_id(ytid)
     except ValueError:
-        reasons.append(f"unsafe id {ytid!r}")
+        reasons.append(f"unsafe id {short_repr(ytid)}")
         return None
 
 
@@ -137,7 +140,7 @@ def _check_split(split: str | None, allowed: frozenset[str], reasons: list[str],
     if split in (None, "") and optional:
         return None
     if split not in allowed:
-        reasons.append(f"unknown split {split!r} (expected one of {sorted(allowed)})")
+        reasons.append(f"unknown split {short_repr(split)} (expected one of {sorted(allowed)})")
         return None
     return split
 
@@ -150,7 +153,7 @@ def _class_for(label: str, classes: Mapping[str, str] | None, reasons: list[str]
     if classes is not None:
         folder = classes.get(class_key(label))
         if folder is None:
-            reasons.append(f"label not in recipe: {label!r}")
+            reasons.append(f"label not in recipe: {short_repr(label)}")
         return folder
     try:
         return folder_name(label)
@@ -343,7 +346,7 @@ def _read_avsync_csv(path: Path, text: str, split: str | None, url_template: str
             parsed = _parse_vid(vid) if vid else None
         except ValueError as e:
             parsed = None
-            reasons.append(f"unsafe or unparseable vid {vid!r}: {e}")
+            reasons.append(f"unsafe or unparseable vid {short_repr(vid)}: {e}")
         if not vid:
             reasons.append("empty id")
         if parsed is None:
@@ -440,7 +443,7 @@ def _generic_row(rec: dict[str, Any], base: Path, classes: Mapping[str, str] | N
     if not url and not local:
         reasons.append("neither url nor path given")
     if url and not re.match(r"https?://", url):
-        reasons.append(f"unsupported url {url!r} (http or https only)")
+        reasons.append(f"unsupported url {short_repr(url)} (http or https only)")
     # local files are resolved against the manifest's folder; existence is checked by the
     # download stage, which may run where the storage is mounted
     path = str((base / local).resolve()) if local else None

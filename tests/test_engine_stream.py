@@ -193,3 +193,49 @@ def test_token_bucket_spaces_request_starts():
     # the k-th request may start k/4 s after the first, whoever asks
     assert waits[7] == pytest.approx(7 / 4, abs=0.05)
     assert all(b2 > a2 for a2, b2 in zip(waits, waits[1:]))
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+def _broken_factory():
+    raise ValueError("head/diffusion_pytorch_model.bin does not fit the sync classifier "
+                     "(--sync-checkpoint): missing keys: fc.0.weight")
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_worker_that_cannot_start_stops_the_stage_with_its_text(tmp_path, ray_ex, stateful):
+    """An exception in the stage function's construction (a model that does not load) is
+    reported with its text at once: no item is recorded as 'worker died', none retried."""
+    from curate.runner import WorkerSetupError
+    spec = StageSpec("t", _broken_factory, _err, stateful=stateful, max_tries=2)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerSetupError, match=r"--sync-checkpoint.*missing keys: fc.0.weight"):
+        run_stage(tmp_path, spec, _items(6), ray_ex, progress=False)
+    assert time.monotonic() - t0 < 60
+    assert Checkpoint(tmp_path, "t").index() == {}         # nothing recorded as failed
+
+
+def test_a_local_ray_announces_loopback(ray_ex):
+    import ray
+    ray_ex._ensure_ray()
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
+
+
+def test_ray_start_is_retried_then_a_clear_error():
+    from curate.engine import start_ray
+    tries, waits = [], []
+
+    def flaky(**kw):
+        tries.append(kw)
+        if len(tries) < 3:
+            raise Exception("The current node timed out during startup. This could happen because "
+                            "some of the raylet failed to startup or the GCS has become overloaded.")
+    start_ray(flaky, {"address": "local"}, sleep=waits.append)
+    assert len(tries) == 3 and waits == [5.0, 20.0]           # waited longer before each new try
+
+    def dead(**kw):
+        raise Exception("GCS has become overloaded")
+    with pytest.raises(ValueError, match=r"could not start a local Ray after 3 tries .*overloaded.*--workers"):
+        start_ray(dead, {"address": "local"}, sleep=lambda s: None)
+    with pytest.raises(ValueError, match=r"--address 10.0.0.1:6379"):
+        start_ray(dead, {"address": "10.0.0.1:6379"}, sleep=lambda s: None)

@@ -1,0 +1,171 @@
+"""Messages that name the cause (issue 14, findings 6, 7, 9): every case gets one line naming
+the file, row or option and what to do."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=str(REPO), timeout=timeout,
+                          env={**os.environ, "COLUMNS": "80", **(env or {})})
+
+
+# ---------------------------------------------------------------- 6: weights checked first
+
+def _released_with_renamed_key(root: Path) -> Path:
+    from sync_classifier.model import SyncClassifier, save_released, small_config
+    folder = save_released(root / "modules", SyncClassifier(small_config()))
+    f = folder / "head" / "diffusion_pytorch_model.bin"
+    state = torch.load(f, weights_only=True)
+    key = next(iter(state))
+    state[key + "_renamed"] = state.pop(key)
+    torch.save(state, f)
+    return folder
+
+
+def test_a_renamed_key_fails_the_build_before_any_stage_work(tmp_path):
+    folder = _released_with_renamed_key(tmp_path)
+    src = tmp_path / "sources.csv"
+    src.write_text("id,url,start,end,label,split\nabc,http://127.0.0.1:9/abc.mp4,0,10,dog barking,train\n")
+    cfg = tmp_path / "recipe.json"
+    cfg.write_text(json.dumps({"base": "demo", "stages": ["sources", "download", "split", "score", "select", "shard"]}))
+    out = tmp_path / "out"
+    r = _cli("build", "custom", "--config", cfg, "--sources", src, "--out", out,
+             "--allow-random-weights", "--sync-checkpoint", folder, "--executor", "local")
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "--sync-checkpoint" in err and "_renamed" in err
+    assert "== download" not in r.stdout            # nothing ran
+    assert not (out / "manifests" / "downloads.parquet").exists()
+
+
+# ---------------------------------------------------------------- 7: weights only
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_naming_the_option(tmp_path, monkeypatch):
+    from sync_classifier.model import TRUST_ENV, load_sync_classifier
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    p = tmp_path / "evil.pt"
+    with open(p, "wb") as f:
+        pickle.dump({"config": {}, "model": _Payload()}, f)
+    with pytest.raises(ValueError, match=r"could run code.*--trust-checkpoint.*--sync-checkpoint"):
+        load_sync_classifier(p)
+
+
+def test_the_avid_cma_files_numpy_entries_are_allowed_explicitly(tmp_path, monkeypatch):
+    from sync_classifier.model import (AVID_PREFIXES, TRUST_ENV, SyncClassifier, load_init,
+                                       small_config)
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    cfg = small_config()
+    src = SyncClassifier(cfg)
+    model = {}
+    for m, prefix in AVID_PREFIXES.items():
+        model.update({prefix + k: v for k, v in getattr(src, m).state_dict().items()})
+    p = tmp_path / "AVID-CMA_checkpoint.pth.tar"
+    torch.save({"epoch": 9, "model": model, "best_metric": np.float64(0.61)}, p)
+    got = load_init(p, cfg)
+    for m in AVID_PREFIXES:
+        a, b = getattr(got, m).state_dict(), getattr(src, m).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- 9: messages
+
+def test_garbage_in_run_json_names_the_file_and_what_to_do(tmp_path):
+    (tmp_path / "run.json").write_text('{"recipe": {name: 1}}')
+    r = _cli("select", tmp_path)
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert str(tmp_path / "run.json") in line and "rerun the same `curate build`" in line
+
+
+def test_a_100k_label_gives_a_short_message(tmp_path):
+    from manifests.sources import read_sources
+    src = tmp_path / "s.csv"
+    src.write_text("id,url,start,end,label,split\nabc,http://127.0.0.1:9/a.mp4,0,10," + "x" * 100_000 + ",train\n")
+    row = read_sources(src)[0]
+    assert row["status"] == "rejected"
+    assert len(row["error"]) < 300 and "100000 characters" in row["error"] and "s.csv:2" in row["error"]
+
+
+def test_a_device_as_local_path_is_not_a_missing_file(tmp_path):
+    from curate.download import DownloadOptions, download_source
+    row = {"source_id": "dev_000000_000010", "ytid": "dev", "start": 0, "end": 10, "path": "/dev/zero"}
+    got = download_source(row, tmp_path, DownloadOptions())
+    assert got["status"] == "failed" and "not a regular file" in got["error"] and "/dev/zero" in got["error"]
+
+
+def test_stats_group_rejected_sources_by_their_reason(tmp_path):
+    from curate.stats import format_text, collect
+    from curate import pipeline
+    from curate.recipes import get_recipe
+    src = tmp_path / "s.csv"
+    src.write_text("id,url,start,end,label,split\n"
+                   "bad id!,http://127.0.0.1:9/a.mp4,0,10,dog,train\n"
+                   "other id?,http://127.0.0.1:9/b.mp4,0,10,dog,train\n"
+                   "ok1,http://127.0.0.1:9/c.mp4,x,10,dog,train\n"
+                   "ok2,http://127.0.0.1:9/d.mp4,0,10,dog,train\n")
+    out = tmp_path / "out"
+    cfg = tmp_path / "r.json"
+    cfg.write_text(json.dumps({"base": "demo"}))
+    run = pipeline.new_run(out, get_recipe("custom", cfg), {})
+    pipeline.stage_sources(out, run, src)
+    st = collect(out)
+    fails = {k: n for k, n in st["failures"].items() if k.startswith("sources")}
+    assert fails == {"sources rejected: unsafe id '…'": 2, "sources rejected: unparseable start '…'": 1}, fails
+    assert "unsafe id" in format_text(st)
+
+
+def test_an_hls_failure_says_what_was_fetched_and_what_to_try():
+    from curate.download import _Failure, _stream_hint
+    f = _stream_hint(_Failure("error", "ffmpeg exited with code 1"),
+                     {"protocol": "m3u8_native", "url": "http://127.0.0.1/x.m3u8"})
+    assert f.message.startswith("HLS (m3u8) stream") and "use_ranges" in f.message
+    plain = _stream_hint(_Failure("error", "HTTP Error 404"), {"protocol": "https"})
+    assert plain.message == "HTTP Error 404"
+
+
+def test_every_option_name_is_readable_in_help_at_80_columns(monkeypatch):
+    import typer.main
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    monkeypatch.setenv("COLUMNS", "80")
+    runner = CliRunner()
+    group = typer.main.get_command(app)
+    cmds = [([name], c) for name, c in group.commands.items()]
+    for name, c in list(cmds):
+        for sub, sc in getattr(c, "commands", {}).items():
+            cmds.append((name + [sub], sc))
+    checked = 0
+    for path, c in cmds:
+        if getattr(c, "commands", None):
+            continue
+        r = runner.invoke(app, [*path, "--help"], terminal_width=80)
+        assert r.exit_code == 0, r.output
+        assert "…" not in r.stdout, f"curate {' '.join(path)} --help truncates:\n{r.stdout}"
+        assert max(len(line) for line in r.stdout.splitlines()) <= 80
+        for p in c.params:
+            for opt in p.opts + p.secondary_opts:
+                if opt.startswith("--"):
+                    assert re.search(rf"(^|[\s,/]){re.escape(opt)}(\s|$|,|/)", r.stdout, re.M), \
+                        f"{opt} not readable in `curate {' '.join(path)} --help`"
+                    checked += 1
+    assert checked > 50
