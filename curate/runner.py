@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import logging
-import os
+import shutil
 import time
 import traceback
 from collections import Counter
@@ -179,9 +179,17 @@ class Checkpoint:
             aside = self.dir / "aside"
             aside.mkdir(parents=True, exist_ok=True)
             dest = aside / f"{p.name}.{int(time.time())}.bad"
-            os.replace(p, dest)
+            # a copy first, then the part rewritten atomically: a crash in between leaves
+            # either the old part or the repaired one, never neither
+            try:
+                shutil.copyfile(p, dest)
+            except OSError as e:     # not even readable: it is skipped on every read anyway
+                log.warning("checkpoint part %s cannot be read (%s): skipped, its items are redone", p, e)
+                continue
             if good:
                 write_text(p, "".join(_seal(_strip(r)) for _i, r in good))
+            else:
+                p.unlink()
             lines = ", ".join(str(b + 1) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
             what = "could not be read" if bad == [-1] else \
                 f"had {len(bad)} unreadable record(s) (line {lines})"
