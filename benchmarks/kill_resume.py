@@ -6,10 +6,12 @@ each to completion and compare with an uninterrupted build.
 
 A generated corpus is served on loopback (one server for the whole run, so source URLs and
 download fingerprints stay the same). The reference build runs first and gives the range of
-the delays: uniform in [0, 0.8 x reference duration), seeded (on a loaded machine a build
-often ends sooner than the reference did, and a kill after its end is no kill point; such a
-point is still printed, as a mismatch). Each point starts a fresh output
-folder, kills the build's process group after its delay, checks that nothing is written into
+the kill points, in units of the build's own progress, not of wall time: a unit is a stage
+entered (an "== stage" line) or an item a stage finished (its progress bar count). A point
+is a unit drawn uniformly (seeded) among all but the last of the reference's units plus a
+jitter in [0, 2) s after it, so on a machine whose load changes between builds (wall times
+here varied 3x) every kill still lands inside the build. Each point starts a fresh output
+folder, kills the build's process group at its point, checks that nothing is written into
 the output in the 3 s after the kill, reruns the build to completion and compares selected
 keys, shard members (tar index, with member sha256) and shard payload sha256 per key; the
 rerun must leave no temp files and `curate verify` must pass. Prints one line per point and
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -38,11 +41,35 @@ from tests.test_kill_resume import (
 )
 
 
-def _point(i: int, delay: float, args_for, ref: dict, tmp: Path) -> dict:
+_STAGE = re.compile(r"^== (\S+)", re.M)
+_BAR = re.compile(r"([a-z][\w-]*):\s+\d+%\|[^|\r\n]*\|\s*(\d+)/(\d+)")
+
+
+def progress_units(log: str) -> int:
+    """Stages entered plus, per stage, the largest finished-item count its bar showed (a bar
+    may skip counts; its largest one only grows)."""
+    done: dict[str, int] = {}
+    for m in _BAR.finditer(log):
+        done[m.group(1)] = max(done.get(m.group(1), 0), int(m.group(2)))
+    return len(_STAGE.findall(log)) + sum(done.values())
+
+
+def _trigger(unit: int, jitter: float):
+    """Kill once the build's log shows ``unit`` progress units, ``jitter`` seconds later."""
+    seen: list[float] = []
+
+    def fire(out: Path, log: str) -> bool:
+        if not seen and progress_units(log) >= unit:
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] >= jitter
+    return fire
+
+
+def _point(i: int, point: tuple[int, float], args_for, ref: dict, tmp: Path) -> dict:
     out = tmp / f"p{i:02d}" / "out"
     out.parent.mkdir(parents=True)
     args = args_for(out)
-    killed = run_build(args, out, out.parent / "kill.log", delay=delay)
+    killed = run_build(args, out, out.parent / "kill.log", trigger=_trigger(*point))
     changed = sorted(k for k in set(killed.after_kill) | set(killed.later)
                      if killed.after_kill.get(k) != killed.later.get(k))
     t0 = time.monotonic()
@@ -63,7 +90,7 @@ def _point(i: int, delay: float, args_for, ref: dict, tmp: Path) -> dict:
         if verify_cli(out).returncode != 0:
             problems.append("curate verify failed")
     shutil.rmtree(out.parent, ignore_errors=True)
-    return {"delay": delay, "stage": killed.stage if killed.killed else "(finished)",
+    return {"delay": killed.seconds, "stage": killed.stage if killed.killed else "(finished)",
             "resume_s": resume_s, "problems": problems}
 
 
@@ -96,14 +123,17 @@ def main() -> int:
             print(f"reference build: {ref_run.seconds:.1f} s, {len(ref['selected'])} selected, "
                   f"{len(ref['members'])} shards ({a.sources} sources of {a.duration:g} s, "
                   f"--workers {a.workers})", flush=True)
+            units = progress_units(ref_run.log)
+            print(f"reference progress: {units} units", flush=True)
             rng = random.Random(a.seed)
-            delays = [rng.uniform(0.0, 0.8 * ref_run.seconds) for _ in range(a.points)]
+            points = [(rng.randrange(1, units), rng.uniform(0.0, 2.0)) for _ in range(a.points)]
             matched = 0
-            for i, d in enumerate(delays):
-                r = _point(i, d, lambda o: build_args(o, src, cfg, a.workers), ref, tmp)
+            for i, pt in enumerate(points):
+                r = _point(i, pt, lambda o: build_args(o, src, cfg, a.workers), ref, tmp)
                 ok = not r["problems"]
                 matched += ok
-                print(f"point {i + 1:2d}/{a.points}: kill at {r['delay']:6.1f} s during {r['stage']:<10s} "
+                print(f"point {i + 1:2d}/{a.points}: unit {pt[0]:3d}/{units} +{pt[1]:.1f} s: kill at "
+                      f"{r['delay']:6.1f} s during {r['stage']:<10s} "
                       f"resume {r['resume_s']:6.1f} s  {'match' if ok else 'MISMATCH: ' + '; '.join(r['problems'])}",
                       flush=True)
             print(f"matched {matched} of {a.points}")
