@@ -253,11 +253,43 @@ def verify(out: Path = typer.Argument(..., help="run directory or shards directo
 
 
 @app.command("export-folder")
-def export_folder(out: Path = typer.Argument(...), dest: Path = typer.Argument(...)) -> None:
-    """Write AVSyncD's folder layout (videos/<class>/<name>.mp4, train.txt, test.txt)."""
-    from curate.export import export_run
-    export_run(out, dest)
-    typer.echo(f"exported to {dest}")
+def export_folder(
+        out: Path = typer.Argument(..., help="run directory"),
+        dest: Path = typer.Argument(..., help="dataset folder to write (e.g. ASVA/datasets/AVSync15)"),
+        text_encoder: Optional[Path] = typer.Option(
+            None, "--text-encoder", help="local SD-1.5 text encoder for the prompt encodings: the "
+            "stable-diffusion-v1-5 folder, its text_encoder/ folder (needs transformers), or an "
+            "open_clip ViT-L-14 checkpoint"),
+        text_encodings_only: bool = typer.Option(
+            False, "--text-encodings-only", help="only (re)write the text encodings of an "
+            "existing export, from its class_mapping.json"),
+        link: bool = typer.Option(False, "--link", help="hard-link the clips instead of copying"),
+) -> None:
+    """Write the paper's dataset layout (lzhangbj/ASVA README): videos/, train.txt, test.txt,
+    class_mapping.json and, with --text-encoder, the CLIP text encodings its trainer reads."""
+    from curate.export import export_run, export_text_encodings
+    from curate.export_text import TextEncoderError
+    try:
+        if text_encodings_only:
+            if text_encoder is None:
+                raise ValueError("--text-encodings-only needs --text-encoder PATH")
+            for path in export_text_encodings(dest, text_encoder).values():
+                typer.echo(f"wrote {path}")
+            return
+        res = export_run(out, dest, link=link, text_encoder=text_encoder)
+    except (FileNotFoundError, TextEncoderError, ValueError) as e:
+        _fail(e)
+    typer.echo(f"exported {res.n_clips} clips ({res.n_train} train, {res.n_test} test) to {dest} "
+               f"(layout {res.layout})")
+    typer.echo(f"text encodings: {res.text_encodings}")
+    if res.sync_dropped:
+        typer.echo(f"warning: {len(res.sync_dropped)} of {res.n_clips} clips would be silently "
+                   "replaced by the released sync classifier's dataset (avsync/data.py):")
+        for w in res.sync_dropped:
+            typer.echo(f"  {w['split']}/{w['line']}: {', '.join(w['reasons'])}")
+    if res.gen_short:
+        typer.echo(f"warning: {len(res.gen_short)} clips are shorter than the 2-s generation "
+                   "window (the released dataset repeats their last frame)")
 
 
 @app.command()

@@ -70,6 +70,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "select": {"per_class": None, "test_per_class": None, "balanced_test": True, "seed": 0},
         "shards": {"max_short_side": 1080},
         "stages": ["sources", "download", "select", "shard"],
+        # the released Landscapes folder: videos/{train,test}/<class>/ (curate export-folder)
+        "export": {"layout": "split_class"},
     },
     # The offline demo: generated media served over loopback, small random models. Filters
     # whose model has random weights are scored but cannot gate (see curate stats).
