@@ -176,11 +176,17 @@ def released_warnings(dest: str | os.PathLike, layout: str = "class"
     """(clips the released sync classifier's dataset silently replaces, clips shorter than
     the generation window) among the clips listed in ``dest``'s train.txt / test.txt, each
     as {"split", "line", "av_duration", "video_fps", "reasons"}, in list order."""
+    from decoding.media import DecodeError
     from decoding.native import released_metadata
     sync, gen = [], []
     for split in SPLITS:
         for line in (Path(dest) / f"{split}.txt").read_text().splitlines():
-            meta = released_metadata(video_root(dest, split, layout) / line)
+            try:
+                meta = released_metadata(video_root(dest, split, layout) / line)
+            except DecodeError as e:  # listed, the export goes on
+                sync.append({"split": split, "line": line, "av_duration": None,
+                             "video_fps": None, "reasons": [f"unreadable: {e}"]})
+                continue
             d, fps = meta["av_duration"] or 0.0, meta["video_fps"] or 0.0
             item = {"split": split, "line": line, "av_duration": round(d, 6),
                     "video_fps": round(fps, 3)}

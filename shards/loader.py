@@ -21,6 +21,34 @@ AVSyncD's grid (lzhangbj/ASVA ``avgen/data/base.py``; DESIGN section 7):
   frames to 204 (what ImageBind's ``waveform2melspec`` does to a short waveform). A clip
   without an audio stream is an error (handled by ``handler``: skipped with a warning by default).
 
+Conventions (``convention=``):
+
+* ``"exact"`` (default): the above. Frame k is the frame on screen at ``start + k / 6``, the
+  audio is exactly ``[start, start + 2)`` (mono downmix, resampled by libswresample), and the
+  window is placed on the true stream durations. Use it to train new models: what the
+  model sees is what the clip plays at those times.
+* ``"released"``: the tensors the paper's own generation dataset (lzhangbj/ASVA
+  ``avgen/data/base.py`` ``BaseAudioVideoDataset`` with ``avgen/data/utils.py``, torchvision's
+  ``video_reader``) gives for the same clip, layout included: video ``float32 [3, 12, S, S]``
+  (channels first, then frames). Use it to compare with, fine-tune or evaluate the released
+  checkpoints, whose inputs were made this way. What differs from ``exact``:
+
+  - placement: ``D`` is the shorter stream duration as torchvision reports it (whole
+    microseconds); train ``max(0, uniform(0, D - 2))``, test ``max(0, (D - 2) / 2)``;
+  - frames (``released_frame_picks``): pts are whole microseconds (``pts_us * 1e-6``); a
+    target time starts at the window start and grows by ``1/6`` in float64 each time a frame
+    is taken; the taken frame is the first decoded frame with ``pts >= target`` (the next
+    source frame, not the one on screen), among frames with ``pts <= start + 2 + 1/12``;
+    missing frames repeat the last. With float drift a 30-fps source gets the frame after
+    the exact one at several k;
+  - pixels (``generation_pixels``): centre crop to the target aspect first (``int`` sizes,
+    offset ``(w - h) // 2``), then bilinear antialiased resize to ``S x S`` on floats in [0, 1];
+  - audio: whole AAC frames whose pts lie in ``[start, start + 2]`` (so it starts at the first
+    frame boundary at or after the window start), all channels joined, resampled to 16 kHz
+    with torchaudio's sinc resampler (``decoding.native.sinc_resample``), then
+    ``decoding.mel.released_mel``: centre crop to 32000 samples, the fbank of channel 0 (the
+    left channel), padded to 204 frames, ImageBind's normalisation.
+
 Sharding: ``nodesplitter=wds.split_by_node`` then ``workersplitter=wds.split_by_worker``, so
 every (rank, worker) reads a disjoint set of shards; a worker with no shard yields nothing
 (``empty_check`` is off, because a test split may have fewer shards than workers). For DDP
@@ -35,12 +63,16 @@ import logging
 import random
 from typing import Any, Callable, Iterable, Iterator
 
+from dataclasses import dataclass
+
 import av
+import numpy as np
 import torch
 import webdataset as wds
 
+from decoding import native
 from decoding.media import DecodeError, decode_clip
-from decoding.mel import imagebind_mel
+from decoding.mel import imagebind_mel, released_mel
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +81,7 @@ FPS = 6
 NUM_FRAMES = 12
 SIZE = 256
 SAMPLE_RATE = 16000
+CONVENTIONS = ("exact", "released")
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -84,6 +117,87 @@ def window_start(duration: float, train: bool, rng: random.Random, window: float
     return rng.uniform(0.0, slack) if train else slack / 2.0
 
 
+# ---------------------------------------------------------------- the released convention
+
+def released_start(av_duration: float, train: bool, rng: random.Random,
+                   window: float = WINDOW_S) -> float:
+    """The released window start: ``max(0, uniform(0, D - 2))`` in train (``uniform`` with
+    ``b < a`` draws in ``[b, a]``, so short clips start at 0), ``max(0, (D - 2) / 2)`` in test."""
+    if train:
+        return max(0.0, rng.uniform(0.0, av_duration - window))
+    return max(0.0, (av_duration - window) / 2.0)
+
+
+def released_frame_picks(pts: np.ndarray, start: float, window: float = WINDOW_S,
+                         fps: int = FPS, num_frames: int = NUM_FRAMES) -> list[int]:
+    """Positions in ``pts`` (ascending seconds, whole microseconds) of the frames the
+    released ``load_video_clip_from_videoreader`` takes for a window at ``start``; padded
+    with the last one. Empty when no frame qualifies."""
+    step = 1.0 / fps
+    limit = start + window + step / 2.0
+    target = start
+    picks: list[int] = []
+    for i, t in enumerate(pts):
+        if t > limit:
+            break
+        if t >= target:
+            picks.append(i)
+            target += step  # accumulated in float64, as released: drifts past pts_us * 1e-6
+        if len(picks) == num_frames:
+            break
+    if picks:
+        picks += [picks[-1]] * (num_frames - len(picks))
+    return picks
+
+
+def generation_pixels(frames: np.ndarray, size: int = SIZE) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> float32 ``[N, 3, size, size]`` in [0, 1] as the released
+    ``load_and_transform_images_stable_diffusion`` (square target): centre crop the long side
+    to the short one, then bilinear antialiased resize (no clamping, no re-quantising)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    h, w = x.shape[-2:]
+    if h <= w:  # target aspect 1 >= h / w: trim the width
+        x0 = (w - h) // 2
+        x = x[..., x0:x0 + h]
+    else:
+        y0 = (h - w) // 2
+        x = x[..., y0:y0 + w, :]
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    return x.contiguous()
+
+
+@dataclass
+class ReleasedClip:
+    """One window as the released generation dataset loads it."""
+    video: torch.Tensor        # float32 [3, T, S, S] in [0, 1]
+    mel: torch.Tensor          # float32 [1, 128, 204]
+    start: float
+    frame_index: list[int]     # decoded-frame index (display order, from 0) per output frame
+    audio_frames: list[int]    # decode indices of the AAC frames joined
+
+
+def decode_released(data: bytes, start: float, size: int = SIZE, flip: bool = False,
+                    window: float = WINDOW_S, fps: int = FPS, num_frames: int = NUM_FRAMES,
+                    sample_rate: int = SAMPLE_RATE) -> ReleasedClip:
+    """The released dataset's video and mel of the window at ``start`` of an in-memory mp4."""
+    step = 1.0 / fps
+    vf = native.decode_native_frames(data, start, start + window + step / 2.0)
+    picks = released_frame_picks(vf.pts, start, window, fps, num_frames)
+    if not picks:
+        raise DecodeError(f"no video frame at or after {start:.3f} s")
+    video = generation_pixels(vf.frames[picks], size)
+    if flip:
+        video = video.flip(-1)
+    af = native.decode_audio_frames(data, start, start + window)
+    wave, used = native.join_audio_frames(af, start, start + window)
+    wave = native.sinc_resample(torch.from_numpy(wave), af.sample_rate, sample_rate)
+    mel = released_mel(wave, sample_rate=sample_rate)
+    return ReleasedClip(video=video.permute(1, 0, 2, 3).contiguous(), mel=mel, start=start,
+                        frame_index=[int(vf.index[i]) for i in picks],
+                        audio_frames=[int(af.index[i]) for i in used])
+
+
 class ClipDecoder:
     """Turns a raw WebDataset sample (bytes per member) into AVSyncD's tensors.
 
@@ -92,7 +206,11 @@ class ClipDecoder:
 
     def __init__(self, train: bool, seed: int = 0, epoch: int = 0, normalize: bool = False,
                  random_flip: bool = False, window: float = WINDOW_S, fps: int = FPS,
-                 size: int = SIZE, sample_rate: int = SAMPLE_RATE) -> None:
+                 size: int = SIZE, sample_rate: int = SAMPLE_RATE,
+                 convention: str = "exact") -> None:
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        self.convention = convention
         self.train, self.seed, self.epoch = train, seed, epoch
         self.normalize, self.random_flip = normalize, random_flip
         self.window, self.fps, self.size, self.sample_rate = window, fps, size, sample_rate
@@ -111,7 +229,10 @@ class ClipDecoder:
                 "text": sample["txt"].decode("utf-8"), "key": key, "start": start}
 
     def decode(self, data: bytes, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(video [T,3,S,S], mel [1,128,204], window start) of one mp4 given as bytes."""
+        """(video [T,3,S,S] (released: [3,T,S,S]), mel [1,128,204], window start) of one mp4
+        given as bytes."""
+        if self.convention == "released":
+            return self._decode_released(data, rng)
         v_dur, a_dur = _durations(data)
         if a_dur is None:
             raise DecodeError("clip has no audio stream")
@@ -132,6 +253,18 @@ class ClipDecoder:
             video = video.mul_(2.0).sub_(1.0)
         mel = imagebind_mel(wave, sample_rate=self.sample_rate)
         return video.contiguous(), mel, start
+
+    def _decode_released(self, data: bytes, rng: random.Random
+                         ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        meta = native.released_metadata(data)
+        if meta["audio_duration"] is None:
+            raise DecodeError("clip has no audio stream")
+        start = released_start(meta["av_duration"], self.train, rng, self.window)
+        flip = self.train and self.random_flip and rng.random() < 0.5
+        clip = decode_released(data, start, self.size, flip, self.window, self.fps,
+                               int(round(self.window * self.fps)), self.sample_rate)
+        video = clip.video.mul_(2.0).sub_(1.0) if self.normalize else clip.video
+        return video, clip.mel, start
 
 
 class _SeededShuffle:
@@ -155,7 +288,8 @@ class _SeededShuffle:
 def make_dataset(urls: str | list[str], split: str = "train", seed: int = 0,
                  shuffle: bool | None = None, resampled: bool = False, epoch: int = 0,
                  shuffle_buffer: int = 500, normalize: bool = False, random_flip: bool = False,
-                 handler: Callable = wds.warn_and_continue) -> wds.WebDataset:
+                 handler: Callable = wds.warn_and_continue,
+                 convention: str = "exact") -> wds.WebDataset:
     """A WebDataset pipeline yielding dicts ``{video [12,3,256,256] float32 in [0,1] (or
     [-1,1] with normalize), audio [1,128,204] float32, label int, text str, key str,
     start float}``.
@@ -165,6 +299,8 @@ def make_dataset(urls: str | list[str], split: str = "train", seed: int = 0,
     shard order by default). ``epoch``: pass the epoch number (or rebuild the dataset) so
     windows and orders change between epochs when DataLoader workers are not persistent.
     ``handler``: what to do with a sample that fails to decode (default: log and skip).
+    ``convention``: ``"exact"`` (default) or ``"released"`` (the paper's generation dataset's
+    tensors, video ``[3, 12, 256, 256]``; see the module doc for which to use when).
     Batch with ``torch.utils.data.DataLoader(ds, batch_size=..., num_workers=...)``.
     """
     if split not in ("train", "test"):
@@ -179,5 +315,5 @@ def make_dataset(urls: str | list[str], split: str = "train", seed: int = 0,
     if shuffle and shuffle_buffer > 1:
         ds = ds.compose(_SeededShuffle(shuffle_buffer, seed, epoch))
     decoder = ClipDecoder(train=train, seed=seed, epoch=epoch, normalize=normalize,
-                          random_flip=random_flip)
+                          random_flip=random_flip, convention=convention)
     return ds.map(decoder, handler=handler)

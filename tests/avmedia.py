@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import wave
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,34 @@ def pair_offsets_ms(flashes: list[float], beeps: list[float]) -> list[float]:
         near = [b for b in beeps if abs(b - f) < 0.2]
         out.append(min((b - f for b in near), key=abs) * 1000 if near else float("nan"))
     return out
+def index_of(top: float, bottom: float) -> int:
+    """Frame index from the two half-frame grey levels written by ``make_clip``."""
+    return int(round((top - 16) / 4)) + 50 * int(round((bottom - 16) / 4))
+
+
+def make_clip(path: Path, duration: float, fps: str, sr: int = 16000, channels: int = 1,
+              size: tuple[int, int] = (192, 128)) -> Path:
+    """mp4 (H.264 + AAC). Video frame i: top half grey 16 + 4 (i % 50), bottom half
+    16 + 4 (i // 50). Audio: 440 Hz left (or mono) and 1320 Hz right, a click every 0.1 s."""
+    rate = Fraction(fps)
+    n = int(duration * rate)
+    w, h = size
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, : h // 2] = 16 + 4 * (i % 50)
+        frames[i, h // 2:] = 16 + 4 * (i // 50)
+    t = np.arange(int(duration * sr)) / sr
+    click = (np.mod(t, 0.1) < 0.002).astype(np.float64)
+    chans = [0.3 * np.sin(2 * np.pi * 440 * t) + 0.5 * click,
+             0.3 * np.sin(2 * np.pi * 1320 * t)][:channels]
+    pcm = (np.stack(chans, 1) * 32767).astype("<i2")
+    raw = path.with_suffix(".pcm")
+    raw.write_bytes(pcm.tobytes())
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", fps, "-i", "-",
+           "-f", "s16le", "-ar", str(sr), "-ac", str(channels), "-i", str(raw),
+           "-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", "-g", "12",
+           "-c:a", "aac", "-b:a", "128k", "-shortest", str(path)]
+    subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
+    raw.unlink()
+    return path

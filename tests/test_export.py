@@ -101,9 +101,45 @@ def test_export_run_exports_the_sharded_clips_of_a_run(tmp_path):
                                                          "status", "error")} for r in rows])
     write_manifest(out, "shards", [{"key": r["key"], "split": r["split"], "shard": "x.tar",
                                     "offset": 0, "size": 1, "sha256": "0"} for r in sharded])
-    assert export_run(out, tmp_path / "dest") == 3
+    res = export_run(out, tmp_path / "dest")
+    assert res.n_clips == 3 and res.layout == "class"
+    # not real mp4s: listed as unreadable, the export goes on
+    assert len(res.sync_dropped) == 3 and all("unreadable" in w["reasons"][0]
+                                              for w in res.sync_dropped)
+    assert "--text-encodings-only" in res.text_encodings
     lines = ((tmp_path / "dest" / "train.txt").read_text().splitlines()
              + (tmp_path / "dest" / "test.txt").read_text().splitlines())
     assert sorted(lines) == sorted(f"{r['name']}.mp4" for r in sharded)
     for r in sharded:
         assert (tmp_path / "dest" / "videos" / f"{r['name']}.mp4").read_bytes() == r["name"].encode()
+
+
+def test_export_lists_the_clips_the_released_sync_trainer_would_silently_replace(tmp_path):
+    """avsync/data.py needs av_duration >= 2 + 20 * 0.2 = 6 s and fps >= 12."""
+    import avmedia
+    from curate.export import REPORT_FILE, export_run
+    from fake_run import fake_run
+    long = avmedia.make_clip(tmp_path / "long.mp4", 6.5, "12")
+    short = avmedia.make_clip(tmp_path / "short.mp4", 3.0, "12")
+    slow = avmedia.make_clip(tmp_path / "slow.mp4", 6.5, "10")
+    tiny = avmedia.make_clip(tmp_path / "tiny.mp4", 1.5, "12")
+    clips = [("drum_beat/synth0001_000000_000010_0.0_6.5", "train", long),
+             ("drum_beat/synth0002_000000_000010_0.5_3.5", "train", short),
+             ("siren/synth0003_000000_000010_1.0_7.5", "test", slow),
+             ("siren/synth0004_000000_000010_2.0_3.5", "train", tiny)]
+    out = fake_run(tmp_path / "run", "vggss", clips)
+    res = export_run(out, tmp_path / "VGGSS")
+    dropped = {w["line"]: w for w in res.sync_dropped}
+    assert sorted(dropped) == ["drum_beat/synth0002_000000_000010_0.5_3.5.mp4",
+                               "siren/synth0003_000000_000010_1.0_7.5.mp4",
+                               "siren/synth0004_000000_000010_2.0_3.5.mp4"]
+    w = dropped["drum_beat/synth0002_000000_000010_0.5_3.5.mp4"]
+    assert w["split"] == "train" and abs(w["av_duration"] - 3.0) < 0.05
+    assert any("< 6 s" in r for r in w["reasons"])
+    assert any("video_fps 10.00 < 12" in r
+               for r in dropped["siren/synth0003_000000_000010_1.0_7.5.mp4"]["reasons"])
+    assert [g["line"] for g in res.gen_short] == ["siren/synth0004_000000_000010_2.0_3.5.mp4"]
+    report = json.loads((tmp_path / "VGGSS" / REPORT_FILE).read_text())
+    assert report["sync_min_duration_s"] == 6.0
+    assert [w["line"] for w in report["sync_dropped"]] == [w["line"] for w in res.sync_dropped]
+    assert report["text_encoder"] is None and "--text-encodings-only" in report["text_encodings"]

@@ -175,3 +175,80 @@ def test_bad_text_encoders_are_clear_errors(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
     with pytest.raises(TextEncoderError, match="not an open_clip CLIP text tower"):
         load_text_encoder(wrong)
+
+
+# ---------------------------------------------------------------- the whole export, per recipe
+
+#: the released README's "datasets/" tree and the configs' data roots (train, test)
+RELEASED = {
+    "avsync15": ("videos", "videos"),     # AVSync15: videos/<class>/
+    "vggss": ("videos", "videos"),        # VGGSS: videos/<class>/
+    "landscape": ("videos/train", "videos/test"),  # Landscapes: videos/{train,test}/<class>/
+}
+
+
+@pytest.mark.parametrize("recipe", list(RELEASED))
+def test_export_run_writes_the_released_layout_with_encodings(encoders, tmp_path, recipe):
+    import avmedia
+    from curate.export import REPORT_FILE, export_run
+    from fake_run import fake_run
+    mp4 = avmedia.make_clip(tmp_path / "c.mp4", 2.5, "12")
+    clips = [("dog_barking/AbCdEfGhIjK_000030_000040_2.5_6.0", "train", mp4),
+             ("dog_barking/Zz-_0123456_000100_000110_0.0_3.25", "test", mp4),
+             ("hammering/Qq_Ww-EeRrT_000000_000010_4.0_7.0", "train", mp4)]
+    out = fake_run(tmp_path / "run", recipe, clips)
+    dest = tmp_path / "datasets" / recipe
+    res = export_run(out, dest, text_encoder=encoders["open_clip"])
+    assert res.layout == ("split_class" if recipe == "landscape" else "class")
+    top = sorted(p.name for p in dest.iterdir())
+    assert top == sorted(["videos", "train.txt", "test.txt", "class_mapping.json", PROMPT_FILE,
+                          NULL_FILE, REPORT_FILE])
+    vids = sorted(p.relative_to(dest).as_posix() for p in (dest / "videos").rglob("*.mp4"))
+    if recipe == "landscape":
+        assert sorted(p.name for p in (dest / "videos").iterdir()) == ["test", "train"]
+        assert vids == ["videos/test/dog_barking/Zz-_0123456_000100_000110_0.0_3.25.mp4",
+                        "videos/train/dog_barking/AbCdEfGhIjK_000030_000040_2.5_6.0.mp4",
+                        "videos/train/hammering/Qq_Ww-EeRrT_000000_000010_4.0_7.0.mp4"]
+    else:
+        assert sorted(p.name for p in (dest / "videos").iterdir()) == ["dog_barking", "hammering"]
+        assert vids == [f"videos/{n}.mp4" for n, _, _ in sorted(clips)]
+    # what the released dataset does with it: join(data_root, line), class -> prompt -> encoding
+    mapping = json.loads((dest / "class_mapping.json").read_text())
+    table = read_text_encodings(dest / PROMPT_FILE)
+    assert sorted(table) == sorted(set(mapping.values())) == ["dog barking", "hammering"]
+    for split, root in zip(("train", "test"), RELEASED[recipe]):
+        lines = (dest / f"{split}.txt").read_text().splitlines()
+        assert lines and all((dest / root / line).is_file() for line in lines)
+        for line in lines:
+            enc = table[mapping[line.split("/")[0]]]
+            assert enc.dtype == torch.float32 and tuple(enc.shape) == (77, 768)
+    assert torch.load(dest / NULL_FILE, weights_only=True).numel() == 77 * 768
+
+
+def test_cli_adds_the_encodings_later(encoders, tmp_path):
+    import avmedia
+    from typer.testing import CliRunner
+    from curate.cli import app
+    from fake_run import fake_run
+    mp4 = avmedia.make_clip(tmp_path / "c.mp4", 2.5, "12")
+    out = fake_run(tmp_path / "run", "avsync15",
+                   [("dog_barking/AbCdEfGhIjK_000030_000040_2.5_6.0", "train", mp4),
+                    ("hammering/Qq_Ww-EeRrT_000000_000010_4.0_7.0", "test", mp4)])
+    dest = tmp_path / "AVSync15"
+    runner = CliRunner()
+    r = runner.invoke(app, ["export-folder", str(out), str(dest)])
+    assert r.exit_code == 0, r.output
+    assert "exported 2 clips (1 train, 1 test)" in r.output
+    assert "--text-encodings-only --text-encoder PATH" in r.output
+    assert "2 of 2 clips would be silently replaced" in r.output  # 2.5 s < 6 s
+    assert not (dest / PROMPT_FILE).exists()
+    r = runner.invoke(app, ["export-folder", str(out), str(dest), "--text-encodings-only",
+                            "--text-encoder", str(encoders["hf_sd"])])
+    assert r.exit_code == 0, r.output
+    assert sorted(read_text_encodings(dest / PROMPT_FILE)) == ["dog barking", "hammering"]
+    assert json.loads((dest / "export.json").read_text())["text_encoder"] == str(encoders["hf_sd"])
+    r = runner.invoke(app, ["export-folder", str(out), str(dest)])  # re-export, no encoder
+    assert r.exit_code == 0 and "kept: the existing" in r.output
+    r = runner.invoke(app, ["export-folder", str(out), str(dest), "--text-encoder",
+                            str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "--text-encoder" in r.output
