@@ -38,13 +38,14 @@ from avmedia import index_of, make_clip
 # ---------------------------------------------------------------- generated clips
 
 
-CLIPS = {  # name: (duration, fps, sample rate, channels)
+CLIPS = {  # name: (duration, fps, sample rate, channels[, (width, height)])
     "30fps_mono16k": (3.0, "30", 16000, 1),
     "2997fps_stereo48k": (4.1, "30000/1001", 48000, 2),
     "25fps_stereo44k": (3.3, "25", 44100, 2),
     "24fps_mono16k": (2.7, "24", 16000, 1),
     "12fps_mono16k": (2.5, "12", 16000, 1),
     "short_30fps": (1.5, "30", 16000, 1),
+    "portrait_25fps": (2.6, "25", 16000, 1, (128, 200)),
 }
 
 
