@@ -131,23 +131,16 @@ def released_start(av_duration: float, train: bool, rng: random.Random,
 def released_frame_picks(pts: np.ndarray, start: float, window: float = WINDOW_S,
                          fps: int = FPS, num_frames: int = NUM_FRAMES) -> list[int]:
     """Positions in ``pts`` (ascending seconds, whole microseconds) of the frames the
-    released ``load_video_clip_from_videoreader`` takes for a window at ``start``; padded
-    with the last one. Empty when no frame qualifies."""
+    released ``load_video_clip_from_videoreader`` takes for a window at ``start``: among the
+    frames with ``pts <= start + window + 1 / (2 fps)`` (its ``takewhile``), the stepped
+    choice of ``decoding.native.stepped_frames``. Empty when no frame qualifies."""
     step = 1.0 / fps
-    limit = start + window + step / 2.0
-    target = start
-    picks: list[int] = []
-    for i, t in enumerate(pts):
-        if t > limit:
-            break
-        if t >= target:
-            picks.append(i)
-            target += step  # accumulated in float64, as released: drifts past pts_us * 1e-6
-        if len(picks) == num_frames:
-            break
-    if picks:
-        picks += [picks[-1]] * (num_frames - len(picks))
-    return picks
+    pts = np.asarray(pts, np.float64)
+    pts = pts[:int(np.searchsorted(pts, start + window + step / 2.0, side="right"))]
+    try:
+        return [int(i) for i in native.stepped_frames(pts, start, step, num_frames)]
+    except DecodeError:
+        return []
 
 
 def generation_pixels(frames: np.ndarray, size: int = SIZE) -> torch.Tensor:
