@@ -162,6 +162,8 @@ def pair_offsets_ms(flashes: list[float], beeps: list[float]) -> list[float]:
         near = [b for b in beeps if abs(b - f) < 0.2]
         out.append(min((b - f for b in near), key=abs) * 1000 if near else float("nan"))
     return out
+
+
 def index_of(top: float, bottom: float) -> int:
     """Frame index from the two half-frame grey levels written by ``make_clip``."""
     return int(round((top - 16) / 4)) + 50 * int(round((bottom - 16) / 4))
