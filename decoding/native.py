@@ -19,6 +19,7 @@ cannot be installed next to the CPU torch wheel used here.
 from __future__ import annotations
 
 import functools
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +36,29 @@ def _us(pts: int, time_base) -> float:
     return int(round(pts * time_base.numerator * 1_000_000 / time_base.denominator)) * 1e-6
 
 
-def _open(path: str | Path):
+def _open(path: str | Path | bytes):
+    """A container from a path or from the bytes of a file (a shard member: the trainer-side
+    loader's released convention reads mp4s in memory)."""
     try:
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            return av.open(io.BytesIO(path))
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
-        raise DecodeError(f"cannot open {path}: {e}") from e
+        raise DecodeError(f"cannot open {_name(path)}: {e}") from e
 
 
-def released_metadata(path: str | Path) -> dict:
+def _name(src) -> str:
+    """How an error names its source: the path, or the size of in-memory bytes."""
+    return f"<{len(src)} bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else str(src)
+
+
+def released_metadata(path: str | Path | bytes) -> dict:
     """Stream facts as the released code reads them: ``video_duration``, ``video_fps``,
     ``audio_duration``, ``audio_sr``, ``audio_channels`` (None without audio), and
     ``av_duration`` = the shorter of the two durations."""
     with _open(path) as c:
         if not c.streams.video:
-            raise DecodeError(f"{path}: no video stream")
+            raise DecodeError(f"{_name(path)}: no video stream")
         v = c.streams.video[0]
         vdur = _stream_duration(v, c)
         rate = v.average_rate or v.guessed_rate
@@ -82,7 +92,7 @@ class NativeFrames:
     index: np.ndarray
 
 
-def decode_native_frames(path: str | Path, t0: float = -math.inf, t1: float = math.inf
+def decode_native_frames(path: str | Path | bytes, t0: float = -math.inf, t1: float = math.inf
                          ) -> NativeFrames:
     """Every frame with ``t0 <= pts <= t1`` (pts as ``_us``) at its native size, RGB24.
 
@@ -90,7 +100,7 @@ def decode_native_frames(path: str | Path, t0: float = -math.inf, t1: float = ma
     frames, pts, index = [], [], []
     with _open(path) as c:
         if not c.streams.video:
-            raise DecodeError(f"{path}: no video stream")
+            raise DecodeError(f"{_name(path)}: no video stream")
         v = c.streams.video[0]
         try:
             for i, f in enumerate(c.decode(v)):
@@ -105,9 +115,9 @@ def decode_native_frames(path: str | Path, t0: float = -math.inf, t1: float = ma
                     index.append(i)
         except av.error.FFmpegError as e:
             if not frames:
-                raise DecodeError(f"{path}: video decode failed: {e}") from e
+                raise DecodeError(f"{_name(path)}: video decode failed: {e}") from e
     if not frames:
-        raise DecodeError(f"{path}: no video frame with pts in [{t0:.4f}, {t1:.4f}] s")
+        raise DecodeError(f"{_name(path)}: no video frame with pts in [{t0:.4f}, {t1:.4f}] s")
     return NativeFrames(np.stack(frames), np.asarray(pts, np.float64), np.asarray(index))
 
 
@@ -122,13 +132,13 @@ class AudioFrames:
     sample_rate: int
 
 
-def decode_audio_frames(path: str | Path, t0: float = -math.inf, t1: float = math.inf
+def decode_audio_frames(path: str | Path | bytes, t0: float = -math.inf, t1: float = math.inf
                         ) -> AudioFrames:
     """Every audio frame with ``t0 <= pts <= t1``, planar float ``[C, n]`` (all channels)."""
     data, pts, index = [], [], []
     with _open(path) as c:
         if not c.streams.audio:
-            raise DecodeError(f"{path}: no audio stream")
+            raise DecodeError(f"{_name(path)}: no audio stream")
         a = c.streams.audio[0]
         rate = int(a.rate)
         try:
@@ -144,7 +154,7 @@ def decode_audio_frames(path: str | Path, t0: float = -math.inf, t1: float = mat
                     index.append(i)
         except av.error.FFmpegError as e:
             if not data:
-                raise DecodeError(f"{path}: audio decode failed: {e}") from e
+                raise DecodeError(f"{_name(path)}: audio decode failed: {e}") from e
     return AudioFrames(data, np.asarray(pts, np.float64), np.asarray(index, np.int64), rate)
 
 
