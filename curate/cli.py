@@ -22,7 +22,7 @@ ExecOpt = typer.Option("ray", "--executor", help="ray (default) or local (serial
 DownloadWorkersOpt = typer.Option(None, "--download-workers",
                                   help="parallel downloads (I/O bound, apart from --workers; default 16)")
 MaxRequestsOpt = typer.Option(None, "--max-requests-per-s",
-                              help="global rate of download starts over all workers (e.g. 2)")
+                              help="global rate of download requests over all workers (e.g. 2)")
 TrustOpt = typer.Option(False, "--trust-checkpoint",
                         help="read model files that need full unpickling (can run code: "
                              "only for files you trust); default: weights only")
@@ -33,6 +33,18 @@ def _trust(trust: bool) -> None:
         from sync_classifier.model import TRUST_ENV
         import os
         os.environ[TRUST_ENV] = "1"
+
+
+CookiesOpt = typer.Option(None, "--cookies", help="yt-dlp cookies file; repeat the option for "
+                                                 "several, used in turn after a bot check")
+ExtractorArgsOpt = typer.Option(None, "--yt-extractor-args",
+                                help="yt-dlp extractor arguments IE:ARG=V[;ARG=V] (allow-listed, "
+                                     "e.g. youtube:po_token=...); repeatable")
+
+
+def _yt_options(cookies: Optional[List[str]], extractor_args: Optional[List[str]]) -> dict:
+    from curate.ytopts import cookie_files, parse_extractor_args
+    return {"cookiefile": cookie_files(cookies), "extractor_args": parse_extractor_args(extractor_args)}
 
 
 _EXECUTORS: list = []      # executors of this command: shut down on an interruption
@@ -94,7 +106,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           sync_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNC_CKPT", help="sync classifier checkpoint"),
           sync_convention: Optional[str] = typer.Option(None, help="sync preprocessing: released | ours (default: the weights')"),
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
-          cookies: Optional[str] = typer.Option(None, help="yt-dlp cookies file"),
+          cookies: Optional[List[str]] = CookiesOpt,
+          yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt,
           proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
           rate_limit: Optional[str] = typer.Option(None, help="yt-dlp rate limit, e.g. 2M"),
           socket_timeout: Optional[float] = typer.Option(None, help="seconds without data before a download is a timeout (default 20)"),
@@ -110,12 +123,13 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
 
     options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
-               "allow_random_weights": allow_random_weights or None, "cookiefile": cookies,
+               "allow_random_weights": allow_random_weights or None,
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
                "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout,
                "sync_convention": sync_convention}
 
     def body() -> None:
+        options.update(_yt_options(cookies, yt_extractor_args))
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
             from curate.demo import build_demo
@@ -178,10 +192,16 @@ def download(out: Path = typer.Argument(...), workers: int = WorkersOpt,
              address: Optional[str] = AddressOpt, executor: str = ExecOpt,
              retry_failed: bool = typer.Option(False, help="try again sources that failed for a transient reason (timeout, 5xx, broken transfer)"),
              download_workers: Optional[int] = DownloadWorkersOpt,
-             max_requests_per_s: Optional[float] = MaxRequestsOpt) -> None:
+             max_requests_per_s: Optional[float] = MaxRequestsOpt,
+             cookies: Optional[List[str]] = CookiesOpt,
+             yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt) -> None:
     """Download every accepted source (yt-dlp); skips what is already there."""
+    try:
+        yt = _yt_options(cookies, yt_extractor_args)
+    except ValueError as e:
+        _fail(e)
     _stage(out, ["download"], workers, address, None, executor, retry_failed=retry_failed,
-           options={"download_workers": download_workers, "max_requests_per_s": max_requests_per_s})
+           options={"download_workers": download_workers, "max_requests_per_s": max_requests_per_s, **yt})
 
 
 @app.command()

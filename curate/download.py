@@ -38,6 +38,7 @@ network, which makes reruns resumable (a file of an older format is fetched agai
 """
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import json
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from curate.encoding import BITEXACT_ARGS, encode_args
+from curate.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
 from manifests.schemas import STATUS_FAILED, STATUS_OK
@@ -63,8 +65,9 @@ from manifests.sources import YOUTUBE_URL, safe_id
 
 log = logging.getLogger(__name__)
 
-REASONS = ("ok", "cached", "short", "unavailable", "http_error", "timeout", "bot_check",
-           "no_video", "no_audio", "too_small", "partial", "corrupt", "bad_input", "error")
+REASONS = ("ok", "cached", "short", "unavailable", "http_error", "throttled", "timeout",
+           "bot_check", "no_video", "no_audio", "too_small", "partial", "corrupt", "bad_input",
+           "error")
 
 #: seconds a segment may fall short of what was asked / what the source declares before it
 #: counts (frame, audio-priming and keyframe granularity stay below this)
@@ -121,7 +124,8 @@ class DownloadOptions:
     max_wait: float = 120.0                  # seconds of retry waits per source, Retry-After included
     socket_timeout: float = 20.0             # a connect or read stalled this long -> "timeout"
     timeout_retries: int = 1                 # a stalled source is retried at most this often
-    cookiefile: str | None = None
+    cookiefile: str | list[str] | None = None   # several: used in turn after bot checks
+    extractor_args: dict[str, dict[str, list[str]]] | None = None   # yt-dlp's, allow-listed
     proxy: str | None = None
     ratelimit: int | None = None             # bytes per second
     use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
@@ -144,6 +148,14 @@ class DownloadOptions:
                              "no format could pass")
         if "{ytid}" not in self.url_template:
             raise ValueError("url_template must contain {ytid}")
+        if self.extractor_args:
+            from curate.ytopts import check_extractor_args
+            check_extractor_args(self.extractor_args)
+
+    @property
+    def cookiefiles(self) -> list[str]:
+        c = self.cookiefile
+        return [] if not c else [c] if isinstance(c, str) else [str(x) for x in c]
 
 
 class _Failure(Exception):
@@ -170,8 +182,12 @@ class _Plan:
 # --------------------------------------------------------------------------- public
 
 def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
-                    opts: DownloadOptions | None = None) -> dict[str, Any]:
-    """Fetch one source's segment to ``media_dir/<source_id>.mp4``; returns a DOWNLOADS row."""
+                    opts: DownloadOptions | None = None, gate: Gate | None = None) -> dict[str, Any]:
+    """Fetch one source's segment to ``media_dir/<source_id>.mp4``; returns a DOWNLOADS row.
+
+    ``gate``: the run's health control (``curate.health``): every request asks it first and
+    reports its outcome; a throttled source then waits with every other worker instead of
+    spending its retries."""
     opts = opts or DownloadOptions()
     sid = row.get("source_id")
     if row.get("status") not in (None, STATUS_OK):
@@ -191,7 +207,9 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
     except _Failure as f:
         return _failed(sid, f.reason, f.message)
     media_dir.mkdir(parents=True, exist_ok=True)
-    return _with_retries(plan, target, opts)
+    if gate is not None and plan.url is not None:
+        import yt_dlp  # noqa: F401 - seconds in a fresh worker: before the gate's permit, not after
+    return _with_retries(plan, target, opts, gate)
 
 
 def downloads_row(source_id: str | None, path: str | None, status: str, reason: str,
@@ -305,12 +323,36 @@ def _complete(plan: _Plan, declared: float | None, facts: Mapping[str, Any]) -> 
     return _short_note(plan, facts)
 
 
-def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str, Any]:
+def _outcome(f: _Failure) -> str:
+    """What a failure tells the health control."""
+    if f.reason in ("throttled", "bot_check"):
+        return f.reason
+    m = _HTTP_STATUS.search(f.message)
+    return "server_error" if f.reason == "http_error" and m and int(m.group(1)) >= 500 else "other"
+
+
+def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions,
+                  gate: Gate | None = None) -> dict[str, Any]:
     last = _Failure("error", "no attempt made")
-    waited, timeouts = 0.0, 0
-    for attempt in range(opts.retries + 1):
+    waited, timeouts, attempt, cookie_tries = 0.0, 0, 0, 0
+    tried = False
+    cookies = opts.cookiefiles
+    while True:
+        permit: Permit | None = None
+        if gate is not None:
+            try:
+                permit = gate.acquire()
+            except GateClosed as g:
+                msg = f"{last.message}; {g.message}" if tried else f"not downloaded: {g.message}"
+                return _failed(plan.source_id, g.reason, msg)
+        try_opts = opts
+        if permit is not None and len(cookies) > 1:
+            try_opts = dataclasses.replace(opts, cookiefile=cookies[permit.cookie % len(cookies)])
+        tried = True
         try:
-            facts, short, note = _attempt(plan, target, opts)
+            facts, short, note = _attempt(plan, target, try_opts)
+            if gate is not None:
+                gate.report(permit, "ok")
             reason = "short" if short else "ok"
             return downloads_row(plan.source_id, str(target), STATUS_OK, reason,
                                  _join(short, note), facts)
@@ -319,7 +361,16 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str,
         except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
             log.exception("download %s: unexpected error", plan.source_id)
             last = _Failure("error", f"{type(e).__name__}: {e}")
-        if not last.transient or attempt == opts.retries:
+        if gate is not None:
+            gate.report(permit, _outcome(last), last.retry_after, last.message[:200])
+            if last.reason == "throttled":
+                # the control pauses every worker; this source waits with them, its own
+                # tries are not spent (a give-up of the control ends it, as ``throttled``)
+                continue
+            if last.reason == "bot_check" and cookie_tries < len(cookies) - 1:
+                cookie_tries += 1      # the control moved on to the next cookie file
+                continue
+        if not last.transient or attempt >= opts.retries:
             break
         # a server that stalled once mostly stalls again: don't hold the worker for
         # retries x socket_timeout
@@ -335,6 +386,7 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions) -> dict[str,
                  last.message, attempt + 1, opts.retries, delay)
         time.sleep(delay)
         waited += delay
+        attempt += 1
     log.warning("download %s failed: %s: %s", plan.source_id, last.reason, last.message)
     return _failed(plan.source_id, last.reason, last.message)
 
@@ -506,8 +558,11 @@ def _ydl_params(opts: DownloadOptions, outdir: Path, sid: str) -> dict[str, Any]
         "extractor_retries": 0,
         "logger": _YdlLogger(sid),
     }
-    if opts.cookiefile:
-        params["cookiefile"] = opts.cookiefile
+    if opts.cookiefiles:
+        params["cookiefile"] = opts.cookiefiles[0]
+    if opts.extractor_args:
+        params["extractor_args"] = {k: {a: list(v) for a, v in args.items()}
+                                    for k, args in opts.extractor_args.items()}
     if opts.proxy:
         params["proxy"] = opts.proxy
     if opts.ratelimit:
@@ -637,11 +692,13 @@ def _classify(e: BaseException) -> _Failure:
 
 
 def _http_failure(status: int, msg: str, retry_after: float | None = None) -> _Failure:
-    # 408/429/5xx may pass on a later try; 403/404/410 will not
+    # 408/429/5xx may pass on a later try; 403/404/410 will not. A 429 is the site
+    # throttling the crawler, not this source: recorded as ``throttled`` (retryable)
     transient = status in (408, 429) or status >= 500
     if retry_after is not None:
         msg = f"{msg} (Retry-After {retry_after:.0f} s)"
-    return _Failure("http_error", msg, transient=transient, retry_after=retry_after)
+    reason = "throttled" if status == 429 else "http_error"
+    return _Failure(reason, msg, transient=transient, retry_after=retry_after)
 
 
 def _retry_after_of(err: BaseException) -> float | None:

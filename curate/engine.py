@@ -34,6 +34,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
+from curate import health
 from curate.runner import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,13 @@ def _cached(spec: StageSpec, which: str):
     return _TASK_FNS[key]
 
 
-def _throttle(limiter: Any) -> None:
-    if limiter is not None:
-        import ray
-        wait = ray.get(limiter.acquire.remote())
-        if wait > 0:
-            time.sleep(wait)
+def _remote_gate(control: Any) -> health.Gate | None:
+    """The worker's gate to the stage's health actor (every download request asks it)."""
+    if control is None:
+        return None
+    import ray
+    return health.Gate(lambda: ray.get(control.acquire.remote()),
+                       lambda *a: ray.get(control.report.remote(*a)))
 
 
 _NODE: list[str] = []
@@ -183,8 +185,11 @@ def _task_body(spec: StageSpec, item: Item, driver_pid: int | None, limiter: Any
         fn = _cached(spec, "fn")
     except Exception as e:  # noqa: BLE001 - the stage cannot run at all: the driver stops it
         return {SETUP_ERROR: _setup_text(e)}
-    _throttle(limiter)
-    return _with_node(safe_call(fn, spec, item))
+    health.set_gate(_remote_gate(limiter))
+    try:
+        return _with_node(safe_call(fn, spec, item))
+    finally:
+        health.set_gate(None)
 
 
 def _prepare_body(spec: StageSpec, item: Item, driver_pid: int | None) -> tuple[str | None, Any]:
@@ -226,18 +231,48 @@ class _StageActor:
         return [_with_node(safe_call(self.fn, self.spec, it, p)) for it, p in zip(items, payloads)]
 
 
-class _TokenBucket:
-    """Global request rate over all workers: ``acquire`` returns how long to wait."""
+class _HealthActor:
+    """The stage's one health control (``curate.health.HealthControl``: global rate,
+    pause on 429 / 5xx, probe, stop on bot checks) for all workers, as a Ray actor."""
 
-    def __init__(self, rate: float, burst: float | None = None):
-        self.rate = float(rate)
-        self.next_free = time.monotonic()
+    def __init__(self, config: dict[str, Any]):
+        self.control = health.HealthControl(health.HealthConfig.from_dict(config))
 
-    def acquire(self) -> float:
-        now = time.monotonic()
-        start = max(now, self.next_free)
-        self.next_free = start + 1.0 / self.rate
-        return start - now
+    def acquire(self) -> dict[str, Any]:
+        return self.control.acquire()
+
+    def report(self, *args: Any) -> dict[str, Any]:
+        return self.control.report(*args)
+
+    def state(self) -> dict[str, Any]:
+        return self.control.state_dict()
+
+
+class _HealthWatch:
+    """Driver side: polls the health actor once per loop round, hands every change to
+    ``spec.on_health`` and says how long downloads were held (that time is not counted
+    against an item's timeout: a paused download is waiting, not hung)."""
+
+    def __init__(self, spec: StageSpec, actor: Any):
+        self.spec, self.actor = spec, actor
+        self.version = -1
+        self.paused_s = 0.0
+        self.state: dict[str, Any] = {}
+
+    def poll(self, final: bool = False) -> float:
+        """Seconds paused since the last poll."""
+        import ray
+        try:
+            st = ray.get(self.actor.state.remote(), timeout=10)
+        except Exception as e:  # noqa: BLE001 - the display must never stop the stage
+            log.debug("health state: %s", e)
+            return 0.0
+        held, self.paused_s = st["paused_s"] - self.paused_s, st["paused_s"]
+        if (st["version"] != self.version or final) and self.spec.on_health is not None:
+            self.version = st["version"]
+            self.spec.on_health(st)
+        self.state = st
+        return max(held, 0.0)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -378,10 +413,11 @@ class RayExecutor:
         return max(min(self.cpus / slots, 1.0), 0.01)
 
     def _limiter(self, spec: StageSpec):
-        if not spec.rate_per_s:
+        config = health.stage_config(spec.health, spec.rate_per_s)
+        if config is None:
             return None
         import ray
-        return ray.remote(num_cpus=0)(_TokenBucket).remote(spec.rate_per_s)
+        return ray.remote(num_cpus=0)(_HealthActor).remote(config)
 
     def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
         if not items:
@@ -402,6 +438,7 @@ class RayExecutor:
             retry_exceptions=False)
         spec_ref = ray.put(spec)
         limiter = self._limiter(spec)
+        watch = _HealthWatch(spec, limiter) if limiter is not None else None
         todo = deque(items)
         # Two items per slot in flight: when a worker finishes, the next item is already
         # queued at the owner and reuses the worker's lease at once (no driver round trip,
@@ -419,6 +456,11 @@ class RayExecutor:
                     break
                 if v[1] is None:
                     v[1] = now
+            if watch is not None:
+                held = watch.poll()
+                for v in inflight.values():     # paused time is no item's timeout
+                    if v[1] is not None:
+                        v[1] += held
             running = {r: (v[0], v[1]) for r, v in inflight.items() if v[1] is not None}
             ready = _wait_ready(list(inflight), self._wait_s(spec, running))
             for ref in ready:
@@ -441,6 +483,8 @@ class RayExecutor:
                 ray.cancel(ref, force=True)       # kills the worker: a hung decode ends here
                 inflight.pop(ref)
                 yield it, spec.on_error(it, f"timeout: no result after {spec.timeout_s:g} s")
+        if watch is not None:
+            watch.poll(final=True)
 
     @staticmethod
     def _wait_s(spec: StageSpec, inflight: dict) -> float:

@@ -5,8 +5,10 @@ Content-Length and single byte ranges (yt-dlp and ffmpeg resume and seek with th
 can inject faults: paths that answer 404, paths whose body stops after half the file
 (announcing the full length, as a dropped connection does), and paths that stall before
 the body (a timeout), and paths that answer ``429 Too Many Requests`` (with an optional
-Retry-After) a given number of times before serving. Every request is recorded, so a test can assert that a rerun did
-not touch the network.
+Retry-After) a given number of times before serving; ``throttle_s`` makes the whole server
+answer 429 to every request for that many seconds after its first request (a site throttling
+a crawler). Every request is recorded (with its time and answer), so a test can assert that a
+rerun did not touch the network, or how many requests a throttle saw.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import os
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +38,8 @@ class Request:
     method: str
     path: str
     range: str | None
+    at: float = 0.0            # time.time() when it came
+    throttled: bool = False    # answered 429 by the whole-server throttle
 
 
 class LoopbackServer:
@@ -44,7 +49,8 @@ class LoopbackServer:
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1",
                  not_found: Iterable[str] = (), truncated: Iterable[str] = (),
                  stall: Iterable[str] = (), stall_seconds: float = 5.0,
-                 rate_limited: Mapping[str, tuple[int, str | None]] | None = None) -> None:
+                 rate_limited: Mapping[str, tuple[int, str | None]] | None = None,
+                 throttle_s: float = 0.0, throttle_retry_after: str | None = None) -> None:
         if not _is_loopback(host):
             raise ValueError(f"loopback server refuses to bind non-loopback host {host!r}")
         self.root = Path(root).resolve()
@@ -58,6 +64,9 @@ class LoopbackServer:
         #: path -> [429 answers still to give, Retry-After header value or None]
         self.rate_limited: dict[str, list] = {p.lstrip("/"): [int(n), ra] for p, (n, ra)
                                               in (rate_limited or {}).items()}
+        self.throttle_s = float(throttle_s)
+        self.throttle_retry_after = throttle_retry_after
+        self.throttle_from: float | None = None     # the first request's time
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -113,6 +122,20 @@ class LoopbackServer:
     def _record(self, req: Request) -> None:
         with self._lock:
             self.requests.append(req)
+
+    def _throttled_now(self) -> bool:
+        """Whether the whole-server throttle answers this request 429."""
+        if not self.throttle_s:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if self.throttle_from is None:
+                self.throttle_from = now
+            return now - self.throttle_from < self.throttle_s
+
+    def throttled_answers(self) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.throttled]
 
     def _take_429(self, rel: str) -> bool:
         """Whether this request of ``rel`` is answered 429 (counts one down)."""
@@ -176,7 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         state = self.server_state
         rel, target = self._resolve()
-        state._record(Request(self.command, rel, self.headers.get("Range")))
+        throttled = state._throttled_now()
+        state._record(Request(self.command, rel, self.headers.get("Range"), time.time(), throttled))
+        if throttled:
+            self._error(429, "Too Many Requests", retry_after=state.throttle_retry_after)
+            return
         if target is None or rel in state.not_found:
             self._error(404, "Not Found")
             return

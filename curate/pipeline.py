@@ -114,10 +114,14 @@ def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path
 def _download_factory(media_dir: str, opts: dict):
     from curate.download import DownloadOptions, download_source
 
+    from curate.health import current_gate
+
     options = DownloadOptions(**opts)
 
     def fn(item: dict) -> dict:
-        return {"downloads": [download_source(item["row"], Path(media_dir), options)]}
+        # the run's health control (one for all workers), set by the executor
+        return {"downloads": [download_source(item["row"], Path(media_dir), options,
+                                              gate=current_gate())]}
     return fn
 
 
@@ -131,7 +135,7 @@ def _download_error(item: dict, error: str) -> dict:
 def download_options(run: dict[str, Any]) -> dict[str, Any]:
     d = dict(run["recipe"]["download"])
     d["url_template"] = run["recipe"].get("url_template", d.get("url_template"))
-    for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout"):
+    for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout", "extractor_args"):
         if run["options"].get(k):
             d[k] = run["options"][k]
     from curate.download import DownloadOptions
@@ -141,7 +145,7 @@ def download_options(run: dict[str, Any]) -> dict[str, Any]:
 
 #: options that change how a download is fetched, never what it yields
 _DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff", "socket_timeout",
-                        "max_wait", "timeout_retries"}
+                        "max_wait", "timeout_retries", "extractor_args"}
 _DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
 
 
@@ -158,7 +162,7 @@ def _encoder_settings(run: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 #: download failures worth another try on `--retry-failed` (a 404 or a removed video is final)
-TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died"}
+TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died", "throttled", "bot_check"}
 _FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
 
 
@@ -178,10 +182,12 @@ def _download_spec(run: dict[str, Any]) -> StageSpec:
     params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS},
               "encoder": _encoder_settings(run), "format": DOWNLOAD_FORMAT}
     rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
+    from curate.health import download_health
     return StageSpec("download", functools.partial(_download_factory, "", opts), _download_error,
                      params=params,
                      concurrency=int(run["options"].get("download_workers") or eng["download_workers"]),
-                     rate_per_s=float(rate) if rate else None, **_spec_kw(run, "download"))
+                     rate_per_s=float(rate) if rate else None,
+                     health=download_health(eng.get("download_health"), opts), **_spec_kw(run, "download"))
 
 
 def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
@@ -197,6 +203,8 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     media.mkdir(parents=True, exist_ok=True)
     spec = _download_spec(run)
     spec.factory = functools.partial(_download_factory, str(media), download_options(run))
+    from curate.health import echo_summary, record_state
+    spec.on_health = functools.partial(record_state, str(out))
     root = download_options(run).get("source_root")
     items = [{"key": r["source_id"], "row": r,
               "inputs": {**{k: r.get(k) for k in _DOWNLOAD_INPUTS},
@@ -207,6 +215,8 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     table = _rebase_downloads(out, res.table("downloads") or _empty("downloads"))
     write_manifest(out, "downloads", table)
     summarize_failures("download", table, echo, reason_col="reason")
+    if res.ran:
+        echo_summary(out, echo)
     return table.to_pylist()
 
 

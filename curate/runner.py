@@ -72,7 +72,11 @@ class StageSpec:
     concurrency: int | None = None   # parallel items (default: the executor's workers)
     timeout_s: float | None = None   # per item (per actor call for batches); None: no limit
     max_tries: int = 2           # tries of an item whose worker died (signal, OOM kill)
-    rate_per_s: float | None = None  # items started per second, over all workers (downloads)
+    rate_per_s: float | None = None  # requests per second, over all workers (downloads)
+    #: the health control's options (``curate.health``: pause on 429 / 5xx, stop on bot checks);
+    #: with it or ``rate_per_s`` every worker's function finds a gate in ``health.current_gate()``
+    health: dict[str, Any] | None = None
+    on_health: Callable[[dict[str, Any]], None] | None = None   # driver side: each state change
 
 
 class WorkerSetupError(ValueError):
@@ -116,6 +120,22 @@ class LocalExecutor:
         self.started = 0           # stage runs that did work (a finished rerun leaves it)
 
     def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
+        from curate import health
+
+        config = health.stage_config(spec.health, spec.rate_per_s)
+        if config is None:
+            yield from self._run(spec, items)
+            return
+        control = health.HealthControl(health.HealthConfig.from_dict(config))
+        health.set_gate(health.local_gate(control, spec.on_health))
+        try:
+            yield from self._run(spec, items)
+        finally:
+            health.set_gate(None)
+            if spec.on_health is not None:
+                spec.on_health(control.state_dict())
+
+    def _run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
         self.started += 1
         if spec.name not in self._fns:
             self._fns[spec.name] = spec.factory()

@@ -197,6 +197,8 @@ def collect(out: str | Path) -> dict[str, Any]:
     for key in ("failures", "rejected", "skipped"):
         st[key] = dict(st[key].most_common())
     st["resolutions"] = {k: dict(v) for k, v in st["resolutions"].items()}
+    from curate.health import read_state
+    st["download_health"] = read_state(out)     # the last download run's health control
     return st
 
 
@@ -492,6 +494,9 @@ def format_text(st: dict[str, Any]) -> str:
     for key in ("hours_downloaded", "hours_selected"):
         if key in st:
             lines.append(f"  {key.replace('_', ' '):<28}{st[key]:>9.3f}")
+    if st.get("download_health"):
+        from curate.health import format_state
+        lines += ["", f"download health: {format_state(st['download_health'])}"]
     for key, title in (("failures", "failures by reason:"), ("rejected", "rejected by reason:"),
                        ("skipped", "skipped (not failures):")):
         if st.get(key):

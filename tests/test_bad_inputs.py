@@ -179,7 +179,7 @@ def test_429_wait_is_bounded(server, tmp_path, monkeypatch):
     _fake_sleep(monkeypatch, sleeps)
     row = download_source(_url(server, "limited_long"), tmp_path,
                           DownloadOptions(**{**FAST, "max_wait": 60}))
-    assert (row["status"], row["reason"]) == ("failed", "http_error"), row
+    assert (row["status"], row["reason"]) == ("failed", "throttled"), row     # never http_error
     assert "429" in row["error"] and "Retry-After 600 s" in row["error"]
     assert "max_wait 60 s" in row["error"] and sleeps == []
 

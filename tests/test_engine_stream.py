@@ -185,14 +185,32 @@ def test_stateful_stage_loads_once_per_actor_and_streams(tmp_path, ray_ex):
     assert len(_calls(loads)) == 2
 
 
-def test_token_bucket_spaces_request_starts():
-    from curate.engine import _TokenBucket
-    b = _TokenBucket(rate=4.0)
-    waits = [b.acquire() for _ in range(8)]
-    assert waits[0] == pytest.approx(0.0, abs=0.01)
-    # the k-th request may start k/4 s after the first, whoever asks
-    assert waits[7] == pytest.approx(7 / 4, abs=0.05)
-    assert all(b2 > a2 for a2, b2 in zip(waits, waits[1:]))
+def _gated_factory():
+    from curate.health import current_gate
+
+    def fn(item):
+        gate = current_gate()
+        permit = gate.acquire()
+        t = time.time()
+        gate.report(permit, "ok")
+        return {"downloads": [{"source_id": item["key"], "status": "ok", "duration": t}]}
+    return fn
+
+
+def test_one_health_actor_spaces_requests_of_all_workers(ray_ex, tmp_path):
+    """``rate_per_s`` is one token bucket (inside the health actor) over every worker: the
+    k-th request goes k/4 s after the first, whoever asks."""
+    states: list = []
+    spec = StageSpec("g", _gated_factory, _err, rate_per_s=4.0, concurrency=4,
+                     on_health=states.append)
+    t_start = time.time()
+    res = run_stage(tmp_path, spec, _items(8), ray_ex, progress=False)
+    times = sorted(r["duration"] for r in res.outputs["downloads"])
+    # the k-th request is never before its slot k/4 s after the first slot (a late worker
+    # can only be later), so 8 requests of 4 workers take at least 7/4 s, not two bursts
+    assert all(t >= t_start + k / 4 - 0.02 for k, t in enumerate(times)), \
+        [round(t - t_start, 3) for t in times]
+    assert states and states[-1]["counts"]["requests"] == 8 and states[-1]["state"] == "open"
 
 
 # ----------------------------------------------------------------------------- issue 14
