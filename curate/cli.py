@@ -314,9 +314,20 @@ def export_folder(
 
 @app.command()
 def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
-          html: Optional[Path] = typer.Option(None, help="write an HTML report with score histograms")) -> None:
+          html: Optional[Path] = typer.Option(None, help="write an HTML report with score histograms"),
+          against: Optional[List[Path]] = typer.Option(None, "--against", help="a published list "
+                                                       "(train.txt / test.txt / CSV): which of its clips "
+                                                       "this run reproduced, which not and why; repeatable")) -> None:
     """Funnel, per-class counts, failures by reason."""
     from curate.stats import collect, format_text
+    if against:
+        from curate.ledger import against as run_against, format_against
+        try:
+            rep = run_against(out, against)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(e)
+        typer.echo(json.dumps(rep, indent=2, default=str) if as_json else format_against(rep))
+        return
     try:
         st = collect(out)
     except FileNotFoundError as e:
@@ -325,6 +336,19 @@ def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "
         from curate.stats import write_report
         write_report(out, html, st)
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else format_text(st))
+
+
+@app.command()
+def diff(run_a: Path = typer.Argument(..., help="run directory A"),
+         run_b: Path = typer.Argument(..., help="run directory B"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Sources and clips that differ between two runs, by reason (from their ledgers)."""
+    from curate.ledger import diff_runs, format_diff
+    try:
+        d = diff_runs(run_a, run_b)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(json.dumps(d, indent=2, default=str) if as_json else format_diff(d))
 
 
 @app.command()

@@ -215,6 +215,8 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     table = _rebase_downloads(out, res.table("downloads") or _empty("downloads"))
     write_manifest(out, "downloads", table)
     summarize_failures("download", table, echo, reason_col="reason")
+    from curate.ledger import update_ledger
+    update_ledger(out)       # every source's availability, kept across reruns
     if res.ran:
         echo_summary(out, echo)
     return table.to_pylist()

@@ -199,6 +199,10 @@ def collect(out: str | Path) -> dict[str, Any]:
     st["resolutions"] = {k: dict(v) for k, v in st["resolutions"].items()}
     from curate.health import read_state
     st["download_health"] = read_state(out)     # the last download run's health control
+    if has_manifest(out, "ledger"):
+        from curate.ledger import summary
+        st["availability"] = summary(pq.read_table(schemas.manifest_path(out, "ledger"),
+                                                   columns=["availability", "current"]).to_pylist())
     return st
 
 
@@ -494,6 +498,9 @@ def format_text(st: dict[str, Any]) -> str:
     for key in ("hours_downloaded", "hours_selected"):
         if key in st:
             lines.append(f"  {key.replace('_', ' '):<28}{st[key]:>9.3f}")
+    if st.get("availability"):
+        lines += ["", "sources by availability (ledger):"] + \
+            [f"  {k:<50}{n:>7}" for k, n in st["availability"].items()]
     if st.get("download_health"):
         from curate.health import format_state
         lines += ["", f"download health: {format_state(st['download_health'])}"]

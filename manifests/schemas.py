@@ -93,9 +93,17 @@ SHARDS = pa.schema([
     pa.field("size", _i), pa.field("sha256", _s),
 ])
 
+#: one row per source ever downloaded by the run, kept across reruns (curate/ledger.py)
+LEDGER = pa.schema([
+    pa.field("source_id", _s), pa.field("ytid", _s), pa.field("url", _s),
+    pa.field("availability", _s), pa.field("reason", _s), pa.field("error", _s),
+    pa.field("first", _s), pa.field("changes", _i), pa.field("current", _b),
+])
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES, "downloads": DOWNLOADS, "shots": SHOTS, "windows": WINDOWS,
     "decisions": DECISIONS, "clips": CLIPS, "selected": SELECTED, "shards": SHARDS,
+    "ledger": LEDGER,
 }
 
 
