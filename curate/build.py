@@ -109,6 +109,7 @@ def reproduce(lists: list[str | Path], out: str | Path, executor, *, url_templat
     """Exact reproduction of AVSync15 lists: sources -> download -> the named clips -> shards."""
     recipe = get_recipe("avsync15")
     recipe["name"] = "avsync15-exact"
+    recipe["download"]["rendition"] = "full"     # nothing is scored: fetch the clips' rendition once
     if url_template:
         recipe["url_template"] = url_template
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -129,6 +129,9 @@ class DownloadOptions:
     proxy: str | None = None
     ratelimit: int | None = None             # bytes per second
     use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
+    #: "full": the best rendition under max_height; "small": the smallest whose short side is
+    #: at least SMALL_SHORT_SIDE (what the filters read), for scoring (pipeline.stage_fetch_full)
+    rendition: str = "full"
     crf: int = 18                            # quality of a re-encode (only where a copy fails)
     preset: str = "veryfast"
     audio_bitrate: str = "192k"
@@ -141,6 +144,8 @@ class DownloadOptions:
             raise ValueError("retries, timeout_retries, backoff and max_wait must be >= 0")
         if not self.socket_timeout > 0:
             raise ValueError("socket_timeout must be > 0 seconds")
+        if self.rendition not in ("full", "small"):
+            raise ValueError(f"rendition must be full or small, not {self.rendition!r}")
         if self.use_ranges not in ("auto", "always", "never"):
             raise ValueError(f"use_ranges must be auto, always or never, not {self.use_ranges!r}")
         if self.max_height is not None and self.min_height > self.max_height:
@@ -214,7 +219,7 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
 
 def downloads_row(source_id: str | None, path: str | None, status: str, reason: str,
                   error: str | None = None,
-                  facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  facts: Mapping[str, Any] | None = None, rendition: str | None = None) -> dict[str, Any]:
     """A DOWNLOADS-schema row (every column present).
 
     ``duration`` is the segment's (``seg_end - seg_start``), not the file's: the file may
@@ -230,6 +235,7 @@ def downloads_row(source_id: str | None, path: str | None, status: str, reason: 
         "audio_channels": facts.get("audio_channels"),
         "seg_start": facts.get("seg_start"), "seg_end": facts.get("seg_end"),
         "stream_copy": facts.get("stream_copy"),
+        "rendition": rendition if status == STATUS_OK else None,
     }
 
 
@@ -263,7 +269,8 @@ def _cached_row(sid: str, target: Path, opts: DownloadOptions,
     except _Failure:
         short = None
     note = _join(short, seg.get("note"))
-    return downloads_row(sid, str(target), STATUS_OK, "short" if short else "cached", note, facts)
+    return downloads_row(sid, str(target), STATUS_OK, "short" if short else "cached", note, facts,
+                         _rendition(row, opts))
 
 
 def sidecar_path(target: str | os.PathLike) -> Path:
@@ -297,6 +304,11 @@ def _segment_facts(seg: Mapping[str, Any]) -> dict[str, Any]:
 def _join(*notes: str | None) -> str | None:
     kept = [n for n in notes if n]
     return "; ".join(kept) if kept else None
+
+
+def _rendition(row: Mapping[str, Any], opts: DownloadOptions) -> str:
+    """A local file is used as it is (full); a fetched one is the rendition asked for."""
+    return "full" if row.get("path") else opts.rendition
 
 
 def _short_note(plan: _Plan, facts: Mapping[str, Any]) -> str | None:
@@ -355,7 +367,8 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions,
                 gate.report(permit, "ok")
             reason = "short" if short else "ok"
             return downloads_row(plan.source_id, str(target), STATUS_OK, reason,
-                                 _join(short, note), facts)
+                                 _join(short, note), facts,
+                                 "full" if plan.path is not None else opts.rendition)
         except _Failure as f:
             last = f
         except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
@@ -530,8 +543,18 @@ class _YdlLogger:
         log.info("yt-dlp %s: %s", self.sid, _ANSI.sub("", msg))
 
 
-def _format(max_height: int | None) -> str:
-    """Prefer H.264+AAC in mp4 under the cap, then anything under the cap, then anything."""
+#: every filter reads a 224-pixel grid: the small rendition is the smallest at least this
+SMALL_SHORT_SIDE = 224
+
+
+def _format(max_height: int | None, rendition: str = "full") -> str:
+    """Prefer H.264+AAC in mp4 under the cap, then anything under the cap, then anything.
+
+    ``small``: the worst (smallest) rendition whose both sides are >= 224 (240p / 360p on
+    YouTube), mp4 first; a source with none falls back to the full choice."""
+    if rendition == "small":
+        f = f"[height>={SMALL_SHORT_SIDE}][width>=?{SMALL_SHORT_SIDE}]"   # a listing may omit width
+        return f"wv*{f}[ext=mp4]+ba[ext=m4a]/wv*{f}+ba/w{f}/" + _format(max_height)
     if max_height is None:
         return "bv*[ext=mp4]+ba[ext=m4a]/bv*+ba/b"
     h = f"[height<=?{int(max_height)}]"
@@ -540,7 +563,7 @@ def _format(max_height: int | None) -> str:
 
 def _ydl_params(opts: DownloadOptions, outdir: Path, sid: str) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "format": _format(opts.max_height),
+        "format": _format(opts.max_height, opts.rendition),
         "merge_output_format": "mp4",
         "outtmpl": {"default": str(outdir / "source.%(ext)s")},
         "noplaylist": True,

@@ -222,6 +222,47 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     return table.to_pylist()
 
 
+def two_pass(run: dict[str, Any]) -> bool:
+    """Score small, fetch full only for survivors (recipe ``download.rendition: small``)."""
+    return (run["recipe"].get("download") or {}).get("rendition") == "small"
+
+
+def stage_fetch_full(out: str | Path, run: dict[str, Any], executor: Executor, source_ids: list[str],
+                     downloads: dict[str, dict], echo: Echo = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """The full rendition (the recipe's ``max_height`` cap) of exactly ``source_ids`` (the
+    sources of selected clips) into ``media/full/``, for the shard stage to cut from.
+    Returns (downloads with the full files' path and size, {source_id: why it failed})."""
+    import copy
+    full_run = copy.deepcopy(run)
+    full_run["recipe"]["download"]["rendition"] = "full"
+    media = Path(out) / "media" / "full"
+    media.mkdir(parents=True, exist_ok=True)
+    spec = _download_spec(full_run)
+    spec.name = "download_full"
+    spec.factory = functools.partial(_download_factory, str(media), download_options(full_run))
+    from curate.health import record_state
+    spec.on_health = functools.partial(record_state, str(out))
+    sources = {r["source_id"]: r for r in read_rows(out, "sources")}
+    items = [{"key": sid, "row": sources[sid], "inputs": {k: sources[sid].get(k) for k in _DOWNLOAD_INPUTS}}
+             for sid in sorted(set(source_ids)) if sid in sources]
+    res = run_stage(out, spec, items, executor, schemas={"downloads": schemas.DOWNLOADS},
+                    **_run_kw(run, "download"))
+    table = res.table("downloads")
+    summarize_failures("download full rendition", table, echo, reason_col="reason")
+    full, failed = dict(downloads), {}
+    for r in (table.to_pylist() if table is not None else []):
+        sid = r["source_id"]
+        if r["status"] == schemas.STATUS_OK:
+            # the full file's own clock: a stream copy starts on its own keyframe
+            full[sid] = {**downloads.get(sid, {}), "path": r["path"], "width": r["width"],
+                         "height": r["height"], "duration": r["duration"], "rendition": "full",
+                         "seg_start": r.get("seg_start"), "seg_end": r.get("seg_end")}
+        else:
+            full.pop(sid, None)
+            failed[sid] = f"full rendition: {r['reason']}: {r['error']}"
+    return full, failed
+
+
 # ----------------------------------------------------------------------------- split
 
 def _split_factory(shot_params: dict, window_params: dict):
@@ -745,6 +786,10 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
             s["status"], s["error"] = schemas.STATUS_FAILED, why[(s["key"], s["split"])]
     selected = [s for g in groups.values() for s in g]
     downloads = {d["source_id"]: d for d in _ok_downloads(out)}
+    full_failed: dict[str, str] = {}
+    if two_pass(run):   # scored on the small rendition: cut from the full one
+        downloads, full_failed = stage_fetch_full(out, run, executor, [s["source_id"] for s in selected],
+                                                  downloads, echo)
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
     clip_dir = Path(out) / "media" / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
@@ -756,6 +801,9 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     res = run_stage(out, spec, items, executor, **_run_kw(run, "cut"))
     cut_table = res.table("cuts")
     cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
+    for s in selected:      # no full rendition: the clip is not cut (and says why)
+        if s["source_id"] in full_failed:
+            cuts[s["key"]] = {"key": s["key"], "status": schemas.STATUS_FAILED, "error": full_failed[s["source_id"]]}
     # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
     _fill_cut_columns(all_selected, cuts)
     _fill_cut_columns(selected, cuts)

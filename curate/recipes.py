@@ -31,7 +31,7 @@ _BASE: dict[str, Any] = {
     "source_format": "auto",         # vggsound | avsync | generic | auto
     "url_template": "https://www.youtube.com/watch?v={ytid}",
     "download": {"max_height": 720, "min_width": 0, "min_height": 0, "require_audio": True,
-                 "retries": 3, "backoff": 1.0, "socket_timeout": 30.0},
+                 "retries": 3, "backoff": 1.0, "socket_timeout": 30.0, "rendition": "full"},
     "shots": {"threshold": 27.0, "min_shot_len": 0.5},
     "windows": {"length": 3.0, "stride": 0.5},
     "clip_mode": "windows",          # windows: score + merge | fixed: non-overlapping fixed clips
@@ -56,10 +56,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # then 100 clips per class split 90/10.
     "avsync15": {
         "name": "avsync15", "classes": "avsync15", "source_format": "vggsound",
+        # VGGSound scale: score on the smallest rendition >= 224 px, fetch the full one
+        # (max_height) only for the sources of selected clips (shard stage)
+        "download": {"rendition": "small"},
         "select": {"per_class": 100, "test_per_class": 10, "balanced_test": False, "seed": 0},
     },
     # VGGSS: the 149 classes of the preliminary curation, same filters, no balancing.
-    "vggss": {"name": "vggss", "classes": "vggss", "source_format": "vggsound"},
+    "vggss": {"name": "vggss", "classes": "vggss", "source_format": "vggsound",
+              "download": {"rendition": "small"}},
     # Landscape (seeds 004/001): high-resolution sources, non-overlapping 10-s clips, no
     # sync/alignment gating unless asked; TPoS balanced the test split per class (seed 000).
     "landscape": {

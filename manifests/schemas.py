@@ -56,6 +56,9 @@ DOWNLOADS = pa.schema([
     # source's timestamps and starts on the keyframe before the segment); duration = the
     # segment's; stream_copy False = re-encoded (the note in error says why)
     pa.field("seg_start", _f), pa.field("seg_end", _f), pa.field("stream_copy", _b),
+    # "small" (scored at the smallest rendition >= 224 px) or "full"; the scores of a
+    # source's windows were computed on this file (pipeline.stage_fetch_full cuts from full)
+    pa.field("rendition", _s),
 ])
 
 SHOTS = pa.schema([
