@@ -346,7 +346,7 @@ def _outcome(f: _Failure) -> str:
 def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions,
                   gate: Gate | None = None) -> dict[str, Any]:
     last = _Failure("error", "no attempt made")
-    waited, timeouts, attempt, cookie_tries = 0.0, 0, 0, 0
+    waited, timeouts, attempt, cookie_tries, throttles = 0.0, 0, 0, 0, 0
     tried = False
     cookies = opts.cookiefiles
     while True:
@@ -375,10 +375,15 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions,
             log.exception("download %s: unexpected error", plan.source_id)
             last = _Failure("error", f"{type(e).__name__}: {e}")
         if gate is not None:
-            gate.report(permit, _outcome(last), last.retry_after, last.message[:200])
+            state = gate.report(permit, _outcome(last), last.retry_after, last.message[:200])
             if last.reason == "throttled":
                 # the control pauses every worker; this source waits with them, its own
-                # tries are not spent (a give-up of the control ends it, as ``throttled``)
+                # tries are not spent (a give-up of the control ends it, as ``throttled``).
+                # Below the control's threshold it backs off alone, as without a control.
+                throttles += 1
+                if state.get("state") == "open":
+                    time.sleep(min(retry_delay(min(throttles - 1, 6), opts.backoff, last.retry_after),
+                                   max(opts.max_wait, 0.0)))
                 continue
             if last.reason == "bot_check" and cookie_tries < len(cookies) - 1:
                 cookie_tries += 1      # the control moved on to the next cookie file

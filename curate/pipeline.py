@@ -178,8 +178,10 @@ def _download_spec(run: dict[str, Any]) -> StageSpec:
     opts = download_options(run)
     eng = engine_options(run)
     from curate.download import DOWNLOAD_FORMAT
-    # the format: a file of another one (a re-encode re-timed to 0) is fetched again
-    params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS},
+    # the format: a file of another one (a re-encode re-timed to 0) is fetched again;
+    # rendition "full" is what every download was before the option: left out, old runs stay done
+    params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS
+                           and not (k == "rendition" and v == "full")},
               "encoder": _encoder_settings(run), "format": DOWNLOAD_FORMAT}
     rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
     from curate.health import download_health
