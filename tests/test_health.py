@@ -252,3 +252,12 @@ def test_extractor_args_allow_list():
             parse_extractor_args([bad])
     with pytest.raises(ValueError, match="--yt-extractor-args"):
         DownloadOptions(extractor_args={"youtube": {"exec": ["rm"]}})
+
+
+def test_cli_names_a_missing_cookie_file_and_a_refused_extractor_arg(tmp_path):
+    from typer.testing import CliRunner
+    from curate.cli import app
+    res = CliRunner().invoke(app, ["download", str(tmp_path), "--cookies", str(tmp_path / "no.txt")])
+    assert res.exit_code == 2 and "--cookies" in res.output and "no.txt" in res.output
+    res = CliRunner().invoke(app, ["download", str(tmp_path), "--yt-extractor-args", "youtube:exec=x"])
+    assert res.exit_code == 2 and "youtube:exec is not allowed" in res.output
