@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curate import health
+from curate.lock import pid_alive
 from curate.runner import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
 
 log = logging.getLogger(__name__)
@@ -94,18 +95,6 @@ def available_cpus(root: str | Path = "/sys/fs/cgroup", affinity: set[int] | Non
 _WATCHDOG: dict[str, Any] = {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _read(f"/proc/{pid}/stat")
-    # a killed driver whose parent has not reaped it yet is a zombie: dead for us
-    return not (stat and stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"))
-
-
 def _kill_children() -> None:
     me = os.getpid()
     for d in Path("/proc").iterdir():
@@ -132,7 +121,7 @@ def start_watchdog(driver_pid: int | None) -> None:
         pass
 
     def watch() -> None:
-        while _pid_alive(driver_pid):
+        while pid_alive(driver_pid):
             time.sleep(WATCHDOG_PERIOD_S)
         _kill_children()
         os._exit(1)

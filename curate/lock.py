@@ -49,22 +49,20 @@ def _proc_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists on this machine and is not a zombie (a killed process
+    whose parent has not reaped it yet is dead for us). Also the engine's worker watchdog."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    stat = _read_stat_state(pid)
-    return stat not in ("Z", "X")
-
-
-def _read_stat_state(pid: int) -> str | None:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except (OSError, IndexError):
-        return None
+        return True
+    return state not in ("Z", "X")
 
 
 def describe(holder: dict[str, Any]) -> str:
@@ -85,7 +83,7 @@ def stale_reason(holder: dict[str, Any] | None, path: Path, now: float | None = 
         return f"it is unreadable and {age:.0f} s old" if age > 10 else None
     if holder.get("host") == socket.gethostname():
         pid = int(holder.get("pid") or 0)
-        if pid <= 0 or not _alive(pid):
+        if pid <= 0 or not pid_alive(pid):
             return f"its process {pid} is gone"
         if holder.get("pid_start") and _proc_start(pid) != holder["pid_start"]:
             return f"pid {pid} is now another process"
