@@ -3,7 +3,7 @@
     python benchmarks/bench_build.py                      # 200 sources of 4 s, --workers 2
     python benchmarks/bench_build.py --sources 400 --duration 5 --workers 4
 
-The corpus (`curate.synth`) is generated in a child process and served on loopback; the
+The corpus (`curate.demo.synth`) is generated in a child process and served on loopback; the
 build is the real console script (demo recipe without its sync training, random models
 scored but not gating, as in tests/test_build_e2e.py), run once in a fresh folder, then once
 more to time a finished rerun. Stage wall times come from the moments the build prints its
@@ -37,7 +37,7 @@ from tests.test_kill_resume import RECIPE, build_args, build_env, write_inputs
 
 #: the corpus generator, run in a child (its memory stays out of this process)
 _SYNTH_CHILD = (
-    "import sys, json; from curate.synth import synthesize; "
+    "import sys, json; from curate.demo.synth import synthesize; "
     "t = synthesize(sys.argv[1], n_videos=int(sys.argv[2]), seed=7, duration=float(sys.argv[3])); "
     "open(sys.argv[1] + '/truth.small.json', 'w').write(json.dumps({'duration': t['duration'], "
     "'videos': [{k: v[k] for k in ('id', 'label', 'split')} for v in t['videos']]}))")
@@ -127,7 +127,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
 
-    from curate.loopback import LoopbackServer
+    from curate.demo.loopback import LoopbackServer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     try:

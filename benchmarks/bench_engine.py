@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.runner import StageSpec, run_stage  # noqa: E402
+from curate.execution.spec import StageSpec
+from curate.execution.checkpoints import run_stage
 
 
 def _fake_model_factory(counter: str, load_s: float, item_s: float):
@@ -68,7 +69,7 @@ def _register() -> None:
 def _executor(workers: int):
     """One local Ray for the whole script (restarting Ray on a loaded machine can time out);
     ``workers`` only sets how many items/actors a stage runs at once."""
-    from curate.engine import RayExecutor
+    from curate.execution.ray_executor import RayExecutor
     global _EX
     if _EX is None:
         _EX = RayExecutor(workers=workers)
@@ -131,10 +132,15 @@ def bench_straggler(workers: int = 16, n: int = 256, short: float = 0.25, long: 
 
 
 def bench_scaling(videos: int, workers_list: list[int]) -> None:
-    from curate import pipeline
-    from curate.recipes import get_recipe
-    from curate.runner import LocalExecutor
-    from curate.synth import synthesize
+    from curate.config.run_state import load_run, new_run
+    from curate.stages.download import stage_download
+    from curate.stages.score import stage_score
+    from curate.stages.sources import stage_sources
+    from curate.stages.split import stage_split
+    from manifests.schemas import read_rows
+    from curate.config.recipes import get_recipe
+    from curate.execution.local import LocalExecutor
+    from curate.demo.synth import synthesize
 
     tmp = Path(tempfile.mkdtemp())
     synthesize(tmp / "corpus", n_videos=videos, seed=0)
@@ -142,19 +148,19 @@ def bench_scaling(videos: int, workers_list: list[int]) -> None:
     src.write_text((tmp / "corpus" / "sources.csv").read_text().replace("videos/", f"{tmp / 'corpus'}/videos/"))
     base = tmp / "base"
     recipe = get_recipe("demo")
-    run = pipeline.new_run(base, recipe, {"allow_random_weights": True})
-    pipeline.stage_sources(base, run, src)
-    pipeline.stage_download(base, run, LocalExecutor())
-    pipeline.stage_split(base, run, LocalExecutor())
-    n_win = len(pipeline.read_rows(base, "windows"))
+    run = new_run(base, recipe, {"allow_random_weights": True})
+    stage_sources(base, run, src)
+    stage_download(base, run, LocalExecutor())
+    stage_split(base, run, LocalExecutor())
+    n_win = len(read_rows(base, "windows"))
     for w in workers_list:
         out = tmp / f"w{w}"
         shutil.copytree(base, out)
-        run = pipeline.load_run(out)
+        run = load_run(out)
         ex = _executor(w)
         ex._ensure_ray()
         t0 = time.monotonic()
-        pipeline.stage_score(out, run, ex)
+        stage_score(out, run, ex)
         wall = time.monotonic() - t0
         print(f"scaling: demo scoring, {videos} sources / {n_win} windows, --workers {w}: "
               f"{wall:.1f} s ({n_win / wall:.1f} windows/s; Ray CPUs {ex.cpus:g})")

@@ -9,8 +9,8 @@ Corpus: ``--segments`` 10-s segments cut into shots so that windows per shot mat
 (1.10M windows over 105k shots = 10.48, ``--windows-per-shot``): a share of the segments is
 one shot, the others have one or two cuts at random times (shots under 3 s hold no window);
 the share is found by bisection on the generated corpus and the achieved shape is printed.
-Windows are made by the split stage's own ``curate.windows.make_windows`` (3 s, stride 0.5 s,
-inside shots), and scored by ``curate.scoring.score_segments`` four segments per call (the
+Windows are made by the split stage's own ``curate.ops.windows.make_windows`` (3 s, stride 0.5 s,
+inside shots), and scored by ``curate.ops.scoring.score_segments`` four segments per call (the
 scoring actor's call, ``engine.score_batch_size``), with counting stand-ins for the models:
 every frame, 2-s audio, text, video clip and (audio, video) pair that reaches a model is
 counted, through the real feature caches and the real cascade.
@@ -126,7 +126,7 @@ def _shots(rng: np.random.Generator, one_shot_share: float) -> list[tuple[float,
 
 
 def _windows(sid: str, shots: list[tuple[float, float]]) -> list[dict]:
-    from curate.windows import make_windows
+    from curate.ops.windows import make_windows
 
     rows = [{"shot_id": f"{sid}_shot{k:03d}", "source_id": sid, "shot_index": k, "start": s,
              "end": e, "status": "ok"} for k, (s, e) in enumerate(shots)]
@@ -238,7 +238,7 @@ def stated_pass_rates(rates: dict[str, float], corr: float, seed: int) -> Iterat
 
 def count(segs: list[list[dict]], mode: str, order=None, batch: int = 4) -> tuple[Counter, list]:
     """Model inputs of one mode over the corpus, and the rows."""
-    from curate.scoring import Scorers, SegmentJob, score_segments
+    from curate.ops.scoring import Scorers, SegmentJob, score_segments
 
     m = CountingModels(cache_text=mode != "naive")   # naive: the class text once per window
     sc = Scorers(clip=m, imagebind=m, sync=m)

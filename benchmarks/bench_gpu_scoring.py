@@ -79,7 +79,7 @@ def per_model(device: str, batch: int, weights: dict[str, str] | None) -> list[s
     """Forward throughput of each model alone at ``batch`` inputs per call (``weights`` None:
     the tiny random models)."""
     import numpy as np
-    from curate.weights import build_scorers
+    from curate.config.models import build_scorers
 
     names = (("clip_diff", "clip"), ("imagebind", "imagebind"), ("sync", "sync"))
     models = {f: {"model": m, "weights": (weights or {}).get(f"{m}_checkpoint"), "random": weights is None}
@@ -170,9 +170,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from curate import pipeline
-    from curate.engine import make_executor
-    from curate.recipes import get_recipe
+    from curate.config.run_state import new_run
+    from curate.stages.download import stage_download
+    from curate.stages.score import stage_score
+    from curate.stages.sources import stage_sources
+    from curate.stages.split import stage_split
+    from curate.execution.ray_executor import make_executor
+    from curate.config.recipes import get_recipe
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     root = args.keep or Path(tempfile.mkdtemp(prefix="curate-gpu-"))
@@ -193,15 +197,15 @@ def main(argv=None) -> None:
     if not args.small:
         recipe["models"] = {"clip_model": "ViT-B-32", "clip_pretrained": "openai"}
     out = root / "run"
-    run = pipeline.new_run(out, recipe, {**options, "allow_random_weights": args.small or None})
+    run = new_run(out, recipe, {**options, "allow_random_weights": args.small or None})
     ex = make_executor("ray", workers=args.workers)
-    pipeline.stage_sources(out, run, csv)
-    pipeline.stage_download(out, run, ex)
-    windows = pipeline.stage_split(out, run, ex)[1]
+    stage_sources(out, run, csv)
+    stage_download(out, run, ex)
+    windows = stage_split(out, run, ex)[1]
     n_win = windows.num_rows
     with GpuMonitor() as mon:
         t = time.perf_counter()
-        pipeline.stage_score(out, run, ex)
+        stage_score(out, run, ex)
         dt = time.perf_counter() - t
     ex.shutdown()
     per_seg = n_win / args.sources

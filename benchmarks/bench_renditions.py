@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.scoring import Scorers, SegmentJob, score_segments  # noqa: E402
-from curate.synth import make_event_video  # noqa: E402
-from curate.windows import make_windows  # noqa: E402
+from curate.ops.scoring import Scorers, SegmentJob, score_segments
+from curate.demo.synth import make_event_video
+from curate.ops.windows import make_windows
 from decoding.media import decode_grid, probe  # noqa: E402
 from filters import registry  # noqa: E402
 from manifests.schemas import ALL_SCORES  # noqa: E402

@@ -7,7 +7,7 @@ scores from the built windows table), then measures, each in a fresh process (pe
 that process alone):
 
 - items: what ``stage_score`` does before any Ray work: the current split windows
-  (``_base_windows``), one score item per segment and the fingerprint of every item;
+  (``base_windows``), one score item per segment and the fingerprint of every item;
 - assemble: ``assemble_windows`` with every score record present (``write=False``).
 
 ``--old`` measures the same on the row-dict code of OLD_COMMIT (``git show`` into a temp
@@ -44,7 +44,6 @@ SCORED = ("status", "error")
 
 def _load_pipeline(old: str | None):
     if not old:
-        from curate import pipeline
         return pipeline
     spec = importlib.util.spec_from_file_location("old_pipeline", old)
     mod = importlib.util.module_from_spec(spec)
@@ -60,15 +59,19 @@ def _groups(t: pa.Table) -> list[tuple[int, int]]:
 
 def write_checkpoints(out: Path) -> dict:
     """work/split and work/score records for every ok segment of the built run."""
-    from curate import pipeline
-    from curate.runner import Checkpoint, item_fingerprint
+    from curate.config.models import gating
+    from curate.config.thresholds import thresholds
+    from curate.stages.score import score_spec
+    from curate.stages.split import split_spec
+    from curate.stages.windows import base_windows, iter_score_items, split_current
+    from curate.execution.checkpoints import Checkpoint, item_fingerprint
     from manifests import schemas
 
     run = json.loads((out / "run.json").read_text())
     win = schemas.read_manifest(out, "windows")
     base_cols = [c for c in schemas.WINDOWS.names
                  if c not in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)]
-    split_fp = pipeline._split_current(out, pipeline._split_spec(run))
+    split_fp = split_current(out, split_spec(run))
     ck = Checkpoint(out, "split")
     recs: list[dict] = []
     nrec = 0
@@ -88,15 +91,15 @@ def write_checkpoints(out: Path) -> dict:
         ck.write_part(recs)
         nrec += len(recs)
     # score records: what a worker returns per segment (slim rows: id, shot, times, scores)
-    base = pipeline._base_windows(out, run)
-    gate, _ = pipeline.gating(run)
-    spec = pipeline._score_spec(run, pipeline.thresholds(run), gate)
+    base = base_windows(out, run)
+    gate, _ = gating(run)
+    spec = score_spec(run, thresholds(run), gate)
     ck = Checkpoint(out, "score")
     scored_cols = ["window_id", "shot_id", "start", "end", *SCORED, *schemas.ALL_SCORES,
                    *schemas.NOTE_COLUMNS]
     by_sid = {sid: (a, b) for a, b in _groups(win) for sid in [win["source_id"][a].as_py()]}
     recs, nscore = [], 0
-    for it in pipeline._iter_score_items(out, base, None, ""):
+    for it in iter_score_items(out, base, None, ""):
         a, b = by_sid[it["key"]]
         rows = win.slice(a, b - a).select(scored_cols).to_pylist()
         recs.append({"key": it["key"], "fp": item_fingerprint(spec, it), "out": {"windows": rows}})
@@ -113,7 +116,7 @@ def write_checkpoints(out: Path) -> dict:
 def measure_items(out: Path, old: str | None) -> dict:
     """stage_score's driver work before Ray: base windows, score items, fingerprints."""
     pl = _load_pipeline(old)
-    from curate.runner import item_fingerprint
+    from curate.execution.checkpoints import item_fingerprint
     run = json.loads((out / "run.json").read_text())
     t = time.perf_counter()
     gate, _ = pl.gating(run)

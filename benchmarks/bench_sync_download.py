@@ -5,7 +5,7 @@
    *before* = the format-1 download (the segment re-encoded with ``-ss start -i src -t dur``
    and the deterministic H.264/AAC settings, re-timed to start at 0), run through the same
    ``download_source`` with its cut swapped for that command; *after* = the stream copy
-   (``curate.download``). CPU = this process + its children (ffmpeg), user + system.
+   (``curate.ops.fetch``). CPU = this process + its children (ffmpeg), user + system.
 2. The offset table: flash/beep sources (tests/avmedia.py) per frame rate, segment
    13-23 s, clip 2.5-6.5 s of it; beep onset minus flash onset (ms, mean and max |.| over
    every event) in the raw download and in the clip, before (format-1 download + the old
@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate import download as dl  # noqa: E402
-from curate.cut import QUALITY, cut_clip  # noqa: E402
-from curate.encoding import encode_args  # noqa: E402
-from curate.loopback import LoopbackServer  # noqa: E402
+from curate.ops import fetch as dl
+from curate.ops.cut import QUALITY, cut_clip
+from curate.ops.encoding import encode_args
+from curate.demo.loopback import LoopbackServer
 from tests.avmedia import make_flash_beep, onsets, pair_offsets_ms  # noqa: E402
 
 SEG = (13, 23)

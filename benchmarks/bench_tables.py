@@ -60,7 +60,7 @@ def _ids(rng: np.random.Generator, n: int) -> list[str]:
 def build(out: Path, n_sources: int = 176_000, n_segments: int = 105_000,
           n_windows: int = 1_100_000, seed: int = 0) -> dict:
     """Write sources/downloads/shots/windows manifests and run.json under ``out``."""
-    from curate.recipes import get_recipe
+    from curate.config.recipes import get_recipe
     from manifests.classes import recipe_folders
 
     rng = np.random.default_rng(seed)
@@ -257,8 +257,8 @@ def main() -> None:
             print(f"built {info} in {time.perf_counter() - t:.1f} s at {out}")
         sizes = {p.name: p.stat().st_size for p in (out / "manifests").glob("*.parquet")}
         print("manifest MiB: " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in sorted(sizes.items())))
-        new_select = [PY, "-c", "import sys; from curate.select import select_stage; "
-                      "from curate.pipeline import load_run; "
+        new_select = [PY, "-c", "import sys; from curate.selection.rules import select_stage; "
+                      "from curate.stages import load_run; "
                       "s = select_stage(sys.argv[1], load_run(sys.argv[1])); "
                       "print(s['funnel']['kept'], s['balance']['selected'])", str(out)]
         runs = [("select (select_stage)", new_select),

@@ -22,15 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate import pipeline  # noqa: E402
-from curate.health import read_state  # noqa: E402
-from curate.loopback import LoopbackServer  # noqa: E402
-from curate.recipes import get_recipe  # noqa: E402
-from curate.synth import make_event_video  # noqa: E402
+from curate.config.run_state import new_run
+from curate.stages.download import stage_download
+from curate.stages.sources import stage_sources
+from curate.execution.health import read_state
+from curate.demo.loopback import LoopbackServer
+from curate.config.recipes import get_recipe
+from curate.demo.synth import make_event_video
 
 
 def run(root: Path, throttle_s: float, workers: int, n: int) -> None:
-    from curate.engine import RayExecutor
+    from curate.execution.ray_executor import RayExecutor
     media = root / "m"
     media.mkdir(parents=True)
     make_event_video(media / "v00.mp4", duration=3.0, size=(96, 64), event_times=[1.0], seed=0)
@@ -40,12 +42,12 @@ def run(root: Path, throttle_s: float, workers: int, n: int) -> None:
     with LoopbackServer(media, throttle_s=throttle_s, throttle_retry_after="1") as srv:
         (root / "s.csv").write_text("id,url,start,end,label,split\n" + "".join(
             f"v{i:02d},{srv.url(f'v{i:02d}.mp4')},0,3,x,train\n" for i in range(n)))
-        r = pipeline.new_run(out, get_recipe("demo"), {"download_workers": workers})
-        pipeline.stage_sources(out, r, root / "s.csv")
+        r = new_run(out, get_recipe("demo"), {"download_workers": workers})
+        stage_sources(out, r, root / "s.csv")
         ex = RayExecutor(workers=2)
         ex._ensure_ray()                     # Ray start-up is not the throttle's cost
         t0 = time.monotonic()
-        rows = pipeline.stage_download(out, r, ex)
+        rows = stage_download(out, r, ex)
         wall = time.monotonic() - t0
         ex.shutdown()
     st = read_state(out)

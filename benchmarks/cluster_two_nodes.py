@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from test_kill_resume import build_args, verify_cli, write_inputs  # noqa: E402
-from curate.runner import read_records  # noqa: E402
+from curate.execution.checkpoints import read_records
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, help="keep corpus and output here")
     args = ap.parse_args(argv)
 
-    from curate.loopback import LoopbackServer
-    from curate.synth import synthesize
+    from curate.demo.loopback import LoopbackServer
+    from curate.demo.synth import synthesize
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="curate-cluster-"))
     root.mkdir(parents=True, exist_ok=True)

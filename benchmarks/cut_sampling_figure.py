@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.scoring import Scorers, score_segment  # noqa: E402
-from curate.shots import shot_rows  # noqa: E402
-from curate.synth import VideoSpec, render  # noqa: E402
-from curate.windows import make_windows  # noqa: E402
+from curate.ops.scoring import Scorers, score_segment
+from curate.ops.shots import shot_rows
+from curate.demo.synth import VideoSpec, render
+from curate.ops.windows import make_windows
 from decoding.media import decode_grid  # noqa: E402
 from filters import pixel_diff, sampling  # noqa: E402
 

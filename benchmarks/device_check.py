@@ -14,7 +14,7 @@ What it measures (every figure in the report is measured by this run unless its 
   classifier, the latter also channels-last) inputs/s at a few batch sizes in fp32 (TF32
   off), TF32 and bf16 autocast (``filters.precision``), peak GPU memory and achieved TFLOP/s
   (FLOPs per input counted with ``FlopCounterMode`` on the loaded model).
-* ``score_segments``: ``curate.scoring.score_segments`` end to end on synthetic 224x224
+* ``score_segments``: ``curate.ops.scoring.score_segments`` end to end on synthetic 224x224
   10-s grids (windows from VGGSS-shaped shots, ``bench_flops.vggss_corpus``), four segments a
   call as the scoring actor does, no gating (every model on every window: the upper bound),
   at the scorers' default precision (bf16 on CUDA): windows/s and the GPU busy fraction
@@ -28,13 +28,13 @@ What it measures (every figure in the report is measured by this run unless its 
 * ``projection``: VGGSS GPU-hours (1.10M windows) at the measured windows/s, with and without
   the cascade (FLOP ratio at the stated pass rates of ``bench_flops``), and the CPU cores per
   GPU that decoding needs to keep up.
-* ``ray``: the Ray actor-pool path (``curate.runner.run_stage`` on the engine) when ``ray``
+* ``ray``: the Ray actor-pool path (``curate.execution.checkpoints.run_stage`` on the engine) when ``ray``
   imports (not on the lent machine: its wheel is too big to travel); with ``--smoke`` only
   with ``--ray``.
 
 Weights: random, of the real sizes, written to the files users pass (``imagebind_huge``
 state dict, an open_clip ViT-B-32 checkpoint, our sync checkpoint) and loaded through the
-real loaders (``curate.weights.build_scorers``). ``--smoke`` uses the small models instead
+real loaders (``curate.config.models.build_scorers``). ``--smoke`` uses the small models instead
 (tiny ImageBind / CLIP, the tiny sync classifier) through the same loaders.
 
 Packages the lent machine lacks (open_clip and its small dependencies, PyAV) travel as
@@ -167,11 +167,11 @@ def write_weights(folder: Path, smoke: bool, device: str) -> dict[str, str]:
 
 
 def load_scorers(paths: dict[str, str], smoke: bool, device: str):
-    """``curate.scoring.Scorers`` from the weight files (default precision for ``device``)."""
-    from curate.scoring import Scorers
+    """``curate.ops.scoring.Scorers`` from the weight files (default precision for ``device``)."""
+    from curate.ops.scoring import Scorers
 
     if not smoke:   # exactly what a run does with --imagebind/--clip/--sync-checkpoint
-        from curate.weights import build_scorers
+        from curate.config.models import build_scorers
         models = {f: {"model": m, "weights": paths[m], "random": False}
                   for f, m in (("clip_diff", "clip"), ("imagebind", "imagebind"), ("sync", "sync"))}
         return build_scorers(models, {"clip_model": "ViT-B-32", "clip_pretrained": "openai"}, device)
@@ -330,7 +330,7 @@ def synthetic_grid(seed: int, size: int = 224, seconds: float = 10.0):
 
 def segment_jobs(n: int, seed: int = 0) -> list:
     from bench_flops import vggss_corpus
-    from curate.scoring import SegmentJob
+    from curate.ops.scoring import SegmentJob
 
     segs, _ = vggss_corpus(n, 10.48, seed)
     return [SegmentJob(synthetic_grid(i), ws, "dog barking") for i, ws in enumerate(segs)]
@@ -370,7 +370,7 @@ class GpuMonitor:
 def bench_score_segments(sc, device: str, jobs: list, rows: list, batch: int = 4) -> dict:
     """Windows/s of ``score_segments`` over ``jobs``; their rows are appended to ``rows``."""
     import torch
-    from curate.scoring import score_segments
+    from curate.ops.scoring import score_segments
 
     n_segments, n_win = len(jobs), sum(len(j.windows) for j in jobs)
     if device == "cuda":   # warm-up: cuDNN autotuning, allocator, tokenizer
@@ -398,7 +398,7 @@ def bench_score_segments(sc, device: str, jobs: list, rows: list, batch: int = 4
 # ---------------------------------------------------------------- accuracy against CPU fp32
 
 def _rows(sc, jobs) -> list[dict]:
-    from curate.scoring import score_segments
+    from curate.ops.scoring import score_segments
     return [r for rs in score_segments(jobs, sc, None, cascade=False) for r in rs]
 
 
@@ -573,7 +573,7 @@ def _ray_score_factory(paths, smoke):
     sc = load_scorers(paths, smoke, "cuda" if torch.cuda.is_available() else "cpu")
 
     def batch(items, grids):
-        from curate.scoring import SegmentJob, score_segments
+        from curate.ops.scoring import SegmentJob, score_segments
         jobs = [SegmentJob(g, it["windows"], "dog barking") for it, g in zip(items, grids)]
         return [{"windows": rs} for rs in score_segments(jobs, sc, None, cascade=False)]
 
@@ -592,8 +592,9 @@ def bench_ray(paths: dict[str, str], smoke: bool, folder: Path, n_segments: int)
 
     import ray.cloudpickle
     from bench_flops import vggss_corpus
-    from curate.engine import RayExecutor
-    from curate.runner import StageSpec, run_stage
+    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.spec import StageSpec
+    from curate.execution.checkpoints import run_stage
     from manifests import schemas
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

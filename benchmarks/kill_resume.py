@@ -104,8 +104,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = ap.parse_args()
 
-    from curate.loopback import LoopbackServer
-    from curate.synth import synthesize
+    from curate.demo.loopback import LoopbackServer
+    from curate.demo.synth import synthesize
 
     tmp = Path(tempfile.mkdtemp(prefix="kill_resume_"))
     try:

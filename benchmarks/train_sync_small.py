@@ -58,7 +58,7 @@ def demo_grids(n: int = DEMO_VIDEOS, seed: int = 0, size: int = 32,
     """
     import numpy as np
 
-    from curate import synth
+    from curate.demo import synth
     from sync_classifier.data import SAMPLE_RATE, resize_frames
 
     grids = []
@@ -76,7 +76,7 @@ def demo_grids(n: int = DEMO_VIDEOS, seed: int = 0, size: int = 32,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="checkpoint path (*.pt)")
-    p.add_argument("--demo", action="store_true", help="the demo recipe (curate.synth media)")
+    p.add_argument("--demo", action="store_true", help="the demo recipe (curate.demo.synth media)")
     p.add_argument("--videos", type=int, default=DEMO_VIDEOS, help="--demo: training videos")
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-time cap")
     p.add_argument("--steps", type=int, default=100_000, help="step cap")

@@ -6,8 +6,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from manifests import schemas
-from curate import pipeline
-from curate.recipes import get_recipe
+from curate.config.models import check_weights
+from curate.config.run_state import new_run
+from curate.stages.download import stage_download
+from curate.stages.reproduce import stage_reproduce, stage_reproduce_sources
+from curate.stages.score import stage_score
+from curate.stages.select import stage_select
+from curate.stages.shard import stage_shard
+from curate.stages.sources import stage_sources
+from curate.stages.split import stage_split
+from curate.config.recipes import get_recipe
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +53,9 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
                sources: str | Path | None = None, limit: int | None = None,
                retry_failed: bool = False, echo: Callable[[str], None] = print) -> None:
     """Run ``stages`` in order; each stage skips work its checkpoints say is finished and
-    echoes a failure summary by reason at its end. Holds the output's lock (``curate.lock``:
+    echoes a failure summary by reason at its end. Holds the output's lock (``curate.execution.lock``:
     reentrant, the command line takes it first)."""
-    from curate.lock import output_lock
+    from curate.execution.lock import output_lock
     with output_lock(out, "curate"):
         _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo)
 
@@ -61,23 +69,23 @@ def _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo) 
                 if schemas.has_manifest(out, "sources"):
                     continue
                 raise ValueError("no sources: pass --sources FILE")
-            pipeline.stage_sources(out, run, sources, limit=limit)
+            stage_sources(out, run, sources, limit=limit)
         elif st == "download":
-            pipeline.stage_download(out, run, executor, retry_failed=retry_failed, echo=echo)
+            stage_download(out, run, executor, retry_failed=retry_failed, echo=echo)
         elif st == "split":
-            pipeline.stage_split(out, run, executor, echo=echo)
+            stage_split(out, run, executor, echo=echo)
         elif st == "train-sync":
-            from curate.demo import train_demo_sync
+            from curate.stages.train_sync import train_demo_sync
             train_demo_sync(out, run)
         elif st == "score":
-            pipeline.check_weights(run)    # in the driver, before any scoring worker starts
-            pipeline.stage_score(out, run, executor, echo=echo)
+            check_weights(run)    # in the driver, before any scoring worker starts
+            stage_score(out, run, executor, echo=echo)
         elif st == "select":
-            summary = pipeline.stage_select(out, run)
+            summary = stage_select(out, run)
             if summary.get("needs_scoring"):
                 echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {out}`")
         elif st == "shard":
-            pipeline.stage_shard(out, run, executor, echo=echo)
+            stage_shard(out, run, executor, echo=echo)
             from shards.verify import verify_path
             echo(format_verify(verify_path(out)))
         else:
@@ -95,10 +103,10 @@ def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | 
           echo: Callable[[str], None] = print) -> dict[str, Any]:
     recipe = get_recipe(recipe_name, config)
     Path(out).mkdir(parents=True, exist_ok=True)
-    run = pipeline.new_run(out, recipe, options or {})
+    run = new_run(out, recipe, options or {})
     if "score" in recipe["stages"]:
         # a missing or broken weight file fails now, not after hours of downloads
-        pipeline.check_weights(run)
+        check_weights(run)
     run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
                retry_failed=retry_failed, echo=echo)
     return run
@@ -113,11 +121,11 @@ def reproduce(lists: list[str | Path], out: str | Path, executor, *, url_templat
     if url_template:
         recipe["url_template"] = url_template
     Path(out).mkdir(parents=True, exist_ok=True)
-    run = pipeline.new_run(out, recipe, {})
+    run = new_run(out, recipe, {})
     echo("== sources")
-    pipeline.stage_reproduce_sources(out, run, lists)
+    stage_reproduce_sources(out, run, lists)
     run_stages(out, run, executor, ["download"], echo=echo)
     echo("== reproduce")
-    pipeline.stage_reproduce(out, run, lists)
+    stage_reproduce(out, run, lists)
     run_stages(out, run, executor, ["shard"], echo=echo)
     return run

@@ -43,7 +43,7 @@ ExtractorArgsOpt = typer.Option(None, "--yt-extractor-args",
 
 
 def _yt_options(cookies: Optional[List[str]], extractor_args: Optional[List[str]]) -> dict:
-    from curate.ytopts import cookie_files, parse_extractor_args
+    from curate.ops.ytopts import cookie_files, parse_extractor_args
     return {"cookiefile": cookie_files(cookies), "extractor_args": parse_extractor_args(extractor_args)}
 
 
@@ -51,7 +51,7 @@ _EXECUTORS: list = []      # executors of this command: shut down on an interrup
 
 
 def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[float]):
-    from curate.engine import make_executor
+    from curate.execution.ray_executor import make_executor
     ex = make_executor(kind, workers=workers, address=address, gpus=gpus)
     _EXECUTORS.append(ex)
     return ex
@@ -63,11 +63,11 @@ def _fail(e: Exception) -> None:
 
 
 def _guarded(out: Path, body: Callable[[], None]) -> None:
-    """Run a command that writes into ``out``: one writer per output (``curate.lock``);
-    SIGTERM / SIGINT stop it cleanly (``curate.interrupt``): exit 143 / 130, finished work
+    """Run a command that writes into ``out``: one writer per output (``curate.execution.lock``);
+    SIGTERM / SIGINT stop it cleanly (``curate.execution.interrupt``): exit 143 / 130, finished work
     kept; a bad input or option is one ``error:`` line and exit 2."""
-    from curate.interrupt import INTERRUPTED_MESSAGE, Interrupted, interruptible
-    from curate.lock import output_lock
+    from curate.execution.interrupt import INTERRUPTED_MESSAGE, Interrupted, interruptible
+    from curate.execution.lock import output_lock
 
     command = " ".join(["curate", *sys.argv[1:]])[:300]
     try:
@@ -118,7 +118,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           executor: str = ExecOpt) -> None:
     """Run a whole recipe (resumable: rerun to continue where it stopped)."""
     from curate.build import build as run_build
-    from curate.stats import collect, format_text
+    from curate.reports.stats import collect, format_text
     _trust(trust_checkpoint)
 
     options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
@@ -132,7 +132,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
         options.update(_yt_options(cookies, yt_extractor_args))
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
-            from curate.demo import build_demo
+            from curate.demo.build import build_demo
             build_demo(out, ex, options=options, echo=typer.echo)
         else:
             run_build(recipe, out, ex, sources=sources, limit=limit, config=config,
@@ -145,7 +145,7 @@ def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
            gpus: Optional[float], executor: str, retry_failed: bool = False,
            options: Optional[dict] = None) -> None:
     from curate.build import run_stages
-    from curate.pipeline import load_run, save_run
+    from curate.config.run_state import load_run, save_run
 
     def body() -> None:
         run = load_run(out)
@@ -164,7 +164,7 @@ def reproduce(lists: List[Path] = typer.Argument(..., help="AVSync15 list files 
               executor: str = ExecOpt) -> None:
     """Exact-reproduction mode: download and cut exactly the clips an AVSync15 list names."""
     from curate.build import reproduce as run_reproduce
-    from curate.stats import collect, format_text
+    from curate.reports.stats import collect, format_text
 
     def body() -> None:
         run_reproduce(lists, out, _executor(executor, workers, address, None),
@@ -177,12 +177,13 @@ def reproduce(lists: List[Path] = typer.Argument(..., help="AVSync15 list files 
 def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., help="sources file"),
             limit: Optional[int] = None, config: Optional[Path] = None) -> None:
     """Read a sources file into <out>/manifests/sources.parquet (starts a run)."""
-    from curate import pipeline
-    from curate.recipes import get_recipe
+    from curate.config.run_state import new_run
+    from curate.stages.sources import stage_sources
+    from curate.config.recipes import get_recipe
 
     def body() -> None:
-        run = pipeline.new_run(out, get_recipe(recipe, config), {})
-        rows = pipeline.stage_sources(out, run, sources, limit=limit)
+        run = new_run(out, get_recipe(recipe, config), {})
+        rows = stage_sources(out, run, sources, limit=limit)
         typer.echo(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} source rows accepted")
     _guarded(out, body)
 
@@ -216,14 +217,16 @@ def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
           address: Optional[str] = AddressOpt, gpus: Optional[float] = GpusOpt,
           executor: str = ExecOpt) -> None:
     """Score windows: unscored ones, and exactly those a looser selection needs."""
-    from curate import pipeline
+    from curate.config.models import check_weights
+    from curate.config.run_state import load_run
+    from curate.stages.score import stage_score
 
     def body() -> None:
-        run = pipeline.load_run(out)
-        pipeline.check_weights(run)
+        run = load_run(out)
+        check_weights(run)
         ex = _executor(executor, workers, address, gpus)
-        pipeline.stage_score(out, run, ex)
-        pipeline.stage_score(out, run, ex, rescore=True)
+        stage_score(out, run, ex)
+        stage_score(out, run, ex, rescore=True)
     _guarded(out, body)
 
 
@@ -232,19 +235,20 @@ def select(out: Path = typer.Argument(...),
            set_: Optional[List[str]] = typer.Option(None, "--set", help="threshold override, e.g. clip_diff.max=0.6"),
            decisions: Optional[Path] = typer.Option(None, help="review decisions JSON (curate review)")) -> None:
     """Apply thresholds to stored scores, merge, balance and split. Touches no model."""
-    from curate import pipeline
+    from curate.config.run_state import load_run
+    from curate.stages.select import stage_select
     box: dict = {}
 
     def body() -> None:
-        run = pipeline.load_run(out)
-        box["summary"] = pipeline.stage_select(out, run, overrides=set_, decisions_file=decisions)
+        run = load_run(out)
+        box["summary"] = stage_select(out, run, overrides=set_, decisions_file=decisions)
     _guarded(out, body)
     summary = box["summary"]
     if summary.get("needs_scoring"):
         typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
                    f"run `curate score {out}` to score exactly those")
     if summary.get("funnel"):
-        from curate.select import format_funnel
+        from curate.selection.rules import format_funnel
         typer.echo(format_funnel(summary["funnel"]))
 
 
@@ -287,8 +291,8 @@ def export_folder(
 ) -> None:
     """Write the paper's dataset layout (lzhangbj/ASVA README): videos/, train.txt, test.txt,
     class_mapping.json and, with --text-encoder, the CLIP text encodings its trainer reads."""
-    from curate.export import export_run, export_text_encodings
-    from curate.export_text import TextEncoderError
+    from curate.reports.export import export_run, export_text_encodings
+    from curate.reports.export_text import TextEncoderError
     try:
         if text_encodings_only:
             if text_encoder is None:
@@ -319,9 +323,9 @@ def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "
                                                        "(train.txt / test.txt / CSV): which of its clips "
                                                        "this run reproduced, which not and why; repeatable")) -> None:
     """Funnel, per-class counts, failures by reason."""
-    from curate.stats import collect, format_text
+    from curate.reports.stats import collect, format_text
     if against:
-        from curate.ledger import against as run_against, format_against
+        from curate.reports.ledger import against as run_against, format_against
         try:
             rep = run_against(out, against)
         except (ValueError, FileNotFoundError) as e:
@@ -333,7 +337,7 @@ def stats(out: Path = typer.Argument(...), as_json: bool = typer.Option(False, "
     except FileNotFoundError as e:
         _fail(e)
     if html:
-        from curate.stats import write_report
+        from curate.reports.stats import write_report
         write_report(out, html, st)
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else format_text(st))
 
@@ -343,7 +347,7 @@ def diff(run_a: Path = typer.Argument(..., help="run directory A"),
          run_b: Path = typer.Argument(..., help="run directory B"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Sources and clips that differ between two runs, by reason (from their ledgers)."""
-    from curate.ledger import diff_runs, format_diff
+    from curate.reports.ledger import diff_runs, format_diff
     try:
         d = diff_runs(run_a, run_b)
     except (ValueError, FileNotFoundError) as e:
@@ -354,7 +358,7 @@ def diff(run_a: Path = typer.Argument(..., help="run directory A"),
 @app.command()
 def synth(out: Path = typer.Argument(...), n: int = 32, seed: int = 0) -> None:
     """Generate a labelled corpus with recorded truth (for the demo and tests)."""
-    from curate.synth import synthesize
+    from curate.demo.synth import synthesize
     synthesize(out, n_videos=n, seed=seed)
     typer.echo(f"wrote {n} videos, truth.json and sources.csv under {out}")
 
@@ -363,7 +367,7 @@ def synth(out: Path = typer.Argument(...), n: int = 32, seed: int = 0) -> None:
 def review(out: Path = typer.Argument(...), decisions: Path = typer.Option(None, help="where decisions are saved"),
            port: int = 0, write: Optional[Path] = typer.Option(None, help="write a static page instead of serving")) -> None:
     """Review page for the manual pass: keep/reject selected clips (loopback only)."""
-    from curate.review import serve_review, write_review_page
+    from curate.reports.review import serve_review, write_review_page
     decisions = decisions or out / "review_decisions.json"
     if write:
         write_review_page(out, write, decisions)
@@ -441,7 +445,7 @@ def metrics(generated: Path = typer.Option(..., help="folder of generated videos
             image_size: int = typer.Option(256, help="released protocol: the generation resolution frames are resized to"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Score generated videos against ground truth (IA, IT, RelSync, AlignSync)."""
-    from curate.gen_metrics import run_metrics
+    from curate.reports.gen_metrics import run_metrics
     try:
         typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json,
                                protocol=protocol, image_size=image_size))

@@ -2,7 +2,7 @@
 
 All filters read from the shared analysis grid (``decoding.media.Grid``): frames at 12 fps,
 frame ``i`` at ``grid.start + i / 12``. A window is 3 s, ``[s, s + 3)``, and lies inside one
-shot (``curate.windows``). Every sample of a window lies inside the window, hence inside its
+shot (``curate.ops.windows``). Every sample of a window lies inside the window, hence inside its
 shot and its segment, whatever the source frame rate and wherever the cut falls:
 
 * **What a grid frame shows.** ``decoding.media`` fills the slot at time ``t`` with the last
@@ -50,7 +50,7 @@ GRID_FPS = 12
 WINDOW_SECONDS = 3.0
 WINDOW_FRAMES = 36  # WINDOW_SECONDS * GRID_FPS
 
-#: window bounds are whole milliseconds (curate.windows rounds the shot bounds)
+#: window bounds are whole milliseconds (curate.ops.windows rounds the shot bounds)
 BOUND_SLACK = 0.0005
 #: the last sampled grid frame lies at least this far before the window end
 END_MARGIN = PTS_SLACK + BOUND_SLACK

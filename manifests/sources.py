@@ -37,7 +37,7 @@ _SIX_DIGITS = re.compile(r"\d{6}")
 # ---------------------------------------------------------------------------- names and ids
 
 # safe_id, source_id and the clip-name grammar live in manifests.names (one definition, shared
-# with curate.reproduce and shards.writer); re-exported here for the readers' callers.
+# with curate.selection.reproduce and shards.writer); re-exported here for the readers' callers.
 AvsyncName = ClipName
 format_avsync_name = format_clip_name
 

@@ -267,7 +267,7 @@ def run_metrics(generated_dir: str | Path, reference_dir: str | Path, sync_check
     """What `curate metrics` prints: the Table-6-style summary, or every row as JSON.
 
     ``sync_checkpoint``: our checkpoint file or the released ``modules/`` folder. Without an
-    ImageBind scorer (``curate.gen_metrics`` builds one from a checkpoint; this package does
+    ImageBind scorer (``curate.reports.gen_metrics`` builds one from a checkpoint; this package does
     not import ``filters``), IA / IT / AlignSync are not computed (RelSync still is).
     """
     import json

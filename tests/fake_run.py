@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from curate.recipes import get_recipe
+from curate.config.recipes import get_recipe
 from manifests.schemas import write_manifest
 from shards.writer import key_from_name
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import download as dl
-from curate.cut import cut_clip
-from curate.download import DownloadOptions, download_source
-from curate.loopback import LoopbackServer
-from curate.shots import shot_rows
-from curate.windows import make_windows
+from curate.ops import fetch as dl
+from curate.ops.cut import cut_clip
+from curate.ops.fetch import DownloadOptions, download_source
+from curate.demo.loopback import LoopbackServer
+from curate.ops.shots import shot_rows
+from curate.ops.windows import make_windows
 from decoding.media import NoVideoError, decode_clip, decode_grid, probe
 from manifests.sources import read_generic, recipe_assigns_split, require_split
 from shards.writer import Sample, split_groups, write_shards
@@ -324,14 +324,14 @@ def test_video_shorter_than_audio_is_noted(corpus):
 
 
 def test_score_stage_fails_windows_past_the_video_end_with_the_note(corpus):
-    from curate.pipeline import _past_video_end
+    from curate.stages.score import past_video_end
 
     g = decode_grid(corpus / "videos" / "video_short.mp4")
     inside = {"window_id": "w0", "start": 0.5, "end": 3.5, "status": "ok", "error": None}
     past = {"window_id": "w1", "start": 3.0, "end": 6.0, "status": "ok", "error": None}
-    assert _past_video_end(inside, g) == inside
-    row = _past_video_end(past, g)
+    assert past_video_end(inside, g) == inside
+    row = past_video_end(past, g)
     assert row["status"] == "failed"
     assert row["error"] == "decode: video_short: video 4.0 s, audio 10.0 s; window past the video's end"
     full = decode_grid(corpus / "videos" / "full.mp4")
-    assert _past_video_end({**past, "end": 10.0}, full)["status"] == "ok"
+    assert past_video_end({**past, "end": 10.0}, full)["status"] == "ok"

@@ -6,9 +6,11 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from curate.balance import rank_score, select_clips, split_source_id
-from curate.merge import clip_id_for, fixed_clips
-from curate.recipes import get_recipe
+from curate.selection.balance import rank_score, select_clips
+from manifests.names import split_source_id
+from manifests.names import clip_id_for
+from curate.selection.merge import fixed_clips
+from curate.config.recipes import get_recipe
 from manifests.schemas import ALL_SCORES, read_rows, write_manifest
 
 

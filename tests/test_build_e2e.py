@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.loopback import LoopbackServer
-from curate.synth import synthesize
+from curate.demo.loopback import LoopbackServer
+from curate.demo.synth import synthesize
 from manifests.schemas import ALL_SCORES, read_rows
 
 CURATE = [sys.executable, "-m", "curate.cli"]

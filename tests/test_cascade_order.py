@@ -1,6 +1,6 @@
 """The cascade order (recipe option ``order``) changes what is computed, never what is kept.
 
-On the generated corpus (``curate.synth``: in-sync and shifted flash/click videos, drums,
+On the generated corpus (``curate.demo.synth``: in-sync and shifted flash/click videos, drums,
 hard cuts, still images with a tone, muted motion), scored with the demo's shipped sync
 classifier and small random CLIP / ImageBind, every filter gating at thresholds that make
 each of them reject windows: the default order (sync before ImageBind), the schema's order
@@ -16,9 +16,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from curate.recipes import get_recipe
-from curate.scoring import Scorers, SegmentJob, score_segments
-from curate.select import select_windows
+from curate.config.recipes import get_recipe
+from curate.ops.scoring import Scorers, SegmentJob, score_segments
+from tests.selection.oracle import select_windows
 from filters import registry
 from manifests.schemas import ALL_SCORES
 
@@ -45,8 +45,8 @@ class Counting:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from curate.synth import corpus_specs, render
-    from curate.windows import window_starts_ms
+    from curate.demo.synth import corpus_specs, render
+    from curate.ops.windows import window_starts_ms
     from decoding.media import decode_grid
 
     root = tmp_path_factory.mktemp("order")

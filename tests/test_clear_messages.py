@@ -106,16 +106,17 @@ def test_a_100k_label_gives_a_short_message(tmp_path):
 
 
 def test_a_device_as_local_path_is_not_a_missing_file(tmp_path):
-    from curate.download import DownloadOptions, download_source
+    from curate.ops.fetch import DownloadOptions, download_source
     row = {"source_id": "dev_000000_000010", "ytid": "dev", "start": 0, "end": 10, "path": "/dev/zero"}
     got = download_source(row, tmp_path, DownloadOptions())
     assert got["status"] == "failed" and "not a regular file" in got["error"] and "/dev/zero" in got["error"]
 
 
 def test_stats_group_rejected_sources_by_their_reason(tmp_path):
-    from curate.stats import format_text, collect
-    from curate import pipeline
-    from curate.recipes import get_recipe
+    from curate.reports.stats import format_text, collect
+    from curate.config.run_state import new_run
+    from curate.stages.sources import stage_sources
+    from curate.config.recipes import get_recipe
     src = tmp_path / "s.csv"
     src.write_text("id,url,start,end,label,split\n"
                    "bad id!,http://127.0.0.1:9/a.mp4,0,10,dog,train\n"
@@ -125,8 +126,8 @@ def test_stats_group_rejected_sources_by_their_reason(tmp_path):
     out = tmp_path / "out"
     cfg = tmp_path / "r.json"
     cfg.write_text(json.dumps({"base": "demo"}))
-    run = pipeline.new_run(out, get_recipe("custom", cfg), {})
-    pipeline.stage_sources(out, run, src)
+    run = new_run(out, get_recipe("custom", cfg), {})
+    stage_sources(out, run, src)
     st = collect(out)
     fails = {k: n for k, n in st["failures"].items() if k.startswith("sources")}
     assert fails == {"sources rejected: unsafe id '…'": 2, "sources rejected: unparseable start '…'": 1}, fails
@@ -134,7 +135,7 @@ def test_stats_group_rejected_sources_by_their_reason(tmp_path):
 
 
 def test_an_hls_failure_says_what_was_fetched_and_what_to_try():
-    from curate.download import _Failure, _stream_hint
+    from curate.ops.fetch import _Failure, _stream_hint
     f = _stream_hint(_Failure("error", "ffmpeg exited with code 1"),
                      {"protocol": "m3u8_native", "url": "http://127.0.0.1/x.m3u8"})
     assert f.message.startswith("HLS (m3u8) stream") and "use_ranges" in f.message

@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from curate.synth import make_event_video
+from curate.demo.synth import make_event_video
 from sync_classifier.model import read_checkpoint
 
 

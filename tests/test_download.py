@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import download as dl
-from curate import synth
-from curate.download import DownloadOptions, download_source
-from curate.loopback import LoopbackServer, serve_directory
+from curate.ops import fetch as dl
+from curate.demo import synth
+from curate.ops.fetch import DownloadOptions, download_source
+from curate.demo.loopback import LoopbackServer, serve_directory
 from decoding.media import decode_grid, probe
 from manifests.schemas import DOWNLOADS, to_table
 

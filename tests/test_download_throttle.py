@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-from curate import pipeline
-from curate.health import read_state
-from curate.loopback import LoopbackServer
-from curate.recipes import get_recipe
-from curate.synth import make_event_video
+from curate.config.run_state import new_run
+from curate.stages.download import stage_download
+from curate.stages.sources import stage_sources
+from curate.execution.health import read_state
+from curate.demo.loopback import LoopbackServer
+from curate.config.recipes import get_recipe
+from curate.demo.synth import make_event_video
 
 WORKERS = 16
 THROTTLE_S = 8.0
@@ -21,7 +23,7 @@ THROTTLE_S = 8.0
 def run_throttled(tmp_path, throttle_s: float, n: int = WORKERS, executor=None):
     """16 sources, ``--download-workers 16``, a server throttling its first ``throttle_s``
     seconds (Retry-After: 1). Returns (rows, server, health state)."""
-    from curate.engine import RayExecutor
+    from curate.execution.ray_executor import RayExecutor
 
     media = tmp_path / "m"
     media.mkdir()
@@ -33,11 +35,11 @@ def run_throttled(tmp_path, throttle_s: float, n: int = WORKERS, executor=None):
     with LoopbackServer(media, throttle_s=throttle_s, throttle_retry_after="1") as srv:
         (tmp_path / "s.csv").write_text("id,url,start,end,label,split\n" + "".join(
             f"v{i:02d},{srv.url(f'v{i:02d}.mp4')},0,3,x,train\n" for i in range(n)))
-        run = pipeline.new_run(out, get_recipe("demo"), {"download_workers": WORKERS})
-        pipeline.stage_sources(out, run, tmp_path / "s.csv")
+        run = new_run(out, get_recipe("demo"), {"download_workers": WORKERS})
+        stage_sources(out, run, tmp_path / "s.csv")
         ex = executor or RayExecutor(workers=2)
         try:
-            rows = pipeline.stage_download(out, run, ex)
+            rows = stage_download(out, run, ex)
         finally:
             if executor is None:
                 ex.shutdown()

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from curate import pipeline
+from curate.config.models import build_scorers, gating, resolve_models
+from curate.config.run_state import new_run
+from curate.config.thresholds import thresholds
+from curate.stages.download import stage_download
+from curate.stages.score import stage_score
+from curate.stages.sources import stage_sources
+from curate.stages.split import stage_split
+from curate.stages.windows import base_windows
 from curate.build import remove_stale_temps
-from curate.recipes import get_recipe
-from curate.runner import LocalExecutor
-from curate.synth import synthesize
+from curate.config.recipes import get_recipe
+from curate.execution.local import LocalExecutor
+from curate.demo.synth import synthesize
 from manifests.schemas import read_rows
 
 STAGES = ("download", "split", "score")
@@ -42,11 +49,11 @@ def _recipe():
 
 
 def _run_all(out, src, ex):
-    run = pipeline.new_run(out, _recipe(), {"allow_random_weights": True})
-    pipeline.stage_sources(out, run, src)
-    pipeline.stage_download(out, run, ex)
-    pipeline.stage_split(out, run, ex)
-    pipeline.stage_score(out, run, ex)
+    run = new_run(out, _recipe(), {"allow_random_weights": True})
+    stage_sources(out, run, src)
+    stage_download(out, run, ex)
+    stage_split(out, run, ex)
+    stage_score(out, run, ex)
     return run
 
 
@@ -120,31 +127,31 @@ def test_decode_score_path_matches_scoring_the_grid_directly(corpus, tmp_path):
     """Ray: decode as CPU tasks, the grid through the object store, scoring actors with
     batches of segments; compared with score_segment on a grid decoded here."""
     import torch
-    from curate.engine import RayExecutor
-    from curate.scoring import score_segment
+    from curate.execution.ray_executor import RayExecutor
+    from curate.ops.scoring import score_segment
     from decoding.media import decode_grid
     from manifests.sources import display_name
 
     out = tmp_path / "out"
-    run = pipeline.new_run(out, _recipe(), {"allow_random_weights": True})
+    run = new_run(out, _recipe(), {"allow_random_weights": True})
     src = tmp_path / "sources.csv"
     text = (corpus / "sources.csv").read_text().replace("videos/", f"{corpus}/videos/")
     src.write_text(text)
-    pipeline.stage_sources(out, run, src)
-    pipeline.stage_download(out, run, LocalExecutor())
-    pipeline.stage_split(out, run, LocalExecutor())
+    stage_sources(out, run, src)
+    stage_download(out, run, LocalExecutor())
+    stage_split(out, run, LocalExecutor())
     ex = RayExecutor(workers=1)
     try:
-        pipeline.stage_score(out, run, ex)
+        stage_score(out, run, ex)
     finally:
         ex.shutdown()
     new = read_rows(out, "windows")
     torch.set_num_threads(1)         # as in a 1-CPU Ray worker: the same float sums
-    gate, _ = pipeline.gating(run)
-    th = pipeline.thresholds(run)
-    scorers = pipeline.build_scorers(pipeline.resolve_models(run), run["recipe"]["models"], "cpu")
+    gate, _ = gating(run)
+    th = thresholds(run)
+    scorers = build_scorers(resolve_models(run), run["recipe"]["models"], "cpu")
     paths = {d["source_id"]: d["path"] for d in read_rows(out, "downloads")}
-    base = pipeline._base_windows(out, run).to_pylist()
+    base = base_windows(out, run).to_pylist()
     old = []
     for sid in dict.fromkeys(w["source_id"] for w in base):
         ws = [w for w in base if w["source_id"] == sid]

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from curate.engine import available_cpus, cgroup_cpu_limit
-from curate.runner import Checkpoint, LocalExecutor, StageSpec, run_stage
+from curate.execution.ray_executor import available_cpus, cgroup_cpu_limit
+from curate.execution.checkpoints import Checkpoint, run_stage
+from curate.execution.local import LocalExecutor
+from curate.execution.spec import StageSpec
 
 
 def _factory(calls_file=None, sleep_key=None, kill_key=None, sleep_s=30.0, loads_file=None):
@@ -134,7 +136,7 @@ def ray_ex():
     import sys
 
     import ray.cloudpickle
-    from curate.engine import RayExecutor
+    from curate.execution.ray_executor import RayExecutor
     # the item functions live in this test module, which Ray workers cannot import
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ex = RayExecutor(workers=4)
@@ -186,7 +188,7 @@ def test_stateful_stage_loads_once_per_actor_and_streams(tmp_path, ray_ex):
 
 
 def _gated_factory():
-    from curate.health import current_gate
+    from curate.execution.health import current_gate
 
     def fn(item):
         gate = current_gate()
@@ -224,7 +226,7 @@ def _broken_factory():
 def test_a_worker_that_cannot_start_stops_the_stage_with_its_text(tmp_path, ray_ex, stateful):
     """An exception in the stage function's construction (a model that does not load) is
     reported with its text at once: no item is recorded as 'worker died', none retried."""
-    from curate.runner import WorkerSetupError
+    from curate.execution.spec import WorkerSetupError
     spec = StageSpec("t", _broken_factory, _err, stateful=stateful, max_tries=2)
     t0 = time.monotonic()
     with pytest.raises(WorkerSetupError, match=r"--sync-checkpoint.*missing keys: fc.0.weight"):
@@ -240,7 +242,7 @@ def test_a_local_ray_announces_loopback(ray_ex):
 
 
 def test_ray_start_is_retried_then_a_clear_error():
-    from curate.engine import start_ray
+    from curate.execution.ray_executor import start_ray
     tries, waits = [], []
 
     def flaky(**kw):

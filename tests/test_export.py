@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.export import export_folder
+from curate.reports.export import export_folder
 from shards.writer import key_from_name, name_from_key, parse_name
 
 NAMES = [
@@ -86,7 +86,7 @@ def test_export_rejects_bad_input_before_writing(tmp_path):
 
 
 def test_export_run_exports_the_sharded_clips_of_a_run(tmp_path):
-    from curate.export import export_run
+    from curate.reports.export import export_run
     from manifests.schemas import write_manifest
     out = tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="curate shard"):
@@ -117,7 +117,7 @@ def test_export_run_exports_the_sharded_clips_of_a_run(tmp_path):
 def test_export_lists_the_clips_the_released_sync_trainer_would_silently_replace(tmp_path):
     """avsync/data.py needs av_duration >= 2 + 20 * 0.2 = 6 s and fps >= 12."""
     import avmedia
-    from curate.export import REPORT_FILE, export_run
+    from curate.reports.export import REPORT_FILE, export_run
     from fake_run import fake_run
     long = avmedia.make_clip(tmp_path / "long.mp4", 6.5, "12")
     short = avmedia.make_clip(tmp_path / "short.mp4", 3.0, "12")

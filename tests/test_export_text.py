@@ -1,4 +1,4 @@
-"""Text encodings of an export (curate.export_text) from small randomly initialised CLIP text
+"""Text encodings of an export (curate.reports.export_text) from small randomly initialised CLIP text
 encoders in the two accepted forms: a transformers CLIPTextModel folder (with a CLIPTokenizer
 built from open_clip's bundled BPE vocab, the same vocab OpenAI's CLIP ships) and an open_clip
 state dict converted from the same weights. 1 layer, but CLIP ViT-L/14's widths (768, 77
@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from curate.export_text import (EOT_ID, NULL_FILE, PROMPT_FILE, SOT_ID, TextEncoderError,
-                                load_text_encoder, read_text_encodings, sd_token_ids,
-                                write_text_encodings)
+from curate.reports.export_text import EOT_ID, NULL_FILE, PROMPT_FILE, SOT_ID, TextEncoderError, load_text_encoder, read_text_encodings, sd_token_ids, write_text_encodings
 from filters.torch_compat import import_open_clip, import_torchvision
 
 PROMPTS = {"dog_barking": "dog barking", "playing_violin__fiddle": "playing violin fiddle",
@@ -190,7 +188,7 @@ RELEASED = {
 @pytest.mark.parametrize("recipe", list(RELEASED))
 def test_export_run_writes_the_released_layout_with_encodings(encoders, tmp_path, recipe):
     import avmedia
-    from curate.export import REPORT_FILE, export_run
+    from curate.reports.export import REPORT_FILE, export_run
     from fake_run import fake_run
     mp4 = avmedia.make_clip(tmp_path / "c.mp4", 2.5, "12")
     clips = [("dog_barking/AbCdEfGhIjK_000030_000040_2.5_6.0", "train", mp4),

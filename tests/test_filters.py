@@ -229,7 +229,7 @@ def test_registry_order_and_defaults_match_the_modules():
     assert FILTERS == registry.LEGACY_ORDER == ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
     # the cascade runs the sync classifier (~80 GFLOP per window) before ImageBind (~510)
     assert registry.ORDER == registry.DEFAULT_ORDER == ("pixel_diff", "amplitude", "clip_diff", "sync", "imagebind")
-    from curate.recipes import get_recipe
+    from curate.config.recipes import get_recipe
     assert tuple(get_recipe("avsync15")["order"]) == registry.DEFAULT_ORDER
     assert registry.cascade_order(["sync", "imagebind", "pixel_diff", "amplitude", "clip_diff"])[0] == "sync"
     for bad in (["pixel_diff"], [*FILTERS, "sync"], [*FILTERS[:-1], "bogus"]):

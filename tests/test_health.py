@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate import health
-from curate.health import Gate, GateClosed, HealthConfig, HealthControl
+from curate.execution import health
+from curate.execution.health import Gate, GateClosed, HealthConfig, HealthControl
 
 
 class Clock:
@@ -175,7 +175,7 @@ BOT_TEXT = ("ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you\u2019re not a 
 def _fake_youtube(monkeypatch, calls: list, ok_with: str | None = None):
     """A fake source: yt-dlp's bot-check error, unless the cookie file is ``ok_with``."""
     from yt_dlp.utils import DownloadError
-    from curate import download as dl
+    from curate.ops import fetch as dl
 
     def fetch(plan, outdir, opts):
         calls.append((plan.source_id, opts.cookiefile))
@@ -186,9 +186,11 @@ def _fake_youtube(monkeypatch, calls: list, ok_with: str | None = None):
 
 
 def _run_downloads(tmp_path, n: int, health_block: dict, options: dict | None = None):
-    from curate import pipeline
-    from curate.recipes import get_recipe
-    from curate.runner import LocalExecutor
+    from curate.config.run_state import new_run
+    from curate.stages.download import stage_download
+    from curate.stages.sources import stage_sources
+    from curate.config.recipes import get_recipe
+    from curate.execution.local import LocalExecutor
 
     src = tmp_path / "s.csv"
     src.write_text("id,url,start,end,label,split\n" + "".join(
@@ -196,10 +198,10 @@ def _run_downloads(tmp_path, n: int, health_block: dict, options: dict | None = 
     recipe = get_recipe("demo")
     recipe["engine"] = {**recipe["engine"], "download_health": health_block}
     out = tmp_path / "out"
-    run = pipeline.new_run(out, recipe, options or {})
-    pipeline.stage_sources(out, run, src)
+    run = new_run(out, recipe, options or {})
+    stage_sources(out, run, src)
     echoed: list[str] = []
-    rows = pipeline.stage_download(out, run, LocalExecutor(), echo=echoed.append)
+    rows = stage_download(out, run, LocalExecutor(), echo=echoed.append)
     return out, rows, echoed
 
 
@@ -217,7 +219,7 @@ def test_bot_checks_stop_the_downloads_after_n_with_one_message(tmp_path, monkey
     st = health.read_state(out)
     assert st["state"] == "stopped" and st["counts"]["bot_check"] == 3
     # stats says it too
-    from curate.stats import collect, format_text
+    from curate.reports.stats import collect, format_text
     assert "STOPPED" in format_text(collect(out))
 
 
@@ -227,7 +229,7 @@ def test_several_cookie_files_are_used_in_turn_after_a_bot_check(tmp_path, monke
         p.write_text("# Netscape HTTP Cookie File\n")
     calls: list = []
     _fake_youtube(monkeypatch, calls, ok_with=str(b))
-    from curate.ytopts import cookie_files
+    from curate.ops.ytopts import cookie_files
     _, rows, _ = _run_downloads(tmp_path, 4, {"bot_stop_n": 50},
                                 {"cookiefile": cookie_files([str(a), str(b)])})
     # the first source hit the bot check with a.txt, then everyone used b.txt
@@ -237,8 +239,8 @@ def test_several_cookie_files_are_used_in_turn_after_a_bot_check(tmp_path, monke
 
 
 def test_extractor_args_allow_list():
-    from curate.download import DownloadOptions, _ydl_params
-    from curate.ytopts import parse_extractor_args
+    from curate.ops.fetch import DownloadOptions, _ydl_params
+    from curate.ops.ytopts import parse_extractor_args
     args = parse_extractor_args(["youtube:player_client=web,mweb;po_token=web.gvs+AbC/9=",
                                  "youtubepot-bgutilhttp:base_url=http://127.0.0.1:4416"])
     assert args == {"youtube": {"player_client": ["web", "mweb"], "po_token": ["web.gvs+AbC/9="]},

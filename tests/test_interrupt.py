@@ -22,8 +22,8 @@ MESSAGE = "interrupted: rerun the same command to resume"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from curate.loopback import LoopbackServer
-    from curate.synth import synthesize
+    from curate.demo.loopback import LoopbackServer
+    from curate.demo.synth import synthesize
 
     corpus = tmp_path_factory.mktemp("int_corpus")
     truth = synthesize(corpus, n_videos=N_SOURCES, seed=3, duration=6.0)

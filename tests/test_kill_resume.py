@@ -243,8 +243,8 @@ KILL_POINTS: list[tuple[str, Callable[[Path, str], bool]]] = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A small generated corpus served on loopback, and the reference (uninterrupted) build."""
-    from curate.loopback import LoopbackServer
-    from curate.synth import synthesize
+    from curate.demo.loopback import LoopbackServer
+    from curate.demo.synth import synthesize
 
     corpus = tmp_path_factory.mktemp("kr_corpus")
     truth = synthesize(corpus, n_videos=N_SOURCES, seed=3, duration=DURATION)

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from curate.build import reproduce
 from curate.cli import app
-from curate.ledger import against, availability, diff_runs, read_ledger
-from curate.loopback import LoopbackServer
-from curate.runner import LocalExecutor
-from curate.synth import make_event_video
+from curate.reports.ledger import against, availability, diff_runs, read_ledger
+from curate.demo.loopback import LoopbackServer
+from curate.execution.local import LocalExecutor
+from curate.demo.synth import make_event_video
 from manifests.schemas import read_rows
 
 # 12 segments shaped like the release (ids with '-' and '_', times like 2.5 / 3.25, a clip

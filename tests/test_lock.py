@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from curate import lock
-from curate.lock import LOCK_NAME, OutputLocked, output_lock
+from curate.execution import lock
+from curate.execution.lock import LOCK_NAME, OutputLocked, output_lock
 
 
 def _holder(pid, host=None, start=None):

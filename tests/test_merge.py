@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate.merge import clip_id_for, fixed_clips, merge_windows
+from manifests.names import clip_id_for
+from curate.selection.merge import fixed_clips, merge_windows
 from manifests.schemas import ALL_SCORES, read_rows, write_manifest
 
 SRC = "AbC-d_eF12_000030_000040"

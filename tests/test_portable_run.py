@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from curate.build import build
-from curate.runner import LocalExecutor
+from curate.execution.local import LocalExecutor
 from manifests.schemas import read_rows
 from tests.test_kill_resume import RECIPE, outcome
 
@@ -36,7 +36,7 @@ def _build(out: Path, src: Path, cfg: Path) -> Counting:
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    from curate.synth import synthesize
+    from curate.demo.synth import synthesize
 
     corpus = tmp_path_factory.mktemp("port_corpus")
     truth = synthesize(corpus, n_videos=3, seed=3, duration=6.0)

@@ -5,7 +5,9 @@ import functools
 import logging
 import os
 
-from curate.runner import Checkpoint, LocalExecutor, StageSpec, read_part, run_stage
+from curate.execution.checkpoints import Checkpoint, read_part, run_stage
+from curate.execution.local import LocalExecutor
+from curate.execution.spec import StageSpec
 
 
 def _factory(calls):

@@ -147,7 +147,7 @@ def test_released_mel_reads_the_left_channel() -> None:
 
 
 def test_low_fps_video_is_skipped(tmp_path) -> None:
-    from curate.synth import make_event_video
+    from curate.demo.synth import make_event_video
     p = tmp_path / "slow.mp4"
     make_event_video(p, duration=4.0, event_times=[1.0], seed=0, fps=10)
     with pytest.raises(ValueError, match="fps"):

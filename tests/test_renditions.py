@@ -8,11 +8,14 @@ import subprocess
 
 import pytest
 
-from curate import pipeline
-from curate.download import DownloadOptions, download_source
-from curate.loopback import LoopbackServer
-from curate.recipes import get_recipe
-from curate.runner import LocalExecutor
+from curate.config.run_state import new_run
+from curate.stages.download import stage_download
+from curate.stages.shard import stage_shard
+from curate.stages.sources import stage_sources
+from curate.ops.fetch import DownloadOptions, download_source
+from curate.demo.loopback import LoopbackServer
+from curate.config.recipes import get_recipe
+from curate.execution.local import LocalExecutor
 from decoding.media import probe
 from manifests.schemas import read_rows, write_manifest
 from shards.writer import key_from_name
@@ -68,9 +71,9 @@ def test_shard_stage_fetches_the_full_rendition_only_for_selected_clips(site, tm
         src = tmp_path / "s.csv"
         src.write_text("id,url,start,end,label,split\n"
                        f"a,{srv.url('a.html')},0,4,dog,train\nb,{srv.url('b.html')},0,4,dog,train\n")
-        run = pipeline.new_run(out, recipe, {})
-        pipeline.stage_sources(out, run, src)
-        downloads = pipeline.stage_download(out, run, LocalExecutor())
+        run = new_run(out, recipe, {})
+        stage_sources(out, run, src)
+        downloads = stage_download(out, run, LocalExecutor())
         assert [(d["width"], d["height"], d["rendition"]) for d in downloads] == [(320, 240, "small")] * 2
         assert _gets(srv, "a_1280x720.mp4") == _gets(srv, "b_1280x720.mp4") == 0
         # as if selection kept two clips of source a, none of b
@@ -80,7 +83,7 @@ def test_shard_stage_fetches_the_full_rendition_only_for_selected_clips(site, tm
              "class_name": "dog", "split": "train", "start": float(n.split("_")[-2]),
              "end": float(n.split("_")[-1]), "rank_score": 1.0, "status": "ok", "error": None}
             for k, n in enumerate(names)])
-        pipeline.stage_shard(out, run, LocalExecutor())
+        stage_shard(out, run, LocalExecutor())
         assert _gets(srv, "a_1280x720.mp4") >= 1           # the survivor's full rendition ...
         assert _gets(srv, "b_1280x720.mp4") == 0           # ... and no other
         assert _gets(srv, "b_640x360.mp4") == _gets(srv, "b_160x120.mp4") == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.report import histogram_png, thresholds_for, write_html
+from curate.reports.html import histogram_png, thresholds_for, write_html
 from manifests.schemas import ALL_SCORES, WINDOWS
 
 THRESHOLDS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from curate.reproduce import reproduce_list
+from curate.selection.reproduce import reproduce_list
 from manifests.schemas import read_rows, write_manifest
 from manifests.sources import format_avsync_name
 
@@ -166,7 +166,7 @@ def test_one_name_grammar_for_sources_reproduction_and_shards() -> None:
 
 def test_unique_cut_items_cuts_a_clip_of_two_splits_once() -> None:
     import pytest
-    from curate.reproduce import unique_cut_items
+    from curate.selection.reproduce import unique_cut_items
     a = {"key": "k1", "src": "s.mp4", "dst": "k1.mp4", "start": 2.5, "end": 6.0}
     b = {"key": "k2", "src": "s.mp4", "dst": "k2.mp4", "start": 7.0, "end": 9.0}
     assert unique_cut_items([a, b, dict(a)]) == [a, b]

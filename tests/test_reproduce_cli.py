@@ -7,8 +7,8 @@ import sys
 import av
 import webdataset as wds
 
-from curate.loopback import LoopbackServer
-from curate.synth import make_event_video
+from curate.demo.loopback import LoopbackServer
+from curate.demo.synth import make_event_video
 from manifests.schemas import read_rows
 
 LINES = [

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from curate import download as dl
-from curate.cut import cut_clip, ffmpeg_command
-from curate.encoding import ENCODER_SETTINGS, encoder_settings
+from curate.ops import fetch as dl
+from curate.ops.cut import cut_clip, ffmpeg_command
+from curate.ops.encoding import ENCODER_SETTINGS, encoder_settings
 from shards.writer import Sample, write_shards
 
 
@@ -110,12 +110,14 @@ def test_shards_are_byte_identical(source, tmp_path):
 def test_run_json_records_the_encoder_settings_and_empty_splits_are_rejected(tmp_path):
     import json
 
-    from curate import pipeline
-    from curate.recipes import get_recipe
+    from curate.config.run_state import new_run
+    from curate.stages.download import record_encoder
+    from curate.stages.sources import stage_sources
+    from curate.config.recipes import get_recipe
 
     recipe = get_recipe("demo")
-    run = pipeline.new_run(tmp_path, recipe, {})
-    pipeline.record_encoder(tmp_path, run)
+    run = new_run(tmp_path, recipe, {})
+    record_encoder(tmp_path, run)
     enc = json.loads((tmp_path / "run.json").read_text())["encoder"]
     assert enc["threads"] == 1 and enc["bitexact"] is True
     assert enc["download"]["crf"] == recipe["download"].get("crf", enc["download"]["crf"])
@@ -124,6 +126,6 @@ def test_run_json_records_the_encoder_settings_and_empty_splits_are_rejected(tmp
                    "aaa,http://x/a.mp4,0,10,dog,train\n"
                    "bbb,http://x/b.mp4,0,10,dog,\n")
     run["recipe"]["select"].update(test_per_class=None, balanced_test=False)
-    rows = pipeline.stage_sources(tmp_path, run, csv)
+    rows = stage_sources(tmp_path, run, csv)
     assert [r["status"] for r in rows] == ["ok", "rejected"]
     assert rows[1]["error"].startswith("empty split:")

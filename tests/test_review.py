@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from curate.balance import select_clips
-from curate.merge import clip_id_for
-from curate.review import build_review_page, load_decisions, serve_review, write_review_page
+from curate.selection.balance import select_clips
+from manifests.names import clip_id_for
+from curate.reports.review import build_review_page, load_decisions, serve_review, write_review_page
 from manifests.schemas import ALL_SCORES, write_manifest
 
 PARAMS = {"select": {"per_class": 2, "test_per_class": 0, "balanced_test": False}}

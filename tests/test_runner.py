@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from curate.recipes import get_recipe, recipe_names
-from curate.runner import LocalExecutor, StageSpec, read_records, run_stage
+from curate.config.recipes import get_recipe, recipe_names
+from curate.execution.local import LocalExecutor
+from curate.execution.spec import StageSpec
+from curate.execution.checkpoints import read_records, run_stage
 
 
 def _square_factory(calls):
@@ -115,9 +117,11 @@ def test_redo_runs_finished_items_again_and_replaces_their_rows(tmp_path):
 
 
 def test_download_retry_failed_retries_only_transient_failures(tmp_path):
-    from curate import pipeline
-    from curate.loopback import LoopbackServer
-    from curate.synth import make_event_video
+    from curate.config.run_state import new_run
+    from curate.stages.download import stage_download
+    from curate.stages.sources import stage_sources
+    from curate.demo.loopback import LoopbackServer
+    from curate.demo.synth import make_event_video
 
     media = tmp_path / "m"
     media.mkdir()
@@ -130,16 +134,16 @@ def test_download_retry_failed_retries_only_transient_failures(tmp_path):
                        f"gone,{server.url('gone.mp4')},0,3,x,train\n")
         recipe = get_recipe("demo")
         recipe["download"].update(retries=0, socket_timeout=1.0)
-        run = pipeline.new_run(out, recipe, {})
-        pipeline.stage_sources(out, run, src)
-        rows = {r["source_id"][:4]: r for r in pipeline.stage_download(out, run, LocalExecutor())}
+        run = new_run(out, recipe, {})
+        stage_sources(out, run, src)
+        rows = {r["source_id"][:4]: r for r in stage_download(out, run, LocalExecutor())}
         assert rows["a_00"]["reason"] == "timeout" and rows["gone"]["reason"] == "http_error"
         server.stall.clear()
         n = server.count()
-        rows = {r["source_id"][:4]: r for r in pipeline.stage_download(out, run, LocalExecutor())}
+        rows = {r["source_id"][:4]: r for r in stage_download(out, run, LocalExecutor())}
         assert server.count() == n and rows["a_00"]["status"] == "failed"      # plain rerun: finished work
         rows = {r["source_id"][:4]: r for r in
-                pipeline.stage_download(out, run, LocalExecutor(), retry_failed=True)}
+                stage_download(out, run, LocalExecutor(), retry_failed=True)}
         assert rows["a_00"]["status"] == "ok"
         assert rows["gone"]["status"] == "failed"
         assert server.count("gone.mp4") == 1          # a 404 is final: never asked again
@@ -148,7 +152,7 @@ def test_download_retry_failed_retries_only_transient_failures(tmp_path):
 def test_checkpoint_index_reads_key_and_fingerprint_without_the_outputs(tmp_path):
     import json
 
-    from curate.runner import Checkpoint, _head
+    from curate.execution.checkpoints import Checkpoint, _head
 
     ck = Checkpoint(tmp_path, "s")
     recs = [{"key": 'odd "key" \\ 1', "fp": "f1", "out": {"t": [{"x": 1}]}},

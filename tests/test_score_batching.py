@@ -8,9 +8,9 @@ import copy
 import numpy as np
 import pytest
 
-from curate import engine
-from curate.runner import StageSpec
-from curate.scoring import Scorers, SegmentJob, score_segment, score_segments
+from curate.execution import ray_executor as engine
+from curate.execution.spec import StageSpec
+from curate.ops.scoring import Scorers, SegmentJob, score_segment, score_segments
 from decoding.media import Grid
 from filters import registry
 

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from curate.scoring import Scorers, SegmentJob, deterministic_torch, score_segments
-from curate.synth import corpus_specs, render
+from curate.ops.scoring import Scorers, SegmentJob, deterministic_torch, score_segments
+from curate.demo.synth import corpus_specs, render
 from decoding.media import decode_grid
 from filters.registry import default_thresholds
 
@@ -22,7 +22,7 @@ WINDOWS = 5          # per segment: keeps the test to seconds
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory):
-    from curate.windows import window_starts_ms
+    from curate.ops.windows import window_starts_ms
 
     d = tmp_path_factory.mktemp("det")
     picked = {}

@@ -5,10 +5,14 @@ import csv
 
 import pytest
 
-from curate import pipeline
-from curate.recipes import get_recipe
-from curate.runner import LocalExecutor
-from curate.synth import synthesize
+from curate.config.run_state import new_run
+from curate.stages.download import stage_download
+from curate.stages.score import stage_score
+from curate.stages.sources import stage_sources
+from curate.stages.split import stage_split
+from curate.config.recipes import get_recipe
+from curate.execution.local import LocalExecutor
+from curate.demo.synth import synthesize
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
 from test_engine_stages import Recording
 
@@ -33,11 +37,11 @@ def _run(out, src, ex, thresholds):
     r = get_recipe("demo")
     r["stages"] = ["sources", "download", "split", "score", "select"]
     r["thresholds"] = thresholds
-    run = pipeline.new_run(out, r, {"allow_random_weights": True})
-    pipeline.stage_sources(out, run, src)
-    pipeline.stage_download(out, run, ex)
-    pipeline.stage_split(out, run, ex)
-    table = pipeline.stage_score(out, run, ex)
+    run = new_run(out, r, {"allow_random_weights": True})
+    stage_sources(out, run, src)
+    stage_download(out, run, ex)
+    stage_split(out, run, ex)
+    table = stage_score(out, run, ex)
     return run, {w["window_id"]: w for w in table.to_pylist()}
 
 
@@ -53,7 +57,7 @@ def test_rescore_scores_exactly_the_skipped_windows_as_a_loose_run_does(sources,
 
     run["selection_overrides"] = ["pixel_diff.max=0.15"]     # the default again
     ex = Recording()   # a new `curate score` (LocalExecutor keeps a stage's function)
-    table = pipeline.stage_score(tmp_path / "a", run, ex, rescore=True)
+    table = stage_score(tmp_path / "a", run, ex, rescore=True)
     assert ex.ran["score"] and all("@" in k for k in ex.ran["score"])   # rescore items only
     rescored = {w["window_id"]: w for w in table.to_pylist()}
     assert rescored.keys() == loose.keys()
@@ -62,6 +66,6 @@ def test_rescore_scores_exactly_the_skipped_windows_as_a_loose_run_does(sources,
             assert w[c] == loose[wid][c], (wid, c)
     # finished: neither a score nor a rescore does any work, the table stays the same
     ex.ran.clear()
-    assert pipeline.stage_score(tmp_path / "a", run, ex, rescore=True).equals(table)
-    assert pipeline.stage_score(tmp_path / "a", run, ex).equals(table)
+    assert stage_score(tmp_path / "a", run, ex, rescore=True).equals(table)
+    assert stage_score(tmp_path / "a", run, ex).equals(table)
     assert ex.ran == {}

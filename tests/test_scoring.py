@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from decoding.media import Grid, decode_grid
-from curate.scoring import Scorers, score_segment
+from curate.ops.scoring import Scorers, score_segment
 from filters import pixel_diff, sampling
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS, WINDOWS, to_table
 

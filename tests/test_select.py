@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from curate.select import (format_funnel, needs_scoring, needs_scoring_by_filter, parse_overrides,
-                           rescore_filters, select_windows)
+from curate.selection.rules import format_funnel, rescore_filters
+from tests.selection.oracle import needs_scoring, needs_scoring_by_filter, select_windows
+from curate.config.thresholds import parse_overrides
 from filters import registry
 from manifests.schemas import read_rows, write_manifest
 
@@ -123,7 +124,7 @@ from manifests.schemas import read_rows
 rows = read_rows({str(tmp_path)!r}, "windows")
 dec, s = select_windows(rows, parse_overrides({LOOSE!r}), order={tuple(ORDER)!r})
 heavy = [m for m in ("torch", "open_clip", "filters.imagebind", "filters.imagebind_model",
-                     "filters.clip_model", "sync_classifier.model", "curate.scoring")
+                     "filters.clip_model", "sync_classifier.model", "curate.ops.scoring")
          if m in sys.modules]
 print(json.dumps({{"kept": sorted(d["window_id"] for d in dec if d["keep"]),
                   "needs": s["needs_scoring"], "heavy": heavy}}))

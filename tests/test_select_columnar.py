@@ -13,10 +13,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate import pipeline
-from curate.merge import merge_table, merge_windows
-from curate.select import (needs_scoring_by_filter, needs_scoring_table, parse_overrides,
-                           select_stage, select_windows, select_windows_table)
+from curate.config.run_state import load_run
+from curate.stages.select import stage_select
+from curate.selection.merge import merge_table, merge_windows
+from tests.selection.oracle import needs_scoring_by_filter, select_windows
+from curate.selection.rules import needs_scoring_table, select_windows_table
+from curate.config.thresholds import parse_overrides
+from curate.stages.select import stage_select
 from filters import registry
 from manifests import schemas
 from manifests.schemas import ALL_SCORES, to_table, write_manifest
@@ -168,7 +171,7 @@ def _tables(out: Path) -> dict[str, list[dict]]:
     ({"per_class": 2, "test_per_class": 1, "seed": 0}, "avsync15"),
 ])
 def test_select_stage_equals_stage_select(tmp_path, select_params, classes):
-    from curate.recipes import get_recipe
+    from curate.config.recipes import get_recipe
 
     recipe = get_recipe("avsync15")
     recipe["select"] = select_params
@@ -178,8 +181,8 @@ def test_select_stage_equals_stage_select(tmp_path, select_params, classes):
     _write_run(a, run_data, recipe)
     shutil.copytree(a, b)
     overrides = ["clip_diff.max=0.6"]
-    old = pipeline.stage_select(a, pipeline.load_run(a), overrides=overrides)
-    new = select_stage(b, pipeline.load_run(b), overrides=overrides)
+    old = stage_select(a, load_run(a), overrides=overrides)
+    new = stage_select(b, load_run(b), overrides=overrides)
     assert new == old
     assert _tables(b) == _tables(a)
     assert json.loads((b / "run.json").read_text()) == json.loads((a / "run.json").read_text())
@@ -187,7 +190,7 @@ def test_select_stage_equals_stage_select(tmp_path, select_params, classes):
 
 
 def test_select_stage_with_review_decisions(tmp_path):
-    from curate.recipes import get_recipe
+    from curate.config.recipes import get_recipe
 
     recipe = get_recipe("avsync15")
     recipe["select"] = {"per_class": 3, "test_per_class": 1, "seed": 0}
@@ -195,12 +198,12 @@ def test_select_stage_with_review_decisions(tmp_path):
     a, b = tmp_path / "old", tmp_path / "new"
     _write_run(a, random_run(6, n_sources=120), recipe)
     shutil.copytree(a, b)
-    pipeline.stage_select(a, pipeline.load_run(a))
+    stage_select(a, load_run(a))
     ok = [s["name"] for s in _tables(a)["selected"] if s["status"] == "ok"]
     review = tmp_path / "review.json"
     review.write_text(json.dumps({ok[0]: "reject", ok[1]: "keep"}))
-    old = pipeline.stage_select(a, pipeline.load_run(a), decisions_file=review)
-    new = select_stage(b, pipeline.load_run(b), decisions_file=review)
+    old = stage_select(a, load_run(a), decisions_file=review)
+    new = stage_select(b, load_run(b), decisions_file=review)
     assert new == old and _tables(b) == _tables(a)
     assert any(s["error"] == "review: rejected by reviewer" for s in _tables(b)["selected"])
 
@@ -245,7 +248,7 @@ def _random_clips(seed: int, n: int = 400) -> list[dict]:
     {"per_class": 5, "balanced_test": True, "test_per_class": 50, "seed": 2},
 ])
 def test_select_clips_table_equals_select_clips(params):
-    from curate.balance import select_clips, select_clips_table
+    from curate.selection.balance import select_clips, select_clips_table
 
     clips = _random_clips(zlib.crc32(json.dumps(params, sort_keys=True).encode()) % 1000)
     names = [r["name"] for r in select_clips(clips, params).rows if r["status"] == "ok"]
@@ -262,7 +265,7 @@ def test_select_clips_table_equals_select_clips(params):
 
 
 def test_fast_naming_falls_back_when_the_grammar_changes(monkeypatch):
-    from curate import balance
+    from curate.selection import balance
 
     clips = _random_clips(9)
     params = {"per_class": 10, "test_per_class": 2}
@@ -277,7 +280,7 @@ def test_fast_naming_falls_back_when_the_grammar_changes(monkeypatch):
 def test_dictionary_encoded_windows_decide_the_same(tmp_path):
     """The selection reads repeated strings dictionary-encoded (one dictionary per row group)."""
     import pyarrow.parquet as pq
-    from curate.select import read_windows_table
+    from manifests.columns import read_windows_table
 
     rows = random_run(4)["windows"]
     path = schemas.manifest_path(tmp_path, "windows")
@@ -294,7 +297,7 @@ def test_dictionary_encoded_windows_decide_the_same(tmp_path):
 
 
 def test_select_stage_fixed_clips_equals_stage_select(tmp_path):
-    from curate.recipes import get_recipe
+    from curate.config.recipes import get_recipe
 
     recipe = get_recipe("landscape")
     assert recipe["clip_mode"] == "fixed"
@@ -302,8 +305,8 @@ def test_select_stage_fixed_clips_equals_stage_select(tmp_path):
     a, b = tmp_path / "old", tmp_path / "new"
     _write_run(a, data, recipe)
     shutil.copytree(a, b)
-    old = pipeline.stage_select(a, pipeline.load_run(a))
-    new = select_stage(b, pipeline.load_run(b))
+    old = stage_select(a, load_run(a))
+    new = stage_select(b, load_run(b))
     assert new == old
     old_t, new_t = _tables(a), _tables(b)
     assert new_t["clips"] == old_t["clips"] and new_t["selected"] == old_t["selected"]

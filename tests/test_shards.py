@@ -15,7 +15,7 @@ import pytest
 
 import avmedia
 from avmedia import brightness
-from curate.cut import CutError, cut_clip, output_size
+from curate.ops.cut import CutError, cut_clip, output_size
 from decoding.media import probe
 from shards.verify import format_report, verify_shards
 from shards.writer import (Sample, key_from_name, make_sample, name_from_key, parse_name,
@@ -88,7 +88,7 @@ def test_cut_errors_are_cut_errors_and_leave_nothing(src, tmp_path):
 
 
 def test_cut_failing_ffmpeg_raises_with_stderr_tail(src, tmp_path, monkeypatch):
-    import curate.cut as cut
+    import curate.ops.cut as cut
     real = cut.ffmpeg_command
     # an encoder option ffmpeg rejects: the error must carry ffmpeg's own message
     monkeypatch.setattr(cut, "ffmpeg_command",

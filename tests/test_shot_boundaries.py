@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.scoring import Scorers, score_segment
-from curate.shots import shot_rows
-from curate.windows import make_windows
+from curate.ops.scoring import Scorers, score_segment
+from curate.ops.shots import shot_rows
+from curate.ops.windows import make_windows
 from decoding.media import PTS_SLACK, decode_grid
 from filters import sampling
 
@@ -57,7 +57,7 @@ def _shown_frame(i: int, fps: Fraction) -> int:
 
 def _check_shot(n1: int, n2: int, fps: Fraction, index_rule=None) -> list[str]:
     """Problems of the windows of the shot made of source frames n1..n2-1."""
-    a, e_shot = n1 / float(fps), n2 / float(fps)            # as curate.shots computes them
+    a, e_shot = n1 / float(fps), n2 / float(fps)            # as curate.ops.shots computes them
     shot = {"shot_id": "x_shot001", "source_id": "x", "start": a, "end": e_shot, "status": "ok"}
     bad = []
     for w in make_windows([shot], "c", "train"):
@@ -68,7 +68,7 @@ def _check_shot(n1: int, n2: int, fps: Fraction, index_rule=None) -> list[str]:
             if not n1 <= m < n2:
                 bad.append(f"window {s:.3f}: grid frame {i} shows source frame {m}, shot {n1}..{n2 - 1}")
         for a0, a1 in (_audio_spans(s, e) if index_rule is None else []):
-            # window bounds are the shot bounds to the ms (curate.windows)
+            # window bounds are the shot bounds to the ms (curate.ops.windows)
             if not (a - sampling.BOUND_SLACK - 1e-9 <= s - 1e-9 <= a0 and a1 <= e + 1e-9
                     and e <= e_shot + sampling.BOUND_SLACK + 1e-9):
                 bad.append(f"window {s:.3f}: audio [{a0:.4f}, {a1:.4f}) outside [{s}, {e})")

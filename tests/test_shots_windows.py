@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.shots import detect_shots, shot_rows
-from curate.windows import make_windows
+from curate.ops.shots import detect_shots, shot_rows
+from curate.ops.windows import make_windows
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS, SHOTS, WINDOWS, to_table
 
 FPS = 25

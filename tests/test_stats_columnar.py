@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from curate import pipeline
-from curate.select import select_stage, select_windows
-from curate.stats import collect, format_text, reason_category, write_report
+from curate.config.models import gating
+from curate.config.run_state import load_run
+from curate.config.thresholds import thresholds
+from curate.stages.select import stage_select
+from tests.selection.oracle import select_windows
+from curate.reports.stats import collect, format_text, reason_category, write_report
 from filters import registry
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
@@ -22,7 +25,7 @@ CURATE = [sys.executable, "-c", "from curate.cli import app; app()"]
 
 
 def _recipe(select=None):
-    from curate.recipes import get_recipe
+    from curate.config.recipes import get_recipe
     r = get_recipe("avsync15")
     r["classes"] = None
     r["select"] = select or {"per_class": 3, "test_per_class": 1, "seed": 0}
@@ -33,7 +36,7 @@ def _recipe(select=None):
 def selected_run(tmp_path):
     out = tmp_path / "run"
     _write_run(out, random_run(11, n_sources=150), _recipe())
-    select_stage(out, pipeline.load_run(out))
+    stage_select(out, load_run(out))
     return out
 
 
@@ -43,9 +46,9 @@ def test_figures_equal_counting_rows(selected_run):
     src, dl = read_rows(out, "sources"), read_rows(out, "downloads")
     shots, win = read_rows(out, "shots"), read_rows(out, "windows")
     clips, sel = read_rows(out, "clips"), read_rows(out, "selected")
-    run = pipeline.load_run(out)
-    th = pipeline.thresholds(run, run.get("selection_overrides"))
-    gate, _ = pipeline.gating(run)
+    run = load_run(out)
+    th = thresholds(run, run.get("selection_overrides"))
+    gate, _ = gating(run)
     _, fun = select_windows(win, th, gate=set(gate))
     ok = lambda rows: [r for r in rows if r["status"] == "ok"]  # noqa: E731
     counts = {f["stage"]: f["count"] for f in st["funnel"]}
@@ -114,7 +117,7 @@ def test_unfinished_run_names_stages_and_pending_items(tmp_path):
 def test_finished_run_is_not_flagged(tmp_path):
     out = tmp_path / "run"
     _write_run(out, random_run(13, n_sources=30), _recipe())
-    select_stage(out, pipeline.load_run(out))
+    stage_select(out, load_run(out))
     sel = [s for s in read_rows(out, "selected") if s["status"] == "ok"]
     write_manifest(out, "shards", [{"key": s["key"], "split": s["split"], "shard": "train-000000.tar",
                                     "offset": 0, "size": 1, "sha256": "x"} for s in sel])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.synth import make_event_video
+from curate.demo.synth import make_event_video
 from decoding import native
 from sync_classifier import conventions as C
 from sync_classifier.model import (DEMO_CHECKPOINT, SyncClassifier, load_init, load_sync_classifier,
@@ -160,7 +160,7 @@ def test_cli_eval_header_says_the_protocol_and_json_gives_both(tmp_path, videos)
 # ------------------------------------------------------------------ scoring
 
 def test_released_weights_score_with_the_released_convention(tmp_path, videos) -> None:
-    from curate.scoring import Scorers, score_segment
+    from curate.ops.scoring import Scorers, score_segment
     from decoding.media import decode_grid
     from filters.sync import SyncScorer
     from sync_classifier.metrics import p_sync
@@ -193,8 +193,8 @@ def test_released_weights_score_with_the_released_convention(tmp_path, videos) -
 
 
 def test_run_records_the_sync_convention(tmp_path) -> None:
-    from curate.stats import format_text
-    from curate.weights import resolve_models, weight_ids
+    from curate.reports.stats import format_text
+    from curate.config.models import resolve_models, weight_ids
     folder = _released_folder(tmp_path)
     recipe = {"name": "x", "filters": ["sync"], "gate": ["sync"], "models": {}}
     models = resolve_models({"recipe": recipe, "options": {"sync_checkpoint": str(folder)}})
@@ -261,11 +261,15 @@ def test_metrics_released_protocol(tmp_path) -> None:
 def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> None:
     import csv
 
-    from curate import pipeline
-    from curate.recipes import get_recipe
-    from curate.runner import LocalExecutor
-    from curate.stats import collect, format_text
-    from curate.synth import synthesize
+    from curate.config.run_state import load_run, new_run
+    from curate.stages.download import stage_download
+    from curate.stages.score import stage_score
+    from curate.stages.sources import stage_sources
+    from curate.stages.split import stage_split
+    from curate.config.recipes import get_recipe
+    from curate.execution.local import LocalExecutor
+    from curate.reports.stats import collect, format_text
+    from curate.demo.synth import synthesize
     root = tmp_path / "corpus"
     synthesize(root, n_videos=2, seed=5)
     with open(root / "sources.csv", newline="") as f:
@@ -283,15 +287,15 @@ def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> N
     recipe["gate"] = ["sync"]
     out = tmp_path / "run"
     folder = _released_folder(tmp_path)
-    run = pipeline.new_run(out, recipe, {"sync_checkpoint": str(folder)})   # no convention option
+    run = new_run(out, recipe, {"sync_checkpoint": str(folder)})   # no convention option
     ex = LocalExecutor()
-    pipeline.stage_sources(out, run, src)
-    pipeline.stage_download(out, run, ex)
-    pipeline.stage_split(out, run, ex)
-    table = pipeline.stage_score(out, run, ex).to_pylist()
+    stage_sources(out, run, src)
+    stage_download(out, run, ex)
+    stage_split(out, run, ex)
+    table = stage_score(out, run, ex).to_pylist()
     scored = [w for w in table if w["sync_a2v"] is not None]
     assert scored and all(w["sync_note"] is None for w in scored)
-    assert pipeline.load_run(out)["sync_convention"] == C.RELEASED
+    assert load_run(out)["sync_convention"] == C.RELEASED
     st = collect(out)
     assert st["sync_convention"] == C.RELEASED
     assert "sync classifier convention: released" in format_text(st)

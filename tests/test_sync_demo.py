@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from curate.demo import sync_margin
-from curate.pipeline import thresholds
-from curate.recipes import get_recipe
+from curate.demo.build import sync_margin
+from curate.config.thresholds import thresholds
+from curate.config.recipes import get_recipe
 from filters.sync import THRESHOLDS
 from sync_classifier.model import DEMO_CHECKPOINT, demo_config, load_sync_classifier
 

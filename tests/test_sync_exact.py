@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.cut import cut_clip
-from curate.download import DownloadOptions, download_source
+from curate.ops.cut import cut_clip
+from curate.ops.fetch import DownloadOptions, download_source
 from decoding.media import av_offset_ms, decode_grid, frame_instants
 from tests.avmedia import frame_times, make_flash_beep, onsets, pair_offsets_ms
 
@@ -130,7 +130,7 @@ def test_cached_download_keeps_segment_times_and_old_format_is_refetched(sources
 def test_copy_failure_reencodes_on_a_frame_instant(sources, tmp_path, monkeypatch):
     """Where a stream copy cannot be written the segment is re-encoded, both streams cut at
     the same frame instant, and the row says so."""
-    import curate.download as dl
+    import curate.ops.fetch as dl
 
     def no_copy(*a, **k):
         raise dl._Failure("corrupt", "ffmpeg: codec not supported in mp4 (simulated)")
@@ -228,7 +228,7 @@ def _check_run(out: Path, n_clips: int):
 
 
 def test_reproduce_list_is_sync_exact(served, tmp_path):
-    from curate.loopback import LoopbackServer
+    from curate.demo.loopback import LoopbackServer
     lines = [f"beep/{ytid}_{E2E_SEG[0]:06d}_{E2E_SEG[1]:06d}_{cs}_{ce}"
              for *_, ytid in E2E for cs, ce in (("2.5", "6.5"), ("1.3", "5.3"))]
     lst = tmp_path / "test.txt"
@@ -251,7 +251,7 @@ def test_reproduce_list_is_sync_exact(served, tmp_path):
 
 
 def test_build_custom_is_sync_exact(served, tmp_path):
-    from curate.loopback import LoopbackServer
+    from curate.demo.loopback import LoopbackServer
     from manifests.schemas import read_rows
     cfg = tmp_path / "cfg.json"
     # fixed 2.3-s clips: cuts at 2.3, 4.6, 6.9 s of each segment (off every frame grid here)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import synth
+from curate.demo import synth
 from decoding.media import decode_clip, decode_grid, probe
 
 DURATION = 4.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.cut import cut_clip
+from curate.ops.cut import cut_clip
 from manifests.schemas import write_manifest
 from shards.verify import format_report, verify_path, verify_run
 from shards.writer import Sample, write_shards

@@ -21,7 +21,7 @@ mp4 edit lists are written on a movie time scale of ``MOVIE_TIMESCALE`` units pe
 keeps that start exactly (ffmpeg's default, 1/1000 s, would move each stream by up to 0.5 ms).
 Only where a stream copy cannot be written (a codec mp4 cannot hold, a copy that misses
 the start) is the segment re-encoded, then cut on a frame instant with both streams at the
-same instant (``curate.cut.cut_clip``): the file's clock then starts at 0 at that frame, and
+same instant (``curate.ops.cut.cut_clip``): the file's clock then starts at 0 at that frame, and
 the row's note (``error``, status ok) says ``re-encoded: <why>``.
 
 ``download_source`` never raises for a per-source problem: the row says ``status`` failed
@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from curate.encoding import BITEXACT_ARGS, encode_args
-from curate.health import Gate, GateClosed, Permit
+from curate.ops.encoding import BITEXACT_ARGS, encode_args
+from curate.execution.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
 from manifests.schemas import STATUS_FAILED, STATUS_OK
@@ -154,7 +154,7 @@ class DownloadOptions:
         if "{ytid}" not in self.url_template:
             raise ValueError("url_template must contain {ytid}")
         if self.extractor_args:
-            from curate.ytopts import check_extractor_args
+            from curate.ops.ytopts import check_extractor_args
             check_extractor_args(self.extractor_args)
 
     @property
@@ -190,7 +190,7 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
                     opts: DownloadOptions | None = None, gate: Gate | None = None) -> dict[str, Any]:
     """Fetch one source's segment to ``media_dir/<source_id>.mp4``; returns a DOWNLOADS row.
 
-    ``gate``: the run's health control (``curate.health``): every request asks it first and
+    ``gate``: the run's health control (``curate.execution.health``): every request asks it first and
     reports its outcome; a throttled source then waits with every other worker instead of
     spending its retries."""
     opts = opts or DownloadOptions()
@@ -826,8 +826,8 @@ def _copied_segment(out: Path, seg_start: float, seg_end: float | None) -> dict[
 def _reencode(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions,
               offset: float, why: str) -> dict[str, Any]:
     """The segment re-encoded, cut on a frame instant with both streams at that instant
-    (``curate.cut.cut_clip``); the file's clock starts at 0 there."""
-    from curate.cut import CutError, cut_clip
+    (``curate.ops.cut.cut_clip``); the file's clock starts at 0 there."""
+    from curate.ops.cut import CutError, cut_clip
 
     if end is None:
         info = _probe_src(src)

@@ -93,7 +93,7 @@ def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
 
 
 def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    from curate.select import parse_overrides
+    from curate.config.thresholds import parse_overrides
     from filters.registry import default_thresholds
 
     th = default_thresholds()
@@ -106,8 +106,8 @@ def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[
 
 
 def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):
-    """The ``curate.scoring.Scorers`` of a run (called once per scoring actor)."""
-    from curate.scoring import Scorers
+    """The ``curate.ops.scoring.Scorers`` of a run (called once per scoring actor)."""
+    from curate.ops.scoring import Scorers
 
     kw: dict[str, Any] = {}
     for m in models.values():

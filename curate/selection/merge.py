@@ -261,7 +261,7 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     ok_status = pc.fill_null(pc.equal(status, STATUS_OK), True).to_numpy(zero_copy_only=False) \
         if windows.num_rows else np.zeros(0, dtype=bool)
     idx = np.nonzero(np.asarray(keep, dtype=bool) & ok_status)[0]
-    from curate.select import undictionary
+    from manifests.columns import undictionary
 
     kw = undictionary(windows.take(pa.array(idx, type=pa.int64())))
     if kw.num_rows == 0:

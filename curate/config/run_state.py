@@ -66,7 +66,7 @@ def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) ->
 
 def engine_options(run: dict[str, Any]) -> dict[str, Any]:
     """The recipe's ``engine`` block with its defaults (older run.json files lack it)."""
-    from curate.recipes import ENGINE_DEFAULTS
+    from curate.config.recipes import ENGINE_DEFAULTS
     return {**ENGINE_DEFAULTS, **(run["recipe"].get("engine") or {})}
 
 

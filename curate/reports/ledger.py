@@ -109,7 +109,7 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
     """Which clips of published lists this run reproduced exactly (same name = same
     segment and clip times, status ok, in a shard of the same split), and why the others
     could not be had (the source's availability, else the clip's own failure)."""
-    from curate.reproduce import _split_from, read_entries
+    from curate.selection.reproduce import _split_from, read_entries
     from shards.writer import key_from_name
 
     ledger = read_ledger(out)
@@ -140,7 +140,7 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
                 elif sel is None:
                     row.update(why="not_selected", detail="downloaded, not among the selected clips")
                 else:
-                    from curate.stats import reason_category
+                    from curate.reports.stats import reason_category
                     row.update(why=f"clip {sel['status']}", detail=sel["error"] or "not in a shard")
                     if sel["error"]:
                         row["why"] = f"clip: {reason_category(sel['error'])}"

@@ -13,7 +13,7 @@ The released README's layout, per recipe (``recipe["export"]["layout"]``):
   released config points ``data_root`` at ``videos/train`` (and the evaluation at ``videos/test``).
 
 plus ``class_mapping.json`` (``{"dog_barking": "dog barking"}``: the generation dataset
-looks up ``line.split('/')[0]``), and, from a local text encoder (``curate.export_text``),
+looks up ``line.split('/')[0]``), and, from a local text encoder (``curate.reports.export_text``),
 ``class_clip_text_encodings_stable-diffusion-v1-5.pt`` (prompt -> [77, 768]) and
 ``openai-clip-l_null_text_encoding.pt`` (the empty prompt, which the trainer reads from
 ``pretrained/``). ``export.json`` records what was written and the warnings below.
@@ -222,7 +222,7 @@ def _log_warnings(res: ExportResult) -> None:
 def _text_step(dest: Path, enc, out_hint: str) -> tuple[str, dict]:
     """Write the text encodings with the loaded encoder ``enc`` (or say how to add them);
     returns (note, files written)."""
-    from curate.export_text import NULL_FILE, PROMPT_FILE, stale_prompts, write_text_encodings
+    from curate.reports.export_text import NULL_FILE, PROMPT_FILE, stale_prompts, write_text_encodings
     if enc is not None:
         files = write_text_encodings(dest, enc)
         return f"written with the {enc.kind} text encoder {enc.path}", files
@@ -250,7 +250,7 @@ def _write_report(res: ExportResult, text_encoder: str | None) -> None:
 
 
 def _layout_of(out: Path) -> str:
-    from curate.run_state import load_run
+    from curate.config.run_state import load_run
     try:
         recipe = load_run(out)["recipe"]
     except FileNotFoundError:
@@ -266,16 +266,16 @@ def export_run(out: str | os.PathLike, dest: str | os.PathLike, link: bool = Fal
     Exports the ``ok`` rows of the selected table whose key is in the shards manifest (the
     clips that were cut and written); the others are counted in the log. ``layout``: default
     the recipe's (``run.json``), else ``class``. ``text_encoder``: local encoder for the
-    prompt encodings (``curate.export_text``); without it the rest is exported and the
+    prompt encodings (``curate.reports.export_text``); without it the rest is exported and the
     result says how to add them. Raises FileNotFoundError when the shard stage has not run,
-    ``curate.export_text.TextEncoderError`` (before anything is written) for a bad encoder.
+    ``curate.reports.export_text.TextEncoderError`` (before anything is written) for a bad encoder.
     """
     out, dest = Path(out), Path(dest)
     if not has_manifest(out, "shards"):
         raise FileNotFoundError(f"{out}: no shards manifest: run `curate shard {out}` first")
     enc = None
     if text_encoder is not None:
-        from curate.export_text import load_text_encoder
+        from curate.reports.export_text import load_text_encoder
         enc = load_text_encoder(text_encoder)  # a bad --text-encoder fails before the copy
     layout = layout or _layout_of(out)
     sharded = {r["key"] for r in read_rows(out, "shards")}
@@ -303,7 +303,7 @@ def export_run(out: str | os.PathLike, dest: str | os.PathLike, link: bool = Fal
 
 def export_text_encodings(dest: str | os.PathLike, text_encoder: str | os.PathLike) -> dict[str, str]:
     """Add (or redo) the text encodings of an existing export from its class_mapping.json."""
-    from curate.export_text import load_text_encoder, write_text_encodings
+    from curate.reports.export_text import load_text_encoder, write_text_encodings
     dest = Path(dest)
     if not (dest / "class_mapping.json").is_file():
         raise FileNotFoundError(f"{dest}: no class_mapping.json: export the folder first")

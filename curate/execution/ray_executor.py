@@ -34,9 +34,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate import health
-from curate.lock import pid_alive
-from curate.runner import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
+from curate.execution import health
+from curate.execution.lock import pid_alive
+from curate.execution.spec import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def start_watchdog(driver_pid: int | None) -> None:
     _WATCHDOG["pid"] = driver_pid
     try:
         # Ctrl-C goes to the whole process group: a worker must not turn it into an item's
-        # failure; the driver stops the workers itself (curate.interrupt)
+        # failure; the driver stops the workers itself (curate.execution.interrupt)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:      # not the worker's main thread
         pass
@@ -240,7 +240,7 @@ class _StageActor:
 
 
 class _HealthActor:
-    """The stage's one health control (``curate.health.HealthControl``: global rate,
+    """The stage's one health control (``curate.execution.health.HealthControl``: global rate,
     pause on 429 / 5xx, probe, stop on bot checks) for all workers, as a Ray actor."""
 
     def __init__(self, config: dict[str, Any]):
@@ -338,8 +338,8 @@ def _wait_ready(refs: list, timeout: float) -> list:
     """Every ref that is ready now, waiting up to ``timeout`` for the first: one driver
     round per batch of finished items, not per item."""
     import ray
-    from curate.interrupt import deferred
-    with deferred():      # a signal during Ray's wait is raised after it (curate.interrupt)
+    from curate.execution.interrupt import deferred
+    with deferred():      # a signal during Ray's wait is raised after it (curate.execution.interrupt)
         ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready and rest:
             more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
@@ -349,7 +349,7 @@ def _wait_ready(refs: list, timeout: float) -> list:
 
 def _get(ref: Any) -> Any:
     import ray
-    from curate.interrupt import deferred
+    from curate.execution.interrupt import deferred
     with deferred():
         return ray.get(ref)
 
@@ -399,11 +399,11 @@ class RayExecutor:
                 # cluster a `ray start` left on this machine
                 kw = {"address": "local", "num_cpus": available_cpus(), "num_gpus": self.gpus_opt,
                       "include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-            from curate.interrupt import deferred
+            from curate.execution.interrupt import deferred
             with deferred():
                 start_ray(ray.init, kw, shutdown=ray.shutdown)
             # ray.init puts a C++ SIGTERM handler (stack dump, abort) in the driver: ours back
-            from curate.interrupt import reinstall
+            from curate.execution.interrupt import reinstall
             reinstall()
         # a worker may only watch a driver on its own machine: local Ray only
         self._driver_pid = None if self.address else os.getpid()
@@ -648,7 +648,7 @@ def make_executor(kind: str = "ray", workers: int = 2, address: str | None = Non
                   max_requests_per_s: float | None = None):
     """``ray`` (default, local Ray when no address) or ``local`` (serial, in process)."""
     if kind == "local":
-        from curate.runner import LocalExecutor
+        from curate.execution.local import LocalExecutor
         ex = LocalExecutor()
     else:
         ex = RayExecutor(workers=workers, address=address, gpus=gpus,

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from manifests import schemas
-from curate import pipeline
+from curate.config.run_state import new_run, save_run
+from curate.config.thresholds import thresholds
 from curate.build import run_stages
-from curate.recipes import get_recipe
+from curate.config.recipes import get_recipe
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,14 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
                  max_minutes=SYNC_TRAIN_MINUTES, num_workers=0, seed=0, log_every=50,
                  ckpt_every=100_000, resume=False)
     run["options"]["sync_checkpoint"] = str(Path(ckpt).resolve())
-    pipeline.save_run(out, run)
+    save_run(out, run)
     return Path(ckpt)
 
 
 def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
                echo: Callable[[str], None] = print) -> dict[str, Any]:
-    from curate.loopback import serve_directory
-    from curate.synth import synthesize
+    from curate.demo.loopback import serve_directory
+    from curate.demo.synth import synthesize
 
     out = Path(out)
     synth_dir = out / "synth"
@@ -89,7 +90,7 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         echo(f"== synth: generating {DEMO_VIDEOS} labelled videos")
         synthesize(synth_dir, n_videos=DEMO_VIDEOS, seed=0)
     recipe = get_recipe("demo")
-    run = pipeline.new_run(out, recipe, {**(options or {}), "allow_random_weights": True})
+    run = new_run(out, recipe, {**(options or {}), "allow_random_weights": True})
     with serve_directory(synth_dir) as base_url:
         echo(f"== serving the corpus at {base_url}")
         sources = _loopback_sources(synth_dir, base_url)
@@ -100,11 +101,11 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         if DEMO_CHECKPOINT.is_file():
             echo(f"== sync filter: shipped demo classifier {DEMO_CHECKPOINT.name}")
             run["options"]["sync_checkpoint"] = str(DEMO_CHECKPOINT)
-            pipeline.save_run(out, run)
+            save_run(out, run)
         else:
             stages.insert(stages.index("score"), "train-sync")
     run_stages(out, run, executor, stages, echo=echo)
-    from curate.stats import collect, write_report
+    from curate.reports.stats import collect, write_report
     write_report(out, out / "report.html", collect(out))
     echo(f"report: {out / 'report.html'}")
     return run
@@ -115,16 +116,16 @@ def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, see
     """How many event windows of the demo corpus pass the sync filter, per truth kind.
 
     Renders the demo corpus's ``flash_click`` (in sync) and ``flash_click_shifted`` videos
-    (``curate.synth``, the same specs ``build_demo`` generates) into ``media_dir``, cuts each
+    (``curate.demo.synth``, the same specs ``build_demo`` generates) into ``media_dir``, cuts each
     into the recipe's 3-s windows at 0.5-s stride, scores them with ``filters.sync``'s scorer
     (the shipped checkpoint unless ``checkpoint``) and applies the demo recipe's thresholds.
     Returns ``{kind: {"windows": n, "passed": k, "p_sync_min": [min(a2v, v2a) per window]}}``.
     """
     import math
 
-    from curate.scoring import Scorers, score_segment
-    from curate.synth import corpus_specs, render
-    from curate.windows import window_starts_ms
+    from curate.ops.scoring import Scorers, score_segment
+    from curate.demo.synth import corpus_specs, render
+    from curate.ops.windows import window_starts_ms
     from decoding.media import decode_grid
     from filters import registry
     from filters.sync import SyncScorer
@@ -133,7 +134,7 @@ def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, see
     media_dir = Path(media_dir)
     media_dir.mkdir(parents=True, exist_ok=True)
     recipe = get_recipe("demo")
-    th = pipeline.thresholds({"recipe": recipe})
+    th = thresholds({"recipe": recipe})
     win = recipe["windows"]
     scorer = SyncScorer.from_checkpoint(str(checkpoint or DEMO_CHECKPOINT))
     out: dict[str, dict[str, int]] = {}

@@ -2,7 +2,7 @@
 
 YouTube throttles a crawler as a whole: a 429 seen by one worker means every worker's next
 request will get one too. So every download request of a run asks one ``HealthControl``
-for permission first and tells it the outcome afterwards (``curate.download``). The
+for permission first and tells it the outcome afterwards (``curate.ops.fetch``). The
 control keeps one state for all workers:
 
 - ``open``: requests go, at most ``rate_per_s`` per second over all workers (a token bucket);

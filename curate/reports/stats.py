@@ -97,7 +97,7 @@ def _count_reasons(counter: Counter, stage: str, tbl: pa.Table, mask: np.ndarray
     formatted in Python (a million identical errors cost one call)."""
     if not mask.any():
         return
-    from curate.select import undictionary
+    from manifests.columns import undictionary
 
     keys = ["error"] + (["reason"] if "reason" in tbl.column_names else [])
     sub = undictionary(tbl.select(keys).filter(pa.array(mask)))
@@ -114,7 +114,7 @@ def _table(out: Path, name: str, columns: Sequence[str], dictionary: Sequence[st
     dictionary-encoded), or None when absent."""
     if not has_manifest(out, name):
         return None
-    from curate.select import read_columns
+    from manifests.columns import read_columns
     return read_columns(out, name, columns, dictionary=dictionary)
 
 
@@ -197,10 +197,10 @@ def collect(out: str | Path) -> dict[str, Any]:
     for key in ("failures", "rejected", "skipped"):
         st[key] = dict(st[key].most_common())
     st["resolutions"] = {k: dict(v) for k, v in st["resolutions"].items()}
-    from curate.health import read_state
+    from curate.execution.health import read_state
     st["download_health"] = read_state(out)     # the last download run's health control
     if has_manifest(out, "ledger"):
-        from curate.ledger import summary
+        from curate.reports.ledger import summary
         st["availability"] = summary(pq.read_table(schemas.manifest_path(out, "ledger"),
                                                    columns=["availability", "current"]).to_pylist())
     return st
@@ -304,13 +304,14 @@ def _window_funnel(s: _Stats, win: pa.Table) -> None:
     run, st = s.run, s.st
     if not run or not any(win.column(c).null_count < win.num_rows for c in schemas.ALL_SCORES):
         return
-    from curate.select import WindowMasks, decide_masks, funnel_masks
-    from curate.weights import gating, thresholds
+    from curate.selection.rules import WindowMasks, decide_masks, funnel_masks
+    from curate.config.models import gating
+    from curate.config.thresholds import thresholds
 
     th = thresholds(run, run.get("selection_overrides"))
     gate, score_only = gating(run)
     masks = WindowMasks(win, th)
-    from curate.run_state import cascade_order
+    from curate.config.run_state import cascade_order
     order = cascade_order(run)
     fun = funnel_masks(masks, th, set(gate), order)
     for step in fun["funnel"][1:]:
@@ -430,7 +431,7 @@ def find_truth(out: Path, run: dict) -> dict | None:
 
 
 def _ytid(source_id: str | None) -> str:
-    from curate.balance import split_source_id
+    from manifests.names import split_source_id
     try:
         return split_source_id(source_id or "")[0]
     except ValueError:
@@ -502,7 +503,7 @@ def format_text(st: dict[str, Any]) -> str:
         lines += ["", "sources by availability (ledger):"] + \
             [f"  {k:<50}{n:>7}" for k, n in st["availability"].items()]
     if st.get("download_health"):
-        from curate.health import format_state
+        from curate.execution.health import format_state
         lines += ["", f"download health: {format_state(st['download_health'])}"]
     for key, title in (("failures", "failures by reason:"), ("rejected", "rejected by reason:"),
                        ("skipped", "skipped (not failures):")):
@@ -531,7 +532,7 @@ def format_truth(truth: dict[str, Any]) -> list[str]:
 
 def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = None) -> Path:
     """The HTML report: the figures above plus a histogram of every score with its thresholds."""
-    from curate.report import write_html
+    from curate.reports.html import write_html
 
     out = Path(out)
     st = st if st is not None else collect(out)
@@ -539,8 +540,8 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
                else pa.table({c: pa.array([], pa.float64()) for c in schemas.ALL_SCORES}))
     th: dict = {}
     if (out / "run.json").exists():
-        from curate.run_state import load_run
-        from curate.weights import thresholds
+        from curate.config.run_state import load_run
+        from curate.config.thresholds import thresholds
         run = load_run(out)
         th = thresholds(run, run.get("selection_overrides"))
     return write_html(out, html, st, windows, th)

@@ -72,8 +72,8 @@ def encoder_settings(download_opts: Any = None) -> dict[str, Any]:
     """What to record in ``run.json["encoder"]``: the shared settings, the quality settings
     of the download re-encode (``download_opts``: a ``DownloadOptions``, default its
     defaults) and of the clip cut, and the ffmpeg version (bytes depend on the build)."""
-    from curate.cut import QUALITY
-    from curate.download import DownloadOptions
+    from curate.ops.cut import QUALITY
+    from curate.ops.fetch import DownloadOptions
 
     d = download_opts if download_opts is not None else DownloadOptions()
     return {**ENCODER_SETTINGS, "ffmpeg": ffmpeg_version(),

@@ -20,8 +20,7 @@ starts no executor work at all.
 
 Merging: ``StageResult.table(name)`` reads the current records part by part into Arrow
 tables (one part's rows as Python dicts at a time), so the driver never holds a stage's
-rows as Python objects. ``StageResult.outputs`` (row dicts) remains for small tables/tests.
-"""
+rows as Python objects. ``StageResult.outputs`` (row dicts) remains for small tables/tests."""
 from __future__ import annotations
 
 import hashlib
@@ -30,62 +29,18 @@ import re
 import logging
 import shutil
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
-
+from typing import Any, Iterator
 import pyarrow as pa
-
-from curate.interrupt import check as check_interrupt
+from curate.execution.interrupt import check as check_interrupt
 from manifests.atomic import write_text
+from curate.execution.spec import Executor, Item, NODE_KEY, Outputs, StageSpec
 
 log = logging.getLogger(__name__)
 
-Item = dict[str, Any]
-Outputs = dict[str, list[dict[str, Any]]]
-#: builds the per-item function once per worker (models load once per actor)
-Factory = Callable[[], Callable[..., Outputs]]
-
 PART_GLOB = "part-*.jsonl"
-
-
-@dataclass
-class StageSpec:
-    """What a stage declares to the engine.
-
-    ``factory()`` runs once per worker (task worker process or actor) and returns
-    ``fn(item) -> outputs`` (or ``fn(item, prepared)`` when ``prepare`` is set).
-    ``prepare`` (optional): a factory of a CPU function ``item -> payload`` run as stateless
-    tasks before ``fn`` (decode -> score); the payload travels through the object store.
-    """
-    name: str
-    factory: Factory
-    #: builds the failure outputs of an item whose function raised: nothing is lost
-    on_error: Callable[[Item, str], Outputs]
-    stateful: bool = False       # True: long-lived actors (models load once per actor)
-    num_gpus: float = 0.0        # per actor, when the cluster has GPUs
-    batch_size: int = 1          # items per actor call (stateful)
-    params: Any = None           # recipe parameters / model ids: part of every fingerprint
-    prepare: Factory | None = None
-    concurrency: int | None = None   # parallel items (default: the executor's workers)
-    timeout_s: float | None = None   # per item (per actor call for batches); None: no limit
-    max_tries: int = 2           # tries of an item whose worker died (signal, OOM kill)
-    rate_per_s: float | None = None  # requests per second, over all workers (downloads)
-    #: the health control's options (``curate.health``: pause on 429 / 5xx, stop on bot checks);
-    #: with it or ``rate_per_s`` every worker's function finds a gate in ``health.current_gate()``
-    health: dict[str, Any] | None = None
-    on_health: Callable[[dict[str, Any]], None] | None = None   # driver side: each state change
-
-
-class WorkerSetupError(ValueError):
-    """A worker could not build the stage function (e.g. a model file that does not load):
-    the stage stops with the exception's text instead of failing every item."""
-
-
-class Executor(Protocol):
-    def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]: ...
 
 
 def fingerprint(obj: Any) -> str:
@@ -97,62 +52,6 @@ def fingerprint(obj: Any) -> str:
 def item_fingerprint(spec: StageSpec, item: Item) -> str:
     inputs = item["inputs"] if "inputs" in item else {k: v for k, v in item.items() if k != "key"}
     return fingerprint({"inputs": inputs, "params": spec.params})
-
-
-def safe_call(fn: Callable[..., Outputs], spec: StageSpec, item: Item, *args: Any) -> Outputs:
-    """Run one item; an unexpected exception becomes that item's recorded failure."""
-    try:
-        return fn(item, *args)
-    except Exception as e:  # noqa: BLE001 - one bad item must never kill the stage
-        log.warning("%s failed on %s: %s", spec.name, item.get("key"), e)
-        log.debug("%s", traceback.format_exc())
-        return spec.on_error(item, f"{type(e).__name__}: {e}")
-
-
-class LocalExecutor:
-    """Serial, in-process: same code path as the Ray workers, for tests and debugging.
-
-    No per-item timeout or worker-death handling (there is no separate worker)."""
-
-    def __init__(self) -> None:
-        self._fns: dict[str, Callable[..., Outputs]] = {}
-        self._prep: dict[str, Callable[[Item], Any]] = {}
-        self.started = 0           # stage runs that did work (a finished rerun leaves it)
-
-    def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
-        from curate import health
-
-        config = health.stage_config(spec.health, spec.rate_per_s)
-        if config is None:
-            yield from self._run(spec, items)
-            return
-        control = health.HealthControl(health.HealthConfig.from_dict(config))
-        health.set_gate(health.local_gate(control, spec.on_health))
-        try:
-            yield from self._run(spec, items)
-        finally:
-            health.set_gate(None)
-            if spec.on_health is not None:
-                spec.on_health(control.state_dict())
-
-    def _run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
-        self.started += 1
-        if spec.name not in self._fns:
-            self._fns[spec.name] = spec.factory()
-        fn = self._fns[spec.name]
-        prep = None
-        if spec.prepare is not None:
-            prep = self._prep.setdefault(spec.name, spec.prepare())
-        for item in items:
-            if prep is None:
-                yield item, safe_call(fn, spec, item)
-                continue
-            try:
-                payload = prep(item)
-            except Exception as e:  # noqa: BLE001
-                yield item, spec.on_error(item, f"prepare: {type(e).__name__}: {e}")
-                continue
-            yield item, safe_call(fn, spec, item, payload)
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -425,10 +324,6 @@ def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Exe
             ck.write_part(buf)
         bar.close()
     return res
-
-
-#: reserved output key under which a Ray worker names its node (popped into the record)
-NODE_KEY = "_node"
 
 
 def format_failures(stage: str, failures: Counter) -> str | None:

@@ -32,7 +32,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from curate.encoding import encode_args
+from curate.ops.encoding import encode_args
 from decoding.media import DecodeError, av_offset_ms, frame_instants, probe
 from manifests.atomic import atomic_path
 

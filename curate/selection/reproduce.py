@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from curate.merge import clip_id_for
+from manifests.names import clip_id_for
 from manifests.names import ClipName, parse_clip_name, safe_id
 from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 from manifests.sources import folder_name
@@ -146,7 +146,7 @@ def downloads_lookup(downloads: Iterable[Mapping[str, Any]],
 def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
     """Lookup over files ``<media_dir>/<safe_id(source_id)>.mp4``: the segment's duration
     from the download's sidecar (``curate.download.read_segment``), else probed."""
-    from curate.download import read_segment
+    from curate.ops.fetch import read_segment
     from decoding.media import DecodeError, probe
     root = Path(media_dir)
 

@@ -1,0 +1,41 @@
+"""The thresholds in force: filter defaults, the recipe's, then ``--set`` overrides."""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterable, Mapping
+from filters import registry
+from curate.selection.rules import Thresholds
+
+
+def parse_overrides(overrides: Iterable[str], base: Mapping[str, Mapping[str, float]] | None = None
+                    ) -> Thresholds:
+    """``["clip_diff.max=0.6", "sync.a2v_min=0.3"]`` applied over ``base`` (default thresholds)."""
+    out = copy.deepcopy(dict(base)) if base is not None else registry.default_thresholds()
+    for item in overrides:
+        name, key, value = _parse_one(item)
+        out.setdefault(name, {})[key] = value
+    for name, thr in out.items():
+        lo, hi = thr.get("min"), thr.get("max")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"threshold {name}: min {lo:g} > max {hi:g}")
+    return out
+
+
+def _parse_one(item: str) -> tuple[str, str, float]:
+    known = {n: sorted(t) for n, t in registry.DEFAULT_THRESHOLDS.items()}
+    lhs, sep, rhs = str(item).partition("=")
+    name, dot, key = lhs.strip().partition(".")
+    if not sep or not dot:
+        raise ValueError(f"threshold override {item!r} is not FILTER.KEY=VALUE, e.g. clip_diff.max=0.6")
+    if name not in known:
+        raise ValueError(f"unknown filter {name!r} in {item!r}; filters: {list(registry.ORDER)}")
+    if key not in known[name]:
+        raise ValueError(f"unknown threshold {key!r} for {name} in {item!r}; keys: {known[name]}")
+    try:
+        value = float(rhs)
+    except ValueError:
+        raise ValueError(f"threshold value in {item!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"threshold value in {item!r} is not finite")
+    return name, key, value

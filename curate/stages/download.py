@@ -1,0 +1,205 @@
+"""Stage `download`: every ok source fetched (``curate.ops.fetch``) into ``media/raw``; the
+full rendition of selected sources for two-pass runs."""
+from __future__ import annotations
+
+import logging
+import functools
+import re
+from pathlib import Path
+from typing import Any
+import pyarrow as pa
+from manifests import schemas
+from manifests.schemas import read_rows, write_manifest
+from curate.execution.spec import Executor, StageSpec
+from curate.execution.checkpoints import run_stage
+from curate.config.run_state import engine_options, save_run
+from curate.stages.base import Echo, empty_table, run_kw, spec_kw, summarize_failures
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- download
+
+def download_factory(media_dir: str, opts: dict):
+    from curate.ops.fetch import DownloadOptions, download_source
+
+    from curate.execution.health import current_gate
+
+    options = DownloadOptions(**opts)
+
+    def fn(item: dict) -> dict:
+        # the run's health control (one for all workers), set by the executor
+        return {"downloads": [download_source(item["row"], Path(media_dir), options,
+                                              gate=current_gate())]}
+    return fn
+
+
+def _download_error(item: dict, error: str) -> dict:
+    reason = "timeout" if error.startswith("timeout") else \
+        "worker_died" if error.startswith("worker") else "error"
+    return {"downloads": [{"source_id": item["key"], "status": schemas.STATUS_FAILED,
+                           "reason": reason, "error": error}]}
+
+
+def download_options(run: dict[str, Any]) -> dict[str, Any]:
+    d = dict(run["recipe"]["download"])
+    d["url_template"] = run["recipe"].get("url_template", d.get("url_template"))
+    for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout", "extractor_args"):
+        if run["options"].get(k):
+            d[k] = run["options"][k]
+    from curate.ops.fetch import DownloadOptions
+    known = set(DownloadOptions.__dataclass_fields__)
+    return {k: v for k, v in d.items() if k in known}
+
+
+#: options that change how a download is fetched, never what it yields
+_DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff", "socket_timeout",
+                        "max_wait", "timeout_retries", "extractor_args"}
+DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
+
+
+def run_encoder_settings(run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's deterministic encoder settings (``curate.ops.encoding``); part of the download
+    and cut fingerprints and recorded in run.json by ``record_encoder``."""
+    try:
+        from curate.ops.fetch import DownloadOptions
+        from curate.ops.encoding import encoder_settings
+        return encoder_settings(DownloadOptions(**download_options(run)) if run else None)
+    except Exception as e:  # noqa: BLE001 - ffmpeg missing: the download stage says so itself
+        log.debug("no encoder settings: %s", e)
+        return {}
+
+
+#: download failures worth another try on `--retry-failed` (a 404 or a removed video is final)
+TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died", "throttled", "bot_check"}
+_FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
+
+
+def record_encoder(out: str | Path, run: dict[str, Any]) -> None:
+    """run.json["encoder"]: the encoder settings every re-encode of this run uses."""
+    enc = run_encoder_settings(run)
+    if enc and run.get("encoder") != enc:
+        run["encoder"] = enc
+        save_run(out, run)
+
+
+def download_spec(run: dict[str, Any]) -> StageSpec:
+    opts = download_options(run)
+    eng = engine_options(run)
+    from curate.ops.fetch import DOWNLOAD_FORMAT
+    # the format: a file of another one (a re-encode re-timed to 0) is fetched again;
+    # rendition "full" is what every download was before the option: left out, old runs stay done
+    params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS
+                           and not (k == "rendition" and v == "full")},
+              "encoder": run_encoder_settings(run), "format": DOWNLOAD_FORMAT}
+    rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
+    from curate.execution.health import download_health
+    return StageSpec("download", functools.partial(download_factory, "", opts), _download_error,
+                     params=params,
+                     concurrency=int(run["options"].get("download_workers") or eng["download_workers"]),
+                     rate_per_s=float(rate) if rate else None,
+                     health=download_health(eng.get("download_health"), opts), **spec_kw(run, "download"))
+
+
+def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
+                   retry_failed: bool = False, echo: Echo = None) -> list[dict]:
+    record_encoder(out, run)
+    sources = [r for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
+    redo: set[str] = set()
+    if retry_failed and schemas.has_manifest(out, "downloads"):
+        redo = {d["source_id"] for d in read_rows(out, "downloads")
+                if d["status"] == schemas.STATUS_FAILED and d["reason"] in TRANSIENT_REASONS
+                and not _FINAL_HTTP.search(d["error"] or "")}
+    media = Path(out) / "media" / "raw"
+    media.mkdir(parents=True, exist_ok=True)
+    spec = download_spec(run)
+    spec.factory = functools.partial(download_factory, str(media), download_options(run))
+    from curate.execution.health import echo_summary, record_state
+    spec.on_health = functools.partial(record_state, str(out))
+    root = download_options(run).get("source_root")
+    items = [{"key": r["source_id"], "row": r,
+              "inputs": {**{k: r.get(k) for k in DOWNLOAD_INPUTS},
+                         **({"local": _local_source_id(r, root)} if r.get("path") else {})}}
+             for r in sources]
+    res = run_stage(out, spec, items, executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
+                    **run_kw(run, "download"))
+    table = _rebase_downloads(out, res.table("downloads") or empty_table("downloads"))
+    write_manifest(out, "downloads", table)
+    summarize_failures("download", table, echo, reason_col="reason")
+    from curate.reports.ledger import update_ledger
+    update_ledger(out)       # every source's availability, kept across reruns
+    if res.ran:
+        echo_summary(out, echo)
+    return table.to_pylist()
+
+
+def two_pass(run: dict[str, Any]) -> bool:
+    """Score small, fetch full only for survivors (recipe ``download.rendition: small``)."""
+    return (run["recipe"].get("download") or {}).get("rendition") == "small"
+
+
+def stage_fetch_full(out: str | Path, run: dict[str, Any], executor: Executor, source_ids: list[str],
+                     downloads: dict[str, dict], echo: Echo = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """The full rendition (the recipe's ``max_height`` cap) of exactly ``source_ids`` (the
+    sources of selected clips) into ``media/full/``, for the shard stage to cut from.
+    Returns (downloads with the full files' path and size, {source_id: why it failed})."""
+    import copy
+    full_run = copy.deepcopy(run)
+    full_run["recipe"]["download"]["rendition"] = "full"
+    media = Path(out) / "media" / "full"
+    media.mkdir(parents=True, exist_ok=True)
+    spec = download_spec(full_run)
+    spec.name = "download_full"
+    spec.factory = functools.partial(download_factory, str(media), download_options(full_run))
+    from curate.execution.health import record_state
+    spec.on_health = functools.partial(record_state, str(out))
+    sources = {r["source_id"]: r for r in read_rows(out, "sources")}
+    items = [{"key": sid, "row": sources[sid], "inputs": {k: sources[sid].get(k) for k in DOWNLOAD_INPUTS}}
+             for sid in sorted(set(source_ids)) if sid in sources]
+    res = run_stage(out, spec, items, executor, schemas={"downloads": schemas.DOWNLOADS},
+                    **run_kw(run, "download"))
+    table = res.table("downloads")
+    summarize_failures("download full rendition", table, echo, reason_col="reason")
+    full, failed = dict(downloads), {}
+    for r in (table.to_pylist() if table is not None else []):
+        sid = r["source_id"]
+        if r["status"] == schemas.STATUS_OK:
+            # the full file's own clock: a stream copy starts on its own keyframe
+            full[sid] = {**downloads.get(sid, {}), "path": r["path"], "width": r["width"],
+                         "height": r["height"], "duration": r["duration"], "rendition": "full",
+                         "seg_start": r.get("seg_start"), "seg_end": r.get("seg_end")}
+        else:
+            full.pop(sid, None)
+            failed[sid] = f"full rendition: {r['reason']}: {r['error']}"
+    return full, failed
+
+
+def _local_source_id(row: dict, source_root: str | None) -> list[Any] | None:
+    """Size and mtime of a local source file (None for URLs): a file replaced at the same path
+    is a new input and is read again."""
+    if not row.get("path"):
+        return None
+    p = Path(row["path"])
+    if not p.is_absolute() and source_root:
+        p = Path(source_root) / p
+    try:
+        st = p.stat()
+    except OSError:
+        return [None, None]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _rebase_downloads(out: str | Path, table: pa.Table) -> pa.Table:
+    """Download paths under this output's ``media/raw``, wherever the output was when they
+    were downloaded (a run copied or moved to another folder reads its own files)."""
+    if table.num_rows == 0 or "path" not in table.column_names:
+        return table
+    media = Path(out) / "media" / "raw"
+    paths = table["path"].to_pylist()
+    new = [str(media / f"{sid}.mp4") if p and Path(p).name == f"{sid}.mp4"
+           and Path(p).parent.parts[-2:] == ("media", "raw") else p
+           for p, sid in zip(paths, table["source_id"].to_pylist())]
+    if new == paths:
+        return table
+    i = table.column_names.index("path")
+    return table.set_column(i, table.schema.field(i), pa.array(new, table.schema.field(i).type))

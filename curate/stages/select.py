@@ -1,0 +1,107 @@
+"""Stage `select`: thresholds on stored scores -> decisions -> merged clips -> balanced,
+split selection (columnar). Touches no model: re-selecting takes seconds."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+from curate.selection.rules import select_windows_table
+from manifests.columns import read_columns, read_windows_table
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- the select stage
+
+def keep_cut_columns(out: Any, name: str, table: Any, key: str) -> Any:
+    """``table`` with the cut columns (cut_start, cut_end, av_offset_ms: what the shard stage
+    measured) of the current manifest's rows of the same key and clip times: a re-select
+    that changes nothing rewrites nothing. A clip not cut yet (or cut with other times)
+    keeps nulls until the shard stage cuts it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from manifests import schemas
+
+    if table.num_rows == 0 or not schemas.has_manifest(out, name):
+        return table
+    old = read_columns(out, name, [key, "start", "end", *schemas.CUT_COLUMNS])
+    if old.num_rows == 0:
+        return table
+    pos = pc.index_in(table[key], value_set=old[key].combine_chunks())
+    same = pc.fill_null(pc.and_(pc.equal(old["start"].take(pos), table["start"]),
+                                pc.equal(old["end"].take(pos), table["end"])), False)
+    for c in schemas.CUT_COLUMNS:
+        col = pc.if_else(same, old[c].take(pos), table[c])
+        table = table.set_column(table.column_names.index(c), c, col.cast(pa.float64()))
+    return table
+
+
+def run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
+    """Every class the run asked for, so one without any candidate shows in the shortfall."""
+    if recipe.get("classes"):
+        from manifests.classes import recipe_folders
+        return recipe_folders(recipe["classes"])
+    import pyarrow.compute as pc
+    from manifests import schemas
+
+    src = read_columns(out, "sources", ["class_name", "status"])
+    ok = src.filter(pc.equal(src.column("status"), schemas.STATUS_OK)).column("class_name")
+    return sorted(c for c in pc.unique(ok.drop_null()).to_pylist() if c)
+
+
+def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = None,
+                 decisions_file: Any = None) -> dict[str, Any]:
+    """``pipeline.stage_select``, columnar: thresholds on stored scores -> decisions -> merged
+    clips -> balanced, split selection. Same manifests and summary; no row dicts for windows.
+
+    Touches no model: changing a threshold and re-selecting takes seconds.
+    """
+    from pathlib import Path
+    from curate.selection.balance import select_clips_table
+    from manifests import schemas
+
+    from curate.config.run_state import cascade_order, save_run
+    from curate.config.models import gating
+    from curate.config.thresholds import thresholds
+
+    recipe = run["recipe"]
+    if overrides is not None:
+        run["selection_overrides"] = list(overrides)
+        save_run(out, run)
+    th = thresholds(run, run.get("selection_overrides"))
+    gate, score_only = gating(run)
+    review = None
+    if decisions_file or run.get("review_decisions"):
+        from curate.reports.review import load_decisions
+        review = load_decisions(decisions_file or run.get("review_decisions"))
+    if decisions_file:
+        run["review_decisions"] = str(Path(decisions_file).resolve())
+        save_run(out, run)
+    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
+    if recipe["clip_mode"] == "fixed":
+        from curate.selection.merge import fixed_clips
+        from curate.stages.inputs import ok_downloads
+        clips = schemas.to_table(fixed_clips(ok_downloads(out), length=recipe["fixed_clip_length"]),
+                                 schemas.CLIPS)
+    else:
+        from curate.selection.merge import merge_table
+        windows = read_windows_table(out)
+        decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate),
+                                                        order=cascade_order(run))
+        schemas.write_manifest(out, "decisions", decisions)
+        del decisions
+        summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]
+        if funnel_["needs_scoring"]:
+            log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
+                        funnel_["needs_scoring"], out)
+        shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
+            if schemas.has_manifest(out, "shots") else None
+        clips = merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
+        del windows
+    clips = keep_cut_columns(out, "clips", clips, "clip_id")
+    schemas.write_manifest(out, "clips", clips)
+    selected, bal = select_clips_table(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
+                                       decisions=review, classes=run_classes(out, recipe))
+    selected = keep_cut_columns(out, "selected", selected, "key")
+    schemas.write_manifest(out, "selected", selected)
+    summary["balance"] = bal
+    return summary

@@ -1,0 +1,173 @@
+"""Stage `shard`: every selected clip cut (``curate.ops.cut``), then each split's WebDataset
+shards and their index."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+from manifests import schemas
+from manifests.schemas import read_rows, write_manifest
+from curate.execution.spec import Executor, StageSpec
+from curate.execution.checkpoints import fingerprint, run_stage
+from curate.stages.base import Echo, run_kw, spec_kw, summarize_failures
+from curate.stages.download import run_encoder_settings, stage_fetch_full, two_pass
+from curate.stages.inputs import file_id, ok_downloads, rel_path
+
+
+# ----------------------------------------------------------------------------- shard
+
+def _cut_factory(cap: int | None):
+    from curate.ops.cut import cut_clip
+
+    def fn(item: dict) -> dict:
+        # clip times are relative to the segment: on the file's clock they start at seg_start
+        info = cut_clip(item["src"], item["dst"], item["start"], item["end"], max_short_side=cap,
+                        offset=item.get("offset") or 0.0)
+        return {"cuts": [{"key": item["key"], "path": item["dst"], "status": schemas.STATUS_OK,
+                          "error": None, "duration": info.get("duration"),
+                          **{c: info.get(c) for c in CUT_COLUMNS}}]}
+    return fn
+
+
+#: what the cut reports of each clip, kept in the selected / clips manifests and sample JSON
+CUT_COLUMNS = schemas.CUT_COLUMNS
+
+
+def _rebase_cut(cut: dict, clip_dir: Path) -> dict:
+    """A cut clip's path under this output's ``media/clips`` (the output may have moved)."""
+    p = cut.get("path")
+    if p and Path(p).parent.parts[-2:] == ("media", "clips"):
+        return {**cut, "path": str(clip_dir / Path(p).name)}
+    return cut
+
+
+def _cut_error(item: dict, error: str) -> dict:
+    return {"cuts": [{"key": item["key"], "path": None, "status": schemas.STATUS_FAILED, "error": error}]}
+
+
+def class_list(run: dict[str, Any], selected: list[dict]) -> list[str]:
+    """Class index order: the recipe's class list when it has one, else sorted names."""
+    names = sorted({s["class_name"] for s in selected if s["class_name"]})
+    if run["recipe"].get("classes"):
+        from manifests.classes import recipe_folders
+        base = recipe_folders(run["recipe"]["classes"])
+        return base + [n for n in names if n not in base]
+    return names
+
+
+def _shards_unchanged(out: str | Path, fp: str) -> list[dict] | None:
+    """The shard rows of the last write when it was made from the same inputs and its
+    files are all still there (a finished rerun rewrites no tar)."""
+    import json
+    state = Path(out) / "work" / "shard" / "state.json"
+    if not state.exists() or not schemas.has_manifest(out, "shards"):
+        return None
+    try:
+        if json.loads(state.read_text()).get("fp") != fp:
+            return None
+    except (OSError, ValueError):
+        return None
+    rows = read_rows(out, "shards")
+    shard_dir = Path(out) / "shards"
+    if all((shard_dir / r["shard"]).exists() for r in rows):
+        return rows
+    return None
+
+
+def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> list[dict]:
+    """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
+    from manifests.atomic import write_json
+    from shards.writer import make_sample, split_groups, write_shards
+    from curate.selection.reproduce import unique_cut_items
+    from curate.execution.checkpoints import fingerprint
+
+    recipe = run["recipe"]
+    all_selected = read_rows(out, "selected")
+    # a clip with no (or an invalid) split cannot go to a shard: recorded in `selected`
+    groups, unshardable = split_groups(s for s in all_selected if s["status"] == schemas.STATUS_OK)
+    why = {(r["key"], r["split"]): r["error"] for r in unshardable}
+    for s in all_selected:
+        if (s["key"], s["split"]) in why and s["status"] == schemas.STATUS_OK:
+            s["status"], s["error"] = schemas.STATUS_FAILED, why[(s["key"], s["split"])]
+    selected = [s for g in groups.values() for s in g]
+    downloads = {d["source_id"]: d for d in ok_downloads(out)}
+    full_failed: dict[str, str] = {}
+    if two_pass(run):   # scored on the small rendition: cut from the full one
+        downloads, full_failed = stage_fetch_full(out, run, executor, [s["source_id"] for s in selected],
+                                                  downloads, echo)
+    clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
+    clip_dir = Path(out) / "media" / "clips"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    cap = recipe["shards"].get("max_short_side")
+    items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out) for s in selected if s["source_id"] in downloads]
+    items = unique_cut_items(items)   # a clip listed in train and test is cut once
+    spec = StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
+                     params={"cap": cap, "encoder": run_encoder_settings(run)}, **spec_kw(run, "cut"))
+    res = run_stage(out, spec, items, executor, **run_kw(run, "cut"))
+    cut_table = res.table("cuts")
+    cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
+    for s in selected:      # no full rendition: the clip is not cut (and says why)
+        if s["source_id"] in full_failed:
+            cuts[s["key"]] = {"key": s["key"], "status": schemas.STATUS_FAILED, "error": full_failed[s["source_id"]]}
+    # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
+    _fill_cut_columns(all_selected, cuts)
+    _fill_cut_columns(selected, cuts)
+    classes = class_list(run, selected)
+    fp = fingerprint({"selected": selected, "cuts": res.current, "classes": classes,
+                      "shards": recipe["shards"], "sources": sorted(downloads),
+                      "clips": sorted(clips)})
+    rows = _shards_unchanged(out, fp)
+    if rows is None:
+        rows = []
+        for split, members in groups.items():
+            samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
+                                   source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
+                                   duration=cuts[s["key"]].get("duration"))
+                       for s in members if cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
+            rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
+                                 max_bytes=recipe["shards"]["max_bytes"])
+        write_manifest(out, "shards", rows)
+        write_json(Path(out) / "work" / "shard" / "state.json", {"fp": fp})
+    _record_cut_failures(out, all_selected, cuts)
+    _record_cuts_in_clips(out, clips, all_selected)
+    if cut_table is not None:
+        summarize_failures("cut", cut_table, echo)
+    return rows
+
+
+def _cut_item(s: dict, download: dict, clip_dir: Path, out: str | Path) -> dict:
+    dst = str(clip_dir / f"{s['key']}.mp4")
+    offset = download.get("seg_start") or 0.0
+    return {"key": s["key"], "src": download["path"], "dst": dst, "start": s["start"], "end": s["end"],
+            "offset": offset,
+            "inputs": {"src": file_id(download["path"], out), "dst": rel_path(dst, out), "start": s["start"],
+                       "end": s["end"], "offset": offset}}
+
+
+def _fill_cut_columns(selected: list[dict], cuts: dict[str, dict]) -> None:
+    """cut_start / cut_end / av_offset_ms of each cut clip into its selected row."""
+    for s in selected:
+        c = cuts.get(s["key"] or "")
+        ok = c is not None and c["status"] == schemas.STATUS_OK
+        for col in CUT_COLUMNS:
+            s[col] = c.get(col) if ok else None
+
+
+def _record_cuts_in_clips(out: str | Path, clips: dict[str, dict], selected: list[dict]) -> None:
+    """The merged clips a shard clip was cut from carry its cut columns too (written only
+    when that changes the clips manifest)."""
+    if not clips:
+        return
+    by_clip = {s["clip_id"]: s for s in selected if s.get("clip_id") in clips and s.get("cut_start") is not None}
+    rows = [{**c, **{col: by_clip[cid][col] if cid in by_clip else None for col in CUT_COLUMNS}}
+            for cid, c in clips.items()]
+    write_manifest(out, "clips", rows)
+
+
+def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, dict]) -> None:
+    """A clip that could not be cut stays in `selected`, failed, with the reason."""
+    for s in selected:
+        c = cuts.get(s["key"] or "")
+        if s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
+            s["status"], s["error"] = schemas.STATUS_FAILED, f"cut: {c['error']}"
+    write_manifest(out, "selected", selected)

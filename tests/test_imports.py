@@ -1,0 +1,135 @@
+"""The package's import graph: no circle between modules, and Ray only in the executor.
+
+Every ``import`` and ``from ... import`` of every module of the project's packages counts,
+at module level or inside a function (a function-level import is still an arrow between
+the two modules; it only moves the failure to run time).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("curate", "manifests", "decoding", "filters", "sync_classifier", "shards")
+RAY_MODULE = "curate.execution.ray_executor"
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for pkg in PACKAGES:
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            parts = p.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = p
+    return mods
+
+
+def _imports(path: Path, me: str, mods: dict[str, Path]) -> tuple[set[str], set[str]]:
+    """(first-party modules imported, every top-level name imported) of one file."""
+    tree = ast.parse(path.read_text(), str(path))
+    pkg = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found, tops = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                tops.add(a.name.split(".")[0])
+                if a.name in mods:
+                    found.add(a.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            tops.add(base.split(".")[0])
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                if sub in mods:          # ``from curate.ops import fetch``: the submodule
+                    found.add(sub)
+                elif base in mods:
+                    found.add(base)
+    found.discard(me)
+    return found, tops
+
+
+def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    mods = _modules()
+    graph, tops = {}, {}
+    for m, p in mods.items():
+        graph[m], tops[m] = _imports(p, m, mods)
+    return graph, tops
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on, stack, out = {}, {}, set(), [], []
+    counter = [0]
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in graph:
+                    continue
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle():
+    graph, _ = _graph()
+    assert len(graph) > 50            # the walk saw the packages
+    cycles = _cycles(graph)
+    assert not cycles, "import circles:\n" + "\n".join(
+        " <-> ".join(c) + "  (" + "; ".join(f"{a}->{b}" for a in c for b in sorted(graph[a]) if b in c) + ")"
+        for c in cycles)
+
+
+def test_only_the_executor_imports_ray():
+    _, tops = _graph()
+    assert "ray" in tops[RAY_MODULE]
+    others = sorted(m for m, t in tops.items() if "ray" in t and m != RAY_MODULE)
+    assert not others, f"modules importing ray outside {RAY_MODULE}: {others}"
+
+
+def test_stages_are_not_imported_by_what_they_use():
+    """Arrows point from stages/ to ops/, selection/, execution/, config/ and the leaf
+    packages, never back."""
+    graph, _ = _graph()
+    below = ("curate.ops", "curate.selection", "curate.execution", "curate.config",
+             "manifests", "decoding", "filters", "sync_classifier", "shards")
+    back = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith(below)
+                  for d in ds if d.startswith("curate.stages") or d in ("curate.build", "curate.cli"))
+    assert not back, "imports back up into stages/build/cli:\n" + "\n".join(back)
