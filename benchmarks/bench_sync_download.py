@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.ops import fetch as dl
-from curate.ops.cut import QUALITY, cut_clip
+from curate.ops.cut import cut_clip
+from curate.ops.encoding import CUT_QUALITY as QUALITY
 from curate.ops.encoding import encode_args
 from curate.demo.loopback import LoopbackServer
 from tests.avmedia import make_flash_beep, onsets, pair_offsets_ms  # noqa: E402

@@ -134,8 +134,8 @@ def test_copy_failure_reencodes_on_a_frame_instant(sources, tmp_path, monkeypatc
 
     def no_copy(*a, **k):
         raise dl._Failure("corrupt", "ffmpeg: codec not supported in mp4 (simulated)")
-    real = dl._run_ffmpeg
-    monkeypatch.setattr(dl, "_run_ffmpeg", lambda args, opts: no_copy() if "copy" in args else real(args, opts))
+    real = dl._ffmpeg
+    monkeypatch.setattr(dl, "_ffmpeg", lambda args, opts: no_copy() if "copy" in args else real(args, opts))
     src = sources[_id(CASES[3])]
     row = download_source({"source_id": "r_000007_000012", "path": str(src), "start": 7, "end": 12},
                           tmp_path, DownloadOptions())

@@ -29,18 +29,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import subprocess
 from pathlib import Path
 
-from curate.ops.encoding import encode_args
+from curate.ops.ffmpeg import FfmpegError, run_ffmpeg
+from curate.ops.encoding import CUT_QUALITY, encode_args
 from decoding.media import DecodeError, av_offset_ms, frame_instants, probe
 from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-#: quality of curated clips (DESIGN section 7: H.264 + AAC); the deterministic encoder
-#: flags (single-threaded x264, bitexact, no metadata) come from curate/encoding.py
-QUALITY = {"crf": 18, "preset": "veryfast", "audio_bitrate": "128k"}
 STDERR_TAIL = 2000  # characters of ffmpeg's stderr kept in a CutError
 
 
@@ -67,7 +64,7 @@ def ffmpeg_command(src: Path, dst: Path, start: float, end: float, size: tuple[i
                    quality: dict | None = None) -> list[str]:
     """The argument list of one cut of [start, end) on ``src``'s own clock, ``start`` a frame
     instant (no shell involved). ``size`` None keeps the source's size."""
-    q = quality or QUALITY
+    q = quality or CUT_QUALITY
     t0 = math.floor(start * 1e6) / 1e6      # never after the frame: ffmpeg keeps it
     vf = ["-vf", f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1"] if size else []
     return [
@@ -117,7 +114,7 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
     size = output_size(info.get("display_width") or info["width"],
                        info.get("display_height") or info["height"], max_short_side) if scale else None
     with atomic_path(dst) as tmp:
-        _run_ffmpeg(ffmpeg_command(src, tmp, t0, t1, size, quality), timeout)
+        _ffmpeg(ffmpeg_command(src, tmp, t0, t1, size, quality), timeout)
         try:
             out = probe(tmp)
             offset_ms = av_offset_ms(tmp)
@@ -131,13 +128,13 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
             "cut_end": t1 - offset, "av_offset_ms": offset_ms}
 
 
-def _run_ffmpeg(cmd: list[str], timeout: float) -> None:
+def _ffmpeg(cmd: list[str], timeout: float) -> None:
+    """``ops.ffmpeg.run_ffmpeg`` with its failures as ``CutError``."""
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise CutError(f"ffmpeg timed out after {timeout:.0f} s") from e
+        run_ffmpeg(cmd, timeout)
+    except FfmpegError as e:
+        if e.timed_out:
+            raise CutError(f"ffmpeg timed out after {timeout:.0f} s") from e
+        raise CutError(f"ffmpeg exited with {e.returncode}: {e.stderr.strip()[-STDERR_TAIL:]}") from e
     except OSError as e:  # ffmpeg missing from PATH
         raise CutError(f"cannot run ffmpeg: {e}") from e
-    if res.returncode != 0:
-        tail = (res.stderr or "").strip()[-STDERR_TAIL:]
-        raise CutError(f"ffmpeg exited with {res.returncode}: {tail}")

@@ -33,6 +33,11 @@ ENCODER_SETTINGS: dict[str, Any] = {
     "audio_codec": AUDIO_CODEC, "bitexact": True, "map_metadata": -1,
 }
 
+#: quality of curated clips (DESIGN section 7: H.264 + AAC), cut by ``curate.ops.cut``
+CUT_QUALITY: dict[str, Any] = {"crf": 18, "preset": "veryfast", "audio_bitrate": "128k"}
+#: quality of a download re-encode (only where a stream copy fails): ``DownloadOptions``' defaults
+DOWNLOAD_QUALITY: dict[str, Any] = {"crf": 18, "preset": "veryfast", "audio_bitrate": "192k"}
+
 #: flags placed after the inputs, before the output name
 BITEXACT_ARGS: tuple[str, ...] = (
     "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
@@ -72,10 +77,8 @@ def encoder_settings(download_opts: Any = None) -> dict[str, Any]:
     """What to record in ``run.json["encoder"]``: the shared settings, the quality settings
     of the download re-encode (``download_opts``: a ``DownloadOptions``, default its
     defaults) and of the clip cut, and the ffmpeg version (bytes depend on the build)."""
-    from curate.ops.cut import QUALITY
-    from curate.ops.fetch import DownloadOptions
-
-    d = download_opts if download_opts is not None else DownloadOptions()
-    return {**ENCODER_SETTINGS, "ffmpeg": ffmpeg_version(),
-            "download": {"crf": d.crf, "preset": d.preset, "audio_bitrate": d.audio_bitrate},
-            "cut": dict(QUALITY)}
+    d = download_opts
+    download = dict(DOWNLOAD_QUALITY) if d is None else \
+        {"crf": d.crf, "preset": d.preset, "audio_bitrate": d.audio_bitrate}
+    return {**ENCODER_SETTINGS, "ffmpeg": ffmpeg_version(), "download": download,
+            "cut": dict(CUT_QUALITY)}

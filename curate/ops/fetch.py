@@ -49,14 +49,14 @@ import random
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from curate.ops.encoding import BITEXACT_ARGS, encode_args
+from curate.ops.ffmpeg import FfmpegError, run_ffmpeg
+from curate.ops.encoding import DOWNLOAD_QUALITY, BITEXACT_ARGS, encode_args
 from curate.execution.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
@@ -130,11 +130,11 @@ class DownloadOptions:
     ratelimit: int | None = None             # bytes per second
     use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
     #: "full": the best rendition under max_height; "small": the smallest whose short side is
-    #: at least SMALL_SHORT_SIDE (what the filters read), for scoring (pipeline.stage_fetch_full)
+    #: at least SMALL_SHORT_SIDE (what the filters read), for scoring (stages.download.stage_fetch_full)
     rendition: str = "full"
-    crf: int = 18                            # quality of a re-encode (only where a copy fails)
-    preset: str = "veryfast"
-    audio_bitrate: str = "192k"
+    crf: int = DOWNLOAD_QUALITY["crf"]       # quality of a re-encode (only where a copy fails)
+    preset: str = DOWNLOAD_QUALITY["preset"]
+    audio_bitrate: str = DOWNLOAD_QUALITY["audio_bitrate"]
     ffmpeg_timeout: float = 600.0            # seconds for one ffmpeg cut
     source_root: str | None = None           # resolves relative local paths (default: cwd)
     ydl_opts: dict[str, Any] = field(default_factory=dict)
@@ -743,15 +743,16 @@ def _retry_after_of(err: BaseException) -> float | None:
 
 # --------------------------------------------------------------------------- ffmpeg
 
-def _run_ffmpeg(args: list[str], opts: DownloadOptions) -> None:
+def _ffmpeg(args: list[str], opts: DownloadOptions) -> None:
+    """``ops.ffmpeg.run_ffmpeg`` with its failures as the download's recorded reasons."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=opts.ffmpeg_timeout)
-    except subprocess.TimeoutExpired as e:
-        raise _Failure("timeout", f"ffmpeg ran over {opts.ffmpeg_timeout:g} s") from e
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise _Failure("corrupt", "ffmpeg: " + (" | ".join(err[-3:]) or f"exit {proc.returncode}"))
+        run_ffmpeg(cmd, opts.ffmpeg_timeout)
+    except FfmpegError as e:
+        if e.timed_out:
+            raise _Failure("timeout", str(e)) from e
+        err = e.stderr.strip().splitlines()
+        raise _Failure("corrupt", "ffmpeg: " + (" | ".join(err[-3:]) or f"exit {e.returncode}")) from e
 
 
 def _encode_args(opts: DownloadOptions) -> list[str]:
@@ -797,7 +798,7 @@ def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOp
         raise _Failure("bad_input", f"segment start {start:g} s is past the end ({dur:.2f} s)")
     args = ["-ss", f"{start:.6f}"] + (["-t", f"{end - start:.6f}"] if end is not None else [])
     try:
-        _run_ffmpeg([*args, "-i", str(src), *_copy_args(), str(out)], opts)
+        _ffmpeg([*args, "-i", str(src), *_copy_args(), str(out)], opts)
         return dur, _copied_segment(out, t_src + start, None if end is None else t_src + end)
     except _Failure as f:
         # e.g. a codec mp4 cannot hold, or a copy that misses the start: re-encode
@@ -851,7 +852,7 @@ def _remux(src: Path, start: float, end: float | None, out: Path, opts: Download
            ) -> dict[str, Any]:
     """A yt-dlp range download (already the segment, on the source's clock) into mp4 at ``out``."""
     try:
-        _run_ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
+        _ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
         return _copied_segment(out, start, end)
     except _Failure as f:
         return _reencode(src, start, end, out, opts, offset=0.0, why=f.message)
