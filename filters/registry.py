@@ -44,8 +44,8 @@ BOUNDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "sync": (("sync_a2v", "a2v_min", "min"), ("sync_v2a", "v2a_min", "min")),
 }
 
-#: filters whose scores need a model (the others are arithmetic on the grid)
-MODEL_FILTERS = ("clip_diff", "imagebind", "sync")
+#: filters whose scores need a model (the others are arithmetic on the grid) -> that model
+MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
 
 SKIP_REJECTED = "skipped: rejected by "
 SKIP_NO_MODEL = "skipped: no {} model"

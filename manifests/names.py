@@ -139,3 +139,25 @@ def format_clip_name(class_name: str | None, ytid: str, seg_start: int, seg_end:
         safe_id(class_name)
     return ClipName(class_name, safe_id(ytid), int(seg_start), int(seg_end), float(clip_start),
                     float(clip_end)).name
+
+
+def split_source_id(source_id: str) -> tuple[str, int, int]:
+    """``{ytid}_{segStart:06d}_{segEnd:06d}`` -> (ytid, start, end); ytids may contain '_'."""
+    parts = source_id.rsplit("_", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"source_id {source_id!r} is not ytid_SSSSSS_EEEEEE")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def ytid_of(source_id: object) -> str:
+    """The video id of a source id, or the source id itself when it is not ``ytid_S_E``
+    (a local or generic source)."""
+    try:
+        return split_source_id(source_id)[0]       # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        return str(source_id)
+
+
+def clip_id_for(source_id: str, start: float, end: float) -> str:
+    """``{source_id}_{startMs:06d}_{endMs:06d}``: clips of one source never share both bounds."""
+    return f"{source_id}_{int(round(start * 1000)):06d}_{int(round(end * 1000)):06d}"

@@ -18,8 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from manifests.names import (ClipName, format_clip_name, format_clip_time, short_repr,  # noqa: F401
-                             parse_clip_name, safe_id, source_id)
+from manifests.names import ClipName, parse_clip_name, safe_id, short_repr, source_id
 from manifests.schemas import SOURCES, STATUS_OK, STATUS_REJECTED
 
 log = logging.getLogger(__name__)
@@ -37,15 +36,7 @@ _SIX_DIGITS = re.compile(r"\d{6}")
 # ---------------------------------------------------------------------------- names and ids
 
 # safe_id, source_id and the clip-name grammar live in manifests.names (one definition, shared
-# with curate.selection.reproduce and shards.writer); re-exported here for the readers' callers.
-AvsyncName = ClipName
-format_avsync_name = format_clip_name
-
-
-def parse_avsync_name(name: str, class_name: str | None = None) -> ClipName:
-    """Parse ``[class/]{ytid}_{segStart:06d}_{segEnd:06d}_{clipStart}_{clipEnd}[.mp4]``
-    (:func:`manifests.names.parse_clip_name`)."""
-    return parse_clip_name(name, class_name)
+# with curate.selection.reproduce and shards.writer).
 
 
 def class_key(label: str) -> str:
@@ -220,14 +211,14 @@ def read_vggsound_csv(path: str | Path, classes: Mapping[str, str] | None = None
 
 # ---------------------------------------------------------------------------- AVSync15 lists
 
-def read_avsync_clips(path: str | Path) -> list[AvsyncName]:
+def read_avsync_clips(path: str | Path) -> list[ClipName]:
     """The clips of an AVSync15 ``.txt`` list, clip times included (bad lines raise ValueError)."""
     path = Path(path)
     out = []
     for line_no, line in enumerate(_read_text(path).splitlines(), 1):
         if line.strip():
             try:
-                out.append(parse_avsync_name(line))
+                out.append(parse_clip_name(line))
             except ValueError as e:
                 raise ValueError(f"{path.name}:{line_no}: {e}") from e
     return out
@@ -291,7 +282,7 @@ def _read_avsync_txt(path: Path, split: str | None, url_template: str | None,
             continue
         where, reasons = f"{path.name}:{line_no}", []
         try:
-            name = parse_avsync_name(line)
+            name = parse_clip_name(line)
         except ValueError as e:
             reasons.append(f"unparseable name: {e}")
             rows.append(_finish(_row(label=line.strip()), where, reasons, seen))
@@ -311,8 +302,8 @@ def _read_avsync_txt(path: Path, split: str | None, url_template: str | None,
     return rows
 
 
-def _parse_vid(vid: str) -> tuple[str, int, int] | AvsyncName:
-    """``{ytid}_{s:06d}_{e:06d}`` -> (ytid, s, e); a full clip name -> AvsyncName.
+def _parse_vid(vid: str) -> tuple[str, int, int] | ClipName:
+    """``{ytid}_{s:06d}_{e:06d}`` -> (ytid, s, e); a full clip name -> ClipName.
 
     The segment form is recognised by its two trailing 6-digit fields; anything else must
     be a full name (clip times like 2.5), else ValueError.
@@ -321,7 +312,7 @@ def _parse_vid(vid: str) -> tuple[str, int, int] | AvsyncName:
     if len(parts) == 3 and _SIX_DIGITS.fullmatch(parts[1]) and _SIX_DIGITS.fullmatch(parts[2]):
         safe_id(parts[0])
         return parts[0], int(parts[1]), int(parts[2])
-    return parse_avsync_name(vid)
+    return parse_clip_name(vid)
 
 
 def _read_avsync_csv(path: Path, text: str, split: str | None, url_template: str | None,
@@ -352,7 +343,7 @@ def _read_avsync_csv(path: Path, text: str, split: str | None, url_template: str
         if parsed is None:
             rows.append(_finish(_row(label=label or None, split=row_split), where, reasons, seen))
             continue
-        if isinstance(parsed, AvsyncName):
+        if isinstance(parsed, ClipName):
             ytid, seg = parsed.ytid, (parsed.seg_start, parsed.seg_end)
             clip: tuple[float, float] | None = (parsed.clip_start, parsed.clip_end)
         else:
@@ -378,7 +369,7 @@ def read_avsync_list(path: str | Path, split: str | None = None,
     split comes from ``split`` or the file name ``train.txt``/``test.txt``), and a CSV with
     header ``vid,label[,split]`` where vid is ``{ytid}_{s:06d}_{e:06d}`` or a full clip name.
     Clip times are not in the sources table: re-read them with :func:`read_avsync_clips` /
-    :func:`parse_avsync_name`. ``classes`` (optional) maps class_key -> folder as for VGGSound.
+    :func:`parse_clip_name`. ``classes`` (optional) maps class_key -> folder as for VGGSound.
     """
     path = Path(path)
     text = _read_text(path)

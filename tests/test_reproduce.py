@@ -6,7 +6,7 @@ from pathlib import Path
 
 from curate.selection.reproduce import reproduce_list
 from manifests.schemas import read_rows, write_manifest
-from manifests.sources import format_avsync_name
+from manifests.names import format_clip_name
 
 
 def make_mp4(path: Path, seconds: float) -> None:
@@ -57,7 +57,7 @@ def test_reproduce_exact_names_from_a_list_file(tmp_path: Path) -> None:
     for r in ok:
         ytid = r["source_id"].rsplit("_", 2)[0]
         s, e = (int(x) for x in r["source_id"].rsplit("_", 2)[1:])
-        assert format_avsync_name(r["class_name"], ytid, s, e, r["start"], r["end"]) == r["name"]
+        assert format_clip_name(r["class_name"], ytid, s, e, r["start"], r["end"]) == r["name"]
     st = {r["name"]: (r["status"], r["error"]) for r in rows[3:7]}
     assert st[MISSING][0] == "failed" and "media missing" in st[MISSING][1]
     assert st[TOO_LONG][0] == "rejected" and "media lasts 6" in st[TOO_LONG][1]
@@ -148,10 +148,10 @@ def test_one_name_grammar_for_sources_reproduction_and_shards() -> None:
     from manifests import names, sources
     from shards.writer import key_from_name, parse_name
     assert not hasattr(writer, "NAME_RE")                   # no second definition
-    assert sources.AvsyncName is names.ClipName and writer.ClipName is names.ClipName
+    assert sources.ClipName is names.ClipName and writer.ClipName is names.ClipName
     for n in GOOD:
         c = parse_name(n + ".mp4")
-        assert c == sources.parse_avsync_name(n) == names.parse_clip_name(n)
+        assert c == sources.parse_clip_name(n) == names.parse_clip_name(n)
         assert c.name == n and key_from_name(n + ".mp4") == key_from_name(n)
     # times kept as written for the key (2.50 is not 2.5 in a file name)
     assert key_from_name("c/AbC_000000_000010_2.50_6.0") == "c-AbC_000000_000010_2p50_6p0"

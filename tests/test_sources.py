@@ -11,10 +11,9 @@ import pytest
 from manifests.classes import (AVSYNC15, LANDSCAPE, LANDSCAPE_CLIPS_PER_CLASS, LANDSCAPE_FORMAT,
                                VGGSS, VGGSS_NAMES, recipe_classes, recipe_folders)
 from manifests.schemas import SOURCES, to_table
-from manifests.sources import (AvsyncName, class_key, detect_format, display_name, folder_name,
-                               format_avsync_name, format_clip_time, parse_avsync_name,
-                               read_avsync_clips, read_avsync_list, read_generic, read_sources,
-                               read_vggsound_csv, safe_id, source_id)
+from manifests.names import ClipName, format_clip_name, format_clip_time, parse_clip_name, safe_id, source_id
+from manifests.sources import (class_key, detect_format, display_name, folder_name, read_avsync_clips,
+                               read_avsync_list, read_generic, read_sources, read_vggsound_csv)
 
 
 def _write(p: Path, text: str) -> Path:
@@ -84,19 +83,19 @@ REALISTIC = [
 
 @pytest.mark.parametrize("name", REALISTIC)
 def test_avsync_name_round_trip(name):
-    parsed = parse_avsync_name(name)
+    parsed = parse_clip_name(name)
     assert parsed.name == name
-    again = parse_avsync_name(format_avsync_name(parsed.class_name, parsed.ytid, parsed.seg_start,
+    again = parse_clip_name(format_clip_name(parsed.class_name, parsed.ytid, parsed.seg_start,
                                                  parsed.seg_end, parsed.clip_start, parsed.clip_end))
     assert again == parsed
 
 
 def test_avsync_name_fields():
-    n = parse_avsync_name("playing_violin_fiddle/a_b_c_000123_000133_3.25_5.5.mp4")
-    assert n == AvsyncName("playing_violin_fiddle", "a_b_c", 123, 133, 3.25, 5.5)
+    n = parse_clip_name("playing_violin_fiddle/a_b_c_000123_000133_3.25_5.5.mp4")
+    assert n == ClipName("playing_violin_fiddle", "a_b_c", 123, 133, 3.25, 5.5)
     assert n.source_id == "a_b_c_000123_000133"
-    assert parse_avsync_name("AbC_000010_000020_1.0_4.0", class_name="dog_barking").class_name == "dog_barking"
-    assert format_avsync_name(None, "AbC", 10, 20, 1, 4) == "AbC_000010_000020_1.0_4.0"
+    assert parse_clip_name("AbC_000010_000020_1.0_4.0", class_name="dog_barking").class_name == "dog_barking"
+    assert format_clip_name(None, "AbC", 10, 20, 1, 4) == "AbC_000010_000020_1.0_4.0"
 
 
 def test_format_clip_time_minimal_decimal():
@@ -116,7 +115,7 @@ def test_format_clip_time_minimal_decimal():
 ])
 def test_avsync_name_rejects(bad):
     with pytest.raises(ValueError):
-        parse_avsync_name(bad)
+        parse_clip_name(bad)
 
 
 # ------------------------------------------------------------------------- VGGSound CSV

@@ -1,12 +1,13 @@
 """Model weights policy: which weights each model-backed filter uses, whether it may gate,
-the thresholds in force, and building the scorers (once per scoring actor)."""
+what identifies them in a fingerprint, and building the scorers (once per scoring actor)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
 
-MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
+from filters.registry import MODEL_FILTERS
+
 WEIGHT_OPTIONS = {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint",
                   "sync": "sync_checkpoint"}
 
@@ -90,19 +91,6 @@ def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         else:
             gate.append(f)
     return gate, score_only
-
-
-def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    from curate.config.thresholds import parse_overrides
-    from filters.registry import default_thresholds
-
-    th = default_thresholds()
-    for f, vals in run["recipe"].get("thresholds", {}).items():
-        th.setdefault(f, {}).update(vals)
-    if overrides:
-        for f, vals in parse_overrides(overrides).items():
-            th.setdefault(f, {}).update(vals)
-    return th
 
 
 def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 from filters import registry
-from curate.selection.rules import Thresholds
+
+Thresholds = dict[str, dict[str, float]]
 
 
 def parse_overrides(overrides: Iterable[str], base: Mapping[str, Mapping[str, float]] | None = None
@@ -39,3 +40,13 @@ def _parse_one(item: str) -> tuple[str, str, float]:
     if not math.isfinite(value):
         raise ValueError(f"threshold value in {item!r} is not finite")
     return name, key, value
+
+
+def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
+    th = registry.default_thresholds()
+    for f, vals in run["recipe"].get("thresholds", {}).items():
+        th.setdefault(f, {}).update(vals)
+    if overrides:
+        for f, vals in parse_overrides(overrides).items():
+            th.setdefault(f, {}).update(vals)
+    return th

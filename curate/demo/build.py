@@ -24,7 +24,6 @@ from curate.config.recipes import get_recipe
 log = logging.getLogger(__name__)
 
 DEMO_VIDEOS = 32
-SYNC_TRAIN_MINUTES = 2.5
 
 
 def _loopback_sources(synth_dir: Path, base_url: str) -> Path:
@@ -41,42 +40,6 @@ def _loopback_sources(synth_dir: Path, base_url: str) -> Path:
             w.writerow({"id": r["id"], "url": base_url.rstrip("/") + "/" + rel.lstrip("/"),
                         "start": r["start"], "end": r["end"], "label": r["label"], "split": r["split"]})
     return dst
-
-
-def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
-    """Train the small sync classifier on the demo's downloaded train split (time-bounded)."""
-    from sync_classifier.train import train
-
-    ckpt_dir = Path(out) / "models" / "sync_small"
-    train_dir = Path(out) / "models" / "sync_train_videos"
-    train_dir.mkdir(parents=True, exist_ok=True)
-    sources = {s["source_id"]: s for s in schemas.read_rows(out, "sources")}
-    for d in schemas.read_rows(out, "downloads"):
-        s = sources.get(d["source_id"])
-        if d["status"] == schemas.STATUS_OK and s and s["split"] == "train":
-            link = train_dir / Path(d["path"]).name
-            if not link.exists():
-                link.symlink_to(Path(d["path"]).resolve())
-    # Settings measured on 2 CPU cores with the demo corpus (24 train videos, 8 of them silent
-    # or still and skipped as carrying no sync cue):
-    # * num_workers=0: each video is decoded once into the dataset's in-memory cache (32x32
-    #   frames, ~1.4 MB a video), so an instance costs ~25 ms of slicing and mels. In the main
-    #   process the cache is filled once (~15 s) and torch keeps both cores; a worker would
-    #   hold its own cache copy and compete with the model's 2 threads (oversubscription
-    #   made steps several times slower).
-    # * batch 4, lr 1e-3 (the seed's 2e-4 is for batch 32, 40k steps and a pretrained init):
-    #   ~0.2 s a step, ~600-700 steps in the budget; the loss leaves 2 ln 21 after ~200 steps
-    #   and P_sync of event videos (flash_click, drum: ~0.36) passes the 0.341 gate in about
-    #   half of their windows while no-cue videos stay at 1/3. Seeded runs: lr 2e-3 learned in
-    #   one of two runs, 3e-3 not at all. The budget is at the onset of learning: a weak gate.
-    # * the wall-time cap is the real bound; ``steps`` is only a ceiling. resume=False: a
-    #   rerun of this stage trains afresh instead of extending a finished run.
-    ckpt = train(data=train_dir, out=ckpt_dir, small=True, steps=5000, batch_size=4, lr=1e-3,
-                 max_minutes=SYNC_TRAIN_MINUTES, num_workers=0, seed=0, log_every=50,
-                 ckpt_every=100_000, resume=False)
-    run["options"]["sync_checkpoint"] = str(Path(ckpt).resolve())
-    save_run(out, run)
-    return Path(ckpt)
 
 
 def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,

@@ -61,7 +61,8 @@ from curate.execution.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
 from manifests.schemas import STATUS_FAILED, STATUS_OK
-from manifests.sources import YOUTUBE_URL, safe_id
+from manifests.names import safe_id
+from manifests.sources import YOUTUBE_URL
 
 log = logging.getLogger(__name__)
 

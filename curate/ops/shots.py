@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from manifests.schemas import SHOTS, STATUS_FAILED, STATUS_OK
-from manifests.sources import safe_id
+from manifests.names import safe_id
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping
 
 from manifests.atomic import atomic_path, write_json, write_text
 from manifests.schemas import STATUS_OK, has_manifest, read_rows
-from manifests.sources import safe_id
+from manifests.names import safe_id
 from shards.writer import key_from_name, parse_name, prompt_from_class
 
 log = logging.getLogger(__name__)

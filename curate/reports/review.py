@@ -166,7 +166,7 @@ def write_review_page(out_dir: str | os.PathLike, html_path: str | os.PathLike |
 
 
 def _safe_key(key: str) -> str:
-    from manifests.sources import safe_id
+    from manifests.names import safe_id
     return safe_id(key)
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests import schemas
+from manifests.names import ytid_of
 from manifests.schemas import has_manifest
 
 OK = schemas.STATUS_OK
@@ -430,14 +431,6 @@ def find_truth(out: Path, run: dict) -> dict | None:
     return None
 
 
-def _ytid(source_id: str | None) -> str:
-    from manifests.names import split_source_id
-    try:
-        return split_source_id(source_id or "")[0]
-    except ValueError:
-        return str(source_id)
-
-
 def truth_table(source_ids: Any, masks: Any, keep: np.ndarray, truth: dict,
                 filters: Sequence[str]) -> dict[str, Any]:
     """Per truth kind: windows, windows each filter's scores pass (thresholds alone, whatever
@@ -446,7 +439,7 @@ def truth_table(source_ids: Any, masks: Any, keep: np.ndarray, truth: dict,
     names: list[str] = []
 
     def code(sid: str | None) -> int:
-        k = (truth["kinds"].get(_ytid(sid)) if sid is not None else None) or "unknown"
+        k = (truth["kinds"].get(ytid_of(sid)) if sid is not None else None) or "unknown"
         if k not in names:
             names.append(k)
         return names.index(k)

@@ -4,7 +4,7 @@ Replaces the seed's manual pass (seed 003 section 5.2: 15 classes x 100 clips, 9
 10 test) with a documented automatic ranking, optionally corrected by a manual review
 (``curate/review.py``): rejected names are excluded and each class is refilled from the ranking.
 
-Names: ``format_avsync_name`` with the clip times relative to the segment, rounded to 0.1 s
+Names: ``format_clip_name`` with the clip times relative to the segment, rounded to 0.1 s
 (``NAME_DECIMALS``); the row's start/end are the rounded times, so a cut matches its name.
 Keys: ``shards.writer.key_from_name`` (dot-free). Shortfalls are in the summary and logged.
 
@@ -43,7 +43,7 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from manifests.sources import format_avsync_name
+from manifests.names import format_clip_name, split_source_id, ytid_of
 from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
 from shards.writer import key_from_name
 
@@ -80,21 +80,13 @@ def _seeded(seed: int, ident: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{ident}".encode()).digest()[:8], "big")
 
 
-def split_source_id(source_id: str) -> tuple[str, int, int]:
-    """``{ytid}_{segStart:06d}_{segEnd:06d}`` -> (ytid, start, end); ytids may contain '_'."""
-    parts = source_id.rsplit("_", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
-        raise ValueError(f"source_id {source_id!r} is not ytid_SSSSSS_EEEEEE")
-    return parts[0], int(parts[1]), int(parts[2])
-
-
 def clip_name(clip: Mapping[str, Any]) -> tuple[str, float, float]:
     """AVSync15-style name of a clip, with its times rounded to NAME_DECIMALS."""
     if clip.get("class_name") is None or clip.get("start") is None or clip.get("end") is None:
         raise ValueError("clip has no class_name/start/end")
     ytid, s, e = split_source_id(clip["source_id"])
     cs, ce = round(float(clip["start"]), NAME_DECIMALS), round(float(clip["end"]), NAME_DECIMALS)
-    return format_avsync_name(clip["class_name"], ytid, s, e, cs, ce), cs, ce
+    return format_clip_name(clip["class_name"], ytid, s, e, cs, ce), cs, ce
 
 
 def _params(recipe_params: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
@@ -166,18 +158,11 @@ def _pick_class(rows: list[dict[str, Any]], prm: dict[str, Any],
             per_source[r["source_id"]] += 1
 
 
-def _ytid(r: Mapping[str, Any]) -> str:
-    try:
-        return split_source_id(r["source_id"])[0]
-    except (ValueError, TypeError):
-        return str(r["source_id"])
-
-
 def _assign_test(rows: list[dict[str, Any]], n_test: int, seed: int) -> None:
     """Split the ok rows of one class: n_test to test by whole videos where they fit."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[_ytid(r)].append(r)
+        groups[ytid_of(r["source_id"])].append(r)
     order = sorted(groups, key=lambda g: _seeded(seed, g))
     need, test_groups = n_test, set()
     for g in order:                        # first fit of whole videos

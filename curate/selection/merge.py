@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from manifests.names import clip_id_for
 from manifests.schemas import (
     ALL_SCORES, CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED,
 )
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 
 #: float slack when comparing times (windows are on a 0.5-s grid; this only absorbs rounding)
 EPS = 1e-6
-
-
-def clip_id_for(source_id: str, start: float, end: float) -> str:
-    """``{source_id}_{startMs:06d}_{endMs:06d}``: clips of one source never share both bounds."""
-    return f"{source_id}_{int(round(start * 1000)):06d}_{int(round(end * 1000)):06d}"
 
 
 def _mean_scores(windows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:

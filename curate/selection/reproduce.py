@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from manifests.names import clip_id_for
-from manifests.names import ClipName, parse_clip_name, safe_id
+from manifests.names import ClipName, clip_id_for, parse_clip_name, safe_id
 from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 from manifests.sources import folder_name
 from shards.writer import key_from_name

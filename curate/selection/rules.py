@@ -21,7 +21,6 @@ from filters import registry
 
 log = logging.getLogger(__name__)
 
-Thresholds = dict[str, dict[str, float]]
 
 
 def check_gate(gate: Iterable[str] | None) -> set[str]:

@@ -7,16 +7,16 @@ import functools
 from pathlib import Path
 from typing import Any
 import pyarrow as pa
-from filters import registry
 from manifests import schemas
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import item_fingerprint, run_stage
 from curate.config.run_state import cascade_order, engine_options, save_run
-from curate.config.models import build_scorers, gating, resolve_models, weight_ids
+from curate.config.models import build_scorers, gating, resolve_models
 from curate.config.thresholds import thresholds
 from curate.stages.base import Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import ok_paths
-from curate.stages.windows import STORED, WINDOW_INPUTS, base_windows, iter_score_items, score_items, assemble_windows
+from curate.stages.windows import (STORED, WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
+                                   score_items, score_params)
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,11 @@ def _score_error(item: dict, error: str) -> dict:
 
 def score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
     eng = engine_options(run)
-    models = resolve_models(run)
     order = cascade_order(run)
-    factory = functools.partial(_score_factory, models, run["recipe"]["models"], th, gate, order)
-    # thresholds are not an input: they only decide where the cascade stopped, and
-    # `curate score` (rescore) scores exactly the windows a looser threshold admits
-    params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
-              "gate": sorted(gate), "filters": run["recipe"]["filters"]}
-    if order != registry.LEGACY_ORDER:   # the skip notes follow the order (older runs: none)
-        params["order"] = list(order)
+    factory = functools.partial(_score_factory, resolve_models(run), run["recipe"]["models"], th, gate, order)
     return StageSpec("score", factory, _score_error, stateful=True, prepare=_decode_factory,
                      num_gpus=1.0 / max(float(eng["score_actors_per_gpu"]), 1.0),
-                     batch_size=int(eng["score_batch_size"]), params=params, **spec_kw(run, "score"))
+                     batch_size=int(eng["score_batch_size"]), params=score_params(run, gate), **spec_kw(run, "score"))
 
 
 def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,

@@ -11,7 +11,7 @@ from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import run_stage
 from curate.stages.base import Echo, empty_table, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import file_id, ok_downloads, segment_of
-from curate.stages.windows import assemble_windows
+from curate.stages.windows import assemble_windows, split_params
 
 
 # ----------------------------------------------------------------------------- split
@@ -38,7 +38,7 @@ def _split_error(item: dict, error: str) -> dict:
 def split_spec(run: dict[str, Any]) -> StageSpec:
     recipe = run["recipe"]
     return StageSpec("split", functools.partial(_split_factory, recipe["shots"], recipe["windows"]),
-                     _split_error, params={"shots": recipe["shots"], "windows": recipe["windows"]},
+                     _split_error, params=split_params(run),
                      **spec_kw(run, "split"))
 
 

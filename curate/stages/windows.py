@@ -21,29 +21,45 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from manifests import schemas
 from manifests.schemas import write_manifest
-from curate.execution.checkpoints import Checkpoint, fingerprint, item_fingerprint
-from curate.execution.spec import StageSpec
-from curate.config.models import gating
-from curate.config.thresholds import thresholds
+from filters import registry
+from curate.execution.checkpoints import Checkpoint, fingerprint
+from curate.config.models import gating, resolve_models, weight_ids
+from curate.config.run_state import cascade_order
 from curate.stages.base import empty_table
 from curate.stages.inputs import file_id, ok_download_table, ok_paths, ok_segments, source_labels, take_by_key
-from curate.stages.score import score_spec
-from curate.stages.split import split_spec
 
 
-def split_current(out: str | Path, spec: StageSpec) -> dict[str, str]:
-    """key -> fingerprint of the split items (``_split_items``), from Arrow columns."""
+def split_params(run: dict[str, Any]) -> dict[str, Any]:
+    """The split stage's params (part of every split item's fingerprint)."""
+    recipe = run["recipe"]
+    return {"shots": recipe["shots"], "windows": recipe["windows"]}
+
+
+def score_params(run: dict[str, Any], gate: list[str]) -> dict[str, Any]:
+    """The score stage's params: model weight ids, gating, filters, cascade order. Thresholds
+    are not among them: they only decide where the cascade stopped, and `curate score`
+    (rescore) scores exactly the windows a looser threshold admits."""
+    models = resolve_models(run)
+    order = cascade_order(run)
+    params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
+              "gate": sorted(gate), "filters": run["recipe"]["filters"]}
+    if order != registry.LEGACY_ORDER:   # the skip notes follow the order (older runs: none)
+        params["order"] = list(order)
+    return params
+
+
+def split_current(out: str | Path, params: dict[str, Any]) -> dict[str, str]:
+    """key -> fingerprint of the split items (``stages.split.split_items``), from Arrow columns."""
     t = ok_download_table(out)
     cols = ("source_id", "path", "duration", "seg_start", "seg_end")
     return {sid: fingerprint({"inputs": {"file": file_id(path, out), "duration": dur, "seg": [a, b]},
-                              "params": spec.params})
+                              "params": params})
             for sid, path, dur, a, b in zip(*(t[c].to_pylist() for c in cols))}
 
 
 def base_windows(out: str | Path, run: dict[str, Any]) -> pa.Table:
     """The split stage's current windows, class and split from the current sources."""
-    spec = split_spec(run)
-    current = split_current(out, spec)
+    current = split_current(out, split_params(run))
     base = Checkpoint(out, "split").tables(current, {"windows": schemas.WINDOWS}).get("windows")
     if base is None or base.num_rows == 0:
         return empty_table("windows")
@@ -159,10 +175,10 @@ def current_scores(out: str | Path, run: dict[str, Any], base: pa.Table) -> pa.T
     if not ck.parts():
         return None
     gate, _ = gating(run)
-    th = thresholds(run, run.get("selection_overrides"))
-    spec = score_spec(run, th, gate)
+    params = score_params(run, gate)
     # items one block at a time: only keys and fingerprints are kept
-    current = {it["key"]: item_fingerprint(spec, it) for it in iter_score_items(out, base, None, "")}
+    current = {it["key"]: fingerprint({"inputs": it["inputs"], "params": params})
+               for it in iter_score_items(out, base, None, "")}
     # a rescore record counts while the base record of its source is current
     idx = ck.index()
     for k, (fp, _n, _l) in idx.items():
