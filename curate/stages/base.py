@@ -3,14 +3,47 @@ stage, the failure summary."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 from manifests import schemas
 from curate.execution.checkpoints import format_failures
+from curate.execution.spec import Executor, Item, StageSpec
 from curate.config.run_state import engine_options
 
 Echo = Callable[[str], None] | None
+
+
+@dataclass
+class Context:
+    """One build's state, handed to every stage's ``run``."""
+    out: str | Path
+    run: dict[str, Any]
+    executor: Executor
+    sources: str | Path | None = None    # the source list (`sources` stage)
+    limit: int | None = None             # sources beyond it are skipped
+    retry_failed: bool = False           # downloads failed for a transient reason are redone
+    echo: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage as one declared object.
+
+    ``run(ctx)`` is the whole stage: it reads the earlier stages' manifests, builds its
+    ``items(ctx)`` (JSON-able dicts with a ``key`` and the ``inputs`` that fingerprint them),
+    hands them with its ``spec(run)`` to ``execution.checkpoints.run_stage`` and writes its
+    manifests. The spec declares the per-item function (``factory``), the failure rows of an
+    item that raised or whose worker died (``on_error``) and the resources (``stateful``
+    actors, ``num_gpus``, ``batch_size``, ``concurrency``, ``rate_per_s``, ``timeout_s``).
+    Stages without items (sources, select, train-sync) have only ``run``.
+    """
+    name: str                                          # as in a recipe's ``stages``
+    run: Callable[[Context], Any]
+    spec: Callable[[dict[str, Any]], StageSpec] | None = None
+    items: Callable[[Context], list[Item]] | None = None
 
 # ----------------------------------------------------------------------------- helpers
 

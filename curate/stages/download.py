@@ -13,7 +13,7 @@ from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import run_stage
 from curate.config.run_state import engine_options, save_run
-from curate.stages.base import Echo, empty_table, run_kw, spec_kw, summarize_failures
+from curate.stages.base import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,18 @@ def download_spec(run: dict[str, Any]) -> StageSpec:
                      health=download_health(eng.get("download_health"), opts), **spec_kw(run, "download"))
 
 
+def download_items(out: str | Path, run: dict[str, Any]) -> list[dict]:
+    """One item per ok source: the row, and the fields the download depends on."""
+    root = download_options(run).get("source_root")
+    return [{"key": r["source_id"], "row": r,
+             "inputs": {**{k: r.get(k) for k in DOWNLOAD_INPUTS},
+                        **({"local": _local_source_id(r, root)} if r.get("path") else {})}}
+            for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
+
+
 def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
                    retry_failed: bool = False, echo: Echo = None) -> list[dict]:
     record_encoder(out, run)
-    sources = [r for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
     redo: set[str] = set()
     if retry_failed and schemas.has_manifest(out, "downloads"):
         redo = {d["source_id"] for d in read_rows(out, "downloads")
@@ -116,12 +124,7 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     spec.factory = functools.partial(download_factory, str(media), download_options(run))
     from curate.execution.health import echo_summary, record_state
     spec.on_health = functools.partial(record_state, str(out))
-    root = download_options(run).get("source_root")
-    items = [{"key": r["source_id"], "row": r,
-              "inputs": {**{k: r.get(k) for k in DOWNLOAD_INPUTS},
-                         **({"local": _local_source_id(r, root)} if r.get("path") else {})}}
-             for r in sources]
-    res = run_stage(out, spec, items, executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
+    res = run_stage(out, spec, download_items(out, run), executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
                     **run_kw(run, "download"))
     table = _rebase_downloads(out, res.table("downloads") or empty_table("downloads"))
     write_manifest(out, "downloads", table)
@@ -203,3 +206,10 @@ def _rebase_downloads(out: str | Path, table: pa.Table) -> pa.Table:
         return table
     i = table.column_names.index("path")
     return table.set_column(i, table.schema.field(i), pa.array(new, table.schema.field(i).type))
+
+
+def _run(ctx: Context) -> None:
+    stage_download(ctx.out, ctx.run, ctx.executor, retry_failed=ctx.retry_failed, echo=ctx.echo)
+
+
+STAGE = Stage("download", run=_run, spec=download_spec, items=lambda ctx: download_items(ctx.out, ctx.run))

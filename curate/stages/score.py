@@ -11,9 +11,9 @@ from manifests import schemas
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import item_fingerprint, run_stage
 from curate.config.run_state import cascade_order, engine_options, save_run
-from curate.config.models import build_scorers, gating, resolve_models
+from curate.config.models import build_scorers, check_weights, gating, resolve_models
 from curate.config.thresholds import thresholds
-from curate.stages.base import Echo, run_kw, spec_kw, summarize_failures
+from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import ok_paths
 from curate.stages.windows import (STORED, WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
                                    score_items, score_params)
@@ -148,3 +148,17 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
     summarize_failures("score", table, echo)
     log.info("score: %d items scored, %d already done", res.ran, res.skipped)
     return table
+
+
+def _run(ctx: Context) -> None:
+    check_weights(ctx.run)    # in the driver, before any scoring worker starts
+    stage_score(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
+
+
+def _spec(run: dict[str, Any]) -> StageSpec:
+    gate, _ = gating(run)
+    return score_spec(run, thresholds(run, run.get("selection_overrides")), gate)
+
+
+STAGE = Stage("score", run=_run, spec=_spec,
+              items=lambda ctx: score_items(ctx.out, base_windows(ctx.out, ctx.run), None, ""))

@@ -105,3 +105,12 @@ def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     schemas.write_manifest(out, "selected", selected)
     summary["balance"] = bal
     return summary
+
+
+def _run(ctx: Context) -> None:
+    summary = stage_select(ctx.out, ctx.run)
+    if summary.get("needs_scoring"):
+        ctx.echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {ctx.out}`")
+
+
+STAGE = Stage("select", run=_run)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 from manifests import schemas
 from manifests.schemas import write_manifest
+from curate.stages.base import Context, Stage
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +38,14 @@ def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path
     ok = sum(r["status"] == schemas.STATUS_OK for r in rows)
     log.info("sources: %d rows, %d accepted", len(rows), ok)
     return rows
+
+
+def _run(ctx: Context) -> None:
+    if ctx.sources is None:
+        if schemas.has_manifest(ctx.out, "sources"):
+            return          # a rerun without --sources keeps the manifest it has
+        raise ValueError("no sources: pass --sources FILE")
+    stage_sources(ctx.out, ctx.run, ctx.sources, limit=ctx.limit)
+
+
+STAGE = Stage("sources", run=_run)

@@ -9,7 +9,7 @@ from manifests import schemas
 from manifests.schemas import write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import run_stage
-from curate.stages.base import Echo, empty_table, run_kw, spec_kw, summarize_failures
+from curate.stages.base import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import file_id, ok_downloads, segment_of
 from curate.stages.windows import assemble_windows, split_params
 
@@ -59,3 +59,10 @@ def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     windows = assemble_windows(out, run)
     summarize_failures("split", shots, echo)
     return shots, windows
+
+
+def _run(ctx: Context) -> None:
+    stage_split(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
+
+
+STAGE = Stage("split", run=_run, spec=split_spec, items=lambda ctx: split_items(ctx.out))

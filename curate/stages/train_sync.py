@@ -7,6 +7,7 @@ from typing import Any
 
 from manifests import schemas
 from curate.config.run_state import save_run
+from curate.stages.base import Stage
 
 #: wall-time budget of the demo's sync training
 SYNC_TRAIN_MINUTES = 2.5
@@ -46,3 +47,6 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
     run["options"]["sync_checkpoint"] = str(Path(ckpt).resolve())
     save_run(out, run)
     return Path(ckpt)
+
+
+STAGE = Stage("train-sync", run=lambda ctx: train_demo_sync(ctx.out, ctx.run))
