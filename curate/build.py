@@ -1,21 +1,16 @@
-"""Runs a recipe's stages in order (what `curate build` and the per-stage commands call)."""
+"""Runs a recipe's stages in order from the declared list (``curate.stages.STAGES``): what
+`curate build`, `curate reproduce` and the per-stage commands call."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from manifests import schemas
 from curate.config.models import check_weights
-from curate.config.run_state import new_run
-from curate.stages.download import stage_download
-from curate.stages.reproduce import stage_reproduce, stage_reproduce_sources
-from curate.stages.score import stage_score
-from curate.stages.select import stage_select
-from curate.stages.shard import stage_shard
-from curate.stages.sources import stage_sources
-from curate.stages.split import stage_split
 from curate.config.recipes import get_recipe
+from curate.config.run_state import new_run
+from curate.stages import Context, stage
+from curate.stages.reproduce import stage_reproduce, stage_reproduce_sources
 
 log = logging.getLogger(__name__)
 
@@ -62,39 +57,10 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
 
 def _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo) -> None:
     remove_stale_temps(out)
-    for st in stages:
-        echo(f"== {st}")
-        if st == "sources":
-            if sources is None:
-                if schemas.has_manifest(out, "sources"):
-                    continue
-                raise ValueError("no sources: pass --sources FILE")
-            stage_sources(out, run, sources, limit=limit)
-        elif st == "download":
-            stage_download(out, run, executor, retry_failed=retry_failed, echo=echo)
-        elif st == "split":
-            stage_split(out, run, executor, echo=echo)
-        elif st == "train-sync":
-            from curate.stages.train_sync import train_demo_sync
-            train_demo_sync(out, run)
-        elif st == "score":
-            check_weights(run)    # in the driver, before any scoring worker starts
-            stage_score(out, run, executor, echo=echo)
-        elif st == "select":
-            summary = stage_select(out, run)
-            if summary.get("needs_scoring"):
-                echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {out}`")
-        elif st == "shard":
-            stage_shard(out, run, executor, echo=echo)
-            from shards.verify import verify_path
-            echo(format_verify(verify_path(out)))
-        else:
-            raise ValueError(f"unknown stage {st!r}")
-
-
-def format_verify(report: Any) -> str:
-    from shards.verify import format_report
-    return format_report(report)
+    ctx = Context(out, run, executor, sources=sources, limit=limit, retry_failed=retry_failed, echo=echo)
+    for name in stages:
+        echo(f"== {name}")
+        stage(name).run(ctx)
 
 
 def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | None = None,

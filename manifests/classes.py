@@ -13,6 +13,7 @@ class is displayed ``"playing violin fiddle"`` (no comma), so its folder is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from manifests.sources import class_key, folder_name
 
@@ -155,3 +156,11 @@ def recipe_classes(name: str) -> dict[str, str]:
 def recipe_folders(name: str) -> list[str]:
     """The recipe's class folders, in list order (class index = position)."""
     return [rc.folder for rc in recipe_class_list(name)]
+
+
+def class_order(recipe_classes: str | None, names: Iterable[str | None] = ()) -> list[str]:
+    """Class index order of a run: the recipe's class folders when it names a class list,
+    then every other of ``names``, sorted (the one rule for shard labels and the balance's
+    class list)."""
+    base = recipe_folders(recipe_classes) if recipe_classes else []
+    return base + sorted({n for n in names if n} - set(base))

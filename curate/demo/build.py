@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from manifests import schemas
 from curate.config.run_state import new_run, save_run
 from curate.config.thresholds import thresholds
 from curate.build import run_stages

@@ -6,6 +6,7 @@ import logging
 from typing import Any, Mapping
 from curate.selection.rules import select_windows_table
 from manifests.columns import read_columns, read_windows_table
+from curate.stages.base import Context, Stage
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,17 @@ def keep_cut_columns(out: Any, name: str, table: Any, key: str) -> Any:
 
 
 def run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
-    """Every class the run asked for, so one without any candidate shows in the shortfall."""
+    """Every class the run asked for (the recipe's list, else the ok sources' classes), so
+    one without any candidate shows in the shortfall."""
+    from manifests.classes import class_order
     if recipe.get("classes"):
-        from manifests.classes import recipe_folders
-        return recipe_folders(recipe["classes"])
+        return class_order(recipe["classes"])
     import pyarrow.compute as pc
     from manifests import schemas
 
     src = read_columns(out, "sources", ["class_name", "status"])
     ok = src.filter(pc.equal(src.column("status"), schemas.STATUS_OK)).column("class_name")
-    return sorted(c for c in pc.unique(ok.drop_null()).to_pylist() if c)
+    return class_order(None, pc.unique(ok.drop_null()).to_pylist())
 
 
 def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = None,

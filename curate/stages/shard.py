@@ -6,10 +6,11 @@ import functools
 from pathlib import Path
 from typing import Any
 from manifests import schemas
+from manifests.classes import class_order
 from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import fingerprint, run_stage
-from curate.stages.base import Echo, run_kw, spec_kw, summarize_failures
+from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.download import run_encoder_settings, stage_fetch_full, two_pass
 from curate.stages.inputs import file_id, ok_downloads, rel_path
 
@@ -45,16 +46,6 @@ def _cut_error(item: dict, error: str) -> dict:
     return {"cuts": [{"key": item["key"], "path": None, "status": schemas.STATUS_FAILED, "error": error}]}
 
 
-def class_list(run: dict[str, Any], selected: list[dict]) -> list[str]:
-    """Class index order: the recipe's class list when it has one, else sorted names."""
-    names = sorted({s["class_name"] for s in selected if s["class_name"]})
-    if run["recipe"].get("classes"):
-        from manifests.classes import recipe_folders
-        base = recipe_folders(run["recipe"]["classes"])
-        return base + [n for n in names if n not in base]
-    return names
-
-
 def _shards_unchanged(out: str | Path, fp: str) -> list[dict] | None:
     """The shard rows of the last write when it was made from the same inputs and its
     files are all still there (a finished rerun rewrites no tar)."""
@@ -74,14 +65,46 @@ def _shards_unchanged(out: str | Path, fp: str) -> list[dict] | None:
     return None
 
 
+def cut_spec(run: dict[str, Any]) -> StageSpec:
+    """The cut: one ffmpeg task per clip, capped to the recipe's short side."""
+    cap = run["recipe"]["shards"].get("max_short_side")
+    return StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
+                     params={"cap": cap, "encoder": run_encoder_settings(run)}, **spec_kw(run, "cut"))
+
+
+def _write_shards(out: str | Path, run: dict[str, Any], groups: dict[str, list[dict]],
+                  cuts: dict[str, dict], current: Any, downloads: dict[str, dict],
+                  clips: dict[str, dict]) -> list[dict]:
+    """Each split's shards and the shards manifest, unless the last write was made from the
+    same inputs and its files are all there."""
+    from manifests.atomic import write_json
+    from shards.writer import make_sample, write_shards
+
+    shards = run["recipe"]["shards"]
+    selected = [s for g in groups.values() for s in g]
+    classes = class_order(run["recipe"].get("classes"), (s["class_name"] for s in selected))
+    fp = fingerprint({"selected": selected, "cuts": current, "classes": classes,
+                      "shards": shards, "sources": sorted(downloads), "clips": sorted(clips)})
+    rows = _shards_unchanged(out, fp)
+    if rows is not None:
+        return rows
+    rows = []
+    for split, members in groups.items():
+        samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
+                               source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
+                               duration=cuts[s["key"]].get("duration"))
+                   for s in members if cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
+        rows += write_shards(out, samples, split, max_count=shards["max_count"], max_bytes=shards["max_bytes"])
+    write_manifest(out, "shards", rows)
+    write_json(Path(out) / "work" / "shard" / "state.json", {"fp": fp})
+    return rows
+
+
 def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> list[dict]:
     """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
-    from manifests.atomic import write_json
-    from shards.writer import make_sample, split_groups, write_shards
+    from shards.writer import split_groups
     from curate.selection.reproduce import unique_cut_items
-    from curate.execution.checkpoints import fingerprint
 
-    recipe = run["recipe"]
     all_selected = read_rows(out, "selected")
     # a clip with no (or an invalid) split cannot go to a shard: recorded in `selected`
     groups, unshardable = split_groups(s for s in all_selected if s["status"] == schemas.STATUS_OK)
@@ -98,12 +121,9 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
     clip_dir = Path(out) / "media" / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
-    cap = recipe["shards"].get("max_short_side")
     items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out) for s in selected if s["source_id"] in downloads]
     items = unique_cut_items(items)   # a clip listed in train and test is cut once
-    spec = StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
-                     params={"cap": cap, "encoder": run_encoder_settings(run)}, **spec_kw(run, "cut"))
-    res = run_stage(out, spec, items, executor, **run_kw(run, "cut"))
+    res = run_stage(out, cut_spec(run), items, executor, **run_kw(run, "cut"))
     cut_table = res.table("cuts")
     cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
     for s in selected:      # no full rendition: the clip is not cut (and says why)
@@ -112,22 +132,7 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
     _fill_cut_columns(all_selected, cuts)
     _fill_cut_columns(selected, cuts)
-    classes = class_list(run, selected)
-    fp = fingerprint({"selected": selected, "cuts": res.current, "classes": classes,
-                      "shards": recipe["shards"], "sources": sorted(downloads),
-                      "clips": sorted(clips)})
-    rows = _shards_unchanged(out, fp)
-    if rows is None:
-        rows = []
-        for split, members in groups.items():
-            samples = [make_sample(s, cuts[s["key"]]["path"], classes.index(s["class_name"]),
-                                   source=downloads[s["source_id"]], clip=clips.get(s["clip_id"]),
-                                   duration=cuts[s["key"]].get("duration"))
-                       for s in members if cuts.get(s["key"], {}).get("status") == schemas.STATUS_OK]
-            rows += write_shards(out, samples, split, max_count=recipe["shards"]["max_count"],
-                                 max_bytes=recipe["shards"]["max_bytes"])
-        write_manifest(out, "shards", rows)
-        write_json(Path(out) / "work" / "shard" / "state.json", {"fp": fp})
+    rows = _write_shards(out, run, groups, cuts, res.current, downloads, clips)
     _record_cut_failures(out, all_selected, cuts)
     _record_cuts_in_clips(out, clips, all_selected)
     if cut_table is not None:
@@ -171,3 +176,12 @@ def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, 
         if s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
             s["status"], s["error"] = schemas.STATUS_FAILED, f"cut: {c['error']}"
     write_manifest(out, "selected", selected)
+
+
+def _run(ctx: Context) -> None:
+    from shards.verify import format_report, verify_path
+    stage_shard(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
+    ctx.echo(format_report(verify_path(ctx.out)))
+
+
+STAGE = Stage("shard", run=_run, spec=cut_spec)
