@@ -119,14 +119,15 @@ def test_select_roundtrips_through_parquet_without_importing_torch_or_models(tmp
     write_manifest(tmp_path, "windows", table())
     code = f"""
 import json, sys
-from curate.select import select_windows, parse_overrides
-from manifests.schemas import read_rows
-rows = read_rows({str(tmp_path)!r}, "windows")
-dec, s = select_windows(rows, parse_overrides({LOOSE!r}), order={tuple(ORDER)!r})
+from curate.config.thresholds import parse_overrides
+from curate.selection.rules import select_windows_table
+from manifests.columns import read_windows_table
+table = read_windows_table({str(tmp_path)!r})
+dec, s, _keep = select_windows_table(table, parse_overrides({LOOSE!r}), order={tuple(ORDER)!r})
 heavy = [m for m in ("torch", "open_clip", "filters.imagebind", "filters.imagebind_model",
                      "filters.clip_model", "sync_classifier.model", "curate.ops.scoring")
          if m in sys.modules]
-print(json.dumps({{"kept": sorted(d["window_id"] for d in dec if d["keep"]),
+print(json.dumps({{"kept": sorted(d["window_id"] for d in dec.to_pylist() if d["keep"]),
                   "needs": s["needs_scoring"], "heavy": heavy}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
