@@ -5,7 +5,7 @@
 
 The corpus (`curate.demo.synth`) is generated in a child process and served on loopback; the
 build is the real console script (demo recipe without its sync training, random models
-scored but not gating, as in tests/test_build_e2e.py), run once in a fresh folder, then once
+scored but not gating, as in tests/e2e/test_build_e2e.py), run once in a fresh folder, then once
 more to time a finished rerun. Stage wall times come from the moments the build prints its
 "== <stage>" lines (the shard stage ends at its verify summary); item counts are the records
 of each stage's checkpoints (``work/<stage>/part-*.jsonl``: download, split, score, cut) and
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.test_kill_resume import RECIPE, build_args, build_env, write_inputs
+from tests.e2e.test_kill_resume import RECIPE, build_args, build_env, write_inputs
 
 #: the corpus generator, run in a child (its memory stays out of this process)
 _SYNTH_CHILD = (

@@ -140,7 +140,7 @@ class ClipScorer:
 
         Grid frames are already ``image_size`` square and skip the resize (PIL returns them
         unchanged too); other sizes go through the same PIL resize, so the tensors are equal
-        (``tests/test_clip_preproc.py``).
+        (``tests/filters/test_clip_preproc.py``).
         """
         if frames.shape[1:3] != (self.image_size, self.image_size):
             frames = np.stack([resize_crop_like_open_clip(f, self.image_size) for f in frames])

@@ -2,7 +2,7 @@
 
 Written from the architecture, not copied: the module *attribute names* follow Meta's model
 so that the unchanged official ``imagebind_huge.pth`` state dict loads with ``strict=True``
-(``tests/test_imagebind.py`` checks keys and shapes against the reference at full size and
+(``tests/filters/test_imagebind.py`` checks keys and shapes against the reference at full size and
 embeddings against it at a small size).
 
 All six towers are built (vision, text, audio, depth, thermal, IMU) because strict loading of

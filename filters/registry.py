@@ -3,7 +3,7 @@ and default thresholds.
 
 This module is what ``curate select`` uses, so it imports no filter module and no model:
 thresholds are checked declaratively from ``BOUNDS`` (column, threshold key, min/max), which
-``tests/test_filters.py`` proves equivalent to every filter module's own ``keep``. Changing a
+``tests/filters/test_filters.py`` proves equivalent to every filter module's own ``keep``. Changing a
 threshold and re-selecting therefore never touches torch.
 """
 from __future__ import annotations

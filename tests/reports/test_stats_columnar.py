@@ -19,7 +19,7 @@ from curate.reports.stats import collect, format_text, reason_category, write_re
 from filters import registry
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
-from tests.test_select_columnar import _write_run, random_run
+from tests.selection.test_select_columnar import _write_run, random_run
 
 CURATE = [sys.executable, "-c", "from curate.cli import app; app()"]
 

@@ -14,7 +14,7 @@ from sync_classifier.model import (MODULES, SyncClassifier, SyncConfig, config_f
                                    load_init, load_sync_classifier, parameter_counts,
                                    save_checkpoint, save_released, small_config, tiny_config)
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "asva_sync"
+REF = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "asva_sync"
 if not REF.is_dir():
     REF = Path("/work/shared/reference/asva_sync")
 

@@ -187,9 +187,9 @@ RELEASED = {
 
 @pytest.mark.parametrize("recipe", list(RELEASED))
 def test_export_run_writes_the_released_layout_with_encodings(encoders, tmp_path, recipe):
-    import avmedia
+    from tests import avmedia
     from curate.reports.export import REPORT_FILE, export_run
-    from fake_run import fake_run
+    from tests.fake_run import fake_run
     mp4 = avmedia.make_clip(tmp_path / "c.mp4", 2.5, "12")
     clips = [("dog_barking/AbCdEfGhIjK_000030_000040_2.5_6.0", "train", mp4),
              ("dog_barking/Zz-_0123456_000100_000110_0.0_3.25", "test", mp4),
@@ -224,10 +224,10 @@ def test_export_run_writes_the_released_layout_with_encodings(encoders, tmp_path
 
 
 def test_cli_adds_the_encodings_later(encoders, tmp_path):
-    import avmedia
+    from tests import avmedia
     from typer.testing import CliRunner
     from curate.cli import app
-    from fake_run import fake_run
+    from tests.fake_run import fake_run
     mp4 = avmedia.make_clip(tmp_path / "c.mp4", 2.5, "12")
     out = fake_run(tmp_path / "run", "avsync15",
                    [("dog_barking/AbCdEfGhIjK_000030_000040_2.5_6.0", "train", mp4),

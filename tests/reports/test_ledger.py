@@ -1,5 +1,5 @@
 """The ledger of sources, `curate stats --against LIST` and `curate diff`, on reproduce runs
-through real yt-dlp against a loopback server (tests/test_reproduce_cli.py's setting)."""
+through real yt-dlp against a loopback server (tests/cli/test_reproduce_cli.py's setting)."""
 from __future__ import annotations
 
 import shutil

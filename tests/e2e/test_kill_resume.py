@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CURATE_BIN = Path(sys.executable).parent / "curate"
 N_SOURCES = 5
 DURATION = 6.0

@@ -14,7 +14,7 @@ import torch
 from decoding import native
 from sync_classifier import conventions as C
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "asva_eval"
+REF = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "asva_eval"
 if not REF.is_dir():
     REF = Path("/work/shared/reference/asva_eval")
 NAMES = ("v1_30fps_stereo44k", "v2_25fps_mono16k", "v3_2997fps_stereo48k")

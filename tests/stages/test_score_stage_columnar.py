@@ -14,7 +14,7 @@ from curate.config.recipes import get_recipe
 from curate.execution.local import LocalExecutor
 from curate.demo.synth import synthesize
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
-from test_engine_stages import Recording
+from tests.stages.test_engine_stages import Recording
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ yields the frames with ``pts_us >= int64(t * 1e6)``; audio frames come as the co
 float bytes in a ``[samples, channels]`` tensor, which the released ``.view(c, t)`` turns back
 into ``[channels, samples]``). Pixels go through torchvision's own ``Resize``/``CenterCrop``.
 torchaudio's resampler is ``decoding.native.sinc_resample`` (checked against torchaudio's
-output in tests/test_released_convention.py).
+output in tests/sync_classifier/test_released_convention.py).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from shards.loader import (ClipDecoder, decode_released, make_dataset, released_
                            released_start)
 from shards.writer import Sample, shard_urls, write_shards
 
-from avmedia import index_of, make_clip
+from tests.avmedia import index_of, make_clip
 
 # ---------------------------------------------------------------- generated clips
 

@@ -20,7 +20,7 @@ from sync_classifier.train import (PairwisePhi, TrainConfig, _amp_context, _opti
                                    amp_dtype, sync_contrastive_loss, train)
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _batch(n: int = 2) -> dict:
