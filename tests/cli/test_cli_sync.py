@@ -14,7 +14,7 @@ def _curate(*args, stderr=False):
     return (p.stdout, p.stderr) if stderr else p.stdout
 
 
-def test_sync_train_eval_and_metrics(tmp_path):
+def test_sync_train_eval_and_metrics(tmp_path, metrics_clips):
     ckpt_dir = tmp_path / "ckpt"
     out = _curate("sync", "train", "--out", ckpt_dir, "--small", "--steps", "3", "--batch-size", "2")
     ckpt = ckpt_dir / "sync_classifier.pt"
@@ -31,14 +31,9 @@ def test_sync_train_eval_and_metrics(tmp_path):
     res = json.loads(_curate("sync", "eval", "--ckpt", ckpt, "--data", vids, "--json"))
     assert res["n_videos"] == 2 and 0.0 <= res["a2v"] <= 1.0 and 0.0 <= res["v2a"] <= 1.0
 
-    ref, gen = tmp_path / "ref" / "dog_barking", tmp_path / "gen" / "dog_barking"
-    ref.mkdir(parents=True)
-    gen.mkdir(parents=True)
-    make_event_video(ref / "clip.mp4", duration=6.0, event_times=[1.0, 3.0, 5.0], seed=3)
-    for part, seed in (("head", 4), ("center", 5), ("tail", 6)):
-        make_event_video(gen / f"clip_{part}.mp4", duration=2.0, event_times=[0.5, 1.5], seed=seed)
-    table = _curate("metrics", "--generated", gen.parent, "--reference", ref.parent, "--sync-checkpoint", ckpt)
+    gen_root, ref_root = metrics_clips
+    table = _curate("metrics", "--generated", gen_root, "--reference", ref_root, "--sync-checkpoint", ckpt)
     assert "RelSync" in table
-    rows = json.loads(_curate("metrics", "--generated", gen.parent, "--reference", ref.parent,
+    rows = json.loads(_curate("metrics", "--generated", gen_root, "--reference", ref_root,
                               "--sync-checkpoint", ckpt, "--json"))["rows"]
     assert len(rows) == 3 and all(0.0 < r["rel_sync"] < 1.0 for r in rows)

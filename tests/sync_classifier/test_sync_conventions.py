@@ -233,25 +233,20 @@ def test_training_with_the_released_convention_records_it(tmp_path, videos) -> N
 
 # ------------------------------------------------------------------ metrics
 
-def test_metrics_released_protocol(tmp_path) -> None:
+def test_metrics_released_protocol(tmp_path, metrics_clips) -> None:
     from sync_classifier.generated_eval import (evaluate_generated, metrics_video,
                                                 released_clip_starts, summarize)
     assert released_clip_starts(6.0) == {"head": 0.0, "center": 2.0, "tail": 4.0}
     v = metrics_video(np.zeros((12, 240, 320, 3), np.uint8), 256, 224)
     assert v.shape == (3, 12, 224, 224)
-    ref, gen = tmp_path / "ref" / "dog", tmp_path / "gen" / "dog"
-    ref.mkdir(parents=True)
-    gen.mkdir(parents=True)
-    make_event_video(ref / "clip.mp4", duration=6.0, event_times=[1.0, 3.0, 5.0], seed=3)
-    for part, seed in (("head", 4), ("center", 5), ("tail", 6)):
-        make_event_video(gen / f"clip_{part}.mp4", duration=2.0, event_times=[0.5, 1.5], seed=seed)
+    gen_root, ref_root = metrics_clips
     folder = _released_folder(tmp_path)
     model = load_sync_classifier(folder)
-    rows = evaluate_generated(gen.parent, ref.parent, model)          # released by default
+    rows = evaluate_generated(gen_root, ref_root, model)          # released by default
     assert len(rows) == 3 and all(r["error"] is None for r in rows), rows
     assert all(r["protocol"] == "released" and 0 < r["rel_sync"] < 1 for r in rows)
     assert summarize(rows)["protocol"] == "released"
-    ours = evaluate_generated(gen.parent, ref.parent, model, protocol="ours")
+    ours = evaluate_generated(gen_root, ref_root, model, protocol="ours")
     assert all(r["protocol"] == "ours" for r in ours)
     assert [r["phi_gen"] for r in ours] != [r["phi_gen"] for r in rows]
 

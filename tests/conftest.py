@@ -1,0 +1,29 @@
+"""Shared generated media for the tests (small, made on the spot, never downloaded).
+
+Media helpers (grey ramps with a 1-kHz burst, flash/beep segments at any rate) live in
+``tests/avmedia.py``; fixtures made from them or from ``curate.demo.synth`` that several test
+folders share live here:
+
+- ``metrics_clips``: one reference clip and its three generated parts (head, center, tail)
+  as the released metrics protocol reads them, made once per session (read only).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import pytest
+
+
+@pytest.fixture(scope="session")
+def metrics_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(generated root, reference root): ``<root>/dog_barking/clip.mp4`` (6 s, flashes at 1, 3
+    and 5 s) and ``clip_{head,center,tail}.mp4`` (2 s each), flash/beep videos in sync."""
+    from curate.demo.synth import make_event_video
+
+    root = tmp_path_factory.mktemp("metrics_clips")
+    ref, gen = root / "ref" / "dog_barking", root / "gen" / "dog_barking"
+    ref.mkdir(parents=True)
+    gen.mkdir(parents=True)
+    make_event_video(ref / "clip.mp4", duration=6.0, event_times=[1.0, 3.0, 5.0], seed=3)
+    for part, seed in (("head", 4), ("center", 5), ("tail", 6)):
+        make_event_video(gen / f"clip_{part}.mp4", duration=2.0, event_times=[0.5, 1.5], seed=seed)
+    return gen.parent, ref.parent
