@@ -50,18 +50,42 @@ def run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
     return class_order(None, pc.unique(ok.drop_null()).to_pylist())
 
 
+def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: dict[str, Any]) -> Any:
+    """The CLIPS table: fixed-length clips of the ok downloads, or the windows' decisions
+    (written, funnel into ``summary``) merged into clips."""
+    from manifests import schemas
+    from curate.config.run_state import cascade_order
+
+    recipe = run["recipe"]
+    if recipe["clip_mode"] == "fixed":
+        from curate.selection.merge import fixed_clips
+        from curate.stages.inputs import ok_downloads
+        return schemas.to_table(fixed_clips(ok_downloads(out), length=recipe["fixed_clip_length"]),
+                                schemas.CLIPS)
+    from curate.selection.merge import merge_table
+    windows = read_windows_table(out)
+    decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate), order=cascade_order(run))
+    schemas.write_manifest(out, "decisions", decisions)
+    del decisions
+    summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]
+    if funnel_["needs_scoring"]:
+        log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
+                    funnel_["needs_scoring"], out)
+    shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
+        if schemas.has_manifest(out, "shots") else None
+    return merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
+
+
 def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = None,
                  decisions_file: Any = None) -> dict[str, Any]:
-    """``pipeline.stage_select``, columnar: thresholds on stored scores -> decisions -> merged
-    clips -> balanced, split selection. Same manifests and summary; no row dicts for windows.
-
-    Touches no model: changing a threshold and re-selecting takes seconds.
-    """
+    """Thresholds on stored scores -> decisions -> merged clips -> balanced, split selection,
+    columnar (no row dicts for windows). Touches no model: changing a threshold and
+    re-selecting takes seconds."""
     from pathlib import Path
     from curate.selection.balance import select_clips_table
     from manifests import schemas
 
-    from curate.config.run_state import cascade_order, save_run
+    from curate.config.run_state import save_run
     from curate.config.models import gating
     from curate.config.thresholds import thresholds
 
@@ -79,26 +103,7 @@ def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = No
         run["review_decisions"] = str(Path(decisions_file).resolve())
         save_run(out, run)
     summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
-    if recipe["clip_mode"] == "fixed":
-        from curate.selection.merge import fixed_clips
-        from curate.stages.inputs import ok_downloads
-        clips = schemas.to_table(fixed_clips(ok_downloads(out), length=recipe["fixed_clip_length"]),
-                                 schemas.CLIPS)
-    else:
-        from curate.selection.merge import merge_table
-        windows = read_windows_table(out)
-        decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate),
-                                                        order=cascade_order(run))
-        schemas.write_manifest(out, "decisions", decisions)
-        del decisions
-        summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]
-        if funnel_["needs_scoring"]:
-            log.warning("%d windows were never scored under these thresholds; run `curate score %s`",
-                        funnel_["needs_scoring"], out)
-        shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
-            if schemas.has_manifest(out, "shots") else None
-        clips = merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
-        del windows
+    clips = _clips(out, run, th, gate, summary)
     clips = keep_cut_columns(out, "clips", clips, "clip_id")
     schemas.write_manifest(out, "clips", clips)
     selected, bal = select_clips_table(clips, recipe["select"], seed=recipe["select"].get("seed", 0),

@@ -111,18 +111,10 @@ def score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[str] |
     return list(iter_score_items(out, windows, wanted, tag, paths))
 
 
-def iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[str] | None] | None,
-                      tag: str, paths: dict[str, str] | None = None) -> Iterator[dict]:
-    """Score items from the windows table, columnar: windows grouped by (source, filters to
-    score) in sorted order, window order kept inside a group. ``wanted``: window id -> filters
-    to rescore (None: every ok window, all filters). An item carries per window only what
-    the worker needs, (id, shot, start, end) and, for a rescore, the stored scores; the
-    Python values of one block of rows exist at a time."""
-    from manifests.sources import display_name
-
-    if paths is None:
-        paths = ok_paths(out)
-    segs = ok_segments(out)
+def _grouped_windows(windows: pa.Table, wanted: dict[str, set[str] | None] | None,
+                     paths: dict[str, str]) -> tuple[pa.Table, list[str], np.ndarray] | None:
+    """The windows to score sorted by (source, filters to score, row), the columns an item
+    needs, and where each group starts (None: nothing to score)."""
     t = windows
     mask = pc.and_(pc.equal(t["status"], schemas.STATUS_OK),
                    pc.is_in(t["source_id"], value_set=pa.array(list(paths), pa.string())))
@@ -130,7 +122,7 @@ def iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[s
         mask = pc.and_(mask, pc.is_in(t["window_id"], value_set=pa.array(list(wanted), pa.string())))
     t = t.filter(pc.fill_null(mask, False))
     if t.num_rows == 0:
-        return
+        return None
     only = [""] * t.num_rows if wanted is None else \
         ["+".join(sorted(wanted[w])) if wanted[w] else "" for w in t["window_id"].to_pylist()]
     cols = ["source_id", "class_name", *WINDOW_INPUTS, *(STORED if wanted is not None else ())]
@@ -143,6 +135,25 @@ def iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[s
     onl = t["_only"].combine_chunks().dictionary_encode().indices.to_numpy()
     starts = np.concatenate([[0], np.flatnonzero((sid[1:] != sid[:-1]) | (onl[1:] != onl[:-1])) + 1,
                              [t.num_rows]])
+    return t, cols, starts
+
+
+def iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[str] | None] | None,
+                     tag: str, paths: dict[str, str] | None = None) -> Iterator[dict]:
+    """Score items from the windows table, columnar: windows grouped by (source, filters to
+    score) in sorted order, window order kept inside a group. ``wanted``: window id -> filters
+    to rescore (None: every ok window, all filters). An item carries per window only what
+    the worker needs, (id, shot, start, end) and, for a rescore, the stored scores; the
+    Python values of one block of rows exist at a time."""
+    from manifests.sources import display_name
+
+    if paths is None:
+        paths = ok_paths(out)
+    segs = ok_segments(out)
+    grouped = _grouped_windows(windows, wanted, paths)
+    if grouped is None:
+        return
+    t, cols, starts = grouped
     g = 0
     while g < len(starts) - 1:   # blocks of whole groups of about _ITEM_BLOCK_ROWS rows
         h = int(np.searchsorted(starts, starts[g] + _ITEM_BLOCK_ROWS, side="right")) - 1
