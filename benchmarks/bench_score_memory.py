@@ -43,8 +43,15 @@ SCORED = ("status", "error")
 
 
 def _load_pipeline(old: str | None):
+    """The functions measured, under the names the old ``curate/pipeline.py`` gave them."""
     if not old:
-        return pipeline
+        from types import SimpleNamespace
+        from curate.config.models import gating
+        from curate.config.thresholds import thresholds
+        from curate.stages.score import score_spec
+        from curate.stages.windows import base_windows, score_items
+        return SimpleNamespace(gating=gating, thresholds=thresholds, _score_spec=score_spec,
+                               _base_windows=base_windows, _score_items=score_items)
     spec = importlib.util.spec_from_file_location("old_pipeline", old)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -71,7 +78,7 @@ def write_checkpoints(out: Path) -> dict:
     win = schemas.read_manifest(out, "windows")
     base_cols = [c for c in schemas.WINDOWS.names
                  if c not in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)]
-    split_fp = split_current(out, split_spec(run))
+    split_fp = split_current(out, split_spec(run).params)
     ck = Checkpoint(out, "split")
     recs: list[dict] = []
     nrec = 0
