@@ -9,8 +9,7 @@ realistic error texts), then runs each command as a subprocess of a fresh wrappe
 
     .venv/bin/python benchmarks/bench_tables.py [--windows 1100000] [--old] [--keep DIR]
 
-``--old`` also times the row-dict path (``pipeline.stage_select`` while it is not yet a
-delegate of ``select_stage``, and ``curate/stats.py`` as of OLD_COMMIT) for comparison;
+``--old`` also times the row-dict stats (``curate/stats.py`` as of OLD_COMMIT) for comparison;
 ``--cli-select`` times ``curate select`` itself.
 """
 from __future__ import annotations
@@ -242,8 +241,8 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=105_000)
     ap.add_argument("--windows", type=int, default=1_100_000)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--old", action="store_true", help="also time the row-dict path (stats as of "
-                    "OLD_COMMIT; select through pipeline.stage_select while it is not yet wired)")
+    ap.add_argument("--old", action="store_true", help="also time the row-dict stats (as of "
+                    "OLD_COMMIT; the row-dict select is only the tests' oracle now)")
     ap.add_argument("--html", action="store_true", help="also time the HTML report")
     ap.add_argument("--cli-select", action="store_true", help="also time `curate select` (the CLI)")
     ap.add_argument("--keep", type=Path, help="build the run here and keep it")
@@ -257,11 +256,11 @@ def main() -> None:
             print(f"built {info} in {time.perf_counter() - t:.1f} s at {out}")
         sizes = {p.name: p.stat().st_size for p in (out / "manifests").glob("*.parquet")}
         print("manifest MiB: " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in sorted(sizes.items())))
-        new_select = [PY, "-c", "import sys; from curate.selection.rules import select_stage; "
-                      "from curate.stages import load_run; "
-                      "s = select_stage(sys.argv[1], load_run(sys.argv[1])); "
+        new_select = [PY, "-c", "import sys; from curate.stages.select import stage_select; "
+                      "from curate.config.run_state import load_run; "
+                      "s = stage_select(sys.argv[1], load_run(sys.argv[1])); "
                       "print(s['funnel']['kept'], s['balance']['selected'])", str(out)]
-        runs = [("select (select_stage)", new_select),
+        runs = [("select (stage_select)", new_select),
                 ("curate stats --json", [CURATE, "stats", str(out), "--json"])]
         if args.html:
             runs.append(("curate stats --html", [CURATE, "stats", str(out), "--html", str(tmp / "report.html")]))
@@ -271,8 +270,6 @@ def main() -> None:
             old_stats = tmp / "old_stats.py"
             old_stats.write_text(subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:curate/stats.py"],
                                                 capture_output=True, text=True, check=True).stdout)
-            runs.append(("old select (row dicts)", [PY, "-c", "import sys; from curate import pipeline; "
-                         "pipeline.stage_select(sys.argv[1], pipeline.load_run(sys.argv[1]))", str(out)]))
             runs.append(("old stats (row dicts)", [PY, "-c", "import sys, json, importlib.util; "
                          "sp = importlib.util.spec_from_file_location('old_stats', sys.argv[2]); "
                          "m = importlib.util.module_from_spec(sp); sp.loader.exec_module(m); "
