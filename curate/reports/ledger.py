@@ -140,7 +140,7 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
                 elif sel is None:
                     row.update(why="not_selected", detail="downloaded, not among the selected clips")
                 else:
-                    from curate.reports.stats import reason_category
+                    from curate.reports.reasons import reason_category
                     row.update(why=f"clip {sel['status']}", detail=sel["error"] or "not in a shard")
                     if sel["error"]:
                         row["why"] = f"clip: {reason_category(sel['error'])}"

@@ -24,42 +24,16 @@ import pyarrow.parquet as pq
 from manifests import schemas
 from manifests.names import ytid_of
 from manifests.schemas import has_manifest
+from curate.reports.reasons import reason_category
 
 OK = schemas.STATUS_OK
 
 #: manifests each stage writes (the last one written is the one that says the stage ran)
 STAGE_TABLES = {"sources": ("sources",), "download": ("downloads",), "split": ("shots", "windows"),
                 "select": ("clips", "selected"), "shard": ("shards",)}
-#: words that name a stage when they lead an error text ("score: RuntimeError: x")
-_STAGE_WORDS = {"sources", "source", "download", "split", "shots", "score", "select", "merge",
-                "cut", "shard", "review", "fixed_clips", "error", "clip not ok", "decode"}
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.IGNORECASE)
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_ID = re.compile(r"\S*_\d{6}_\d{6}\S*")
-_PATH = re.compile(r"(?<!\S)(?:/|\./|https?//)\S+")
 
 
 # ----------------------------------------------------------------------------- reasons
-
-def reason_category(error: str | None) -> str:
-    """A failure message -> its reason category, so rows group by why, not by which file.
-
-    The leading stage word and any part naming a file, URL or id are dropped; the first
-    remaining ``:``-separated part is the reason, with ids, paths, numbers and quoted values
-    masked: ``"score: /m/x.mp4: moov atom not found"`` -> ``"moov atom not found"``,
-    ``"merge: clip length 1.50s < min_len 2.00s"`` -> ``"clip length Ns < min_len Ns"``.
-    """
-    if not error:
-        return "unknown"
-    for p in (p.strip() for p in str(error).split(":")):
-        if not p or p.lower() in _STAGE_WORDS or _names_a_thing(p):
-            continue
-        text = p.split("(")[0].strip() or p
-        text = _ID.sub("<id>", _PATH.sub("<path>", _QUOTED.sub("'…'", text)))
-        if not re.fullmatch(r"HTTP Error \d+", text):
-            text = _NUMBER.sub("N", text)
-        return text[:60]
-    return "unknown"
 
 
 #: where a source row's message starts: ``file.csv:12: `` or ``file.parquet:row 3: ``
@@ -74,16 +48,6 @@ def source_reasons(error: str | None) -> list[str]:
         return ["unknown"]
     body = _WHERE.sub("", str(error), count=1)
     return list(dict.fromkeys(reason_category(r) for r in body.split("; ") if r.strip())) or ["unknown"]
-
-
-def _names_a_thing(part: str) -> bool:
-    """A path, URL, file name or id (one token), or a bracketed extractor tag (``[youtube] x``)."""
-    if part.startswith("["):
-        return True
-    if " " in part:
-        return False
-    return ("/" in part or "\\" in part or bool(re.search(r"\.[A-Za-z0-9]{2,4}$", part))
-            or bool(_ID.fullmatch(part)))
 
 
 def _reason_key(stage: str, reason: str | None, error: str | None) -> str:

@@ -15,7 +15,8 @@ from curate.config.run_state import load_run
 from curate.config.thresholds import thresholds
 from curate.stages.select import stage_select
 from tests.selection.oracle import select_windows
-from curate.reports.stats import collect, format_text, reason_category, write_report
+from curate.reports.reasons import reason_category
+from curate.reports.stats import collect, format_text, write_report
 from filters import registry
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
