@@ -371,6 +371,35 @@ def _death_reason(e: BaseException) -> str:
     return f"worker error ({type(e).__name__})"
 
 
+def _start_clocks(inflight: dict[Any, list], slots: int, watch: _HealthWatch | None) -> None:
+    """Start the timeout clock of the oldest ``slots`` items in flight (the ones that can
+    have started); with a health watch, time the downloads were paused is no item's."""
+    now = time.monotonic()
+    for k, v in enumerate(inflight.values()):
+        if k >= slots:
+            break
+        if v[1] is None:
+            v[1] = now
+    if watch is not None:
+        held = watch.poll()
+        for v in inflight.values():
+            if v[1] is not None:
+                v[1] += held
+
+
+def _task_result(spec: StageSpec, it: Item, ref: Any) -> Outputs:
+    """A finished task's outputs, or its failure rows when its worker died every try."""
+    import ray
+    try:
+        res = _get(ref)
+    except ray.exceptions.RayError as e:
+        msg = f"{_death_reason(e)} after {spec.max_tries} tries"
+        log.warning("%s: %s on %s", spec.name, msg, it.get("key"))
+        return spec.on_error(it, msg)
+    _raise_setup_error(spec, res)
+    return res
+
+
 class RayExecutor:
     """Streams each stage through Ray; Ray starts on the first stage with work to do."""
 
@@ -458,33 +487,11 @@ class RayExecutor:
             while todo and len(inflight) < 2 * slots:
                 it = todo.popleft()
                 inflight[remote.remote(spec_ref, it, self._driver_pid, limiter)] = [it, None]
-            now = time.monotonic()
-            for k, v in enumerate(inflight.values()):
-                if k >= slots:
-                    break
-                if v[1] is None:
-                    v[1] = now
-            if watch is not None:
-                held = watch.poll()
-                for v in inflight.values():     # paused time is no item's timeout
-                    if v[1] is not None:
-                        v[1] += held
+            _start_clocks(inflight, slots, watch)
             running = {r: (v[0], v[1]) for r, v in inflight.items() if v[1] is not None}
-            ready = _wait_ready(list(inflight), self._wait_s(spec, running))
-            for ref in ready:
+            for ref in _wait_ready(list(inflight), self._wait_s(spec, running)):
                 it, _t = inflight.pop(ref)
-                try:
-                    res = _get(ref)
-                except ray.exceptions.RayError as e:
-                    res = e
-                if not isinstance(res, BaseException):
-                    _raise_setup_error(spec, res)
-                    yield it, res
-                else:
-                    e = res
-                    msg = f"{_death_reason(e)} after {spec.max_tries} tries"
-                    log.warning("%s: %s on %s", spec.name, msg, it.get("key"))
-                    yield it, spec.on_error(it, msg)
+                yield it, _task_result(spec, it, ref)
             for ref, (it, t0) in list(self._overdue(spec, running)):
                 if ref not in inflight:
                     continue
