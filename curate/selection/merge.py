@@ -242,6 +242,18 @@ def _sequential_means(values: np.ndarray, group: np.ndarray, pos: np.ndarray,
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+def _kept_ok_windows(windows: Any, keep: Any) -> Any:
+    """The kept windows whose status is ok (or null), as plain (not dictionary) columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from manifests.columns import undictionary
+
+    ok_status = pc.fill_null(pc.equal(windows.column("status"), STATUS_OK), True).to_numpy(zero_copy_only=False) \
+        if windows.num_rows else np.zeros(0, dtype=bool)
+    idx = np.nonzero(np.asarray(keep, dtype=bool) & ok_status)[0]
+    return undictionary(windows.take(pa.array(idx, type=pa.int64())))
+
+
 def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0) -> Any:
     """``merge_windows`` on Arrow: windows table + keep mask (aligned rows) -> CLIPS table.
 
@@ -253,13 +265,7 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     import pyarrow.compute as pc
     from manifests.schemas import CLIPS
 
-    status = windows.column("status")
-    ok_status = pc.fill_null(pc.equal(status, STATUS_OK), True).to_numpy(zero_copy_only=False) \
-        if windows.num_rows else np.zeros(0, dtype=bool)
-    idx = np.nonzero(np.asarray(keep, dtype=bool) & ok_status)[0]
-    from manifests.columns import undictionary
-
-    kw = undictionary(windows.take(pa.array(idx, type=pa.int64())))
+    kw = _kept_ok_windows(windows, keep)
     if kw.num_rows == 0:
         log.info("merge: 0 kept windows -> 0 clips")
         return CLIPS.empty_table()
