@@ -133,3 +133,10 @@ def test_stages_are_not_imported_by_what_they_use():
     back = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith(below)
                   for d in ds if d.startswith("curate.stages") or d in ("curate.build", "curate.cli"))
     assert not back, "imports back up into stages/build/cli:\n" + "\n".join(back)
+
+
+def test_the_package_does_not_import_the_tests():
+    """The row-dict oracle of the selection rules lives in tests/selection/oracle.py: only
+    tests use it."""
+    _, tops = _graph()
+    assert not sorted(m for m, t in tops.items() if "tests" in t)
