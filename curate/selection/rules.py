@@ -1,12 +1,14 @@
 """Apply thresholds to stored window scores: decisions, the funnel, and what needs scoring.
 
-Pure functions over rows of the windows table; no model and no torch is imported here, so a
-user can change a threshold and re-select in seconds (``curate select --set clip_diff.max=0.6``).
+Pure functions over the windows table as Arrow columns and numpy masks (a 1.1M-window table
+never becomes Python dicts); no model and no torch is imported here, so a user can change a
+threshold and re-select in seconds (``curate select --set clip_diff.max=0.6``). The row-dict
+reference the tests compare these with lives in ``tests/selection/oracle.py``.
 
 A window skipped by the cascade (note ``skipped: rejected by X``) has no score for the later
 filters. If looser thresholds now let it pass every gating filter before the first such
 skipped filter, its decision cannot be made from stored scores: it "needs scoring"
-(``needs_scoring``), and ``curate score`` scores exactly those windows. Until then it is
+(``needs_scoring_table``), and ``curate score`` scores exactly those windows. Until then it is
 rejected with that filter as reason.
 
 Every function takes the run's cascade ``order`` (``curate.config.run_state.cascade_order``; None:
@@ -54,9 +56,8 @@ def format_funnel(summary: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- columnar
 #
-# The same rules as the row functions above, on Arrow columns and numpy masks, so a 1.1M-window
-# table is never turned into Python dicts. The row functions stay the reference: the tests
-# compare both on generated and synthetic manifests (ties, nulls, notes, failed rows).
+# The tests compare these with the row-dict oracle (tests/selection/oracle.py) on generated
+# and synthetic manifests (ties, nulls, notes, failed rows).
 
 def _np_float(col: Any) -> np.ndarray:
     """A float column as numpy, nulls as NaN (a missing score fails its filter either way)."""
