@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 from typing import Any, Iterable, Mapping
+
 from filters import registry
 
 Thresholds = dict[str, dict[str, float]]

@@ -33,7 +33,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
 import pyarrow as pa
+
 from curate.execution.interrupt import check as check_interrupt
 from manifests.atomic import write_text
 from curate.execution.spec import Executor, Item, NODE_KEY, Outputs, StageSpec

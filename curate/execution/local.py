@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
+
 from curate.execution.spec import Item, Outputs, StageSpec, safe_call
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Iterable, Mapping, Sequence
+
 import numpy as np
+
 from filters import registry
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from manifests import schemas
 from curate.execution.checkpoints import format_failures
 from curate.execution.spec import Executor, Item, StageSpec

@@ -7,7 +7,9 @@ import functools
 import re
 from pathlib import Path
 from typing import Any
+
 import pyarrow as pa
+
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec

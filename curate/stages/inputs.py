@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from manifests import schemas
 from manifests.schemas import read_rows
 from manifests.columns import read_columns

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
 

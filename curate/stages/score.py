@@ -6,7 +6,9 @@ import logging
 import functools
 from pathlib import Path
 from typing import Any
+
 import pyarrow as pa
+
 from manifests import schemas
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import item_fingerprint, run_stage

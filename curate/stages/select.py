@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Mapping
+
 from curate.selection.rules import select_windows_table
 from manifests.columns import read_columns, read_windows_table
 from curate.stages.base import Context, Stage

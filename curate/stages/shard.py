@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Any
+
 from manifests import schemas
 from manifests.classes import class_order
 from manifests.schemas import read_rows, write_manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+
 from manifests import schemas
 from manifests.schemas import write_manifest
 from curate.stages.base import Context, Stage

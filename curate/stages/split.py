@@ -4,7 +4,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Any
+
 import pyarrow as pa
+
 from manifests import schemas
 from manifests.schemas import write_manifest
 from curate.execution.spec import Executor, StageSpec

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from manifests import schemas
 from manifests.schemas import write_manifest
 from filters import registry

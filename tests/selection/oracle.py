@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
+
 from filters import registry
 from curate.selection.rules import check_gate, percent
 
