@@ -344,6 +344,35 @@ def _outcome(f: _Failure) -> str:
     return "server_error" if f.reason == "http_error" and m and int(m.group(1)) >= 500 else "other"
 
 
+def _try_once(plan: _Plan, target: Path, opts: DownloadOptions, gate: Gate | None,
+              last: _Failure, tried: bool) -> tuple[dict[str, Any] | None, _Failure, Permit | None]:
+    """One attempt under the gate: (the final downloads row -- the file, or the gate closed --
+    or None, the failure of this attempt (else ``last``), the gate's permit)."""
+    permit: Permit | None = None
+    if gate is not None:
+        try:
+            permit = gate.acquire()
+        except GateClosed as g:
+            msg = f"{last.message}; {g.message}" if tried else f"not downloaded: {g.message}"
+            return _failed(plan.source_id, g.reason, msg), last, None
+    cookies = opts.cookiefiles
+    try_opts = opts
+    if permit is not None and len(cookies) > 1:
+        try_opts = dataclasses.replace(opts, cookiefile=cookies[permit.cookie % len(cookies)])
+    try:
+        facts, short, note = _attempt(plan, target, try_opts)
+        if gate is not None:
+            gate.report(permit, "ok")
+        reason = "short" if short else "ok"
+        return downloads_row(plan.source_id, str(target), STATUS_OK, reason, _join(short, note), facts,
+                             "full" if plan.path is not None else opts.rendition), last, permit
+    except _Failure as f:
+        return None, f, permit
+    except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
+        log.exception("download %s: unexpected error", plan.source_id)
+        return None, _Failure("error", f"{type(e).__name__}: {e}"), permit
+
+
 def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions,
                   gate: Gate | None = None) -> dict[str, Any]:
     last = _Failure("error", "no attempt made")
@@ -351,30 +380,10 @@ def _with_retries(plan: _Plan, target: Path, opts: DownloadOptions,
     tried = False
     cookies = opts.cookiefiles
     while True:
-        permit: Permit | None = None
-        if gate is not None:
-            try:
-                permit = gate.acquire()
-            except GateClosed as g:
-                msg = f"{last.message}; {g.message}" if tried else f"not downloaded: {g.message}"
-                return _failed(plan.source_id, g.reason, msg)
-        try_opts = opts
-        if permit is not None and len(cookies) > 1:
-            try_opts = dataclasses.replace(opts, cookiefile=cookies[permit.cookie % len(cookies)])
+        row, last, permit = _try_once(plan, target, opts, gate, last, tried)
+        if row is not None:
+            return row
         tried = True
-        try:
-            facts, short, note = _attempt(plan, target, try_opts)
-            if gate is not None:
-                gate.report(permit, "ok")
-            reason = "short" if short else "ok"
-            return downloads_row(plan.source_id, str(target), STATUS_OK, reason,
-                                 _join(short, note), facts,
-                                 "full" if plan.path is not None else opts.rendition)
-        except _Failure as f:
-            last = f
-        except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
-            log.exception("download %s: unexpected error", plan.source_id)
-            last = _Failure("error", f"{type(e).__name__}: {e}")
         if gate is not None:
             state = gate.report(permit, _outcome(last), last.retry_after, last.message[:200])
             if last.reason == "throttled":
