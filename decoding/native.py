@@ -101,21 +101,10 @@ def decode_native_frames(path: str | Path | bytes, t0: float = -math.inf, t1: fl
     with _open(path) as c:
         if not c.streams.video:
             raise DecodeError(f"{_name(path)}: no video stream")
-        v = c.streams.video[0]
-        try:
-            for i, f in enumerate(c.decode(v)):
-                if f.pts is None:
-                    continue
-                t = _us(f.pts, v.time_base)
-                if t > t1:
-                    break
-                if t >= t0:
-                    frames.append(f.to_ndarray(format="rgb24"))
-                    pts.append(t)
-                    index.append(i)
-        except av.error.FFmpegError as e:
-            if not frames:
-                raise DecodeError(f"{_name(path)}: video decode failed: {e}") from e
+        for i, t, f in _decoded_in(path, c, c.streams.video[0], t0, t1, "video", frames):
+            frames.append(f.to_ndarray(format="rgb24"))
+            pts.append(t)
+            index.append(i)
     if not frames:
         raise DecodeError(f"{_name(path)}: no video frame with pts in [{t0:.4f}, {t1:.4f}] s")
     return NativeFrames(np.stack(frames), np.asarray(pts, np.float64), np.asarray(index))
@@ -141,21 +130,29 @@ def decode_audio_frames(path: str | Path | bytes, t0: float = -math.inf, t1: flo
             raise DecodeError(f"{_name(path)}: no audio stream")
         a = c.streams.audio[0]
         rate = int(a.rate)
-        try:
-            for i, f in enumerate(c.decode(a)):
-                if f.pts is None:
-                    continue
-                t = _us(f.pts, a.time_base)
-                if t > t1:
-                    break
-                if t >= t0:
-                    data.append(_planar_float(f))
-                    pts.append(t)
-                    index.append(i)
-        except av.error.FFmpegError as e:
-            if not data:
-                raise DecodeError(f"{_name(path)}: audio decode failed: {e}") from e
+        for i, t, f in _decoded_in(path, c, a, t0, t1, "audio", data):
+            data.append(_planar_float(f))
+            pts.append(t)
+            index.append(i)
     return AudioFrames(data, np.asarray(pts, np.float64), np.asarray(index, np.int64), rate)
+
+
+def _decoded_in(path, container, stream, t0: float, t1: float, kind: str, got: list):
+    """Yield ``(decode position, pts in s, frame)`` for the frames of ``stream`` with
+    ``t0 <= pts <= t1``. A decode error after some frames ends the range (a damaged tail);
+    before any (``got`` still empty) it is a DecodeError naming the file."""
+    try:
+        for i, f in enumerate(container.decode(stream)):
+            if f.pts is None:
+                continue
+            t = _us(f.pts, stream.time_base)
+            if t > t1:
+                break
+            if t >= t0:
+                yield i, t, f
+    except av.error.FFmpegError as e:
+        if not got:
+            raise DecodeError(f"{_name(path)}: {kind} decode failed: {e}") from e
 
 
 def _planar_float(frame: av.AudioFrame) -> np.ndarray:

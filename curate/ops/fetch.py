@@ -521,12 +521,7 @@ def _seconds(v: Any, what: str, default: float | None) -> float | None:
 
 def _check(path: Path, opts: DownloadOptions) -> dict[str, Any]:
     """Probe facts of a finished segment, or the reason it is not acceptable."""
-    try:
-        facts = probe(path)
-    except NoVideoError as e:
-        raise _Failure("no_video", f"no_video: {e}") from e
-    except DecodeError as e:
-        raise _Failure("corrupt", str(e)) from e
+    facts = _probe_or_fail(path)
     if not facts.get("duration") or not facts.get("width") or not facts.get("height"):
         raise _Failure("corrupt", f"no playable video in {path.name} (facts {facts})")
     if facts["width"] < opts.min_width or facts["height"] < opts.min_height:
@@ -783,13 +778,18 @@ def _copy_args() -> list[str]:
             "-movflags", "+faststart"]
 
 
-def _probe_src(src: Path) -> dict[str, Any]:
+def _probe_or_fail(path: Path) -> dict[str, Any]:
+    """``probe(path)``, its errors as this stage's failure reasons."""
     try:
-        info = probe(src)
+        return probe(path)
     except NoVideoError as e:
         raise _Failure("no_video", f"no_video: {e}") from e
     except DecodeError as e:
         raise _Failure("corrupt", str(e)) from e
+
+
+def _probe_src(src: Path) -> dict[str, Any]:
+    info = _probe_or_fail(src)
     if not info["duration"]:
         raise _Failure("corrupt", f"{src.name}: unknown duration")
     return info
