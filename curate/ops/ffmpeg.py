@@ -3,6 +3,8 @@ limit, stderr kept for the message. Callers turn ``FfmpegError`` into their own 
 (``CutError``, a download's recorded reason)."""
 from __future__ import annotations
 
+import functools
+import shutil
 import subprocess
 
 
@@ -18,11 +20,35 @@ class FfmpegError(RuntimeError):
         self.stderr = stderr
 
 
+@functools.lru_cache(maxsize=1)
+def _death_signal_prefix() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --`` where util-linux's setpriv has the option, else ().
+
+    A killed build's worker ends through its watchdog, which kills the worker's children and
+    exits; an ffmpeg forked in the instant between the two would outlive it and go on writing
+    under ``--out``. With the parent-death signal the kernel kills ffmpeg whenever the
+    process that started it ends, whatever the timing."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        return ()
+    try:
+        probe = subprocess.run([exe, "--pdeathsig", "KILL", "--", "true"], capture_output=True,
+                               timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (exe, "--pdeathsig", "KILL", "--") if probe.returncode == 0 else ()
+
+
 def run_ffmpeg(cmd: list[str], timeout: float) -> None:
     """Run ``cmd`` (``["ffmpeg", ...]``); raise ``FfmpegError`` on a timeout or a failure.
-    An ``OSError`` (ffmpeg not on PATH) is left to the caller."""
+    An ``OSError`` (ffmpeg not on PATH) is left to the caller. ffmpeg dies with the process
+    that runs it (``_death_signal_prefix``)."""
+    prefix = _death_signal_prefix()
+    if prefix and shutil.which(cmd[0]) is None:     # as subprocess would say without setpriv
+        raise FileNotFoundError(2, f"No such file or directory: {cmd[0]!r}")
     try:
-        res = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        res = subprocess.run([*prefix, *cmd], capture_output=True,
+                             timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
         raise FfmpegError(f"ffmpeg ran over {timeout:g} s", timed_out=True) from e
     if res.returncode != 0:
