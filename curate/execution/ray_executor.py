@@ -95,7 +95,26 @@ def available_cpus(root: str | Path = "/sys/fs/cgroup", affinity: set[int] | Non
 _WATCHDOG: dict[str, Any] = {}
 
 
+def _own_children() -> list[int] | None:
+    """This process's children from ``/proc/self/task/*/children`` (one small read per
+    thread), or None where the kernel does not offer it."""
+    pids: list[int] = []
+    tasks = list(Path("/proc/self/task").glob("*/children"))
+    if not tasks:
+        return None
+    for f in tasks:
+        pids += [int(x) for x in (_read(f) or "").split()]
+    return pids
+
+
 def _kill_children() -> None:
+    # the children first, by the short list: every millisecond between the driver's death and
+    # this kill is a millisecond in which ffmpeg may still write under --out
+    for pid in _own_children() or []:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     me = os.getpid()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
