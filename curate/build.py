@@ -11,6 +11,7 @@ from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.stages import Context, stage
 from curate.stages.reproduce import stage_reproduce, stage_reproduce_sources
+from manifests import scratch
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 def remove_stale_temps(out: str | Path) -> int:
     """Remove what earlier killed runs left: atomic-write temp files (``.*.tmp``) anywhere
     under ``out``, download work dirs (``media/raw/.*.part/``) and shard temps
-    (``shards/.*.tar.*.tmp``). Returns how many were removed."""
+    (``shards/.*.tar.*.tmp``), and the scratch folders of ended workers
+    (``manifests.scratch``). Returns how many temp files were removed from ``out``."""
     import shutil
     from manifests.atomic import is_temp_name
 
@@ -41,6 +43,7 @@ def remove_stale_temps(out: str | Path) -> int:
             n += 1
     if n:
         log.info("removed %d temp files left by an earlier killed run", n)
+    scratch.remove_stale()
     return n
 
 

@@ -20,8 +20,10 @@ no barrier between groups of items, and hands the next item to whichever worker 
   (decode), items first run as CPU tasks whose payload (uint8 grid) stays in the object
   store and goes to an actor call of up to ``batch_size`` items.
 - kill safety: with a local Ray, every worker runs a watchdog thread that ends the worker
-  (and its ffmpeg / yt-dlp children) as soon as the driver process is gone, so a killed build
-  leaves nothing writing into its output.
+  (and its ffmpeg / yt-dlp children) as soon as the driver process is gone, and a write
+  guard (``manifests.atomic.set_write_guard``) that ends it before any write into the output
+  once the driver is gone; ffmpeg and yt-dlp write in scratch space outside the output
+  (``manifests.scratch``), so a killed build leaves nothing writing into its output.
 """
 from __future__ import annotations
 
@@ -32,11 +34,12 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from curate.execution import health
 from curate.execution.lock import pid_alive
 from curate.execution.spec import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
+from manifests.atomic import set_write_guard
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +144,24 @@ def start_watchdog(driver_pid: int | None) -> None:
 
     def watch() -> None:
         _wait_for_exit(driver_pid)
-        _kill_children()
-        os._exit(1)
+        _end_worker()
+    # the watchdog may be a few ms late on a loaded machine: every write checks for itself
+    set_write_guard(write_guard(driver_pid))
     threading.Thread(target=watch, name="curate-driver-watchdog", daemon=True).start()
+
+
+def _end_worker() -> None:
+    _kill_children()
+    os._exit(1)
+
+
+def write_guard(driver_pid: int) -> Callable[[], None]:
+    """The worker's write guard (``manifests.atomic.set_write_guard``): it ends the worker
+    and its children, touching no file, when the driver is gone."""
+    def guard() -> None:
+        if not pid_alive(driver_pid):
+            _end_worker()
+    return guard
 
 
 def _wait_for_exit(pid: int) -> None:

@@ -21,8 +21,9 @@ as a player shows them (edit lists, AAC priming): ``av_offset_ms`` in the result
 shard stage records and ``curate verify`` checks.
 
 The short side is capped (never upscaled) and both sides rounded down to even numbers
-(yuv420p). The result is written under a temporary name in the destination folder and
-renamed into place, so a reader never sees half a clip.
+(yuv420p). ffmpeg writes the clip in scratch space outside the output
+(``manifests.scratch``) and it is renamed into place when finished, so a reader never sees
+half a clip and a killed build's ffmpeg never writes in the output.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from pathlib import Path
 from curate.ops.ffmpeg import FfmpegError, run_ffmpeg
 from curate.ops.encoding import CUT_QUALITY, encode_args
 from decoding.media import DecodeError, av_offset_ms, frame_instants, probe
-from manifests.atomic import atomic_path
+from manifests.scratch import scratch_path
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
     # filter, and scaling coded pixels to the display size squares non-square pixels
     size = output_size(info.get("display_width") or info["width"],
                        info.get("display_height") or info["height"], max_short_side) if scale else None
-    with atomic_path(dst) as tmp:
+    with scratch_path(dst) as tmp:
         _ffmpeg(ffmpeg_command(src, tmp, t0, t1, size, quality), timeout)
         try:
             out = probe(tmp)

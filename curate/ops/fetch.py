@@ -47,9 +47,7 @@ import math
 import os
 import random
 import re
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +58,7 @@ from curate.ops.encoding import DOWNLOAD_QUALITY, BITEXACT_ARGS, encode_args
 from curate.execution.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
+from manifests.scratch import commit, scratch_dir
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.names import safe_id
 from manifests.sources import YOUTUBE_URL
@@ -450,13 +449,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def _attempt(plan: _Plan, target: Path, opts: DownloadOptions
              ) -> tuple[dict[str, Any], str | None, str | None]:
-    """One try: fetch into a private temp folder beside the target, check, rename (the file,
-    then its sidecar).
+    """One try: fetch into a private scratch folder outside the output
+    (``manifests.scratch``), check, commit (the file, then its sidecar).
 
     Returns the probe facts with the segment times, a ``short: ...`` note or None, and a
     ``re-encoded: ...`` note or None."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent))
-    try:
+    with scratch_dir(target.stem) as tmp:
         out = tmp / "segment.mp4"
         declared: float | None = None      # the source's own duration, when we saw the file
         if plan.path is not None:
@@ -470,11 +468,9 @@ def _attempt(plan: _Plan, target: Path, opts: DownloadOptions
         facts = {**_check(out, opts), **_segment_facts(seg)}
         short = _complete(plan, declared, facts)
         sidecar = {"format": DOWNLOAD_FORMAT, **seg, "bytes": out.stat().st_size}
-        os.replace(out, target)
+        commit(out, target)
         write_json(sidecar_path(target), sidecar)
         return facts, short, seg.get("note")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _plan(row: Mapping[str, Any], sid: str, opts: DownloadOptions) -> _Plan:
