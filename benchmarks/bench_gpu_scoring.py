@@ -23,13 +23,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+
+from device_check import GpuMonitor  # noqa: E402  (the one nvidia-smi sampler)
 
 #: windows of VGGSS (1.10M over 105k shots: 10.48 per shot, 12.6 per 10-s segment)
 VGGSS_WINDOWS = 1_100_000
@@ -112,40 +114,6 @@ def per_model(device: str, batch: int, weights: dict[str, str] | None) -> list[s
     return out
 
 
-class GpuMonitor:
-    """nvidia-smi sampled every 0.5 s while the stage runs: mean utilisation, peak memory."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            res = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True)
-            if res.returncode == 0 and res.stdout.strip():
-                u, m = res.stdout.strip().splitlines()[0].split(",")
-                self.samples.append((float(u), float(m)))
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> "GpuMonitor":
-        if shutil.which("nvidia-smi"):
-            self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._t.is_alive():
-            self._t.join()
-
-    def summary(self) -> str:
-        if not self.samples:
-            return "no nvidia-smi samples (no GPU)"
-        util = sum(u for u, _ in self.samples) / len(self.samples)
-        return f"GPU utilisation mean {util:.0f}%, memory peak {max(m for _, m in self.samples) / 1024:.1f} GiB"
-
-
 def decode_fps(csv: Path, limit: int = 8) -> str:
     from decoding.media import decode_grid
 
@@ -203,7 +171,7 @@ def main(argv=None) -> None:
     stage_download(out, run, ex)
     windows = stage_split(out, run, ex)[1]
     n_win = windows.num_rows
-    with GpuMonitor() as mon:
+    with GpuMonitor(period=0.5) as mon:
         t = time.perf_counter()
         stage_score(out, run, ex)
         dt = time.perf_counter() - t

@@ -337,21 +337,24 @@ def segment_jobs(n: int, seed: int = 0) -> list:
 
 
 class GpuMonitor:
-    """nvidia-smi utilisation sampled every 0.2 s (the share of time a kernel was running)."""
+    """nvidia-smi sampled every ``period`` s while the block runs: utilisation (the share of
+    time a kernel was running) and memory used. Also ``bench_gpu_scoring``'s sampler."""
 
-    def __init__(self, device: str) -> None:
-        self.samples: list[float] = []
+    def __init__(self, device: str = "cuda", period: float = 0.2) -> None:
+        self.samples: list[tuple[float, float]] = []      # (utilisation %, MiB used)
+        self.period = period
         self._stop = threading.Event()
         self._on = device == "cuda" and shutil.which("nvidia-smi") is not None
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                               capture_output=True, text=True)
+            r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                "--format=csv,noheader,nounits"], capture_output=True, text=True)
             if r.returncode == 0 and r.stdout.strip():
-                self.samples.append(float(r.stdout.split()[0]))
-            self._stop.wait(0.2)
+                u, m = r.stdout.strip().splitlines()[0].split(",")
+                self.samples.append((float(u), float(m)))
+            self._stop.wait(self.period)
 
     def __enter__(self) -> "GpuMonitor":
         if self._on:
@@ -364,7 +367,14 @@ class GpuMonitor:
             self._t.join()
 
     def busy(self) -> float | None:
-        return round(sum(self.samples) / len(self.samples) / 100, 3) if self.samples else None
+        """Mean utilisation as a fraction, or None without samples."""
+        return round(sum(u for u, _ in self.samples) / len(self.samples) / 100, 3) if self.samples else None
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "no nvidia-smi samples (no GPU)"
+        return (f"GPU utilisation mean {100 * self.busy():.0f}%, "
+                f"memory peak {max(m for _, m in self.samples) / 1024:.1f} GiB")
 
 
 def bench_score_segments(sc, device: str, jobs: list, rows: list, batch: int = 4) -> dict:

@@ -44,3 +44,27 @@ def test_device_check_smoke_writes_a_complete_report(tmp_path):
         assert dec["one_process_source_s_per_s"] > 0 and dec["all_cores_source_s_per_s"] > 0
         assert "cascade" in proj["projected_decode_cores_per_gpu_360p"]
     assert r["ray"] == {"skipped": "smoke run (pass --ray)"}
+
+
+def test_the_gpu_sampler_reads_utilisation_and_memory(tmp_path, monkeypatch):
+    """The one nvidia-smi sampler (device_check and bench_gpu_scoring), against a stand-in
+    nvidia-smi on PATH that answers as the real one does (``57, 2048``)."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '57, 2048'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import time
+    from device_check import GpuMonitor
+
+    with GpuMonitor("cuda", period=0.01) as mon:
+        deadline = time.monotonic() + 20
+        while len(mon.samples) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert mon.samples[0] == (57.0, 2048.0)
+    assert mon.busy() == 0.57
+    assert mon.summary() == "GPU utilisation mean 57%, memory peak 2.0 GiB"
+    with GpuMonitor("cpu") as off:          # never started off a GPU
+        pass
+    assert off.samples == [] and off.busy() is None
+    assert off.summary() == "no nvidia-smi samples (no GPU)"
