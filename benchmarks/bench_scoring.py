@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decoding.media import decode_clip, decode_grid, probe  # noqa: E402
 from curate.ops.scoring import Scorers, score_segment
 from filters import registry  # noqa: E402
+from tests.scoring_counts import Counting  # noqa: E402
 
 # (video source, audio source): moving + tone, static + tone, moving + silence, busy + noise
 RECIPES = [
@@ -59,27 +60,6 @@ def windows_of(path: Path, duration: float) -> list[dict]:
                     "start": s, "end": s + 3.0})
         s += 0.5
     return out
-
-
-class Counting:
-    """Counts the inputs each model method receives (frames, clips, pairs)."""
-
-    def __init__(self, inner, counter: Counter, prefix: str):
-        self.inner, self.counter, self.prefix = inner, counter, prefix
-
-    def __getattr__(self, name):
-        fn = getattr(self.inner, name)
-        if not callable(fn) or name.startswith("_"):
-            return fn
-
-        def wrapped(*args, **kw):
-            if name == "phi_pairs":  # distinct audio clips, video clips, pairs of a segment
-                for what, a in zip(("audio_clips", "video_clips", "pairs"), args):
-                    self.counter[f"sync.{what}"] += len(a)
-            elif args:
-                self.counter[f"{self.prefix}.{name}"] += len(args[-1])
-            return fn(*args, **kw)
-        return wrapped
 
 
 def scorers(models: dict, counter: Counter) -> Scorers:

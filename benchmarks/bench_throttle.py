@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 import time
@@ -28,20 +27,16 @@ from curate.stages.sources import stage_sources
 from curate.execution.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
-from curate.demo.synth import make_event_video
+from tests.avmedia import event_video_copies, served_sources_csv
 
 
 def run(root: Path, throttle_s: float, workers: int, n: int) -> None:
     from curate.execution.ray_executor import RayExecutor
     media = root / "m"
-    media.mkdir(parents=True)
-    make_event_video(media / "v00.mp4", duration=3.0, size=(96, 64), event_times=[1.0], seed=0)
-    for i in range(1, n):
-        shutil.copyfile(media / "v00.mp4", media / f"v{i:02d}.mp4")
+    ids = event_video_copies(media, n)
     out = root / "out"
     with LoopbackServer(media, throttle_s=throttle_s, throttle_retry_after="1") as srv:
-        (root / "s.csv").write_text("id,url,start,end,label,split\n" + "".join(
-            f"v{i:02d},{srv.url(f'v{i:02d}.mp4')},0,3,x,train\n" for i in range(n)))
+        served_sources_csv(root / "s.csv", srv, ids)
         r = new_run(out, get_recipe("demo"), {"download_workers": workers})
         stage_sources(out, r, root / "s.csv")
         ex = RayExecutor(workers=2)

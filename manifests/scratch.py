@@ -91,14 +91,21 @@ def _pid_of(entry: Path) -> int | None:
     return int(name[1:]) if name.startswith("p") and name[1:].isdigit() else None
 
 
-def _running(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists on this machine and is not a zombie (a killed process
+    whose parent has not reaped it yet is dead for us). Also the output lock's and the
+    engine's worker watchdog's test."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def remove_stale(root: Path | None = None) -> int:
@@ -110,7 +117,7 @@ def remove_stale(root: Path | None = None) -> int:
     n = 0
     for entry in root.iterdir():
         pid = _pid_of(entry)
-        if pid is not None and entry.is_dir() and not _running(pid):
+        if pid is not None and entry.is_dir() and not pid_alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
             n += 1
     if n:

@@ -29,12 +29,7 @@ def make_av(path: Path, duration: float, fps: int, size: tuple[int, int] = (160,
     if burst is not None:
         on = (t >= burst[0]) & (t < burst[1])
         audio[on] = 0.5 * np.sin(2 * np.pi * 1000 * t[on])
-    wav = path.with_suffix(".wav")
-    with wave.open(str(wav), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sr)
-        f.writeframes((audio * 32767).astype("<i2").tobytes())
+    wav = write_wav(path.with_suffix(".wav"), audio, sr)
     gop = ["-g", "10000"] if one_keyframe else []
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-",
@@ -92,12 +87,7 @@ def make_flash_beep(path: Path, fps: str, sr: int, duration: float = 20.0,
         i0 = int(round((float(times[k]) - audio_delay) * sr))
         m = int(round(0.040 * sr))
         audio[i0:i0 + m] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(m) / sr)
-    wav = path.with_suffix(".wav")
-    with wave.open(str(wav), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sr)
-        f.writeframes((audio * 32767).astype("<i2").tobytes())
+    wav = write_wav(path.with_suffix(".wav"), audio, sr)
     vin = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{FLASH_W}x{FLASH_H}",
            "-r", str(rate), "-i", "-"]
     vf = []
@@ -194,4 +184,53 @@ def make_clip(path: Path, duration: float, fps: str, sr: int = 16000, channels: 
            "-c:a", "aac", "-b:a", "128k", "-shortest", str(path)]
     subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
     raw.unlink()
+    return path
+
+
+def demo_sources(root: Path, n_videos: int, seed: int) -> Path:
+    """The demo corpus (``curate.demo.synth.synthesize``) in ``root`` and its sources CSV with
+    absolute paths (``root/abs_sources.csv``), usable from any working folder."""
+    import csv
+    from curate.demo.synth import synthesize
+
+    synthesize(root, n_videos=n_videos, seed=seed)
+    with open(root / "sources.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["path"] = str(root / r["path"])
+    src = root / "abs_sources.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return src
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int) -> Path:
+    """Mono 16-bit PCM of ``audio`` (floats in [-1, 1])."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sr)
+        f.writeframes((audio * 32767).astype("<i2").tobytes())
+    return path
+
+
+def event_video_copies(folder: Path, n: int) -> list[str]:
+    """``n`` copies of one 3-s 96x64 event video, ``v00.mp4`` .. (the throttle tests' media);
+    returns their ids."""
+    import shutil
+    from curate.demo.synth import make_event_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    make_event_video(folder / "v00.mp4", duration=3.0, size=(96, 64), event_times=[1.0], seed=0)
+    for i in range(1, n):
+        shutil.copyfile(folder / "v00.mp4", folder / f"v{i:02d}.mp4")
+    return [f"v{i:02d}" for i in range(n)]
+
+
+def served_sources_csv(path: Path, server, ids: list[str], end: float = 3) -> Path:
+    """A sources CSV of ``<id>.mp4`` on ``server`` (a ``LoopbackServer``), segments [0, end)."""
+    path.write_text("id,url,start,end,label,split\n" + "".join(
+        f"{i},{server.url(f'{i}.mp4')},0,{end:g},x,train\n" for i in ids))
     return path

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from manifests.scratch import pid_alive
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "curate.lock"
@@ -47,22 +49,6 @@ def _proc_start(pid: int) -> str | None:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
     return fields[19] if len(fields) > 19 else None
-
-
-def pid_alive(pid: int) -> bool:
-    """A process with this pid exists on this machine and is not a zombie (a killed process
-    whose parent has not reaped it yet is dead for us). Also the engine's worker watchdog."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def describe(holder: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from curate.execution import health
-from curate.execution.lock import pid_alive
+from manifests.scratch import pid_alive
 from curate.execution.spec import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
 from manifests.atomic import set_write_guard
 

@@ -3,7 +3,6 @@
 (The 60-s throttle: benchmarks/bench_throttle.py.)"""
 from __future__ import annotations
 
-import shutil
 import sys
 
 import pytest
@@ -14,7 +13,7 @@ from curate.stages.sources import stage_sources
 from curate.execution.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
-from curate.demo.synth import make_event_video
+from tests.avmedia import event_video_copies, served_sources_csv
 
 WORKERS = 16
 THROTTLE_S = 8.0
@@ -26,15 +25,11 @@ def run_throttled(tmp_path, throttle_s: float, n: int = WORKERS, executor=None):
     from curate.execution.ray_executor import RayExecutor
 
     media = tmp_path / "m"
-    media.mkdir()
-    make_event_video(media / "v00.mp4", duration=3.0, size=(96, 64), event_times=[1.0], seed=0)
-    for i in range(1, n):
-        shutil.copyfile(media / "v00.mp4", media / f"v{i:02d}.mp4")
+    ids = event_video_copies(media, n)
     import yt_dlp  # noqa: F401 - before the clock starts
     out = tmp_path / "out"
     with LoopbackServer(media, throttle_s=throttle_s, throttle_retry_after="1") as srv:
-        (tmp_path / "s.csv").write_text("id,url,start,end,label,split\n" + "".join(
-            f"v{i:02d},{srv.url(f'v{i:02d}.mp4')},0,3,x,train\n" for i in range(n)))
+        served_sources_csv(tmp_path / "s.csv", srv, ids)
         run = new_run(out, get_recipe("demo"), {"download_workers": WORKERS})
         stage_sources(out, run, tmp_path / "s.csv")
         ex = executor or RayExecutor(workers=2)

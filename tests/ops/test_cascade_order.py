@@ -18,29 +18,13 @@ import pytest
 
 from curate.config.recipes import get_recipe
 from curate.ops.scoring import Scorers, SegmentJob, score_segments
+from tests.scoring_counts import Counting
 from tests.selection.oracle import select_windows
 from filters import registry
 from manifests.schemas import ALL_SCORES
 
 ORDERS = {"default": registry.DEFAULT_ORDER, "schema": registry.LEGACY_ORDER,
           "reverse": tuple(reversed(registry.DEFAULT_ORDER))}
-
-
-class Counting:
-    """Counts the inputs a scorer's embedding / phi methods receive."""
-
-    def __init__(self, inner, counter: Counter, prefix: str):
-        self.inner, self.counter, self.prefix = inner, counter, prefix
-
-    def __getattr__(self, name):
-        fn = getattr(self.inner, name)
-        if not callable(fn) or name.startswith("_"):
-            return fn
-
-        def wrapped(*args, **kw):
-            self.counter[f"{self.prefix}.{name}"] += len(args[-1]) if args else 0
-            return fn(*args, **kw)
-        return wrapped
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The score stage with columnar items: a looser threshold's rescore (``curate score``)
 scores exactly the windows the cascade skipped, gives them the scores a run with the looser
 threshold from the start gives, and a rerun of either does no work."""
-import csv
 
 import pytest
 
@@ -12,25 +11,15 @@ from curate.stages.sources import stage_sources
 from curate.stages.split import stage_split
 from curate.config.recipes import get_recipe
 from curate.execution.local import LocalExecutor
-from curate.demo.synth import synthesize
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
+from tests.avmedia import demo_sources
 from tests.stages.test_engine_stages import Recording
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    synthesize(root, n_videos=3, seed=5)
-    with open(root / "sources.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["path"] = str(root / r["path"])
-    src = root / "abs_sources.csv"
-    with open(src, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return src
+    return demo_sources(root, n_videos=3, seed=5)
 
 
 def _run(out, src, ex, thresholds):

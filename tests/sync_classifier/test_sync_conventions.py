@@ -254,8 +254,6 @@ def test_metrics_released_protocol(tmp_path, metrics_clips) -> None:
 # ------------------------------------------------------------------ a run through the stages
 
 def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> None:
-    import csv
-
     from curate.config.run_state import load_run, new_run
     from curate.stages.download import stage_download
     from curate.stages.score import stage_score
@@ -264,18 +262,9 @@ def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> N
     from curate.config.recipes import get_recipe
     from curate.execution.local import LocalExecutor
     from curate.reports.stats import collect, format_text
-    from curate.demo.synth import synthesize
+    from tests.avmedia import demo_sources
     root = tmp_path / "corpus"
-    synthesize(root, n_videos=2, seed=5)
-    with open(root / "sources.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["path"] = str(root / r["path"])
-    src = root / "abs_sources.csv"
-    with open(src, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    src = demo_sources(root, n_videos=2, seed=5)
     recipe = get_recipe("demo")
     recipe["stages"] = ["sources", "download", "split", "score"]
     recipe["filters"] = ["pixel_diff", "amplitude", "sync"]
