@@ -359,11 +359,25 @@ def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
                           cascade=cascade, gate=gate, order=order)[0]
 
 
+#: intra-op threads scoring runs on at the least (see ``deterministic_torch``)
+MIN_SCORE_THREADS = 2
+
+
 def deterministic_torch() -> None:
     """Torch settings under which the same inputs in the same forward-pass shapes give the same
     bits: deterministic algorithms (warn only where an op has none), no cuDNN autotuning (it
-    may pick another kernel per run), cuBLAS with a fixed workspace. Called once per scoring
-    worker, before the models load."""
+    may pick another kernel per run), cuBLAS with a fixed workspace, and at least
+    ``MIN_SCORE_THREADS`` intra-op threads. Called once per scoring worker, before the models
+    load.
+
+    The thread floor: on one thread ATen runs a convolution whose filter is 1x1 in its last
+    two dimensions (the R(2+1)D temporal 3x1x1 and shortcut 1x1x1 convolutions of the sync
+    classifier) on its own slow kernel instead of oneDNN's (``use_mkldnn`` in ATen's
+    Convolution.cpp), and every sync score moves in its low bits: measured on three demo
+    segments, 30 of 30 sync values differed between 1 thread and 2, none between 2, 3, 4
+    and 8. A Ray worker with one CPU or less gets ``OMP_NUM_THREADS=1``, a local run one
+    thread per core, so without the floor the same window scored differently by executor,
+    ``--workers`` and machine."""
     import os
 
     import torch
@@ -371,6 +385,8 @@ def deterministic_torch() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+    if torch.get_num_threads() < MIN_SCORE_THREADS:
+        torch.set_num_threads(MIN_SCORE_THREADS)
 
 
 def score_segments(jobs: list[SegmentJob], scorers: Scorers,

@@ -20,11 +20,11 @@ KINDS = ("flash_click", "flash_click_shifted", "drum")
 WINDOWS = 5          # per segment: keeps the test to seconds
 
 
-@pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
+def demo_jobs(d) -> list[SegmentJob]:
+    """The first ``WINDOWS`` windows of one demo segment of each kind in ``KINDS``, rendered
+    into folder ``d``."""
     from curate.ops.windows import window_starts_ms
 
-    d = tmp_path_factory.mktemp("det")
     picked = {}
     for spec in corpus_specs(32, 0):
         if spec.kind in KINDS and spec.kind not in picked:
@@ -33,7 +33,8 @@ def jobs(tmp_path_factory):
     for kind in KINDS:
         spec = picked[kind]
         path = d / f"{spec.id}.mp4"
-        render(spec, path)
+        if not path.exists():
+            render(spec, path)
         starts = window_starts_ms(0, int(1000 * int(spec.duration)), 3000, 500)
         wins = [{"window_id": f"{spec.id}_{s:06d}", "shot_id": f"{spec.id}_shot000",
                  "start": s / 1000, "end": s / 1000 + 3.0} for s in starts[:WINDOWS]]
@@ -41,8 +42,7 @@ def jobs(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def scorers():
+def demo_scorers() -> Scorers:
     from filters.clip_model import ClipScorer
     from filters.imagebind import ImageBindScorer
     from filters.sync import SyncScorer
@@ -51,6 +51,16 @@ def scorers():
     deterministic_torch()
     return Scorers(clip=ClipScorer.random(seed=0), imagebind=ImageBindScorer.random(seed=0),
                    sync=SyncScorer.from_checkpoint(str(DEMO_CHECKPOINT)))
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    return demo_jobs(tmp_path_factory.mktemp("det"))
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    return demo_scorers()
 
 
 def _bytes(rows) -> list[str]:
@@ -74,3 +84,38 @@ def test_scores_are_bit_identical_whatever_the_batch(jobs, scorers):
         got = score(order)
         for i in set(order):
             assert got[i] == alone[i], f"segment {i} differs in batch {order}"
+
+
+THREADS_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from tests.ops.test_score_determinism import _bytes, demo_jobs, demo_scorers
+from curate.ops.scoring import score_segments
+jobs = demo_jobs(Path(sys.argv[1]))
+rows = score_segments(jobs, demo_scorers(), None, cascade=False)
+Path(sys.argv[2]).write_text(json.dumps([_bytes(r) for r in rows]))
+print("threads", torch.get_num_threads())
+"""
+
+
+def test_scores_are_bit_identical_on_one_thread_or_several(tmp_path):
+    """A Ray worker with one CPU runs torch on one thread, a local run on one per core:
+    the same windows must get the same bits (``scoring.MIN_SCORE_THREADS``)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    media = tmp_path / "media"
+    media.mkdir()
+    got = {}
+    for n in (1, 3):
+        env = {**os.environ, "OMP_NUM_THREADS": str(n), "PYTHONPATH": str(repo)}
+        res = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(media), str(tmp_path / f"{n}.json")],
+                             env=env, cwd=str(repo), capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        got[n] = json.loads((tmp_path / f"{n}.json").read_text())
+        assert any(json.loads(r)["sync_a2v"] is not None for rows in got[n] for r in rows)
+    assert got[1] == got[3]
