@@ -128,7 +128,7 @@ def test_decode_score_path_matches_scoring_the_grid_directly(corpus, tmp_path):
     batches of segments; compared with score_segment on a grid decoded here."""
     import torch
     from curate.execution.ray_executor import RayExecutor
-    from curate.ops.scoring import score_segment
+    from curate.ops.scoring import deterministic_torch, score_segment
     from decoding.media import decode_grid
     from manifests.sources import display_name
 
@@ -146,7 +146,10 @@ def test_decode_score_path_matches_scoring_the_grid_directly(corpus, tmp_path):
     finally:
         ex.shutdown()
     new = read_rows(out, "windows")
-    torch.set_num_threads(1)         # as in a 1-CPU Ray worker: the same float sums
+    # the stage's torch settings; on one thread or four (a 1-CPU Ray worker has one, a
+    # local run one per core) the scores are the same bits (scoring.MIN_SCORE_THREADS)
+    torch.set_num_threads(1 if torch.get_num_threads() > 1 else 4)
+    deterministic_torch()
     gate, _ = gating(run)
     th = thresholds(run)
     scorers = build_scorers(resolve_models(run), run["recipe"]["models"], "cpu")
