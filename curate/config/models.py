@@ -2,6 +2,7 @@
 what identifies them in a fingerprint, and building the scorers (once per scoring actor)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,34 @@ def sync_convention(weights: str | None, override: str | None = None) -> str | N
         return None
 
 
+#: weight files up to this size are identified by their content, wherever they are
+HASHED_WEIGHTS_MAX = 64 << 20
+
+
+def _file_ident(path: str) -> list[Any]:
+    """A weight file in a fingerprint. Small files (a sync classifier the build trained into
+    ``--out``) by size and content hash: a copied or moved run keeps its fingerprints, a
+    retrained file is new weights. Larger ones (CLIP, ImageBind: hundreds of MB to GB, kept
+    outside the output) by path, size and mtime, to spare reading them on every run."""
+    st = os.stat(path)
+    if st.st_size > HASHED_WEIGHTS_MAX:
+        return [str(path), st.st_size, int(st.st_mtime)]
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return [st.st_size, h.hexdigest()]
+
+
 def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What identifies each model's weights in a fingerprint: the path with the file's size
-    and mtime (a retrained checkpoint at the same path is new weights), or the name."""
+    """What identifies each model's weights in a fingerprint: the file (``_file_ident``),
+    a released folder's files by name, size and mtime, or the name."""
     ids: dict[str, Any] = {}
     for filt, m in models.items():
         w = m["weights"]
         ident: Any = w
         if w and Path(str(w)).is_file():
-            st = os.stat(w)
-            ident = [str(w), st.st_size, int(st.st_mtime)]
+            ident = _file_ident(str(w))
         elif w and Path(str(w)).is_dir():     # a released modules/ folder: every file in it
             files = sorted(p for p in Path(str(w)).rglob("*") if p.is_file())
             ident = [str(w), [[str(p.relative_to(w)), p.stat().st_size, int(p.stat().st_mtime)]

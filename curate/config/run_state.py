@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,21 @@ from manifests.atomic import write_json
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+#: how run.json writes an option that is a path inside the output (a sync classifier the
+#: build trained): relative to the output, so a copied or moved run reads its own file
+IN_OUT = "<out>/"
+
+
+def _portable_options(options: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    root = os.path.abspath(out) + os.sep
+    return {k: IN_OUT + os.path.relpath(v, root) if isinstance(v, str) and os.path.isabs(v)
+            and os.path.abspath(v).startswith(root) else v for k, v in options.items()}
+
+
+def _local_options(options: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    root = os.path.abspath(out)
+    return {k: os.path.join(root, v[len(IN_OUT):]) if isinstance(v, str) and v.startswith(IN_OUT)
+            else v for k, v in options.items()}
 
 
 def load_run(out: str | Path) -> dict[str, Any]:
@@ -27,14 +43,16 @@ def load_run(out: str | Path) -> dict[str, Any]:
             and isinstance(run["recipe"].get("name"), str) and isinstance(run.get("options", {}), dict)):
         raise ValueError(f"{path} is not a curate run file (no recipe name / options): restore it, "
                          f"or remove it and rerun the same `curate build` command")
-    run.setdefault("options", {})
+    run["options"] = _local_options(run.get("options") or {}, out)
     return run
 
 
 def save_run(out: str | Path, run: dict[str, Any]) -> None:
     """Write run.json atomically, and only when its content changed (a finished rerun
-    rewrites nothing)."""
+    rewrites nothing). Options that are paths inside ``out`` are written relative to it
+    (``IN_OUT``) and read back under wherever the output is then."""
     path = Path(out) / RUN_FILE
+    run = {**run, "options": _portable_options(run.get("options") or {}, out)}
     try:
         if json.loads(path.read_text()) == json.loads(json.dumps(run)):
             return

@@ -2,6 +2,7 @@
 split when no sync checkpoint is given."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
         s = sources.get(d["source_id"])
         if d["status"] == schemas.STATUS_OK and s and s["split"] == "train":
             link = train_dir / Path(d["path"]).name
-            if not link.exists():
-                link.symlink_to(Path(d["path"]).resolve())
+            if not link.exists():      # relative: a copied or moved run links its own files
+                link.symlink_to(os.path.relpath(os.path.abspath(d["path"]), train_dir.absolute()))
     # Settings measured on 2 CPU cores with the demo corpus (24 train videos, 8 of them silent
     # or still and skipped as carrying no sync cue):
     # * num_workers=0: each video is decoded once into the dataset's in-memory cache (32x32
@@ -44,7 +45,7 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
     ckpt = train(data=train_dir, out=ckpt_dir, small=True, steps=5000, batch_size=4, lr=1e-3,
                  max_minutes=SYNC_TRAIN_MINUTES, num_workers=0, seed=0, log_every=50,
                  ckpt_every=100_000, resume=False)
-    run["options"]["sync_checkpoint"] = str(Path(ckpt).resolve())
+    run["options"]["sync_checkpoint"] = str(Path(ckpt).absolute())   # run.json: relative to out
     save_run(out, run)
     return Path(ckpt)
 

@@ -95,3 +95,31 @@ def test_a_local_source_replaced_at_the_same_path_is_read_again(local_run):
     ex = _build(out, src, local_run["cfg"])
     sid = next(r["source_id"] for r in read_rows(out, "sources") if r["ytid"] == vids[0]["id"])
     assert ex.ran.get("download") == [sid]
+
+
+@pytest.mark.slow
+def test_a_run_with_its_weights_inside_copied_without_mtimes_redoes_nothing(local_run):
+    """A sync classifier inside ``--out`` (as the demo's in-run training leaves it): run.json
+    names it relative to the output and fingerprints know it by content, so a copy made as
+    ``cp -r`` makes it (new mtimes), with the original gone, redoes nothing and reads its
+    own weights."""
+    from curate.config.run_state import load_run
+    from sync_classifier.model import DEMO_CHECKPOINT
+
+    work = local_run["tmp"].mktemp("port_weights")
+    out = work / "a"
+    shutil.copytree(local_run["out"], out)
+    ckpt = out / "models" / "sync.pt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copyfile(DEMO_CHECKPOINT, ckpt)
+    build("custom", out, Counting(), sources=local_run["src"], config=local_run["cfg"],
+          options={"allow_random_weights": True, "sync_checkpoint": str(ckpt)}, echo=lambda s: None)
+    assert json.loads((out / "run.json").read_text())["options"]["sync_checkpoint"] == "<out>/models/sync.pt"
+    ref = outcome(out)
+    copy = work / "b"
+    shutil.copytree(out, copy, copy_function=shutil.copyfile)      # mtimes not kept
+    shutil.rmtree(out)
+    ex = _build(copy, local_run["src"], local_run["cfg"])
+    assert ex.ran == {}
+    assert outcome(copy) == ref
+    assert load_run(copy)["options"]["sync_checkpoint"] == str(copy / "models" / "sync.pt")
