@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -260,7 +261,6 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     Identical rows to ``merge_windows(windows rows, decision rows, shot rows, min_len)``; only
     the kept windows are gathered, and only clips are formatted in Python (their ids).
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     from manifests.schemas import CLIPS
@@ -269,6 +269,42 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     if kw.num_rows == 0:
         log.info("merge: 0 kept windows -> 0 clips")
         return CLIPS.empty_table()
+    g = _window_groups(kw)
+    head = kw.take(pa.array(g.order[g.first], type=pa.int64()))
+    c_start, c_end = _clamp_to_shots(head, g.starts, g.ends, shots)
+    cols = _clip_columns(kw, head, g, c_start, c_end, min_len)
+    nulls = pa.nulls(g.n_groups, pa.float64())   # cut_start / cut_end / av_offset_ms: the shard stage
+    table = pa.table({n: cols.get(n, nulls) for n in CLIPS.names}).cast(CLIPS)
+    table = table.take(pc.sort_indices(table, sort_keys=[("clip_id", "ascending")]))
+    n_short = sum(1 for st in cols["status"] if st == STATUS_REJECTED)
+    log.info("merge: %d kept windows -> %d clips (%d shorter than %.1fs rejected)",
+             len(g.order), g.n_groups, n_short, min_len)
+    return table
+
+
+@dataclass
+class _Groups:
+    """Kept windows sorted by (source, shot, start, end) and cut into runs that merge."""
+    order: np.ndarray        # row of ``kw`` at each sorted position
+    first: np.ndarray        # sorted position of each group's first window
+    group: np.ndarray        # group of each sorted position
+    pos: np.ndarray          # position of each sorted window inside its group
+    starts: np.ndarray       # each group's start (min) and end (max)
+    ends: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.first)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(np.append(self.first, len(self.order)))
+
+
+def _window_groups(kw: Any) -> _Groups:
+    import numpy as np
+    import pyarrow.compute as pc
+
     src = pc.dictionary_encode(kw.column("source_id").combine_chunks())
     shot = pc.dictionary_encode(pc.fill_null(kw.column("shot_id"), "").combine_chunks())
     src_code = src.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -279,37 +315,35 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     key = src_code[order] * (int(shot_code.max()) + 1) + shot_code[order]
     s_sorted, e_sorted = starts[order], ends[order]
     first = _group_breaks(key, s_sorted, e_sorted)
-    n_groups = len(first)
-    group = np.repeat(np.arange(n_groups), np.diff(np.append(first, len(order))))
-    pos = np.arange(len(order)) - first[group]
-    c_start = np.minimum.reduceat(s_sorted, first)
-    c_end = np.maximum.reduceat(e_sorted, first)
-    head = kw.take(pa.array(order[first], type=pa.int64()))
-    c_start, c_end = _clamp_to_shots(head, c_start, c_end, shots)
+    group = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(order))))
+    return _Groups(order, first, group, np.arange(len(order)) - first[group],
+                   np.minimum.reduceat(s_sorted, first), np.maximum.reduceat(e_sorted, first))
+
+
+def _clip_columns(kw: Any, head: Any, g: _Groups, c_start: np.ndarray, c_end: np.ndarray,
+                  min_len: float) -> dict[str, Any]:
+    """The CLIPS columns of the groups: ids, times, window counts, mean scores, status."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     length = c_end - c_start
     short = length < min_len - EPS
-    errors = [f"merge: clip length {ln:.2f}s < min_len {min_len:.2f}s" if sh else None
-              for ln, sh in zip(length.tolist(), short.tolist())]
     src_ids = head.column("source_id").to_pylist()
-    clip_ids = [clip_id_for(s, a, b) for s, a, b in zip(src_ids, c_start.tolist(), c_end.tolist())]
     cols: dict[str, Any] = {
-        "clip_id": clip_ids, "source_id": head.column("source_id"), "shot_id": head.column("shot_id"),
+        "clip_id": [clip_id_for(s, a, b) for s, a, b in zip(src_ids, c_start.tolist(), c_end.tolist())],
+        "source_id": head.column("source_id"), "shot_id": head.column("shot_id"),
         "class_name": head.column("class_name"), "split": head.column("split"),
-        "start": c_start, "end": c_end, "n_windows": np.diff(np.append(first, len(order))),
+        "start": c_start, "end": c_end, "n_windows": g.sizes,
     }
     for col in ALL_SCORES:
-        vals = pc.fill_null(kw.column(col), float("nan")).to_numpy(zero_copy_only=False)[order]
-        mean = _sequential_means(vals.astype(np.float64), group, pos, n_groups)
+        vals = pc.fill_null(kw.column(col), float("nan")).to_numpy(zero_copy_only=False)[g.order]
+        mean = _sequential_means(vals.astype(np.float64), g.group, g.pos, g.n_groups)
         cols[col] = pa.array(mean, mask=np.isnan(mean), type=pa.float64())
     cols["status"] = np.where(short, STATUS_REJECTED, STATUS_OK).tolist()
-    cols["error"] = errors
-    # cut_start / cut_end / av_offset_ms: filled by the shard stage when the clip is cut
-    nulls = pa.nulls(n_groups, pa.float64())
-    table = pa.table({n: cols.get(n, nulls) for n in CLIPS.names}).cast(CLIPS)
-    table = table.take(pc.sort_indices(table, sort_keys=[("clip_id", "ascending")]))
-    log.info("merge: %d kept windows -> %d clips (%d shorter than %.1fs rejected)",
-             len(order), n_groups, int(short.sum()), min_len)
-    return table
+    cols["error"] = [f"merge: clip length {ln:.2f}s < min_len {min_len:.2f}s" if sh else None
+                     for ln, sh in zip(length.tolist(), short.tolist())]
+    return cols
 
 
 def _clamp_to_shots(head: Any, c_start: np.ndarray, c_end: np.ndarray,
