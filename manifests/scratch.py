@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,8 +42,17 @@ def scratch_root() -> Path:
 
 
 def _own_dir() -> Path:
-    d = scratch_root() / f"p{os.getpid()}"
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = scratch_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not os.environ.get(SCRATCH_ENV):
+        # the default sits in a temp folder every user can write: it must be our own folder,
+        # not another user's or a link planted there
+        st = os.lstat(root)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(f"scratch folder {root} is a link or another user's folder: "
+                                  f"remove it, or set {SCRATCH_ENV} to a folder of your own")
+    d = root / f"p{os.getpid()}"
+    d.mkdir(exist_ok=True, mode=0o700)
     return d
 
 

@@ -89,3 +89,15 @@ def test_stale_scratch_folders_of_ended_processes_are_removed(root):
     assert scratch.remove_stale() == 1
     assert not dead.exists() and mine.exists() and other.exists()
     assert scratch.remove_stale(root / "missing") == 0
+
+
+def test_the_default_scratch_folder_must_be_this_users_own(tmp_path, monkeypatch):
+    monkeypatch.delenv(scratch.SCRATCH_ENV, raising=False)
+    monkeypatch.setattr(scratch.tempfile, "gettempdir", lambda: str(tmp_path))
+    planted = tmp_path / "elsewhere"
+    planted.mkdir()
+    (tmp_path / f"curate-scratch-{os.getuid()}").symlink_to(planted)
+    with pytest.raises(PermissionError, match="CURATE_SCRATCH"):
+        with scratch.scratch_path(tmp_path / "out" / "clip.mp4"):
+            pass
+    assert list(planted.iterdir()) == [] and not (tmp_path / "out" / "clip.mp4").exists()
