@@ -31,10 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from bench_flops import VGGSS_WINDOWS  # noqa: E402  (1.10M windows over 105k shots)
 from device_check import GpuMonitor  # noqa: E402  (the one nvidia-smi sampler)
 
-#: windows of VGGSS (1.10M over 105k shots: 10.48 per shot, 12.6 per 10-s segment)
-VGGSS_WINDOWS = 1_100_000
 RECIPES = [
     ("testsrc2=size=640x360:rate=25", "sine=frequency=440:sample_rate=44100"),
     ("mandelbrot=size=640x360:rate=25", "anoisesrc=a=0.2:r=44100"),

@@ -68,8 +68,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 log = logging.getLogger("device_check")
 
-VGGSS_WINDOWS = 1_100_000
-#: windows per source-second at VGGSS's shape (12.57 windows per 10-s segment, bench_flops)
 #: modules the lent machine's image lacks -> the wheel that brings each (scripts/device_bundle.sh)
 BUNDLE_MODULES = {"open_clip": "open_clip_torch", "ftfy": "ftfy", "wcwidth": "wcwidth", "av": "av"}
 
@@ -329,10 +327,10 @@ def synthetic_grid(seed: int, size: int = 224, seconds: float = 10.0):
 
 
 def segment_jobs(n: int, seed: int = 0) -> list:
-    from bench_flops import vggss_corpus
+    import bench_flops as bf
     from curate.ops.scoring import SegmentJob
 
-    segs, _ = vggss_corpus(n, 10.48, seed)
+    segs, _ = bf.vggss_corpus(n, bf.VGGSS_WINDOWS / bf.VGGSS_SHOTS, seed)
     return [SegmentJob(synthetic_grid(i), ws, "dog barking") for i, ws in enumerate(segs)]
 
 
@@ -549,6 +547,7 @@ def projection(report: dict) -> dict[str, Any]:
     wps = e2e.get("windows_per_s")
     if not wps or not casc or "ratio" not in casc:
         return {"skipped": "needs score_segments and the cascade ratio"}
+    from bench_flops import VGGSS_WINDOWS
     hours = VGGSS_WINDOWS / wps / 3600
     cascade_wps = wps / casc["ratio"]      # assumes GPU time proportional to model FLOPs
     env = report.get("environment", {})
@@ -601,14 +600,14 @@ def bench_ray(paths: dict[str, str], smoke: bool, folder: Path, n_segments: int)
     import functools
 
     import ray.cloudpickle
-    from bench_flops import vggss_corpus
+    import bench_flops as bf
     from curate.execution.ray_executor import RayExecutor
     from curate.execution.spec import StageSpec
     from curate.execution.checkpoints import run_stage
     from manifests import schemas
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    segs, _ = vggss_corpus(n_segments, 10.48, 2)
+    segs, _ = bf.vggss_corpus(n_segments, bf.VGGSS_WINDOWS / bf.VGGSS_SHOTS, 2)
     items = [{"key": f"seg{i:04d}", "seed": i, "windows": ws} for i, ws in enumerate(segs)]
     spec = StageSpec("score", functools.partial(_ray_score_factory, paths, smoke), _ray_error,
                      stateful=True, prepare=_ray_grid_factory, batch_size=4,

@@ -11,7 +11,7 @@ The released pipeline reads every decoded frame with its own pts instead of a re
 * metadata: stream durations and rates as ``VideoReader.get_metadata`` gives them.
 
 ``released_metadata``, ``decode_native_frames``, ``decode_audio_frames`` read those;
-``nearest_frame`` / ``first_frame_at_or_after`` pick frames by time; ``join_audio_frames``
+``nearest_frame`` / ``stepped_frames`` pick frames by time; ``join_audio_frames``
 concatenates the frames of a window; ``sinc_resample`` is ``torchaudio.functional.resample``
 (windowed sinc, Hann or Kaiser, width 6, rolloff 0.99) re-implemented, because torchaudio
 cannot be installed next to the CPU torch wheel used here.
@@ -185,12 +185,6 @@ def nearest_frame(pts: np.ndarray, times) -> np.ndarray:
     one on an exact tie, as ``argmin``)."""
     t = np.asarray(times, np.float64)
     return np.abs(t[..., None] - pts).argmin(axis=-1)
-
-
-def first_frame_at_or_after(pts: np.ndarray, times) -> np.ndarray:
-    """For each time, the position of the first frame with ``pts >= t``; ``len(pts)`` when
-    there is none."""
-    return np.searchsorted(pts, np.asarray(times, np.float64), side="left")
 
 
 # ---------------------------------------------------------------- torchaudio's sinc resampler

@@ -44,11 +44,10 @@ import torch
 from decoding import native
 from decoding.media import DecodeError
 from decoding.mel import released_mel
+from sync_classifier.model import OURS, RELEASED  # the names checkpoints record
 
 log = logging.getLogger(__name__)
 
-OURS = "ours"
-RELEASED = "released"
 CONVENTION_OPTION = "--convention"
 PROTOCOL_OPTION = "--protocol"
 ALL_ANCHORS = "all-anchors"

@@ -506,12 +506,12 @@ class ReleasedClipDataset(Dataset):
 
     def __init__(self, sources: Sequence[VideoSource], offsets: Sequence[float],
                  frame_size: int | None, train: bool, clip_len: float = CLIP_LEN,
-                 fps: int = CLIP_FPS, seed: int = 0) -> None:
+                 fps: int = CLIP_FPS) -> None:
         from sync_classifier.conventions import offsets_spacing
         offsets_spacing(offsets)          # evenly spaced, else a clear error now
         self.sources, self.offsets = list(sources), tuple(offsets)
         self.frame_size = frame_size or 224
-        self.train, self.clip_len, self.fps, self.seed = train, clip_len, fps, seed
+        self.train, self.clip_len, self.fps = train, clip_len, fps
 
     def __len__(self) -> int:
         return len(self.sources)

@@ -87,7 +87,7 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
         skipped = [{"source": s.source, "reason": s.reason} for s in sk]
         if max_videos is not None:
             sources = sources[:max_videos]
-        dataset = ReleasedClipDataset(sources, EVAL_OFFSETS, size, train=False, seed=seed)
+        dataset = ReleasedClipDataset(sources, EVAL_OFFSETS, size, train=False)
     elif data is None:
         from sync_classifier.synthetic import make_grid_factory
         dataset = GeneratedClipDataset(make_grid_factory(8.0, size), n_generated, EVAL_OFFSETS,

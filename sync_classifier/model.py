@@ -30,6 +30,7 @@ Every load is strict: a missing, unexpected or mis-shaped key is an error naming
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -565,9 +566,17 @@ def weights_convention(path: str | Path, option: str = CHECKPOINT_OPTION) -> str
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read {cfg_path}: {e} ({option})") from e
         return str(head.get("curate_convention") or RELEASED)
-    state = _torch_load(p, option) if p.is_file() else None
-    if state is None:
+    if not p.is_file():
         raise FileNotFoundError(f"sync classifier weights not found: {p} ({option})")
+    st = p.stat()
+    return _file_convention(str(p.resolve()), st.st_size, st.st_mtime_ns, option)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_convention(path: str, size: int, mtime_ns: int, option: str) -> str:
+    """``weights_convention`` of a checkpoint file, read once per file version: every stage
+    asks (``resolve_models``), and the answer needs the whole file unpickled."""
+    state = _torch_load(Path(path), option)
     if is_avid_checkpoint(state):
         return RELEASED
     return str(state.get("convention") or OURS) if isinstance(state, dict) else OURS

@@ -94,9 +94,12 @@ class Checkpoint:
         per part, naming it. Run by the driver that holds the output's lock."""
         notes = []
         for p in self.parts():
-            good, bad = read_part(p)
+            # the key-only read checks every line's seal as the full one does, at the cost
+            # of the index: a whole part is parsed only when it has to be rewritten
+            good, bad = read_part(p, keys_only=True)
             if not bad:
                 continue
+            good = read_part(p)[0]
             aside = self.dir / "aside"
             aside.mkdir(parents=True, exist_ok=True)
             dest = aside / f"{p.name}.{int(time.time())}.bad"
@@ -108,7 +111,7 @@ class Checkpoint:
                 log.warning("checkpoint part %s cannot be read (%s): skipped, its items are redone", p, e)
                 continue
             if good:
-                write_text(p, "".join(_seal(_strip(r)) for _i, r in good))
+                write_text(p, "".join(_seal(r) for _i, r in good))
             else:
                 p.unlink()
             lines = ", ".join(str(b + 1) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
@@ -186,10 +189,6 @@ def _seal(rec: dict) -> str:
     """One record line: JSON (which never holds a raw tab), a tab, the JSON's checksum."""
     body = json.dumps(rec, default=str)
     return f"{body}\t{_digest(body.encode())}\n"
-
-
-def _strip(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k != "_line"}
 
 
 def _parse_line(raw: bytes, keys_only: bool) -> dict | None:

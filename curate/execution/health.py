@@ -287,7 +287,6 @@ class HealthControl:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for the console, ``curate stats`` and the engine."""
-        now = self.clock()
         return {"state": self.state, "why": self.why, "since": self._wall_of(self.since),
                 "paused_since": self._wall_of(self.episode_start) if self.state != "open" else None,
                 "resumes_at": self._wall_of(self.resumes_at) if self.state == "paused" else None,
@@ -295,7 +294,7 @@ class HealthControl:
                 "paused_s": round(self.paused_total(), 3), "version": self.version,
                 "counts": dict(self.counts), "history": list(self.history),
                 "bot_checks_in_a_row": self.bot_n,
-                "config": asdict(self.cfg), "at": self.wall(), "_now": now}
+                "config": asdict(self.cfg), "at": self.wall()}
 
 
 # ----------------------------------------------------------------------------- workers
@@ -384,7 +383,7 @@ STATE_FILE = Path("work") / "download" / "health.json"
 def write_state(out: str | Path, state: dict[str, Any]) -> None:
     """``<out>/work/download/health.json`` (atomic), read by ``curate stats``."""
     from manifests.atomic import write_json
-    write_json(Path(out) / STATE_FILE, {k: v for k, v in state.items() if not k.startswith("_")})
+    write_json(Path(out) / STATE_FILE, state)
 
 
 def read_state(out: str | Path) -> dict[str, Any] | None:

@@ -34,7 +34,6 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
 
 _HELD: dict[str, int] = {}        # resolved out -> nesting depth in this process
-_STOP: dict[str, threading.Event] = {}
 
 
 class OutputLocked(ValueError):

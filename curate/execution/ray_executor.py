@@ -118,6 +118,8 @@ def _kill_children() -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+    # then the /proc scan: the kernel's children lists may miss a child forked while they
+    # were read (they are exact only for stopped threads), and some kernels lack them
     me = os.getpid()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -302,13 +304,14 @@ class _HealthWatch:
         self.spec, self.actor = spec, actor
         self.version = -1
         self.paused_s = 0.0
-        self.state: dict[str, Any] = {}
 
     def poll(self, final: bool = False) -> float:
         """Seconds paused since the last poll."""
         import ray
+        from curate.execution.interrupt import deferred
         try:
-            st = ray.get(self.actor.state.remote(), timeout=10)
+            with deferred():    # as every Ray call: a signal is raised after it, never lost
+                st = ray.get(self.actor.state.remote(), timeout=10)
         except Exception as e:  # noqa: BLE001 - the display must never stop the stage
             log.debug("health state: %s", e)
             return 0.0
@@ -316,7 +319,6 @@ class _HealthWatch:
         if (st["version"] != self.version or final) and self.spec.on_health is not None:
             self.version = st["version"]
             self.spec.on_health(st)
-        self.state = st
         return max(held, 0.0)
 
 

@@ -23,8 +23,6 @@ from manifests.schemas import has_manifest, read_rows, write_manifest
 CODES = ("ok", "private", "removed", "unavailable_in_region", "age_restricted", "bot_check",
          "throttled", "timeout", "http_error", "bad_media", "unavailable", "bad_input", "error",
          "not_tried")
-#: codes a later run may turn into ok (the source itself is probably still there)
-RETRYABLE = frozenset({"bot_check", "throttled", "timeout", "http_error", "error", "not_tried"})
 
 _PRIVATE = re.compile(r"private video|this video is private|members[- ]only", re.I)
 _REGION = re.compile(r"not available in your country|geo.?restrict|in your (?:country|region)"

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from curate.selection.rules import select_windows_table
 from manifests.columns import read_columns, read_windows_table
 from curate.stages.base import Context, Stage
+from curate.stages.inputs import take_by_key
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def keep_cut_columns(out: Any, name: str, table: Any, key: str) -> Any:
     old = read_columns(out, name, [key, "start", "end", *schemas.CUT_COLUMNS])
     if old.num_rows == 0:
         return table
-    pos = pc.index_in(table[key], value_set=old[key].combine_chunks())
+    pos, _ = take_by_key(table[key], old, key)
     same = pc.fill_null(pc.and_(pc.equal(old["start"].take(pos), table["start"]),
                                 pc.equal(old["end"].take(pos), table["end"])), False)
     for c in schemas.CUT_COLUMNS:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from manifests import schemas
+from curate.stages.inputs import ok_downloads
 from curate.config.run_state import save_run
 from curate.stages.base import Stage
 
@@ -21,10 +21,8 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
     ckpt_dir = Path(out) / "models" / "sync_small"
     train_dir = Path(out) / "models" / "sync_train_videos"
     train_dir.mkdir(parents=True, exist_ok=True)
-    sources = {s["source_id"]: s for s in schemas.read_rows(out, "sources")}
-    for d in schemas.read_rows(out, "downloads"):
-        s = sources.get(d["source_id"])
-        if d["status"] == schemas.STATUS_OK and s and s["split"] == "train":
+    for d in ok_downloads(out):
+        if d["split"] == "train":
             link = train_dir / Path(d["path"]).name
             if not link.exists():      # relative: a copied or moved run links its own files
                 link.symlink_to(os.path.relpath(os.path.abspath(d["path"]), train_dir.absolute()))
