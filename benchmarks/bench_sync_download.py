@@ -50,7 +50,8 @@ def _old_cut(src, start, end, out, opts):
     args = ["-ss", f"{start:.3f}", "-i", str(src)] + (["-t", f"{end - start:.3f}"] if end else [])
     _ff([*args, *dl._encode_args(opts), str(out)])
     dur = dl.probe(src)["duration"]
-    return dur, {"seg_start": 0.0, "seg_end": float(end - start), "stream_copy": False, "note": None}
+    return dur, {"seg_start": 0.0, "seg_end": float(end - start), "stream_copy": False, "note": None}, \
+        dl.probe(out)
 
 
 def _cpu() -> float:

@@ -73,12 +73,17 @@ def ffmpeg_version() -> str | None:
     return first[0].strip() if first else None
 
 
+def download_quality(download_opts: Any = None) -> dict[str, Any]:
+    """Quality settings (crf, preset, audio_bitrate) of the download re-encode:
+    ``download_opts``' (a ``DownloadOptions``), default its defaults."""
+    d = download_opts
+    return dict(DOWNLOAD_QUALITY) if d is None else \
+        {"crf": d.crf, "preset": d.preset, "audio_bitrate": d.audio_bitrate}
+
+
 def encoder_settings(download_opts: Any = None) -> dict[str, Any]:
     """What to record in ``run.json["encoder"]``: the shared settings, the quality settings
-    of the download re-encode (``download_opts``: a ``DownloadOptions``, default its
-    defaults) and of the clip cut, and the ffmpeg version (bytes depend on the build)."""
-    d = download_opts
-    download = dict(DOWNLOAD_QUALITY) if d is None else \
-        {"crf": d.crf, "preset": d.preset, "audio_bitrate": d.audio_bitrate}
-    return {**ENCODER_SETTINGS, "ffmpeg": ffmpeg_version(), "download": download,
-            "cut": dict(CUT_QUALITY)}
+    of the download re-encode (``download_quality``) and of the clip cut, and the ffmpeg
+    version (bytes depend on the build)."""
+    return {**ENCODER_SETTINGS, "ffmpeg": ffmpeg_version(),
+            "download": download_quality(download_opts), "cut": dict(CUT_QUALITY)}

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from curate.ops.ffmpeg import FfmpegError, run_ffmpeg
-from curate.ops.encoding import DOWNLOAD_QUALITY, BITEXACT_ARGS, encode_args
+from curate.ops.encoding import DOWNLOAD_QUALITY, BITEXACT_ARGS, download_quality, encode_args
 from curate.execution.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
@@ -270,7 +270,7 @@ def _cached_row(sid: str, target: Path, opts: DownloadOptions,
         short = None
     note = _join(short, seg.get("note"))
     return downloads_row(sid, str(target), STATUS_OK, "short" if short else "cached", note, facts,
-                         _rendition(row, opts))
+                         _rendition(row.get("path"), opts))
 
 
 def sidecar_path(target: str | os.PathLike) -> Path:
@@ -306,9 +306,10 @@ def _join(*notes: str | None) -> str | None:
     return "; ".join(kept) if kept else None
 
 
-def _rendition(row: Mapping[str, Any], opts: DownloadOptions) -> str:
-    """A local file is used as it is (full); a fetched one is the rendition asked for."""
-    return "full" if row.get("path") else opts.rendition
+def _rendition(path: Any, opts: DownloadOptions) -> str:
+    """A local file (a source row's ``path``, or a plan's) is used as it is (full); a
+    fetched one is the rendition asked for."""
+    return "full" if path else opts.rendition
 
 
 def _short_note(plan: _Plan, facts: Mapping[str, Any]) -> str | None:
@@ -364,7 +365,7 @@ def _try_once(plan: _Plan, target: Path, opts: DownloadOptions, gate: Gate | Non
             gate.report(permit, "ok")
         reason = "short" if short else "ok"
         return downloads_row(plan.source_id, str(target), STATUS_OK, reason, _join(short, note), facts,
-                             "full" if plan.path is not None else opts.rendition), last, permit
+                             _rendition(plan.path, opts)), last, permit
     except _Failure as f:
         return None, f, permit
     except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
@@ -457,15 +458,16 @@ def _attempt(plan: _Plan, target: Path, opts: DownloadOptions
     with scratch_dir(target.stem) as tmp:
         out = tmp / "segment.mp4"
         declared: float | None = None      # the source's own duration, when we saw the file
+        # ``probed``: the probe of ``out`` its writer made (``out`` is unchanged since)
         if plan.path is not None:
-            declared, seg = _cut(plan.path, plan.start, plan.end, out, opts)
+            declared, seg, probed = _cut(plan.path, plan.start, plan.end, out, opts)
         else:
             fetched, already_cut = _fetch(plan, tmp / "dl", opts)
             if already_cut:
-                seg = _remux(fetched, plan.start, plan.end, out, opts)
+                seg, probed = _remux(fetched, plan.start, plan.end, out, opts)
             else:
-                declared, seg = _cut(fetched, plan.start, plan.end, out, opts)
-        facts = {**_check(out, opts), **_segment_facts(seg)}
+                declared, seg, probed = _cut(fetched, plan.start, plan.end, out, opts)
+        facts = {**_validate(out, probed, opts), **_segment_facts(seg)}
         short = _complete(plan, declared, facts)
         sidecar = {"format": DOWNLOAD_FORMAT, **seg, "bytes": out.stat().st_size}
         commit(out, target)
@@ -517,7 +519,12 @@ def _seconds(v: Any, what: str, default: float | None) -> float | None:
 
 def _check(path: Path, opts: DownloadOptions) -> dict[str, Any]:
     """Probe facts of a finished segment, or the reason it is not acceptable."""
-    facts = _probe_or_fail(path)
+    return _validate(path, _probe_or_fail(path), opts)
+
+
+def _validate(path: Path, facts: dict[str, Any], opts: DownloadOptions) -> dict[str, Any]:
+    """``facts`` (the probe of the finished segment ``path``), or the reason it is not
+    acceptable."""
     if not facts.get("duration") or not facts.get("width") or not facts.get("height"):
         raise _Failure("corrupt", f"no playable video in {path.name} (facts {facts})")
     if facts["width"] < opts.min_width or facts["height"] < opts.min_height:
@@ -642,9 +649,11 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
 def _stream_hint(f: _Failure, info: Mapping[str, Any] | None) -> _Failure:
     """A segmented stream (HLS / DASH) that yt-dlp hands to ffmpeg fails as a bare "ffmpeg
     exited with code 1": say what was being fetched and what to try."""
-    proto = str((info or {}).get("protocol") or "")
-    if "ffmpeg exited" in f.message and ("m3u8" in proto or "dash" in proto or "m3u8" in str((info or {}).get("url") or "")):
-        kind = "HLS (m3u8)" if "m3u8" in proto or "m3u8" in str((info or {}).get("url") or "") else "DASH"
+    info = info or {}
+    proto = str(info.get("protocol") or "")
+    hls = "m3u8" in proto or "m3u8" in str(info.get("url") or "")
+    if "ffmpeg exited" in f.message and (hls or "dash" in proto):
+        kind = "HLS (m3u8)" if hls else "DASH"
         f.message = (f"{kind} stream: yt-dlp's ffmpeg could not fetch the segment ({f.message}); "
                      f"check that ffmpeg reaches the stream's URLs (rerun with --verbose for "
                      f"ffmpeg's own error), or set \"use_ranges\": \"never\" in the recipe's "
@@ -792,12 +801,12 @@ def _probe_src(src: Path) -> dict[str, Any]:
 
 
 def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions
-         ) -> tuple[float, dict[str, Any]]:
+         ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """[start, end) of ``src`` (seconds from its start) to ``out`` (mp4): a stream copy from
     the keyframe at or before ``start`` on ``src``'s own clock, else a frame-instant
     re-encode. Returns the duration ``src`` declares (its index, to compare with what could
-    be written) and the segment record (seg_start, seg_end on ``out``'s clock, stream_copy,
-    note)."""
+    be written), the segment record (seg_start, seg_end on ``out``'s clock, stream_copy,
+    note) and the probe of ``out``."""
     info = _probe_src(src)
     dur, t_src = info["duration"], info.get("start_time") or 0.0
     if start >= dur:
@@ -805,17 +814,19 @@ def _cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOp
     args = ["-ss", f"{start:.6f}"] + (["-t", f"{end - start:.6f}"] if end is not None else [])
     try:
         _ffmpeg([*args, "-i", str(src), *_copy_args(), str(out)], opts)
-        return dur, _copied_segment(out, t_src + start, None if end is None else t_src + end)
+        return (dur, *_copied_segment(out, t_src + start, None if end is None else t_src + end))
     except _Failure as f:
         # e.g. a codec mp4 cannot hold, or a copy that misses the start: re-encode
         log.info("stream copy of %s failed (%s), re-encoding", src.name, f.message)
         why = f.message
-    return dur, _reencode(src, start, end, out, opts, offset=t_src, why=why)
+    return (dur, *_reencode(src, start, end, out, opts, offset=t_src, why=why, src_info=info))
 
 
-def _copied_segment(out: Path, seg_start: float, seg_end: float | None) -> dict[str, Any]:
+def _copied_segment(out: Path, seg_start: float, seg_end: float | None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Segment times of a stream copy on its own clock (= the source's): the copy must
-    begin at or before the segment start (it begins on the keyframe before it)."""
+    begin at or before the segment start (it begins on the keyframe before it). Returns
+    them with the probe of ``out``."""
     try:
         first_v, _first_a = stream_starts(out)
         facts = probe(out)
@@ -827,36 +838,44 @@ def _copied_segment(out: Path, seg_start: float, seg_end: float | None) -> dict[
     file_end = (facts.get("start_time") or 0.0) + (facts.get("duration") or 0.0)
     end = file_end if seg_end is None else min(seg_end, file_end)
     return {"seg_start": seg_start, "seg_end": max(end, seg_start), "stream_copy": True,
-            "note": None}
+            "note": None}, facts
+
+
+#: what ``cut_clip`` returns beside the probe of the clip it wrote
+_CUT_EXTRAS = ("path", "bytes", "cut_start", "cut_end", "av_offset_ms")
 
 
 def _reencode(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions,
-              offset: float, why: str) -> dict[str, Any]:
+              offset: float, why: str, src_info: dict[str, Any] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The segment re-encoded, cut on a frame instant with both streams at that instant
-    (``curate.ops.cut.cut_clip``); the file's clock starts at 0 there."""
+    (``curate.ops.cut.cut_clip``); the file's clock starts at 0 there. ``src_info``: the
+    probe of ``src`` (``_probe_src``) when the caller made one. Returns the segment record
+    and the probe of ``out``."""
     from curate.ops.cut import CutError, cut_clip
 
     if end is None:
-        info = _probe_src(src)
+        info = src_info if src_info is not None else _probe_src(src)
         end = (info.get("start_time") or 0.0) + info["duration"] - offset
-    stop = end
-    quality = {"crf": opts.crf, "preset": opts.preset, "audio_bitrate": opts.audio_bitrate}
     try:
-        info = cut_clip(src, out, start, stop, offset=offset, quality=quality, scale=False,
-                        timeout=opts.ffmpeg_timeout)
+        info = cut_clip(src, out, start, end, offset=offset, quality=download_quality(opts),
+                        scale=False, timeout=opts.ffmpeg_timeout)
     except CutError as e:
         raise _Failure("corrupt", f"ffmpeg: {e}") from e
     first_v, _ = stream_starts(out)
     t0 = first_v or 0.0
     length = float(info["cut_end"] - info["cut_start"])
+    # cut_clip probed the clip it wrote, then moved it onto ``out`` (the same bytes)
+    facts = {k: v for k, v in info.items() if k not in _CUT_EXTRAS}
     return {"seg_start": t0, "seg_end": t0 + length, "stream_copy": False,
             "note": f"re-encoded ({why}); starts at the frame {info['cut_start'] - start:.3f} s "
-                    f"after the segment start"}
+                    f"after the segment start"}, facts
 
 
 def _remux(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions
-           ) -> dict[str, Any]:
-    """A yt-dlp range download (already the segment, on the source's clock) into mp4 at ``out``."""
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A yt-dlp range download (already the segment, on the source's clock) into mp4 at
+    ``out``. Returns the segment record and the probe of ``out``."""
     try:
         _ffmpeg(["-i", str(src), *_copy_args(), str(out)], opts)
         return _copied_segment(out, start, end)
