@@ -47,7 +47,6 @@ def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[
     th = registry.default_thresholds()
     for f, vals in run["recipe"].get("thresholds", {}).items():
         th.setdefault(f, {}).update(vals)
-    if overrides:
-        for f, vals in parse_overrides(overrides).items():
-            th.setdefault(f, {}).update(vals)
-    return th
+    # the overrides go over the recipe's thresholds (parse_overrides' default base would put
+    # the filter defaults back over them)
+    return parse_overrides(overrides, base=th) if overrides else th

@@ -153,3 +153,11 @@ def test_default_order_runs_sync_before_imagebind():
     # reached): why select reads a run's windows in the order that run scored them
     _, other = select_windows([r], registry.default_thresholds(), order=ORDER)
     assert other["needs_scoring_by_filter"] == {"imagebind": 1}
+
+
+def test_set_overrides_keep_the_recipes_own_thresholds():
+    from curate.config.thresholds import thresholds
+    run = {"recipe": {"thresholds": {"clip_diff": {"max": 0.9}}}}
+    th = thresholds(run, ["sync.a2v_min=0.2"])
+    assert th["clip_diff"]["max"] == 0.9 and th["sync"]["a2v_min"] == 0.2
+    assert thresholds(run)["clip_diff"]["max"] == 0.9
