@@ -13,11 +13,12 @@ WEIGHT_OPTIONS = {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint"
                   "sync": "sync_checkpoint"}
 
 
-def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def resolve_models(run: dict[str, Any], convention: bool = True) -> dict[str, dict[str, Any]]:
     """Which weights each model-backed filter uses, and whether it may gate.
 
     A model with random weights cannot gate meaningfully: its filter is scored and stored
-    but marked score-only, and ``curate stats`` says so.
+    but marked score-only, and ``curate stats`` says so. ``convention=False`` leaves out the
+    sync classifier's convention (which reads its weight file): what gating needs.
     """
     recipe, opts = run["recipe"], run["options"]
     allow_random = bool(opts.get("allow_random_weights", recipe.get("allow_random_weights")))
@@ -35,7 +36,7 @@ def resolve_models(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
         else:
             raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
                              f"(or --allow-random-weights for demos and tests only)")
-        if model == "sync":
+        if model == "sync" and convention:
             conv = sync_convention(out[filt]["weights"], opts.get("sync_convention"))
             if conv is not None:
                 out[filt]["convention"] = conv
@@ -100,7 +101,7 @@ def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """(filters that gate, {score-only filter: why})."""
     recipe = run["recipe"]
-    models = resolve_models(run)
+    models = resolve_models(run, convention=False)   # select and stats read no weight file
     gate, score_only = [], {}
     for f in recipe["filters"]:
         if f in models and models[f]["random"]:
