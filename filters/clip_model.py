@@ -59,7 +59,8 @@ class ClipScorer:
     """Batched CLIP image embeddings of uint8 frames."""
 
     #: frames per forward: CPU as before; on CUDA large enough to fill the GPU (ViT-B/32 is
-    #: 8.8 GFLOP a frame; a scoring call of 4 segments brings ~350 frames)
+    #: 8.8 GFLOP a frame). Scoring embeds one segment's frames per call (``curate.ops.scoring``
+    #: runs per-segment forward passes for determinism), chunked by this size
     CPU_BATCH, CUDA_BATCH = 64, 512
 
     def __init__(self, model, device: str = "cpu", batch_size: int | None = None, precision: str = "auto"):

@@ -75,7 +75,8 @@ class SyncScorer:
     """
 
     #: clips / pairs per forward: CPU as before; on CUDA large enough to fill the GPU (a video
-    #: clip is 37 GFLOP; a scoring call of 4 segments brings ~100 of them)
+    #: clip is 37 GFLOP). Scoring passes one segment's clips per call (``curate.ops.scoring``
+    #: runs per-segment forward passes for determinism), chunked by this size
     CPU_BATCH, CUDA_BATCH = 16, 64
 
     def __init__(self, model, device: str = "cpu", batch_size: int | None = None, precision: str = "auto",

@@ -2,9 +2,9 @@
 
 ``score_segment`` takes the segment's analysis grid (``decoding.media.Grid``, decoded once) and
 the window rows that lie in it, and fills every score and note column of the windows schema.
-``score_segments`` does the same for several segments at once (a scoring actor's call): each
-model runs once per filter over the inputs of all of them, so forward passes are full; the
-rows are those of one ``score_segment`` per segment.
+``score_segments`` does the same for several segments at once (a scoring actor's call): the
+rows are those of one ``score_segment`` per segment, bit for bit, because each segment's model
+inputs go through forward passes of their own (``_score_filter``).
 
 Feature reuse (DESIGN section 3: cost grows with seconds, not windows): model features are
 computed once per distinct input of the segment and shared by every window that needs it:
@@ -60,10 +60,15 @@ def _err(e: BaseException) -> str:
 
 
 class _Segment:
-    """Per-call state: the grid, the rows, each window's start frame and the feature caches."""
+    """Per-segment state: the grid, the rows, each window's start frame and the feature caches.
 
-    def __init__(self, grid, rows: list[dict], scorers: Scorers, class_text: str | None):
+    ``path`` / ``offset``: the segment's media file and where the segment's time 0 lies on its
+    clock (``SegmentJob``); only the released sync convention reads them."""
+
+    def __init__(self, grid, rows: list[dict], scorers: Scorers, class_text: str | None,
+                 path: str | None = None, offset: float | None = 0.0):
         self.grid, self.rows, self.scorers, self.class_text = grid, rows, scorers, class_text
+        self.path, self.offset = path, offset
         self.i0: list[int | None] = [self._start_frame(r) for r in rows]
         self.clip_cache: dict[int, np.ndarray] = {}
         self.ib_image_cache: dict[int, np.ndarray] = {}
@@ -110,14 +115,10 @@ class _Segment:
 
 
 # ---------------------------------------------------------------- per-filter runners
-# Each runner scores, for every (segment, alive rows) job of a call, the windows ``alive`` and
-# returns per job {k: error note} for the windows whose score could not be computed; scores
-# are written into the rows. Model inputs of all the jobs go through one model call
-# (``_embed_missing``): a call over N segments fills the scorers' batches with N segments'
-# frames and clips. Keys stay per segment, so the caches and the cascade are those of N
-# separate calls.
-
-Job = tuple[_Segment, list[int]]
+# Each runner scores the windows ``alive`` of one segment and returns {k: error note} for the
+# windows whose score could not be computed; scores are written into the rows. A runner sees
+# one segment per call (``_score_filter``), so its model inputs are that segment's alone; the
+# model wrappers chunk them into forward passes of their batch size.
 
 
 def _per_window(seg: _Segment, alive: list[int], fn: Callable[[int], None]) -> dict[int, str]:
@@ -136,55 +137,41 @@ def _uniform10(seg: _Segment, k: int) -> list[int]:
     return sampling.uniform10_indices(float(r["start"]), float(r["end"]), seg.grid.start)
 
 
-def _run_pixel_diff(jobs: list[Job]) -> list[dict[int, str]]:
-    def run(seg: _Segment, alive: list[int]) -> dict[int, str]:
-        def one(k):
-            seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(_uniform10(seg, k)))
-        return _per_window(seg, alive, one)
-    return [run(seg, alive) for seg, alive in jobs]
+def _run_pixel_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
+    def one(k):
+        seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(_uniform10(seg, k)))
+    return _per_window(seg, alive, one)
 
 
-def _run_amplitude(jobs: list[Job]) -> list[dict[int, str]]:
-    def run(seg: _Segment, alive: list[int]) -> dict[int, str]:
-        def one(k):
-            r = seg.rows[k]
-            r["amplitude"] = amplitude.score(seg.grid.audio_slice(float(r["start"]), float(r["end"]),
-                                                                  channels=True))
-        return _per_window(seg, alive, one)
-    return [run(seg, alive) for seg, alive in jobs]
+def _run_amplitude(seg: _Segment, alive: list[int]) -> dict[int, str]:
+    def one(k):
+        r = seg.rows[k]
+        r["amplitude"] = amplitude.score(seg.grid.audio_slice(float(r["start"]), float(r["end"]),
+                                                              channels=True))
+    return _per_window(seg, alive, one)
 
 
-def _embed_missing(caches: list[dict], keys: list[Iterable], load: Callable[[int, list], np.ndarray],
+def _embed_missing(cache: dict, keys: Iterable, load: Callable[[list], np.ndarray],
                    embed: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Embed, in one batched model call over all jobs, the keys not in their cache yet.
-
-    ``caches[j]`` / ``keys[j]``: job j's cache and the keys it needs; ``load(j, todo)`` gives
-    job j's model inputs for ``todo``."""
-    todos = [[k for k in dict.fromkeys(ks) if k not in cache] for cache, ks in zip(caches, keys)]
-    parts = [load(j, todo) for j, todo in enumerate(todos) if todo]
-    if not parts:
+    """Embed, in one model call, the distinct ``keys`` not in ``cache`` yet (in first-seen
+    order); ``load(todo)`` gives the model inputs for ``todo``."""
+    todo = [k for k in dict.fromkeys(keys) if k not in cache]
+    if not todo:
         return
-    n = sum(len(t) for t in todos)
-    emb = np.asarray(embed(parts[0] if len(parts) == 1 else np.concatenate(parts)))
-    if emb.shape[0] != n:
-        raise ValueError(f"model returned {emb.shape[0]} embeddings for {n} inputs")
-    off = 0
-    for cache, todo in zip(caches, todos):
-        cache.update(zip(todo, emb[off:off + len(todo)]))
-        off += len(todo)
+    emb = np.asarray(embed(load(todo)))
+    if emb.shape[0] != len(todo):
+        raise ValueError(f"model returned {emb.shape[0]} embeddings for {len(todo)} inputs")
+    cache.update(zip(todo, emb))
 
 
-def _run_clip_diff(jobs: list[Job]) -> list[dict[int, str]]:
-    idx = [{k: _uniform10(seg, k) for k in alive} for seg, alive in jobs]
-    segs = [seg for seg, _ in jobs]
-    _embed_missing([s.clip_cache for s in segs], [[i for v in d.values() for i in v] for d in idx],
-                   lambda j, todo: segs[j].frames(todo), segs[0].scorers.clip.embed)
+def _run_clip_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
+    ix = {k: _uniform10(seg, k) for k in alive}
+    _embed_missing(seg.clip_cache, [i for v in ix.values() for i in v], seg.frames,
+                   seg.scorers.clip.embed)
 
-    def run(seg: _Segment, alive: list[int], ix: dict[int, list[int]]) -> dict[int, str]:
-        def one(k):
-            seg.rows[k]["clip_diff"] = clip_diff.score(np.stack([seg.clip_cache[i] for i in ix[k]]))
-        return _per_window(seg, alive, one)
-    return [run(seg, alive, ix) for (seg, alive), ix in zip(jobs, idx)]
+    def one(k):
+        seg.rows[k]["clip_diff"] = clip_diff.score(np.stack([seg.clip_cache[i] for i in ix[k]]))
+    return _per_window(seg, alive, one)
 
 
 def _imagebind_inputs(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
@@ -197,34 +184,25 @@ def _imagebind_inputs(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
     return frames, audio
 
 
-def _run_imagebind(jobs: list[Job]) -> list[dict[int, str]]:
+def _run_imagebind(seg: _Segment, alive: list[int]) -> dict[int, str]:
     from filters import imagebind  # the math; its import pulls torch, so only when scoring
-    ib = jobs[0][0].scorers.imagebind
-    with_text = [(seg, alive) for seg, alive in jobs if seg.class_text]
-    # one text per call as for a lone segment (embed_text caches per text)
-    texts = {seg.class_text: ib.embed_text([seg.class_text])[0] for seg, _ in with_text}
-    inputs = [{k: _imagebind_inputs(seg, k) for k in alive} for seg, alive in with_text]
-    segs = [seg for seg, _ in with_text]
+    if not seg.class_text:
+        return {k: "error: no class name to use as ImageBind text" for k in alive}
+    ib = seg.scorers.imagebind
+    text = ib.embed_text([seg.class_text])[0]
+    inp = {k: _imagebind_inputs(seg, k) for k in alive}
     secs = sampling.IMAGEBIND_AUDIO_SECONDS
-    _embed_missing([s.ib_image_cache for s in segs],
-                   [[i for f, _ in d.values() for i in f] for d in inputs],
-                   lambda j, todo: segs[j].frames(todo), ib.embed_images)
-    _embed_missing([s.ib_audio_cache for s in segs],
-                   [[a for _, au in d.values() for a in au] for d in inputs],
-                   lambda j, todo: np.stack([segs[j].audio_at(a, secs) for a in todo]), ib.embed_audio)
+    _embed_missing(seg.ib_image_cache, [i for f, _ in inp.values() for i in f], seg.frames,
+                   ib.embed_images)
+    _embed_missing(seg.ib_audio_cache, [a for _, au in inp.values() for a in au],
+                   lambda todo: np.stack([seg.audio_at(a, secs) for a in todo]), ib.embed_audio)
 
-    def run(seg: _Segment, alive: list[int], inp: dict) -> dict[int, str]:
-        text = texts[seg.class_text]
-
-        def one(k):
-            f, a = inp[k]
-            ia, it = imagebind.score(np.stack([seg.ib_image_cache[i] for i in f]),
-                                     np.stack([seg.ib_audio_cache[j] for j in a]), text)
-            seg.rows[k]["imagebind_ia"], seg.rows[k]["imagebind_it"] = ia, it
-        return _per_window(seg, alive, one)
-    done = {id(seg): run(seg, alive, inp) for (seg, alive), inp in zip(with_text, inputs)}
-    return [done.get(id(seg)) if seg.class_text else
-            {k: "error: no class name to use as ImageBind text" for k in alive} for seg, alive in jobs]
+    def one(k):
+        f, a = inp[k]
+        ia, it = imagebind.score(np.stack([seg.ib_image_cache[i] for i in f]),
+                                 np.stack([seg.ib_audio_cache[j] for j in a]), text)
+        seg.rows[k]["imagebind_ia"], seg.rows[k]["imagebind_it"] = ia, it
+    return _per_window(seg, alive, one)
 
 
 def _sync_keys(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
@@ -235,66 +213,39 @@ def _sync_keys(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
     return a, v
 
 
-def _run_sync(jobs: list[Job]) -> list[dict[int, str]]:
+def _run_sync(seg: _Segment, alive: list[int]) -> dict[int, str]:
+    """Sync: phi of every distinct (audio key, video key) pair the windows need and the cache
+    lacks, then each window's (a2v, v2a). The convention of the weights decides only where
+    the clips come from: ``ours`` cuts them from the decoded grid (``SyncScorer.phi_pairs``);
+    ``released`` reads the same clip starts from the segment's file as the released code
+    reads them (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
     from filters import sync
-    if getattr(jobs[0][0].scorers.sync, "convention", "ours") == "released":
-        return [_run_sync_released(seg, alive) for seg, alive in jobs]
-    keys = [{k: _sync_keys(seg, k) for k in alive} for seg, alive in jobs]
-    # pairs of all jobs, keyed (job, key) so that segments never share a clip
-    todo: list[tuple[tuple[int, int], tuple[int, int]]] = []
-    for j, ((seg, _), kd) in enumerate(zip(jobs, keys)):
-        pairs = []
-        for a, v in kd.values():
-            pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
-        todo += [((j, a), (j, v)) for a, v in dict.fromkeys(pairs) if (a, v) not in seg.phi_cache]
-    if todo:
-        secs = sampling.SYNC_AUDIO_SECONDS
-        audio = {a: jobs[a[0]][0].audio_at(a[1], secs) for a in dict.fromkeys(a for a, _ in todo)}
-        video = {v: jobs[v[0]][0].frames(v[1] + sampling.SYNC_STEP * i for i in range(sampling.SYNC_FRAMES))
-                 for v in dict.fromkeys(v for _, v in todo)}
-        if len(jobs) == 1:   # a lone segment's keys are its own (start sample, start frame)
-            audio = {a[1]: x for a, x in audio.items()}
-            video = {v[1]: x for v, x in video.items()}
-            phi = jobs[0][0].scorers.sync.phi_pairs(audio, video, [(a[1], v[1]) for a, v in todo])
-            jobs[0][0].phi_cache.update(phi)
-        else:
-            phi = jobs[0][0].scorers.sync.phi_pairs(audio, video, todo)
-            for (j, a), (_, v) in todo:
-                jobs[j][0].phi_cache[(a, v)] = phi[((j, a), (j, v))]
-
-    def run(seg: _Segment, alive: list[int], kd: dict) -> dict[int, str]:
-        def one(k):
-            a, v = kd[k]
-            seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = sync.score(
-                *sync.window_phi(seg.phi_cache, a, v))
-        return _per_window(seg, alive, one)
-    return [run(seg, alive, kd) for (seg, alive), kd in zip(jobs, keys)]
-
-
-def _run_sync_released(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    """Sync under the released convention (weights trained on it): the same clip starts as
-    ``_sync_keys``, but the clips are read from the segment's file as the released code reads
-    them (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
-    from filters import sync
-    g = seg.grid
+    scorer, g = seg.scorers.sync, seg.grid
     kd = {k: _sync_keys(seg, k) for k in alive}
     pairs = []
     for a, v in kd.values():
         pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
     pairs = [p for p in dict.fromkeys(pairs) if p not in seg.phi_cache]
     if pairs:
-        path, off = getattr(seg, "path", None), float(getattr(seg, "offset", 0.0) or 0.0)
-        if path is None:
-            raise ValueError("the released sync convention reads the segment's file; none given")
         a_keys = list(dict.fromkeys(a for a, _ in pairs))
         v_keys = list(dict.fromkeys(v for _, v in pairs))
-        ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
-        phi = seg.scorers.sync.phi_released(
-            # the file's own clock: a stream-copied segment starts ``offset`` s into it
-            path, [off + g.start + a / g.sample_rate for a in a_keys],
-            [off + g.start + v / g.fps for v in v_keys],
-            [(ia[a], iv[v]) for a, v in pairs])
-        seg.phi_cache.update(zip(pairs, phi))
+        if getattr(scorer, "convention", "ours") == "released":
+            if seg.path is None:
+                raise ValueError("the released sync convention reads the segment's file; none given")
+            ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
+            off = float(seg.offset or 0.0)
+            phi = scorer.phi_released(
+                # the file's own clock: a stream-copied segment starts ``offset`` s into it
+                seg.path, [off + g.start + a / g.sample_rate for a in a_keys],
+                [off + g.start + v / g.fps for v in v_keys],
+                [(ia[a], iv[v]) for a, v in pairs])
+            seg.phi_cache.update(zip(pairs, phi))
+        else:
+            secs = sampling.SYNC_AUDIO_SECONDS
+            audio = {a: seg.audio_at(a, secs) for a in a_keys}
+            video = {v: seg.frames(v + sampling.SYNC_STEP * i for i in range(sampling.SYNC_FRAMES))
+                     for v in v_keys}
+            seg.phi_cache.update(scorer.phi_pairs(audio, video, pairs))
 
     def one(k):
         a, v = kd[k]
@@ -302,7 +253,7 @@ def _run_sync_released(seg: _Segment, alive: list[int]) -> dict[int, str]:
     return _per_window(seg, alive, one)
 
 
-RUNNERS: dict[str, Callable[[list[Job]], list[dict[int, str]]]] = {
+RUNNERS: dict[str, Callable[[_Segment, list[int]], dict[int, str]]] = {
     "pixel_diff": _run_pixel_diff, "amplitude": _run_amplitude, "clip_diff": _run_clip_diff,
     "imagebind": _run_imagebind, "sync": _run_sync,
 }
@@ -404,10 +355,9 @@ def score_segments(jobs: list[SegmentJob], scorers: Scorers,
         if unknown:
             raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {list(order)}")
     todos = [[n for n in order if job.only is None or n in job.only] for job in jobs]
-    segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text)
+    segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text,
+                     job.path, job.offset)
             for job, todo in zip(jobs, todos)]
-    for seg, job in zip(segs, jobs):
-        seg.path, seg.offset = job.path, job.offset
     stopped: list[dict[int, str]] = [{} for _ in segs]  # per segment: row -> gating filter
     for name in order:
         lives = [[k for k in range(len(seg.rows)) if seg.i0[k] is not None and k not in st]
@@ -433,7 +383,7 @@ def _no_model(row: dict, name: str) -> bool:
 
 def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
                   stopped: list[dict[int, str]]) -> None:
-    jobs: list[Job] = []
+    jobs: list[tuple[_Segment, list[int]]] = []
     for seg, live, st in zip(segs, lives, stopped):
         for k in range(len(seg.rows)):
             if k in st:
@@ -456,13 +406,11 @@ def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
     # segment's inputs go through the models in forward passes of their own, chunked the
     # same way every time (per-segment forward passes, not cross-segment batches);
     # ``deterministic_torch`` fixes the remaining settings.
-    errors = []
-    for job in jobs:
+    for seg, live in jobs:
         try:
-            errors += RUNNERS[name]([job])
+            errs = RUNNERS[name](seg, live)
         except Exception as e:  # noqa: BLE001 - a model failure costs this filter's scores only
-            log.warning("%s failed on %d windows: %s", name, len(job[1]), e)
-            errors.append({k: _err(e) for k in job[1]})
-    for (seg, _), errs in zip(jobs, errors):
+            log.warning("%s failed on %d windows: %s", name, len(live), e)
+            errs = {k: _err(e) for k in live}
         for k, note in errs.items():
             _set_note(seg.rows, [k], name, note)
