@@ -61,6 +61,7 @@ import hashlib
 import io
 import logging
 import random
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from dataclasses import dataclass
@@ -146,7 +147,8 @@ def released_frame_picks(pts: np.ndarray, start: float, window: float = WINDOW_S
 def generation_pixels(frames: np.ndarray, size: int = SIZE) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> float32 ``[N, 3, size, size]`` in [0, 1] as the released
     ``load_and_transform_images_stable_diffusion`` (square target): centre crop the long side
-    to the short one, then bilinear antialiased resize (no clamping, no re-quantising)."""
+    to the short one, then bilinear antialiased resize (no clamping, no re-quantising).
+    ``sync_classifier.generated_eval.metrics_video`` starts from these pixels too."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
     h, w = x.shape[-2:]
     if h <= w:  # target aspect 1 >= h / w: trim the width
@@ -155,9 +157,37 @@ def generation_pixels(frames: np.ndarray, size: int = SIZE) -> torch.Tensor:
     else:
         y0 = (h - w) // 2
         x = x[..., y0:y0 + w, :]
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                        align_corners=False, antialias=True)
+    if tuple(x.shape[-2:]) != (size, size):   # a same-size resize is the identity: skipped
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                            align_corners=False, antialias=True)
     return x.contiguous()
+
+
+def released_frames(data: bytes | str | Path, start: float, window: float = WINDOW_S,
+                    fps: int = FPS, num_frames: int = NUM_FRAMES, decode_from: float | None = None
+                    ) -> tuple[native.NativeFrames, list[int]]:
+    """(the decoded frames with ``decode_from <= pts <= start + window + 1 / (2 fps)``, the
+    positions of the ``num_frames`` taken, ``released_frame_picks``) of the window at
+    ``start`` of an mp4 (bytes or a path). ``decode_from`` defaults to ``start``
+    (``sync_classifier.generated_eval.released_clip`` passes ``max(start, 0)``)."""
+    step = 1.0 / fps
+    t0 = start if decode_from is None else decode_from
+    vf = native.decode_native_frames(data, t0, start + window + step / 2.0)
+    picks = released_frame_picks(vf.pts, start, window, fps, num_frames)
+    if not picks:
+        raise DecodeError(f"no video frame at or after {start:.3f} s")
+    return vf, picks
+
+
+def released_wave(data: bytes | str | Path, start: float, window: float = WINDOW_S,
+                  sample_rate: int = SAMPLE_RATE
+                  ) -> tuple[torch.Tensor, native.AudioFrames, np.ndarray]:
+    """(the ``[C, N]`` wave at ``sample_rate``, the decoded audio frames, the positions of
+    those joined) of the window at ``start``: the whole AAC frames with pts in
+    ``[start, start + window]``, joined, sinc resampled (``decoding.native.sinc_resample``)."""
+    af = native.decode_audio_frames(data, start, start + window)
+    wave, used = native.join_audio_frames(af, start, start + window)
+    return native.sinc_resample(torch.from_numpy(wave), af.sample_rate, sample_rate), af, used
 
 
 @dataclass
@@ -174,17 +204,11 @@ def decode_released(data: bytes, start: float, size: int = SIZE, flip: bool = Fa
                     window: float = WINDOW_S, fps: int = FPS, num_frames: int = NUM_FRAMES,
                     sample_rate: int = SAMPLE_RATE) -> ReleasedClip:
     """The released dataset's video and mel of the window at ``start`` of an in-memory mp4."""
-    step = 1.0 / fps
-    vf = native.decode_native_frames(data, start, start + window + step / 2.0)
-    picks = released_frame_picks(vf.pts, start, window, fps, num_frames)
-    if not picks:
-        raise DecodeError(f"no video frame at or after {start:.3f} s")
+    vf, picks = released_frames(data, start, window, fps, num_frames)
     video = generation_pixels(vf.frames[picks], size)
     if flip:
         video = video.flip(-1)
-    af = native.decode_audio_frames(data, start, start + window)
-    wave, used = native.join_audio_frames(af, start, start + window)
-    wave = native.sinc_resample(torch.from_numpy(wave), af.sample_rate, sample_rate)
+    wave, af, used = released_wave(data, start, window, sample_rate)
     mel = released_mel(wave, sample_rate=sample_rate)
     return ReleasedClip(video=video.permute(1, 0, 2, 3).contiguous(), mel=mel, start=start,
                         frame_index=[int(vf.index[i]) for i in picks],

@@ -37,6 +37,7 @@ import torch
 from decoding import native
 from decoding.media import DecodeError, decode_clip, probe
 from decoding.mel import imagebind_mel, released_mel
+from shards.loader import generation_pixels, released_frames, released_wave
 from sync_classifier import conventions, metrics
 from sync_classifier.data import CLIP_FPS, CLIP_LEN, SAMPLE_RATE, resize_frames, video_tensor
 from sync_classifier.model import SyncClassifier
@@ -74,19 +75,10 @@ def released_clip_starts(duration: float, clip_len: float = CLIP_LEN) -> dict[st
 def metrics_video(frames: np.ndarray, image_size: int = 256, size: int = 224) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` -> ``[3, T, size, size]`` as the released metrics see a clip:
     /255, centre trim to a square (``load_and_transform_images_stable_diffusion``), bilinear
-    antialiased resize to ``image_size``, then ``preprocess_videos``: squashed to
-    ``size x size`` (bicubic, antialiased, no clamp) and CLIP mean/std."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.
-    h, w = x.shape[-2:]
-    if h <= w:                                   # target aspect 1 >= h / w: trim the width
-        tw = int(h / 1.0)
-        x = x[..., (w - tw) // 2:(w - tw) // 2 + tw]
-    else:
-        th = int(w * 1.0)
-        x = x[..., (h - th) // 2:(h - th) // 2 + th, :]
-    if tuple(x.shape[-2:]) != (image_size, image_size):
-        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                                            align_corners=False, antialias=True)
+    antialiased resize to ``image_size`` (both ``shards.loader.generation_pixels``), then
+    ``preprocess_videos``: squashed to ``size x size`` (bicubic, antialiased, no clamp) and
+    CLIP mean/std."""
+    x = generation_pixels(frames, image_size)
     if image_size != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic",
                                             align_corners=False, antialias=True)
@@ -98,13 +90,12 @@ def metrics_video(frames: np.ndarray, image_size: int = 256, size: int = 224) ->
 def released_clip(path: Path, start: float, n: int = 12, fps: int = CLIP_FPS,
                   clip_len: float = CLIP_LEN, audio: bool = True) -> dict:
     """Frames (uint8 ``[n, H, W, 3]``, native) and, with ``audio``, the 16-kHz ``[C, N]``
-    wave of the clip at ``start`` as the released generated-video loader reads them."""
-    nf = native.decode_native_frames(path, max(start, 0.0), start + clip_len + 1.0 / fps / 2.)
-    out = {"frames": nf.frames[native.stepped_frames(nf.pts, start, 1.0 / fps, n)]}
+    wave of the clip at ``start`` as the released generated-video loader reads them: the
+    steps of ``shards.loader.decode_released`` (frames decoded from ``max(start, 0)``)."""
+    nf, picks = released_frames(path, start, clip_len, fps, n, decode_from=max(start, 0.0))
+    out = {"frames": nf.frames[picks]}
     if audio:
-        af = native.decode_audio_frames(path, start, start + clip_len)
-        wave, _ = native.join_audio_frames(af, start, start + clip_len)
-        out["wave"] = native.sinc_resample(torch.from_numpy(wave), af.sample_rate, SAMPLE_RATE)
+        out["wave"] = released_wave(path, start, clip_len, SAMPLE_RATE)[0]
     return out
 
 
