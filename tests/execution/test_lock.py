@@ -117,3 +117,52 @@ def test_a_stage_command_refuses_on_a_locked_output(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+_BAD_LOCKS = {
+    "pid_text": lambda p: p.write_text(json.dumps({**_holder(1), "pid": "abc"})),
+    "pid_list": lambda p: p.write_text(json.dumps({**_holder(1), "pid": [1, 2]})),
+    "host_number": lambda p: p.write_text(json.dumps({**_holder(1), "host": 7})),
+    "garbage": lambda p: p.write_bytes(b"\x00\xffnot a lock{"),
+    "empty": lambda p: p.write_bytes(b""),
+    "folder": lambda p: p.mkdir(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD_LOCKS))
+def test_an_invalid_lock_is_named_and_taken_over_once_stale(tmp_path, caplog, kind):
+    """Issue 23: a lock that is not a valid one (bad pid, wrong types, a folder, garbage) is
+    one clear refusal naming the file while fresh, taken over once stale, nothing left."""
+    path = tmp_path / LOCK_NAME
+    _BAD_LOCKS[kind](path)
+    t0 = time.monotonic()
+    with pytest.raises(OutputLocked, match=rf"lock file {path}: it.*taken over once") as e:
+        lock.acquire(tmp_path, "x")
+    assert "\n" not in str(e.value) and time.monotonic() - t0 < 5
+    old = time.time() - lock.INVALID_STALE_S - 5
+    os.utime(path, (old, old))
+    with caplog.at_level(logging.WARNING):
+        with output_lock(tmp_path, "new"):
+            assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert any("taking over the lock" in r.getMessage() and str(path) in r.getMessage()
+               for r in caplog.records)
+    assert list(tmp_path.iterdir()) == []          # no .curate.lock.*.stale.tmp left
+
+
+def test_a_huge_lock_file_is_not_read_whole(tmp_path):
+    path = tmp_path / LOCK_NAME
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)                          # a sparse 1-GB file
+    with pytest.raises(OutputLocked, match="bytes"):
+        lock.acquire(tmp_path, "x")
+
+
+def test_a_folder_lock_with_content_is_left_alone(tmp_path):
+    path = tmp_path / LOCK_NAME
+    path.mkdir()
+    (path / "keep").write_text("x")
+    old = time.time() - lock.INVALID_STALE_S - 5
+    os.utime(path, (old, old))
+    with pytest.raises(OutputLocked, match="not empty"):
+        lock.acquire(tmp_path, "x")
+    assert (path / "keep").read_text() == "x"
