@@ -40,11 +40,16 @@ CookiesOpt = typer.Option(None, "--cookies", help="yt-dlp cookies file; repeat t
 ExtractorArgsOpt = typer.Option(None, "--yt-extractor-args",
                                 help="yt-dlp extractor arguments IE:ARG=V[;ARG=V] (allow-listed, "
                                      "e.g. youtube:po_token=...); repeatable")
+JsRuntimeOpt = typer.Option(None, "--js-runtime", help="JavaScript runtime for YouTube's "
+                            "challenges, NAME[:PATH] (deno, node, bun, quickjs); default: the "
+                            "deno this environment ships")
 
 
-def _yt_options(cookies: Optional[List[str]], extractor_args: Optional[List[str]]) -> dict:
-    from curate.ops.ytopts import cookie_files, parse_extractor_args
-    return {"cookiefile": cookie_files(cookies), "extractor_args": parse_extractor_args(extractor_args)}
+def _yt_options(cookies: Optional[List[str]], extractor_args: Optional[List[str]],
+                js_runtime: Optional[str] = None) -> dict:
+    from curate.ops.ytopts import cookie_files, parse_extractor_args, parse_js_runtime
+    return {"cookiefile": cookie_files(cookies), "extractor_args": parse_extractor_args(extractor_args),
+            "js_runtimes": parse_js_runtime(js_runtime)}
 
 
 _EXECUTORS: list = []      # executors of this command: shut down on an interruption
@@ -108,6 +113,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
           cookies: Optional[List[str]] = CookiesOpt,
           yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt,
+          js_runtime: Optional[str] = JsRuntimeOpt,
           proxy: Optional[str] = typer.Option(None, help="yt-dlp proxy"),
           rate_limit: Optional[str] = typer.Option(None, help="yt-dlp rate limit, e.g. 2M"),
           socket_timeout: Optional[float] = typer.Option(None, help="seconds without data before a download is a timeout (default 20)"),
@@ -129,7 +135,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "sync_convention": sync_convention}
 
     def body() -> None:
-        options.update(_yt_options(cookies, yt_extractor_args))
+        options.update(_yt_options(cookies, yt_extractor_args, js_runtime))
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
             from curate.demo.build import build_demo
@@ -195,10 +201,11 @@ def download(out: Path = typer.Argument(...), workers: int = WorkersOpt,
              download_workers: Optional[int] = DownloadWorkersOpt,
              max_requests_per_s: Optional[float] = MaxRequestsOpt,
              cookies: Optional[List[str]] = CookiesOpt,
-             yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt) -> None:
+             yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt,
+             js_runtime: Optional[str] = JsRuntimeOpt) -> None:
     """Download every accepted source (yt-dlp); skips what is already there."""
     try:
-        yt = _yt_options(cookies, yt_extractor_args)
+        yt = _yt_options(cookies, yt_extractor_args, js_runtime)
     except ValueError as e:
         _fail(e)
     _stage(out, ["download"], workers, address, None, executor, retry_failed=retry_failed,

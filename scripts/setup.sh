@@ -37,4 +37,5 @@ if [ $want_test = 1 ]; then
 else
   $pip install -q -e .
 fi
-echo "setup done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
+# yt-dlp[default] and deno come with curate (YouTube's JavaScript challenges need both)
+echo "setup done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'), $(.venv/bin/deno --version | head -1)"

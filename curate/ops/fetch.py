@@ -27,7 +27,9 @@ the row's note (``error``, status ok) says ``re-encoded: <why>``.
 ``download_source`` never raises for a per-source problem: the row says ``status`` failed
 and a ``reason`` (REASONS): e.g. ``no_video`` (audio-only), ``partial`` (``decoded 4.04 of
 10.00 s``: the file stops before its own declared end), ``bot_check`` (``pass --cookies``),
-``timeout`` (no byte for ``socket_timeout`` s; retried at most ``timeout_retries`` times).
+``timeout`` (no byte for ``socket_timeout`` s; retried at most ``timeout_retries`` times),
+``js_challenge`` (YouTube's JavaScript challenge unsolved: no JS runtime or no challenge-solver
+scripts; the message names the fix, ``curate.ops.ytopts.JS_FIX``).
 A source shorter than the segment asked for is ok with reason ``short`` and the note
 ``short: 5.0 of 10.0 s`` in ``error``. Transient failures are retried after the server's
 Retry-After, else after a jittered exponential backoff, within ``max_wait`` seconds in all.
@@ -66,7 +68,7 @@ from manifests.sources import YOUTUBE_URL
 log = logging.getLogger(__name__)
 
 REASONS = ("ok", "cached", "short", "unavailable", "http_error", "throttled", "timeout",
-           "bot_check", "no_video", "no_audio", "too_small", "partial", "corrupt", "bad_input",
+           "bot_check", "js_challenge", "no_video", "no_audio", "too_small", "partial", "corrupt", "bad_input",
            "error")
 
 #: seconds a segment may fall short of what was asked / what the source declares before it
@@ -109,6 +111,10 @@ _TRANSFER = re.compile(
     r"|bytes read, \d+ more expected",
     re.IGNORECASE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: yt-dlp's words for an unsolved YouTube n / signature challenge or a missing JS runtime
+_JS_CHALLENGE = re.compile(r"challenge solving failed|signature solving failed"
+                           r"|solving .{0,30}challenge|no supported javascript runtime"
+                           r"|challenge solver", re.IGNORECASE)
 
 
 @dataclass
@@ -126,6 +132,8 @@ class DownloadOptions:
     timeout_retries: int = 1                 # a stalled source is retried at most this often
     cookiefile: str | list[str] | None = None   # several: used in turn after bot checks
     extractor_args: dict[str, dict[str, list[str]]] | None = None   # yt-dlp's, allow-listed
+    #: yt-dlp's js_runtimes ({"node": {"path": P}}, --js-runtime); None: the shipped deno
+    js_runtimes: dict[str, dict[str, str]] | None = None
     proxy: str | None = None
     ratelimit: int | None = None             # bytes per second
     use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
@@ -542,6 +550,9 @@ class _YdlLogger:
 
     def __init__(self, sid: str) -> None:
         self.sid = sid
+        #: the last warning about an unsolved JS challenge: a later "format not available"
+        #: is then that, not the video's fault
+        self.challenge: str | None = None
 
     def debug(self, msg: str) -> None:
         log.debug("yt-dlp %s: %s", self.sid, msg)
@@ -551,6 +562,8 @@ class _YdlLogger:
 
     def warning(self, msg: str) -> None:
         log.debug("yt-dlp %s: %s", self.sid, msg)
+        if _JS_CHALLENGE.search(msg):
+            self.challenge = _ANSI.sub("", msg).removeprefix("WARNING: ").strip()
 
     def error(self, msg: str) -> None:
         log.info("yt-dlp %s: %s", self.sid, _ANSI.sub("", msg))
@@ -596,6 +609,8 @@ def _ydl_params(opts: DownloadOptions, outdir: Path, sid: str) -> dict[str, Any]
     }
     if opts.cookiefiles:
         params["cookiefile"] = opts.cookiefiles[0]
+    from curate.ops.ytopts import js_runtimes
+    params["js_runtimes"] = js_runtimes(opts.js_runtimes)
     if opts.extractor_args:
         params["extractor_args"] = {k: {a: list(v) for a, v in args.items()}
                                     for k, args in opts.extractor_args.items()}
@@ -636,7 +651,7 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
     except _Failure:
         raise
     except yt_dlp.utils.YoutubeDLError as e:
-        raise _stream_hint(_classify(e), info) from e
+        raise _challenge_hint(_stream_hint(_classify(e), info), params.get("logger")) from e
     except (OSError, http.client.HTTPException) as e:
         raise _classify(e) from e
     files = [p for p in outdir.iterdir()
@@ -660,6 +675,20 @@ def _stream_hint(f: _Failure, info: Mapping[str, Any] | None) -> _Failure:
                      f"download block to fetch the whole stream and cut it here")
         f.args = (f.message,)
     return f
+
+
+def _challenge_hint(f: _Failure, logger: Any) -> _Failure:
+    """A failure after yt-dlp warned that a JS challenge went unsolved ("Requested format is
+    not available", a 403 on the media URL) is that challenge, not the video."""
+    seen = getattr(logger, "challenge", None)
+    if seen and f.reason not in ("js_challenge", "bot_check", "throttled", "timeout"):
+        return _js_failure(f"{seen}; then: {f.message}")
+    return f
+
+
+def _js_failure(msg: str) -> _Failure:
+    from curate.ops.ytopts import JS_FIX
+    return _Failure("js_challenge", f"js_challenge: {JS_FIX}: {msg}")
 
 
 def _use_ranges(info: Mapping[str, Any], opts: DownloadOptions) -> bool:
@@ -701,9 +730,13 @@ def _classify(e: BaseException) -> _Failure:
     """Map a yt-dlp / network exception to (reason, transient)."""
     from yt_dlp.networking.exceptions import HTTPError, IncompleteRead
     from yt_dlp.utils import ContentTooShortError
+    from yt_dlp.extractor.youtube.jsc.provider import (JsChallengeProviderError,
+                                                       JsChallengeProviderRejectedRequest)
 
     msg = _ANSI.sub("", str(e)).removeprefix("ERROR: ").strip() or type(e).__name__
     for c in _causes(e):
+        if isinstance(c, (JsChallengeProviderError, JsChallengeProviderRejectedRequest)):
+            return _js_failure(msg)
         if isinstance(c, ContentTooShortError):
             return _Failure("http_error", f"incomplete transfer: {c}", transient=True)
         if isinstance(c, HTTPError):
@@ -712,6 +745,8 @@ def _classify(e: BaseException) -> _Failure:
             return _Failure("timeout", msg, transient=True)
         if isinstance(c, (IncompleteRead, http.client.IncompleteRead, ConnectionError)):
             return _Failure("http_error", f"incomplete transfer: {msg}", transient=True)
+    if _JS_CHALLENGE.search(msg):
+        return _js_failure(msg)
     if _BOT_CHECK.search(msg):
         return _Failure("bot_check", f"bot_check: pass --cookies (YouTube wants a signed-in "
                                      f"session to confirm you're not a bot): {msg}")

@@ -21,7 +21,7 @@ from manifests.schemas import has_manifest, read_rows, write_manifest
 
 #: availability codes, in the order reports list them
 CODES = ("ok", "private", "removed", "unavailable_in_region", "age_restricted", "bot_check",
-         "throttled", "timeout", "http_error", "bad_media", "unavailable", "bad_input", "error",
+         "js_challenge", "throttled", "timeout", "http_error", "bad_media", "unavailable", "bad_input", "error",
          "not_tried")
 
 _PRIVATE = re.compile(r"private video|this video is private|members[- ]only", re.I)
@@ -38,7 +38,7 @@ def availability(status: str | None, reason: str | None, error: str | None) -> s
     if status == schemas.STATUS_OK:
         return "ok"
     text = error or ""
-    if reason in ("bot_check", "throttled", "timeout", "bad_input"):
+    if reason in ("bot_check", "js_challenge", "throttled", "timeout", "bad_input"):
         return reason
     if reason in _BAD_MEDIA:
         return "bad_media"

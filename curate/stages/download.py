@@ -46,7 +46,7 @@ def _download_error(item: dict, error: str) -> dict:
 def download_options(run: dict[str, Any]) -> dict[str, Any]:
     d = dict(run["recipe"]["download"])
     d["url_template"] = run["recipe"].get("url_template", d.get("url_template"))
-    for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout", "extractor_args"):
+    for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout", "extractor_args", "js_runtimes"):
         if run["options"].get(k):
             d[k] = run["options"][k]
     from curate.ops.fetch import DownloadOptions
@@ -56,7 +56,7 @@ def download_options(run: dict[str, Any]) -> dict[str, Any]:
 
 #: options that change how a download is fetched, never what it yields
 _DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff", "socket_timeout",
-                        "max_wait", "timeout_retries", "extractor_args"}
+                        "max_wait", "timeout_retries", "extractor_args", "js_runtimes"}
 DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
 
 
@@ -73,7 +73,8 @@ def run_encoder_settings(run: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 #: download failures worth another try on `--retry-failed` (a 404 or a removed video is final)
-TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died", "throttled", "bot_check"}
+TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died", "throttled", "bot_check",
+                     "js_challenge"}
 _FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
 
 
