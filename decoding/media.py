@@ -51,6 +51,17 @@ class Grid:
     #: where the decoded video really ends (seconds; frames after it repeat the last frame);
     #: None when the video covers the grid
     video_end: float | None = None
+    #: the same audio on the source's own rate and channels, float32 ``[C, N]``, not clamped
+    #: (``decode_grid``; ``filters.audio_quality`` reads bandwidth, clipping and identical
+    #: channels from it, which the 16-kHz mix hides); None when not decoded
+    native_audio: np.ndarray | None = None
+    native_rate: int | None = None
+
+    def native(self) -> tuple[np.ndarray, int]:
+        """(audio ``[C, N]``, its rate): the native audio, else the grid's own."""
+        if self.native_audio is not None and self.native_rate:
+            return self.native_audio, int(self.native_rate)
+        return self.audio_channels, self.sample_rate
 
     @property
     def audio(self) -> np.ndarray:
@@ -197,40 +208,56 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     return np.stack(out), video_end
 
 
-def _decode_audio(container, start: float, end: float,
-                  sample_rate: int) -> tuple[np.ndarray, float] | None:
-    """[start, end) of the first audio stream (zero-padded) and the time the decoded audio
-    ends; None without audio."""
-    if not container.streams.audio:
-        return None
-    stream = container.streams.audio[0]
-    channels = stream.codec_context.channels or 1
-    layout = "mono" if channels == 1 else "stereo"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
-    container.seek(0)
-    chunks = []
-    t_first = None
-    for frame in _decoded(container, stream):
-        if t_first is None and frame.pts is not None:
-            t_first = float(frame.pts * stream.time_base)
-        for rf in resampler.resample(frame):
-            chunks.append(rf.to_ndarray())
-    for rf in resampler.resample(None):
-        chunks.append(rf.to_ndarray())
-    if not chunks:
-        return None
+def _segment(chunks: list[np.ndarray], t_first: float, rate: int, start: float,
+             end: float) -> np.ndarray:
+    """[start, end) of decoded ``chunks`` (``[C, n]`` each, the first at ``t_first``),
+    zero-padded where the audio does not reach."""
     audio = np.concatenate(chunks, axis=1).astype(np.float32)
-    audio_end = (t_first or 0.0) + audio.shape[1] / sample_rate
-    offset = int(round(((t_first or 0.0)) * sample_rate))
-    i0 = int(round(start * sample_rate)) - offset
-    n = int(round((end - start) * sample_rate))
+    i0 = int(round(start * rate)) - int(round(t_first * rate))
+    n = int(round((end - start) * rate))
     if i0 < 0:
         audio = np.pad(audio, ((0, 0), (-i0, 0)))
         i0 = 0
     seg = audio[:, i0:i0 + n]
     if seg.shape[1] < n:
         seg = np.pad(seg, ((0, 0), (0, n - seg.shape[1])))
-    return np.clip(seg, -1.0, 1.0), audio_end
+    return seg
+
+
+def _decode_audio(container, start: float, end: float, sample_rate: int,
+                  native: bool = False) -> tuple[np.ndarray, float, np.ndarray | None, int] | None:
+    """[start, end) of the first audio stream (zero-padded, clamped to [-1, 1]) and the time
+    the decoded audio ends; with ``native`` also the same span on the stream's own rate and
+    channels (not clamped) and that rate, from the same decoded frames; None without audio."""
+    if not container.streams.audio:
+        return None
+    stream = container.streams.audio[0]
+    channels = stream.codec_context.channels or 1
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+    # format only: the source's rate and every channel, as planar float
+    as_float = av.AudioResampler(format="fltp") if native else None
+    container.seek(0)
+    chunks, native_chunks = [], []
+    t_first, rate = None, None
+    for frame in _decoded(container, stream):
+        if t_first is None and frame.pts is not None:
+            t_first = float(frame.pts * stream.time_base)
+        for rf in resampler.resample(frame):
+            chunks.append(rf.to_ndarray())
+        if as_float is not None:
+            rate = rate or frame.sample_rate
+            native_chunks += [rf.to_ndarray() for rf in as_float.resample(frame)]
+    for rf in resampler.resample(None):
+        chunks.append(rf.to_ndarray())
+    if not chunks:
+        return None
+    t0 = t_first or 0.0
+    audio_end = t0 + sum(c.shape[1] for c in chunks) / sample_rate
+    seg = np.clip(_segment(chunks, t0, sample_rate, start, end), -1.0, 1.0)
+    if not native_chunks:
+        return seg, audio_end, None, 0
+    return seg, audio_end, _segment(native_chunks, t0, rate, start, end), rate
 
 
 def _display_facts(c, v) -> dict:
@@ -288,13 +315,14 @@ def _open(src: str | Path | bytes):
 
 def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
-                sample_rate: int = SAMPLE_RATE, offset: float = 0.0) -> Grid:
+                sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False) -> Grid:
     """Decode [start, end) of ``src`` (a path, or the bytes of a media file) onto a grid of
     ``fps`` frames and ``sample_rate`` audio.
 
     ``offset``: where time 0 of ``start``/``end`` lies on the file's own clock (a stream-copied
     download keeps its source's timestamps: its segment starts ``seg_start`` s into that
-    clock). The grid's times stay relative (``Grid.start == start``)."""
+    clock). The grid's times stay relative (``Grid.start == start``). ``native``: keep the
+    audio on the source's rate and channels too (``Grid.native_audio``), from the same decode."""
     name = "<bytes>" if isinstance(src, (bytes, bytearray)) else Path(src).name
     a, b = start + offset, end + offset
     try:
@@ -304,7 +332,7 @@ def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = 
                                    else "no video stream")
             frames, video_end = _decode_video(c, a, b, fps, short_side, crop)
         with _open(src) as c:
-            decoded = _decode_audio(c, a, b, sample_rate)
+            decoded = _decode_audio(c, a, b, sample_rate, native)
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot decode {name}: {e}") from e
     has_audio = decoded is not None
@@ -313,10 +341,12 @@ def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = 
         audio, audio_end = np.zeros((1, int(round((end - start) * sample_rate))), np.float32), None
     else:
         audio, audio_end = decoded[0], decoded[1] - offset
+    nat, nat_rate = (decoded[2], decoded[3]) if decoded is not None else (None, 0)
     return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
                 sample_rate=sample_rate, has_audio=has_audio,
                 notes=_short_notes(start, end, video_end, audio_end),
-                video_end=video_end if video_end < end - SHORT_TOLERANCE else None)
+                video_end=video_end if video_end < end - SHORT_TOLERANCE else None,
+                native_audio=nat, native_rate=nat_rate or None)
 
 
 def _short_notes(start: float, end: float, video_end: float, audio_end: float | None) -> list[str]:
@@ -333,14 +363,15 @@ def _short_notes(start: float, end: float, video_end: float, audio_end: float | 
 
 def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None,
                 offset: float = 0.0) -> Grid:
-    """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz. ``offset``: the
-    segment's start on the file's clock (``decode_clip``); ``end`` defaults to the file's end."""
+    """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz, plus the native audio
+    (``Grid.native_audio``). ``offset``: the segment's start on the file's clock
+    (``decode_clip``); ``end`` defaults to the file's end."""
     if end is None:
         info = probe(path)
         if not info["duration"]:
             raise DecodeError("unknown duration")
         end = info["duration"] + (info.get("start_time") or 0.0) - offset
-    return decode_clip(path, start, end, offset=offset)
+    return decode_clip(path, start, end, offset=offset, native=True)
 
 
 # ----------------------------------------------------------------------------- frame instants

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything curate needs into ./.venv, from a fresh clone on a fresh machine.
 #   bash scripts/setup.sh          # runtime: ffmpeg, venv, torch, curate
-#   bash scripts/setup.sh --test   # + test tools: chromium + chromedriver, pytest, selenium,
+#   bash scripts/setup.sh --test   # + test tools: chromium + chromedriver, espeak-ng, pytest, selenium,
 #                                  #   imagebind-unofficial (test-only, --no-deps, CC BY-NC-SA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 if [ $want_test = 1 ]; then
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+  # speech made locally for the speech filter's tests (tests/avmedia.py: espeak)
+  command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -234,3 +234,75 @@ def served_sources_csv(path: Path, server, ids: list[str], end: float = 3) -> Pa
     path.write_text("id,url,start,end,label,split\n" + "".join(
         f"{i},{server.url(f'{i}.mp4')},0,{end:g},x,train\n" for i in ids))
     return path
+
+
+# ---------------------------------------------------------------- what the audio holds (issue 26)
+
+#: sentences espeak-ng reads for the speech tests (about 2.5 words a second, few pauses)
+SPEECH_TEXT = ("The weather today is bright and clear, and the market by the river is full of "
+               "people buying bread, fruit and fresh fish from the morning boats. ")
+
+
+def espeak(text: str, sr: int) -> np.ndarray:
+    """Mono float speech of ``text`` made locally by espeak-ng (Debian package, installed by
+    ``scripts/setup.sh --test``), resampled to ``sr`` by ffmpeg, peak-normalised to 1."""
+    import shutil
+    import tempfile
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed (bash scripts/setup.sh --test installs it)")
+    with tempfile.TemporaryDirectory() as d:
+        wav = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), text], check=True,
+                       capture_output=True)
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-ar", str(sr), "-ac", "1",
+                              "-f", "f32le", "-"], check=True, capture_output=True).stdout
+    x = np.frombuffer(raw, np.float32).astype(np.float64)
+    return x / max(np.abs(x).max(), 1e-9)
+
+
+def mux_audio(path: Path, audio: np.ndarray, sr: int, codec: str = "aac",
+              size: tuple[int, int] = (96, 64), fps: int = 12, out_sr: int | None = None) -> Path:
+    """A video (a grey square drifting over noise, ``fps``) with ``audio`` (float ``[N]`` or
+    ``[N, C]`` in [-1, 1], written as 16-bit) as its sound. ``codec``: ``aac`` (mp4, 192 kb/s)
+    or ``pcm`` (mov, lossless 16-bit: the exact samples come back). ``out_sr``: ffmpeg
+    resamples the sound to this rate in the file (an upsampled source)."""
+    audio = np.asarray(audio, np.float64)
+    audio = audio[:, None] if audio.ndim == 1 else audio
+    n = int(np.ceil(len(audio) / sr * fps))
+    w, h = size
+    rng = np.random.default_rng(0)
+    frames = rng.integers(60, 90, (n, h, w, 3), dtype=np.uint8)
+    for i in range(n):
+        x = (2 * i) % (w - 16)
+        frames[i, 20:36, x:x + 16] = 200
+    raw = path.with_suffix(".s16")
+    raw.write_bytes(np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    acodec = ["-c:a", "aac", "-b:a", "192k"] if codec == "aac" else ["-c:a", "pcm_s16le"]
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-",
+           "-f", "s16le", "-ar", str(sr), "-ac", str(audio.shape[1]), "-i", str(raw),
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+           *acodec, *(["-ar", str(out_sr)] if out_sr else []), "-shortest", str(path)]
+    subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
+    raw.unlink()
+    return path
+
+
+def audio_kinds(sr: int, seconds: float = 6.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Mono test sounds of ``seconds``, by kind: espeak speech alone at two levels and over
+    a tone and a noise bed (``speech_*``), and ``tone``, ``noise``, ``clicks``, ``silence``."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    speech = np.resize(espeak(SPEECH_TEXT, sr), n)   # repeated to fill the span
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    noise = rng.normal(0, 0.1, n)
+    clicks = np.zeros(n)
+    for c in np.arange(0.05, seconds, 0.25):
+        i = int(c * sr)
+        clicks[i:i + int(0.003 * sr)] = 0.8
+    return {"speech_loud": 0.7 * speech, "speech_quiet": 0.1 * speech,
+            "speech_over_tone": 0.5 * speech + 0.5 * tone,
+            "speech_over_noise": 0.5 * speech + 0.5 * noise,
+            "tone": tone, "noise": noise, "clicks": clicks, "silence": np.zeros(n)}

@@ -1,0 +1,86 @@
+"""Speech filter: how much of a window somebody is talking (narration, voice-over), found by
+Silero VAD with its real pretrained weights (MIT, shipped inside the ``silero-vad`` package;
+DESIGN section 13).
+
+Scores per window: ``speech``, the fraction of its 32-ms steps whose speech probability is at
+least ``SPEECH_PROB``, and ``speech_run_s``, the longest run of consecutive speech steps in
+seconds. Keep when ``speech <= max`` (and ``speech_run_s <= run_max`` when set). The paper's
+recipes record these without gating; a custom recipe may gate on them.
+
+The model runs once per segment on the grid's 16-kHz mono audio (``speech_probs``), its
+LSTM state carried from the segment's start as in Silero's own streaming use; every window
+reads the steps whose centre lies inside it (``window_scores``). A window's scores therefore
+do not depend on which other windows were scored with it, nor on the cascade.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from filters import silero_model
+from filters.bands import keep_band
+
+NAME = "speech"
+THRESHOLDS = {"max": 0.5}
+#: a step is speech when Silero's probability is at least this (Silero's own default)
+SPEECH_PROB = 0.5
+STEP_SECONDS = silero_model.STEP / silero_model.SAMPLE_RATE
+
+
+# ---------------------------------------------------------------- pure math
+
+def window_scores(probs: np.ndarray, start: float, end: float,
+                  prob: float = SPEECH_PROB) -> tuple[float, float]:
+    """(speech fraction, longest speech run in s) of the window [start, end), in seconds from
+    the start of the audio ``probs`` were computed on (step k covers [k, k+1) * 32 ms)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    centres = (np.arange(len(probs)) + 0.5) * STEP_SECONDS
+    inside = probs[(centres >= start) & (centres < end)]
+    if inside.size == 0:
+        raise ValueError(f"no 32-ms speech step lies in [{start:g}, {end:g}) "
+                         f"({len(probs)} steps decoded)")
+    speech = inside >= prob
+    return float(speech.mean()), _longest_run(speech) * STEP_SECONDS
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True in ``flags``."""
+    if not flags.any():
+        return 0
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
+
+
+def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
+    """On the speech fraction alone (``registry.BOUNDS`` adds ``run_max`` on the run)."""
+    return keep_band(NAME, s, thresholds)
+
+
+# ---------------------------------------------------------------- the model
+
+class SpeechScorer:
+    """Silero VAD on CPU (or ``device``), loaded once (per scoring actor)."""
+
+    def __init__(self, model, device: str = "cpu"):
+        self.model, self.device = model, device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> "SpeechScorer":
+        """``path``: a Silero VAD 16-kHz safetensors file; None: the installed package's."""
+        return cls(silero_model.load_silero(path, device), device)
+
+    def speech_probs(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Speech probability per 32-ms step of ``audio`` (float mono [N] at 16 kHz); the last
+        partial step is zero-padded."""
+        import torch
+
+        if sample_rate != silero_model.SAMPLE_RATE:
+            raise ValueError(f"Silero VAD takes {silero_model.SAMPLE_RATE} Hz audio, got {sample_rate}")
+        x = np.asarray(audio, dtype=np.float32).reshape(-1)
+        n = -(-len(x) // silero_model.STEP) * silero_model.STEP
+        x = np.pad(x, (0, n - len(x)))
+        with torch.inference_mode():
+            p = self.model(torch.from_numpy(x)[None].to(self.device))
+        return p[0].float().cpu().numpy()
