@@ -29,6 +29,13 @@ PTS_SLACK = 1e-3
 SHORT_TOLERANCE = 0.25
 
 
+def ffmpeg_fps_lead(fps: float) -> float:
+    """``pick_lead`` that picks frames as ffmpeg's ``fps`` filter (rounding to the nearest
+    output slot, halves up): slot n takes the last frame with pts < (n + 0.5) / fps. The
+    slot test adds ``PTS_SLACK``; a frame exactly half a slot late is the next slot's."""
+    return 0.5 / fps - PTS_SLACK - 1e-6
+
+
 class DecodeError(RuntimeError):
     """The file could not be decoded (corrupt, truncated, no video stream...)."""
 
@@ -164,8 +171,9 @@ def _frame_end(frame: av.VideoFrame, stream) -> float:
 
 
 def _decode_video(container, start: float, end: float, fps: float, short_side: int,
-                  crop: int | None) -> tuple[np.ndarray, float]:
-    """Grid slot k (time start + k/fps) takes the last frame shown at or before that time.
+                  crop: int | None, pick_lead: float = 0.0) -> tuple[np.ndarray, float]:
+    """Grid slot k (time start + k/fps) takes the last frame shown at or before that time
+    plus ``pick_lead``.
 
     Returns the frames and the time the last decoded frame ends (past ``end`` when the
     video covers the request; earlier when slots were filled by repeating the last frame)."""
@@ -173,7 +181,7 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     sar = _sar(stream)
     stream.thread_type = "AUTO"
     n = max(int(math.floor((end - start) * fps + 1e-6)), 0)
-    times = start + np.arange(n) / fps
+    times = start + pick_lead + np.arange(n) / fps
     eps = PTS_SLACK
     out: list[np.ndarray] = []
     if start > 0:
@@ -315,9 +323,11 @@ def _open(src: str | Path | bytes):
 
 def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
-                sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False) -> Grid:
+                sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False,
+                pick_lead: float = 0.0) -> Grid:
     """Decode [start, end) of ``src`` (a path, or the bytes of a media file) onto a grid of
-    ``fps`` frames and ``sample_rate`` audio.
+    ``fps`` frames and ``sample_rate`` audio. ``pick_lead``: each slot takes the frame shown
+    that much after its instant (``ffmpeg_fps_lead(fps)`` picks as ffmpeg's ``fps`` filter).
 
     ``offset``: where time 0 of ``start``/``end`` lies on the file's own clock (a stream-copied
     download keeps its source's timestamps: its segment starts ``seg_start`` s into that
@@ -330,7 +340,7 @@ def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = 
             if not c.streams.video:
                 raise NoVideoError("no video stream (audio-only file)" if c.streams.audio
                                    else "no video stream")
-            frames, video_end = _decode_video(c, a, b, fps, short_side, crop)
+            frames, video_end = _decode_video(c, a, b, fps, short_side, crop, pick_lead)
         with _open(src) as c:
             decoded = _decode_audio(c, a, b, sample_rate, native)
     except av.error.FFmpegError as e:

@@ -1,0 +1,159 @@
+"""Synchformer: layout, forward and preprocessing parity with the authors' code (fixtures
+their code made: tests/fixtures/synchformer/README.md), strict loading of both public
+checkpoint forms, and frame / sample picks against ffmpeg."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from decoding.media import decode_clip, ffmpeg_fps_lead
+from decoding.native import sinc_resample
+from filters import synchformer as sf
+from filters.synchformer_model import Synchformer, SynchformerConfig, load_synchformer
+from tests.avmedia import index_of, make_clip
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "synchformer"
+
+
+@pytest.fixture(scope="module")
+def small():
+    return torch.load(FIX / "small.pt", weights_only=True)
+
+
+def _small_cfg(sizes: dict) -> SynchformerConfig:
+    return SynchformerConfig(video_dim=sizes["d"], video_depth=sizes["depth"],
+                             video_heads=sizes["heads"], audio_dim=sizes["d"],
+                             audio_depth=sizes["depth"], audio_heads=sizes["heads"],
+                             dim=sizes["t_embd"], layers=sizes["t_layers"],
+                             heads=sizes["t_heads"], n_segments=sizes["segments"])
+
+
+def _small_inputs(small) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = np.frombuffer(zlib.decompress(small["frames_zlib"].numpy().tobytes()), np.uint8)
+    frames = frames.reshape(small["frames_shape"])                     # (S, 16, 224, 224, 3)
+    return sf.normalise_frames(frames).unsqueeze(0), small["audio"]
+
+
+def test_full_size_keys_and_shapes_match_authors():
+    with torch.device("meta"):
+        ours = Synchformer()
+    theirs = json.loads((FIX / "full_keys.json").read_text())
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == theirs
+    assert len(theirs) == 513
+
+
+def test_reduced_model_logits_match_authors(small):
+    model = Synchformer(_small_cfg(small["sizes"])).eval()
+    model.load_state_dict(small["state_dict"], strict=True)
+    with torch.no_grad():
+        logits = model(*_small_inputs(small))
+    assert logits.shape == (1, 21)
+    assert torch.allclose(logits, small["logits"], atol=1e-5, rtol=0)
+
+
+def test_both_checkpoint_forms_load_strictly(small, tmp_path):
+    cfg = _small_cfg(small["sizes"])
+    sd = small["state_dict"]
+    torch.save(sd, tmp_path / "synchformer_state_dict.pth")               # MMAudio's form
+    torch.save({"model": sd, "epoch": 3, "loss": 0.5, "metrics": {"accuracy_1": 0.4}},
+               tmp_path / "24-01-04T16-39-21.pt")                           # the authors' form
+    vid, aud = _small_inputs(small)
+    for name in ("synchformer_state_dict.pth", "24-01-04T16-39-21.pt"):
+        model = load_synchformer(tmp_path / name, cfg=cfg)
+        with torch.no_grad():
+            assert torch.allclose(model(vid, aud), small["logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("change", ["missing", "extra", "shape"])
+def test_key_mismatch_is_an_error_naming_the_option(small, tmp_path, change):
+    sd = dict(small["state_dict"])
+    if change == "missing":
+        sd.pop("transformer.off_head.bias")
+    elif change == "extra":
+        sd["transformer.sync_head.weight"] = torch.zeros(2, 32)
+    else:
+        sd["transformer.off_head.weight"] = torch.zeros(7, 32)
+    torch.save({"model": sd}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="--synchformer-checkpoint"):
+        load_synchformer(tmp_path / "bad.pt", cfg=_small_cfg(small["sizes"]))
+
+
+def test_missing_checkpoint_names_the_option(tmp_path, monkeypatch):
+    monkeypatch.delenv("CURATE_SYNCHFORMER_CKPT", raising=False)
+    for path in (None, tmp_path / "nope.pth"):
+        with pytest.raises(FileNotFoundError, match="--synchformer-checkpoint"):
+            load_synchformer(path)
+
+
+# ------------------------------------------------------------------ preprocessing parity
+
+def _media_frames(n: int, h: int, w: int) -> np.ndarray:
+    """The fixture script's frames, channels last (same formula)."""
+    k, c = np.arange(n).reshape(n, 1, 1, 1), np.arange(3).reshape(1, 1, 1, 3)
+    y, x = np.arange(h).reshape(1, h, 1, 1), np.arange(w).reshape(1, 1, w, 1)
+    return ((k * 7 + c * 50 + y + 2 * x) % 256).astype(np.uint8)
+
+
+def _media_wave(sr: int, seconds: float) -> torch.Tensor:
+    t = torch.arange(int(round(sr * seconds)), dtype=torch.float64) / sr
+    x = 0.3 * torch.sin(2 * math.pi * 440 * t) + 0.2 * torch.sin(2 * math.pi * 1234.5 * t)
+    return (x + 0.4 * ((t * 2.5) % 1 < 0.01).double()).float()
+
+
+@pytest.fixture(scope="module")
+def preproc():
+    return torch.load(FIX / "preproc.pt", weights_only=True)
+
+
+def test_preprocessing_matches_authors_transforms(preproc):
+    # their transforms take the middle 4.8 s of a 5-s crop: the context starts at frame 2
+    for case in preproc["cases"]:
+        video = sf.video_segments(_media_frames(case["n_frames"], case["h"], case["w"]), 2)
+        assert video.shape == (14, 16, 3, 224, 224)
+        assert torch.equal(video.double().sum(dim=(2, 3, 4)), case["video_sums"])
+        assert torch.equal(video[:, :, :, ::16, ::16], case["video_sub"].float())
+        spec = sf.audio_segments(case["wave16k"].numpy(), sf.first_sample_of(2))
+        assert spec.shape == (14, 1, 128, 66)
+        assert torch.allclose(spec[preproc["segments"]], case["spec"], atol=1e-5, rtol=0)
+
+
+def test_resampling_matches_torchaudio(preproc):
+    for case in preproc["cases"]:
+        wave = _media_wave(case["sr"], case["n_frames"] / 25)
+        ours = sinc_resample(wave, case["sr"], 16000)
+        assert ours.shape == case["wave16k"].shape
+        assert torch.allclose(ours, case["wave16k"], atol=1e-5, rtol=0), case["sr"]
+
+
+def _index(frame: np.ndarray) -> int:
+    h = frame.shape[0]
+    return index_of(np.median(frame[8:h // 2 - 8]), np.median(frame[h // 2 + 8:-8]))
+
+
+@pytest.mark.parametrize("fps,sr,channels", [("24", 44100, 2), ("25", 16000, 1),
+                                              ("30000/1001", 48000, 2), ("30", 48000, 1)])
+def test_frame_and_sample_picks_match_ffmpeg(tmp_path, fps, sr, channels):
+    """The authors re-encode with ffmpeg (``-vf fps=25 -ar 16000``): our 25-fps picks are the
+    same source frames and our 16-kHz audio the same samples."""
+    path = make_clip(tmp_path / "c.mp4", 6.0, fps, sr=sr, channels=channels)
+    grid = decode_clip(path, 0.0, 5.6, fps=25, short_side=128, crop=None, sample_rate=16000,
+                       pick_lead=ffmpeg_fps_lead(25))
+    run = ["ffmpeg", "-v", "error", "-i", str(path)]
+    raw = subprocess.run(run + ["-vf", "fps=25", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(-1, 128, 192, 3)
+    ours = [_index(f) for f in grid.frames]
+    assert ours == [_index(f) for f in ref[:len(ours)]]
+    pcm = subprocess.run(run + ["-vn", "-ar", "16000", "-f", "f32le", "-"],
+                         capture_output=True, check=True).stdout
+    ref_a = np.frombuffer(pcm, np.float32).reshape(-1, channels).mean(1)
+    ours_a = grid.audio_channels.mean(0)
+    n = len(ours_a) - 100
+    assert np.abs(ref_a[:n] - ours_a[:n]).max() < 1e-5
