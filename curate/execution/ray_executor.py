@@ -23,7 +23,9 @@ no barrier between groups of items, and hands the next item to whichever worker 
   (and its ffmpeg / yt-dlp children) as soon as the driver process is gone, and a write
   guard (``manifests.atomic.set_write_guard``) that ends it before any write into the output
   once the driver is gone; ffmpeg and yt-dlp write in scratch space outside the output
-  (``manifests.scratch``), so a killed build leaves nothing writing into its output.
+  (``manifests.scratch``), so a killed build leaves nothing writing into its output. A
+  small reaper process (``curate.execution.reaper``) ends the rest of a local Ray (the
+  raylet's agents, which would wait minutes on the dead GCS) as soon as the driver is gone.
 """
 from __future__ import annotations
 
@@ -373,6 +375,34 @@ def start_ray(init: Any, kwargs: dict, tries: int = RAY_START_TRIES,
                      f"or on a running cluster with --address")
 
 
+def _session_name() -> str:
+    import ray
+    try:
+        return str(ray._private.worker._global_node.session_name)
+    except AttributeError:      # a Ray without it: the reaper goes by process titles only
+        return ""
+
+
+def start_reaper(session: str) -> Any:
+    """The reaper of this driver's local Ray (``curate.execution.reaper``): a process that
+    outlives the driver and ends the Ray processes it left, holding the pipe's read end."""
+    import subprocess
+    import sys
+    return subprocess.Popen([sys.executable, "-m", "curate.execution.reaper", str(os.getpid()),
+                             session], stdin=subprocess.PIPE, start_new_session=True)
+
+
+def stop_reaper(proc: Any) -> None:
+    """Close the reaper's pipe (it ends what is left of the Ray, then exits) and reap it."""
+    if proc is None:
+        return
+    try:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    except Exception as e:  # noqa: BLE001 - it ends on its own once the driver is gone
+        log.debug("reaper: %s", e)
+
+
 def _wait_ready(refs: list, timeout: float) -> list:
     """Every ref that is ready now, waiting up to ``timeout`` for the first: one driver
     round per batch of finished items, not per item."""
@@ -452,6 +482,7 @@ class RayExecutor:
         self.max_requests_per_s = max_requests_per_s
         self.started = 0            # stage runs that submitted Ray work
         self._driver_pid: int | None = None
+        self._reaper: Any = None
         self.cpus = 0.0
         self.gpus = 0.0
 
@@ -473,6 +504,8 @@ class RayExecutor:
             # ray.init puts a C++ SIGTERM handler (stack dump, abort) in the driver: ours back
             from curate.execution.interrupt import reinstall
             reinstall()
+            if not self.address:
+                self._reaper = start_reaper(_session_name())
         # a worker may only watch a driver on its own machine: local Ray only
         self._driver_pid = None if self.address else os.getpid()
         res = ray.cluster_resources()
@@ -579,6 +612,8 @@ class RayExecutor:
 
         if ray.is_initialized():
             ray.shutdown()
+        stop_reaper(self._reaper)
+        self._reaper = None
 
 
 
