@@ -454,3 +454,51 @@ def av_offset_ms(src: str | Path | bytes) -> float | None:
     if v is None or a is None:
         return None
     return (a - v) * 1000.0
+
+
+# ----------------------------------------------------------------------------- stills
+
+def stills(src: str | Path, times, height: int, max_aspect: float = 16 / 9,
+           offset: float = 0.0) -> list[np.ndarray]:
+    """The frames shown at ``times`` (seconds, ``offset`` added as in ``decode_clip``), one
+    pass over the file: a seek before the first time, then decoding forward; each time takes
+    the last frame shown at or before it (the first frame when it comes before every frame).
+
+    Each still is display-correct RGB (pixel aspect, rotation) with its short side ``height``,
+    centre-cropped to at most ``height`` tall and ``max_aspect * height`` wide; only the
+    picked frames are converted."""
+    want = sorted((float(t) + offset, i) for i, t in enumerate(times))
+    out: list[np.ndarray | None] = [None] * len(want)
+    try:
+        with _open(src) as c:
+            if not c.streams.video:
+                raise NoVideoError("no video stream")
+            stream = c.streams.video[0]
+            sar, k, last = _sar(stream), 0, None
+            if want and want[0][0] > 0:
+                c.seek(int(want[0][0] / stream.time_base), stream=stream, backward=True)
+            for frame in _decoded(c, stream):
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * stream.time_base)
+                while k < len(want) and want[k][0] + PTS_SLACK < t:
+                    out[want[k][1]] = _still(frame if last is None else last, height, max_aspect, sar)
+                    k += 1
+                if k == len(want):
+                    break
+                last = frame
+            if last is None:
+                raise DecodeError("no video frames decoded")
+            for _, i in want[k:]:          # times past the last frame show the last frame
+                out[i] = _still(last, height, max_aspect, sar)
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot decode {Path(src).name}: {e}") from e
+    return out  # type: ignore[return-value]
+
+
+def _still(frame: av.VideoFrame, height: int, max_aspect: float, sar: float) -> np.ndarray:
+    img = _resize_crop(frame, height, None, sar)
+    h, w = img.shape[:2]
+    top, width = max((h - height) // 2, 0), min(w, int(round(max_aspect * height)))
+    left = (w - width) // 2
+    return np.ascontiguousarray(img[top:top + height, left:left + width])

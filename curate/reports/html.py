@@ -1,9 +1,14 @@
-"""Self-contained HTML report of a curation run (one file, PNGs inlined as base64).
+"""Self-contained HTML report of a curation run: one file, images inlined, no script, no
+network.
 
-Sections: funnel, per-class counts, one histogram per score column with its thresholds as
-vertical lines, resolution table (clips per class per resolution, like the Landscape paper's
-table 1), hours of video, failures by reason, warnings, and any other stats key as JSON.
-``stats`` comes from the stats module and is rendered as given; missing keys are skipped.
+Sections: a summary in words (run, hours, sync convention, licences, download health), the
+run's unfinished parts and warnings, the funnel as a table beside an SVG chart, clips kept per
+class as bars and a table, what was kept as pictures (``gallery``: per class the selected
+clips with first / middle / last frame, duration, split and scores against the thresholds),
+the rejected windows nearest each filter's thresholds, tables (resolutions, failures,
+rejections, skipped items, availability, truth kinds) and one histogram per score column with
+its thresholds as vertical lines. ``stats`` comes from the stats module; a key this module does
+not know is named in a collapsed list, its value never dumped.
 """
 from __future__ import annotations
 
@@ -22,17 +27,31 @@ import numpy as np
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from manifests.schemas import ALL_SCORES, SCORE_COLUMNS  # noqa: E402
-from manifests.atomic import write_text
+from manifests.schemas import ALL_SCORES  # noqa: E402
+from manifests.atomic import write_text  # noqa: E402
+from curate.reports.charts import class_bars_svg, funnel_rows, funnel_svg  # noqa: E402
+from curate.reports.numbers import (bounds, bounds_text, duration_text, hours_text,  # noqa: E402
+                                    score_text, thresholds_for, when_text)
 
 log = logging.getLogger(__name__)
 
-KNOWN_KEYS = ("funnel", "per_class", "failures", "resolutions", "hours", "warnings", "unfinished",
-              "finished", "rejected", "truth")
-_CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
-margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}
-td:first-child,th:first-child{text-align:left}.warn{color:#a40}figure{display:inline-block;
-margin:.5em}figcaption{font-size:90%}pre{background:#f6f6f6;padding:1em}"""
+#: stats keys the report shows (anything else is named in a collapsed list)
+KNOWN_KEYS = ("out", "recipe", "funnel", "per_class", "failures", "resolutions", "hours",
+              "hours_downloaded", "hours_selected", "warnings", "unfinished", "finished",
+              "rejected", "skipped", "truth", "download_health", "availability", "shard_files",
+              "sync_convention", "licences", "licenses")
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}table{border-collapse:
+collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:
+#eee}td:first-child,th:first-child{text-align:left}.warn{color:#a40}figure{display:inline-block;
+margin:.5em}figcaption{font-size:90%}.side{display:flex;flex-wrap:wrap;gap:2em;align-items:
+flex-start}.scroll{max-height:640px;overflow-y:auto}.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{border:1px solid #ccc;border-radius:4px;padding:6px;width:300px;font-size:12px}.card img{
+display:block;max-width:100%}.noframes{height:54px;background:#f3f3f3;color:#a40;padding:4px;
+overflow:hidden}.name{font-weight:bold;word-break:break-all;margin-top:4px}.meta{color:#555}
+.verdict{color:#a40;margin-top:2px}table.scores{margin:4px 0 0;font-size:11px}table.scores td{
+padding:1px 4px;border-color:#ddd}tr.fail td{background:#fbe3e0}tr.pass td{background:#e6f4e6}
+tr.info td{color:#777}.more{color:#555;font-style:italic}.summary p{margin:.4em 0}
+details{margin:1em 0}"""
 
 
 def _esc(x: Any) -> str:
@@ -51,51 +70,6 @@ def _column_values(windows_rows: Any, col: str) -> "np.ndarray":
         arr = np.array([float(v) for v in (r.get(col) for r in windows_rows) if v is not None],
                        dtype=np.float64)
     return arr[np.isfinite(arr)]
-
-
-def thresholds_for(col: str, thresholds: Mapping[str, Any] | None) -> dict[str, float]:
-    """Threshold lines for a score column, from ``thresholds`` keyed by column or filter.
-
-    Accepted shapes: ``{col: 0.3}``, ``{col: {"min": a, "max": b}}``, ``{filter: {"min": a}}``,
-    ``{filter: {col: {...}}}`` and ``{filter: {"ia_min": a}}`` (keys naming the column's
-    suffix, e.g. ``ia`` for ``imagebind_ia``).
-    """
-    if not thresholds:
-        return {}
-    if col in thresholds:
-        return _numbers(thresholds[col], "threshold")
-    for filt, cols in SCORE_COLUMNS.items():
-        if col in cols and filt in thresholds:
-            spec = thresholds[filt]
-            if not isinstance(spec, Mapping):
-                return _numbers(spec, "threshold")
-            if col in spec:
-                return _numbers(spec[col], "threshold")
-            if len(cols) == 1:
-                return _numbers(spec, "threshold")
-            return _pick_suffix(col, filt, cols, _numbers(spec, "threshold"))
-    return {}
-
-
-def _pick_suffix(col: str, filt: str, cols: tuple[str, ...],
-                 spec: dict[str, float]) -> dict[str, float]:
-    """Keys naming this column's suffix (``ia_min`` for imagebind_ia), plus keys naming no
-    column of the filter (a plain ``min`` applies to every column of the filter)."""
-    suffixes = {c[len(filt) + 1:] for c in cols if c.startswith(filt + "_")}
-    mine = col[len(filt) + 1:]
-    return {k: v for k, v in spec.items()
-            if mine in k.split("_") or not suffixes & set(k.split("_"))}
-
-
-def _numbers(spec: Any, label: str) -> dict[str, float]:
-    if isinstance(spec, bool):
-        return {}
-    if isinstance(spec, (int, float)):
-        return {label: float(spec)}
-    if isinstance(spec, Mapping):
-        return {str(k): float(v) for k, v in spec.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {}
 
 
 def _png(fig: Any) -> str:
@@ -132,17 +106,18 @@ def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def _funnel(funnel: Any) -> str:
-    """Entries are [stage, count] or {stage, count, unit}; percentages are of the unit's first."""
+    """The funnel's table (percentages of the first stage of each unit and of the previous
+    stage) beside its chart."""
     rows, firsts, prev = [], {}, None
-    for f in funnel:
-        stage, count, unit = (f["stage"], f["count"], f.get("unit", "")) if isinstance(f, Mapping) \
-            else (f[0], f[1], "")
+    for stage, count, unit in funnel_rows(funnel):
         first = firsts.setdefault(unit, count)
         pct_first = f"{100 * count / first:.2f}%" if first else "-"
         pct_prev = f"{100 * count / prev:.2f}%" if prev else "-"
         rows.append([stage, count, pct_first, pct_prev])
         prev = count
-    return "<h2>Funnel</h2>" + _table(["stage", "count", "% of first of its unit", "% of previous"], rows)
+    table = _table(["stage", "count", "% of first of its unit", "% of previous"], rows)
+    return (f'<h2>Funnel</h2><div class="side"><div>{table}</div>'
+            f'<div>{funnel_svg(funnel)}</div></div>')
 
 
 def _per_class(per_class: Mapping[str, Mapping[str, Any]]) -> str:
@@ -150,7 +125,10 @@ def _per_class(per_class: Mapping[str, Mapping[str, Any]]) -> str:
     for counts in per_class.values():
         stages += [s for s in counts if s not in stages]
     rows = [[c, *[counts.get(s, "") for s in stages]] for c, counts in sorted(per_class.items())]
-    return "<h2>Per class</h2>" + _table(["class", *stages], rows)
+    bars = ""
+    if any(s == "selected" or s.startswith("selected_") for s in stages):
+        bars = f'<h3>Clips kept per class</h3><div class="scroll">{class_bars_svg(per_class)}</div>'
+    return "<h2>Per class</h2>" + bars + _table(["class", *stages], rows)
 
 
 def _resolutions(res: Mapping[str, Mapping[str, int]]) -> str:
@@ -190,41 +168,217 @@ def _truth(truth: Mapping[str, Any]) -> str:
             + _table(["kind", *cols], rows))
 
 
-def _sections(stats: Mapping[str, Any]) -> list[str]:
+# ----------------------------------------------------------------------------- words
+
+#: what each sync classifier preprocessing convention means, for the summary
+SYNC_CONVENTIONS = {
+    "released": "the released AVSync15 code's preprocessing (frames and audio cut as its "
+                "evaluation script does)",
+    "ours": "this package's preprocessing (one decoded grid, frames at or before each instant)",
+}
+
+
+def health_sentence(state: Mapping[str, Any]) -> str:
+    """The download health control's last state in words: ``32 download requests: 0 throttled,
+    0 server errors, 0 bot checks; never paused. ...`` (local dates, durations)."""
+    c = state.get("counts") or {}
+    n = lambda k: int(c.get(k, 0) or 0)  # noqa: E731
+    pauses = n("pauses")
+    paused = ("never paused" if not pauses else
+              f"paused {pauses} time{'s' if pauses != 1 else ''}, "
+              f"{duration_text(state.get('paused_s') or 0)} in all")
+    text = (f"{n('requests')} download requests: {n('throttled')} throttled, "
+            f"{n('server_error')} server errors, {n('bot_check')} bot checks; {paused}.")
+    history = [h for h in state.get("history") or [] if isinstance(h, Mapping)]
+    if history:
+        h = max(history, key=lambda h: h.get("seconds") or 0)
+        text += (f" Longest pause: {duration_text(h.get('seconds'))} from "
+                 f"{when_text(h.get('paused_at'))} ({h.get('why') or 'no reason recorded'}).")
+    rate = (state.get("config") or {}).get("rate_per_s")
+    text += f" Requests capped at {rate:g} per second over all workers." if rate else " No request-rate cap."
+    s = state.get("state")
+    if s == "stopped":
+        text += f" Downloads STOPPED at {when_text(state.get('since'))}: {state.get('message')}."
+    elif s in ("paused", "probing"):
+        text += (f" Paused since {when_text(state.get('paused_since'))} ({state.get('why')})"
+                 + (f", resuming at {when_text(state.get('resumes_at'))}" if state.get("resumes_at") else "")
+                 + ".")
+    return text + f" Last recorded {when_text(state.get('at'))}."
+
+
+def licence_lines(licences: Any) -> list[str]:
+    """``name: licence`` lines from a mapping (name -> licence text, or -> {licence: ...}) or a
+    list of {name, licence} records."""
+    items = licences.items() if isinstance(licences, Mapping) else \
+        [(r.get("name") or r.get("model") or "?", r) for r in licences or [] if isinstance(r, Mapping)]
     out = []
+    for name, v in items:
+        if isinstance(v, Mapping):
+            v = v.get("licence") or v.get("license") or ", ".join(
+                f"{k} {x}" for k, x in v.items() if isinstance(x, (str, int, float)))
+        out.append(f"{name}: {v}")
+    return out
+
+
+def _summary(stats: Mapping[str, Any]) -> str:
+    p = []
+    if stats.get("out"):
+        p.append(f"Run folder <code>{_esc(stats['out'])}</code>"
+                 + (f", recipe <b>{_esc(stats['recipe'])}</b>." if stats.get("recipe") else "."))
+    if "finished" in stats:
+        p.append("Every stage of the recipe has run." if stats["finished"] else
+                 '<span class="warn">The run is unfinished (below).</span>')
+    hours = [(k, stats[k]) for k in ("hours_downloaded", "hours_selected") if stats.get(k) is not None]
+    if hours:
+        p.append("Video: " + "; ".join(f"{hours_text(v)} {k.split('_')[1]}" for k, v in hours) + ".")
+    elif stats.get("hours") is not None:
+        p.append(f"Video: {hours_text(stats['hours'])}.")
+    if stats.get("shard_files"):
+        p.append(f"Written as {int(stats['shard_files'])} shard files.")
+    if stats.get("sync_convention"):
+        conv = str(stats["sync_convention"])
+        p.append(f"Sync scores use the <b>{_esc(conv)}</b> convention: "
+                 f"{_esc(SYNC_CONVENTIONS.get(conv, 'as recorded by the score stage'))}.")
+    lic = licence_lines(stats.get("licences") or stats.get("licenses"))
+    if lic:
+        p.append("The scores depend on these licences: " + "; ".join(map(_esc, lic)) + ".")
+    if stats.get("download_health"):
+        p.append(f'<span id="health">Download health: {_esc(health_sentence(stats["download_health"]))}</span>')
+    return '<div class="summary"><h2>Summary</h2>' + "".join(f"<p>{x}</p>" for x in p) + "</div>"
+
+
+def _unknown(stats: Mapping[str, Any]) -> str:
+    """Keys the report does not show, by name only (values are never dumped)."""
+    extra = [k for k in stats if k not in KNOWN_KEYS]
+    if not extra:
+        return ""
+    return (f'<details class="unknown"><summary>{len(extra)} more figure{"s" if len(extra) != 1 else ""}'
+            " this report does not show (see <code>curate stats --json</code>)</summary><ul>"
+            + "".join(f"<li>{_esc(k)}</li>" for k in extra) + "</ul></details>")
+
+
+def _count_table(title: str, counts: Mapping[str, Any], head: str = "reason") -> str:
+    rows = sorted(counts.items(), key=lambda kv: -kv[1])
+    return f"<h2>{_esc(title)}</h2>" + _table([head, "count"], rows)
+
+
+def _sections(stats: Mapping[str, Any]) -> list[str]:
+    out = [_summary(stats)]
     if stats.get("unfinished"):
         out.append('<h2>Run unfinished</h2><ul>' + "".join(
             f'<li class="warn">{_esc(u)}</li>' for u in stats["unfinished"]) + "</ul>")
-    if stats.get("hours") is not None:
-        out.append(f"<h2>Hours of video</h2><p>{float(stats['hours']):.2f} h</p>")
+    if stats.get("warnings"):
+        out.append("<h2>Warnings</h2><ul>" + "".join(
+            f'<li class="warn">{_esc(w)}</li>' for w in stats["warnings"]) + "</ul>")
     if stats.get("funnel"):
         out.append(_funnel(stats["funnel"]))
     if stats.get("per_class"):
         out.append(_per_class(stats["per_class"]))
-    if stats.get("resolutions"):
-        out.append(_resolutions(stats["resolutions"]))
-    if stats.get("failures") is not None:
-        rows = sorted(stats["failures"].items(), key=lambda kv: -kv[1])
-        out.append("<h2>Failures by reason</h2>" + _table(["reason", "count"], rows))
-    if stats.get("rejected"):
-        rows = sorted(stats["rejected"].items(), key=lambda kv: -kv[1])
-        out.append("<h2>Rejected by reason</h2>" + _table(["reason", "count"], rows))
-    if stats.get("truth"):
-        out.append(_truth(stats["truth"]))
-    if stats.get("warnings"):
-        out.append("<h2>Warnings</h2><ul>" + "".join(
-            f'<li class="warn">{_esc(w)}</li>' for w in stats["warnings"]) + "</ul>")
-    extra = {k: v for k, v in stats.items() if k not in KNOWN_KEYS}
-    if extra:
-        dump = json.dumps(extra, indent=1, default=str)
-        out.append(f"<h2>Other</h2><pre>{_esc(dump)}</pre>")
     return out
 
 
-def render_html(stats: Mapping[str, Any], windows_rows: Any,
-                thresholds: Mapping[str, Any] | None, title: str = "curate report") -> str:
-    """The report as one HTML string."""
-    body = [*_sections(stats), _histograms(windows_rows, thresholds)]
+def _tables(stats: Mapping[str, Any]) -> list[str]:
+    out = []
+    if stats.get("resolutions"):
+        out.append(_resolutions(stats["resolutions"]))
+    for key, title in (("failures", "Failures by reason"), ("rejected", "Rejected by reason"),
+                       ("skipped", "Skipped by reason (not failures)")):
+        if stats.get(key):
+            out.append(_count_table(title, stats[key]).replace("<table>", f'<table class="{key}">', 1))
+        elif key == "failures" and stats.get(key) is not None:
+            out.append(f"<h2>{title}</h2><p>No failures.</p>")
+    if stats.get("availability"):
+        out.append(_count_table("Sources by availability (ledger)", stats["availability"], "availability"))
+    if stats.get("truth"):
+        out.append(_truth(stats["truth"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def _score_rows(item: Any, thresholds: Mapping[str, Any] | None, score_only: set[str]) -> str:
+    rows, unscored = [], [c for c, v in item.scores.items() if v is None]
+    for col, v in item.scores.items():
+        lo, hi = bounds(col, thresholds)
+        if v is None:
+            continue
+        if col in score_only:
+            cls, mark = "info", "score-only"
+        elif (lo is not None and v < lo) or (hi is not None and v > hi):
+            cls, mark = "fail", "✗"
+        else:
+            cls, mark = "pass", "✓" if lo is not None or hi is not None else ""
+        ref = min((b for b in (lo, hi) if b is not None and v is not None),
+                  key=lambda b: abs(v - b), default=None)        # digits enough to differ from it
+        rows.append(f'<tr class="{cls}"><td>{_esc(col)}</td><td>{score_text(v, ref)}</td>'
+                    f"<td>{_esc(bounds_text(lo, hi))}</td><td>{mark}</td></tr>")
+    table = '<table class="scores">' + "".join(rows) + "</table>" if rows else ""
+    return table + (f'<div class="meta">not scored: {_esc(", ".join(unscored))}</div>' if unscored else "")
+
+
+def _card(item: Any, thresholds: Mapping[str, Any] | None, score_only: set[str],
+          show_class: bool = False) -> str:
+    if item.picture:
+        at = ", ".join(f"{t:.2f}" for t in item.times)
+        pic = (f'<img class="frames" alt="first, middle and last frame of {_esc(item.name)}" '
+               f'title="frames at {at} s of the segment" src="data:image/jpeg;base64,{item.picture}">')
+    else:
+        pic = f'<div class="noframes">no picture: {_esc(item.note)}</div>'
+    meta = [duration_text(item.duration), f"{item.start:.2f}–{item.end:.2f} s", str(item.split or "no split")]
+    if show_class and item.class_name:
+        meta.insert(0, str(item.class_name))
+    if item.n_windows:
+        meta.append(f"mean of {item.n_windows} window{'s' if item.n_windows != 1 else ''}")
+    verdict = f'<div class="verdict">{_esc(item.verdict)}</div>' if item.verdict else ""
+    return (f'<div class="card" data-name="{_esc(item.name)}">{pic}<div class="name">'
+            f'{_esc(item.name)}</div><div class="meta">{_esc(" · ".join(meta))}</div>{verdict}'
+            f"{_score_rows(item, thresholds, score_only)}</div>")
+
+
+def _more(strip: Any, what: str) -> str:
+    return f'<p class="more">{strip.more:,} more {what} not shown.</p>' if strip.more > 0 else ""
+
+
+def _kept(gallery: Any, thresholds: Mapping[str, Any] | None) -> str:
+    if not gallery.kept:
+        return ""
+    parts = [f"<h2>What was kept</h2><p>Per class, the selected clips, best ranked first (at most "
+             f"{gallery.per_class} per class): first, middle and last frame, duration, times in the "
+             "segment, split, and each score (the clip's mean over its windows) against its "
+             "thresholds.</p>"]
+    for cls, strip in gallery.kept.items():
+        splits = ", ".join(f"{n} {s}" for s, n in sorted(strip.splits.items()))
+        cards = "".join(_card(i, thresholds, gallery.score_only) for i in strip.items)
+        parts.append(f'<section class="strip" data-class="{_esc(cls)}"><h3>{_esc(cls)}: '
+                     f'{strip.total} kept ({_esc(splits)})</h3><div class="cards">{cards}</div>'
+                     f"{_more(strip, 'kept clips of ' + cls)}</section>")
+    return "".join(parts)
+
+
+def _rejected(gallery: Any, thresholds: Mapping[str, Any] | None) -> str:
+    if not gallery.rejected:
+        return ""
+    parts = ["<h2>Rejected windows nearest the thresholds</h2><p>Per filter, the windows it "
+             f"rejected (first failing filter of the cascade) that came closest to its thresholds, "
+             f"the nearest below a minimum and above a maximum in turn (at most {gallery.per_reason}): "
+             "what loosening that threshold would admit.</p>"]
+    for f, strip in gallery.rejected.items():
+        cards = "".join(_card(i, thresholds, gallery.score_only, show_class=True) for i in strip.items)
+        parts.append(f'<section class="rejected" data-reason="{_esc(f)}"><h3>rejected by {_esc(f)}: '
+                     f'{strip.total:,} windows</h3><div class="cards">{cards}</div>'
+                     f"{_more(strip, f'windows rejected by {f}')}</section>")
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- page
+
+def render_html(stats: Mapping[str, Any], windows_rows: Any, thresholds: Mapping[str, Any] | None,
+                title: str = "curate report", gallery: Any = None) -> str:
+    """The report as one HTML string (``gallery``: a ``gallery.Gallery`` or None)."""
+    body = _sections(stats)
+    if gallery is not None:
+        body += [_kept(gallery, thresholds), _rejected(gallery, thresholds)]
+    body += [*_tables(stats), _histograms(windows_rows, thresholds), _unknown(stats)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>"
             + "".join(body) + "</body></html>")
@@ -232,11 +386,11 @@ def render_html(stats: Mapping[str, Any], windows_rows: Any,
 
 def write_html(out_dir: str | os.PathLike, html_path: str | os.PathLike | None,
                stats: Mapping[str, Any], windows_rows: Any,
-               thresholds: Mapping[str, Any] | None) -> Path:
+               thresholds: Mapping[str, Any] | None, gallery: Any = None) -> Path:
     """Write the report (default ``<out>/report.html``) atomically; returns its path.
 
     ``windows_rows``: WINDOWS rows (dicts) or a pyarrow Table of them (faster for 1M rows).
-    ``thresholds``: see ``thresholds_for``. The title names the run's recipe from
+    ``thresholds``: see ``numbers.thresholds_for``. The title names the run's recipe from
     ``<out>/run.json`` when present.
     """
     out = Path(out_dir)
@@ -250,6 +404,6 @@ def write_html(out_dir: str | os.PathLike, html_path: str | os.PathLike | None,
             title += f" (recipe {name})" if name else ""
         except (json.JSONDecodeError, AttributeError) as e:
             log.warning("report: cannot read %s: %s", run, e)
-    text = render_html(stats, windows_rows, thresholds, title)
+    text = render_html(stats, windows_rows, thresholds, title, gallery)
     write_text(path, text)
     return path

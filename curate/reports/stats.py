@@ -127,6 +127,8 @@ class _Stats:
             "resolutions": defaultdict(Counter)}
         if run.get("sync_convention"):   # recorded by the score stage (issue 15)
             self.st["sync_convention"] = run["sync_convention"]
+        if run.get("licences"):          # the licences the run's scores depend on
+            self.st["licences"] = run["licences"]
 
     def stage(self, name: str, n: int) -> None:
         # percentages are relative to the first stage of the same unit (sources, windows, clips)
@@ -488,7 +490,8 @@ def format_truth(truth: dict[str, Any]) -> list[str]:
 
 
 def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = None) -> Path:
-    """The HTML report: the figures above plus a histogram of every score with its thresholds."""
+    """The HTML report: the figures above, what was kept and rejected as pictures
+    (``gallery``) and a histogram of every score with its thresholds."""
     from curate.reports.html import write_html
 
     out = Path(out)
@@ -496,9 +499,13 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
     windows = (_table(out, "windows", list(schemas.ALL_SCORES)) if has_manifest(out, "windows")
                else pa.table({c: pa.array([], pa.float64()) for c in schemas.ALL_SCORES}))
     th: dict = {}
+    score_only: list[str] = []
     if (out / "run.json").exists():
+        from curate.config.models import gating
         from curate.config.run_state import load_run
         from curate.config.thresholds import thresholds
         run = load_run(out)
         th = thresholds(run, run.get("selection_overrides"))
-    return write_html(out, html, st, windows, th)
+        score_only = list(gating(run)[1]) if run.get("recipe") else []
+    from curate.reports.gallery import collect_gallery
+    return write_html(out, html, st, windows, th, collect_gallery(out, th, score_only=score_only))
