@@ -474,6 +474,7 @@ def stills(src: str | Path, times, height: int, max_aspect: float = 16 / 9,
             if not c.streams.video:
                 raise NoVideoError("no video stream")
             stream = c.streams.video[0]
+            stream.thread_type = "AUTO"
             sar, k, last = _sar(stream), 0, None
             if want and want[0][0] > 0:
                 c.seek(int(want[0][0] / stream.time_base), stream=stream, backward=True)

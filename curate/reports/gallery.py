@@ -19,6 +19,8 @@ import base64
 import io
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -40,7 +42,7 @@ PER_REASON = 12
 #: rejected windows of one source shown per reason while other sources are left
 PER_SOURCE = 2
 THUMB_HEIGHT = 54
-JPEG_QUALITY = 70
+JPEG_QUALITY = 60
 #: the last frame of a clip is the one shown just before its end
 LAST_FRAME_EPS = 1e-3
 _GAP = 2                # pixels between the three stills of a strip
@@ -324,9 +326,16 @@ def collect_gallery(out: str | Path, thresholds: Mapping[str, Any] | None,
     kept, todo = kept_strips(out, scores, per_class, total)
     rejected, todo_r = rejected_strips(out, thresholds, scores, per_reason)
     seg = _seg_starts(out) if todo or todo_r else {}
-    for item, where in tqdm([*todo, *todo_r], desc="report pictures", unit="clip",
-                            disable=None, leave=False):
+
+    def picture(job: tuple[Shown, dict]) -> None:
+        item, where = job
         _picture(out, item, where["source_id"], seg.get(where["source_id"]), where["key"])
+    # each item fills its own picture: threads change the time taken, not the bytes
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        jobs = [*todo, *todo_r]
+        for _ in tqdm(pool.map(picture, jobs), total=len(jobs), desc="report pictures",
+                      unit="clip", disable=None, leave=False):
+            pass
     return Gallery(kept=kept, rejected=rejected, per_class=class_cap(len(kept), per_class, total),
                    per_reason=per_reason,
                    score_only={c for f in score_only for c in schemas.SCORE_COLUMNS.get(f, ())})

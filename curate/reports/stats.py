@@ -11,6 +11,7 @@ writes ``truth.json`` beside the videos), how many windows of each truth kind ea
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -27,6 +28,7 @@ from manifests.schemas import has_manifest
 from curate.reports.reasons import reason_category
 
 OK = schemas.STATUS_OK
+log = logging.getLogger(__name__)
 
 #: manifests each stage writes (the last one written is the one that says the stage ran)
 STAGE_TABLES = {"sources": ("sources",), "download": ("downloads",), "split": ("shots", "windows"),
@@ -506,6 +508,9 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
         from curate.config.thresholds import thresholds
         run = load_run(out)
         th = thresholds(run, run.get("selection_overrides"))
-        score_only = list(gating(run)[1]) if run.get("recipe") else []
+        try:
+            score_only = list(gating(run)[1]) if run.get("recipe", {}).get("filters") else []
+        except ValueError as e:      # weights not recorded: every filter shown as gating
+            log.warning("report: %s", e)
     from curate.reports.gallery import collect_gallery
     return write_html(out, html, st, windows, th, collect_gallery(out, th, score_only=score_only))

@@ -73,7 +73,9 @@ def test_report_has_one_histogram_per_score_column_and_all_sections(tmp_path: Pa
     assert "<td>sum</td><td>1815</td><td>60</td><td>1875</td>" in text         # resolution totals
     assert "<td>download: unavailable</td><td>30</td>" in text
     assert "&lt;script&gt;" in text and "<script>" not in text                # escaped, no JS
-    assert "&quot;seed&quot;: 0" in text                                       # unknown keys shown
+    # an unknown key is named in a collapsed list, its value never dumped
+    assert '<details class="unknown"><summary>1 more figure' in text and "<li>seed</li>" in text
+    assert "&quot;seed&quot;" not in text and "<pre>" not in text
     assert "http://" not in text and "https://" not in text                   # self-contained
 
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from curate.selection.balance import select_clips
+from tests.browser import chrome, wait_for
 from manifests.names import clip_id_for
 from curate.reports.review import build_review_page, load_decisions, serve_review, write_review_page
 from manifests.schemas import ALL_SCORES, write_manifest
@@ -58,29 +57,6 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
     data = resp.read()
     conn.close()
     return resp.status, data, dict(resp.getheaders())
-
-
-def chrome(tmp_path: Path):
-    os.environ["SE_OFFLINE"] = "true"      # never let selenium-manager look anything up
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--no-first-run", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-
-
-def wait_for(cond, timeout: float = 15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_reject_in_chromium_then_refill_with_next_ranked(run_dir, tmp_path: Path) -> None:
