@@ -9,7 +9,7 @@ re-implements ``torchaudio.compliance.kaldi.fbank`` (which matches Kaldi's
 * symmetric Hann window (Kaldi "hanning", ``0.5 - 0.5 cos(2 pi n / (L - 1))``);
 * zero padding to the next power of two (512), power spectrum ``|rfft|^2``;
 * triangular filters equally spaced on Kaldi's mel scale ``1127 ln(1 + f / 700)`` between
-  20 Hz and Nyquist, weights computed in the mel domain (Kaldi/torchaudio style);
+  20 Hz and Nyquist, weights computed in the mel domain in float32 (as torchaudio does);
 * ``log(max(energy, float32 eps))``. No dither, no energy column (``use_energy=False``,
   so ``htk_compat`` changes nothing).
 
@@ -32,6 +32,9 @@ NUM_MEL_BINS = 128
 TARGET_LENGTH = 204
 IMAGEBIND_MEAN = -4.268
 IMAGEBIND_STD = 9.138
+# names the fbank's arithmetic in the score fingerprint of the audio filters: a change to it
+# changes the scores (issue 25: filter weights evaluated in float32, as torchaudio does)
+FBANK_ID = "kaldi-fbank/torchaudio-float32-weights"
 # numeric_limits<float>::epsilon(), Kaldi's floor before the log
 EPSILON = float(np.finfo(np.float32).eps)
 
@@ -65,7 +68,11 @@ def mel_banks(num_bins: int, padded_window_size: int, sample_rate: float,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Triangular mel filters ``[num_bins, padded_window_size // 2 + 1]`` (last column 0).
 
-    ``high_freq <= 0`` means Nyquist + high_freq, as in Kaldi.
+    ``high_freq <= 0`` means Nyquist + high_freq, as in Kaldi. The edges are Python floats
+    but the weights are computed in float32 whatever ``dtype`` is, as torchaudio's
+    ``get_mel_banks`` does (its tensors take torch's default float32): the mel of a bin is
+    ~10^3 while the filters are ~20 mel wide, so float32 rounding moves weights by ~1e-5,
+    which is the 2e-5 relative difference of the mel once seen against the float64 weights.
     """
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
@@ -74,13 +81,15 @@ def mel_banks(num_bins: int, padded_window_size: int, sample_rate: float,
         raise ValueError(f"bad mel range low={low_freq} high={high_freq} nyquist={nyquist}")
     num_fft_bins = padded_window_size // 2
     fft_bin_width = sample_rate / padded_window_size
-    mel_low, mel_high = mel_scale(low_freq), mel_scale(high_freq)
+    mel_low, mel_high = mel_scale(float(low_freq)), mel_scale(float(high_freq))
     delta = (mel_high - mel_low) / (num_bins + 1)
-    b = torch.arange(num_bins, dtype=torch.float64).unsqueeze(1)
+    # float32 throughout, in torchaudio's order of operations (scalar + tensor * scalar)
+    b = torch.arange(num_bins, dtype=torch.float32).unsqueeze(1)
     left = mel_low + b * delta
     center = mel_low + (b + 1.0) * delta
     right = mel_low + (b + 2.0) * delta
-    mel = mel_scale(fft_bin_width * torch.arange(num_fft_bins, dtype=torch.float64)).unsqueeze(0)
+    freqs = fft_bin_width * torch.arange(num_fft_bins, dtype=torch.float32)
+    mel = (1127.0 * (1.0 + freqs / 700.0).log()).unsqueeze(0)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     banks = torch.clamp(torch.minimum(up, down), min=0.0)

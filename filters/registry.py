@@ -46,6 +46,8 @@ BOUNDS: dict[str, tuple[tuple[str, str, str], ...]] = {
 
 #: filters whose scores need a model (the others are arithmetic on the grid) -> that model
 MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
+# filters whose scores read the Kaldi fbank (decoding.mel): its FBANK_ID is in their fingerprint
+FBANK_FILTERS = ("imagebind", "sync")
 
 SKIP_REJECTED = "skipped: rejected by "
 SKIP_NO_MODEL = "skipped: no {} model"

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from decoding.mel import FBANK_ID
 from manifests import schemas
 from manifests.schemas import write_manifest
 from filters import registry
@@ -47,6 +48,8 @@ def score_params(run: dict[str, Any], gate: list[str]) -> dict[str, Any]:
               "gate": sorted(gate), "filters": run["recipe"]["filters"]}
     if order != registry.LEGACY_ORDER:   # the skip notes follow the order (older runs: none)
         params["order"] = list(order)
+    if set(run["recipe"]["filters"]) & set(registry.FBANK_FILTERS):
+        params["fbank"] = FBANK_ID       # their scores change with the fbank's arithmetic
     return params
 
 

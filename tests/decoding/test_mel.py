@@ -1,11 +1,11 @@
-"""decoding.mel against an independent, loop-by-loop numpy implementation of Kaldi fbank.
+"""decoding.mel against two references that share no code with it:
 
-The reference below is written from the Kaldi documentation (feature-window.cc /
-mel-computations.cc): snip-edges framing, per-frame DC removal, pre-emphasis 0.97 with the
-first sample against itself, symmetric Hann window, zero pad to 512, |FFT|^2, triangular
-filters on mel = 1127 ln(1 + f/700) between 20 Hz and Nyquist, log with float eps floor.
-Its outputs on the fixed signal are also pinned as literals, so a change in either
-implementation is caught.
+* the real torchaudio (``data/torchaudio_reference.npz``, written by
+  ``make_torchaudio_reference.py`` in a throwaway venv): the released audio chain
+  (``functional.resample`` + ImageBind's ``waveform2melspec`` on ``compliance.kaldi.fbank``)
+  on fixed signals, and torchaudio's float32 filter weights;
+* ``tests/kaldi_reference.py``, a loop-by-loop numpy fbank written from the Kaldi definitions
+  (with torchaudio's weights), itself checked against the fixture here.
 """
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from decoding.mel import EPSILON, fbank, imagebind_mel, mel_scale
+from decoding.mel import EPSILON, fbank, imagebind_mel, mel_banks, mel_scale, released_mel
+from decoding.native import sinc_resample
+from tests import kaldi_reference as kref
+from tests.decoding.make_torchaudio_reference import CASES, FBANK64, OUT, signal
 
 torch.set_num_threads(1)
 
@@ -27,50 +30,70 @@ def _signal() -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * 440.0 * t) + 0.3 * chirp).astype(np.float32)
 
 
-def _ref_fbank(x: np.ndarray, sr: int = 16000, nbins: int = 128) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    size, shift, padded = 400, 160, 512
-    m = 1 + (len(x) - size) // shift
-    hann = np.array([0.5 - 0.5 * math.cos(2 * math.pi * n / (size - 1)) for n in range(size)])
-
-    def mel(f: float) -> float:
-        return 1127.0 * math.log(1.0 + f / 700.0)
-
-    lo, hi = mel(20.0), mel(sr / 2)
-    d = (hi - lo) / (nbins + 1)
-    w = np.zeros((nbins, padded // 2 + 1))
-    for b in range(nbins):
-        left, center, right = lo + b * d, lo + (b + 1) * d, lo + (b + 2) * d
-        for k in range(padded // 2):
-            mk = mel(k * sr / padded)
-            if left < mk < right:
-                w[b, k] = (mk - left) / (center - left) if mk <= center else (right - mk) / (right - center)
-    out = np.zeros((m, nbins))
-    for i in range(m):
-        f = x[i * shift:i * shift + size].copy()
-        f -= f.mean()
-        g = np.empty(size)
-        g[0] = f[0] - 0.97 * f[0]
-        g[1:] = f[1:] - 0.97 * f[:-1]
-        g *= hann
-        spec = np.abs(np.fft.rfft(np.concatenate([g, np.zeros(padded - size)]))) ** 2
-        out[i] = np.log(np.maximum(w @ spec, np.finfo(np.float32).eps))
-    return out
+@pytest.fixture(scope="module")
+def ref() -> np.ndarray:
+    return kref.kaldi_fbank(_signal().astype(np.float64))
 
 
 @pytest.fixture(scope="module")
-def ref() -> np.ndarray:
-    return _ref_fbank(_signal())
+def torchaudio_ref() -> dict:
+    if not OUT.is_file():
+        pytest.fail(f"fixture missing: {OUT} (tests/decoding/make_torchaudio_reference.py)")
+    with np.load(OUT) as z:
+        return {k: z[k] for k in z.files}
 
 
-def test_reference_pinned_values(ref: np.ndarray) -> None:
-    assert ref.shape == (198, 128)
-    np.testing.assert_allclose(ref[0, :5], [-5.747616, -7.082428, -3.639046, -15.942385, -0.567606],
-                               atol=1e-5)
-    assert ref[50, 60] == pytest.approx(5.454283, abs=1e-5)
-    assert ref[120, 100] == pytest.approx(-11.342076, abs=1e-5)
-    assert ref.mean() == pytest.approx(-11.701418, abs=1e-5)
-    assert ref[:, 10].mean() == pytest.approx(-9.314364, abs=1e-5)
+def _rel_max(got: np.ndarray, want: np.ndarray) -> float:
+    """Largest element difference relative to the largest reference magnitude."""
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_filter_weights_are_torchaudios(torchaudio_ref: dict) -> None:
+    # float32 weights in torchaudio's order of operations: equal, not close. Evaluated in
+    # float64 (as before) they were up to 1.4e-5 off, the 2e-5 relative mel difference.
+    want = torchaudio_ref["mel_banks"]
+    got = mel_banks(128, 512, 16000)
+    assert got.shape == (128, 257) and float(got[:, 256].abs().max()) == 0.0
+    assert np.array_equal(got[:, :256].numpy(), want)
+    assert np.array_equal(mel_banks(128, 512, 16000, dtype=torch.float64)[:, :256].numpy(),
+                          want.astype(np.float64))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_released_chain_matches_torchaudio(torchaudio_ref: dict, name: str) -> None:
+    """sinc_resample + released_mel against the real torchaudio: within 1e-6 relative (the
+    same float32 operations, so equal on this machine; the issue asked for 1e-5)."""
+    sr, ch, n = CASES[name]
+    w16 = sinc_resample(torch.from_numpy(signal(sr, ch, n)), sr, 16000)
+    assert w16.shape[1] == int(torchaudio_ref[f"{name}/resampled_len"])
+    mid = torchaudio_ref[f"{name}/resampled_mid"]
+    assert _rel_max(w16[:, 10000:12000].numpy(), mid) <= 1e-6
+    want = torchaudio_ref[f"{name}/mel"]
+    got = released_mel(w16).numpy()
+    assert got.shape == want.shape == (1, 128, 204)
+    assert _rel_max(got, want) <= 1e-6, np.abs(got - want).max()
+
+
+def test_float64_fbank_matches_torchaudio(torchaudio_ref: dict) -> None:
+    sr, n = FBANK64
+    x = torch.from_numpy(signal(sr, 1, n, seed=1)[0].astype(np.float64))
+    got = fbank(x, sample_rate=sr)
+    assert got.dtype == torch.float64
+    assert _rel_max(got.numpy(), torchaudio_ref["fbank64"]) <= 1e-12
+
+
+def test_numpy_reference_matches_torchaudio(torchaudio_ref: dict) -> None:
+    """The numpy reference used by other tests, against the real torchaudio: equal up to
+    float64 rounding for a float64 fbank; through the float32 chain (torchaudio's float32
+    FFT and resampler against numpy's), 1e-5 relative in L2 (measured 2.1e-6 to 3e-6 here;
+    single low-energy bins differ by up to 4e-4 absolute)."""
+    sr, n = FBANK64
+    x = signal(sr, 1, n, seed=1)[0].astype(np.float64)
+    assert _rel_max(kref.kaldi_fbank(x), torchaudio_ref["fbank64"]) <= 1e-12
+    for name, (sr, ch, n) in CASES.items():
+        want = torchaudio_ref[f"{name}/mel"]
+        got = kref.released_mel(kref.resample(signal(sr, ch, n).astype(np.float64), sr, 16000))
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-5, name
 
 
 def test_fbank_matches_reference(ref: np.ndarray) -> None:
@@ -106,7 +129,7 @@ def test_imagebind_mel(ref: np.ndarray) -> None:
     x = _signal()
     mb = imagebind_mel(x)
     assert mb.shape == (1, 128, 204) and mb.dtype == torch.float32
-    expected = (np.pad(_ref_fbank(x - x.mean()).T, ((0, 0), (0, 6))) + 4.268) / 9.138
+    expected = (np.pad(kref.kaldi_fbank((x - x.mean()).astype(np.float64)).T, ((0, 0), (0, 6))) + 4.268) / 9.138
     assert np.abs(mb[0].numpy() - expected).max() < 5e-3
     assert float(expected.mean()) == pytest.approx(-0.775800, abs=1e-5)
     # padded columns are zeros before normalisation

@@ -1,6 +1,6 @@
 """The released preprocessing convention (issue 15) against ../shared/reference/asva_eval:
-clip times, frame indices and audio windows exact, tensor sums within 1e-4 relative, and
-the released A2V / V2A on the fixed phi matrices."""
+clip times, frame indices and audio windows exact, tensor sums within 1e-4 relative (the mel's
+within 1e-5 .. 1e-7, issue 25), and the released A2V / V2A on the fixed phi matrices."""
 from __future__ import annotations
 
 import hashlib
@@ -101,17 +101,22 @@ def test_tensor_sums(ref, made, name) -> None:
     _, _, rc = made[name]
     assert tuple(rc.video.shape) == tuple(r["video_tensor"]["shape"])
     assert tuple(rc.mel.shape) == tuple(r["mel_tensor"]["shape"])
+    # (sum, l2, per clip) relative tolerances. The mel's are what the torchaudio-exact fbank
+    # reaches (issue 25; measured 3.7e-7, 4.1e-8, 2.5e-6, first8 3.4e-6 absolute: the reference
+    # machine's float32 FFT differs in the lowest mel bin); the float64 filter weights
+    # before it gave 1.2e-6 and 3.6e-7 on sum and l2.
+    tol = {"video_tensor": (1e-4, 1e-4, 1e-4), "mel_tensor": (1e-6, 1e-7, 1e-5)}
     for x, key in ((rc.video, "video_tensor"), (rc.mel, "mel_tensor")):
         t = r[key]
         xd = x.double()
-        assert _rel(xd.sum().item(), t["sum"]) < 1e-4, key
-        assert _rel(xd.norm().item(), t["l2"]) < 1e-4, key
+        assert _rel(xd.sum().item(), t["sum"]) < tol[key][0], key
+        assert _rel(xd.norm().item(), t["l2"]) < tol[key][1], key
         per = xd.flatten(1).sum(1).numpy()
-        np.testing.assert_allclose(per, t["per_clip_sum"], rtol=1e-4)
+        np.testing.assert_allclose(per, t["per_clip_sum"], rtol=tol[key][2])
     np.testing.assert_allclose(rc.video[15, 0, 0, 0, :8].numpy(), r["video_tensor"]["clip15_first8"],
                                rtol=0, atol=1e-4)
     np.testing.assert_allclose(rc.mel[15, 0, 0, :8].numpy(), r["mel_tensor"]["clip15_first8"],
-                               rtol=0, atol=1e-3)
+                               rtol=0, atol=1e-5)
 
 
 def test_released_accuracy_on_fixed_phi(ref) -> None:
