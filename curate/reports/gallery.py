@@ -317,12 +317,13 @@ def _verdict(col: str, v: float, side: int, thresholds: Mapping[str, Any] | None
 # ----------------------------------------------------------------------------- all
 
 def collect_gallery(out: str | Path, thresholds: Mapping[str, Any] | None,
-                    scores: Sequence[str] = schemas.ALL_SCORES, per_class: int = PER_CLASS,
+                    scores: Sequence[str] | None = None, per_class: int = PER_CLASS,
                     total: int = TOTAL, per_reason: int = PER_REASON,
                     score_only: Sequence[str] = ()) -> Gallery:
     """The kept clips per class and the rejected windows per reason, with their pictures;
     ``score_only``: filters that record scores without gating (their columns are marked)."""
     out = Path(out)
+    scores = list(schemas.ALL_SCORES) if scores is None else scores    # every declared score
     kept, todo = kept_strips(out, scores, per_class, total)
     rejected, todo_r = rejected_strips(out, thresholds, scores, per_reason)
     seg = _seg_starts(out) if todo or todo_r else {}

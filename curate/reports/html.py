@@ -27,7 +27,7 @@ import numpy as np
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from manifests.schemas import ALL_SCORES  # noqa: E402
+from manifests import schemas  # noqa: E402
 from manifests.atomic import write_text  # noqa: E402
 from curate.reports.charts import class_bars_svg, funnel_rows, funnel_svg  # noqa: E402
 from curate.reports.numbers import (bounds, bounds_text, duration_text, hours_text,  # noqa: E402
@@ -152,7 +152,7 @@ def _pixels(r: str) -> int:
 
 def _histograms(windows_rows: Any, thresholds: Mapping[str, Any] | None) -> str:
     figs = []
-    for col in ALL_SCORES:
+    for col in schemas.ALL_SCORES:
         vals, lines = _column_values(windows_rows, col), thresholds_for(col, thresholds)
         cap = f"{col}: {len(vals)} scored" + "".join(f", {k}={v:g}" for k, v in lines.items())
         figs.append(f'<figure class="hist" data-column="{_esc(col)}"><img alt="{_esc(col)}" '

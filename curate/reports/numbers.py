@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any, Mapping
 
-from manifests.schemas import SCORE_COLUMNS
+from manifests import schemas
 
 
 def score_text(v: float | None, ref: float | None = None) -> str:
@@ -65,7 +65,10 @@ def thresholds_for(col: str, thresholds: Mapping[str, Any] | None) -> dict[str, 
         return {}
     if col in thresholds:
         return _numbers(thresholds[col], "threshold")
-    for filt, cols in SCORE_COLUMNS.items():
+    declared = {key: v for key, (_, v) in declared_bounds(col, thresholds).items()}
+    if declared:
+        return declared
+    for filt, cols in schemas.SCORE_COLUMNS.items():
         if col in cols and filt in thresholds:
             spec = thresholds[filt]
             if not isinstance(spec, Mapping):
@@ -99,12 +102,31 @@ def _numbers(spec: Any, label: str) -> dict[str, float]:
     return {}
 
 
+def declared_bounds(col: str, thresholds: Mapping[str, Any] | None) -> dict[str, tuple[str, float]]:
+    """The bounds a filter declares on ``col`` (``filters.registry.BOUNDS``) that the
+    thresholds set: ``{threshold key: ("min" | "max", value)}``."""
+    from filters import registry
+
+    out: dict[str, tuple[str, float]] = {}
+    for filt, cols in schemas.SCORE_COLUMNS.items():
+        spec = (thresholds or {}).get(filt)
+        if col not in cols or not isinstance(spec, Mapping):
+            continue
+        for c, key, kind in registry.BOUNDS.get(filt, ()):
+            v = spec.get(key)
+            if c == col and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[key] = (kind, float(v))
+    return out
+
+
 def bounds(col: str, thresholds: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
-    """(lower, upper) bound of a score column: its ``*min`` / ``*max`` threshold keys; None
-    where it has none."""
-    lines = thresholds_for(col, thresholds)
-    lo = [v for k, v in lines.items() if k.endswith("min")]
-    hi = [v for k, v in lines.items() if k.endswith("max")]
+    """(lower, upper) bound of a score column: the declared bounds, else threshold keys that
+    end in ``min`` / ``max``; None where it has none."""
+    kinds = list(declared_bounds(col, thresholds).values()) or \
+        [("min" if k.endswith("min") else "max", v) for k, v in thresholds_for(col, thresholds).items()
+         if k.endswith(("min", "max"))]
+    lo = [v for kind, v in kinds if kind == "min"]
+    hi = [v for kind, v in kinds if kind == "max"]
     return (max(lo) if lo else None, min(hi) if hi else None)
 
 

@@ -129,7 +129,14 @@ def test_stats_text_and_json(built):
     assert st["failures"].get("download: corrupt") == 1
     html = out / "report.html"
     _curate("stats", out, "--html", html)
-    assert html.read_text().count('class="hist"') == len(ALL_SCORES)   # one per score column
+    text = html.read_text()
+    assert text.count('class="hist"') == len(ALL_SCORES)   # one per score column
+    # what was kept, as pictures: one card per selected clip, each with its frame strip
+    kept = [r for r in read_rows(out, "selected") if r["status"] == "ok"]
+    assert text.count('<section class="strip"') == len({r["class_name"] for r in kept})
+    for r in kept:
+        assert f'<div class="card" data-name="{r["name"]}"><img class="frames"' in text, r["name"]
+    assert '<svg class="chart funnel"' in text and "<pre>" not in text
 
 
 def test_select_with_looser_threshold_reports_windows_to_score(built):
