@@ -129,8 +129,9 @@ class _Stats:
             "resolutions": defaultdict(Counter)}
         if run.get("sync_convention"):   # recorded by the score stage (issue 15)
             self.st["sync_convention"] = run["sync_convention"]
-        if run.get("licences"):          # the licences the run's scores depend on
-            self.st["licences"] = run["licences"]
+        licences = run_licences(run)
+        if licences:
+            self.st["licences"] = licences
 
     def stage(self, name: str, n: int) -> None:
         # percentages are relative to the first stage of the same unit (sources, windows, clips)
@@ -142,6 +143,17 @@ class _Stats:
 
     def pending(self, msg: str) -> None:
         self.st["unfinished"].append(msg)
+
+
+def run_licences(run: dict) -> Any:
+    """The licences the run's scores depend on: run.json ``licences`` where recorded, else
+    the ``licence`` of each recorded weight file (``weights``: filter -> file record)."""
+    if run.get("licences"):
+        return run["licences"]
+    weights = run.get("weights")
+    if isinstance(weights, dict):
+        return {f: w["licence"] for f, w in weights.items() if isinstance(w, dict) and w.get("licence")}
+    return None
 
 
 def collect(out: str | Path) -> dict[str, Any]:

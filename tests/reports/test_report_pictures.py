@@ -221,3 +221,28 @@ def test_a_newly_declared_filter_shows_without_editing_the_report(monkeypatch) -
             in page)                                   # digits enough to differ from 0.3
     assert '<tr class="pass"><td>pixel_diff</td><td>0.05</td><td>0.01–0.15</td>' in page
     assert "2 more kept clips of c not shown" in page
+
+
+def test_licences_come_from_the_run_or_its_recorded_weights() -> None:
+    from curate.reports.html import licence_lines
+    from curate.reports.stats import run_licences
+    assert run_licences({"licences": {"silero_vad": "MIT"}}) == {"silero_vad": "MIT"}
+    weights = {"imagebind": {"file": "/c/imagebind_huge.pth", "licence": "CC BY-NC 4.0"},
+               "sync": {"file": "/c/s.pt"}}
+    assert run_licences({"weights": weights}) == {"imagebind": "CC BY-NC 4.0"}
+    assert run_licences({}) is None
+    assert licence_lines([{"name": "clip", "licence": "MIT"}]) == ["clip: MIT"]
+    assert licence_lines({"imagebind": {"licence": "CC BY-NC 4.0", "sha256": "ab"}}) == \
+        ["imagebind: CC BY-NC 4.0"]
+
+
+def test_a_clip_without_its_file_is_shown_without_picture_and_says_why(tmp_path: Path) -> None:
+    import shutil
+    from curate.config.thresholds import thresholds
+    from curate.reports.gallery import collect_gallery
+    out = picture_run(tmp_path / "run", pattern_video(tmp_path / "p.mp4"), n_sources=40)
+    shutil.rmtree(out / "media" / "raw")
+    run = load_run(out)
+    g = collect_gallery(out, thresholds(run, run.get("selection_overrides")))
+    items = [i for s in [*g.kept.values(), *g.rejected.values()] for i in s.items]
+    assert items and all(i.picture is None and "no downloaded segment" in i.note for i in items)
