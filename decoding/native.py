@@ -8,7 +8,8 @@ The released pipeline reads every decoded frame with its own pts instead of a re
   microseconds (``pts_us * 1e-6``, as torchvision reports them), counted in display order;
 * audio: whole AAC (codec) frames, planar float ``[C, n]`` with their pts, so an audio window
   is "the frames whose pts lie inside it", not a sample range;
-* metadata: stream durations and rates as ``VideoReader.get_metadata`` gives them.
+* metadata: stream durations and rates as ``VideoReader.get_metadata`` gives them (the video
+  fps is FFmpeg's guessed rate, ``av_guess_frame_rate``, as torchvision's decoder takes it).
 
 ``released_metadata``, ``decode_native_frames``, ``decode_audio_frames`` read those;
 ``nearest_frame`` / ``stepped_frames`` pick frames by time; ``join_audio_frames``
@@ -61,7 +62,9 @@ def released_metadata(path: str | Path | bytes) -> dict:
             raise DecodeError(f"{_name(path)}: no video stream")
         v = c.streams.video[0]
         vdur = _stream_duration(v, c)
-        rate = v.average_rate or v.guessed_rate
+        # torchvision's decoder reports av_guess_frame_rate (r_frame_rate for mp4), not the
+        # average: a file with bursts of frames (r 30, average 10) reads 30 and is kept
+        rate = v.guessed_rate
         out = {"video_duration": vdur, "video_fps": float(rate) if rate else 0.0,
                "audio_duration": None, "audio_sr": None, "audio_channels": None}
         if c.streams.audio:

@@ -306,3 +306,17 @@ def audio_kinds(sr: int, seconds: float = 6.0, seed: int = 0) -> dict[str, np.nd
             "speech_over_tone": 0.5 * speech + 0.5 * tone,
             "speech_over_noise": 0.5 * speech + 0.5 * noise,
             "tone": tone, "noise": noise, "clicks": clicks, "silence": np.zeros(n)}
+
+
+def make_burst_clip(path: Path, duration: float = 5.0, burst: int = 10, period: int = 30) -> Path:
+    """Variable-frame-rate mp4 as some uploads are: of every ``period`` frames of a 30-fps
+    test pattern only the first ``burst`` are kept, on their own times (frames in bursts, then
+    a gap). FFmpeg's guessed rate (r_frame_rate) is 30, the average rate about
+    ``30 * burst / period``; 16-kHz AAC 440 Hz tone for ``duration`` s."""
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=30:duration={duration}",
+           "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={duration}",
+           "-vf", f"select='lt(mod(n\\,{period})\\,{burst})'", "-fps_mode", "vfr",
+           "-c:v", "libx264", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path

@@ -123,7 +123,10 @@ def test_export_lists_the_clips_the_released_sync_trainer_would_silently_replace
     short = avmedia.make_clip(tmp_path / "short.mp4", 3.0, "12")
     slow = avmedia.make_clip(tmp_path / "slow.mp4", 6.5, "10")
     tiny = avmedia.make_clip(tmp_path / "tiny.mp4", 1.5, "12")
-    clips = [("drum_beat/synth0001_000000_000010_0.0_6.5", "train", long),
+    # frames in bursts: average ~9 fps, guessed rate 30 (what torchvision reports): kept
+    burst = avmedia.make_burst_clip(tmp_path / "burst.mp4", duration=7.2)
+    clips = [("siren/synth0005_000000_000010_0.0_7.2", "test", burst),
+             ("drum_beat/synth0001_000000_000010_0.0_6.5", "train", long),
              ("drum_beat/synth0002_000000_000010_0.5_3.5", "train", short),
              ("siren/synth0003_000000_000010_1.0_7.5", "test", slow),
              ("siren/synth0004_000000_000010_2.0_3.5", "train", tiny)]

@@ -157,3 +157,25 @@ def test_low_fps_video_is_skipped(tmp_path) -> None:
     make_event_video(p, duration=4.0, event_times=[1.0], seed=0, fps=10)
     with pytest.raises(ValueError, match="fps"):
         C.usable_span(p, need=3.2)
+
+
+def test_burst_frame_rate_is_read_as_torchvision_reads_it(tmp_path) -> None:
+    """Frames in bursts: r_frame_rate 30, average 11.5 fps. torchvision's video_reader reports
+    av_guess_frame_rate (30), so the released dataset keeps the file; so does the gate here."""
+    import av
+    from tests.avmedia import make_burst_clip
+    p = make_burst_clip(tmp_path / "burst.mp4")
+    with av.open(str(p)) as c:
+        average = float(c.streams.video[0].average_rate)
+    meta = native.released_metadata(p)
+    assert average < C.MIN_FPS <= meta["video_fps"] == 30.0
+    s, e = C.usable_span(p, need=2.0 + 30 * 0.04)
+    starts = C.clip_starts(s, e - 2.0, 31, 0.04)
+    rc = C.released_clips(p, starts)
+    assert rc.video.shape == (31, 3, 12, 224, 224) and rc.mel.shape == (31, 1, 128, 204)
+    # the released rule on the bursts: the nearest decoded frame, gaps or not
+    nf = native.decode_native_frames(p)
+    times = C.clip_time_grid(starts)[:, :-1]
+    cand = (nf.pts >= times[0, 0]) & (nf.pts <= times[-1, -1])
+    want = nf.index[cand][np.abs(times[..., None] - nf.pts[cand]).argmin(-1)]
+    assert np.array_equal(rc.frame_index, want)

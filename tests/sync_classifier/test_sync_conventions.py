@@ -157,6 +157,22 @@ def test_cli_eval_header_says_the_protocol_and_json_gives_both(tmp_path, videos)
     assert all(res["protocols"][p]["a2v"] is not None for p in ("released", "all-anchors"))
 
 
+def test_cli_released_eval_keeps_a_burst_frame_rate_file(tmp_path) -> None:
+    """r_frame_rate 30, average 11.5 fps: evaluated by the released code (torchvision reads the
+    guessed rate), so kept by `curate sync eval --protocol released` too."""
+    from tests.avmedia import make_burst_clip
+    folder = _released_folder(tmp_path)
+    videos = tmp_path / "burst"
+    videos.mkdir()
+    make_burst_clip(videos / "b.mp4")
+    make_event_video(videos / "slow.mp4", duration=4.0, event_times=[1.0], seed=0, fps=10)
+    res = json.loads(_curate("sync", "eval", "--ckpt", folder, "--data", videos, "--json",
+                             "--protocol", "released"))
+    assert res["n_videos"] == 1 and res["a2v"] is not None
+    assert len(res["skipped"]) == 1 and "slow.mp4" in json.dumps(res["skipped"])
+    assert "fps" in json.dumps(res["skipped"])
+
+
 # ------------------------------------------------------------------ scoring
 
 def test_released_weights_score_with_the_released_convention(tmp_path, videos) -> None:
