@@ -58,8 +58,31 @@ def run_stages(out: str | Path, run: dict[str, Any], executor, stages: list[str]
         _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo)
 
 
+#: stages that run the ffmpeg program (downloads, cuts)
+FFMPEG_STAGES = {"download", "shard"}
+
+
+def preflight(out: str | Path, stages: list[str]) -> None:
+    """Before any stage: the scratch folder and the output are usable and have room, and the
+    tools the stages run are there; else ``EnvironmentFault`` naming what to change (the
+    stage would otherwise fail every item the same way, none of them for its own fault)."""
+    import shutil
+    from curate.ops.ffmpeg import FFMPEG_MISSING
+    from manifests.faults import EnvironmentFault
+
+    scratch.preflight()
+    free = scratch.free_bytes(out)
+    if free < scratch.MIN_FREE_BYTES:
+        raise EnvironmentFault(f"the output folder {out} has {free >> 10} KiB free (a stage needs "
+                               f"at least {scratch.MIN_FREE_BYTES >> 20} MiB): free space there "
+                               f"or choose another --out")
+    if FFMPEG_STAGES & set(stages) and shutil.which("ffmpeg") is None:
+        raise EnvironmentFault(FFMPEG_MISSING)
+
+
 def _run_stages(out, run, executor, stages, sources, limit, retry_failed, echo) -> None:
     remove_stale_temps(out)
+    preflight(out, stages)
     ctx = Context(out, run, executor, sources=sources, limit=limit, retry_failed=retry_failed, echo=echo)
     for name in stages:
         echo(f"== {name}")

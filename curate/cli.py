@@ -9,6 +9,8 @@ from typing import Callable, List, Optional
 
 import typer
 
+from manifests.faults import EnvironmentFault
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Curate audio-visual video datasets (AVSync15, Landscape, VGGSS, custom).")
 sync_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The audio-visual sync classifier.")
@@ -90,7 +92,7 @@ def _guarded(out: Path, body: Callable[[], None]) -> None:
     except Interrupted as e:
         typer.secho(INTERRUPTED_MESSAGE, fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(e.exit_code)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, EnvironmentFault) as e:
         _fail(e)
 
 

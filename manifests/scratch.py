@@ -173,6 +173,16 @@ def _under(filename: Any, folder: Path) -> bool:
         return False
 
 
+def write_fault(path: str | os.PathLike, why: str) -> EnvironmentFault:
+    """A write to ``path`` the disk refused (full, read-only, not ours): a scratch fault
+    naming ``CURATE_SCRATCH`` when ``path`` lies in scratch, else the output's (``--out``)."""
+    root = scratch_root()
+    if _under(path, root):
+        return scratch_fault(root, f"refused a write ({why})")
+    return EnvironmentFault(f"cannot write {path} ({why}): free space on the output's disk, "
+                            f"make it writable, or choose another --out; finished work is kept")
+
+
 def commit(src: str | os.PathLike, dst: str | os.PathLike, mode: int = 0o644) -> Path:
     """Move the finished file ``src`` onto ``dst`` atomically: a rename on one file system,
     else a copy to a temp file beside ``dst`` and a rename. Guarded like every write. An
@@ -193,9 +203,7 @@ def commit(src: str | os.PathLike, dst: str | os.PathLike, mode: int = 0o644) ->
                     os.fsync(f.fileno())
     except OSError as e:
         if e.errno in DISK_ERRNOS or e.errno in (errno.EACCES, errno.EPERM):
-            raise EnvironmentFault(f"cannot write {dst} ({e.strerror or e}): free space on the "
-                                   f"output's disk, make it writable, or choose another "
-                                   f"--out; finished work is kept") from e
+            raise write_fault(dst, e.strerror or str(e)) from e
         raise
     return dst
 

@@ -38,11 +38,14 @@ import pyarrow as pa
 
 from curate.execution.interrupt import check as check_interrupt
 from manifests.atomic import write_text
+from manifests.faults import FAULT_TEXT
 from curate.execution.spec import Executor, Item, NODE_KEY, Outputs, StageSpec
 
 log = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.jsonl"
+#: ``manifests.faults.FAULT_TEXT`` over a part's bytes
+_FAULT_BYTES = re.compile(FAULT_TEXT.pattern.encode(), re.IGNORECASE)
 
 
 def fingerprint(obj: Any) -> str:
@@ -87,6 +90,28 @@ class Checkpoint:
             for i, rec in read_part(p, keys_only=keys_only)[0]:
                 rec["_line"] = i
                 yield n, rec
+
+    def fault_failed(self, idx: dict[str, tuple[str, int, int]]) -> set[str]:
+        """Keys whose latest record (``idx``) is a failure for a fault of the machine (a full
+        disk, a missing tool: ``manifests.faults.FAULT_TEXT``), recorded before such faults
+        stopped the stage: they are not the data's and are redone."""
+        keys: set[str] = set()
+        for p in self.parts():
+            try:
+                data = p.read_bytes()
+            except OSError:
+                continue
+            if not _FAULT_BYTES.search(data):
+                continue
+            n = int(p.name[5:10])
+            for i, raw in enumerate(data.split(b"\n")):
+                if not _FAULT_BYTES.search(raw):
+                    continue
+                rec = _parse_line(raw, keys_only=False)
+                if rec is not None and idx.get(rec["key"], ("",))[1:] == (n, i) \
+                        and failure_reason(rec.get("out") or {}):
+                    keys.add(rec["key"])
+        return keys
 
     def repair(self) -> list[str]:
         """Move aside every part holding a line that is not a sealed record (its good records
@@ -295,7 +320,11 @@ def run_stage(out: str | Path, spec: StageSpec, items: list[Item], executor: Exe
     if len(current) != len(items):
         raise ValueError(f"stage {spec.name}: item keys are not unique")
     idx = ck.index()
-    redo = redo or set()
+    faulted = ck.fault_failed(idx)
+    if faulted:
+        log.info("%s: %d items failed earlier for a fault of the machine (disk, tool): redone",
+                 spec.name, len(faulted))
+    redo = (redo or set()) | faulted
     todo = [it for it in items
             if it["key"] in redo or idx.get(it["key"], ("",))[0] != current[it["key"]]]
     res = StageResult(ck, current, ran=len(todo), skipped=len(items) - len(todo), schemas=schemas)

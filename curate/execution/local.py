@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from curate.execution.spec import Item, Outputs, StageSpec, safe_call
+from manifests.faults import fault_of
 
 
 class LocalExecutor:
@@ -47,6 +48,8 @@ class LocalExecutor:
             try:
                 payload = prep(item)
             except Exception as e:  # noqa: BLE001
+                if fault_of(e) is not None:       # the machine's fault: the stage stops
+                    raise fault_of(e) from e
                 yield item, spec.on_error(item, f"prepare: {type(e).__name__}: {e}")
                 continue
             yield item, safe_call(fn, spec, item, payload)

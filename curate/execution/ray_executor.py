@@ -40,7 +40,9 @@ from typing import Any, Callable, Iterator
 
 from curate.execution import health
 from manifests.scratch import pid_alive
-from curate.execution.spec import NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError, safe_call
+from curate.execution.spec import (FAULT_KEY, NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError,
+                                   raise_fault, safe_call)
+from manifests.faults import EnvironmentFault, fault_of
 from manifests.atomic import set_write_guard
 
 log = logging.getLogger(__name__)
@@ -237,6 +239,8 @@ def _task_body(spec: StageSpec, item: Item, driver_pid: int | None, limiter: Any
     health.set_gate(_remote_gate(limiter))
     try:
         return _with_node(safe_call(fn, spec, item))
+    except EnvironmentFault as e:      # the driver stops the stage with it (spec.raise_fault)
+        return {FAULT_KEY: str(e)}
     finally:
         health.set_gate(None)
 
@@ -247,6 +251,9 @@ def _prepare_body(spec: StageSpec, item: Item, driver_pid: int | None) -> tuple[
     try:
         return None, _cached(spec, "prep")(item)
     except Exception as e:  # noqa: BLE001 - a bad input is that item's recorded failure
+        fault = fault_of(e)
+        if fault is not None:
+            return {FAULT_KEY: str(fault)}, None
         return f"prepare: {type(e).__name__}: {e}", None
 
 
@@ -265,6 +272,12 @@ class _StageActor:
     def call(self, items: list[Item], *payloads: Any) -> list[Outputs] | dict:
         if self.setup_error is not None:
             return {SETUP_ERROR: self.setup_error}
+        try:
+            return self._call(items, payloads)
+        except EnvironmentFault as e:     # the driver stops the stage with it
+            return {FAULT_KEY: str(e)}
+
+    def _call(self, items: list[Item], payloads: tuple) -> list[Outputs]:
         if self.spec.prepare is None:
             return [_with_node(safe_call(self.fn, self.spec, it)) for it in items]
         batch = getattr(self.fn, "batch", None)   # fn.batch(items, payloads): one call for all
@@ -275,6 +288,8 @@ class _StageActor:
                     return [_with_node(o) for o in outs]
                 log.warning("%s: batch gave %d results for %d items", self.spec.name, len(outs), len(items))
             except Exception as e:  # noqa: BLE001 - which item? one at a time: a bad one fails alone
+                if fault_of(e) is not None:
+                    raise fault_of(e) from e
                 log.warning("%s: batch of %d failed (%s): one item at a time", self.spec.name,
                             len(items), e)
         return [_with_node(safe_call(self.fn, self.spec, it, p)) for it, p in zip(items, payloads)]
@@ -427,6 +442,7 @@ def _raise_setup_error(spec: StageSpec, result: Any) -> None:
     """A worker whose stage function (models) could not be built stops the stage with the
     exception's text: every other worker would fail the same way, and retrying a dead actor
     would only hide why."""
+    raise_fault(result)
     if isinstance(result, dict) and SETUP_ERROR in result:
         raise WorkerSetupError(f"{spec.name}: a worker could not start: {result[SETUP_ERROR]}")
 
@@ -555,6 +571,24 @@ class RayExecutor:
         # never waits behind a hung one. An item's timeout clock starts when it is among the
         # oldest ``slots`` in flight (when it can have started), not at submission.
         inflight: dict[Any, list] = {}       # ref -> [item, clock start or None], FIFO
+        try:
+            yield from self._task_loop(spec, todo, inflight, slots, remote, spec_ref, limiter, watch)
+        except BaseException:
+            # the stage stops (a fault of the machine, an interruption): nothing it started
+            # may go on writing
+            for ref in inflight:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception as e:  # noqa: BLE001 - finished, or Ray already shut down
+                    log.debug("cancel: %s", e)
+            raise
+        if watch is not None:
+            watch.poll(final=True)
+
+    def _task_loop(self, spec: StageSpec, todo: deque, inflight: dict, slots: int, remote: Any,
+                   spec_ref: Any, limiter: Any, watch: _HealthWatch | None
+                   ) -> Iterator[tuple[Item, Outputs]]:
+        import ray
         while todo or inflight:
             while todo and len(inflight) < 2 * slots:
                 it = todo.popleft()
@@ -570,8 +604,6 @@ class RayExecutor:
                 ray.cancel(ref, force=True)       # kills the worker: a hung decode ends here
                 inflight.pop(ref)
                 yield it, spec.on_error(it, f"timeout: no result after {spec.timeout_s:g} s")
-        if watch is not None:
-            watch.poll(final=True)
 
     @staticmethod
     def _wait_s(spec: StageSpec, inflight: dict) -> float:
@@ -704,6 +736,7 @@ class _ActorPool:
             err = _get(ref)
         except ray.exceptions.RayError as e:
             err = f"prepare: {_death_reason(e)} after {self.spec.max_tries} tries"
+        raise_fault(err)
         if err:
             yield it, self.spec.on_error(it, err)
         else:

@@ -7,6 +7,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
+from manifests.faults import EnvironmentFault, fault_of
+
 log = logging.getLogger(__name__)
 
 Item = dict[str, Any]
@@ -53,10 +55,17 @@ class Executor(Protocol):
 
 
 def safe_call(fn: Callable[..., Outputs], spec: StageSpec, item: Item, *args: Any) -> Outputs:
-    """Run one item; an unexpected exception becomes that item's recorded failure."""
+    """Run one item; an unexpected exception becomes that item's recorded failure, except a
+    fault of the machine (``manifests.faults``: a full disk, a missing tool), which stops the
+    stage: every other item would fail the same way, and none is the data's fault."""
     try:
         return fn(item, *args)
     except Exception as e:  # noqa: BLE001 - one bad item must never kill the stage
+        fault = fault_of(e)
+        if fault is not None:
+            if fault is e:
+                raise
+            raise fault from e
         log.warning("%s failed on %s: %s", spec.name, item.get("key"), e)
         log.debug("%s", traceback.format_exc())
         return spec.on_error(item, f"{type(e).__name__}: {e}")
@@ -64,3 +73,11 @@ def safe_call(fn: Callable[..., Outputs], spec: StageSpec, item: Item, *args: An
 
 #: reserved output key under which a Ray worker names its node (popped into the record)
 NODE_KEY = "_node"
+#: reserved output key under which a Ray worker hands the driver an ``EnvironmentFault``
+FAULT_KEY = "_environment_fault"
+
+
+def raise_fault(result: Any) -> None:
+    """Driver side: a worker's result that carries an environment fault stops the stage."""
+    if isinstance(result, dict) and FAULT_KEY in result:
+        raise EnvironmentFault(result[FAULT_KEY])

@@ -60,7 +60,8 @@ from curate.ops.encoding import DOWNLOAD_QUALITY, BITEXACT_ARGS, download_qualit
 from curate.execution.health import Gate, GateClosed, Permit
 from decoding.media import DecodeError, NoVideoError, probe, stream_starts
 from manifests.atomic import write_json
-from manifests.scratch import commit, scratch_dir
+from manifests.faults import FAULT_TEXT, EnvironmentFault, disk_fault, fault_of
+from manifests.scratch import commit, scratch_dir, write_fault
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.names import safe_id
 from manifests.sources import YOUTUBE_URL
@@ -221,7 +222,7 @@ def download_source(row: Mapping[str, Any], media_dir: str | os.PathLike,
         return _failed(sid, f.reason, f.message)
     media_dir.mkdir(parents=True, exist_ok=True)
     if gate is not None and plan.url is not None:
-        import yt_dlp  # noqa: F401 - seconds in a fresh worker: before the gate's permit, not after
+        _yt_dlp()   # seconds in a fresh worker: before the gate's permit, not after
     return _with_retries(plan, target, opts, gate)
 
 
@@ -377,6 +378,11 @@ def _try_once(plan: _Plan, target: Path, opts: DownloadOptions, gate: Gate | Non
     except _Failure as f:
         return None, f, permit
     except Exception as e:   # noqa: BLE001 - a bug or an odd input must not lose the batch
+        fault = fault_of(e)
+        if fault is not None:      # the machine's, not the source's: the stage stops
+            if gate is not None:
+                gate.report(permit, "other")
+            raise fault from e
         log.exception("download %s: unexpected error", plan.source_id)
         return None, _Failure("error", f"{type(e).__name__}: {e}"), permit
 
@@ -624,7 +630,7 @@ def _ydl_params(opts: DownloadOptions, outdir: Path, sid: str) -> dict[str, Any]
 
 def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool]:
     """Download with yt-dlp; returns (file, whether it is already cut to the segment)."""
-    import yt_dlp                           # heavy import, only where needed
+    yt_dlp = _yt_dlp()                      # heavy import, only where needed
     from yt_dlp.utils import download_range_func
 
     outdir.mkdir(parents=True, exist_ok=True)
@@ -651,14 +657,38 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
     except _Failure:
         raise
     except yt_dlp.utils.YoutubeDLError as e:
+        _raise_disk_fault(e, outdir)
         raise _challenge_hint(_stream_hint(_classify(e), info), params.get("logger")) from e
     except (OSError, http.client.HTTPException) as e:
+        _raise_disk_fault(e, outdir)
         raise _classify(e) from e
     files = [p for p in outdir.iterdir()
              if p.is_file() and not p.name.endswith((".part", ".ytdl", ".temp", ".json"))]
     if not files:
         raise _Failure("error", "yt-dlp finished without an output file")
     return max(files, key=lambda p: p.stat().st_size), ranged
+
+
+def _yt_dlp():
+    """The yt_dlp module; its absence is the machine's fault, not any source's."""
+    try:
+        import yt_dlp
+    except ImportError as e:
+        import sys
+        raise EnvironmentFault(f"yt-dlp is not installed in this Python ({sys.executable}): "
+                               f"pip install yt-dlp ({e})") from e
+    return yt_dlp
+
+
+def _raise_disk_fault(e: BaseException, outdir: Path) -> None:
+    """A full or read-only disk under yt-dlp's error (it writes into ``outdir``, in scratch)
+    stops the stage (``manifests.faults``) instead of failing the source."""
+    err = disk_fault(e)
+    if err is not None:
+        raise write_fault(err.filename or outdir, err.strerror or str(err)) from e
+    m = FAULT_TEXT.search(str(e))
+    if m:
+        raise write_fault(outdir, f"yt-dlp: {m.group(0)}") from e
 
 
 def _stream_hint(f: _Failure, info: Mapping[str, Any] | None) -> _Failure:

@@ -7,6 +7,12 @@ import functools
 import shutil
 import subprocess
 
+from manifests.faults import FAULT_TEXT, EnvironmentFault
+from manifests.scratch import write_fault
+
+#: what to do when ffmpeg is not there (an environment fault, never an item's failure)
+FFMPEG_MISSING = "ffmpeg not found on PATH: install ffmpeg (e.g. apt install ffmpeg) or add its folder to PATH"
+
 
 class FfmpegError(RuntimeError):
     """ffmpeg ran over its time limit (``timed_out``) or exited non-zero (``returncode``,
@@ -41,11 +47,12 @@ def _death_signal_prefix() -> tuple[str, ...]:
 
 def run_ffmpeg(cmd: list[str], timeout: float) -> None:
     """Run ``cmd`` (``["ffmpeg", ...]``); raise ``FfmpegError`` on a timeout or a failure.
-    An ``OSError`` (ffmpeg not on PATH) is left to the caller. ffmpeg dies with the process
+    ffmpeg missing, or a write its disk refused (full, read-only: the last argument is the
+    output), is an ``EnvironmentFault`` naming what to change. ffmpeg dies with the process
     that runs it (``_death_signal_prefix``)."""
     prefix = _death_signal_prefix()
-    if prefix and shutil.which(cmd[0]) is None:     # as subprocess would say without setpriv
-        raise FileNotFoundError(2, f"No such file or directory: {cmd[0]!r}")
+    if shutil.which(cmd[0]) is None:
+        raise EnvironmentFault(FFMPEG_MISSING if cmd[0] == "ffmpeg" else f"{cmd[0]} not found on PATH")
     try:
         res = subprocess.run([*prefix, *cmd], capture_output=True,
                              timeout=timeout, check=False)
@@ -53,4 +60,7 @@ def run_ffmpeg(cmd: list[str], timeout: float) -> None:
         raise FfmpegError(f"ffmpeg ran over {timeout:g} s", timed_out=True) from e
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace")
+        m = FAULT_TEXT.search(err)
+        if m:
+            raise write_fault(cmd[-1], f"ffmpeg: {m.group(0)}")
         raise FfmpegError(f"ffmpeg exited with {res.returncode}", returncode=res.returncode, stderr=err)

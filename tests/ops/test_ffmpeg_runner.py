@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from manifests.faults import EnvironmentFault
+
 from curate.ops.ffmpeg import FfmpegError, _death_signal_prefix, run_ffmpeg
 
 RUNNER = """
@@ -68,5 +70,6 @@ def test_errors_are_unchanged():
     with pytest.raises(FfmpegError) as e:
         run_ffmpeg(["ffmpeg", "-hide_banner", "-i", "/nonexistent/input.mp4", "-f", "null", "-"], 30)
     assert e.value.returncode not in (None, 0) and "nonexistent" in e.value.stderr
-    with pytest.raises(OSError):
+    # a missing program is the machine's fault, never an item's (issue 23)
+    with pytest.raises(EnvironmentFault, match="not found on PATH"):
         run_ffmpeg(["ffmpeg-that-is-not-installed", "-version"], 30)
