@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from curate.config.models import check_weights
+from curate.config.models import check_weights, record_weights
 from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.stages import Context, stage
@@ -97,7 +97,8 @@ def build(recipe_name: str, out: str | Path, executor, *, sources: str | Path | 
     Path(out).mkdir(parents=True, exist_ok=True)
     run = new_run(out, recipe, options or {})
     if "score" in recipe["stages"]:
-        # a missing or broken weight file fails now, not after hours of downloads
+        # a missing, changed or broken weight file fails now, not after hours of downloads
+        record_weights(out, run)
         check_weights(run)
     run_stages(out, run, executor, recipe["stages"], sources=sources, limit=limit,
                retry_failed=retry_failed, echo=echo)

@@ -15,6 +15,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Curate audio-visual video datasets (AVSync15, Landscape, VGGSS, custom).")
 sync_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The audio-visual sync classifier.")
 app.add_typer(sync_app, name="sync")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="The model weights the recipes use: list them, pull them into the cache.")
+app.add_typer(models_app, name="models")
 
 OutOpt = typer.Option(..., "--out", "-o", help="output directory of the run")
 WorkersOpt = typer.Option(2, "--workers", "-w", help="parallel workers (Ray tasks / actors)")
@@ -35,6 +38,28 @@ def _trust(trust: bool) -> None:
         from sync_classifier.model import TRUST_ENV
         import os
         os.environ[TRUST_ENV] = "1"
+
+
+OfflineOpt = typer.Option(False, "--offline", help="never touch the network for weights "
+                          "(also $CURATE_OFFLINE=1): only cached files are used")
+
+
+def _offline(flag: bool) -> None:
+    """--offline: for this process and the workers it starts (they inherit the environment)."""
+    import os
+    from curate.config.weights import OFFLINE_ENV, offline
+    if flag:
+        os.environ[OFFLINE_ENV] = "1"
+    if offline():
+        os.environ["HF_HUB_OFFLINE"] = "1"      # open_clip's cache: the Hugging Face hub
+
+
+def _doctor_first(recipe: str, out: Path, options: dict, config: Optional[Path]) -> None:
+    """`curate build` refuses a missing essential with the doctor's row, before any work."""
+    from curate.reports.doctor import blocker, run_checks
+    row = blocker(run_checks(recipe, out, options, config))
+    if row is not None:
+        raise ValueError(f"{row.message()} (`curate doctor {recipe}` lists every check)")
 
 
 CookiesOpt = typer.Option(None, "--cookies", help="yt-dlp cookies file; repeat the option for "
@@ -123,11 +148,14 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           download_workers: Optional[int] = DownloadWorkersOpt,
           max_requests_per_s: Optional[float] = MaxRequestsOpt,
           trust_checkpoint: bool = TrustOpt,
+          offline: bool = OfflineOpt,
           executor: str = ExecOpt) -> None:
-    """Run a whole recipe (resumable: rerun to continue where it stopped)."""
+    """Run a whole recipe (resumable: rerun to continue where it stopped). Weights not named
+    by an option come from the cache (`curate models pull`)."""
     from curate.build import build as run_build
     from curate.reports.stats import collect, format_text
     _trust(trust_checkpoint)
+    _offline(offline)
 
     options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
@@ -138,6 +166,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
 
     def body() -> None:
         options.update(_yt_options(cookies, yt_extractor_args, js_runtime))
+        _doctor_first(recipe, out, {**options, "address": address}, config)
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":
             from curate.demo.build import build_demo
@@ -226,12 +255,13 @@ def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
           address: Optional[str] = AddressOpt, gpus: Optional[float] = GpusOpt,
           executor: str = ExecOpt) -> None:
     """Score windows: unscored ones, and exactly those a looser selection needs."""
-    from curate.config.models import check_weights
+    from curate.config.models import check_weights, record_weights
     from curate.config.run_state import load_run
     from curate.stages.score import stage_score
 
     def body() -> None:
         run = load_run(out)
+        record_weights(out, run)
         check_weights(run)
         ex = _executor(executor, workers, address, gpus)
         stage_score(out, run, ex)
@@ -460,6 +490,63 @@ def metrics(generated: Path = typer.Option(..., help="folder of generated videos
                                protocol=protocol, image_size=image_size))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
+
+
+@app.command()
+def doctor(recipe: Optional[str] = typer.Argument(None, help="avsync15 | landscape | vggss | demo | custom"),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (free disk)"),
+           config: Optional[Path] = typer.Option(None, help="JSON recipe overrides (recipe 'custom')"),
+           address: Optional[str] = AddressOpt, cookies: Optional[List[str]] = typer.Option(
+               None, "--cookies", help="cookies files to check"),
+           js_runtime: Optional[str] = JsRuntimeOpt, offline: bool = OfflineOpt,
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """What a run of RECIPE needs and what this machine has (exit 0: it can run, 1: not)."""
+    from curate.ops.ytopts import parse_js_runtime
+    from curate.reports.doctor import as_json as rows_json, can_run, format_rows, run_checks
+    _offline(offline)
+    try:
+        opts = {"cookiefile": cookies, "js_runtimes": parse_js_runtime(js_runtime), "address": address}
+        rows = run_checks(recipe, out, opts, config)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(json.dumps(rows_json(rows, recipe), indent=2) if as_json else format_rows(rows))
+    if not can_run(rows):
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every weight file the recipes use (source, size, checksum, licence, option) and
+    whether the cache ($CURATE_HOME, default ~/.cache/curate) holds it."""
+    from curate.reports.doctor import format_models, models_table
+    rows = models_table()
+    typer.echo(json.dumps(rows, indent=2) if as_json else format_models(rows))
+
+
+@models_app.command("pull")
+def models_pull(names: Optional[List[str]] = typer.Argument(None, help="weights to pull (default: "
+                                                             "all the recipes' filters use)"),
+                base_url: Optional[str] = typer.Option(None, help="fetch the same file names from "
+                                                       "this server instead (a mirror)"),
+                offline: bool = OfflineOpt) -> None:
+    """Download weights into the cache: resumable, size and checksum verified, the licence
+    shown first; a file that cannot be fetched by URL prints its manual step."""
+    from curate.config.weights import WEIGHTS, get_weight
+    from curate.ops.pull import PullError, pull
+    _offline(offline)
+    try:
+        rows = [get_weight(n) for n in names] if names else [w for w in WEIGHTS if w.model]
+    except ValueError as e:
+        _fail(e)
+    failed = []
+    for w in rows:
+        try:
+            pull(w, base_url=base_url, echo=typer.echo)
+        except PullError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            failed.append(w.name)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -6,11 +6,23 @@ folders share live here:
 
 - ``metrics_clips``: one reference clip and its three generated parts (head, center, tail)
   as the released metrics protocol reads them, made once per session (read only).
+
+Every test session gets its own empty weights cache (``$CURATE_HOME``): a developer's pulled
+weights never change what a test resolves.
 """
 from __future__ import annotations
 
 from pathlib import Path
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_weights_cache(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CURATE_HOME", str(tmp_path_factory.mktemp("curate_home")))
+        mp.delenv("CURATE_OFFLINE", raising=False)
+        mp.delenv("CURATE_WEIGHTS_URL", raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -29,18 +29,35 @@ def resolve_models(run: dict[str, Any], convention: bool = True) -> dict[str, di
         weights = opts.get(WEIGHT_OPTIONS[model])
         if model == "clip" and not weights and not allow_random:
             weights = f"{recipe['models']['clip_model']}/{recipe['models']['clip_pretrained']}"
+        if not weights and not allow_random:       # what `curate models pull` put in the cache
+            weights = _cached_weights(model)
         if weights:
             out[filt] = {"model": model, "weights": weights, "random": False}
         elif allow_random:
             out[filt] = {"model": model, "weights": None, "random": True}
         else:
-            raise ValueError(f"filter '{filt}' needs weights: pass --{WEIGHT_OPTIONS[model].replace('_', '-')} "
-                             f"(or --allow-random-weights for demos and tests only)")
+            raise ValueError(_missing_weights(filt, model))
         if model == "sync" and convention:
             conv = sync_convention(out[filt]["weights"], opts.get("sync_convention"))
             if conv is not None:
                 out[filt]["convention"] = conv
     return out
+
+
+def _cached_weights(model: str) -> str | None:
+    from curate.config.weights import for_model, in_cache
+    row = for_model(model)
+    path = in_cache(row) if row is not None and row.kind in ("url", "manual") else None
+    return str(path) if path else None
+
+
+def _missing_weights(filt: str, model: str) -> str:
+    from curate.config.weights import for_model, pull_hint
+    option = "--" + WEIGHT_OPTIONS[model].replace("_", "-")
+    row = for_model(model)
+    fix = f"{pull_hint(row)}, or pass {option} FILE" if row else f"pass {option} FILE"
+    return (f"filter '{filt}' needs weights: {fix} (or --allow-random-weights for demos and "
+            f"tests only)")
 
 
 def sync_convention(weights: str | None, override: str | None = None) -> str | None:
@@ -169,3 +186,74 @@ def check_weights(run: dict[str, Any]) -> None:
                 msg += f" (check {option})"
             raise ValueError(f"filter '{filt}': its weights {m['weights']} do not load: {msg}") from e
         _CHECKED.add(key)
+
+
+#: (path, size, mtime_ns) -> sha256 of weight files already hashed in this process (a build
+#: records before downloading and again before scoring; the second look is free)
+_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def record_weights(out: str | Path, run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """run.json ``weights``: file, size and sha256 of every weight file or folder the run's
+    filters read (and, for the cache's, the licence). A cached file whose sha256 is not the
+    one its pull recorded is refused, naming it (ValueError)."""
+    from curate.config.run_state import save_run
+    from curate.config.weights import cache_path, for_model, size_of
+
+    rec: dict[str, dict[str, Any]] = {}
+    for filt, m in resolve_models(run, convention=False).items():
+        if m["random"]:
+            continue
+        row = for_model(m["model"])
+        path = _local_weights(m, row)
+        if path is None:      # open_clip fetches it on first use (and verifies it itself)
+            rec[filt] = {"model": m["model"], "weights": m["weights"], "file": None}
+            continue
+        sha = _sha256(path)
+        cached = row is not None and (path == cache_path(row) or
+                                      (row.kind == "open_clip" and m["weights"] == row.file))
+        if cached and row.kind != "open_clip":
+            _check_pull_record(row, path, sha)
+        rec[filt] = {"model": m["model"], "file": str(path), "size": size_of(path), "sha256": sha,
+                     "source": f"cache: {row.name}" if cached else "option",
+                     **({"licence": row.licence} if cached else {})}
+    if run.get("weights") != rec:
+        run["weights"] = rec
+        save_run(out, run)
+    return rec
+
+
+def _local_weights(m: dict[str, Any], row: Any) -> Path | None:
+    """The file or folder a resolved model reads, where it is a local one."""
+    from curate.config.weights import open_clip_cached
+    w = str(m["weights"])
+    if Path(w).exists():
+        return Path(w)
+    if row is not None and row.kind == "open_clip" and w == row.file:
+        return open_clip_cached(row)
+    return None
+
+
+def _sha256(path: Path) -> str:
+    from tqdm import tqdm
+    from curate.config.weights import sha256_of, size_of
+    st = path.stat()
+    size = size_of(path)
+    key = (str(path.resolve()), size, st.st_mtime_ns)
+    if key not in _SHA256:
+        with tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}",
+                  disable=size < (256 << 20) or None) as bar:
+            _SHA256[key] = sha256_of(path, progress=bar.update)
+    return _SHA256[key]
+
+
+def _check_pull_record(row: Any, path: Path, sha: str) -> None:
+    from curate.config.weights import read_record
+    rec = read_record(row)
+    if rec is None:
+        raise ValueError(f"cached weights {row.name}: {path} has no pull record: run `curate "
+                         f"models pull {row.name}` (it checks the file in place and records it)")
+    if rec.get("sha256") != sha:
+        raise ValueError(f"cached weights {row.name}: {path} changed since it was pulled (sha256 "
+                         f"{sha}, recorded {rec.get('sha256')}): remove it and run `curate models "
+                         f"pull {row.name}`")

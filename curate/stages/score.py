@@ -13,7 +13,7 @@ from manifests import schemas
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import item_fingerprint, run_stage
 from curate.config.run_state import cascade_order, engine_options, save_run
-from curate.config.models import build_scorers, check_weights, gating, resolve_models
+from curate.config.models import build_scorers, check_weights, gating, record_weights, resolve_models
 from curate.config.thresholds import thresholds
 from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import ok_paths
@@ -153,6 +153,7 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
 
 
 def _run(ctx: Context) -> None:
+    record_weights(ctx.out, ctx.run)    # file, size, sha256 in run.json; a changed cache refused
     check_weights(ctx.run)    # in the driver, before any scoring worker starts
     stage_score(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
 
