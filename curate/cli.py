@@ -261,8 +261,12 @@ def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
 
     def body() -> None:
         run = load_run(out)
-        record_weights(out, run)
-        check_weights(run)
+        try:
+            record_weights(out, run)
+            check_weights(run)
+        except ValueError as e:   # score has no weight options: say where they come from
+            raise ValueError(f"{e}; `curate score` uses the weights that `curate build` "
+                             f"recorded in {out / 'run.json'}") from e
         ex = _executor(executor, workers, address, gpus)
         stage_score(out, run, ex)
         stage_score(out, run, ex, rescore=True)

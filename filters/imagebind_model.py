@@ -479,12 +479,17 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
 
 def _read_state_dict(path: Path) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        # files in torch's legacy (non-zip) format cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            # files in torch's legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a file it cannot read
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"cannot read {path} as weights ({first}); check {CHECKPOINT_OPTION}") from e
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__} "
+                         f"(check {CHECKPOINT_OPTION})")
     return state
 
 
@@ -506,7 +511,8 @@ def load_imagebind(checkpoint_path: str | os.PathLike | None, device: str | torc
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
-        raise ValueError(f"{path} is not an ImageBind checkpoint for this configuration: {e}") from e
+        raise ValueError(f"{path} is not an ImageBind checkpoint for this configuration "
+                         f"({CHECKPOINT_OPTION}): {e}") from e
     model = model.to(device=device, dtype=dtype).eval()
     log.info("loaded ImageBind from %s (%s, %s); weights licence: %s",
              path, device, dtype, WEIGHTS_LICENSE)

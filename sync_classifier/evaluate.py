@@ -31,6 +31,9 @@ from sync_classifier.model import SyncClassifier, load_sync_classifier
 
 log = logging.getLogger(__name__)
 
+#: the option that names the weights under `curate sync eval`: its weight errors say this one
+CKPT_OPTION = "--ckpt"
+
 
 def tolerant_accuracy(phi: torch.Tensor, tolerance: int = EVAL_TOLERANCE) -> tuple[float, float]:
     """(a2v, v2a) accuracy of one ``[K, K]`` phi matrix (rows: audio, columns: video)."""
@@ -73,7 +76,7 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
     """
     if model is None:
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = load_sync_classifier(ckpt, dev)
+        model = load_sync_classifier(ckpt, dev, option=CKPT_OPTION)
     model.eval()
     conv = conventions.convention_of(model, convention)
     proto = conventions.get_protocol(protocol, conv)

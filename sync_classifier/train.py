@@ -57,6 +57,8 @@ from sync_classifier.model import (SyncClassifier, SyncConfig, load_init, model_
 
 log = logging.getLogger(__name__)
 
+OUT_OPTION = "--out"   # `curate sync train`'s checkpoint folder (resumed from its last.pt)
+
 TAU = 0.1
 
 
@@ -274,8 +276,9 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     if cfg.resume and last.exists():
-        state = read_checkpoint(last)
-        model = model_from_checkpoint(state, str(last))
+        # the resumed file is found through --out: its errors name that option
+        state = read_checkpoint(last, option=OUT_OPTION)
+        model = model_from_checkpoint(state, str(last), option=OUT_OPTION)
         if cfg.convention is not None and model.convention != cfg.convention:
             raise ValueError(f"{last} was trained with the {model.convention} convention; "
                              f"{conventions.CONVENTION_OPTION} {cfg.convention} would mix them "

@@ -52,6 +52,51 @@ def test_a_renamed_key_fails_the_build_before_any_stage_work(tmp_path):
     assert not (out / "manifests" / "downloads.parquet").exists()
 
 
+def test_weight_errors_name_the_option_of_the_command_typed(tmp_path):
+    """Issue 25: one broken released folder (a renamed key) handed to each command that reads
+    weights; each one-line error names the option typed there, and no other command's."""
+    from typer.testing import CliRunner
+    from curate.cli import app
+    folder = _released_with_renamed_key(tmp_path)
+    src = tmp_path / "sources.csv"
+    src.write_text("id,url,start,end,label,split\nabc,http://127.0.0.1:9/abc.mp4,0,10,dog barking,train\n")
+    cfg = tmp_path / "recipe.json"
+    cfg.write_text(json.dumps({"base": "demo", "stages": ["sources", "download", "split", "score"]}))
+    out, empty = tmp_path / "out", tmp_path / "empty"
+    empty.mkdir()
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    (resume / "sync_classifier.last.pt").write_bytes(b"not a checkpoint")
+    garbage = tmp_path / "imagebind_huge.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    commands = {  # command -> (arguments, the option its error must name)
+        "build": (["build", "custom", "--config", cfg, "--sources", src, "--out", out,
+                   "--allow-random-weights", "--sync-checkpoint", folder, "--executor", "local"],
+                  "--sync-checkpoint"),
+        "score": (["score", out, "--executor", "local"], "--sync-checkpoint"),
+        "sync train": (["sync", "train", "--init", folder, "--out", tmp_path / "t", "--small",
+                        "--steps", "1"], "--init"),
+        "sync train (resume)": (["sync", "train", "--out", resume, "--small", "--steps", "1"], "--out"),
+        "sync eval": (["sync", "eval", "--ckpt", folder, "--data", empty], "--ckpt"),
+        "metrics": (["metrics", "--generated", empty, "--reference", empty, "--sync-checkpoint",
+                     folder], "--sync-checkpoint"),
+        "metrics (imagebind)": (["metrics", "--generated", empty, "--reference", empty,
+                                 "--sync-checkpoint", folder, "--imagebind-checkpoint", garbage],
+                                "--imagebind-checkpoint"),
+    }
+    others = {"--sync-checkpoint", "--ckpt", "--init", "--imagebind-checkpoint"}
+    for name, (args, option) in commands.items():
+        r = CliRunner().invoke(app, [str(a) for a in args])
+        assert r.exit_code == 2, (name, r.output)
+        err = r.output.strip().splitlines()[-1]
+        assert err.startswith("error: ") and option in err, (name, err)
+        assert not any(o in err for o in others - {option}), (name, err)
+        if "(" not in name:
+            assert "_renamed" in err, (name, err)
+    # score has no weight options: its message says where the weights come from
+    assert "run.json" in CliRunner().invoke(app, ["score", str(out), "--executor", "local"]).output
+
+
 # ---------------------------------------------------------------- 7: weights only
 
 class _Payload:
