@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -36,7 +37,8 @@ class Row:
     essential: bool = False     # missing: the recipe cannot run
 
     def message(self) -> str:
-        return f"{self.check}: {self.detail}" + (f"; fix: {self.fix}" if self.fix else "")
+        what = self.detail if self.detail.startswith(self.check) else f"{self.check}: {self.detail}"
+        return what + (f"; fix: {self.fix}" if self.fix else "")
 
 
 def run_checks(recipe: str | None = None, out: str | Path | None = None,
@@ -93,8 +95,8 @@ def _ffmpeg_rows() -> list[Row]:
         path = shutil.which(tool)
         out = _run([path, "-version"]) if path else None
         if not out:
-            rows.append(Row(tool, MISSING, "not found on PATH", "install ffmpeg (apt-get install "
-                                                                 "ffmpeg; scripts/setup.sh does)", True))
+            rows.append(Row(tool, MISSING, f"{tool} not found on PATH ({os.environ.get('PATH', '')})",
+                            "install ffmpeg (apt-get install ffmpeg; scripts/setup.sh does)", True))
             continue
         version = (out.split() + ["?", "?", "?"])[2]
         rows.append(Row(tool, OK, f"{version} ({path})", essential=True))

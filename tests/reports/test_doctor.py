@@ -85,7 +85,7 @@ def test_without_ffmpeg_on_path(tmp_path, monkeypatch):
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["build", "demo", "--out", str(out), "--executor", "local"])
     assert res.exit_code == 2
-    assert "ffmpeg: not found on PATH; fix: install ffmpeg" in res.output
+    assert "error: ffmpeg not found on PATH" in res.output and "fix: install ffmpeg" in res.output
     assert not (out / "synth").exists()
 
 
