@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     scorers = Scorers()
     if not args.no_models:
         from filters.clip_model import ClipScorer
-        from filters.imagebind import ImageBindScorer
+        from filters.imagebind_scorer import ImageBindScorer
         from filters.sync import SyncScorer
         from sync_classifier.model import small_config
         scorers = Scorers(clip=ClipScorer.random(seed=0), imagebind=ImageBindScorer.random(seed=0),

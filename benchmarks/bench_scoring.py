@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     import torch
     torch.set_num_threads(args.threads)
     from filters.clip_model import ClipScorer
-    from filters.imagebind import ImageBindScorer
+    from filters.imagebind_scorer import ImageBindScorer
     from filters.sync import SyncScorer
     from sync_classifier.model import small_config
     models = {"clip": ClipScorer.random(seed=0, device=args.device),

@@ -174,7 +174,7 @@ def load_scorers(paths: dict[str, str], smoke: bool, device: str):
                   for f, m in (("clip_diff", "clip"), ("imagebind", "imagebind"), ("sync", "sync"))}
         return build_scorers(models, {"clip_model": "ViT-B-32", "clip_pretrained": "openai"}, device)
     from filters.clip_model import ClipScorer
-    from filters.imagebind import ImageBindScorer
+    from filters.imagebind_scorer import ImageBindScorer
     from filters.imagebind_model import ImageBindConfig
     from filters.sync import SyncScorer
     return Scorers(clip=ClipScorer.from_checkpoint(paths["clip"], model="tiny", device=device),
@@ -713,7 +713,7 @@ def main(argv=None) -> None:
     args.budget_s = args.budget_s or (240.0 if args.smoke else 420.0)
     args.segments = args.segments or (1 if args.smoke else 32)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("filters.imagebind").setLevel(logging.ERROR)
+    logging.getLogger("filters.imagebind_scorer").setLevel(logging.ERROR)
     report = run(args)
     print(json.dumps({k: report.get(k) for k in ("mode", "elapsed_s", "score_segments", "accuracy",
                                                   "projection")}, indent=1, default=str))

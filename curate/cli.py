@@ -137,6 +137,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           imagebind_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT", help="imagebind_huge.pth (CC BY-NC 4.0 weights)"),
           sync_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNC_CKPT", help="sync classifier checkpoint"),
           sync_convention: Optional[str] = typer.Option(None, help="sync preprocessing: released | ours (default: the weights')"),
+          weights: Optional[List[str]] = typer.Option(None, "--weights", help="MODEL=PATH, weights of any filter's model (e.g. sync=sync.pt)"),
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
           cookies: Optional[List[str]] = CookiesOpt,
           yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt,
@@ -165,7 +166,9 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "sync_convention": sync_convention}
 
     def body() -> None:
+        from curate.config.models import parse_weights
         options.update(_yt_options(cookies, yt_extractor_args, js_runtime))
+        options.update(parse_weights(weights))
         _doctor_first(recipe, out, {**options, "address": address}, config)
         ex = _executor(executor, workers, address, gpus)
         if recipe == "demo":

@@ -5,14 +5,9 @@ Score: max |sample| of the whole window's waveform, float in [-1, 1], over every
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
-from filters.bands import keep_band
-
-NAME = "amplitude"
-THRESHOLDS = {"min": 0.03}
+from filters.spec import Bound, FilterSpec
 
 
 def score(audio: np.ndarray) -> float:
@@ -25,5 +20,12 @@ def score(audio: np.ndarray) -> float:
     return float(np.max(np.abs(audio)))
 
 
-def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    return keep_band(NAME, s, thresholds)
+def run(seg, alive: list[int]) -> dict[int, str]:
+    """The whole window's audio, every channel."""
+    def one(k):
+        seg.rows[k]["amplitude"] = score(seg.grid.audio_slice(*seg.bounds(k), channels=True))
+    return seg.per_window(alive, one)
+
+
+FILTER = FilterSpec(name="amplitude", columns=("amplitude",), run=run, cost=0.0, needs_audio=True,
+                    bounds=(Bound("amplitude", "min", "min", 0.03),))

@@ -5,14 +5,9 @@ with RGB scaled to [0, 1]. Keep when ``min <= s <= max`` (both ends inclusive).
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
-from filters.bands import keep_band
-
-NAME = "pixel_diff"
-THRESHOLDS = {"min": 0.01, "max": 0.15}
+from filters.spec import Bound, FilterSpec
 
 
 def score(frames: np.ndarray) -> float:
@@ -28,5 +23,13 @@ def score(frames: np.ndarray) -> float:
     return float(per_pair.mean())
 
 
-def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    return keep_band(NAME, s, thresholds)
+def run(seg, alive: list[int]) -> dict[int, str]:
+    """The 10 uniform frames of each window (``filters.sampling``)."""
+    def one(k):
+        seg.rows[k]["pixel_diff"] = score(seg.frames(seg.uniform10(k)))
+    return seg.per_window(alive, one)
+
+
+FILTER = FilterSpec(
+    name="pixel_diff", columns=("pixel_diff",), run=run, cost=0.0,
+    bounds=(Bound("pixel_diff", "min", "min", 0.01), Bound("pixel_diff", "max", "max", 0.15)))

@@ -1,75 +1,134 @@
-"""The filters in cascade order (cheapest per rejected window first), their score columns
-and default thresholds.
+"""The filters, found from their declarations, and the tables derived from them.
 
-This module is what ``curate select`` uses, so it imports no filter module and no model:
-thresholds are checked declaratively from ``BOUNDS`` (column, threshold key, min/max), which
-``tests/filters/test_filters.py`` proves equivalent to every filter module's own ``keep``. Changing a
-threshold and re-selecting therefore never touches torch.
+A filter is a module of the ``filters`` package that assigns ``FILTER = FilterSpec(...)`` at
+module level (``filters/spec.py`` says what it declares). ``specs()`` finds those modules by
+reading each module's syntax tree (the other modules of the package, which hold model code,
+are never imported here), imports them and returns their declarations in schema order: the
+five filters of the first windows schema in their historical order, then any other by name.
+
+Derived here, read by everything else (module attributes, computed from the current
+declarations): ``FILTERS`` (schema order), ``SCORE_COLUMNS``, ``ALL_SCORES``,
+``NOTE_COLUMNS``, ``DEFAULT_THRESHOLDS``, ``BOUNDS`` (column, threshold key, "min" | "max"),
+``MODEL_FILTERS`` (filter -> model name), ``DEFAULT_ORDER`` (= ``ORDER``: by ``cost``, the
+cheapest per window first). ``curate select`` uses this module, so filter modules keep their
+heavy imports inside functions: changing a threshold and re-selecting never touches torch.
 """
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from manifests.schemas import FILTERS, SCORE_COLUMNS
+from filters.spec import FilterSpec
 
-#: the order of runs whose run.json predates the ``order`` recipe option (the windows
-#: schema's column order): their skip notes were written in this order
-LEGACY_ORDER: tuple[str, ...] = FILTERS
-
-#: default cascade order, by cost per window at real model sizes with feature reuse
-#: (``benchmarks/bench_flops.py`` at VGGSS's shot structure): arithmetic first, then CLIP
-#: ViT-B/32 (~59 GFLOP per window), the sync classifier (~80), ImageBind-huge last (~512: 335
-#: per image). Every gating filter must pass for a window to be kept, so the order changes
-#: what is computed, never which windows are kept.
-DEFAULT_ORDER: tuple[str, ...] = ("pixel_diff", "amplitude", "clip_diff", "sync", "imagebind")
-ORDER: tuple[str, ...] = DEFAULT_ORDER
-
-#: default thresholds, equal to each module's THRESHOLDS (checked by the tests)
-DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "pixel_diff": {"min": 0.01, "max": 0.15},
-    "amplitude": {"min": 0.03},
-    "clip_diff": {"min": 0.17, "max": 0.55},
-    "imagebind": {"ia_min": 0.15, "it_min": 0.22},
-    "sync": {"a2v_min": 0.341, "v2a_min": 0.341},
-}
-
-#: (score column, threshold key, "min" | "max") per filter; every bound is inclusive
-BOUNDS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "pixel_diff": (("pixel_diff", "min", "min"), ("pixel_diff", "max", "max")),
-    "amplitude": (("amplitude", "min", "min"),),
-    "clip_diff": (("clip_diff", "min", "min"), ("clip_diff", "max", "max")),
-    "imagebind": (("imagebind_ia", "ia_min", "min"), ("imagebind_it", "it_min", "min")),
-    "sync": (("sync_a2v", "a2v_min", "min"), ("sync_v2a", "v2a_min", "min")),
-}
-
-#: filters whose scores need a model (the others are arithmetic on the grid) -> that model
-MODEL_FILTERS = {"clip_diff": "clip", "imagebind": "imagebind", "sync": "sync"}
-# filters whose scores read the Kaldi fbank (decoding.mel): its FBANK_ID is in their fingerprint
-FBANK_FILTERS = ("imagebind", "sync")
+#: the windows schema's filter order before the ``order`` recipe option existed: runs whose
+#: run.json has no ``order`` wrote their skip notes in this order, and their columns lie so
+LEGACY_ORDER: tuple[str, ...] = ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
 
 SKIP_REJECTED = "skipped: rejected by "
 SKIP_NO_MODEL = "skipped: no {} model"
 
+_SPECS: dict[str, FilterSpec] | None = None
+
+
+def _declares_filter(path: Path) -> bool:
+    """True when the module assigns ``FILTER`` at module level."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    return any(isinstance(node, (ast.Assign, ast.AnnAssign))
+               and any(isinstance(t, ast.Name) and t.id == "FILTER"
+                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+               for node in tree.body)
+
+
+def _find() -> dict[str, FilterSpec]:
+    import filters
+    found: dict[str, FilterSpec] = {}
+    for folder in list(filters.__path__):
+        for path in sorted(Path(folder).glob("*.py")):
+            if path.stem.startswith("_") or not _declares_filter(path):
+                continue
+            spec = importlib.import_module(f"filters.{path.stem}").FILTER
+            if not isinstance(spec, FilterSpec):
+                raise TypeError(f"{path}: FILTER is not a filters.spec.FilterSpec")
+            if spec.name in found:
+                raise ValueError(f"filter {spec.name!r} is declared twice ({path})")
+            found[spec.name] = spec
+    rank = {n: i for i, n in enumerate(LEGACY_ORDER)}
+    return {n: found[n] for n in sorted(found, key=lambda n: (rank.get(n, len(rank)), n))}
+
+
+def specs() -> dict[str, FilterSpec]:
+    """name -> declaration, in schema order (found once per process; ``refresh`` forgets)."""
+    global _SPECS
+    if _SPECS is None:
+        _SPECS = _find()
+    return _SPECS
+
+
+def refresh() -> None:
+    """Find the filters again (a test that adds a filter module)."""
+    global _SPECS
+    _SPECS = None
+
+
+def spec(name: str) -> FilterSpec:
+    try:
+        return specs()[name]
+    except KeyError:
+        raise ValueError(f"unknown filter {name!r}; filters: {list(specs())}") from None
+
+
+def _default_order() -> tuple[str, ...]:
+    names = list(specs())
+    return tuple(sorted(names, key=lambda n: (specs()[n].cost, names.index(n))))
+
+
+_DERIVED = {
+    "FILTERS": lambda: tuple(specs()),
+    "SCORE_COLUMNS": lambda: {n: s.columns for n, s in specs().items()},
+    "ALL_SCORES": lambda: tuple(c for s in specs().values() for c in s.columns),
+    "NOTE_COLUMNS": lambda: tuple(s.note_column for s in specs().values()),
+    "DEFAULT_THRESHOLDS": lambda: {n: s.thresholds for n, s in specs().items()},
+    "BOUNDS": lambda: {n: tuple((b.column, b.key, b.kind) for b in s.bounds) for n, s in specs().items()},
+    "MODEL_FILTERS": lambda: {n: s.model.name for n, s in specs().items() if s.model is not None},
+    # filters whose scores read the Kaldi fbank (decoding.mel): its FBANK_ID is in their fingerprint
+    "FBANK_FILTERS": lambda: tuple(n for n, s in specs().items() if s.reads_fbank),
+    "DEFAULT_ORDER": _default_order,
+    "ORDER": _default_order,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DERIVED:
+        return _DERIVED[name]()
+    raise AttributeError(f"module 'filters.registry' has no attribute {name!r}")
+
 
 def cascade_order(order: Sequence[str] | None = None) -> tuple[str, ...]:
-    """``order`` checked to be a permutation of the filters (None: ``DEFAULT_ORDER``)."""
+    """``order`` checked (known filters, each once; None: ``DEFAULT_ORDER``). Filters it
+    does not name (declared after the run was recorded) follow, in default order."""
     if order is None:
-        return DEFAULT_ORDER
+        return _default_order()
     out = tuple(order)
-    if sorted(out) != sorted(FILTERS):
-        raise ValueError(f"cascade order {list(out)} (recipe option 'order') must list each of "
-                         f"{list(FILTERS)} exactly once")
-    return out
+    names = list(specs())
+    if len(set(out)) != len(out) or set(out) - set(names):
+        raise ValueError(f"cascade order {list(out)} (recipe option 'order') must list filters of "
+                         f"{names}, each once")
+    return out + tuple(n for n in _default_order() if n not in out)
 
 
 def default_thresholds() -> dict[str, dict[str, float]]:
-    return copy.deepcopy(DEFAULT_THRESHOLDS)
+    return copy.deepcopy(_DERIVED["DEFAULT_THRESHOLDS"]())
 
 
 def columns(name: str) -> tuple[str, ...]:
-    return SCORE_COLUMNS[name]
+    return spec(name).columns
 
 
 def note_column(name: str) -> str:
@@ -82,16 +141,17 @@ def _missing(x: Any) -> bool:
 
 def passes(name: str, row: Mapping[str, Any], thresholds: Mapping[str, Mapping[str, float]]) -> bool | None:
     """True / False when the filter's scores in ``row`` pass / fail; None when a score is missing."""
+    s = spec(name)
     thr = thresholds.get(name, {})
-    values = {c: row.get(c) for c in SCORE_COLUMNS[name]}
+    values = {c: row.get(c) for c in s.columns}
     if any(_missing(v) for v in values.values()):
         return None
-    for col, key, kind in BOUNDS[name]:
-        bound = thr.get(key)
+    for b in s.bounds:
+        bound = thr.get(b.key)
         if bound is None:
             continue
-        v = values[col]
-        if (kind == "min" and v < bound) or (kind == "max" and v > bound):
+        v = values[b.column]
+        if (b.kind == "min" and v < bound) or (b.kind == "max" and v > bound):
             return False
     return True
 
@@ -101,7 +161,7 @@ def check(row: Mapping[str, Any], thresholds: Mapping[str, Mapping[str, float]],
           order: Sequence[str] | None = None) -> tuple[bool, str | None]:
     """(keep, first failing gating filter in cascade ``order`` | None). A missing score fails
     its filter."""
-    gate = set(FILTERS) if gate is None else set(gate)
+    gate = set(specs()) if gate is None else set(gate)
     for name in cascade_order(order):
         if name in gate and not passes(name, row, thresholds):
             return False, name

@@ -161,12 +161,6 @@ def sync_video_offsets(shift: int = 0) -> list[int]:
     return [SYNC_START_OFFSET + shift + SYNC_STEP * k for k in range(SYNC_FRAMES)]
 
 
-def sync_video_times(window_start: float, shift: int = 0, origin: float = 0.0) -> list[float]:
-    """The 12 sync frame times (6 fps) of the middle 2 s, video shifted by ``shift`` grid frames."""
-    i0 = start_index(window_start, origin)
-    return _times([i0 + k for k in sync_video_offsets(shift)], origin)
-
-
 def sync_audio_span(window_start: float, shift: int = 0, origin: float = 0.0) -> tuple[float, float]:
     """The 2-s sync audio of the middle 2 s, shifted by ``shift`` grid frames."""
     i0 = start_index(window_start, origin) + SYNC_START_OFFSET + shift

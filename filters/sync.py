@@ -15,18 +15,14 @@ the head per pair, else it runs ``forward`` once per distinct pair.
 from __future__ import annotations
 
 import logging
-import math
-from typing import Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
 from filters import sampling
+from filters.spec import Bound, FilterSpec, ModelSpec
 
 log = logging.getLogger(__name__)
-
-NAME = "sync"
-THRESHOLDS = {"a2v_min": 0.341, "v2a_min": 0.341}
-
 
 def _p_sync(phi3: Sequence[float]) -> float:
     # lazy: keeps select/registry free of torch; p_sync validates shape and finiteness
@@ -37,22 +33,6 @@ def _p_sync(phi3: Sequence[float]) -> float:
 def score(phi_a2v: Sequence[float], phi_v2a: Sequence[float]) -> tuple[float, float]:
     """P_sync in both directions from phi for shifts (-0.25, 0, +0.25) s (middle = in sync)."""
     return _p_sync(phi_a2v), _p_sync(phi_v2a)
-
-
-def _bad(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def keep(a2v: float | None, v2a: float | None,
-         thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    if _bad(a2v) or _bad(v2a):
-        return False, f"{NAME}: no score"
-    lo_a, lo_v = thresholds.get("a2v_min"), thresholds.get("v2a_min")
-    if lo_a is not None and a2v < lo_a:
-        return False, f"{NAME} a2v {a2v:.4g} < min {lo_a:g}"
-    if lo_v is not None and v2a < lo_v:
-        return False, f"{NAME} v2a {v2a:.4g} < min {lo_v:g}"
-    return True, None
 
 
 def window_phi(phi: Mapping[tuple[Hashable, Hashable], float], audio_keys: Sequence[Hashable],
@@ -243,3 +223,98 @@ class SyncScorer:
         phi = self.phi_pairs(dict(zip(keys, audio_clips)), dict(zip(keys, video_clips)),
                              [(0, 1), (1, 1), (2, 1), (1, 0), (1, 2)])
         return score(*window_phi(phi, keys, keys))
+
+
+# ---------------------------------------------------------------- the filter
+
+
+def _keys(seg, k: int) -> tuple[list[int], list[int]]:
+    """Window ``k``'s audio keys (start samples) and video keys (first grid frames) for the
+    shifts -0.25 / 0 / +0.25 s (``filters.sampling``)."""
+    s, _ = seg.bounds(k)
+    v = [seg.i0[k] + sampling.sync_video_offsets(d)[0] for d in sampling.SYNC_SHIFTS]
+    a = [seg.audio_key(sampling.sync_audio_span(s, d, seg.grid.start)[0], sampling.SYNC_AUDIO_SECONDS)
+         for d in sampling.SYNC_SHIFTS]
+    return a, v
+
+
+def _pairs(a: list[int], v: list[int]) -> list[tuple[int, int]]:
+    """The (audio key, video key) pairs of one window: a2v then v2a (``sampling.sync_pairs``)."""
+    ka, kv = dict(zip(sampling.SYNC_SHIFTS, a)), dict(zip(sampling.SYNC_SHIFTS, v))
+    pairs = sampling.sync_pairs()
+    return [(ka[da], kv[dv]) for d in ("a2v", "v2a") for da, dv in pairs[d]]
+
+
+def _phi_released(seg, scorer, pairs: list[tuple[int, int]]) -> list[float]:
+    """phi of ``pairs`` read from the segment's file as the released code reads it."""
+    if seg.path is None:
+        raise ValueError("the released sync convention reads the segment's file; none given")
+    g, off = seg.grid, float(seg.offset or 0.0)
+    a_keys = list(dict.fromkeys(a for a, _ in pairs))
+    v_keys = list(dict.fromkeys(v for _, v in pairs))
+    ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
+    # the file's own clock: a stream-copied segment starts ``offset`` s into it
+    return scorer.phi_released(seg.path, [off + g.start + a / g.sample_rate for a in a_keys],
+                               [off + g.start + v / g.fps for v in v_keys],
+                               [(ia[a], iv[v]) for a, v in pairs])
+
+
+def _phi_grid(seg, scorer, pairs: list[tuple[int, int]]) -> dict:
+    """phi of ``pairs`` on clips cut from the decoded grid."""
+    secs = sampling.SYNC_AUDIO_SECONDS
+    audio = {a: seg.audio_at(a, secs) for a in dict.fromkeys(a for a, _ in pairs)}
+    video = {v: seg.frames(v + sampling.SYNC_STEP * i for i in range(sampling.SYNC_FRAMES))
+             for v in dict.fromkeys(v for _, v in pairs)}
+    return scorer.phi_pairs(audio, video, pairs)
+
+
+def run(seg, alive: list[int]) -> dict[int, str]:
+    """phi of every distinct (audio key, video key) pair the windows need and the cache
+    lacks, then each window's (a2v, v2a). The convention of the weights decides only where
+    the clips come from: ``ours`` cuts them from the decoded grid (``SyncScorer.phi_pairs``);
+    ``released`` reads the same clip starts from the segment's file as the released code
+    reads them (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
+    scorer, cache = seg.model("sync"), seg.cache("sync_phi")
+    kd = {k: _keys(seg, k) for k in alive}
+    pairs = [p for p in dict.fromkeys(p for a, v in kd.values() for p in _pairs(a, v)) if p not in cache]
+    if pairs and getattr(scorer, "convention", "ours") == "released":
+        cache.update(zip(pairs, _phi_released(seg, scorer, pairs)))
+    elif pairs:
+        cache.update(_phi_grid(seg, scorer, pairs))
+
+    def one(k):
+        a, v = kd[k]
+        seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = score(*window_phi(cache, a, v))
+    return seg.per_window(alive, one)
+
+
+def convention(weights: str | None, override: str | None = None) -> str | None:
+    """The sync classifier's preprocessing convention: ``override`` (``--sync-convention``),
+    else the one the weights carry (released folder / AVID-CMA: ``released``; our
+    checkpoints: what they recorded), ``ours`` for random weights; None when the weights
+    cannot be read here (loading them reports why, naming the option)."""
+    from sync_classifier.conventions import get_convention
+    if override:
+        return get_convention(override, "--sync-convention").name
+    if not weights:
+        return "ours"
+    from sync_classifier.model import weights_convention
+    try:
+        return weights_convention(weights, "--sync-checkpoint")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def load(weights: str | None, random: bool, run_models: Mapping[str, Any], device: str,
+         convention: str | None = None) -> SyncScorer:
+    if random:
+        return SyncScorer.random(seed=0, device=device, convention=convention)
+    return SyncScorer.from_checkpoint(weights, device=device, convention=convention)
+
+
+FILTER = FilterSpec(
+    name="sync", columns=("sync_a2v", "sync_v2a"), run=run, needs_audio=True, reads_fbank=True,
+    cost=80.0,   # GFLOP per window, the R(2+1)D classifier with clip reuse (benchmarks/bench_flops.py)
+    bounds=(Bound("sync_a2v", "a2v_min", "min", 0.341), Bound("sync_v2a", "v2a_min", "min", 0.341)),
+    model=ModelSpec("sync", "sync_checkpoint", load, convention=convention,
+                    convention_option="sync_convention"))

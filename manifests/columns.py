@@ -42,9 +42,8 @@ def read_columns(out: Any, name: str, columns: Sequence[str] | None = None,
     return tbl.select(cols).cast(pa.schema(fields))
 
 
-#: windows columns read dictionary-encoded (repeated strings)
-WINDOW_DICT_COLUMNS = ("source_id", "shot_id", "class_name", "split", "status",
-                       "pixel_diff_note", "amplitude_note", "clip_diff_note", "imagebind_note", "sync_note")
+#: windows columns read dictionary-encoded (repeated strings), besides every note column
+WINDOW_DICT_COLUMNS = ("source_id", "shot_id", "class_name", "split", "status")
 
 
 def read_windows_table(out: Any, columns: Sequence[str] | None = None) -> Any:
@@ -54,4 +53,4 @@ def read_windows_table(out: Any, columns: Sequence[str] | None = None) -> Any:
 
     if columns is None:
         columns = [c for c in schemas.WINDOWS.names if c != "error"]
-    return read_columns(out, "windows", columns, dictionary=WINDOW_DICT_COLUMNS)
+    return read_columns(out, "windows", columns, dictionary=(*WINDOW_DICT_COLUMNS, *schemas.NOTE_COLUMNS))

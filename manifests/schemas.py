@@ -22,17 +22,10 @@ _f = pa.float64()
 _i = pa.int64()
 _b = pa.bool_()
 
-#: score columns of the windows table, in cascade order (cheap first)
-FILTERS = ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
-SCORE_COLUMNS = {
-    "pixel_diff": ("pixel_diff",),
-    "amplitude": ("amplitude",),
-    "clip_diff": ("clip_diff",),
-    "imagebind": ("imagebind_ia", "imagebind_it"),
-    "sync": ("sync_a2v", "sync_v2a"),
-}
-ALL_SCORES = tuple(c for f in FILTERS for c in SCORE_COLUMNS[f])
-NOTE_COLUMNS = tuple(f"{f}_note" for f in FILTERS)
+#: the score columns (``ALL_SCORES``, ``SCORE_COLUMNS``, ``NOTE_COLUMNS``, ``FILTERS``) come
+#: from the filters' declarations (``filters.registry``): module attributes computed on use,
+#: like the two tables that hold them (``WINDOWS``, ``CLIPS``) and ``TABLES``
+_FROM_FILTERS = ("FILTERS", "SCORE_COLUMNS", "ALL_SCORES", "NOTE_COLUMNS")
 
 _status = [pa.field("status", _s), pa.field("error", _s)]
 #: filled by the shard stage: the frame instants actually cut (relative to the segment, like
@@ -66,24 +59,31 @@ SHOTS = pa.schema([
     pa.field("start", _f), pa.field("end", _f), *_status,
 ])
 
-WINDOWS = pa.schema([
-    pa.field("window_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
-    pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
-    *_status,
-    *[pa.field(c, _f) for c in ALL_SCORES],
-    *[pa.field(c, _s) for c in NOTE_COLUMNS],
-])
+def _windows() -> pa.Schema:
+    from filters import registry
+    return pa.schema([
+        pa.field("window_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
+        pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
+        *_status,
+        *[pa.field(c, _f) for c in registry.ALL_SCORES],
+        *[pa.field(c, _s) for c in registry.NOTE_COLUMNS],
+    ])
+
 
 DECISIONS = pa.schema([
     pa.field("window_id", _s), pa.field("keep", _b), pa.field("reason", _s),
 ])
 
-CLIPS = pa.schema([
-    pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
-    pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
-    pa.field("n_windows", _i), *[pa.field(c, _f) for c in ALL_SCORES], *_status,
-    *_CUT,
-])
+
+def _clips() -> pa.Schema:
+    from filters import registry
+    return pa.schema([
+        pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
+        pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
+        pa.field("n_windows", _i), *[pa.field(c, _f) for c in registry.ALL_SCORES], *_status,
+        *_CUT,
+    ])
+
 
 SELECTED = pa.schema([
     pa.field("key", _s), pa.field("name", _s), pa.field("clip_id", _s), pa.field("source_id", _s),
@@ -103,16 +103,25 @@ LEDGER = pa.schema([
     pa.field("first", _s), pa.field("changes", _i), pa.field("current", _b),
 ])
 
-TABLES: dict[str, pa.Schema] = {
-    "sources": SOURCES, "downloads": DOWNLOADS, "shots": SHOTS, "windows": WINDOWS,
-    "decisions": DECISIONS, "clips": CLIPS, "selected": SELECTED, "shards": SHARDS,
-    "ledger": LEDGER,
-}
+def _tables() -> dict[str, pa.Schema]:
+    return {"sources": SOURCES, "downloads": DOWNLOADS, "shots": SHOTS, "windows": _windows(),
+            "decisions": DECISIONS, "clips": _clips(), "selected": SELECTED, "shards": SHARDS,
+            "ledger": LEDGER}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_FILTERS:
+        from filters import registry
+        return getattr(registry, name)
+    derived = {"WINDOWS": _windows, "CLIPS": _clips, "TABLES": _tables}
+    if name in derived:
+        return derived[name]()
+    raise AttributeError(f"module 'manifests.schemas' has no attribute {name!r}")
 
 
 def manifest_path(out: str | os.PathLike, table: str) -> Path:
-    if table not in TABLES:
-        raise KeyError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    if table not in _tables():
+        raise KeyError(f"unknown table {table!r}; known: {sorted(_tables())}")
     return Path(out) / "manifests" / f"{table}.parquet"
 
 
@@ -139,7 +148,7 @@ def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
 
 def write_manifest(out: str | os.PathLike, table: str, data: pa.Table | Iterable[Mapping[str, Any]]) -> Path:
     """Write one of the declared tables, cast to its schema."""
-    schema = TABLES[table]
+    schema = _tables()[table]
     if not isinstance(data, pa.Table):
         data = to_table(data, schema)
     else:
@@ -159,7 +168,7 @@ def read_manifest(out: str | os.PathLike, table: str) -> pa.Table:
     path = manifest_path(out, table)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes '{table}' first")
-    return pq.read_table(path, schema=TABLES[table])
+    return pq.read_table(path, schema=_tables()[table])
 
 
 def read_rows(out: str | os.PathLike, table: str) -> list[dict[str, Any]]:

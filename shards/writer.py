@@ -39,7 +39,8 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 from manifests.names import ClipName, parse_clip_name
-from manifests.schemas import ALL_SCORES, write_atomic
+from manifests import schemas
+from manifests.schemas import write_atomic
 from manifests.sources import display_name
 from manifests.atomic import atomic_path, write_json
 
@@ -169,7 +170,7 @@ def make_meta(selected: Mapping[str, Any], source: Mapping[str, Any] | None = No
         "source_id": selected.get("source_id"), "clip_id": selected.get("clip_id"),
         "url": source.get("url"), "label": source.get("label"),
         "rank_score": selected.get("rank_score"), "n_windows": clip.get("n_windows"),
-        "scores": {s: clip.get(s) for s in ALL_SCORES},
+        "scores": {s: clip.get(s) for s in schemas.ALL_SCORES},
     }
 
 

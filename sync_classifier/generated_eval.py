@@ -48,7 +48,7 @@ PARTS = ("head", "center", "tail")
 
 
 class ImageBindScorer(Protocol):
-    """What generated-video evaluation needs: ``filters.imagebind.ImageBindScorer`` fits."""
+    """What generated-video evaluation needs: ``filters.imagebind_scorer.ImageBindScorer`` fits."""
 
     def embed_audio(self, waves: np.ndarray) -> np.ndarray:  # float32 [N, 32000] -> [N, D]
         ...

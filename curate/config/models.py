@@ -7,10 +7,41 @@ import os
 from pathlib import Path
 from typing import Any
 
-from filters.registry import MODEL_FILTERS
+from filters import registry
 
-WEIGHT_OPTIONS = {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint",
-                  "sync": "sync_checkpoint"}
+
+def weight_options() -> dict[str, str]:
+    """model name -> the run option naming its weights (``ModelSpec.weights_option``)."""
+    return {s.model.name: s.model.weights_option for s in registry.specs().values() if s.model}
+
+
+def parse_weights(items: list[str] | None) -> dict[str, str]:
+    """``--weights MODEL=PATH`` items -> {the model's weights option: PATH}: every model a
+    filter declares is reachable from the CLI, with or without a flag of its own."""
+    known = weight_options()
+    out = {}
+    for item in items or ():
+        model, sep, path = str(item).partition("=")
+        if not sep or not path:
+            raise ValueError(f"--weights {item!r} is not MODEL=PATH, e.g. sync=sync.pt")
+        if model not in known:
+            raise ValueError(f"--weights {item!r}: unknown model {model!r}; models: {sorted(known)}")
+        out[known[model]] = path
+    return out
+
+
+def _weights(spec, opts: dict[str, Any], recipe: dict[str, Any], allow_random: bool) -> dict[str, Any]:
+    m = spec.model
+    weights = opts.get(m.weights_option)
+    if not weights and not allow_random and m.default_weights is not None:
+        weights = m.default_weights(recipe["models"])
+    if not weights and not allow_random:       # what `curate models pull` put in the cache
+        weights = _cached_weights(m.name)
+    if weights:
+        return {"model": m.name, "weights": weights, "random": False}
+    if allow_random:
+        return {"model": m.name, "weights": None, "random": True}
+    raise ValueError(_missing_weights(spec.name, m.name))
 
 
 def resolve_models(run: dict[str, Any], convention: bool = True) -> dict[str, dict[str, Any]]:
@@ -18,27 +49,18 @@ def resolve_models(run: dict[str, Any], convention: bool = True) -> dict[str, di
 
     A model with random weights cannot gate meaningfully: its filter is scored and stored
     but marked score-only, and ``curate stats`` says so. ``convention=False`` leaves out the
-    sync classifier's convention (which reads its weight file): what gating needs.
+    models' conventions (which read their weight files): what gating needs.
     """
     recipe, opts = run["recipe"], run["options"]
     allow_random = bool(opts.get("allow_random_weights", recipe.get("allow_random_weights")))
     out: dict[str, dict[str, Any]] = {}
-    for filt, model in MODEL_FILTERS.items():
-        if filt not in recipe["filters"]:
+    for filt, spec in registry.specs().items():
+        if spec.model is None or filt not in recipe["filters"]:
             continue
-        weights = opts.get(WEIGHT_OPTIONS[model])
-        if model == "clip" and not weights and not allow_random:
-            weights = f"{recipe['models']['clip_model']}/{recipe['models']['clip_pretrained']}"
-        if not weights and not allow_random:       # what `curate models pull` put in the cache
-            weights = _cached_weights(model)
-        if weights:
-            out[filt] = {"model": model, "weights": weights, "random": False}
-        elif allow_random:
-            out[filt] = {"model": model, "weights": None, "random": True}
-        else:
-            raise ValueError(_missing_weights(filt, model))
-        if model == "sync" and convention:
-            conv = sync_convention(out[filt]["weights"], opts.get("sync_convention"))
+        out[filt] = _weights(spec, opts, recipe, allow_random)
+        if spec.model.convention is not None and convention:
+            override = opts.get(spec.model.convention_option) if spec.model.convention_option else None
+            conv = spec.model.convention(out[filt]["weights"], override)
             if conv is not None:
                 out[filt]["convention"] = conv
     return out
@@ -53,28 +75,11 @@ def _cached_weights(model: str) -> str | None:
 
 def _missing_weights(filt: str, model: str) -> str:
     from curate.config.weights import for_model, pull_hint
-    option = "--" + WEIGHT_OPTIONS[model].replace("_", "-")
+    option = registry.spec(filt).model.flag
     row = for_model(model)
     fix = f"{pull_hint(row)}, or pass {option} FILE" if row else f"pass {option} FILE"
     return (f"filter '{filt}' needs weights: {fix} (or --allow-random-weights for demos and "
             f"tests only)")
-
-
-def sync_convention(weights: str | None, override: str | None = None) -> str | None:
-    """The sync classifier's preprocessing convention: ``override`` (``--sync-convention``),
-    else the one the weights carry (released folder / AVID-CMA: ``released``; our
-    checkpoints: what they recorded), ``ours`` for random weights; None when the weights
-    cannot be read here (loading them reports why, naming the option)."""
-    from sync_classifier.conventions import get_convention
-    if override:
-        return get_convention(override, "--sync-convention").name
-    if not weights:
-        return "ours"
-    from sync_classifier.model import weights_convention
-    try:
-        return weights_convention(weights, "--sync-checkpoint")
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 #: weight files up to this size are identified by their content, wherever they are
@@ -132,30 +137,11 @@ def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
 
 def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):
     """The ``curate.ops.scoring.Scorers`` of a run (called once per scoring actor)."""
-    from curate.ops.scoring import Scorers
+    from filters.segment import Scorers
 
-    kw: dict[str, Any] = {}
-    for m in models.values():
-        if m["model"] == "clip":
-            from filters.clip_model import ClipScorer
-            if m["random"]:
-                kw["clip"] = ClipScorer.random(seed=0, device=device)
-            elif Path(str(m["weights"])).is_file():
-                kw["clip"] = ClipScorer.from_checkpoint(m["weights"], model=run_models["clip_model"], device=device)
-            else:
-                kw["clip"] = ClipScorer.from_pretrained(run_models["clip_model"], run_models["clip_pretrained"],
-                                                        device=device)
-        elif m["model"] == "imagebind":
-            from filters.imagebind import ImageBindScorer
-            kw["imagebind"] = (ImageBindScorer.random(seed=0, device=device) if m["random"]
-                               else ImageBindScorer.from_checkpoint(m["weights"], device=device))
-        elif m["model"] == "sync":
-            from filters.sync import SyncScorer
-            kw["sync"] = (SyncScorer.random(seed=0, device=device, convention=m.get("convention"))
-                          if m["random"]
-                          else SyncScorer.from_checkpoint(m["weights"], device=device,
-                                                          convention=m.get("convention")))
-    return Scorers(**kw)
+    return Scorers(**{m["model"]: registry.spec(filt).model.load(
+        m["weights"], m["random"], run_models, device, m.get("convention"))
+        for filt, m in models.items()})
 
 
 #: weight ids already checked in this process (a build checks before download and again
@@ -177,7 +163,7 @@ def check_weights(run: dict[str, Any]) -> None:
         key = json.dumps(weight_ids({filt: m}), sort_keys=True, default=str)
         if key in _CHECKED:
             continue
-        option = "--" + WEIGHT_OPTIONS[m["model"]].replace("_", "-")
+        option = registry.spec(filt).model.flag
         try:
             build_scorers({filt: m}, run["recipe"]["models"], "cpu")
         except Exception as e:  # noqa: BLE001 - every loader error becomes one clear message

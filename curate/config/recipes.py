@@ -36,11 +36,9 @@ _BASE: dict[str, Any] = {
     "windows": {"length": 3.0, "stride": 0.5},
     "clip_mode": "windows",          # windows: score + merge | fixed: non-overlapping fixed clips
     "fixed_clip_length": 10.0,
-    "filters": ["pixel_diff", "amplitude", "clip_diff", "imagebind", "sync"],
-    "gate": ["pixel_diff", "amplitude", "clip_diff", "imagebind", "sync"],
-    # cascade order: cheapest per rejected window first (filters.registry.DEFAULT_ORDER);
-    # any permutation keeps the same windows, only the work and the skip notes differ
-    "order": ["pixel_diff", "amplitude", "clip_diff", "sync", "imagebind"],
+    # every declared filter, those that gate, the cascade order: from the filters'
+    # declarations (``_base``)
+    "filters": None, "gate": None, "order": None,
     "thresholds": {},                # overrides of each filter's declared thresholds
     "merge": {"min_len": 2.0},
     "select": {"per_class": None, "test_per_class": None, "balanced_test": False, "seed": 0},
@@ -90,6 +88,19 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def _base() -> dict[str, Any]:
+    """The base recipe with every declared filter: scored (schema order), gating where the
+    filter says so (``FilterSpec.gates``), in the default cascade order (cheapest per
+    window first, ``filters.registry.DEFAULT_ORDER``; any permutation keeps the same windows,
+    only the work and the skip notes differ)."""
+    from filters import registry
+    specs = registry.specs()
+    base = copy.deepcopy(_BASE)
+    base.update(filters=list(specs), gate=[n for n, s in specs.items() if s.gates],
+                order=list(registry.DEFAULT_ORDER))
+    return base
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -110,14 +121,14 @@ def get_recipe(name: str, config: str | Path | None = None) -> dict[str, Any]:
             raise ValueError("recipe 'custom' needs --config FILE (JSON with 'base' and overrides)")
         over = json.loads(Path(config).read_text())
         base_name = over.pop("base", None)
-        base = get_recipe(base_name) if base_name else copy.deepcopy(_BASE)
-        unknown = set(over) - set(_BASE)
+        base = get_recipe(base_name) if base_name else _base()
+        unknown = set(over) - set(_base())
         if unknown:
             raise ValueError(f"unknown recipe keys in {config}: {sorted(unknown)}")
         return _merge(base, {**over, "name": "custom"})
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted([*RECIPES, 'custom'])}")
-    return _merge(_BASE, RECIPES[name])
+    return _merge(_base(), RECIPES[name])
 
 
 def recipe_names() -> list[str]:

@@ -11,7 +11,9 @@ computed once per distinct input of the segment and shared by every window that 
 CLIP and ImageBind image embeddings once per grid frame, ImageBind audio once per distinct
 2-s audio (keyed by its start sample after sliding inside the window), the sync classifier's
 audio and video encoders once per distinct 2-s clip and its head once per distinct
-(audio, video) pair (``filters.sync.SyncScorer``).
+(audio, video) pair (``filters.sync.SyncScorer``). Each filter's scoring is its module's
+``run(seg, alive)`` (``filters.spec.FilterSpec``) over a ``filters.segment.Segment``; this
+module is the cascade around them.
 
 Cascade (``order``, default ``filters.registry.DEFAULT_ORDER``: the cheapest filter per
 rejected window first; a recipe option): a filter runs only on windows that no earlier
@@ -26,247 +28,50 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
-from filters import amplitude, clip_diff, pixel_diff, sampling
-from filters import registry
-from manifests.schemas import ALL_SCORES, NOTE_COLUMNS, SCORE_COLUMNS, STATUS_FAILED, STATUS_OK
+from filters import registry, sampling
+from filters.segment import Scorers, Segment, error_note
+from manifests import schemas
+from manifests.schemas import STATUS_FAILED, STATUS_OK
 
 log = logging.getLogger(__name__)
 
-AUDIO_FILTERS = ("amplitude", "imagebind", "sync")
+__all__ = ["Scorers", "SegmentJob", "score_segment", "score_segments", "deterministic_torch"]
 
 
-@dataclass
-class Scorers:
-    """Model-backed scorers; any may be None (its filter is then skipped with a note).
-
-    clip: ``.embed(uint8 [N,224,224,3]) -> [N, D]`` (``filters.clip_model.ClipScorer``)
-    imagebind: ``.embed_images / .embed_audio / .embed_text`` (``filters.imagebind.ImageBindScorer``)
-    sync: ``.phi_pairs(audio, video, pairs)`` (``filters.sync.SyncScorer``)
-    """
-    clip: Any = None
-    imagebind: Any = None
-    sync: Any = None
-
-    def get(self, name: str) -> Any:
-        return {"clip_diff": self.clip, "imagebind": self.imagebind, "sync": self.sync}.get(name)
-
-
-def _err(e: BaseException) -> str:
-    return f"error: {type(e).__name__}: {e}"
+def _start_frame(grid, row: dict) -> int | None:
+    """Grid index of the window start, or None (row marked failed) when it does not fit."""
+    s, e = row.get("start"), row.get("end")
+    try:
+        s, e = float(s), float(e)
+    except (TypeError, ValueError):
+        return _fail(row, f"window has no valid start/end ({s!r}, {e!r})")
+    if abs((e - s) - sampling.WINDOW_SECONDS) > 1e-3:
+        return _fail(row, f"window [{s}, {e}) is not {sampling.WINDOW_SECONDS:g} s long")
+    i0 = sampling.start_index(s, grid.start, grid.fps)
+    # one frame of slack for shot times that are not on the 12-fps grid
+    if i0 < -1 or i0 + sampling.WINDOW_FRAMES > len(grid.frames) + 1:
+        return _fail(row, f"window [{s:g}, {e:g}) is outside the decoded grid "
+                          f"[{grid.start:g}, {grid.end:g})")
+    return i0
 
 
-class _Segment:
-    """Per-segment state: the grid, the rows, each window's start frame and the feature caches.
-
-    ``path`` / ``offset``: the segment's media file and where the segment's time 0 lies on its
-    clock (``SegmentJob``); only the released sync convention reads them."""
-
-    def __init__(self, grid, rows: list[dict], scorers: Scorers, class_text: str | None,
-                 path: str | None = None, offset: float | None = 0.0):
-        self.grid, self.rows, self.scorers, self.class_text = grid, rows, scorers, class_text
-        self.path, self.offset = path, offset
-        self.i0: list[int | None] = [self._start_frame(r) for r in rows]
-        self.clip_cache: dict[int, np.ndarray] = {}
-        self.ib_image_cache: dict[int, np.ndarray] = {}
-        self.ib_audio_cache: dict[int, np.ndarray] = {}
-        self.phi_cache: dict[tuple[int, int], float] = {}
-
-    def _start_frame(self, row: dict) -> int | None:
-        """Grid index of the window start, or None (row marked failed) when it does not fit."""
-        g, s, e = self.grid, row.get("start"), row.get("end")
-        try:
-            s, e = float(s), float(e)
-        except (TypeError, ValueError):
-            return self._fail(row, f"window has no valid start/end ({s!r}, {e!r})")
-        if abs((e - s) - sampling.WINDOW_SECONDS) > 1e-3:
-            return self._fail(row, f"window [{s}, {e}) is not {sampling.WINDOW_SECONDS:g} s long")
-        i0 = sampling.start_index(s, g.start, g.fps)
-        # one frame of slack for shot times that are not on the 12-fps grid
-        if i0 < -1 or i0 + sampling.WINDOW_FRAMES > len(g.frames) + 1:
-            return self._fail(row, f"window [{s:g}, {e:g}) is outside the decoded grid "
-                                   f"[{g.start:g}, {g.end:g})")
-        return i0
-
-    @staticmethod
-    def _fail(row: dict, msg: str) -> None:
-        row["status"], row["error"] = STATUS_FAILED, msg
-        for n in NOTE_COLUMNS:
-            row[n] = f"error: {msg}"
-        return None
-
-    def frames(self, idx: Iterable[int]) -> np.ndarray:
-        t = len(self.grid.frames)
-        return self.grid.frames[[min(max(int(i), 0), t - 1) for i in idx]]
-
-    def audio_key(self, t0: float, seconds: float) -> int:
-        """Start sample of ``grid.audio_slice(t0, t0 + seconds)`` after sliding inside the grid."""
-        g = self.grid
-        n = int(round(seconds * g.sample_rate))
-        total = g.audio_channels.shape[1]
-        return min(max(g.sample_index(t0), 0), max(total - n, 0))
-
-    def audio_at(self, key: int, seconds: float) -> np.ndarray:
-        g = self.grid
-        return g.audio_slice(g.start + key / g.sample_rate, g.start + key / g.sample_rate + seconds)
-
-
-# ---------------------------------------------------------------- per-filter runners
-# Each runner scores the windows ``alive`` of one segment and returns {k: error note} for the
-# windows whose score could not be computed; scores are written into the rows. A runner sees
-# one segment per call (``_score_filter``), so its model inputs are that segment's alone; the
-# model wrappers chunk them into forward passes of their batch size.
-
-
-def _per_window(seg: _Segment, alive: list[int], fn: Callable[[int], None]) -> dict[int, str]:
-    errors = {}
-    for k in alive:
-        try:
-            fn(k)
-        except Exception as e:  # one bad window must not lose the others' scores
-            errors[k] = _err(e)
-    return errors
-
-
-def _uniform10(seg: _Segment, k: int) -> list[int]:
-    """Grid indices of the 10 pixel_diff / clip_diff frames (``filters.sampling``)."""
-    r = seg.rows[k]
-    return sampling.uniform10_indices(float(r["start"]), float(r["end"]), seg.grid.start)
-
-
-def _run_pixel_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    def one(k):
-        seg.rows[k]["pixel_diff"] = pixel_diff.score(seg.frames(_uniform10(seg, k)))
-    return _per_window(seg, alive, one)
-
-
-def _run_amplitude(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    def one(k):
-        r = seg.rows[k]
-        r["amplitude"] = amplitude.score(seg.grid.audio_slice(float(r["start"]), float(r["end"]),
-                                                              channels=True))
-    return _per_window(seg, alive, one)
-
-
-def _embed_missing(cache: dict, keys: Iterable, load: Callable[[list], np.ndarray],
-                   embed: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Embed, in one model call, the distinct ``keys`` not in ``cache`` yet (in first-seen
-    order); ``load(todo)`` gives the model inputs for ``todo``."""
-    todo = [k for k in dict.fromkeys(keys) if k not in cache]
-    if not todo:
-        return
-    emb = np.asarray(embed(load(todo)))
-    if emb.shape[0] != len(todo):
-        raise ValueError(f"model returned {emb.shape[0]} embeddings for {len(todo)} inputs")
-    cache.update(zip(todo, emb))
-
-
-def _run_clip_diff(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    ix = {k: _uniform10(seg, k) for k in alive}
-    _embed_missing(seg.clip_cache, [i for v in ix.values() for i in v], seg.frames,
-                   seg.scorers.clip.embed)
-
-    def one(k):
-        seg.rows[k]["clip_diff"] = clip_diff.score(np.stack([seg.clip_cache[i] for i in ix[k]]))
-    return _per_window(seg, alive, one)
-
-
-def _imagebind_inputs(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
-    r = seg.rows[k]
-    s, e = float(r["start"]), float(r["end"])
-    frames = sampling.uniform3_indices(s, seg.grid.start)
-    # each 2-s audio is centred on its frame and slid inside the window (filters.sampling)
-    audio = [seg.audio_key(a0, sampling.IMAGEBIND_AUDIO_SECONDS)
-             for a0, _ in sampling.imagebind_audio_spans(s, seg.grid.start, e)]
-    return frames, audio
-
-
-def _run_imagebind(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    from filters import imagebind  # the math; its import pulls torch, so only when scoring
-    if not seg.class_text:
-        return {k: "error: no class name to use as ImageBind text" for k in alive}
-    ib = seg.scorers.imagebind
-    text = ib.embed_text([seg.class_text])[0]
-    inp = {k: _imagebind_inputs(seg, k) for k in alive}
-    secs = sampling.IMAGEBIND_AUDIO_SECONDS
-    _embed_missing(seg.ib_image_cache, [i for f, _ in inp.values() for i in f], seg.frames,
-                   ib.embed_images)
-    _embed_missing(seg.ib_audio_cache, [a for _, au in inp.values() for a in au],
-                   lambda todo: np.stack([seg.audio_at(a, secs) for a in todo]), ib.embed_audio)
-
-    def one(k):
-        f, a = inp[k]
-        ia, it = imagebind.score(np.stack([seg.ib_image_cache[i] for i in f]),
-                                 np.stack([seg.ib_audio_cache[j] for j in a]), text)
-        seg.rows[k]["imagebind_ia"], seg.rows[k]["imagebind_it"] = ia, it
-    return _per_window(seg, alive, one)
-
-
-def _sync_keys(seg: _Segment, k: int) -> tuple[list[int], list[int]]:
-    """Audio keys (start samples) and video keys (start frames) for shifts -0.25 / 0 / +0.25 s."""
-    g = seg.grid
-    v = [seg.i0[k] + sampling.SYNC_START_OFFSET + d for d in sampling.SYNC_SHIFTS]
-    a = [seg.audio_key(g.start + i / g.fps, sampling.SYNC_AUDIO_SECONDS) for i in v]
-    return a, v
-
-
-def _run_sync(seg: _Segment, alive: list[int]) -> dict[int, str]:
-    """Sync: phi of every distinct (audio key, video key) pair the windows need and the cache
-    lacks, then each window's (a2v, v2a). The convention of the weights decides only where
-    the clips come from: ``ours`` cuts them from the decoded grid (``SyncScorer.phi_pairs``);
-    ``released`` reads the same clip starts from the segment's file as the released code
-    reads them (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
-    from filters import sync
-    scorer, g = seg.scorers.sync, seg.grid
-    kd = {k: _sync_keys(seg, k) for k in alive}
-    pairs = []
-    for a, v in kd.values():
-        pairs += [(a[1], vk) for vk in v] + [(ak, v[1]) for ak in a]
-    pairs = [p for p in dict.fromkeys(pairs) if p not in seg.phi_cache]
-    if pairs:
-        a_keys = list(dict.fromkeys(a for a, _ in pairs))
-        v_keys = list(dict.fromkeys(v for _, v in pairs))
-        if getattr(scorer, "convention", "ours") == "released":
-            if seg.path is None:
-                raise ValueError("the released sync convention reads the segment's file; none given")
-            ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
-            off = float(seg.offset or 0.0)
-            phi = scorer.phi_released(
-                # the file's own clock: a stream-copied segment starts ``offset`` s into it
-                seg.path, [off + g.start + a / g.sample_rate for a in a_keys],
-                [off + g.start + v / g.fps for v in v_keys],
-                [(ia[a], iv[v]) for a, v in pairs])
-            seg.phi_cache.update(zip(pairs, phi))
-        else:
-            secs = sampling.SYNC_AUDIO_SECONDS
-            audio = {a: seg.audio_at(a, secs) for a in a_keys}
-            video = {v: seg.frames(v + sampling.SYNC_STEP * i for i in range(sampling.SYNC_FRAMES))
-                     for v in v_keys}
-            seg.phi_cache.update(scorer.phi_pairs(audio, video, pairs))
-
-    def one(k):
-        a, v = kd[k]
-        seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = sync.score(*sync.window_phi(seg.phi_cache, a, v))
-    return _per_window(seg, alive, one)
-
-
-RUNNERS: dict[str, Callable[[_Segment, list[int]], dict[int, str]]] = {
-    "pixel_diff": _run_pixel_diff, "amplitude": _run_amplitude, "clip_diff": _run_clip_diff,
-    "imagebind": _run_imagebind, "sync": _run_sync,
-}
+def _fail(row: dict, msg: str) -> None:
+    row["status"], row["error"] = STATUS_FAILED, msg
+    for n in schemas.NOTE_COLUMNS:
+        row[n] = f"error: {msg}"
+    return None
 
 
 # ---------------------------------------------------------------- the cascade
 
 def _init_row(window: Mapping[str, Any], redo: Iterable[str]) -> dict:
     row = dict(window)
-    for c in (*ALL_SCORES, *NOTE_COLUMNS):
+    for c in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS):
         row.setdefault(c, None)
     for name in redo:
-        for c in SCORE_COLUMNS[name]:
+        for c in registry.columns(name):
             row[c] = None
         row[registry.note_column(name)] = None
     row["status"], row["error"] = STATUS_OK, None  # set to failed again if it does not fit
@@ -274,8 +79,9 @@ def _init_row(window: Mapping[str, Any], redo: Iterable[str]) -> dict:
 
 
 def _set_note(rows: list[dict], ks: Iterable[int], name: str, note: str) -> None:
+    cols = registry.columns(name)
     for k in ks:
-        for c in SCORE_COLUMNS[name]:
+        for c in cols:
             rows[k][c] = None
         rows[k][registry.note_column(name)] = note
 
@@ -355,9 +161,7 @@ def score_segments(jobs: list[SegmentJob], scorers: Scorers,
         if unknown:
             raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {list(order)}")
     todos = [[n for n in order if job.only is None or n in job.only] for job in jobs]
-    segs = [_Segment(job.grid, [_init_row(w, todo) for w in job.windows], scorers, job.class_text,
-                     job.path, job.offset)
-            for job, todo in zip(jobs, todos)]
+    segs = [_segment(job, todo, scorers) for job, todo in zip(jobs, todos)]
     stopped: list[dict[int, str]] = [{} for _ in segs]  # per segment: row -> gating filter
     for name in order:
         lives = [[k for k in range(len(seg.rows)) if seg.i0[k] is not None and k not in st]
@@ -377,22 +181,29 @@ def score_segments(jobs: list[SegmentJob], scorers: Scorers,
     return [seg.rows for seg in segs]
 
 
+def _segment(job: SegmentJob, todo: list[str], scorers: Scorers) -> Segment:
+    rows = [_init_row(w, todo) for w in job.windows]
+    return Segment(job.grid, rows, [_start_frame(job.grid, r) for r in rows], scorers,
+                   job.class_text, job.path, job.offset)
+
+
 def _no_model(row: dict, name: str) -> bool:
     return row.get(registry.note_column(name)) == registry.SKIP_NO_MODEL.format(name)
 
 
-def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
+def _score_filter(segs: list[Segment], name: str, lives: list[list[int]],
                   stopped: list[dict[int, str]]) -> None:
-    jobs: list[tuple[_Segment, list[int]]] = []
+    spec = registry.spec(name)
+    jobs: list[tuple[Segment, list[int]]] = []
     for seg, live, st in zip(segs, lives, stopped):
         for k in range(len(seg.rows)):
             if k in st:
                 _set_note(seg.rows, [k], name, registry.SKIP_REJECTED + st[k])
         if not live:
             continue
-        if name in registry.MODEL_FILTERS and seg.scorers.get(name) is None:
+        if spec.model is not None and seg.model(name) is None:
             _set_note(seg.rows, live, name, registry.SKIP_NO_MODEL.format(name))
-        elif name in AUDIO_FILTERS and not getattr(seg.grid, "has_audio", True):
+        elif spec.needs_audio and not getattr(seg.grid, "has_audio", True):
             _set_note(seg.rows, live, name, "error: the source has no audio stream")
         else:
             jobs.append((seg, live))
@@ -408,9 +219,9 @@ def _score_filter(segs: list[_Segment], name: str, lives: list[list[int]],
     # ``deterministic_torch`` fixes the remaining settings.
     for seg, live in jobs:
         try:
-            errs = RUNNERS[name](seg, live)
+            errs = spec.run(seg, live)
         except Exception as e:  # noqa: BLE001 - a model failure costs this filter's scores only
             log.warning("%s failed on %d windows: %s", name, len(live), e)
-            errs = {k: _err(e) for k in live}
+            errs = {k: error_note(e) for k in live}
         for k, note in errs.items():
             _set_note(seg.rows, [k], name, note)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Mapping
 
-from manifests.schemas import STATUS_OK, STATUS_SKIPPED, WINDOWS
+from manifests import schemas
+from manifests.schemas import STATUS_OK, STATUS_SKIPPED
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def make_windows(shot_rows: Iterable[Mapping[str, Any]], class_name: str | None,
                 log.warning("overlapping shots in %s: window %s already made", sid, wid)
                 continue
             seen.add(wid)
-            row = {n: None for n in WINDOWS.names}
+            row = {n: None for n in schemas.WINDOWS.names}
             row.update(window_id=wid, source_id=sid, shot_id=shot["shot_id"],
                        class_name=class_name, split=split, start=w0 / 1000,
                        end=(w0 + length_ms) / 1000, status=STATUS_OK)

@@ -205,7 +205,7 @@ def _netscape(text: str) -> bool:
 
 def _weight_rows(recipe: dict[str, Any] | None, opts: dict[str, Any]) -> list[Row]:
     """One row per model the recipe's filters use (every table row without a recipe)."""
-    from curate.config.models import WEIGHT_OPTIONS
+    from curate.config.models import weight_options
     from filters.registry import MODEL_FILTERS
     if recipe is None:
         return [weight_row(w, essential=False) for w in WEIGHTS]
@@ -213,7 +213,7 @@ def _weight_rows(recipe: dict[str, Any] | None, opts: dict[str, Any]) -> list[Ro
     for filt, model in MODEL_FILTERS.items():
         if filt not in recipe["filters"]:
             continue
-        given = opts.get(WEIGHT_OPTIONS[model])
+        given = opts.get(weight_options()[model])
         if given:
             exists = Path(str(given)).exists() or model == "clip"
             rows.append(Row(f"weights {model}", OK if exists else MISSING, f"{given} (option)",

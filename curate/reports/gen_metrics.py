@@ -20,7 +20,7 @@ def run_metrics(generated_dir: str | Path, reference_dir: str | Path, sync_check
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     scorer = None
     if imagebind_checkpoint:
-        from filters.imagebind import ImageBindScorer
+        from filters.imagebind_scorer import ImageBindScorer
         scorer = ImageBindScorer.from_checkpoint(imagebind_checkpoint, device=dev)
     return _run(generated_dir, reference_dir, sync_checkpoint, scorer, as_json=as_json, device=dev,
                 protocol=protocol, image_size=image_size)

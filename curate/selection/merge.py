@@ -22,9 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from manifests.names import clip_id_for
-from manifests.schemas import (
-    ALL_SCORES, CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED,
-)
+from manifests import schemas
+from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def _mean_scores(windows: Sequence[Mapping[str, Any]]) -> dict[str, float | None
     run (a recipe without that filter); then the clip's score is null too, never a sentinel.
     """
     out: dict[str, float | None] = {}
-    for col in ALL_SCORES:
+    for col in schemas.ALL_SCORES:
         vals = [float(w[col]) for w in windows if w.get(col) is not None and not math.isnan(w[col])]
         out[col] = sum(vals) / len(vals) if vals else None
     return out
@@ -183,7 +182,7 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
     base = {"source_id": r["source_id"], "shot_id": r.get("shot_id"),
             "class_name": r.get("class_name") or meta.get("class_name"),
             "split": r.get("split") or meta.get("split"), "n_windows": 0,
-            **{c: None for c in ALL_SCORES}, **dict.fromkeys(CUT_COLUMNS)}
+            **{c: None for c in schemas.ALL_SCORES}, **dict.fromkeys(CUT_COLUMNS)}
     iv = _interval_of(r)
     if iv is None:
         return [{**base, "clip_id": f"{r['source_id']}_none", "start": None, "end": None,
@@ -263,7 +262,7 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    from manifests.schemas import CLIPS
+    CLIPS = schemas.CLIPS
 
     kw = _kept_ok_windows(windows, keep)
     if kw.num_rows == 0:
@@ -336,7 +335,7 @@ def _clip_columns(kw: Any, head: Any, g: _Groups, c_start: np.ndarray, c_end: np
         "class_name": head.column("class_name"), "split": head.column("split"),
         "start": c_start, "end": c_end, "n_windows": g.sizes,
     }
-    for col in ALL_SCORES:
+    for col in schemas.ALL_SCORES:
         vals = pc.fill_null(kw.column(col), float("nan")).to_numpy(zero_copy_only=False)[g.order]
         mean = _sequential_means(vals.astype(np.float64), g.group, g.pos, g.n_groups)
         cols[col] = pa.array(mean, mask=np.isnan(mean), type=pa.float64())

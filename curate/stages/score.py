@@ -17,8 +17,8 @@ from curate.config.models import build_scorers, check_weights, gating, record_we
 from curate.config.thresholds import thresholds
 from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import ok_paths
-from curate.stages.windows import (STORED, WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
-                                   score_items, score_params)
+from curate.stages.windows import (WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
+                                   score_items, score_params, stored_columns)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def item_windows(item: dict) -> list[dict]:
     rescore (the other filters' scores gate its cascade)."""
     ws = [dict(zip(WINDOW_INPUTS, w)) for w in item["inputs"]["windows"]]
     for w, stored in zip(ws, item["inputs"].get("stored") or ()):
-        w.update(zip(STORED, stored))
+        w.update(zip(stored_columns(), stored))
     return ws
 
 

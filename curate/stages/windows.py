@@ -75,7 +75,8 @@ def base_windows(out: str | Path, run: dict[str, Any]) -> pa.Table:
     return base.select(schemas.WINDOWS.names).cast(schemas.WINDOWS)
 
 
-_SCORED_COLS = ["status", "error", *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
+def _scored_cols() -> list[str]:
+    return ["status", "error", *schemas.ALL_SCORES, *schemas.NOTE_COLUMNS]
 
 
 def assemble_windows(out: str | Path, run: dict[str, Any], write: bool = True) -> pa.Table:
@@ -88,10 +89,11 @@ def assemble_windows(out: str | Path, run: dict[str, Any], write: bool = True) -
     scored = current_scores(out, run, base)
     if scored is not None and scored.num_rows:
         # the last scored row of a window wins: reversed, ``index_in`` finds it first
-        scored = scored.select(["window_id", *_SCORED_COLS])
+        cols = _scored_cols()
+        scored = scored.select(["window_id", *cols])
         scored = scored.take(pa.array(np.arange(scored.num_rows - 1, -1, -1)))
         pos, has = take_by_key(base["window_id"], scored, "window_id")
-        for c in _SCORED_COLS:
+        for c in cols:
             col = pc.if_else(has, scored[c].take(pos), base[c])
             base = base.set_column(base.column_names.index(c), c, col)
         del scored
@@ -101,8 +103,9 @@ def assemble_windows(out: str | Path, run: dict[str, Any], write: bool = True) -
     return base
 
 
-#: score columns a rescore item carries per window (``inputs["stored"]``)
-STORED = (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)
+def stored_columns() -> tuple[str, ...]:
+    """The score columns a rescore item carries per window (``inputs["stored"]``)."""
+    return (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)
 
 
 WINDOW_INPUTS = ("window_id", "shot_id", "start", "end")
@@ -130,7 +133,7 @@ def _grouped_windows(windows: pa.Table, wanted: dict[str, set[str] | None] | Non
         return None
     only = [""] * t.num_rows if wanted is None else \
         ["+".join(sorted(wanted[w])) if wanted[w] else "" for w in t["window_id"].to_pylist()]
-    cols = ["source_id", "class_name", *WINDOW_INPUTS, *(STORED if wanted is not None else ())]
+    cols = ["source_id", "class_name", *WINDOW_INPUTS, *(stored_columns() if wanted is not None else ())]
     t = t.select(cols).append_column("_only", pa.array(only, pa.string()))
     del only
     # '+' sorts before every filter-name character: the order of the (source, only-tuple) keys
@@ -167,7 +170,7 @@ def iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[s
         block = t.slice(a0, int(starts[h]) - a0)
         v = {c: block[c].to_pylist() for c in (*cols, "_only")}
         wins = list(map(list, zip(*(v[c] for c in WINDOW_INPUTS))))
-        stored = list(map(list, zip(*(v[c] for c in STORED)))) if wanted is not None else None
+        stored = list(map(list, zip(*(v[c] for c in stored_columns())))) if wanted is not None else None
         for a, b in zip(starts[g:h] - a0, starts[g + 1:h + 1] - a0):
             s_id, onl_s = v["source_id"][a], v["_only"][a]
             text = display_name(v["class_name"][a] or "")

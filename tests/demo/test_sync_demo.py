@@ -9,7 +9,7 @@ import torch
 from curate.demo.build import sync_margin
 from curate.config.thresholds import thresholds
 from curate.config.recipes import get_recipe
-from filters.sync import THRESHOLDS
+from filters.sync import FILTER as SYNC
 from sync_classifier.model import DEMO_CHECKPOINT, demo_config, load_sync_classifier
 
 
@@ -26,7 +26,7 @@ def test_demo_recipe_sync_thresholds() -> None:
     th = thresholds({"recipe": get_recipe("demo")})["sync"]
     # the demo gates at its recipe's documented value (see curate/recipes.py), never below
     # the paper's 0.341
-    assert th["a2v_min"] >= THRESHOLDS["a2v_min"] and th["v2a_min"] >= THRESHOLDS["v2a_min"]
+    assert th["a2v_min"] >= SYNC.thresholds["a2v_min"] and th["v2a_min"] >= SYNC.thresholds["v2a_min"]
 
 
 def test_demo_sync_filter_keeps_in_sync_and_rejects_shifted(tmp_path) -> None:

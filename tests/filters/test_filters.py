@@ -12,6 +12,12 @@ from filters import amplitude, clip_diff, pixel_diff, registry, sampling, sync
 torch.set_num_threads(1)
 
 
+def _keep(name: str, *values, thr=None) -> bool:
+    """The selection's rule (``registry.passes``) on a row of the filter's columns."""
+    row = dict(zip(registry.columns(name), values))
+    return registry.passes(name, row, {name: thr or registry.spec(name).thresholds}) is True
+
+
 # ---------------------------------------------------------------- sampling
 
 def _on_grid(t: float, origin: float = 0.0) -> bool:
@@ -37,7 +43,8 @@ def test_sample_times_lie_on_the_grid_and_inside_the_window(start, origin):
         assert a0 == pytest.approx(min(max(t - 1.0, start), start + 1.0))
     assert spans[1] == pytest.approx((three[1] - 1.0, three[1] + 1.0))
     for d in sampling.SYNC_SHIFTS:
-        v = sampling.sync_video_times(start, d, origin)
+        i0 = sampling.start_index(start, origin)
+        v = [origin + (i0 + o) / 12 for o in sampling.sync_video_offsets(d)]
         assert len(v) == 12 and all(_on_grid(t, origin) for t in v)
         assert np.allclose(np.diff(v), 1 / 6)          # 6 fps
         assert v[0] == pytest.approx(s + 0.5 + d / 12)
@@ -77,15 +84,13 @@ def test_pixel_diff_hand_computed():
 
 
 def test_pixel_diff_thresholds_inclusive():
-    assert pixel_diff.keep(0.01) == (True, None)
-    assert pixel_diff.keep(0.15) == (True, None)
-    assert pixel_diff.keep(math.nextafter(0.01, 0))[0] is False
-    assert pixel_diff.keep(math.nextafter(0.15, 1))[0] is False
+    assert _keep("pixel_diff", 0.01) and _keep("pixel_diff", 0.15)
+    assert not _keep("pixel_diff", math.nextafter(0.01, 0))
+    assert not _keep("pixel_diff", math.nextafter(0.15, 1))
     s = pixel_diff.score(_frames(range(0, 100, 10)))
-    assert pixel_diff.keep(s, {"min": s, "max": s}) == (True, None)
-    ok, reason = pixel_diff.keep(s, {"min": math.nextafter(s, 1), "max": 1})
-    assert not ok and "pixel_diff" in reason
-    assert pixel_diff.keep(None)[0] is False
+    assert _keep("pixel_diff", s, thr={"min": s, "max": s})
+    assert not _keep("pixel_diff", s, thr={"min": math.nextafter(s, 1), "max": 1})
+    assert not _keep("pixel_diff", None)
 
 
 def test_pixel_diff_bad_input():
@@ -102,8 +107,8 @@ def test_amplitude_hand_computed_and_edges():
     assert amplitude.score(np.array([[0.0, 0.1], [-0.7, 0.0]], np.float32)) == pytest.approx(0.7)
     assert amplitude.score(np.zeros(16000, np.float32)) == 0.0
     at = amplitude.score(np.array([0.0, -0.03, 0.01]))      # float64: exactly 0.03
-    assert at == 0.03 and amplitude.keep(at) == (True, None)
-    assert amplitude.keep(math.nextafter(0.03, 0))[0] is False
+    assert at == 0.03 and _keep("amplitude", at)
+    assert not _keep("amplitude", math.nextafter(0.03, 0))
     with pytest.raises(ValueError):
         amplitude.score(np.array([], np.float32))
     with pytest.raises(ValueError):
@@ -128,9 +133,9 @@ def test_clip_diff_normalises_then_takes_the_max_distance():
 
 
 def test_clip_diff_thresholds_and_bad_input():
-    assert clip_diff.keep(0.17) == (True, None) and clip_diff.keep(0.55) == (True, None)
-    assert not clip_diff.keep(math.nextafter(0.17, 0))[0]
-    assert not clip_diff.keep(math.nextafter(0.55, 1))[0]
+    assert _keep("clip_diff", 0.17) and _keep("clip_diff", 0.55)
+    assert not _keep("clip_diff", math.nextafter(0.17, 0))
+    assert not _keep("clip_diff", math.nextafter(0.55, 1))
     with pytest.raises(ValueError):
         clip_diff.score(np.zeros((10, 4)))
     with pytest.raises(ValueError):
@@ -148,11 +153,10 @@ def test_sync_score_is_softmax_mass_on_the_middle_without_temperature():
     a2v, v2a = sync.score([0.0, 0.0, 0.0], [1.0, 3.0, 0.5])
     assert a2v == pytest.approx(1 / 3)
     assert v2a == pytest.approx(_softmax_mid([1.0, 3.0, 0.5]))
-    assert sync.keep(0.341, 0.341) == (True, None)
-    ok, reason = sync.keep(0.5, math.nextafter(0.341, 0))
-    assert not ok and "v2a" in reason
-    assert not sync.keep(1 / 3, 0.9)[0]                     # chance fails
-    assert not sync.keep(None, 0.9)[0]
+    assert _keep("sync", 0.341, 0.341)
+    assert not _keep("sync", 0.5, math.nextafter(0.341, 0))
+    assert not _keep("sync", 1 / 3, 0.9)                    # chance fails
+    assert not _keep("sync", None, 0.9)
     with pytest.raises(ValueError):
         sync.score([0.0, 1.0], [0.0, 0.0, 0.0])
 
@@ -223,7 +227,7 @@ def test_sync_scorer_with_the_real_small_classifier():
 
 # ---------------------------------------------------------------- registry
 
-def test_registry_order_and_defaults_match_the_modules():
+def test_registry_order_and_defaults_come_from_the_modules():
     from filters import imagebind
     from manifests.schemas import FILTERS
     assert FILTERS == registry.LEGACY_ORDER == ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
@@ -232,30 +236,46 @@ def test_registry_order_and_defaults_match_the_modules():
     from curate.config.recipes import get_recipe
     assert tuple(get_recipe("avsync15")["order"]) == registry.DEFAULT_ORDER
     assert registry.cascade_order(["sync", "imagebind", "pixel_diff", "amplitude", "clip_diff"])[0] == "sync"
-    for bad in (["pixel_diff"], [*FILTERS, "sync"], [*FILTERS[:-1], "bogus"]):
+    # an order recorded before a filter existed: the new one follows
+    assert registry.cascade_order(["sync", "pixel_diff"]) == ("sync", "pixel_diff", "amplitude", "clip_diff", "imagebind")
+    for bad in ([*FILTERS, "sync"], [*FILTERS[:-1], "bogus"]):
         with pytest.raises(ValueError, match="order"):
             registry.cascade_order(bad)
     mods = {"pixel_diff": pixel_diff, "amplitude": amplitude, "clip_diff": clip_diff,
             "imagebind": imagebind, "sync": sync}
     for name, mod in mods.items():
-        assert mod.NAME == name
-        assert registry.DEFAULT_THRESHOLDS[name] == mod.THRESHOLDS
+        assert registry.spec(name) is mod.FILTER and mod.FILTER.name == name
+        assert registry.DEFAULT_THRESHOLDS[name] == mod.FILTER.thresholds
+    # the paper's thresholds (seed 003 section 5.2), written out here
+    assert registry.DEFAULT_THRESHOLDS == {
+        "pixel_diff": {"min": 0.01, "max": 0.15}, "amplitude": {"min": 0.03},
+        "clip_diff": {"min": 0.17, "max": 0.55}, "imagebind": {"ia_min": 0.15, "it_min": 0.22},
+        "sync": {"a2v_min": 0.341, "v2a_min": 0.341}}
 
 
-def test_registry_check_agrees_with_every_module_keep():
-    from filters import imagebind
-    keeps = {"pixel_diff": pixel_diff.keep, "amplitude": amplitude.keep, "clip_diff": clip_diff.keep,
-             "imagebind": imagebind.keep, "sync": sync.keep}
+#: each filter's keep rule, written out independently of the declarations
+_RULES = {
+    "pixel_diff": lambda t, v: t["min"] <= v[0] <= t["max"],
+    "amplitude": lambda t, v: v[0] >= t["min"],
+    "clip_diff": lambda t, v: t["min"] <= v[0] <= t["max"],
+    "imagebind": lambda t, v: v[0] >= t["ia_min"] and v[1] >= t["it_min"],
+    "sync": lambda t, v: v[0] >= t["a2v_min"] and v[1] >= t["v2a_min"],
+}
+
+
+def test_registry_passes_agrees_with_each_filter_rule_written_out():
     thr = registry.default_thresholds()
     rng = np.random.default_rng(0)
     edges = [b for t in thr.values() for b in t.values()]
     values = list(rng.uniform(-0.2, 0.8, 200)) + edges + [math.nextafter(e, 1) for e in edges] \
-        + [math.nextafter(e, -1) for e in edges] + [None]
-    for name, keep in keeps.items():
+        + [math.nextafter(e, -1) for e in edges] + [None, float("nan")]
+    assert set(_RULES) == set(registry.FILTERS)
+    for name, rule in _RULES.items():
         cols = registry.columns(name)
         for _ in range(300):
             row = {c: values[rng.integers(len(values))] for c in cols}
-            expected = keep(*[row[c] for c in cols], thr[name])[0]
+            v = [row[c] for c in cols]
+            expected = not any(x is None or math.isnan(x) for x in v) and rule(thr[name], v)
             assert bool(registry.passes(name, row, thr)) == expected, (name, row)
 
 

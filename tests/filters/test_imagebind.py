@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from filters import imagebind as ib
+from filters import imagebind_scorer as ibs
+from filters import registry
 from filters.imagebind_model import (CHECKPOINT_ENV, ImageBind, ImageBindConfig,
                                      load_imagebind)
 from filters.torch_compat import import_torchvision
@@ -266,17 +268,20 @@ def test_score_rejects_bad_input():
         ib.score(e, e, np.array([np.nan, 0, 1]))
 
 
+def _keep(ia, it, thr=None) -> bool:
+    """The selection's rule on a row of the two ImageBind columns."""
+    row = {"imagebind_ia": ia, "imagebind_it": it}
+    return registry.passes("imagebind", row, {"imagebind": thr or ib.FILTER.thresholds}) is True
+
+
 def test_keep_threshold_edges():
-    t = ib.THRESHOLDS
+    t = ib.FILTER.thresholds
     assert t == {"ia_min": 0.15, "it_min": 0.22}
-    assert ib.keep(0.15, 0.22, t) == (True, None)
-    ok, why = ib.keep(np.nextafter(0.15, 0), 0.5, t)
-    assert not ok and "ia" in why
-    ok, why = ib.keep(0.5, np.nextafter(0.22, 0), t)
-    assert not ok and "it" in why
-    assert ib.keep(None, 0.5, t)[0] is False
-    assert ib.keep(float("nan"), 0.5, t) == (False, "imagebind: no score")
-    assert ib.keep(0.2, 0.3, {"ia_min": 0.25, "it_min": 0.0})[0] is False
+    assert _keep(0.15, 0.22)
+    assert not _keep(np.nextafter(0.15, 0), 0.5)
+    assert not _keep(0.5, np.nextafter(0.22, 0))
+    assert not _keep(None, 0.5) and not _keep(float("nan"), 0.5)
+    assert not _keep(0.2, 0.3, {"ia_min": 0.25, "it_min": 0.0})
 
 
 def test_score_then_keep_on_constructed_embeddings():
@@ -289,9 +294,9 @@ def test_score_then_keep_on_constructed_embeddings():
     txt = np.array([0.3, 0.0, np.sqrt(1 - 0.09)])
     ia, it = ib.score(img, aud, txt)
     assert ia == pytest.approx(0.16) and it == pytest.approx(0.3)
-    assert ib.keep(ia, it, ib.THRESHOLDS) == (True, None)
+    assert _keep(ia, it)
     aud[1] = at_cos(0.14)
-    assert ib.keep(*ib.score(img, aud, txt), ib.THRESHOLDS)[0] is False
+    assert not _keep(*ib.score(img, aud, txt))
 
 
 # ---------------------------------------------------------------- the scorer
@@ -299,7 +304,7 @@ def test_score_then_keep_on_constructed_embeddings():
 
 @pytest.fixture(scope="module")
 def scorer():
-    return ib.ImageBindScorer.random(seed=0, batch_size=2)
+    return ibs.ImageBindScorer.random(seed=0, batch_size=2)
 
 
 def test_scorer_images_match_manual_preprocessing(scorer):
@@ -310,8 +315,8 @@ def test_scorer_images_match_manual_preprocessing(scorer):
     assert emb.shape == (5, scorer.dim) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(ib.CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(ib.CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(ibs.CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(ibs.CLIP_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         manual = scorer.model.embed_vision((x - mean) / std).numpy()
     np.testing.assert_allclose(emb, manual, atol=1e-5)  # batches of 2 == one batch of 5
@@ -319,7 +324,7 @@ def test_scorer_images_match_manual_preprocessing(scorer):
 
 def test_scorer_resizes_non_224_frames(scorer):
     frames = np.random.default_rng(1).integers(0, 256, size=(2, 240, 320, 3), dtype=np.uint8)
-    x = ib.preprocess_frames(frames)
+    x = ibs.preprocess_frames(frames)
     assert x.shape == (2, 3, 224, 224)
     assert scorer.embed_images(frames).shape == (2, scorer.dim)
     with pytest.raises(ValueError, match="uint8"):
@@ -365,14 +370,12 @@ def test_scorer_end_to_end_window_scores(scorer):
     ia, it = ib.score(scorer.embed_images(frames), scorer.embed_audio(waves),
                       scorer.embed_text(["dog barking"])[0])
     assert -1.0 <= ia <= 1.0 and -1.0 <= it <= 1.0
-    kept, reason = ib.keep(ia, it, ib.THRESHOLDS)
-    assert kept == (ia >= 0.15 and it >= 0.22)
-    assert (reason is None) == kept
+    assert _keep(ia, it) == (ia >= 0.15 and it >= 0.22)
 
 
 def test_unknown_precision_refused():
     with pytest.raises(ValueError, match="precision"):
-        ib.ImageBindScorer(ImageBind(ImageBindConfig.tiny()), device="cpu", precision="fp16")
+        ibs.ImageBindScorer(ImageBind(ImageBindConfig.tiny()), device="cpu", precision="fp16")
 
 
 def test_tiny_config_is_a_variant_of_the_huge_one():

@@ -9,7 +9,7 @@ import torch
 
 from filters import precision
 from filters.clip_model import ClipScorer
-from filters.imagebind import ImageBindScorer
+from filters.imagebind_scorer import ImageBindScorer
 from filters.sync import SyncScorer
 from sync_classifier.model import tiny_config
 
@@ -46,7 +46,7 @@ def test_cpu_default_is_the_bare_fp32_forward_and_bf16_differs_within_tolerance(
     assert np.array_equal(clip.embed(frames), bare)           # byte-identical on CPU
     ib = ImageBindScorer.random(seed=0)
     with torch.inference_mode():
-        from filters.imagebind import preprocess_frames
+        from filters.imagebind_scorer import preprocess_frames
         bare_ib = ib.model.embed_vision(preprocess_frames(frames)).float().numpy()
     assert np.array_equal(ib.embed_images(frames), bare_ib)
 

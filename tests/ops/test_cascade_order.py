@@ -47,7 +47,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models():
     from filters.clip_model import ClipScorer
-    from filters.imagebind import ImageBindScorer
+    from filters.imagebind_scorer import ImageBindScorer
     from filters.sync import SyncScorer
     from sync_classifier.model import DEMO_CHECKPOINT
 

@@ -44,7 +44,7 @@ def demo_jobs(d) -> list[SegmentJob]:
 
 def demo_scorers() -> Scorers:
     from filters.clip_model import ClipScorer
-    from filters.imagebind import ImageBindScorer
+    from filters.imagebind_scorer import ImageBindScorer
     from filters.sync import SyncScorer
     from sync_classifier.model import DEMO_CHECKPOINT
 

@@ -124,7 +124,7 @@ from curate.selection.rules import select_windows_table
 from manifests.columns import read_windows_table
 table = read_windows_table({str(tmp_path)!r})
 dec, s, _keep = select_windows_table(table, parse_overrides({LOOSE!r}), order={tuple(ORDER)!r})
-heavy = [m for m in ("torch", "open_clip", "filters.imagebind", "filters.imagebind_model",
+heavy = [m for m in ("torch", "open_clip", "filters.imagebind_scorer", "filters.imagebind_model",
                      "filters.clip_model", "sync_classifier.model", "curate.ops.scoring")
          if m in sys.modules]
 print(json.dumps({{"kept": sorted(d["window_id"] for d in dec.to_pylist() if d["keep"]),
