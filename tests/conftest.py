@@ -7,6 +7,8 @@ folders share live here:
 - ``metrics_clips``: one reference clip and its three generated parts (head, center, tail)
   as the released metrics protocol reads them, made once per session (read only).
 
+``no_network``: any connection a test opens raises (what "offline" promises).
+
 Every test session gets its own empty weights cache (``$CURATE_HOME``): a developer's pulled
 weights never change what a test resolves.
 """
@@ -14,6 +16,16 @@ from __future__ import annotations
 
 from pathlib import Path
 import pytest
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    import socket
+
+    def refuse(*a, **k):
+        raise AssertionError("a test opened a network connection")
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +36,6 @@ def served(tmp_path):
         (root / Path(w.url).name).write_bytes(data[name])
     with LoopbackServer(root) as srv:
         yield srv, data
-
-
-@pytest.fixture
-def no_socket(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("opened a network connection")
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def test_pull_resumes_after_the_server_closes_mid_file(served):
@@ -114,7 +105,7 @@ def test_size_mismatch_is_refused(served):
     assert not cache_path(w).exists() and not list(cache_path(w).parent.glob(".*.part"))
 
 
-def test_offline_never_opens_a_socket(served, no_socket, monkeypatch):
+def test_offline_never_opens_a_socket(served, no_network, monkeypatch):
     srv, _ = served
     monkeypatch.setenv("CURATE_OFFLINE", "1")
     with pytest.raises(PullError, match="offline"):
@@ -124,7 +115,7 @@ def test_offline_never_opens_a_socket(served, no_socket, monkeypatch):
     assert srv.requests == []
 
 
-def test_file_copied_in_by_hand_is_checked_in_place(no_socket, monkeypatch):
+def test_file_copied_in_by_hand_is_checked_in_place(no_network, monkeypatch):
     monkeypatch.setenv("CURATE_OFFLINE", "1")
     w = get_weight("imagebind-huge")
     cache_path(w).parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@ usable, and an unsolved challenge is recorded as ``js_challenge`` with the fix. 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,14 +13,6 @@ from curate.ops import fetch as dl
 from curate.ops.fetch import DownloadOptions, download_source
 from curate.ops.ytopts import JS_FIX, parse_js_runtime, shipped_js_runtime
 from curate.reports.ledger import availability
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("a test opened a network connection")
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def test_options_carry_the_shipped_runtime():
