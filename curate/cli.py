@@ -89,7 +89,13 @@ def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[fl
     return ex
 
 
+_VERBOSE: list[bool] = [False]     # -v: a failure's traceback too
+
+
 def _fail(e: Exception) -> None:
+    if _VERBOSE[0]:
+        import traceback
+        traceback.print_exception(e)
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
@@ -123,6 +129,7 @@ def _guarded(out: Path, body: Callable[[], None]) -> None:
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    _VERBOSE[0] = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -556,8 +563,24 @@ def models_pull(names: Optional[List[str]] = typer.Argument(None, help="weights 
         raise typer.Exit(1)
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    if not isinstance(e, (ValueError, OSError, EnvironmentFault)):
+        first = f"{type(e).__name__}: {first}"
+    return first if len(first) <= 500 else first[:500] + "..."
+
+
 def main() -> None:
-    app()
+    """The command line; a failure no command turned into its own message is one line
+    (``error: ...``, exit 2), its traceback only with ``-v``."""
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - the last word on any bad file or option
+        if "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]:
+            raise
+        typer.secho(f"error: {_one_line(e)}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

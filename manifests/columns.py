@@ -19,15 +19,24 @@ def read_columns(out: Any, name: str, columns: Sequence[str] | None = None,
     manifest lacks reads as nulls). Columns in ``dictionary`` (repeated strings: status,
     notes, class, ids of segments) stay dictionary-encoded, which Parquet decodes about twice
     as fast as plain strings. ``ParquetFile`` rather than ``pq.read_table``: the latter
-    imports pyarrow.dataset and pandas, a second of start-up for every ``curate select``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    imports pyarrow.dataset and pandas, a second of start-up for every ``curate select``.
+    A file that is not that manifest is one ``ValueError`` naming it."""
     from manifests import schemas
 
     path = schemas.manifest_path(out, name)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes '{name}' first")
-    schema = schemas.TABLES[name]
+    schemas.regular_file(path, "manifest")
+    try:
+        return _read(path, schemas.TABLES[name], columns, dictionary)
+    except schemas.UNREADABLE as e:
+        raise schemas.unreadable(path, name, e) from e
+
+
+def _read(path: Any, schema: Any, columns: Sequence[str] | None, dictionary: Sequence[str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     cols = list(columns) if columns is not None else schema.names
     pf = pq.ParquetFile(path)
     present = set(pf.schema_arrow.names)

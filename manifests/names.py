@@ -48,6 +48,11 @@ def short_repr(value: object, limit: int = 60) -> str:
     return r[:limit] + "..." + n
 
 
+def short_text(text: str, limit: int = 120) -> str:
+    """``text`` for a line of output, cut to ``limit`` characters with the full length said."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def source_id(ytid: str, start: float, end: float) -> str:
     """``{ytid}_{start:06d}_{end:06d}`` with integer seconds (VGGSound style)."""
     return f"{ytid}_{int(start):06d}_{int(end):06d}"

@@ -12,6 +12,8 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from manifests.bounded import regular_file
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_REJECTED = "rejected"
@@ -168,7 +170,22 @@ def read_manifest(out: str | os.PathLike, table: str) -> pa.Table:
     path = manifest_path(out, table)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes '{table}' first")
-    return pq.read_table(path, schema=_tables()[table])
+    regular_file(path, "manifest")
+    try:
+        return pq.read_table(path, schema=_tables()[table])
+    except UNREADABLE as e:
+        raise unreadable(path, table, e) from e
+
+
+#: what pyarrow raises for a file that is not the Parquet table it should be
+UNREADABLE = (OSError, ValueError, pa.ArrowException)
+
+
+def unreadable(path: Path, table: str, e: BaseException) -> ValueError:
+    """One line naming a manifest that cannot be read, and what to do."""
+    why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return ValueError(f"manifest {path} cannot be read ({why}): rerun the stage that writes "
+                      f"'{table}' (finished work is kept)")
 
 
 def read_rows(out: str | os.PathLike, table: str) -> list[dict[str, Any]]:

@@ -11,13 +11,13 @@ file name goes through :func:`safe_id`.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from manifests import bounded
 from manifests.names import ClipName, parse_clip_name, safe_id, short_repr, source_id
 from manifests.schemas import SOURCES, STATUS_OK, STATUS_REJECTED
 
@@ -55,10 +55,11 @@ def folder_name(label: str) -> str:
     -> ``"playing_violin__fiddle"``). Our extension: any other character outside
     ``[a-z0-9_-]`` (the '.' of ``"etc."``, apostrophes, non-ASCII) is dropped, so that every
     folder name is a :func:`safe_id` and can be a path component and part of a shard key
-    (keys contain no dots). This is the one place the rule lives.
+    (keys contain no dots). Leading '-' are dropped too: a folder named ``-y`` reads as an
+    option to every tool it is handed to. This is the one place the rule lives.
     """
     s = str(label).strip().lower().replace(" ", "_").replace(",", "_")
-    s = re.sub(r"[^a-z0-9_-]", "", s)
+    s = re.sub(r"[^a-z0-9_-]", "", s).lstrip("-")
     if not s:
         raise ValueError(f"label {short_repr(label)} gives an empty class folder name")
     if len(s) > 128:
@@ -154,21 +155,21 @@ def _class_for(label: str, classes: Mapping[str, str] | None, reasons: list[str]
 
 
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise FileNotFoundError(f"source list {path} does not exist")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read source list {path}: {e}") from e
+    """A sources file's text, bounded (``manifests.bounded``: a regular file under the limit)."""
+    return bounded.read_text(path, "source list")
 
 
-def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) for every non-blank record; quoted fields may contain commas."""
-    reader = csv.reader(io.StringIO(text))
-    for fields in reader:
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        yield reader.line_num, fields
+def _csv_records(text: str) -> Iterator[tuple[int, list[str] | str]]:
+    """(line number, fields) for every non-blank record; quoted fields may contain commas; a
+    record with a field over the limit gives (line number, why) (``bounded.csv_records``)."""
+    return bounded.csv_records(text)
+
+
+def _header(path: Path, records: Iterator[tuple[int, list[str] | str]]) -> list[str]:
+    _, header = next(records, (0, []))
+    if isinstance(header, str):
+        raise ValueError(f"{path}: header: {header}")
+    return [h.strip().lower() for h in header]
 
 
 def _url(template: str | None, ytid: str | None) -> str | None:
@@ -191,6 +192,9 @@ def read_vggsound_csv(path: str | Path, classes: Mapping[str, str] | None = None
     seen: dict[str, str] = {}
     for line, fields in _csv_records(_read_text(path)):
         where, reasons = f"{path.name}:{line}", []
+        if isinstance(fields, str):          # a field over the limit: this row only
+            rows.append(_finish(_row(), where, [fields], seen))
+            continue
         if len(fields) != 4:
             reasons.append(f"expected 4 columns (ytid, start, label, split), got {len(fields)}")
             rows.append(_finish(_row(label=",".join(fields)), where, reasons, seen))
@@ -217,6 +221,8 @@ def read_avsync_clips(path: str | Path) -> list[ClipName]:
     out = []
     for line_no, line in enumerate(_read_text(path).splitlines(), 1):
         if line.strip():
+            if bounded.long_line(line):
+                raise ValueError(f"{path.name}:{line_no}: {bounded.long_line(line)}")
             try:
                 out.append(parse_clip_name(line))
             except ValueError as e:
@@ -281,6 +287,9 @@ def _read_avsync_txt(path: Path, split: str | None, url_template: str | None,
         if not line.strip():
             continue
         where, reasons = f"{path.name}:{line_no}", []
+        if bounded.long_line(line):
+            rows.append(_finish(_row(), where, [bounded.long_line(line)], seen))
+            continue
         try:
             name = parse_clip_name(line)
         except ValueError as e:
@@ -318,8 +327,7 @@ def _parse_vid(vid: str) -> tuple[str, int, int] | ClipName:
 def _read_avsync_csv(path: Path, text: str, split: str | None, url_template: str | None,
                      classes: Mapping[str, str] | None) -> list[dict[str, Any]]:
     records = _csv_records(text)
-    _, header = next(records, (0, []))
-    cols = [h.strip().lower() for h in header]
+    cols = _header(path, records)
     missing = {"vid", "label"} - set(cols)
     if missing:
         raise ValueError(f"{path}: AVSync CSV needs columns vid,label[,split]; missing {sorted(missing)}")
@@ -328,6 +336,9 @@ def _read_avsync_csv(path: Path, text: str, split: str | None, url_template: str
     seen: dict[str, str] = {}
     for line, fields in records:
         where, reasons = f"{path.name}:{line}", []
+        if isinstance(fields, str):          # a field over the limit: this row only
+            rows.append(_finish(_row(split=split), where, [fields], seen))
+            continue
         rec = dict(zip(cols, (f.strip() for f in fields)))
         if len(fields) != len(cols):
             reasons.append(f"expected {len(cols)} columns, got {len(fields)}")
@@ -389,8 +400,7 @@ GENERIC_COLUMNS = ("id", "start", "end", "label", "split")
 
 def _generic_records(path: Path) -> tuple[list[str], Iterable[tuple[str, dict[str, Any]]]]:
     """(columns, iterator of (where, record)) for a CSV or Parquet manifest."""
-    if not path.exists():
-        raise FileNotFoundError(f"source manifest {path} does not exist")
+    bounded.regular_file(path, "source manifest")
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq  # local: only this reader needs it
         try:
@@ -401,11 +411,13 @@ def _generic_records(path: Path) -> tuple[list[str], Iterable[tuple[str, dict[st
         recs = ({k.lower(): v for k, v in r.items()} for r in table.to_pylist())
         return cols, ((f"{path.name}:row {i}", r) for i, r in enumerate(recs))
     records = _csv_records(_read_text(path))
-    _, header = next(records, (0, []))
-    cols = [h.strip().lower() for h in header]
+    cols = _header(path, records)
 
     def gen() -> Iterator[tuple[str, dict[str, Any]]]:
         for line, fields in records:
+            if isinstance(fields, str):      # a field over the limit: this row only
+                yield f"{path.name}:{line}", {"__bad_width__": fields}
+                continue
             rec = dict(zip(cols, (f.strip() for f in fields)))
             if len(fields) != len(cols):
                 rec["__bad_width__"] = f"expected {len(cols)} columns, got {len(fields)}"
@@ -462,6 +474,9 @@ def read_generic(path: str | Path, classes: Mapping[str, str] | None = None) -> 
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for where, rec in records:
+        if set(rec) == {"__bad_width__"}:      # a field over the limit: only that said
+            rows.append(_finish(_row(), where, [rec["__bad_width__"]], seen))
+            continue
         reasons: list[str] = []
         rows.append(_finish(_generic_row(rec, base, classes, reasons), where, reasons, seen))
     _log_counts(path, rows)
@@ -479,7 +494,10 @@ def detect_format(path: str | Path) -> str:
     if suffix == ".txt":
         return "avsync"
     first = _read_text(path).lstrip().split("\n", 1)[0]
-    cols = [c.strip().lower() for c in next(csv.reader([first]), [])]
+    try:
+        cols = [c.strip().lower() for c in next(csv.reader([first]), [])]
+    except csv.Error:          # a header field over the limit: not a known header
+        cols = []
     if cols and cols[0] == "vid":
         return "avsync"
     if "id" in cols and ("url" in cols or "path" in cols):

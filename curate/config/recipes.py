@@ -6,9 +6,10 @@ A recipe is a plain dict (JSON-serialisable) so that a run records exactly what 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
+
+from manifests import bounded
 
 WINDOW_STAGES = ["sources", "download", "split", "score", "select", "shard"]
 
@@ -119,7 +120,9 @@ def get_recipe(name: str, config: str | Path | None = None) -> dict[str, Any]:
     if name == "custom":
         if config is None:
             raise ValueError("recipe 'custom' needs --config FILE (JSON with 'base' and overrides)")
-        over = json.loads(Path(config).read_text())
+        over = bounded.read_json(config, "--config")
+        if not isinstance(over, dict):
+            raise ValueError(f"--config {config} is not a JSON object of recipe keys")
         base_name = over.pop("base", None)
         base = get_recipe(base_name) if base_name else _base()
         unknown = set(over) - set(_base())

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from manifests import bounded
 from manifests.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,9 @@ def load_run(out: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: start with `curate sources` or `curate build`")
     try:
-        run = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} cannot be read ({e}): restore it, or remove it and rerun the "
+        run = bounded.read_json(path, "run file")
+    except ValueError as e:
+        raise ValueError(f"{e}: restore it, or remove it and rerun the "
                          f"same `curate build` command (the recipe and options are written anew; "
                          f"finished work is kept)") from e
     if not (isinstance(run, dict) and isinstance(run.get("recipe"), dict)

@@ -271,6 +271,8 @@ def export_run(out: str | os.PathLike, dest: str | os.PathLike, link: bool = Fal
     ``curate.reports.export_text.TextEncoderError`` (before anything is written) for a bad encoder.
     """
     out, dest = Path(out), Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"export folder {dest} is a file, not a folder: choose another destination")
     if not has_manifest(out, "shards"):
         raise FileNotFoundError(f"{out}: no shards manifest: run `curate shard {out}` first")
     enc = None

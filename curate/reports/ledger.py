@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from manifests import schemas
+from manifests.names import short_text
 from manifests.schemas import has_manifest, read_rows, write_manifest
 
 #: availability codes, in the order reports list them
@@ -112,7 +113,10 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
 
     ledger = read_ledger(out)
     selected = read_rows(out, "selected") if has_manifest(out, "selected") else []
-    by_name = {(s["name"], s["split"]): s for s in selected if s["name"]}
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for s in selected:
+        if s["name"]:
+            by_name.setdefault(s["name"], []).append(s)
     shard = _shard_members(out)
     lines: list[dict[str, Any]] = []
     for lst in lists:
@@ -125,9 +129,8 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
                 row.update(why="bad_line", detail=e.error)
                 lines.append(row)
                 continue
-            sel = by_name.get((e.clip.name, sp))
-            key = key_from_name(e.clip.name)
-            if sel is not None and sel["status"] == schemas.STATUS_OK and (key, sp) in shard:
+            sel = _selected_as(by_name.get(e.clip.name, []), sp, key_from_name(e.clip.name), shard)
+            if sel is not None and sel.get("_in_shard"):
                 row["reproduced"] = True
             else:
                 led = ledger.get(e.clip.source_id)
@@ -149,6 +152,18 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
             "missing_lines": missing, "lists": [str(x) for x in lists]}
 
 
+def _selected_as(rows: list[dict[str, Any]], split: str | None, key: str,
+                 shard: set[tuple[str, str]]) -> dict[str, Any] | None:
+    """The run's selected row of a list entry: of the list's split when the list names one
+    (``train.txt``, a ``split`` column), else of any split (a list of any other name), an ok
+    one in a shard first; ``_in_shard`` says whether it is ok and in a shard of its split."""
+    rows = [r for r in rows if split is None or r["split"] == split]
+    marked = [{**r, "_in_shard": r["status"] == schemas.STATUS_OK and (key, r["split"]) in shard}
+              for r in rows]
+    marked.sort(key=lambda r: not r["_in_shard"])
+    return marked[0] if marked else None
+
+
 def format_against(rep: dict[str, Any], limit: int = 50) -> str:
     out = [f"against {', '.join(rep['lists'])}: {rep['lines']} lines, {rep['reproduced']} reproduced "
            f"exactly, {rep['missing']} could not be had"]
@@ -158,7 +173,7 @@ def format_against(rep: dict[str, Any], limit: int = 50) -> str:
         out.append("missing:")
         for r in rep["missing_lines"][:limit]:
             detail = f" ({r['detail'][:100]})" if r.get("detail") else ""
-            out.append(f"  {r['name']} [{r['split']}]: {r['why']}{detail}")
+            out.append(f"  {short_text(r['name'])} [{r['split']}]: {r['why']}{detail}")
         if len(rep["missing_lines"]) > limit:
             out.append(f"  ... {len(rep['missing_lines']) - limit} more (--json lists all)")
     return "\n".join(out)

@@ -161,7 +161,8 @@ def collect(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if not (out / "manifests").is_dir():
         raise FileNotFoundError(f"no curation run at {out} (no manifests/ folder)")
-    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    from curate.config.run_state import load_run
+    run = load_run(out) if (out / "run.json").exists() else {}    # bounded; a bad one is named
     s = _Stats(out, run)
     sources = _sources(s)
     downloads = _downloads(s, sources)
@@ -182,8 +183,7 @@ def collect(out: str | Path) -> dict[str, Any]:
     st["download_health"] = read_state(out)     # the last download run's health control
     if has_manifest(out, "ledger"):
         from curate.reports.ledger import summary
-        st["availability"] = summary(pq.read_table(schemas.manifest_path(out, "ledger"),
-                                                   columns=["availability", "current"]).to_pylist())
+        st["availability"] = summary(_table(out, "ledger", ["availability", "current"]).to_pylist())
     return st
 
 

@@ -17,15 +17,14 @@ list's 1,500 lines always give 1,500 rows (a CSV header is not a line).
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from manifests.names import ClipName, clip_id_for, parse_clip_name, safe_id
+from manifests import bounded
+from manifests.names import ClipName, clip_id_for, parse_clip_name, safe_id, short_repr
 from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 from manifests.sources import folder_name
 from shards.writer import key_from_name
@@ -53,7 +52,7 @@ class ListEntry:
 
 def _read_lines(list_path_or_names: str | os.PathLike | Iterable[str]) -> list[str]:
     if isinstance(list_path_or_names, (str, os.PathLike)):
-        return Path(list_path_or_names).read_text(encoding="utf-8-sig").splitlines()
+        return bounded.read_text(list_path_or_names, "list").splitlines()
     return list(list_path_or_names)
 
 
@@ -71,6 +70,9 @@ def _is_csv(list_path_or_names: Any, lines: list[str]) -> bool:
 
 
 def _txt_entry(line: str) -> ListEntry:
+    why = bounded.long_line(line)
+    if why:
+        return ListEntry(short_repr(line, 80), None, error=why)
     try:
         return ListEntry(line, parse_clip_name(line, require_class=True))
     except ValueError as e:
@@ -96,14 +98,20 @@ def read_entries(list_path_or_names: str | os.PathLike | Iterable[str]) -> list[
     lines = read_list(list_path_or_names)
     if not _is_csv(list_path_or_names, lines):
         return [_txt_entry(ln) for ln in lines]
-    records = csv.reader(io.StringIO("\n".join(lines)))
-    header = [h.strip().lower() for h in next(records, [])]
+    records = bounded.csv_records("\n".join(lines))
+    _, header = next(records, (0, []))
+    if isinstance(header, str):
+        raise ValueError(f"{list_path_or_names}: header: {header}")
+    header = [h.strip().lower() for h in header]
     missing = {"vid", "label"} - set(header)
     if missing:
         raise ValueError(f"{list_path_or_names}: a CSV list needs columns vid,label[,split]; "
                          f"missing {sorted(missing)}")
     out = []
-    for fields in records:
+    for line, fields in records:
+        if isinstance(fields, str):           # a field over the limit: this entry only
+            out.append(ListEntry(f"line {line}", None, error=fields))
+            continue
         rec = dict(zip(header, (f.strip() for f in fields)))
         entry = _csv_entry(rec)
         if len(fields) != len(header):
