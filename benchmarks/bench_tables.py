@@ -98,7 +98,10 @@ def build(out: Path, n_sources: int = 176_000, n_segments: int = 105_000,
         "width": pa.array(w_h[:, 0], mask=~okm), "height": pa.array(w_h[:, 1], mask=~okm),
         "fps": pa.array(np.full(n_dl, 25.0), mask=~okm), "has_audio": pa.array(okm, mask=~okm),
         "sample_rate": pa.array(np.full(n_dl, 44100), mask=~okm),
-        "audio_channels": pa.array(np.full(n_dl, 2), mask=~okm)}))
+        "audio_channels": pa.array(np.full(n_dl, 2), mask=~okm),
+        # the segment on the file's clock (a stream copy from the keyframe before it)
+        "seg_start": pa.array(np.full(n_dl, 0.5), mask=~okm), "seg_end": pa.array(np.full(n_dl, 10.5), mask=~okm),
+        "stream_copy": pa.array(okm, mask=~okm), "rendition": pa.array(np.full(n_dl, "full"), mask=~okm)}))
     windows = _shots_and_windows(out, rng, ok_dl, src_ids, cls, split, n_windows)
     recipe = get_recipe("avsync15")
     (out / "run.json").write_text(json.dumps({"recipe": recipe, "options": {

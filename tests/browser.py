@@ -29,3 +29,16 @@ def wait_for(cond, timeout: float = 15.0):
             return v
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+def visible_json_blocks(driver) -> list[str]:
+    """Text of every visible element that starts like JSON (``{`` or ``[{``)."""
+    return driver.execute_script("""
+        const out = [];
+        for (const e of document.body.querySelectorAll('*')) {
+          const r = e.getBoundingClientRect();
+          if (!r.width || !r.height || getComputedStyle(e).visibility === 'hidden') continue;
+          const t = (e.innerText || '').trim();
+          if (t.startsWith('{') || t.startsWith('[{')) out.push(e.tagName + ': ' + t.slice(0, 80));
+        }
+        return out;""")

@@ -183,11 +183,11 @@ def _picture(out: Path, item: Shown, source_id: str | None, seg_start: float | N
 
 # ----------------------------------------------------------------------------- tables
 
-def _read(out: Path, name: str, columns: Sequence[str]) -> pa.Table | None:
+def _read(out: Path, name: str, columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table | None:
     if not schemas.has_manifest(out, name):
         return None
     from manifests.columns import read_columns
-    return read_columns(out, name, columns)
+    return read_columns(out, name, columns, dictionary=dictionary)
 
 
 def _seg_starts(out: Path) -> dict[str, float]:
@@ -270,32 +270,48 @@ def _floats(col: Any) -> np.ndarray:
 def rejected_strips(out: Path, thresholds: Mapping[str, Any] | None, scores: Sequence[str],
                     per_reason: int = PER_REASON) -> tuple[dict[str, Strip], list[tuple[Shown, dict]]]:
     """Per filter that rejected windows (cascade reasons of the decisions table), the
-    ``per_reason`` rejected windows nearest its bounds, below and above in turn."""
-    dec = _read(out, "decisions", ["window_id", "keep", "reason"])
-    cols = ["window_id", "source_id", "class_name", "split", "start", "end"]
-    win = _read(out, "windows", [*cols, *scores]) if dec is not None else None
+    ``per_reason`` rejected windows nearest its bounds, below and above in turn. Columnar:
+    only the picked windows become Python rows (a 1.1M-window run makes a few dozen)."""
+    dec = _read(out, "decisions", ["window_id", "reason"], dictionary=["reason"])
+    win = _read(out, "windows", [*_WINDOW, *scores], dictionary=["source_id", "class_name", "split"]) \
+        if dec is not None else None
     if dec is None or win is None:
         return {}, []
     pos = _aligned(dec, win)
-    reasons = dec["reason"].to_numpy(zero_copy_only=False)
+    reasons = dec["reason"].cast(pa.string())
+    found = {r for r in pc.unique(reasons).to_pylist() if r is not None}
     strips, todo = {}, []
-    for f in _reason_order(set(r for r in reasons if r is not None)):
-        fcols = [c for c in schemas.SCORE_COLUMNS[f] if c in scores]
-        idx = pos[(reasons == f) & (pos >= 0)]
-        sub = win.take(pa.array(idx))
-        values = {c: _floats(sub[c]) for c in fcols}
-        dist, side, which = _missed(values, fcols, thresholds)
+    for f in _reason_order(found):
+        mask = pc.fill_null(pc.equal(reasons, f), False).to_numpy(zero_copy_only=False)
+        idx = pos[mask & (pos >= 0)]
         strip = Strip(total=len(idx))
-        group = sub["source_id"].to_numpy(zero_copy_only=False)
-        for i in nearest(dist, side, per_reason, group):
-            r = {c: sub[c][i].as_py() for c in [*cols, *scores]}
+        for r, verdict in _sample(win, idx, [c for c in schemas.SCORE_COLUMNS[f] if c in scores],
+                                  thresholds, per_reason):
             item = Shown(name=str(r["window_id"]), class_name=r["class_name"], split=r["split"],
                          start=float(r["start"]), end=float(r["end"]), scores=_score_dict(r, scores),
-                         verdict=_verdict(fcols[which[i]], values[fcols[which[i]]][i], int(side[i]), thresholds))
+                         verdict=verdict)
             strip.items.append(item)
             todo.append((item, {"source_id": r["source_id"], "key": None}))
         strips[f] = strip
     return strips, todo
+
+
+_WINDOW = ["window_id", "source_id", "class_name", "split", "start", "end"]
+
+
+def _sample(win: pa.Table, idx: np.ndarray, fcols: list[str], thresholds: Mapping[str, Any] | None,
+            n: int) -> list[tuple[dict, str]]:
+    """(row, verdict) of the ``n`` windows at rows ``idx`` of ``win`` nearest a bound of
+    ``fcols``, at most ``PER_SOURCE`` of one source while others are left."""
+    values = {c: _floats(win[c].take(pa.array(idx, type=pa.int64()))) for c in fcols}
+    dist, side, which = _missed(values, fcols, thresholds)
+    # one code per source (Arrow, no Python string per window)
+    sources = win["source_id"].take(pa.array(idx, type=pa.int64())).cast(pa.string()).combine_chunks()
+    group = pc.dictionary_encode(sources).indices.to_numpy(zero_copy_only=False)
+    picks = nearest(dist, side, n, group)
+    rows = win.take(pa.array(idx[picks], type=pa.int64())).to_pylist() if picks else []
+    return [(r, _verdict(fcols[which[i]], values[fcols[which[i]]][i], int(side[i]), thresholds))
+            for r, i in zip(rows, picks)]
 
 
 def _reason_order(found: set[str]) -> list[str]:

@@ -510,8 +510,6 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
 
     out = Path(out)
     st = st if st is not None else collect(out)
-    windows = (_table(out, "windows", list(schemas.ALL_SCORES)) if has_manifest(out, "windows")
-               else pa.table({c: pa.array([], pa.float64()) for c in schemas.ALL_SCORES}))
     th: dict = {}
     score_only: list[str] = []
     if (out / "run.json").exists():
@@ -525,4 +523,7 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
         except ValueError as e:      # weights not recorded: every filter shown as gating
             log.warning("report: %s", e)
     from curate.reports.gallery import collect_gallery
-    return write_html(out, html, st, windows, th, collect_gallery(out, th, score_only=score_only))
+    gallery = collect_gallery(out, th, score_only=score_only)   # before the scores: one peak
+    windows = (_table(out, "windows", list(schemas.ALL_SCORES)) if has_manifest(out, "windows")
+               else pa.table({c: pa.array([], pa.float64()) for c in schemas.ALL_SCORES}))
+    return write_html(out, html, st, windows, th, gallery)

@@ -137,6 +137,24 @@ def test_stats_text_and_json(built):
     for r in kept:
         assert f'<div class="card" data-name="{r["name"]}"><img class="frames"' in text, r["name"]
     assert '<svg class="chart funnel"' in text and "<pre>" not in text
+    _open_in_chromium(html, kept)
+
+
+def _open_in_chromium(html: Path, kept: list[dict]) -> None:
+    """The real run's report as a browser shows it: no block of JSON, the health sentence,
+    every kept clip's three-frame picture decoded."""
+    from selenium.webdriver.common.by import By
+    from tests.browser import chrome, visible_json_blocks
+    driver = chrome(html.parent)
+    try:
+        driver.get(html.as_uri())
+        assert visible_json_blocks(driver) == []
+        assert "download requests" in driver.find_element(By.ID, "health").text
+        for r in kept:
+            img = driver.find_element(By.CSS_SELECTOR, f'.card[data-name="{r["name"]}"] img.frames')
+            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+    finally:
+        driver.quit()
 
 
 def test_select_with_looser_threshold_reports_windows_to_score(built):

@@ -21,7 +21,7 @@ from curate.reports.stats import collect, write_report
 from curate.stages.select import stage_select
 from manifests import schemas
 from manifests.schemas import read_rows
-from tests.browser import chrome
+from tests.browser import chrome, visible_json_blocks
 from tests.selection.test_select_columnar import _write_run, random_run
 
 #: the 150-class page (VGGSS has 149 classes) stays under this: measured 3.75 MB with noise
@@ -117,18 +117,6 @@ def test_class_cap_bounds_the_clips_shown() -> None:
     assert clip_times(1.0, 4.0) == (1.0, 2.5, 3.999)
 
 
-def _visible_json_blocks(driver) -> list[str]:
-    return driver.execute_script("""
-        const out = [];
-        for (const e of document.body.querySelectorAll('*')) {
-          const r = e.getBoundingClientRect();
-          if (!r.width || !r.height || getComputedStyle(e).visibility === 'hidden') continue;
-          const t = (e.innerText || '').trim();
-          if (t.startsWith('{') || t.startsWith('[{')) out.push(e.tagName + ': ' + t.slice(0, 80));
-        }
-        return out;""")
-
-
 def test_report_in_chromium_shows_pictures_scores_charts_and_no_json(small_run: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     out = small_run
@@ -138,7 +126,7 @@ def test_report_in_chromium_shows_pictures_scores_charts_and_no_json(small_run: 
     driver = chrome(tmp_path)
     try:
         driver.get((out / "report.html").as_uri())
-        assert _visible_json_blocks(driver) == []
+        assert visible_json_blocks(driver) == []
         health = driver.find_element(By.ID, "health").text
         assert "32 download requests" in health and "Last recorded 2026-" in health
         assert "released convention" in driver.find_element(By.CLASS_NAME, "summary").text
