@@ -6,6 +6,7 @@ folders share live here:
 
 - ``metrics_clips``: one reference clip and its three generated parts (head, center, tail)
   as the released metrics protocol reads them, made once per session (read only).
+- ``add_filter_module``: registers a throwaway filter module for one test.
 
 ``no_network``: any connection a test opens raises (what "offline" promises).
 
@@ -51,3 +52,22 @@ def metrics_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     for part, seed in (("head", 4), ("center", 5), ("tail", 6)):
         make_event_video(gen / f"clip_{part}.mp4", duration=2.0, event_times=[0.5, 1.5], seed=seed)
     return gen.parent, ref.parent
+
+
+@pytest.fixture
+def add_filter_module(tmp_path, monkeypatch):
+    """``add_filter_module(name, source)``: writes a filter module into a folder of the
+    ``filters`` package and finds the filters again; undone after the test."""
+    import filters
+    from filters import registry
+
+    folder = tmp_path / "more_filters"
+    folder.mkdir()
+    monkeypatch.setattr(filters, "__path__", [*filters.__path__, str(folder)])
+
+    def add(name: str, source: str) -> None:
+        (folder / f"{name}.py").write_text(source)
+        registry.refresh()
+    yield add
+    monkeypatch.undo()
+    registry.refresh()

@@ -9,7 +9,6 @@ import textwrap
 import numpy as np
 import pytest
 
-import filters
 from filters import registry
 
 MODULE = textwrap.dedent('''
@@ -35,15 +34,8 @@ MODULE = textwrap.dedent('''
 
 
 @pytest.fixture
-def brightness(tmp_path, monkeypatch):
-    folder = tmp_path / "more_filters"
-    folder.mkdir()
-    (folder / "brightness.py").write_text(MODULE)
-    monkeypatch.setattr(filters, "__path__", [*filters.__path__, str(folder)])
-    registry.refresh()
-    yield
-    monkeypatch.undo()
-    registry.refresh()
+def brightness(add_filter_module):
+    add_filter_module("brightness", MODULE)
 
 
 def test_a_filter_module_alone_registers_scores_stores_selects_and_shows_in_stats(brightness, tmp_path):

@@ -189,23 +189,35 @@ def test_150_classes_keep_the_page_under_its_bound(tmp_path: Path) -> None:
     assert size < MAX_BYTES_150_CLASSES
 
 
-def test_a_newly_declared_filter_shows_without_editing_the_report(monkeypatch) -> None:
-    """A filter declared with a bound whose key names no min/max (``floor``) gets its
-    histogram, its threshold and its row in each card from the declarations alone."""
+LUMEN = """
+from filters.spec import Bound, FilterSpec
+
+
+def run(seg, alive):
+    return {}
+
+
+FILTER = FilterSpec(name="lumen", columns=("lumen",), run=run,
+                    bounds=(Bound("lumen", "floor", "min", 0.3),))
+"""
+
+
+def test_a_newly_declared_filter_shows_without_editing_the_report(add_filter_module) -> None:
+    """A filter module declared with a bound whose key names no min/max (``floor``) gets its
+    histogram, its threshold and its row in each card from its declaration alone."""
     from curate.reports.gallery import Gallery, Shown, Strip
     from curate.reports.html import render_html
     from filters import registry
-    monkeypatch.setattr(schemas, "SCORE_COLUMNS", {**schemas.SCORE_COLUMNS, "brightness": ("brightness",)})
-    monkeypatch.setattr(schemas, "ALL_SCORES", (*schemas.ALL_SCORES, "brightness"))
-    monkeypatch.setattr(registry, "BOUNDS", {**registry.BOUNDS, "brightness": (("brightness", "floor", "min"),)})
-    th = {**registry.default_thresholds(), "brightness": {"floor": 0.3}}
+    add_filter_module("lumen", LUMEN)
+    th = registry.default_thresholds()
+    assert th["lumen"] == {"floor": 0.3}
     item = Shown(name="c/x_000000_000010_1_4", class_name="c", split="train", start=1.0, end=4.0,
-                 scores={"pixel_diff": 0.05, "brightness": 0.2996})
-    page = render_html({}, [{"brightness": 0.2}, {"brightness": 0.5}], th,
+                 scores={"pixel_diff": 0.05, "lumen": 0.2996})
+    page = render_html({}, [{"lumen": 0.2}, {"lumen": 0.5}], th,
                        gallery=Gallery(kept={"c": Strip(items=[item], total=3)}, rejected={},
                                        per_class=12, per_reason=12))
-    assert '<figure class="hist" data-column="brightness">' in page and "floor=0.3" in page
-    assert ('<tr class="fail"><td>brightness</td><td>0.2996</td><td>≥ 0.3</td><td>✗</td></tr>'
+    assert '<figure class="hist" data-column="lumen">' in page and "floor=0.3" in page
+    assert ('<tr class="fail"><td>lumen</td><td>0.2996</td><td>≥ 0.3</td><td>✗</td></tr>'
             in page)                                   # digits enough to differ from 0.3
     assert '<tr class="pass"><td>pixel_diff</td><td>0.05</td><td>0.01–0.15</td>' in page
     assert "2 more kept clips of c not shown" in page
