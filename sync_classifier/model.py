@@ -331,6 +331,7 @@ def _torch_load(path: Path, option: str, extras: tuple = ()):
     reads a file that needs full unpickling, for files the user trusts."""
     import os
     import pickle
+    _require_checkpoint(path, option)
     trusted = os.environ.get(TRUST_ENV) == "1"
     try:
         if trusted:
@@ -339,11 +340,30 @@ def _torch_load(path: Path, option: str, extras: tuple = ()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if "weights only" not in str(e).lower():     # torch's refusal says so; garbage does not
+            raise ValueError(f"{path} is not a checkpoint ({first}): check {option}") from e
         raise ValueError(f"{path} holds Python objects beyond weights, which could run code when "
                          f"read ({first}); curate reads weights only. If you trust the file, pass "
                          f"--trust-checkpoint ({option})") from e
     except Exception as e:  # torch raises several types for a corrupt file
         raise ValueError(f"cannot read {path}: {e} (check {option})") from e
+
+
+#: how a torch.save file starts: a zip archive (torch >= 1.6), else a pickle's PROTO opcode
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _require_checkpoint(path: Path, option: str) -> None:
+    """A file that is not what ``torch.save`` writes is "not a checkpoint", before any
+    unpickling (and never a hint to trust it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ValueError(f"cannot read {path} ({e.strerror or e}): check {option}") from e
+    if not head.startswith(_CHECKPOINT_MAGIC):
+        raise ValueError(f"{path} is not a checkpoint (neither a torch zip archive nor a "
+                         f"pickle): check {option}")
 
 
 # ---------------------------------------------------------------- released modules/ folder

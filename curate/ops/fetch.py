@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 
 REASONS = ("ok", "cached", "short", "unavailable", "http_error", "throttled", "timeout",
            "bot_check", "js_challenge", "no_video", "no_audio", "too_small", "partial", "corrupt", "bad_input",
-           "error")
+           "empty_response", "error")
 
 #: seconds a segment may fall short of what was asked / what the source declares before it
 #: counts (frame, audio-priming and keyframe granularity stay below this)
@@ -106,8 +106,15 @@ _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
 #: YouTube's anti-bot wall: only a logged-in session (cookies) gets past it; retrying is useless
 _BOT_CHECK = re.compile(r"confirm you.?re not a bot|sign in to confirm(?! your age)", re.IGNORECASE)
 _HTTP_STATUS = re.compile(r"HTTP Error (\d{3})")
+#: the server answered with no body at all: asking again gets the same nothing
+_EMPTY = re.compile(r"did not get any data|downloaded file is empty|the downloaded file is empty", re.I)
+#: a 403 whose page is a bot check (a captcha wall), not a plain refusal
+_BOT_BODY = re.compile(r"confirm you.?re not a (?:ro)?bot|unusual traffic|captcha|are you a robot"
+                       r"|verify (?:that )?you are (?:a )?human|automated (?:queries|requests)", re.I)
+#: bytes of a 403's body read to look for a bot check
+_BODY_PEEK = 64 * 1024
 _TRANSFER = re.compile(
-    r"content too short|did not get any data|incomplete ?read|connection (?:reset|refused|aborted)"
+    r"content too short|incomplete ?read|connection (?:reset|refused|aborted)"
     r"|remote end closed|broken pipe|unable to download video data|downloaded \d+ bytes, expected"
     r"|bytes read, \d+ more expected",
     re.IGNORECASE)
@@ -638,6 +645,7 @@ def _fetch(plan: _Plan, outdir: Path, opts: DownloadOptions) -> tuple[Path, bool
     info = None
     try:
         with yt_dlp.YoutubeDL(params) as ydl:
+            _keep_403_pages(ydl)
             info = ydl.extract_info(plan.url, download=False)
             if info is None:
                 raise _Failure("unavailable", "yt-dlp returned no information")
@@ -770,6 +778,9 @@ def _classify(e: BaseException) -> _Failure:
         if isinstance(c, ContentTooShortError):
             return _Failure("http_error", f"incomplete transfer: {c}", transient=True)
         if isinstance(c, HTTPError):
+            if c.status == 403 and _BOT_BODY.search(_body_of(c)):
+                return _Failure("bot_check", f"bot_check: the server answered 403 with a bot "
+                                             f"check page: pass --cookies ({msg})")
             return _http_failure(c.status, msg, _retry_after_of(c))
         if isinstance(c, (TimeoutError, socket.timeout)):
             return _Failure("timeout", msg, transient=True)
@@ -787,11 +798,39 @@ def _classify(e: BaseException) -> _Failure:
         return _Failure("unavailable", msg)
     if _TIMEOUT.search(msg):
         return _Failure("timeout", msg, transient=True)
+    if _EMPTY.search(msg):
+        return _Failure("empty_response", f"empty_response: the server sent no data ({msg})")
     if _TRANSFER.search(msg):
         return _Failure("http_error", f"incomplete transfer: {msg}", transient=True)
     if "unsupported url" in msg.lower():
         return _Failure("bad_input", msg)
     return _Failure("error", msg)
+
+
+def _keep_403_pages(ydl: Any) -> None:
+    """Keep the first ``_BODY_PEEK`` bytes of every 403 page ``ydl`` meets on the error
+    (``_body_of``): yt-dlp's extractors close the response before the error reaches us, and
+    only the page tells a bot check from a plain refusal."""
+    from yt_dlp.networking.exceptions import HTTPError
+    urlopen = ydl.urlopen
+
+    def peeking(req: Any) -> Any:
+        try:
+            return urlopen(req)
+        except HTTPError as e:
+            if e.status == 403 and not hasattr(e, "curate_page"):
+                try:
+                    e.curate_page = e.response.read(_BODY_PEEK)
+                except Exception:  # noqa: BLE001 - no page to keep
+                    e.curate_page = b""
+            raise
+    ydl.urlopen = peeking
+
+
+def _body_of(err: BaseException) -> str:
+    """The kept start of an HTTP error's page (``_keep_403_pages``), as text, else ''."""
+    data = getattr(err, "curate_page", b"")
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
 
 
 def _http_failure(status: int, msg: str, retry_after: float | None = None) -> _Failure:

@@ -39,7 +39,7 @@ def availability(status: str | None, reason: str | None, error: str | None) -> s
     if status == schemas.STATUS_OK:
         return "ok"
     text = error or ""
-    if reason in ("bot_check", "js_challenge", "throttled", "timeout", "bad_input"):
+    if reason in ("bot_check", "js_challenge", "throttled", "timeout", "bad_input", "empty_response"):
         return reason
     if reason in _BAD_MEDIA:
         return "bad_media"
