@@ -448,16 +448,20 @@ def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos,
                amp: str = typer.Option("auto", help="auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off"),
                max_minutes: Optional[float] = typer.Option(None, help="stop (with a checkpoint) after this wall time"),
                convention: Optional[str] = typer.Option(None, help="preprocessing: released | ours (default: the init's, else ours)"),
+               val_data: Optional[Path] = typer.Option(None, help="validation videos (released convention: 21 clips placed uniformly, as the authors' test set)"),
+               val_every: int = typer.Option(2500, help="steps between validations (and at the end)"),
                seed: int = 0, trust_checkpoint: bool = TrustOpt) -> None:
     """Train the sync classifier (contrastive, hard negatives; resumes from <out>; DDP under torchrun)."""
     from sync_classifier.train import train
     _trust(trust_checkpoint)
-    if data is not None and not data.exists():
-        _fail(FileNotFoundError(f"--data {data} does not exist"))
+    for opt, path in (("--data", data), ("--val-data", val_data)):
+        if path is not None and not path.exists():
+            _fail(FileNotFoundError(f"{opt} {path} does not exist"))
     try:
         ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
                      small=small, max_minutes=max_minutes, seed=seed, accum_steps=accum_steps,
-                     warmup_steps=warmup_steps, amp=amp, convention=convention)
+                     warmup_steps=warmup_steps, amp=amp, convention=convention,
+                     val_data=val_data, val_every=val_every)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(f"checkpoint: {ckpt}")

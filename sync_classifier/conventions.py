@@ -54,6 +54,10 @@ ALL_ANCHORS = "all-anchors"
 PROTOCOLS = (RELEASED, ALL_ANCHORS)
 
 MIN_FPS = 12.0          # the released dataset asserts video fps >= 12
+# clip placements of a released instance: the compact run of clips `gap` apart (centred at
+# evaluation, random in training), or spread evenly over the span (the released test set)
+COMPACT, UNIFORM = "compact", "uniform"
+PLACEMENTS = (COMPACT, UNIFORM)
 EDGE = 1e-4             # the released "avoid endpoint rounding error" shift
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -164,6 +168,13 @@ def clip_starts(range_start: float, range_end: float, num_clips: int, shift: flo
     else:
         first = rng.uniform(range_start, range_end - span)
     return np.arange(num_clips) * shift + first
+
+
+def uniform_starts(range_start: float, range_end: float, num_clips: int) -> np.ndarray:
+    """``num_clips`` starts spread evenly over [range_start, range_end], both ends included:
+    the released ``uniform_sample(..., endpoint=True)`` of ``sampling_type="uniform"``, which
+    the authors' sync training config validates with (21 clips)."""
+    return np.linspace(range_start, range_end, num_clips, endpoint=True)
 
 
 def clip_time_grid(starts: np.ndarray, num_frames: int = 12, fps: int = 6) -> np.ndarray:
@@ -278,12 +289,20 @@ def usable_span(path: str | Path, start: float = 0.0, end: float | None = None,
 
 def released_instance(path: str | Path, offsets: Sequence[float], frame_size: int,
                       rng: random.Random | None, start: float = 0.0, end: float | None = None,
-                      clip_len: float = 2.0, fps: int = 6) -> ReleasedClips:
+                      clip_len: float = 2.0, fps: int = 6, placement: str = COMPACT
+                      ) -> ReleasedClips:
     """One instance: clips at released placements over the usable span (``rng`` None =
-    centred, evaluation; else random-compact starts and one flip per clip, training)."""
+    centred, evaluation; else random-compact starts and one flip per clip, training).
+    ``placement`` ``uniform``: the clips spread evenly over the span instead (the released
+    test set of sync training); the span must still hold the compact one, as released."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown clip placement {placement!r}: choose {' or '.join(PLACEMENTS)}")
     num, gap = offsets_spacing(offsets)
     s, e = usable_span(path, start, end, clip_len + (num - 1) * gap)
-    starts = clip_starts(s, e - clip_len, num, gap, rng)
+    if placement == UNIFORM:
+        starts = uniform_starts(s, e - clip_len, num)
+    else:
+        starts = clip_starts(s, e - clip_len, num, gap, rng)
     flips = None if rng is None else [bool(rng.randint(0, 1)) for _ in range(num)]
     try:
         return released_clips(path, starts, frame_size, int(round(clip_len * fps)), fps, flips=flips)

@@ -502,16 +502,20 @@ class ReleasedClipDataset(Dataset):
     """``ShiftedClipDataset`` under the released convention (``sync_classifier.conventions``):
     each item decodes the source's native frames and AAC frames for its clips. Evaluation
     centres the clips on the usable span; training draws random-compact starts and flips
-    each clip independently. Items are ``{"mel", "video"}`` or ``{"failed": Skipped}``."""
+    each clip independently; ``placement="uniform"`` (evaluation only) spreads them over the
+    span as the released sync training validates. Items are ``{"mel", "video"}`` or
+    ``{"failed": Skipped}``."""
 
     def __init__(self, sources: Sequence[VideoSource], offsets: Sequence[float],
                  frame_size: int | None, train: bool, clip_len: float = CLIP_LEN,
-                 fps: int = CLIP_FPS) -> None:
+                 fps: int = CLIP_FPS, placement: str = "compact") -> None:
         from sync_classifier.conventions import offsets_spacing
         offsets_spacing(offsets)          # evenly spaced, else a clear error now
+        if train and placement != "compact":
+            raise ValueError(f"{placement} placement is for evaluation, not training")
         self.sources, self.offsets = list(sources), tuple(offsets)
         self.frame_size = frame_size or 224
-        self.train, self.clip_len, self.fps = train, clip_len, fps
+        self.train, self.clip_len, self.fps, self.placement = train, clip_len, fps, placement
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -523,7 +527,7 @@ class ReleasedClipDataset(Dataset):
         rng = random.Random(int(torch.randint(0, 2 ** 62, (1,)).item())) if self.train else None
         try:
             rc = released_instance(s.path, self.offsets, self.frame_size, rng, s.start, s.end,
-                                   self.clip_len, self.fps)
+                                   self.clip_len, self.fps, self.placement)
         except (DecodeError, ValueError, OSError) as e:
             log.warning("sync data: %s failed: %s", s.path, e)
             return {"failed": Skipped(str(s.path), str(e))}

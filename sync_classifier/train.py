@@ -98,6 +98,10 @@ class TrainConfig:
     grid_factory: Callable[[int, random.Random], Grid] | None = None
     # preprocessing convention: "released" | "ours" | None (the init's, else ours)
     convention: str | None = None
+    # validation videos (like ``data``; the authors' test list) and how often (steps; the
+    # released config's test_steps): released convention = 21 clips placed uniformly
+    val_data: Path | None = None
+    val_every: int = 2500
 
 
 def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
@@ -207,6 +211,57 @@ def _dataset(cfg: TrainConfig, mcfg: SyncConfig, convention: str = conventions.O
                               cache_bytes=int(cfg.cache_mb * 2 ** 20)), skipped
 
 
+def _validation_set(cfg: TrainConfig, mcfg: SyncConfig, convention: str):
+    """(loader, placement) over ``cfg.val_data``, or None. Released convention: the clips
+    placed as the released sync training's test set (``sampling_type="uniform"``: evenly
+    over the span, no flip), so the validation accuracies compare with the authors' logs;
+    ours: centred, as ``curate sync eval`` places them."""
+    if cfg.val_data is None:
+        return None
+    if convention == conventions.RELEASED:
+        sources, skipped = released_usable_sources(find_sources(cfg.val_data), cfg.offsets)
+        placement = conventions.UNIFORM
+        ds = ReleasedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=False,
+                                 placement=placement)
+    else:
+        sources, skipped = usable_sources(find_sources(cfg.val_data), cfg.offsets)
+        placement = "centred"
+        ds = ShiftedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=False)
+    if not sources:
+        raise ValueError(f"no usable validation videos in {cfg.val_data} ({len(skipped)} skipped, "
+                         f"e.g. {skipped[0].reason if skipped else 'none found'}) (--val-data)")
+    log.info("sync train: validation on %d videos (%d skipped), %d clips each, %s placement, "
+             "every %d steps", len(sources), len(skipped), len(cfg.offsets), placement,
+             cfg.val_every)
+    loader = DataLoader(ds, batch_size=max(cfg.batch_size, 1), shuffle=False,
+                        num_workers=cfg.num_workers, collate_fn=collate_instances)
+    return loader, placement
+
+
+def validate(model: SyncClassifier, loader: DataLoader, device: torch.device, autocast,
+             tau: float = TAU) -> dict:
+    """Mean contrastive loss and exact-offset accuracies (a2v, v2a: the argmax over the K
+    clips is the paired one) per validation instance, in eval mode, as the released
+    trainer's test pass reports them; the model is left in train mode."""
+    net, tot, n = PairwisePhi(model), [0.0, 0.0, 0.0], 0
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            if batch["mel"] is None:
+                continue
+            with autocast:
+                phi = net(batch["mel"].to(device), batch["video"].to(device))
+            b = phi.shape[0]
+            for i, x in enumerate(sync_contrastive_loss(phi, tau)):
+                tot[i] += x.item() * b
+            n += b
+    model.train()
+    if n == 0:
+        return {"val_instances": 0, "val_loss": None, "val_acc_a2v": None, "val_acc_v2a": None}
+    return {"val_instances": n, "val_loss": tot[0] / n, "val_acc_a2v": tot[1] / n,
+            "val_acc_v2a": tot[2] / n}
+
+
 def amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
     mode = {True: "auto", False: "off", None: "off"}.get(amp, amp)
@@ -260,6 +315,7 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     cfg.out = Path(cfg.out)
     cfg.data = Path(cfg.data) if cfg.data else None
     cfg.init = Path(cfg.init) if cfg.init else None
+    cfg.val_data = Path(cfg.val_data) if cfg.val_data else None
     rank, local, world = _dist_setup()
     device = _device(cfg, local)
     torch.manual_seed(cfg.seed + rank)
@@ -307,6 +363,7 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
                         pin_memory=device.type == "cuda", drop_last=False,
                         persistent_workers=cfg.num_workers > 0)
     autocast, scaler = _amp_context(device, cfg.amp)
+    val = _validation_set(cfg, model.config, model.convention) if rank == 0 else None
     history = last.with_name(final.stem + ".log.jsonl")
     t_start = time.monotonic()
     extra = {"train_config": _jsonable(cfg), "convention": model.convention,
@@ -331,6 +388,9 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
             timeout = bool(flag.item())
         if rank == 0:
             _log_step(pbar, history, rec, cfg.log_every)
+            if val is not None and (step % cfg.val_every == 0 or step == cfg.steps or timeout):
+                _log_validation(history, step, val[1], validate(model, val[0], device, autocast,
+                                                                 cfg.tau))
             if step % cfg.ckpt_every == 0 or step == cfg.steps or timeout:
                 save_checkpoint(last, model, opt, step, extra)
         if timeout:
@@ -405,6 +465,17 @@ def _log_step(pbar, history: Path, rec: dict, every: int) -> None:
         log.info("step %(step)d loss %(loss).4f acc a2v %(acc_a2v).3f v2a %(acc_v2a).3f", rec)
         with history.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+
+
+def _log_validation(history: Path, step: int, placement: str, res: dict) -> None:
+    rec = {"step": step, "validation": placement, **res}
+    if res["val_loss"] is None:
+        log.warning("validation at step %d (%s placement): no instance could be read", step, placement)
+    else:
+        log.info("validation at step %(step)d (%(validation)s placement, %(val_instances)d "
+                 "videos): loss %(val_loss).4f acc a2v %(val_acc_a2v).3f v2a %(val_acc_v2a).3f", rec)
+    with history.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def _jsonable(cfg: TrainConfig) -> dict:

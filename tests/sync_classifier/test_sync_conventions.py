@@ -247,6 +247,79 @@ def test_training_with_the_released_convention_records_it(tmp_path, videos) -> N
     assert read_checkpoint(ck2)["convention"] == C.RELEASED
 
 
+def test_uniform_placement_is_the_released_test_sets(videos) -> None:
+    """The authors' sync training validates with sampling_type="uniform": starts
+    np.linspace(0, D - 2, K) over the shorter stream's duration D (their uniform_sample with
+    endpoint=True), no flip; the span must still hold the compact clips, as they assert."""
+    from sync_classifier.data import ReleasedClipDataset, find_sources
+    path = videos / "v0.mp4"
+    offsets = (-0.4, -0.2, 0.0, 0.2, 0.4)
+    d = native.released_metadata(path)["av_duration"]
+    rc = C.released_instance(path, offsets, 32, None, placement=C.UNIFORM)
+    np.testing.assert_allclose(rc.starts, [k * (d - 2.0) / 4 for k in range(5)], rtol=0, atol=1e-12)
+    centred = C.released_instance(path, offsets, 32, None)
+    np.testing.assert_allclose(np.diff(centred.starts), 0.2, atol=1e-12)
+    assert not np.allclose(rc.starts, centred.starts)
+    # the frames are picked at the uniform starts by the released nearest-frame rule
+    nf = native.decode_native_frames(path)
+    times = C.clip_time_grid(rc.starts)[:, :-1]
+    cand = (nf.pts >= times[0, 0]) & (nf.pts <= times[-1, -1])
+    assert np.array_equal(rc.frame_index, nf.index[cand][np.abs(times[..., None] - nf.pts[cand]).argmin(-1)])
+    # the evaluation dataset hands the placement on
+    from sync_classifier.data import VideoSource
+    ds = ReleasedClipDataset([VideoSource(path, 0.0, None, "v0")], offsets, 32, train=False,
+                             placement=C.UNIFORM)
+    assert torch.equal(ds[0]["mel"], rc.mel) and torch.equal(ds[0]["video"], rc.video)
+    with pytest.raises(ValueError, match="placement"):
+        C.released_instance(path, offsets, 32, None, placement="spread")
+    with pytest.raises(ValueError, match="uniform placement is for evaluation"):
+        ReleasedClipDataset(find_sources(videos), offsets, 32, train=True, placement=C.UNIFORM)
+
+
+def test_released_training_validates_with_uniform_clips(tmp_path, caplog) -> None:
+    """`curate sync train --convention released --val-data`: each validation video's clips
+    (21 by default, 5 here to keep it quick) placed uniformly as in the authors' test set,
+    said in the log and in the history file; our convention says centred."""
+    import logging
+    import sync_classifier.train as T
+    from sync_classifier.train import train
+    vids = tmp_path / "v"
+    make_event_video(vids / "a.mp4", duration=4.0, event_times=[1.0, 2.5], seed=3)
+    out, offsets = tmp_path / "ck", (-0.4, -0.2, 0.0, 0.2, 0.4)
+    with caplog.at_level(logging.INFO, logger="sync_classifier.train"):
+        train(out=out, data=vids, val_data=vids, steps=2, batch_size=1, val_every=1, offsets=offsets,
+              num_workers=0, model=tiny_config(), convention="released")
+    assert "validation on 1 videos (0 skipped), 5 clips each, uniform placement" in caplog.text
+    loader, placement = T._validation_set(T.TrainConfig(out=out, val_data=vids, offsets=offsets),
+                                          tiny_config(), C.RELEASED)
+    assert placement == C.UNIFORM and loader.dataset.placement == C.UNIFORM
+    assert "validation at step 2 (uniform placement, 1 videos)" in caplog.text
+    hist = [json.loads(x) for x in (out / "sync_classifier.log.jsonl").read_text().splitlines()]
+    val = [h for h in hist if "validation" in h]
+    assert [h["step"] for h in val] == [1, 2]
+    assert all(h["validation"] == "uniform" and h["val_instances"] == 1 for h in val)
+    assert all(0.0 <= h["val_acc_a2v"] <= 1.0 and h["val_loss"] > 0 for h in val)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sync_classifier.train"):
+        train(out=tmp_path / "ours", data=vids, val_data=vids, steps=1, batch_size=1, offsets=offsets,
+              num_workers=0, model=tiny_config(), convention="ours")
+    assert "centred placement" in caplog.text and "uniform placement" not in caplog.text
+
+
+def test_cli_passes_the_validation_options(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+    import sync_classifier.train as T
+    from curate.cli import app
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda **kw: seen.update(kw) or tmp_path / "x.pt")
+    r = CliRunner().invoke(app, ["sync", "train", "--out", str(tmp_path), "--val-data", str(tmp_path),
+                                 "--val-every", "7", "--convention", "released"])
+    assert r.exit_code == 0, r.output
+    assert seen["val_data"] == tmp_path and seen["val_every"] == 7
+    r = CliRunner().invoke(app, ["sync", "train", "--out", str(tmp_path), "--val-data", str(tmp_path / "no")])
+    assert r.exit_code == 2 and "--val-data" in r.output
+
+
 # ------------------------------------------------------------------ metrics
 
 def test_metrics_released_protocol(tmp_path, metrics_clips) -> None:
