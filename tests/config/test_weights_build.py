@@ -19,6 +19,8 @@ from sync_classifier.model import SyncClassifier, save_released, tiny_config
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    for var in ("CURATE_OFFLINE", "HF_HUB_OFFLINE"):     # --offline sets them: restored after
+        monkeypatch.setenv(var, "0")
     return tmp_path / "home"
 
 
@@ -60,12 +62,14 @@ def test_missing_weights_name_the_pull(home):
 
 
 @pytest.mark.slow
-def test_build_without_weight_options_uses_and_records_the_cache(home, tmp_path):
+def test_build_without_weight_options_uses_and_records_the_cache(home, tmp_path, no_network):
+    """Offline, with every connection refused: the build reads the cache and nothing else."""
     folder = _cache_the_classifier()
     src, cfg = _sources(tmp_path)
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["build", "custom", "--config", str(cfg), "--sources", str(src),
-                                   "--out", str(out), "--executor", "local", "--workers", "1"])
+                                   "--out", str(out), "--executor", "local", "--workers", "1",
+                                   "--offline"])
     assert res.exit_code == 0, res.output
     run = json.loads((out / "run.json").read_text())
     assert "sync_checkpoint" not in run["options"]

@@ -22,6 +22,8 @@ SIZE = 300_000
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    for var in ("CURATE_OFFLINE", "HF_HUB_OFFLINE"):     # --offline sets them: restored after
+        monkeypatch.setenv(var, "0")
 
 
 @pytest.fixture
@@ -113,6 +115,8 @@ def test_offline_never_opens_a_socket(served, no_network, monkeypatch):
     res = CliRunner().invoke(app, ["models", "pull", "avid-cma-audioset", "--base-url", srv.base_url])
     assert res.exit_code == 1 and "offline" in res.output
     assert srv.requests == []
+    with pytest.raises(PullError, match="not in open_clip's cache and offline"):
+        pull(get_weight("clip-vit-b-32-openai"), echo=lambda s: None)
 
 
 def test_file_copied_in_by_hand_is_checked_in_place(no_network, monkeypatch):

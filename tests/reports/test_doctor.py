@@ -18,6 +18,8 @@ from curate.cli import app
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    for var in ("CURATE_OFFLINE", "HF_HUB_OFFLINE"):     # --offline sets them: restored after
+        monkeypatch.setenv(var, "0")
 
 
 def _doctor(*args: str) -> tuple[int, dict]:
