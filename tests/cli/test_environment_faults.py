@@ -134,3 +134,17 @@ def test_a_missing_ffmpeg_stops_the_build_naming_path(tmp_path, served):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ffmpeg not found on PATH") and "PATH" in last
     assert _failed_records(tmp_path / "out") == []
+
+
+def test_an_output_on_a_full_disk_stops_before_any_stage_naming_out(tmp_path, served):
+    srv, ids = served
+    src = served_sources_csv(tmp_path / "sources.csv", srv, ids)
+    cfg = tmp_path / "recipe.json"
+    cfg.write_text(json.dumps({"base": "demo", "stages": ["sources", "download"]}))
+    with _mount_tmpfs(tmp_path / "small", "size=400k") as small:
+        r = _cli("build", "custom", "--config", cfg, "--sources", src, "--out", small / "out",
+                 "--executor", "local", env={"CURATE_SCRATCH": str(tmp_path / "s")})
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: the output folder {small / 'out'} has") and "--out" in last
+        assert "== sources" not in r.stdout and not (small / "out" / "work").exists()
