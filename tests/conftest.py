@@ -7,6 +7,7 @@ folders share live here:
 - ``metrics_clips``: one reference clip and its three generated parts (head, center, tail)
   as the released metrics protocol reads them, made once per session (read only).
 - ``add_filter_module``: registers a throwaway filter module for one test.
+- ``served_copies``: three small event videos served on 127.0.0.1 (``LoopbackServer``, ids).
 
 ``no_network``: any connection a test opens raises (what "offline" promises).
 
@@ -17,6 +18,17 @@ from __future__ import annotations
 
 from pathlib import Path
 import pytest
+
+
+@pytest.fixture(scope="module")
+def served_copies(tmp_path_factory: pytest.TempPathFactory):
+    from curate.demo.loopback import LoopbackServer
+    from tests.avmedia import event_video_copies
+
+    root = tmp_path_factory.mktemp("www")
+    ids = event_video_copies(root, 3)
+    with LoopbackServer(root) as srv:
+        yield srv, ids
 
 
 @pytest.fixture

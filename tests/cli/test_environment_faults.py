@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.demo.loopback import LoopbackServer
-from tests.avmedia import event_video_copies, served_sources_csv
+from tests.avmedia import served_sources_csv
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = os.geteuid() == 0
@@ -28,11 +27,8 @@ def _cli(*args, env=None, drop=(), timeout=300):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("www")
-    ids = event_video_copies(root, 3)
-    with LoopbackServer(root) as srv:
-        yield srv, ids
+def served(served_copies):
+    return served_copies
 
 
 def _build(tmp_path, served, env=None, drop=()):

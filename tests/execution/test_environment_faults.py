@@ -13,20 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.build import build
-from curate.demo.loopback import LoopbackServer
 from curate.execution.local import LocalExecutor
 from curate.ops import fetch
 from manifests import scratch
 from manifests.faults import EnvironmentFault
-from tests.avmedia import event_video_copies, served_sources_csv
+from tests.avmedia import served_sources_csv
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("www")
-    ids = event_video_copies(root, 3)
-    with LoopbackServer(root) as srv:
-        yield srv, ids
+def served(served_copies):
+    return served_copies
 
 
 def _build(tmp_path: Path, served) -> list[dict]:
