@@ -21,6 +21,7 @@ DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 FAULT_TEXT = re.compile(
     r"No space left on device|Disk quota exceeded|Read-only file system|\bENOSPC\b"
     r"|scratch folder .* (?:is a link|another user's|not a folder|not writable)"
+    r"|Permission denied: '[^']*/p\d+'"     # an older version's scratch folder (p<pid>)
     r"|No such file or directory: '(?:ffmpeg|ffprobe)'|No module named 'yt_dlp'",
     re.IGNORECASE)
 

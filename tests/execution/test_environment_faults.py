@@ -121,3 +121,19 @@ def test_a_fault_in_a_ray_worker_stops_the_stage_and_records_nothing_failed(tmp_
         ex.shutdown()
     recs = [line for p in (tmp_path / "work" / "faulty").glob("part-*") for line in p.read_text().splitlines()]
     assert all('"failed"' not in r for r in recs)
+
+
+@pytest.mark.parametrize("error,fault", [
+    ("corrupt: ffmpeg: Error writing trailer: No space left on device", True),
+    ("OSError: [Errno 30] Read-only file system: '/scratch/p77'", True),
+    ("PermissionError: [Errno 13] Permission denied: '/scratch/p77'", True),
+    ("PermissionError: scratch folder /tmp/curate-scratch-0 is a link or another user's folder: "
+     "remove it, or set CURATE_SCRATCH to a folder of your own", True),
+    ("FileNotFoundError: [Errno 2] No such file or directory: 'ffmpeg'", True),
+    ("HTTP Error 404: Not Found", False),
+    ("local file not found: /data/p12.mp4", False),
+    ("corrupt: ffmpeg: moov atom not found", False),
+])
+def test_what_older_versions_recorded_for_a_fault_of_the_machine_is_told_apart(error, fault):
+    from manifests.faults import FAULT_TEXT
+    assert bool(FAULT_TEXT.search(error)) is fault

@@ -86,3 +86,12 @@ def test_class_folders_never_start_with_a_dash(label, folder):
 def test_a_label_of_dashes_only_gives_no_folder():
     with pytest.raises(ValueError, match="empty class folder"):
         folder_name("---")
+
+
+def test_a_missing_yt_dlp_stops_the_stage_instead_of_failing_the_source(tmp_path, monkeypatch):
+    import sys
+    from manifests.faults import EnvironmentFault
+    monkeypatch.setitem(sys.modules, "yt_dlp", None)        # import yt_dlp -> ImportError
+    row = {"source_id": "a_000000_000003", "url": "http://127.0.0.1:9/a.mp4", "start": 0, "end": 3}
+    with pytest.raises(EnvironmentFault, match="yt-dlp is not installed .*pip install yt-dlp"):
+        download_source(row, tmp_path / "media", DownloadOptions(**FAST))
