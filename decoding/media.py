@@ -6,17 +6,25 @@ form used by the trainer loader and the sync classifier.
 """
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 GRID_FPS = 12
+#: the version of the grid decode's values (frames, audio): part of the score fingerprint, so
+#: a decode that changes any decoded value rescores old runs once. Bump it with such a change
+#: (tests/decoding/test_grid_decode.py pins the values of each version). 2: the segment's audio
+#: alone is decoded (from a seek; older: from the file's start, resampled from there).
+GRID_DECODE = "grid-2"
 GRID_SIZE = 224
 SAMPLE_RATE = 16000
 #: a grid slot at time t shows the last source frame with pts <= t + PTS_SLACK (1 ms: absorbs
@@ -129,13 +137,15 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
 
 
 def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
-                 sar: float = 1.0) -> np.ndarray:
+                 sar: float = 1.0, scaler: VideoReformatter | None = None) -> np.ndarray:
     """Display-correct RGB: non-square pixels stretched to the display aspect, rotation
-    applied, then short side ``short_side`` and the centre crop."""
+    applied, then short side ``short_side`` and the centre crop. ``scaler``: one reused for
+    every frame of a segment (the same pixels as a new one)."""
     w, h = frame.width * sar, float(frame.height)     # display size (before rotation)
     scale = short_side / min(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    img = frame.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
+    scaler = scaler or VideoReformatter()
+    img = scaler.reformat(frame, width=nw, height=nh, format="rgb24").to_ndarray()
     k = _quarter_turns(frame)
     if k:
         img = np.rot90(img, k)
@@ -161,6 +171,69 @@ def _decoded(container, stream):
         logging.getLogger(__name__).info("decoding stopped after %d frames: %s", n, e)
 
 
+#: packets read ahead of the one being decoded: enough to see the next frame in display order
+#: past any B-frame reordering (H.264 allows 16 reordered frames)
+LOOKAHEAD = 17
+
+
+def _taken(pts: float | None, next_pts: float | None, slots: np.ndarray) -> bool:
+    """Whether a grid slot can take the frame shown from ``pts`` until ``next_pts``: slot k
+    takes the last frame with pts <= ``slots[k]`` (slot time + PTS_SLACK). Unknown times:
+    taken (it is decoded)."""
+    if pts is None or next_pts is None:
+        return True
+    i = int(np.searchsorted(slots, pts, side="left"))
+    return i < len(slots) and slots[i] < next_pts
+
+
+def _packets_taken(container, stream, slots: np.ndarray):
+    """``(packet, taken)`` in decode order; ``taken`` from the packet's pts and the next pts in
+    display order among the packets read so far and ``LOOKAHEAD`` ahead (the last packets of
+    the file, with nothing ahead, count as taken)."""
+    seen: list[float] = []
+    ahead: deque = deque()
+
+    def pts_of(pk) -> float | None:
+        return None if pk.pts is None or pk.size == 0 else float(pk.pts * stream.time_base)
+
+    def release(pk, end_of_file: bool):
+        t = pts_of(pk)
+        i = bisect.bisect_right(seen, t) if t is not None and not end_of_file else len(seen)
+        return pk, pk.is_keyframe or pk.is_discard or _taken(t, seen[i] if i < len(seen) else None, slots)
+
+    for pk in container.demux(stream):
+        t = pts_of(pk)
+        if t is not None:
+            bisect.insort(seen, t)
+        ahead.append(pk)
+        if len(ahead) > LOOKAHEAD:
+            yield release(ahead.popleft(), False)
+    while ahead:
+        yield release(ahead.popleft(), True)
+
+
+def _decoded_for(container, stream, slots: np.ndarray):
+    """The frames of ``stream`` a grid with slot times ``slots`` (ascending) can take, and
+    more: a packet whose frame no slot can take is sent with ``skip_frame = NONREF``, so the
+    decoder skips it when no other frame refers to it (a reference frame is decoded: later
+    frames need it). The frames slots take are exactly those of a full decode. Needs one
+    decode thread (the setting applies to the packet being sent). Ends like ``_decoded``."""
+    cc = stream.codec_context
+    n = 0
+    try:
+        for pk, taken in _packets_taken(container, stream, slots):
+            cc.skip_frame = "DEFAULT" if taken else "NONREF"
+            for frame in cc.decode(pk):
+                n += 1
+                yield frame
+    except (av.error.InvalidDataError, av.error.EOFError) as e:
+        if n == 0:
+            raise
+        logging.getLogger(__name__).info("decoding stopped after %d frames: %s", n, e)
+    finally:
+        cc.skip_frame = "DEFAULT"
+
+
 def _frame_end(frame: av.VideoFrame, stream) -> float:
     """Time the frame stops being shown: its pts plus its duration (else one frame period)."""
     t = float(frame.pts * stream.time_base)
@@ -176,10 +249,13 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     plus ``pick_lead``.
 
     Returns the frames and the time the last decoded frame ends (past ``end`` when the
-    video covers the request; earlier when slots were filled by repeating the last frame)."""
+    video covers the request; earlier when slots were filled by repeating the last frame).
+    Only the frames a slot takes are converted, each once, by one scaler for the segment."""
     stream = container.streams.video[0]
     sar = _sar(stream)
-    stream.thread_type = "AUTO"
+    # one thread: decode runs one task per core, where frame threads only add CPU time
+    # (H.264 decodes to the same bits on any thread count)
+    stream.thread_count = 1
     n = max(int(math.floor((end - start) * fps + 1e-6)), 0)
     times = start + pick_lead + np.arange(n) / fps
     eps = PTS_SLACK
@@ -187,15 +263,16 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     if start > 0:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
     last_frame, last_img = None, None
+    scaler = VideoReformatter()     # its scaling context is built once, not per frame
 
     def image() -> np.ndarray:
         nonlocal last_img
         if last_img is None:
-            last_img = _resize_crop(last_frame, short_side, crop, sar)
+            last_img = _resize_crop(last_frame, short_side, crop, sar, scaler)
         return last_img
 
     latest_end = -math.inf
-    for frame in _decoded(container, stream):
+    for frame in _decoded_for(container, stream, times + eps):
         if frame.pts is None:
             continue
         t = float(frame.pts * stream.time_base)
@@ -216,13 +293,86 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     return np.stack(out), video_end
 
 
-def _segment(chunks: list[np.ndarray], t_first: float, rate: int, start: float,
-             end: float) -> np.ndarray:
-    """[start, end) of decoded ``chunks`` (``[C, n]`` each, the first at ``t_first``),
-    zero-padded where the audio does not reach."""
-    audio = np.concatenate(chunks, axis=1).astype(np.float32)
-    i0 = int(round(start * rate)) - int(round(t_first * rate))
-    n = int(round((end - start) * rate))
+#: seconds of audio decoded before the segment (the AAC decoder rebuilds its overlap from the
+#: frames before; the resampler's filter reaches back) and after it (its filter reaches ahead)
+AUDIO_MARGIN = 0.25
+
+
+@dataclass
+class SegmentAudio:
+    """The audio of a segment from one decode, both zero-padded to the segment: ``grid``
+    float32 ``[C', N]`` at the grid's rate (stereo or mono, clipped to [-1, 1]), ``native``
+    float32 ``[C, n]`` at the stream's own rate and channels (not clipped); and where the
+    decoded audio ends (on the file's clock)."""
+    grid: np.ndarray
+    native: np.ndarray
+    native_rate: int
+    end: float
+
+
+def _decode_audio(container, start: float, end: float, sample_rate: int) -> SegmentAudio | None:
+    """[start, end) of the first audio stream: only the segment (and ``AUDIO_MARGIN`` around
+    it) is decoded, once; the grid's audio is resampled from it by one resampler, from a
+    native sample chosen so that its output samples fall on ``start + j / sample_rate``
+    (``_aligned_skip``). None without audio."""
+    if not container.streams.audio:
+        return None
+    stream = container.streams.audio[0]
+    t_seek = start - AUDIO_MARGIN
+    if t_seek > 0:
+        container.seek(int(math.floor(t_seek / stream.time_base)), stream=stream, backward=True)
+    else:   # the file's start, as a fresh open reads it (a stream seek to 0 can differ)
+        container.seek(0)
+    native, t_first, layout = [], None, None
+    for frame in _decoded(container, stream):
+        if frame.pts is not None:
+            t = float(frame.pts * stream.time_base)
+            t_first = t if t_first is None else t_first
+            if t >= end + AUDIO_MARGIN:
+                break
+        layout = layout or frame.layout.name
+        native.append(planar_float(frame))
+    if not native:
+        return None
+    rate = int(stream.codec_context.sample_rate or stream.rate)
+    wave = np.concatenate(native, axis=1)
+    t0 = t_first or 0.0
+    skip = _aligned_skip(start - t0, rate, sample_rate)
+    audio = _resample(wave[:, skip:], rate, layout, sample_rate)
+    t_res = t0 + skip / rate
+    seg = _segment(audio, round((start - t_res) * sample_rate), round((end - start) * sample_rate))
+    # the native span as the grid's: from the native sample nearest the segment's start
+    nat = _segment(wave, round(start * rate) - round(t0 * rate), round((end - start) * rate))
+    return SegmentAudio(grid=np.clip(seg, -1.0, 1.0), native=nat, native_rate=rate,
+                        end=t_res + audio.shape[1] / sample_rate)
+
+
+def _aligned_skip(lead: float, rate: int, out_rate: int) -> int:
+    """How many native samples to drop so that the resampler's first output sample (at the
+    first native sample kept) lies a whole number of output periods before the segment start
+    ``lead`` s after the first native sample: the grid's samples then sit on their own
+    times (to 1/``rate``/``out_rate`` s, not to half an output sample)."""
+    period = rate // math.gcd(rate, out_rate)       # the phase pattern repeats every period
+    m = np.arange(min(period, max(int(lead * rate), 0) + 1))
+    frac = ((lead - m / rate) * out_rate) % 1.0
+    return int(m[np.argmin(np.minimum(frac, 1.0 - frac))])
+
+
+def _resample(wave: np.ndarray, rate: int, layout: str, out_rate: int) -> np.ndarray:
+    """``[C, n]`` float32 at ``rate`` -> ``[C', N]`` at ``out_rate`` by libswresample (mono
+    stays mono, more channels are mixed to stereo), in one call and its flush."""
+    out_layout = "mono" if wave.shape[0] == 1 else "stereo"
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout=layout)
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="fltp", layout=out_layout, rate=out_rate)
+    chunks = [f.to_ndarray() for f in (*resampler.resample(frame), *resampler.resample(None))]
+    if not chunks:
+        return np.zeros((1 if out_layout == "mono" else 2, 0), np.float32)
+    return np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+
+
+def _segment(audio: np.ndarray, i0: int, n: int) -> np.ndarray:
+    """``audio[:, i0:i0 + n]``, zero-padded where it reaches outside the decoded samples."""
     if i0 < 0:
         audio = np.pad(audio, ((0, 0), (-i0, 0)))
         i0 = 0
@@ -232,40 +382,15 @@ def _segment(chunks: list[np.ndarray], t_first: float, rate: int, start: float,
     return seg
 
 
-def _decode_audio(container, start: float, end: float, sample_rate: int,
-                  native: bool = False) -> tuple[np.ndarray, float, np.ndarray | None, int] | None:
-    """[start, end) of the first audio stream (zero-padded, clamped to [-1, 1]) and the time
-    the decoded audio ends; with ``native`` also the same span on the stream's own rate and
-    channels (not clamped) and that rate, from the same decoded frames; None without audio."""
-    if not container.streams.audio:
-        return None
-    stream = container.streams.audio[0]
-    channels = stream.codec_context.channels or 1
-    layout = "mono" if channels == 1 else "stereo"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
-    # format only: the source's rate and every channel, as planar float
-    as_float = av.AudioResampler(format="fltp") if native else None
-    container.seek(0)
-    chunks, native_chunks = [], []
-    t_first, rate = None, None
-    for frame in _decoded(container, stream):
-        if t_first is None and frame.pts is not None:
-            t_first = float(frame.pts * stream.time_base)
-        for rf in resampler.resample(frame):
-            chunks.append(rf.to_ndarray())
-        if as_float is not None:
-            rate = rate or frame.sample_rate
-            native_chunks += [rf.to_ndarray() for rf in as_float.resample(frame)]
-    for rf in resampler.resample(None):
-        chunks.append(rf.to_ndarray())
-    if not chunks:
-        return None
-    t0 = t_first or 0.0
-    audio_end = t0 + sum(c.shape[1] for c in chunks) / sample_rate
-    seg = np.clip(_segment(chunks, t0, sample_rate, start, end), -1.0, 1.0)
-    if not native_chunks:
-        return seg, audio_end, None, 0
-    return seg, audio_end, _segment(native_chunks, t0, rate, start, end), rate
+def planar_float(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded audio frame as planar float32 ``[C, n]`` (packed layouts split, integer PCM
+    scaled to [-1, 1])."""
+    x = frame.to_ndarray()
+    if not frame.format.is_planar:             # packed [1, n * C] -> [C, n]
+        x = x.reshape(-1, len(frame.layout.channels)).T
+    if x.dtype.kind in "iu":                   # integer PCM -> [-1, 1]
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _display_facts(c, v) -> dict:
@@ -321,42 +446,66 @@ def _open(src: str | Path | bytes):
     return av.open(io.BytesIO(src)) if isinstance(src, (bytes, bytearray)) else av.open(str(src))
 
 
-def decode_clip(src: str | Path | bytes, start: float, end: float, fps: float = GRID_FPS,
+def decode_clip(src: str | Path | bytes, start: float, end: float | None, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
                 sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False,
                 pick_lead: float = 0.0) -> Grid:
     """Decode [start, end) of ``src`` (a path, or the bytes of a media file) onto a grid of
-    ``fps`` frames and ``sample_rate`` audio. ``pick_lead``: each slot takes the frame shown
-    that much after its instant (``ffmpeg_fps_lead(fps)`` picks as ffmpeg's ``fps`` filter).
+    ``fps`` frames and ``sample_rate`` audio; ``end`` None: the file's end. ``pick_lead``:
+    each slot takes the frame shown that much after its instant (``ffmpeg_fps_lead(fps)``
+    picks as ffmpeg's ``fps`` filter).
 
     ``offset``: where time 0 of ``start``/``end`` lies on the file's own clock (a stream-copied
     download keeps its source's timestamps: its segment starts ``seg_start`` s into that
     clock). The grid's times stay relative (``Grid.start == start``). ``native``: keep the
     audio on the source's rate and channels too (``Grid.native_audio``), from the same decode."""
     name = "<bytes>" if isinstance(src, (bytes, bytearray)) else Path(src).name
-    a, b = start + offset, end + offset
     try:
         with _open(src) as c:
-            if not c.streams.video:
-                raise NoVideoError("no video stream (audio-only file)" if c.streams.audio
-                                   else "no video stream")
-            frames, video_end = _decode_video(c, a, b, fps, short_side, crop, pick_lead)
-        with _open(src) as c:
-            decoded = _decode_audio(c, a, b, sample_rate, native)
+            return decode_open(c, start, end, fps, short_side, crop, sample_rate, offset,
+                               native, pick_lead)
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot decode {name}: {e}") from e
-    has_audio = decoded is not None
+
+
+def container_end(c) -> float:
+    """Where an open file ends on its own clock (start time + duration, the container's else
+    the video stream's, as ``probe``); DecodeError when unknown."""
+    start = float(c.start_time / av.time_base) if c.start_time is not None else 0.0
+    if c.duration:
+        return float(c.duration / av.time_base) + start
+    v = c.streams.video[0] if c.streams.video else None
+    if v is not None and v.duration:
+        return float(v.duration * v.time_base) + start
+    raise DecodeError("unknown duration")
+
+
+def decode_open(c, start: float, end: float | None, fps: float = GRID_FPS,
+                short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
+                sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False,
+                pick_lead: float = 0.0) -> Grid:
+    """``decode_clip`` on an open container (one open per file: the video, then the same
+    container seeks to the segment's audio). FFmpeg errors propagate."""
+    if not c.streams.video:
+        raise NoVideoError("no video stream (audio-only file)" if c.streams.audio
+                           else "no video stream")
+    if end is None:
+        end = container_end(c) - offset
+    a, b = start + offset, end + offset
+    frames, video_end = _decode_video(c, a, b, fps, short_side, crop, pick_lead)
+    decoded = _decode_audio(c, a, b, sample_rate)
     video_end -= offset
+    kept = {}
     if decoded is None:
         audio, audio_end = np.zeros((1, int(round((end - start) * sample_rate))), np.float32), None
     else:
-        audio, audio_end = decoded[0], decoded[1] - offset
-    nat, nat_rate = (decoded[2], decoded[3]) if decoded is not None else (None, 0)
+        audio, audio_end = decoded.grid, decoded.end - offset
+        if native:
+            kept = {"native_audio": decoded.native, "native_rate": decoded.native_rate}
     return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
-                sample_rate=sample_rate, has_audio=has_audio,
+                sample_rate=sample_rate, has_audio=decoded is not None,
                 notes=_short_notes(start, end, video_end, audio_end),
-                video_end=video_end if video_end < end - SHORT_TOLERANCE else None,
-                native_audio=nat, native_rate=nat_rate or None)
+                video_end=video_end if video_end < end - SHORT_TOLERANCE else None, **kept)
 
 
 def _short_notes(start: float, end: float, video_end: float, audio_end: float | None) -> list[str]:
@@ -374,13 +523,8 @@ def _short_notes(start: float, end: float, video_end: float, audio_end: float | 
 def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None,
                 offset: float = 0.0) -> Grid:
     """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz, plus the native audio
-    (``Grid.native_audio``). ``offset``: the segment's start on the file's clock
-    (``decode_clip``); ``end`` defaults to the file's end."""
-    if end is None:
-        info = probe(path)
-        if not info["duration"]:
-            raise DecodeError("unknown duration")
-        end = info["duration"] + (info.get("start_time") or 0.0) - offset
+    (``Grid.native_audio``) from the same decode. ``offset``: the segment's start on the
+    file's clock (``decode_clip``); ``end`` defaults to the file's end."""
     return decode_clip(path, start, end, offset=offset, native=True)
 
 

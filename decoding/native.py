@@ -29,7 +29,7 @@ import av
 import numpy as np
 import torch
 
-from decoding.media import DecodeError
+from decoding.media import DecodeError, planar_float
 
 
 def _us(pts: int, time_base) -> float:
@@ -134,7 +134,7 @@ def decode_audio_frames(path: str | Path | bytes, t0: float = -math.inf, t1: flo
         a = c.streams.audio[0]
         rate = int(a.rate)
         for i, t, f in _decoded_in(path, c, a, t0, t1, "audio", data):
-            data.append(_planar_float(f))
+            data.append(planar_float(f))
             pts.append(t)
             index.append(i)
     return AudioFrames(data, np.asarray(pts, np.float64), np.asarray(index, np.int64), rate)
@@ -156,16 +156,6 @@ def _decoded_in(path, container, stream, t0: float, t1: float, kind: str, got: l
     except av.error.FFmpegError as e:
         if not got:
             raise DecodeError(f"{_name(path)}: {kind} decode failed: {e}") from e
-
-
-def _planar_float(frame: av.AudioFrame) -> np.ndarray:
-    x = frame.to_ndarray()
-    fmt = frame.format
-    if not fmt.is_planar:                      # packed [1, n * C] -> [C, n]
-        x = x.reshape(-1, len(frame.layout.channels)).T
-    if x.dtype.kind in "iu":                   # integer PCM -> [-1, 1]
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def frames_in(pts: np.ndarray, t0: float, t1: float) -> np.ndarray:

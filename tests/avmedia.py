@@ -160,9 +160,10 @@ def index_of(top: float, bottom: float) -> int:
 
 
 def make_clip(path: Path, duration: float, fps: str, sr: int = 16000, channels: int = 1,
-              size: tuple[int, int] = (192, 128)) -> Path:
+              size: tuple[int, int] = (192, 128), pns: bool = True) -> Path:
     """mp4 (H.264 + AAC). Video frame i: top half grey 16 + 4 (i % 50), bottom half
-    16 + 4 (i // 50). Audio: 440 Hz left (or mono) and 1320 Hz right, a click every 0.1 s."""
+    16 + 4 (i // 50). Audio: 440 Hz left (or mono) and 1320 Hz right, a click every 0.1 s.
+    ``pns``: the AAC encoder's perceptual noise substitution (its default: on)."""
     rate = Fraction(fps)
     n = int(duration * rate)
     w, h = size
@@ -181,7 +182,7 @@ def make_clip(path: Path, duration: float, fps: str, sr: int = 16000, channels: 
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", fps, "-i", "-",
            "-f", "s16le", "-ar", str(sr), "-ac", str(channels), "-i", str(raw),
            "-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", "-g", "12",
-           "-c:a", "aac", "-b:a", "128k", "-shortest", str(path)]
+           "-c:a", "aac", "-b:a", "128k", *([] if pns else ["-aac_pns", "0"]), "-shortest", str(path)]
     subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
     raw.unlink()
     return path

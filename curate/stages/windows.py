@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from decoding.media import GRID_DECODE
 from decoding.mel import FBANK_ID
 from manifests import schemas
 from manifests.schemas import write_manifest
@@ -39,13 +40,15 @@ def split_params(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_params(run: dict[str, Any], gate: list[str]) -> dict[str, Any]:
-    """The score stage's params: model weight ids, gating, filters, cascade order. Thresholds
+    """The score stage's params: model weight ids, gating, filters, cascade order, the grid
+    decoder's version (``decoding.media.GRID_DECODE``). Thresholds
     are not among them: they only decide where the cascade stopped, and `curate score`
     (rescore) scores exactly the windows a looser threshold admits."""
     models = resolve_models(run)
     order = cascade_order(run)
+    # the decoder's values are scored values: a decode that changes them rescores old runs once
     params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
-              "gate": sorted(gate), "filters": run["recipe"]["filters"]}
+              "gate": sorted(gate), "filters": run["recipe"]["filters"], "decode": GRID_DECODE}
     if order != registry.LEGACY_ORDER:   # the skip notes follow the order (older runs: none)
         params["order"] = list(order)
     if set(run["recipe"]["filters"]) & set(registry.FBANK_FILTERS):
