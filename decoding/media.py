@@ -310,11 +310,13 @@ class SegmentAudio:
     end: float
 
 
-def _decode_audio(container, start: float, end: float, sample_rate: int) -> SegmentAudio | None:
+def _decode_audio(container, start: float, end: float, sample_rate: int,
+                  mono: bool = False) -> SegmentAudio | None:
     """[start, end) of the first audio stream: only the segment (and ``AUDIO_MARGIN`` around
     it) is decoded, once; the grid's audio is resampled from it by one resampler, from a
     native sample chosen so that its output samples fall on ``start + j / sample_rate``
-    (``_aligned_skip``). None without audio."""
+    (``_aligned_skip``). ``mono``: the channels are mixed before resampling (half the
+    resampling of stereo; the same values to float rounding). None without audio."""
     if not container.streams.audio:
         return None
     stream = container.streams.audio[0]
@@ -338,7 +340,10 @@ def _decode_audio(container, start: float, end: float, sample_rate: int) -> Segm
     wave = np.concatenate(native, axis=1)
     t0 = t_first or 0.0
     skip = _aligned_skip(start - t0, rate, sample_rate)
-    audio = _resample(wave[:, skip:], rate, layout, sample_rate)
+    kept = wave[:, skip:]
+    if mono and kept.shape[0] > 1:
+        kept, layout = kept.mean(axis=0, keepdims=True, dtype=np.float32), "mono"
+    audio = _resample(kept, rate, layout, sample_rate)
     t_res = t0 + skip / rate
     seg = _segment(audio, round((start - t_res) * sample_rate), round((end - start) * sample_rate))
     # the native span as the grid's: from the native sample nearest the segment's start
@@ -483,9 +488,11 @@ def container_end(c) -> float:
 def decode_open(c, start: float, end: float | None, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
                 sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False,
-                pick_lead: float = 0.0) -> Grid:
+                pick_lead: float = 0.0, mono: bool = False) -> Grid:
     """``decode_clip`` on an open container (one open per file: the video, then the same
-    container seeks to the segment's audio). FFmpeg errors propagate."""
+    container seeks to the segment's audio). ``mono``: only the mono mix is resampled
+    (``Grid.audio_channels`` ``[1, N]``: what a reader of ``Grid.audio`` alone needs). FFmpeg
+    errors propagate."""
     if not c.streams.video:
         raise NoVideoError("no video stream (audio-only file)" if c.streams.audio
                            else "no video stream")
@@ -493,7 +500,7 @@ def decode_open(c, start: float, end: float | None, fps: float = GRID_FPS,
         end = container_end(c) - offset
     a, b = start + offset, end + offset
     frames, video_end = _decode_video(c, a, b, fps, short_side, crop, pick_lead)
-    decoded = _decode_audio(c, a, b, sample_rate)
+    decoded = _decode_audio(c, a, b, sample_rate, mono)
     video_end -= offset
     kept = {}
     if decoded is None:

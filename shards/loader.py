@@ -72,7 +72,7 @@ import torch
 import webdataset as wds
 
 from decoding import native
-from decoding.media import DecodeError, decode_clip
+from decoding.media import DecodeError, decode_open
 from decoding.mel import imagebind_mel, released_mel
 
 log = logging.getLogger(__name__)
@@ -91,20 +91,19 @@ def _rng(*parts: Any) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def _durations(data: bytes) -> tuple[float, float | None]:
-    """(video duration, audio duration or None) of an in-memory mp4, in seconds."""
-    with av.open(io.BytesIO(data)) as c:
-        if not c.streams.video:
-            raise DecodeError("no video stream")
-        total = float(c.duration / av.time_base) if c.duration else None
+def _durations(c) -> tuple[float, float | None]:
+    """(video duration, audio duration or None) of an open file, in seconds."""
+    if not c.streams.video:
+        raise DecodeError("no video stream")
+    total = float(c.duration / av.time_base) if c.duration else None
 
-        def dur(s) -> float | None:
-            if s.duration:
-                return float(s.duration * s.time_base)
-            return total
+    def dur(s) -> float | None:
+        if s.duration:
+            return float(s.duration * s.time_base)
+        return total
 
-        v = dur(c.streams.video[0])
-        a = dur(c.streams.audio[0]) if c.streams.audio else None
+    v = dur(c.streams.video[0])
+    a = dur(c.streams.audio[0]) if c.streams.audio else None
     if v is None:
         raise DecodeError("unknown video duration")
     return v, a
@@ -250,26 +249,32 @@ class ClipDecoder:
         given as bytes."""
         if self.convention == "released":
             return self._decode_released(data, rng)
-        v_dur, a_dur = _durations(data)
-        if a_dur is None:
-            raise DecodeError("clip has no audio stream")
-        duration = min(v_dur, a_dur)
-        start = window_start(duration, self.train, rng, self.window)
-        end = start + self.window
-        grid = decode_clip(data, start, end, self.fps, self.size, self.size, self.sample_rate)
+        # one open: the durations, then the window's frames and only the window's audio
+        try:
+            with av.open(io.BytesIO(data)) as c:
+                v_dur, a_dur = _durations(c)
+                if a_dur is None:
+                    raise DecodeError("clip has no audio stream")
+                start = window_start(min(v_dur, a_dur), self.train, rng, self.window)
+                grid = decode_open(c, start, start + self.window, self.fps, self.size, self.size,
+                                   self.sample_rate, mono=True)
+        except av.error.FFmpegError as e:
+            raise DecodeError(f"cannot decode the sample's mp4: {e}") from e
         if not grid.has_audio:
             raise DecodeError("clip has no decodable audio")
         frames, wave = grid.frames, grid.audio
         # a short clip: keep only real samples; imagebind_mel pads the fbank (ImageBind's way)
         n_real = int(round(max(a_dur - start, 0.0) * self.sample_rate))
         wave = wave[:max(min(n_real, wave.shape[0]), int(0.025 * self.sample_rate))]
-        video = torch.from_numpy(frames).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        # channels first on the bytes, then one float pass (the same values as converting first)
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+        video = video.to(torch.float32).div_(255.0)
         if self.train and self.random_flip and rng.random() < 0.5:
             video = video.flip(-1)
         if self.normalize:
             video = video.mul_(2.0).sub_(1.0)
         mel = imagebind_mel(wave, sample_rate=self.sample_rate)
-        return video.contiguous(), mel, start
+        return video, mel, start
 
     def _decode_released(self, data: bytes, rng: random.Random
                          ) -> tuple[torch.Tensor, torch.Tensor, float]:
