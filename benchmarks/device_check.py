@@ -25,6 +25,12 @@ What it measures (every figure in the report is measured by this run unless its 
   ``filters.precision.BF16_TOLERANCE``. With ``--smoke``: CPU bf16 against CPU fp32.
 * ``decode``: ``decoding.media.decode_grid`` source-seconds/s on one core and on all cores
   (one process per core) on generated 360p and 720p H.264 10-s files (needs PyAV).
+* ``gpu_decode``: ``decoding.gpu.decode_grid_gpu`` (NVDEC through PyNvVideoCodec, a wheel in
+  the bundle) on the same files: source-seconds/s on the GPU, the CPU-ms per source-second it
+  still takes (demux, audio), GPU memory (torch's peak and nvidia-smi's), pixels against the
+  CPU path, and decode cores per GPU at VGGSS (``bench_decode.cores_per_gpu``, 400 and 160
+  TFLOP/s) with and without it. Skipped with the reason where it cannot run (no CUDA, no
+  PyNvVideoCodec: every CPU machine, ``--smoke`` included).
 * ``projection``: VGGSS GPU-hours (1.10M windows) at the measured windows/s, with and without
   the cascade (FLOP ratio at the stated pass rates of ``bench_flops``), and the CPU cores per
   GPU that decoding needs to keep up.
@@ -70,13 +76,20 @@ log = logging.getLogger("device_check")
 
 #: modules the lent machine's image lacks -> the wheel that brings each (scripts/device_bundle.sh)
 BUNDLE_MODULES = {"open_clip": "open_clip_torch", "ftfy": "ftfy", "wcwidth": "wcwidth", "av": "av"}
+#: needed only where a GPU is (the NVDEC decode of ``gpu_decode``); its wheel is cp312 only
+GPU_BUNDLE_MODULES = {"PyNvVideoCodec": "pynvvideocodec"}
+
+
+def _bundle_modules() -> dict[str, str]:
+    import torch
+    return {**BUNDLE_MODULES, **(GPU_BUNDLE_MODULES if torch.cuda.is_available() else {})}
 
 
 # ---------------------------------------------------------------- bundle and environment
 
 def install_bundle(wheels: Path, target: Path) -> dict[str, Any]:
     """Install the travelling wheels when a module they provide is missing."""
-    missing = [m for m in BUNDLE_MODULES if importlib.util.find_spec(m) is None]
+    missing = [m for m in _bundle_modules() if importlib.util.find_spec(m) is None]
     out: dict[str, Any] = {"missing_before": missing, "wheels_dir": str(wheels)}
     if not missing:
         return out
@@ -97,7 +110,7 @@ def install_bundle(wheels: Path, target: Path) -> dict[str, Any]:
     # decode worker processes (spawned) find the wheels too
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), str(ROOT), os.environ.get("PYTHONPATH", "")])
     importlib.invalidate_caches()
-    out["missing_after"] = [m for m in BUNDLE_MODULES if importlib.util.find_spec(m) is None]
+    out["missing_after"] = [m for m in _bundle_modules() if importlib.util.find_spec(m) is None]
     return out
 
 
@@ -524,6 +537,68 @@ def bench_decode(folder: Path, smoke: bool, deadline: Deadline) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- GPU decode (NVDEC)
+
+def _gpu_decode_once(path: str) -> tuple[float, float]:
+    """(source seconds, CPU seconds) of one ``decode_grid_gpu`` (frames left on the GPU)."""
+    import torch
+
+    from decoding.gpu import decode_grid_gpu
+    t = time.process_time()
+    g = decode_grid_gpu(path, to_cpu=False)
+    torch.cuda.synchronize()
+    return g.duration, time.process_time() - t
+
+
+def bench_gpu_decode(folder: Path, smoke: bool, deadline: Deadline, cpu: dict) -> dict:
+    """``decoding.gpu.decode_grid_gpu`` on the ``decode`` section's files: source-seconds per
+    second on one GPU (one process), the CPU it still takes (demux, audio), GPU memory, the
+    pixels against the CPU path, and decode cores per GPU at VGGSS with and without it."""
+    from decoding.gpu import unavailable
+    reason = unavailable()
+    if reason:
+        return {"skipped": reason}
+    import numpy as np
+    import torch
+
+    from bench_decode import TFLOPS, cores_per_gpu
+    from decoding.media import decode_grid
+    out: dict[str, Any] = {}
+    for h in (360,) if smoke else (360, 720):
+        p = folder / f"decode_{h}p.mp4"
+        if not deadline.ok(30) or not p.exists():
+            out[f"{h}p"] = {"skipped": "time budget" if p.exists() else "no file from the decode section"}
+            continue
+        _gpu_decode_once(str(p))                         # warm: decoder session, kernels
+        torch.cuda.reset_peak_memory_stats()
+        src = cpu_s = 0.0
+        with GpuMonitor() as mon:
+            t = time.perf_counter()
+            for _ in range(2 if smoke else 8):
+                s_, c_ = _gpu_decode_once(str(p))
+                src, cpu_s = src + s_, cpu_s + c_
+            wall = time.perf_counter() - t
+        diff = np.abs(decode_grid(str(p)).frames.astype(np.int16)
+                      - decode_grid_gpu_frames(str(p)).astype(np.int16))
+        ms = 1000 * cpu_s / src
+        row = {"source_s_per_s": round(src / wall, 1), "cpu_ms_per_source_second": round(ms, 2),
+               "torch_peak_mib": round(torch.cuda.max_memory_allocated() / 2 ** 20, 1),
+               "gpu": mon.summary(), "pixels_vs_cpu_mean_abs": round(float(diff.mean()), 3),
+               "pixels_vs_cpu_max_abs": int(diff.max())}
+        cpu_ms = (cpu.get(f"{h}p") or {}).get("cpu_ms_per_source_second")
+        for tf in TFLOPS:
+            row[f"vggss_cores_per_gpu_{tf}tflops_gpu_decode"] = round(cores_per_gpu(ms, tf), 1)
+            if cpu_ms:
+                row[f"vggss_cores_per_gpu_{tf}tflops_cpu_decode"] = round(cores_per_gpu(cpu_ms, tf), 1)
+        out[f"{h}p"] = row
+    return out
+
+
+def decode_grid_gpu_frames(path: str) -> np.ndarray:
+    from decoding.gpu import decode_grid_gpu
+    return decode_grid_gpu(path).frames
+
+
 # ---------------------------------------------------------------- projection
 
 def cascade_ratio(n_segments: int = 400) -> dict[str, Any]:
@@ -687,6 +762,8 @@ def run(args) -> dict:
             del jobs, scored
             del held["sc"], sc
         section("decode", lambda: bench_decode(tmp, args.smoke, deadline), 30)
+        section("gpu_decode", lambda: bench_gpu_decode(tmp, args.smoke, deadline,
+                                                       report.get("decode") or {}), 30)
         section("cascade", lambda: cascade_ratio(40 if args.smoke else 400), 10)
         report["projection"] = projection(report)
         want_ray = args.ray or not args.smoke

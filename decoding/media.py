@@ -136,14 +136,20 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
     return int(round(rot / 90.0)) % 4
 
 
+def scaled_size(width: int, height: int, sar: float, short_side: int) -> tuple[int, int]:
+    """(width, height) of a coded ``width x height`` frame stretched to its display aspect
+    (sample aspect ratio ``sar``) with its short side ``short_side``."""
+    w, h = width * sar, float(height)     # display size (before rotation)
+    scale = short_side / min(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
                  sar: float = 1.0, scaler: VideoReformatter | None = None) -> np.ndarray:
     """Display-correct RGB: non-square pixels stretched to the display aspect, rotation
     applied, then short side ``short_side`` and the centre crop. ``scaler``: one reused for
     every frame of a segment (the same pixels as a new one)."""
-    w, h = frame.width * sar, float(frame.height)     # display size (before rotation)
-    scale = short_side / min(w, h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    nw, nh = scaled_size(frame.width, frame.height, sar, short_side)
     scaler = scaler or VideoReformatter()
     img = scaler.reformat(frame, width=nw, height=nh, format="rgb24").to_ndarray()
     k = _quarter_turns(frame)

@@ -44,6 +44,8 @@ def test_device_check_smoke_writes_a_complete_report(tmp_path):
         assert dec["one_process_source_s_per_s"] > 0 and dec["all_cores_source_s_per_s"] > 0
         assert "cascade" in proj["projected_decode_cores_per_gpu_360p"]
     assert r["ray"] == {"skipped": "smoke run (pass --ray)"}
+    # the NVDEC decode path runs only where CUDA and PyNvVideoCodec are: here it says why not
+    assert r["gpu_decode"] == {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
 
 
 def test_the_gpu_sampler_reads_utilisation_and_memory(tmp_path, monkeypatch):
