@@ -166,9 +166,14 @@ def _decoded(container, stream):
     """Frames of ``stream`` until the end, or until the data breaks off after at least one
     frame (a truncated file whose index survived): the caller's grid then notes how much
     was decoded instead of failing the whole file."""
+    return _until_broken(container.decode(stream))
+
+
+def _until_broken(frames):
+    """``frames`` until they end or the data breaks off after at least one (``_decoded``)."""
     n = 0
     try:
-        for frame in container.decode(stream):
+        for frame in frames:
             n += 1
             yield frame
     except (av.error.InvalidDataError, av.error.EOFError) as e:
@@ -225,19 +230,15 @@ def _decoded_for(container, stream, slots: np.ndarray):
     frames need it). The frames slots take are exactly those of a full decode. Needs one
     decode thread (the setting applies to the packet being sent). Ends like ``_decoded``."""
     cc = stream.codec_context
-    n = 0
-    try:
-        for pk, taken in _packets_taken(container, stream, slots):
-            cc.skip_frame = "DEFAULT" if taken else "NONREF"
-            for frame in cc.decode(pk):
-                n += 1
-                yield frame
-    except (av.error.InvalidDataError, av.error.EOFError) as e:
-        if n == 0:
-            raise
-        logging.getLogger(__name__).info("decoding stopped after %d frames: %s", n, e)
-    finally:
-        cc.skip_frame = "DEFAULT"
+
+    def frames():
+        try:
+            for pk, taken in _packets_taken(container, stream, slots):
+                cc.skip_frame = "DEFAULT" if taken else "NONREF"
+                yield from cc.decode(pk)
+        finally:
+            cc.skip_frame = "DEFAULT"
+    return _until_broken(frames())
 
 
 def _frame_end(frame: av.VideoFrame, stream) -> float:

@@ -18,11 +18,11 @@ def test_display_indices_pick_the_cpu_grids_frames(offset):
     """Index i of the sorted packet pts is the i-th decoded frame (display order): the frames
     at the picked indices, converted as the CPU path does, are the CPU grid."""
     with av.open(str(SEGMENT_COPY)) as c:
-        v = c.streams.video[0]
-        pts = gpu.frame_pts(c, v)
+        pts = gpu.frame_pts(c, c.streams.video[0])
     with av.open(str(SEGMENT_COPY)) as c:
+        tb = c.streams.video[0].time_base
         decoded = list(c.decode(c.streams.video[0]))
-    assert [float(f.pts * v.time_base) for f in decoded] == pts
+    assert [float(f.pts * tb) for f in decoded] == pts
     picks = gpu.slot_indices(pts, offset, 12, GRID_FPS)
     want = decode_grid(SEGMENT_COPY, 0.0, 1.0, offset=offset).frames
     for k, i in enumerate(picks):
