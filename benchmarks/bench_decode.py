@@ -10,8 +10,8 @@ Sources (made once with the ffmpeg binary, cached in ``--media``; H.264 veryfast
 * ``real``: real-looking footage: a textured still (a Mandelbrot render with grain) panned
   and drifted by a moving 1280x720 crop, temporal grain, downscaled to the height (what a
   small YouTube rendition of camera footage is), 30 fps, stereo AAC (two tones and noise);
-* ``gen``: generated frames as ``device_check.make_video`` draws them (moving gradients,
-  per-pixel noise: a high bitrate), 25 fps, a mono 440-Hz tone.
+* ``gen``: generated frames, ``device_check.make_video`` (moving gradients, per-pixel noise:
+  a high bitrate; H.264 by PyAV's libx264), 25 fps, a mono 440-Hz tone.
 
 Each kind at each height as a 60-s file (10-s segments cut at 10 s and 40 s, decoded with
 ``offset=`` as the score stage does) and a whole 10-s file. Decoders, one thread each:
@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
@@ -85,12 +86,8 @@ def make_real(path: Path, height: int, seconds: float, folder: Path) -> None:
 
 
 def make_gen(path: Path, height: int, seconds: float) -> None:
-    width = height * 16 // 9 // 2 * 2
-    video = (f"nullsrc=s={width}x{height}:r=25,geq=r='mod(X+4*N,256)':g='mod(Y+2*N,256)':"
-             f"b='mod(X+Y+N,256)',noise=alls=12:allf=t")
-    _ffmpeg("-f", "lavfi", "-i", video, "-f", "lavfi", "-i", "sine=f=440:r=44100",
-            "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "50",
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", str(path))
+    from device_check import make_video    # numpy-drawn frames encoded by PyAV
+    make_video(path, height, seconds)
 
 
 def sources(folder: Path, kinds: list[str], heights: list[int]) -> list[tuple[str, Path, float]]:
