@@ -188,7 +188,8 @@ def _pull_open_clip(w: Weight, echo: Echo) -> Path:
     if offline():
         raise PullError(f"{w.name}: not in open_clip's cache and offline ($CURATE_OFFLINE / "
                         f"--offline): run `curate models pull {w.name}` with network first")
-    import open_clip
+    from filters.torch_compat import import_open_clip  # torchvision next to a CPU torch
+    open_clip = import_open_clip()
     model, tag = w.file.split("/")
     echo(f"{w.name}: fetching through open_clip ({model} / {tag})")
     path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(model, tag))
