@@ -217,8 +217,12 @@ def _check_run(out: Path, n_clips: int):
             assert max(map(abs, got)) <= TOL_MS, (name, got)
             assert abs(meta["av_offset_ms"]) <= TOL_MS
             assert meta["clip_start"] - 1e-6 <= meta["cut_start"] < meta["clip_start"] + 0.067
-            assert name[:-4].endswith(f"_{str(meta['clip_start']).replace('.', 'p')}_"
-                                      f"{str(meta['clip_end']).replace('.', 'p')}"[:-2]) or True
+            # the member is the clip's key: its name with "/" -> "-" and "." -> "p", whose
+            # last two fields are the clip's times
+            assert name[:-4] == meta["name"].replace("/", "-").replace(".", "p"), (name, meta["name"])
+            cs, ce = meta["name"].rsplit("_", 2)[1:]
+            assert float(cs) == pytest.approx(meta["clip_start"], abs=1e-6)
+            assert float(ce) == pytest.approx(meta["clip_end"], abs=1e-6)
             n += 1
     assert n == n_clips
     for s in selected:

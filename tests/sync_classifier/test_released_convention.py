@@ -1,6 +1,8 @@
 """The released preprocessing convention (issue 15) against ../shared/reference/asva_eval:
-clip times, frame indices and audio windows exact, tensor sums within 1e-4 relative (the mel's
-within 1e-5 .. 1e-7, issue 25), and the released A2V / V2A on the fixed phi matrices."""
+clip times, frame indices and audio windows exact, tensor sums within the README's relative
+tolerance for the video (1e-5) and within 1e-5 .. 1e-7 for the mel (issue 25), every element
+against the independent transcription of the README in tests/references.py (itself checked
+against the released outputs here), and the released A2V / V2A on the fixed phi matrices."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +15,7 @@ import torch
 
 from decoding import native
 from sync_classifier import conventions as C
+from tests.references import ref_clip_starts, ref_released_clips
 
 REF = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "asva_eval"
 if not REF.is_dir():
@@ -105,7 +108,7 @@ def test_tensor_sums(ref, made, name) -> None:
     # reaches (issue 25; measured 3.7e-7, 4.1e-8, 2.5e-6, first8 3.4e-6 absolute: the reference
     # machine's float32 FFT differs in the lowest mel bin); the float64 filter weights
     # before it gave 1.2e-6 and 3.6e-7 on sum and l2.
-    tol = {"video_tensor": (1e-4, 1e-4, 1e-4), "mel_tensor": (1e-6, 1e-7, 1e-5)}
+    tol = {"video_tensor": (1e-5, 1e-5, 1e-5), "mel_tensor": (1e-6, 1e-7, 1e-5)}
     for x, key in ((rc.video, "video_tensor"), (rc.mel, "mel_tensor")):
         t = r[key]
         xd = x.double()
@@ -117,6 +120,43 @@ def test_tensor_sums(ref, made, name) -> None:
                                rtol=0, atol=1e-4)
     np.testing.assert_allclose(rc.mel[15, 0, 0, :8].numpy(), r["mel_tensor"]["clip15_first8"],
                                rtol=0, atol=1e-5)
+
+
+#: the clips whose mel the reference computes (its fbank is a slow loop)
+MEL_CLIPS = (0, 15, 30)
+
+
+@pytest.fixture(scope="module")
+def transcribed(ref) -> dict:
+    """The README transcribed independently (tests/references.py) on each reference video."""
+    out = {}
+    for name in NAMES:
+        m = ref["videos"][name]["metadata_as_released_reads_it"]
+        out[name] = ref_released_clips(_media(ref, name), ref_clip_starts(m["av_duration_s"]), mels=MEL_CLIPS)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_transcription_reproduces_the_released_outputs(ref, transcribed, name) -> None:
+    r, t = ref["videos"][name], transcribed[name]
+    assert t.frame_index.tolist() == r["frame_indices"]["all_clips"]
+    assert t.audio_frames == [(w["first_frame"], w["last_frame"], w["n_frames"])
+                              for w in r["audio_window"]["all_clips"]]
+    v = t.video.double()
+    assert _rel(v.sum().item(), r["video_tensor"]["sum"]) < 1e-5
+    np.testing.assert_allclose(v.flatten(1).sum(1).numpy(), r["video_tensor"]["per_clip_sum"], rtol=1e-5)
+    per = [r["mel_tensor"]["per_clip_sum"][k] for k in MEL_CLIPS]
+    np.testing.assert_allclose(t.mel.reshape(len(MEL_CLIPS), -1).sum(1), per, rtol=1e-4)
+    np.testing.assert_allclose(t.mel[1, 0, 0, :8], r["mel_tensor"]["clip15_first8"], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_element_equals_the_transcription(made, transcribed, name) -> None:
+    _, _, rc = made[name]
+    t = transcribed[name]
+    assert torch.equal(rc.video, t.video)          # the same frames through the same transforms
+    # float32 fbank against the float64 reference (measured 9.4e-5 at most)
+    np.testing.assert_allclose(rc.mel[list(MEL_CLIPS)].numpy(), t.mel, rtol=0, atol=2e-4)
 
 
 def test_released_accuracy_on_fixed_phi(ref) -> None:

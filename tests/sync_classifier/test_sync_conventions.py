@@ -14,6 +14,7 @@ import torch
 from curate.demo.synth import make_event_video
 from decoding import native
 from sync_classifier import conventions as C
+from tests.references import ref_released_clips
 from sync_classifier.model import (DEMO_CHECKPOINT, SyncClassifier, load_init, load_sync_classifier,
                                    read_checkpoint, save_checkpoint, save_released, tiny_config,
                                    weights_convention)
@@ -193,10 +194,12 @@ def test_released_weights_score_with_the_released_convention(tmp_path, videos) -
     from filters import sampling
     t0 = 0.5 + sampling.SYNC_START_OFFSET / grid.fps
     starts = [t0 + d / grid.fps for d in sampling.SYNC_SHIFTS]
-    rc = C.released_clips(path, np.asarray(starts), 32)
+    # the clips made independently from the released code's description (tests/references.py)
+    rc = ref_released_clips(path, np.asarray(starts), 32)
     model = load_sync_classifier(folder)
     with torch.no_grad():
-        phi = model.pairwise(model.encode_audio(rc.mel), model.encode_video(rc.video))
+        mel = torch.from_numpy(rc.mel).float()
+        phi = model.pairwise(model.encode_audio(mel), model.encode_video(rc.video))
     assert rows[0]["sync_a2v"] == pytest.approx(p_sync(phi[1, :]), abs=1e-5)
     assert rows[0]["sync_v2a"] == pytest.approx(p_sync(phi[:, 1]), abs=1e-5)
     # ours, forced: different inputs, so (in general) different numbers
