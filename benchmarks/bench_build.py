@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.test_kill_resume import RECIPE, build_args, build_env, write_inputs
+from testkit.kill_resume import RECIPE, build_args, build_env, write_inputs
 
 #: the corpus generator, run in a child (its memory stays out of this process)
 _SYNTH_CHILD = (

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decoding.media import decode_clip, decode_grid, probe  # noqa: E402
 from curate.ops.scoring import Scorers, score_segment
 from filters import registry  # noqa: E402
-from tests.scoring_counts import Counting  # noqa: E402
+from testkit.counting import Counting  # noqa: E402
 
 # (video source, audio source): moving + tone, static + tone, moving + silence, busy + noise
 RECIPES = [

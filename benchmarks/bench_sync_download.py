@@ -6,7 +6,7 @@
    and the deterministic H.264/AAC settings, re-timed to start at 0), run through the same
    ``download_source`` with its cut swapped for that command; *after* = the stream copy
    (``curate.ops.fetch``). CPU = this process + its children (ffmpeg), user + system.
-2. The offset table: flash/beep sources (tests/avmedia.py) per frame rate, segment
+2. The offset table: flash/beep sources (testkit/avmedia.py) per frame rate, segment
    13-23 s, clip 2.5-6.5 s of it; beep onset minus flash onset (ms, mean and max |.| over
    every event) in the raw download and in the clip, before (format-1 download + the old
    clip command) and after (stream copy + frame-instant cut).
@@ -32,7 +32,7 @@ from curate.ops.cut import cut_clip
 from curate.ops.encoding import CUT_QUALITY as QUALITY
 from curate.ops.encoding import encode_args
 from curate.demo.loopback import LoopbackServer
-from tests.avmedia import make_flash_beep, onsets, pair_offsets_ms  # noqa: E402
+from testkit.avmedia import make_flash_beep, onsets, pair_offsets_ms  # noqa: E402
 
 SEG = (13, 23)
 CLIP = (2.5, 6.5)

@@ -27,7 +27,7 @@ from curate.stages.sources import stage_sources
 from curate.execution.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
-from tests.avmedia import event_video_copies, served_sources_csv
+from testkit.avmedia import event_video_copies, served_sources_csv
 
 
 def run(root: Path, throttle_s: float, workers: int, n: int) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.test_kill_resume import build_args, verify_cli, write_inputs  # noqa: E402
+from testkit.kill_resume import build_args, verify_cli, write_inputs  # noqa: E402
 from curate.execution.checkpoints import read_records
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"

@@ -133,6 +133,10 @@ def environment(device: str) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - absent or broken: say which
             env[m] = f"missing ({type(e).__name__}: {str(e)[:120]})"
     env["torch_threads"] = torch.get_num_threads()
+    # what the figures were taken under: the scoring workers' settings (deterministic_torch)
+    env["torch_settings"] = {"deterministic": torch.are_deterministic_algorithms_enabled(),
+                             "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                             "cudnn_deterministic": torch.backends.cudnn.deterministic}
     return env
 
 
@@ -273,8 +277,7 @@ def bench_models(sc, device: str, smoke: bool, deadline: Deadline, section_s: fl
     import torch
     from filters import precision
 
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True   # the classifier's convolutions: autotuned once
+    # production settings (``deterministic_torch``, set in ``run``): no cuDNN autotuning
     out: dict[str, Any] = {}
     stop = min(deadline.left(), section_s)
     t_section = time.monotonic()
@@ -701,80 +704,101 @@ def bench_ray(paths: dict[str, str], smoke: bool, folder: Path, n_segments: int)
 
 # ---------------------------------------------------------------- main
 
-def run(args) -> dict:
-    report: dict[str, Any] = {"mode": "smoke" if args.smoke else "full", "budget_s": args.budget_s}
-    deadline = Deadline(args.budget_s)
-    out = Path(args.out)
+class Report:
+    """The report dict, rewritten after every section; a section that raises is recorded
+    with its error (the others still run) and named in ``failed``."""
 
-    def save() -> None:
+    def __init__(self, args) -> None:
+        self.data: dict[str, Any] = {"mode": "smoke" if args.smoke else "full", "budget_s": args.budget_s}
+        self.deadline, self.out, self.failed = Deadline(args.budget_s), Path(args.out), []
+
+    def save(self) -> None:
         from manifests.atomic import write_json
-        report["elapsed_s"] = round(time.monotonic() - deadline.t0, 1)
-        write_json(out, report, indent=1)
+        self.data["elapsed_s"] = round(time.monotonic() - self.deadline.t0, 1)
+        self.data["failed_sections"] = self.failed
+        write_json(self.out, self.data, indent=1)
 
-    def section(name: str, fn: Callable[[], Any], need: float = 10.0) -> Any:
-        if not deadline.ok(need):
-            report[name] = {"skipped": "time budget"}
+    def section(self, name: str, fn: Callable[[], Any], need: float = 10.0) -> Any:
+        if not self.deadline.ok(need):
+            self.data[name] = {"skipped": "time budget"}
         else:
             t = time.perf_counter()
             try:
-                report[name] = fn()
+                self.data[name] = fn()
             except ImportError as e:
-                report[name] = {"skipped": f"missing package: {e}"}
+                self.data[name] = {"skipped": f"missing package: {e}"}
             except Exception as e:  # noqa: BLE001 - one broken section must not lose the others
                 log.exception("%s failed", name)
-                report[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+                self.data[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+                self.failed.append(name)
             log.info("%s: %.1f s", name, time.perf_counter() - t)
-            report.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
-        save()
-        return report[name]
+            self.data.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
+        self.save()
+        return self.data[name]
 
-    tmp = Path(tempfile.mkdtemp(prefix="curate-device-check-"))
-    report["bundle"] = install_bundle(Path(args.wheels), tmp / "site")
+
+def _setup(args, rep: Report, tmp: Path) -> str:
+    """Bundle, torch settings and environment; returns the device."""
+    rep.data["bundle"] = install_bundle(Path(args.wheels), tmp / "site")
     import torch
+
+    from curate.ops.scoring import deterministic_torch
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     if args.smoke:
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    report["environment"] = environment(device)
-    save()
-    try:
-        paths = section("weights", lambda: write_weights(tmp, args.smoke, device), 30)
-        held: dict[str, Any] = {}
+    deterministic_torch()      # the settings every scoring worker runs under
+    rep.data["environment"] = environment(device)
+    rep.save()
+    return device
 
-        def load() -> dict:
-            t = time.perf_counter()
-            held["sc"] = load_scorers(paths, args.smoke, device)
-            return {"files": paths, "load_s": round(time.perf_counter() - t, 1),
-                    "sizes_mib": {k: round(os.path.getsize(v) / 2 ** 20, 1) for k, v in paths.items()}}
+
+def _model_sections(args, rep: Report, paths: dict, device: str) -> None:
+    """Load the scorers, then the model, end-to-end and accuracy sections."""
+    held: dict[str, Any] = {}
+
+    def load() -> dict:
+        t = time.perf_counter()
+        held["sc"] = load_scorers(paths, args.smoke, device)
+        return {"files": paths, "load_s": round(time.perf_counter() - t, 1),
+                "sizes_mib": {k: round(os.path.getsize(v) / 2 ** 20, 1) for k, v in paths.items()}}
+    rep.section("weights", load, 30)
+    sc = held.pop("sc", None)
+    if sc is None:
+        return
+    rep.section("models", lambda: bench_models(sc, device, args.smoke, rep.deadline,
+                                               0.45 * args.budget_s), 30)
+    jobs, scored = segment_jobs(args.segments), []
+    rep.section("score_segments", lambda: bench_score_segments(sc, device, jobs, scored), 40)
+    if not args.smoke:   # a scoring actor's call of 16 segments (engine.score_batch_size)
+        rep.section("score_segments_16", lambda: bench_score_segments(sc, device, jobs, [], 16), 60)
+    k = 1 if args.smoke else 2
+    if len(scored) >= k:
+        rep.section("accuracy", lambda: bench_accuracy(sc, paths, args.smoke, device, jobs[:k],
+                                                       scored[:k]), 40)
+
+
+def run(args) -> dict:
+    rep = Report(args)
+    tmp = Path(tempfile.mkdtemp(prefix="curate-device-check-"))
+    try:
+        device = _setup(args, rep, tmp)
+        paths = rep.section("weights", lambda: write_weights(tmp, args.smoke, device), 30)
         if isinstance(paths, dict) and "imagebind" in paths:
-            section("weights", load, 30)
-        sc = held.get("sc")
-        if sc is not None:
-            section("models", lambda: bench_models(sc, device, args.smoke, deadline,
-                                                   0.45 * args.budget_s), 30)
-            jobs, scored = segment_jobs(args.segments), []
-            section("score_segments", lambda: bench_score_segments(sc, device, jobs, scored), 40)
-            if not args.smoke:   # a scoring actor's call of 16 segments (engine.score_batch_size)
-                section("score_segments_16", lambda: bench_score_segments(sc, device, jobs, [], 16), 60)
-            k = 1 if args.smoke else 2
-            if len(scored) >= k:
-                section("accuracy", lambda: bench_accuracy(sc, paths, args.smoke, device, jobs[:k],
-                                                           scored[:k]), 40)
-            del jobs, scored
-            del held["sc"], sc
-        section("decode", lambda: bench_decode(tmp, args.smoke, deadline), 30)
-        section("gpu_decode", lambda: bench_gpu_decode(tmp, args.smoke, deadline,
-                                                       report.get("decode") or {}), 30)
-        section("cascade", lambda: cascade_ratio(40 if args.smoke else 400), 10)
-        report["projection"] = projection(report)
+            _model_sections(args, rep, paths, device)
+        rep.section("decode", lambda: bench_decode(tmp, args.smoke, rep.deadline), 30)
+        rep.section("gpu_decode", lambda: bench_gpu_decode(tmp, args.smoke, rep.deadline,
+                                                           rep.data.get("decode") or {}), 30)
+        rep.section("cascade", lambda: cascade_ratio(40 if args.smoke else 400), 10)
+        rep.data["projection"] = projection(rep.data)
         want_ray = args.ray or not args.smoke
         if want_ray and importlib.util.find_spec("ray") is not None and isinstance(paths, dict):
-            section("ray", lambda: bench_ray(paths, args.smoke, tmp, 4 if args.smoke else 16), 60)
+            rep.section("ray", lambda: bench_ray(paths, args.smoke, tmp, 4 if args.smoke else 16), 60)
         else:
-            report["ray"] = {"skipped": "ray is not installed" if want_ray else "smoke run (pass --ray)"}
-        save()
+            rep.data["ray"] = {"skipped": "ray is not installed" if want_ray else "smoke run (pass --ray)"}
+        rep.save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return report
+    return rep.data
 
 
 def main(argv=None) -> None:
@@ -795,6 +819,9 @@ def main(argv=None) -> None:
     print(json.dumps({k: report.get(k) for k in ("mode", "elapsed_s", "score_segments", "accuracy",
                                                   "projection")}, indent=1, default=str))
     print(f"report: {args.out}")
+    if report.get("failed_sections"):     # a section that raised fails the check
+        print(f"failed sections: {report['failed_sections']}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

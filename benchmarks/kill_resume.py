@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.test_kill_resume import (
+from testkit.kill_resume import (
     build_args,
     compare,
     outcome,

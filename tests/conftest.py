@@ -1,7 +1,7 @@
 """Shared generated media for the tests (small, made on the spot, never downloaded).
 
 Media helpers (grey ramps with a 1-kHz burst, flash/beep segments at any rate) live in
-``tests/avmedia.py``; fixtures made from them or from ``curate.demo.synth`` that several test
+``testkit/avmedia.py``; fixtures made from them or from ``curate.demo.synth`` that several test
 folders share live here:
 
 - ``metrics_clips``: one reference clip and its three generated parts (head, center, tail)

@@ -135,8 +135,13 @@ def test_stages_are_not_imported_by_what_they_use():
     assert not back, "imports back up into stages/build/cli:\n" + "\n".join(back)
 
 
-def test_the_package_does_not_import_the_tests():
-    """The row-dict oracle of the selection rules lives in tests/selection/oracle.py: only
-    tests use it."""
+def test_nothing_outside_tests_imports_the_tests():
+    """The package, the benchmarks and ``testkit`` (what tests and benchmarks share) never
+    import ``tests``: the row-dict oracle of the selection rules (tests/selection/oracle.py)
+    and the references stay test-only."""
     _, tops = _graph()
     assert not sorted(m for m, t in tops.items() if "tests" in t)
+    others = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "testkit").glob("*.py")])
+    assert len(others) > 10
+    importing = [str(p.relative_to(ROOT)) for p in others if "tests" in _imports(p, p.stem, {})[1]]
+    assert not importing, importing

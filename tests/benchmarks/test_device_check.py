@@ -21,6 +21,10 @@ def test_device_check_smoke_writes_a_complete_report(tmp_path):
     assert p.returncode == 0, p.stderr[-4000:]
     r = json.loads(out.read_text())
     assert r["mode"] == "smoke" and r["environment"]["device"] == "cpu"
+    # the figures are taken under the scoring workers' torch settings (deterministic_torch)
+    assert r["environment"]["torch_settings"] == {"deterministic": True, "cudnn_benchmark": False,
+                                                  "cudnn_deterministic": True}
+    assert r["failed_sections"] == []
     assert r["bundle"]["missing_before"] == []           # this machine has every package
     for name in ("imagebind.image", "imagebind.audio", "imagebind.text", "clip.image",
                  "sync.full", "sync.full channels-last"):
@@ -46,6 +50,28 @@ def test_device_check_smoke_writes_a_complete_report(tmp_path):
     assert r["ray"] == {"skipped": "smoke run (pass --ray)"}
     # the NVDEC decode path runs only where CUDA and PyNvVideoCodec are: here it says why not
     assert r["gpu_decode"] == {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
+
+
+def test_a_section_that_raises_is_reported_and_the_check_exits_non_zero(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import device_check
+
+    def run(args):
+        rep = device_check.Report(args)
+        rep.section("fine", lambda: {"x": 1})
+        rep.section("broken", lambda: 1 / 0)
+        return rep.data
+    monkeypatch.setattr(device_check, "run", run)
+    out = tmp_path / "r.json"
+    try:
+        device_check.main(["--smoke", "--out", str(out)])
+    except SystemExit as e:
+        assert e.code == 1
+    else:
+        raise AssertionError("a failed section must fail the check")
+    r = json.loads(out.read_text())
+    assert r["fine"] == {"x": 1} and r["broken"]["error"].startswith("ZeroDivisionError")
+    assert r["failed_sections"] == ["broken"]
 
 
 def test_the_gpu_sampler_reads_utilisation_and_memory(tmp_path, monkeypatch):

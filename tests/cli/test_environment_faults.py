@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.avmedia import served_sources_csv
+from testkit.avmedia import served_sources_csv
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = os.geteuid() == 0

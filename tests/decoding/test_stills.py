@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from decoding.media import DecodeError, stills
-from tests.avmedia import brightness, make_av
+from testkit.avmedia import brightness, make_av
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from curate.execution.local import LocalExecutor
 from curate.ops import fetch
 from manifests import scratch
 from manifests.faults import EnvironmentFault
-from tests.avmedia import served_sources_csv
+from testkit.avmedia import served_sources_csv
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_kill_resume import (REPO, build_args, build_env, compare, in_score, outcome,
+from testkit.kill_resume import (REPO, build_args, build_env, compare, in_score, outcome,
                                     run_build, temp_files, write_inputs)
 
 N_SOURCES = 3

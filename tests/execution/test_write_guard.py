@@ -12,7 +12,7 @@ from pathlib import Path
 from curate.ops import cut as cut_mod
 from curate.ops.cut import cut_clip
 from curate.ops.fetch import DownloadOptions, download_source
-from tests.avmedia import make_av
+from testkit.avmedia import make_av
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -50,7 +50,7 @@ def test_a_filter_module_alone_registers_scores_stores_selects_and_shows_in_stat
     from curate.stages.sources import stage_sources
     from curate.stages.split import stage_split
     from manifests import schemas
-    from tests.avmedia import demo_sources
+    from testkit.avmedia import demo_sources
 
     # registered: columns, note, default threshold, cascade place, --set name
     assert "brightness" in registry.FILTERS and "brightness" in schemas.WINDOWS.names

@@ -19,7 +19,7 @@ import pytest
 from curate.config.recipes import get_recipe
 from curate.ops.scoring import Scorers, SegmentJob, score_segments
 from curate.selection.rules import select_windows_table
-from tests.scoring_counts import Counting
+from testkit.counting import Counting
 from filters import registry
 from manifests import schemas
 from manifests.schemas import ALL_SCORES

@@ -21,7 +21,7 @@ import pytest
 from curate.ops.cut import cut_clip
 from curate.ops.fetch import DownloadOptions, download_source
 from decoding.media import av_offset_ms, decode_grid, frame_instants
-from tests.avmedia import frame_times, make_flash_beep, onsets, pair_offsets_ms
+from testkit.avmedia import frame_times, make_flash_beep, onsets, pair_offsets_ms
 
 TOL_MS = 1.0
 SEG = (7, 12)        # integer seconds, mid-GOP and off the frame grid at 23.976/29.97/59.94

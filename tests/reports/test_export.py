@@ -116,7 +116,7 @@ def test_export_run_exports_the_sharded_clips_of_a_run(tmp_path):
 
 def test_export_lists_the_clips_the_released_sync_trainer_would_silently_replace(tmp_path):
     """avsync/data.py needs av_duration >= 2 + 20 * 0.2 = 6 s and fps >= 12."""
-    from tests import avmedia
+    from testkit import avmedia
     from curate.reports.export import REPORT_FILE, export_run
     from tests.fake_run import fake_run
     long = avmedia.make_clip(tmp_path / "long.mp4", 6.5, "12")

@@ -187,7 +187,7 @@ RELEASED = {
 
 @pytest.mark.parametrize("recipe", list(RELEASED))
 def test_export_run_writes_the_released_layout_with_encodings(encoders, tmp_path, recipe):
-    from tests import avmedia
+    from testkit import avmedia
     from curate.reports.export import REPORT_FILE, export_run
     from tests.fake_run import fake_run
     mp4 = avmedia.make_clip(tmp_path / "c.mp4", 2.5, "12")
@@ -224,7 +224,7 @@ def test_export_run_writes_the_released_layout_with_encodings(encoders, tmp_path
 
 
 def test_cli_adds_the_encodings_later(encoders, tmp_path):
-    from tests import avmedia
+    from testkit import avmedia
     from typer.testing import CliRunner
     from curate.cli import app
     from tests.fake_run import fake_run

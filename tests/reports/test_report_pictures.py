@@ -168,7 +168,7 @@ def test_pictures_are_the_first_middle_and_last_frames(tmp_path: Path) -> None:
     """The strip of a clip holds the frames at its start, middle and end, not others."""
     from PIL import Image
     from curate.reports.gallery import strip_jpeg
-    from tests.avmedia import brightness, make_av
+    from testkit.avmedia import brightness, make_av
     mp4 = make_av(tmp_path / "ramp.mp4", 10.0, 6, size=(160, 90))
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(strip_jpeg(mp4, clip_times(2.0, 5.0))))))
     assert img.shape == (54, 3 * 96 + 4, 3)

@@ -15,8 +15,8 @@ from decoding.mel import IMAGEBIND_MEAN, IMAGEBIND_STD
 from shards.loader import make_dataset, window_start
 from shards.writer import Sample, shard_urls, write_shards
 
-from tests import avmedia
-from tests.avmedia import brightness
+from testkit import avmedia
+from testkit.avmedia import brightness
 
 FPS = 20
 

@@ -33,7 +33,7 @@ from shards.loader import (ClipDecoder, decode_released, make_dataset, released_
 from shards.writer import Sample, shard_urls, write_shards
 
 from tests import kaldi_reference as kref
-from tests.avmedia import index_of, make_clip
+from testkit.avmedia import index_of, make_clip
 
 # ---------------------------------------------------------------- generated clips
 

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests import avmedia
-from tests.avmedia import brightness
+from testkit import avmedia
+from testkit.avmedia import brightness
 from curate.ops.cut import CutError, cut_clip, output_size
 from decoding.media import probe
 from shards.verify import format_report, verify_shards

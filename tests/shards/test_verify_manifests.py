@@ -10,7 +10,7 @@ from curate.ops.cut import cut_clip
 from manifests.schemas import write_manifest
 from shards.verify import format_report, verify_path, verify_run
 from shards.writer import Sample, write_shards
-from tests.avmedia import make_av
+from testkit.avmedia import make_av
 
 N = 9  # clips due; max_count 2 -> 5 train shards
 

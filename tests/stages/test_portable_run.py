@@ -12,7 +12,7 @@ import pytest
 from curate.build import build
 from curate.execution.local import LocalExecutor
 from manifests.schemas import read_rows
-from tests.e2e.test_kill_resume import RECIPE, outcome
+from testkit.kill_resume import RECIPE, outcome
 
 
 class Counting(LocalExecutor):

@@ -12,7 +12,7 @@ from curate.stages.split import stage_split
 from curate.config.recipes import get_recipe
 from curate.execution.local import LocalExecutor
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
-from tests.avmedia import demo_sources
+from testkit.avmedia import demo_sources
 from tests.stages.test_engine_stages import Recording
 
 

@@ -203,7 +203,7 @@ def test_burst_frame_rate_is_read_as_torchvision_reads_it(tmp_path) -> None:
     """Frames in bursts: r_frame_rate 30, average 11.5 fps. torchvision's video_reader reports
     av_guess_frame_rate (30), so the released dataset keeps the file; so does the gate here."""
     import av
-    from tests.avmedia import make_burst_clip
+    from testkit.avmedia import make_burst_clip
     p = make_burst_clip(tmp_path / "burst.mp4")
     with av.open(str(p)) as c:
         average = float(c.streams.video[0].average_rate)

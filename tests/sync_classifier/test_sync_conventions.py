@@ -161,7 +161,7 @@ def test_cli_eval_header_says_the_protocol_and_json_gives_both(tmp_path, videos)
 def test_cli_released_eval_keeps_a_burst_frame_rate_file(tmp_path) -> None:
     """r_frame_rate 30, average 11.5 fps: evaluated by the released code (torchvision reads the
     guessed rate), so kept by `curate sync eval --protocol released` too."""
-    from tests.avmedia import make_burst_clip
+    from testkit.avmedia import make_burst_clip
     folder = _released_folder(tmp_path)
     videos = tmp_path / "burst"
     videos.mkdir()
@@ -354,7 +354,7 @@ def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> N
     from curate.config.recipes import get_recipe
     from curate.execution.local import LocalExecutor
     from curate.reports.stats import collect, format_text
-    from tests.avmedia import demo_sources
+    from testkit.avmedia import demo_sources
     root = tmp_path / "corpus"
     src = demo_sources(root, n_videos=2, seed=5)
     recipe = get_recipe("demo")
