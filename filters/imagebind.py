@@ -85,6 +85,14 @@ def run(seg, alive: list[int]) -> dict[int, str]:
     return seg.per_window(alive, one)
 
 
+def inspect(weights: str) -> dict:
+    """The checkpoint's keys and shapes against ImageBind-huge on the meta device (the file is
+    memory-mapped: its 4.5 GB are not read)."""
+    from filters.imagebind_model import check_checkpoint
+    check_checkpoint(weights)
+    return {}
+
+
 def load(weights: str | None, random: bool, run_models: Mapping[str, Any], device: str,
          convention: str | None = None):
     from filters.imagebind_scorer import ImageBindScorer
@@ -96,4 +104,4 @@ FILTER = FilterSpec(
     name="imagebind", columns=("imagebind_ia", "imagebind_it"), run=run, needs_audio=True, reads_fbank=True,
     cost=512.0,   # GFLOP per window, ImageBind-huge: 335 per image (benchmarks/bench_flops.py)
     bounds=(Bound("imagebind_ia", "ia_min", "min", 0.15), Bound("imagebind_it", "it_min", "min", 0.22)),
-    model=ModelSpec("imagebind", "imagebind_checkpoint", load))
+    model=ModelSpec("imagebind", "imagebind_checkpoint", load, inspect=inspect))

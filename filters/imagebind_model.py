@@ -493,6 +493,26 @@ def _read_state_dict(path: Path) -> dict:
     return state
 
 
+def _fitted(path: Path, config: ImageBindConfig | None) -> ImageBind:
+    """The model built on the meta device with the checkpoint's (memory-mapped) tensors
+    assigned: strict on keys and shapes, no weight read or copied yet."""
+    with torch.device("meta"):
+        model = ImageBind(config)
+    state = _read_state_dict(path)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path} is not an ImageBind checkpoint for this configuration "
+                         f"({CHECKPOINT_OPTION}): {e}") from e
+    return model
+
+
+def check_checkpoint(checkpoint_path: str | os.PathLike | None,
+                     config: ImageBindConfig | None = None) -> None:
+    """``load_imagebind``'s checks (the file, its keys and shapes) without loading it."""
+    _fitted(resolve_checkpoint(checkpoint_path), config)
+
+
 def load_imagebind(checkpoint_path: str | os.PathLike | None, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32,
                    config: ImageBindConfig | None = None) -> ImageBind:
@@ -505,14 +525,7 @@ def load_imagebind(checkpoint_path: str | os.PathLike | None, device: str | torc
     random initialisation of 1.2 B parameters. Returns the model in eval mode.
     """
     path = resolve_checkpoint(checkpoint_path)
-    with torch.device("meta"):
-        model = ImageBind(config)
-    state = _read_state_dict(path)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path} is not an ImageBind checkpoint for this configuration "
-                         f"({CHECKPOINT_OPTION}): {e}") from e
+    model = _fitted(path, config)
     model = model.to(device=device, dtype=dtype).eval()
     log.info("loaded ImageBind from %s (%s, %s); weights licence: %s",
              path, device, dtype, WEIGHTS_LICENSE)

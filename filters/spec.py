@@ -71,6 +71,7 @@ class ModelSpec:
     default_weights: Callable[[Mapping[str, Any]], str | None] | None = None
     convention: Callable[[str | None, str | None], str | None] | None = None
     convention_option: str | None = None
+    inspect: Callable[[str], Any] | None = None
 
     @property
     def flag(self) -> str:

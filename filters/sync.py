@@ -305,6 +305,13 @@ def convention(weights: str | None, override: str | None = None) -> str | None:
         return None
 
 
+def inspect(weights: str) -> dict:
+    """Keys and shapes of the weights against their architecture (no model built) and their
+    convention, in one read of the file per process."""
+    from sync_classifier.model import inspect_weights
+    return inspect_weights(weights, "--sync-checkpoint")
+
+
 def load(weights: str | None, random: bool, run_models: Mapping[str, Any], device: str,
          convention: str | None = None) -> SyncScorer:
     if random:
@@ -317,4 +324,4 @@ FILTER = FilterSpec(
     cost=80.0,   # GFLOP per window, the R(2+1)D classifier with clip reuse (benchmarks/bench_flops.py)
     bounds=(Bound("sync_a2v", "a2v_min", "min", 0.341), Bound("sync_v2a", "v2a_min", "min", 0.341)),
     model=ModelSpec("sync", "sync_checkpoint", load, convention=convention,
-                    convention_option="sync_convention"))
+                    convention_option="sync_convention", inspect=inspect))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -294,6 +295,13 @@ def parameter_counts(model: SyncClassifier) -> dict[str, int]:
 def strict_load(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, option: str) -> None:
     """``module.load_state_dict(state)`` that names every missing, unexpected and mis-shaped
     key, the file and the option in one ValueError."""
+    check_state_fits(module, state, source, option)
+    module.load_state_dict(state, strict=True)
+
+
+def check_state_fits(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, option: str) -> None:
+    """The ValueError of ``strict_load`` when ``state``'s keys or shapes do not fit
+    ``module`` (which may live on the meta device: only keys and shapes are read)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -307,7 +315,6 @@ def strict_load(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
                 more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
                 parts.append(f"{name}: {', '.join(items[:8])}{more}")
         raise ValueError(f"{source} does not fit the sync classifier ({option}): " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
 
 
 #: set to 1 (``--trust-checkpoint``) to read checkpoint files that need full unpickling
@@ -324,14 +331,16 @@ def _numpy_scalars() -> list:
     return extra
 
 
-def _torch_load(path: Path, option: str, extras: tuple = ()):
+def _torch_load(path: Path | io.BytesIO, option: str, extras: tuple = (), source: str | None = None):
     """``torch.load(weights_only=True)``: tensors and plain data only, so a checkpoint file
     cannot run code when read; ``extras`` are further globals allowed explicitly (the
     AVID-CMA file's numpy scalars). ``$CURATE_TRUST_CHECKPOINT=1`` (``--trust-checkpoint``)
-    reads a file that needs full unpickling, for files the user trusts."""
+    reads a file that needs full unpickling, for files the user trusts. ``path`` may be the
+    file's bytes already read (``source`` then names the file in errors)."""
     import os
     import pickle
-    _require_checkpoint(path, option)
+    name = source or path
+    _require_checkpoint(path, option, name)
     trusted = os.environ.get(TRUST_ENV) == "1"
     try:
         if trusted:
@@ -341,28 +350,32 @@ def _torch_load(path: Path, option: str, extras: tuple = ()):
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         if "weights only" not in str(e).lower():     # torch's refusal says so; garbage does not
-            raise ValueError(f"{path} is not a checkpoint ({first}): check {option}") from e
-        raise ValueError(f"{path} holds Python objects beyond weights, which could run code when "
+            raise ValueError(f"{name} is not a checkpoint ({first}): check {option}") from e
+        raise ValueError(f"{name} holds Python objects beyond weights, which could run code when "
                          f"read ({first}); curate reads weights only. If you trust the file, pass "
                          f"--trust-checkpoint ({option})") from e
     except Exception as e:  # torch raises several types for a corrupt file
-        raise ValueError(f"cannot read {path}: {e} (check {option})") from e
+        raise ValueError(f"cannot read {name}: {e} (check {option})") from e
 
 
 #: how a torch.save file starts: a zip archive (torch >= 1.6), else a pickle's PROTO opcode
 _CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
-def _require_checkpoint(path: Path, option: str) -> None:
+def _require_checkpoint(path: Path | io.BytesIO, option: str, name=None) -> None:
     """A file that is not what ``torch.save`` writes is "not a checkpoint", before any
-    unpickling (and never a hint to trust it)."""
+    unpickling (and never a hint to trust it). ``path`` may be the bytes already read."""
+    name = name or path
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        if isinstance(path, io.BytesIO):
+            head = path.getvalue()[:4]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(4)
     except OSError as e:
-        raise ValueError(f"cannot read {path} ({e.strerror or e}): check {option}") from e
+        raise ValueError(f"cannot read {name} ({e.strerror or e}): check {option}") from e
     if not head.startswith(_CHECKPOINT_MAGIC):
-        raise ValueError(f"{path} is not a checkpoint (neither a torch zip archive nor a "
+        raise ValueError(f"{name} is not a checkpoint (neither a torch zip archive nor a "
                          f"pickle): check {option}")
 
 
@@ -547,10 +560,19 @@ def read_checkpoint(path: str | Path, option: str = CHECKPOINT_OPTION) -> dict:
         raise FileNotFoundError(
             f"sync classifier checkpoint not found: {path!s}; train one with `curate sync train` "
             f"and pass it (or the released modules/ folder) with {option}")
-    state = _torch_load(path, option)
+    state = _torch_load(_source(path), option, source=str(path))
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise ValueError(f"{path} is not a curate sync classifier checkpoint (check {option})")
     return state
+
+
+def _source(path: str | Path) -> Path | io.BytesIO:
+    """What ``_torch_load`` reads: a small file's bytes, read once per process and file
+    version (``manifests.smallfiles``: one open serves every question asked of it), else
+    the path."""
+    from manifests import smallfiles
+    data = smallfiles.read(path)
+    return Path(path) if data is None else io.BytesIO(data)
 
 
 def model_from_checkpoint(state: dict, source: str, option: str = CHECKPOINT_OPTION) -> SyncClassifier:
@@ -593,13 +615,43 @@ def weights_convention(path: str | Path, option: str = CHECKPOINT_OPTION) -> str
 
 
 @functools.lru_cache(maxsize=16)
-def _file_convention(path: str, size: int, mtime_ns: int, option: str) -> str:
-    """``weights_convention`` of a checkpoint file, read once per file version: every stage
-    asks (``resolve_models``), and the answer needs the whole file unpickled."""
-    state = _torch_load(Path(path), option)
+def _file_summary(path: str, size: int, mtime_ns: int, option: str) -> tuple[str, str]:
+    """(kind: ``ours`` / ``avid`` / ``other``, convention) of a checkpoint file, read once per
+    file version: every stage asks (``resolve_models``), and the answer needs the whole file
+    unpickled. Our checkpoint's keys and shapes are checked by the same read."""
+    state = _torch_load(_source(path), option, source=path)   # the bytes hashed already, when small
     if is_avid_checkpoint(state):
-        return RELEASED
-    return str(state.get("convention") or OURS) if isinstance(state, dict) else OURS
+        return "avid", RELEASED
+    if isinstance(state, dict) and "config" in state and "model" in state:
+        with torch.device("meta"):       # the architecture, no weights allocated
+            model = SyncClassifier(SyncConfig.from_dict(state["config"]))
+        check_state_fits(model, state["model"], path, option)
+        return "ours", str(state.get("convention") or OURS)
+    return "other", str(state.get("convention") or OURS) if isinstance(state, dict) else OURS
+
+
+def _file_convention(path: str, size: int, mtime_ns: int, option: str) -> str:
+    return _file_summary(path, size, mtime_ns, option)[1]
+
+
+def inspect_weights(path: str | Path, option: str = CHECKPOINT_OPTION) -> dict:
+    """What the driver needs of the scoring weights at ``path``, without building the model:
+    their convention, after checking our checkpoint's keys and shapes against its
+    architecture (one read of the file per process, shared with ``weights_convention``). A
+    released folder is loaded (``load_released`` checks its modules); a file that is not our
+    checkpoint raises ValueError naming ``option``."""
+    p = Path(path)
+    if p.is_dir():
+        load_released(p, option)
+        return {"convention": weights_convention(p, option)}
+    if not p.is_file():
+        raise FileNotFoundError(f"sync classifier checkpoint not found: {p}; train one with `curate "
+                                f"sync train` and pass it (or the released modules/ folder) with {option}")
+    st = p.stat()
+    kind, conv = _file_summary(str(p.resolve()), st.st_size, st.st_mtime_ns, option)
+    if kind != "ours":
+        raise ValueError(f"{p} is not a curate sync classifier checkpoint (check {option})")
+    return {"convention": conv}
 
 
 def load_init(path: str | Path, cfg: SyncConfig | None = None,

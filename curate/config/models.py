@@ -2,6 +2,7 @@
 what identifies them in a fingerprint, and building the scorers (once per scoring actor)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -58,12 +59,21 @@ def resolve_models(run: dict[str, Any], convention: bool = True) -> dict[str, di
         if spec.model is None or filt not in recipe["filters"]:
             continue
         out[filt] = _weights(spec, opts, recipe, allow_random)
-        if spec.model.convention is not None and convention:
-            override = opts.get(spec.model.convention_option) if spec.model.convention_option else None
-            conv = spec.model.convention(out[filt]["weights"], override)
-            if conv is not None:
-                out[filt]["convention"] = conv
-    return out
+    return add_conventions(out, opts) if convention else out
+
+
+def add_conventions(models: dict[str, dict[str, Any]], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``models`` with the preprocessing convention of each model that declares one: the
+    run option overriding it, else what its weight file records (read once per process)."""
+    for filt, m in models.items():
+        spec = registry.spec(filt).model
+        if spec.convention is None:
+            continue
+        override = options.get(spec.convention_option) if spec.convention_option else None
+        conv = spec.convention(m["weights"], override)
+        if conv is not None:
+            m["convention"] = conv
+    return models
 
 
 def _cached_weights(model: str) -> str | None:
@@ -94,11 +104,37 @@ def _file_ident(path: str) -> list[Any]:
     st = os.stat(path)
     if st.st_size > HASHED_WEIGHTS_MAX:
         return [str(path), st.st_size, int(st.st_mtime)]
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return [st.st_size, h.hexdigest()]
+    return [st.st_size, _digests(os.path.realpath(path), st.st_size, st.st_mtime_ns)[1]]
+
+
+@functools.lru_cache(maxsize=32)
+def _digests(path: str, size: int, mtime_ns: int) -> tuple[str, str | None]:
+    """(sha256, blake2b-128 for files up to ``HASHED_WEIGHTS_MAX``) of a weight file, once per
+    file version and process (run.json records the first, fingerprints the second; a build
+    asks for both several times). A small file's bytes are the ones the model's ``inspect``
+    reads too (``manifests.smallfiles``): one read in all."""
+    from manifests import smallfiles
+    sha = hashlib.sha256()
+    b2 = hashlib.blake2b(digest_size=16) if size <= HASHED_WEIGHTS_MAX else None
+    for block in _blocks(path, size, smallfiles.read(path)):
+        sha.update(block)
+        if b2 is not None:
+            b2.update(block)
+    return sha.hexdigest(), None if b2 is None else b2.hexdigest()
+
+
+def _blocks(path: str, size: int, data: bytes | None):
+    """The file's content in blocks: ``data`` when read already, else streamed (a progress
+    bar for large files)."""
+    if data is not None:
+        yield data
+        return
+    from tqdm import tqdm
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {Path(path).name}",
+                                     disable=size < (256 << 20) or None) as bar:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            bar.update(len(block))
+            yield block
 
 
 def weight_ids(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -144,39 +180,45 @@ def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any],
         for filt, m in models.items()})
 
 
-#: weight ids already checked in this process (a build checks before download and again
+#: weight files already checked in this process (a build checks before download and again
 #: before scoring; the second look is free)
-_CHECKED: set[str] = set()
+_CHECKED: set[tuple] = set()
 
 
 def check_weights(run: dict[str, Any]) -> None:
-    """Open and strictly check, here in the driver, every model file the run names (CLIP,
-    ImageBind, sync) before any stage work: a file that does not load stops the run with the
-    loader's message and the option to fix, instead of failing inside every scoring worker.
-    Random-weight models are not checked (nothing to load)."""
-    import json
-
-    models = resolve_models(run)
-    for filt, m in models.items():
+    """Check, here in the driver, every model file the run names before any stage work: a
+    file that does not fit stops the run with the loader's message and the option to fix,
+    instead of failing inside every scoring worker. Where the model declares ``inspect``
+    (keys and shapes read from the file, no model built: ImageBind, the sync classifier)
+    that is all; otherwise (CLIP through open_clip) the scorer is built on the CPU. Random
+    weights are not checked (nothing to load); each file version once per process."""
+    for filt, m in resolve_models(run, convention=False).items():
         if m["random"]:
             continue
-        key = json.dumps(weight_ids({filt: m}), sort_keys=True, default=str)
+        model = registry.spec(filt).model
+        key = (filt, *_version(m["weights"]))
         if key in _CHECKED:
             continue
-        option = registry.spec(filt).model.flag
         try:
-            build_scorers({filt: m}, run["recipe"]["models"], "cpu")
+            if model.inspect is not None:
+                model.inspect(m["weights"])
+            else:
+                build_scorers({filt: m}, run["recipe"]["models"], "cpu")
         except Exception as e:  # noqa: BLE001 - every loader error becomes one clear message
             msg = str(e) if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: {e}"
-            if option not in msg:
-                msg += f" (check {option})"
+            if model.flag not in msg:
+                msg += f" (check {model.flag})"
             raise ValueError(f"filter '{filt}': its weights {m['weights']} do not load: {msg}") from e
         _CHECKED.add(key)
 
 
-#: (path, size, mtime_ns) -> sha256 of weight files already hashed in this process (a build
-#: records before downloading and again before scoring; the second look is free)
-_SHA256: dict[tuple[str, int, int], str] = {}
+def _version(weights: Any) -> tuple:
+    """A weight path and its file's size and mtime (a name or a folder: the name alone)."""
+    p = Path(str(weights))
+    if p.is_file():
+        st = p.stat()
+        return str(p.resolve()), st.st_size, st.st_mtime_ns
+    return (str(weights),)
 
 
 def record_weights(out: str | Path, run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -221,16 +263,11 @@ def _local_weights(m: dict[str, Any], row: Any) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
-    from tqdm import tqdm
-    from curate.config.weights import sha256_of, size_of
+    from curate.config.weights import sha256_of
+    if path.is_dir():
+        return sha256_of(path)
     st = path.stat()
-    size = size_of(path)
-    key = (str(path.resolve()), size, st.st_mtime_ns)
-    if key not in _SHA256:
-        with tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}",
-                  disable=size < (256 << 20) or None) as bar:
-            _SHA256[key] = sha256_of(path, progress=bar.update)
-    return _SHA256[key]
+    return _digests(os.path.realpath(path), st.st_size, st.st_mtime_ns)[0]
 
 
 def _check_pull_record(row: Any, path: Path, sha: str) -> None:

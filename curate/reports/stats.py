@@ -286,14 +286,11 @@ def _window_funnel(s: _Stats, win: pa.Table) -> None:
     if not run or not any(win.column(c).null_count < win.num_rows for c in schemas.ALL_SCORES):
         return
     from curate.selection.rules import WindowMasks, decide_masks, funnel_masks
-    from curate.config.models import gating
-    from curate.config.thresholds import thresholds
+    from curate.config.run import resolve
 
-    th = thresholds(run, run.get("selection_overrides"))
-    gate, score_only = gating(run)
+    r = resolve(run)
+    th, gate, score_only, order = r.threshold_dict(), list(r.gate), dict(r.score_only), r.order
     masks = WindowMasks(win, th)
-    from curate.config.run_state import cascade_order
-    order = cascade_order(run)
     fun = funnel_masks(masks, th, set(gate), order)
     for step in fun["funnel"][1:]:
         s.stage(f"after {step['filter']}", step["remaining"])

@@ -12,9 +12,9 @@ import pyarrow as pa
 from manifests import schemas
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import item_fingerprint, run_stage
-from curate.config.run_state import cascade_order, engine_options, save_run
-from curate.config.models import build_scorers, check_weights, gating, record_weights, resolve_models
-from curate.config.thresholds import thresholds
+from curate.config.run_state import save_run
+from curate.config.models import build_scorers, check_weights, record_weights
+from curate.config.run import resolve
 from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.inputs import ok_paths
 from curate.stages.windows import (WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
@@ -93,9 +93,9 @@ def _score_error(item: dict, error: str) -> dict:
 
 
 def score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
-    eng = engine_options(run)
-    order = cascade_order(run)
-    factory = functools.partial(_score_factory, resolve_models(run), run["recipe"]["models"], th, gate, order)
+    r = resolve(run)
+    eng, order = r.engine, r.order
+    factory = functools.partial(_score_factory, r.with_conventions(), run["recipe"]["models"], th, gate, order)
     return StageSpec("score", factory, _score_error, stateful=True, prepare=_decode_factory,
                      num_gpus=1.0 / max(float(eng["score_actors_per_gpu"]), 1.0),
                      batch_size=int(eng["score_batch_size"]), params=score_params(run, gate), **spec_kw(run, "score"))
@@ -110,8 +110,8 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
 
     # the same rows ``assemble_windows`` fingerprints: the split stage's, unscored
     base = base_windows(out, run)
-    gate, _ = gating(run)
-    th = thresholds(run, run.get("selection_overrides"))
+    r = resolve(run)
+    gate, th = list(r.gate), r.threshold_dict()
     spec = score_spec(run, th, gate)
     if num_gpus is not None:
         spec.num_gpus = num_gpus
@@ -125,7 +125,7 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
         import hashlib
         assembled = assemble_windows(out, run, write=False)
         wanted: dict[str, set[str] | None] = {}
-        order = cascade_order(run)
+        order = r.order
         for first, ids in needs_scoring_table(assembled, th, set(gate), order).items():
             wanted.update({i: rescore_filters(first, order) for i in ids})
         if not wanted:
@@ -159,8 +159,8 @@ def _run(ctx: Context) -> None:
 
 
 def _spec(run: dict[str, Any]) -> StageSpec:
-    gate, _ = gating(run)
-    return score_spec(run, thresholds(run, run.get("selection_overrides")), gate)
+    r = resolve(run)
+    return score_spec(run, r.threshold_dict(), list(r.gate))
 
 
 STAGE = Stage("score", run=_run, spec=_spec,

@@ -56,7 +56,7 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
     """The CLIPS table: fixed-length clips of the ok downloads, or the windows' decisions
     (written, funnel into ``summary``) merged into clips."""
     from manifests import schemas
-    from curate.config.run_state import cascade_order
+    from curate.config.run import resolve
 
     recipe = run["recipe"]
     if recipe["clip_mode"] == "fixed":
@@ -66,7 +66,7 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
                                 schemas.CLIPS)
     from curate.selection.merge import merge_table
     windows = read_windows_table(out)
-    decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate), order=cascade_order(run))
+    decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate), order=resolve(run).order)
     schemas.write_manifest(out, "decisions", decisions)
     del decisions
     summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]
@@ -88,15 +88,14 @@ def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     from manifests import schemas
 
     from curate.config.run_state import save_run
-    from curate.config.models import gating
-    from curate.config.thresholds import thresholds
+    from curate.config.run import resolve
 
     recipe = run["recipe"]
     if overrides is not None:
         run["selection_overrides"] = list(overrides)
         save_run(out, run)
-    th = thresholds(run, run.get("selection_overrides"))
-    gate, score_only = gating(run)
+    r = resolve(run)
+    th, gate, score_only = r.threshold_dict(), list(r.gate), dict(r.score_only)
     review = None
     if decisions_file or run.get("review_decisions"):
         from curate.reports.review import load_decisions

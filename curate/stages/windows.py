@@ -27,8 +27,8 @@ from manifests import schemas
 from manifests.schemas import write_manifest
 from filters import registry
 from curate.execution.checkpoints import Checkpoint, fingerprint
-from curate.config.models import gating, resolve_models, weight_ids
-from curate.config.run_state import cascade_order
+from curate.config.models import weight_ids
+from curate.config.run import resolve
 from curate.stages.base import empty_table
 from curate.stages.inputs import file_id, ok_download_table, ok_paths, ok_segments, source_labels, take_by_key
 
@@ -44,8 +44,8 @@ def score_params(run: dict[str, Any], gate: list[str]) -> dict[str, Any]:
     decoder's version (``decoding.media.GRID_DECODE``). Thresholds
     are not among them: they only decide where the cascade stopped, and `curate score`
     (rescore) scores exactly the windows a looser threshold admits."""
-    models = resolve_models(run)
-    order = cascade_order(run)
+    r = resolve(run)
+    models, order = r.with_conventions(), r.order
     # the decoder's values are scored values: a decode that changes them rescores old runs once
     params = {"models": weight_ids(models), "run_models": run["recipe"]["models"],
               "gate": sorted(gate), "filters": run["recipe"]["filters"], "decode": GRID_DECODE}
@@ -196,8 +196,7 @@ def current_scores(out: str | Path, run: dict[str, Any], base: pa.Table) -> pa.T
     ck = Checkpoint(out, "score")
     if not ck.parts():
         return None
-    gate, _ = gating(run)
-    params = score_params(run, gate)
+    params = score_params(run, list(resolve(run).gate))
     # items one block at a time: only keys and fingerprints are kept
     current = {it["key"]: fingerprint({"inputs": it["inputs"], "params": params})
                for it in iter_score_items(out, base, None, "")}
