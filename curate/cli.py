@@ -145,6 +145,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           sync_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNC_CKPT", help="sync classifier checkpoint"),
           sync_convention: Optional[str] = typer.Option(None, help="sync preprocessing: released | ours (default: the weights')"),
           weights: Optional[List[str]] = typer.Option(None, "--weights", help="MODEL=PATH, weights of any filter's model (e.g. sync=sync.pt)"),
+          synchformer_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNCHFORMER_CKPT", help="Synchformer weights (the authors' 24-01-04T16-39-21.pt or MMAudio's synchformer_state_dict.pth): certify stage"),
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
           cookies: Optional[List[str]] = CookiesOpt,
           yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt,
@@ -170,7 +171,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "allow_random_weights": allow_random_weights or None,
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
                "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout,
-               "sync_convention": sync_convention}
+               "sync_convention": sync_convention, "synchformer_checkpoint": synchformer_checkpoint}
 
     def body() -> None:
         from curate.config.models import parse_weights
@@ -500,12 +501,18 @@ def metrics(generated: Path = typer.Option(..., help="folder of generated videos
             protocol: Optional[str] = typer.Option(None, help="released (the paper's tables) | ours "
                                                               "(default: the sync weights' convention)"),
             image_size: int = typer.Option(256, help="released protocol: the generation resolution frames are resized to"),
+            synchformer_checkpoint: Optional[Path] = typer.Option(None, envvar="CURATE_SYNCHFORMER_CKPT",
+                                                                  help="adds DeSync (MMAudio's av-benchmark protocol)"),
             as_json: bool = typer.Option(False, "--json")) -> None:
-    """Score generated videos against ground truth (IA, IT, RelSync, AlignSync)."""
-    from curate.reports.gen_metrics import run_metrics
+    """Score generated videos against ground truth (IA, IT, RelSync, AlignSync; DeSync with
+    --synchformer-checkpoint)."""
+    from curate.reports.gen_metrics import desync_metric, run_metrics, with_desync
     try:
-        typer.echo(run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json,
-                               protocol=protocol, image_size=image_size))
+        text = run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json,
+                           protocol=protocol, image_size=image_size)
+        if synchformer_checkpoint:
+            text = with_desync(text, desync_metric(generated, reference, synchformer_checkpoint), as_json)
+        typer.echo(text)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
 

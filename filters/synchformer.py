@@ -56,28 +56,34 @@ def centre_crop_offsets(h: int, w: int, size: int = CROP) -> tuple[int, int]:
     return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
 
 
-def normalise_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 ``[..., H, W, 3]`` -> float32 ``[..., 3, 224, 224]``: centre crop, then the
-    authors' half-precision scaling to [-1, 1]."""
+def normalise_frames(frames: np.ndarray | torch.Tensor, size: int = CROP) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` -> float32 ``[..., 3, size, size]``: centre crop 224, the
+    authors' half-precision scaling to [-1, 1], then (a small model's ``size`` < 224 only)
+    area averaging down to ``size``."""
     x = torch.from_numpy(np.array(frames, dtype=np.uint8))
     top, left = centre_crop_offsets(x.shape[-3], x.shape[-2])
     x = x[..., top:top + CROP, left:left + CROP, :].movedim(-1, -3)
     x = x.half().div(255.0)
     half = torch.tensor(0.5, dtype=torch.float16)
-    return x.sub(half).div(half).float()
+    x = x.sub(half).div(half).float()
+    if size != CROP:
+        lead = x.shape[:-3]
+        x = F.interpolate(x.reshape(-1, 3, CROP, CROP), size=(size, size), mode="area")
+        x = x.reshape(*lead, 3, size, size)
+    return x
 
 
 def segment_starts(first: int, n: int = N_SEGMENTS, step: int = SEG_STEP) -> np.ndarray:
     return first + step * np.arange(n)
 
 
-def video_segments(frames: np.ndarray, first: int, n: int = N_SEGMENTS) -> torch.Tensor:
-    """(n, 16, 3, 224, 224) from 25-fps frames ``[T, H, W, 3]`` starting at frame ``first``."""
+def video_segments(frames: np.ndarray, first: int, n: int = N_SEGMENTS, size: int = CROP) -> torch.Tensor:
+    """(n, 16, 3, size, size) from 25-fps frames ``[T, H, W, 3]`` starting at frame ``first``."""
     idx = segment_starts(first, n)[:, None] + np.arange(SEG_FRAMES)[None, :]
     if idx.max() >= len(frames):
         raise ValueError(f"a {n}-segment context from frame {first} needs {idx.max() + 1} frames, "
                          f"got {len(frames)}")
-    return normalise_frames(np.asarray(frames)[idx])
+    return normalise_frames(np.asarray(frames)[idx], size)
 
 
 # ----------------------------------------------------------------------------- audio
@@ -135,10 +141,11 @@ def first_sample_of(frame: int) -> int:
     return int(frame / FPS * SAMPLE_RATE)
 
 
-def context(frames: np.ndarray, wave: np.ndarray, first_frame: int,
-            n: int = N_SEGMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+def context(frames: np.ndarray, wave: np.ndarray, first_frame: int, n: int = N_SEGMENTS,
+            size: int = CROP) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's inputs for one context starting at 25-fps frame ``first_frame``."""
-    return video_segments(frames, first_frame, n), audio_segments(wave, first_sample_of(first_frame), n)
+    return (video_segments(frames, first_frame, n, size),
+            audio_segments(wave, first_sample_of(first_frame), n))
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -178,3 +185,62 @@ def context_starts(n_frames: int) -> list[int]:
         return []
     first, last = 0, (n - N_SEGMENTS) * SEG_STEP
     return [first] if last == first else [first, last]
+
+
+# ----------------------------------------------------------------------------- one clip
+
+#: what a clip's certificate holds (the clips / selected manifests and sample JSON)
+CERT_COLUMNS = ("sf_offset_first", "sf_prob_first", "sf_p0_first",
+                "sf_offset_last", "sf_prob_last", "sf_p0_last", "desync_s")
+
+
+def context_span(start: float, end: float, seg_end: float) -> tuple[float, float, str | None]:
+    """The decoded span for a clip: the clip itself when it holds a 4.8-s context, else 4.8 s
+    centred on it and kept inside the segment ``[0, seg_end)`` (note says so); a segment
+    shorter than a context raises."""
+    if end - start >= CONTEXT_S:
+        return start, end, None
+    if seg_end < CONTEXT_S:
+        raise ValueError(f"segment of {seg_end:.2f} s is shorter than a {CONTEXT_S} s context")
+    a = min(max((start + end) / 2 - CONTEXT_S / 2, 0.0), seg_end - CONTEXT_S)
+    return a, a + CONTEXT_S, f"context {a:.2f}-{a + CONTEXT_S:.2f} s centred on the clip"
+
+
+def decode_context_media(src, a: float, b: float, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """25-fps frames (short side 256, ffmpeg's fps-filter picks) and mono 16-kHz audio of [a, b)."""
+    from decoding.media import decode_clip, ffmpeg_fps_lead
+    g = decode_clip(src, a, b, fps=FPS, short_side=SHORT_SIDE, crop=None, sample_rate=SAMPLE_RATE,
+                    offset=offset, pick_lead=ffmpeg_fps_lead(FPS))
+    return g.frames, g.audio_channels.mean(axis=0)
+
+
+def predict(model, frames: np.ndarray, wave: np.ndarray, starts: Sequence[int],
+            device: str = "cpu") -> list[Offset]:
+    """One ``Offset`` per context start (frames on the 25-fps grid), one batched forward."""
+    size = getattr(getattr(model, "cfg", None), "image", CROP)
+    vids, auds = zip(*(context(frames, wave, s, size=size) for s in starts))
+    with torch.no_grad():
+        logits = model(torch.stack(vids).to(device), torch.stack(auds).to(device)).float().cpu()
+    return [offset_of(row) for row in logits]
+
+
+def certify_media(model, frames: np.ndarray, wave: np.ndarray, device: str = "cpu") -> dict:
+    """The certificate of decoded media (first and last contexts on the av-benchmark grid)."""
+    starts = context_starts(len(frames))
+    if not starts:
+        raise ValueError(f"{len(frames)} frames hold no {CONTEXT_S} s context")
+    offs = predict(model, frames, wave, starts, device)
+    first, last = offs[0], offs[-1]
+    return {"sf_offset_first": first.offset_s, "sf_prob_first": first.prob, "sf_p0_first": first.prob_zero,
+            "sf_offset_last": last.offset_s, "sf_prob_last": last.prob, "sf_p0_last": last.prob_zero,
+            "desync_s": desync([first, last])}
+
+
+def certify_clip(model, src, start: float, end: float, seg_end: float, offset: float = 0.0,
+                 device: str = "cpu") -> tuple[dict, str | None]:
+    """(certificate columns, note) of the clip [start, end) of a segment of ``seg_end`` s whose
+    time 0 lies at ``offset`` on ``src``'s clock. A short clip is measured on 4.8 s centred on
+    it (its one context counts as first and last)."""
+    a, b, note = context_span(start, end, seg_end)
+    frames, wave = decode_context_media(src, a, b, offset)
+    return certify_media(model, frames, wave, device), note

@@ -58,6 +58,9 @@ class SynchformerConfig:
     n_classes: int = 21
     n_segments: int = 14
     mlp_ratio: int = 4
+    #: frame size the video encoder takes (the released model: 224; our small demo model
+    #: takes the 224 crop reduced by area averaging)
+    image: int = 224
 
     @property
     def n_tokens(self) -> int:
@@ -70,7 +73,6 @@ PATCH = 16
 TUBELET = 2
 FRAMES = 16
 VIDEO_T = FRAMES // TUBELET           # time tokens per video segment
-GRID = IMAGE // PATCH                 # 14 x 14 patches
 MELS = 128
 SPEC_T = 66                           # spectrogram frames per audio segment
 AUDIO_STRIDE = 10
@@ -169,10 +171,11 @@ class _PoolingLayer(nn.TransformerEncoderLayer):
 class MotionFormer(nn.Module):
     """Video encoder: (N, 3, 16, 224, 224) -> (N, 8, D), one token per tubelet time step."""
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int):
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int, image: int = IMAGE):
         super().__init__()
+        self.patches = (image // PATCH) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, GRID * GRID + 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patches + 1, dim))
         self.temp_embed = nn.Parameter(torch.zeros(1, VIDEO_T, dim))
         self.patch_embed = _PatchEmbed(dim, (PATCH, PATCH))
         self.patch_embed_3d = _PatchEmbed(dim, (TUBELET, PATCH, PATCH))
@@ -183,7 +186,7 @@ class MotionFormer(nn.Module):
     def _positions(self) -> torch.Tensor:
         # the same spatial position for every frame plus the frame's own temporal embedding
         space = self.pos_embed[:, 1:].repeat(1, VIDEO_T, 1)
-        time = self.temp_embed.repeat_interleave(GRID * GRID, dim=1)
+        time = self.temp_embed.repeat_interleave(self.patches, dim=1)
         return torch.cat((self.pos_embed[:, :1], space + time), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,7 +197,7 @@ class MotionFormer(nn.Module):
             x = blk(x)
         x = self.norm(x[:, 1:])                                        # (N, 8*196, D)
         d = x.shape[-1]
-        x = x.reshape(n * VIDEO_T, GRID * GRID, d)
+        x = x.reshape(n * VIDEO_T, self.patches, d)
         return self.spatial_attn_agg(x).reshape(n, VIDEO_T, d)
 
 
@@ -330,7 +333,7 @@ class Synchformer(nn.Module):
         cfg = cfg or SynchformerConfig()
         self.cfg = cfg
         self.vfeat_extractor = MotionFormer(cfg.video_dim, cfg.video_depth, cfg.video_heads,
-                                            cfg.mlp_ratio)
+                                            cfg.mlp_ratio, cfg.image)
         self.afeat_extractor = AST(cfg.audio_dim, cfg.audio_depth, cfg.audio_heads, cfg.mlp_ratio)
         self.vproj = nn.Linear(cfg.video_dim, cfg.dim)
         self.aproj = nn.Linear(cfg.audio_dim, cfg.dim)
@@ -400,12 +403,30 @@ def check_keys(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
         raise ValueError(f"{source} does not fit Synchformer ({CHECKPOINT_OPTION}): " + "; ".join(parts))
 
 
+#: the key under which our own (small, locally trained) checkpoints carry their sizes beside
+#: ``model``; the public files have none and are the released sizes
+CONFIG_KEY = "synchformer_config"
+
+
+def save_synchformer(model: Synchformer, path: str | os.PathLike) -> None:
+    """Our checkpoint form: the authors' (``model`` = the state dict) plus the sizes."""
+    from dataclasses import asdict
+    torch.save({"model": model.state_dict(), CONFIG_KEY: asdict(model.cfg)}, path)
+
+
 def load_synchformer(path: str | os.PathLike | None, device: str | torch.device = "cpu",
                      cfg: SynchformerConfig | None = None) -> Synchformer:
-    """Load either public form strictly; returns the model in eval mode on ``device``."""
+    """Load either public form (or ours, which names its sizes) strictly; returns the model
+    in eval mode on ``device``."""
     from sync_classifier.model import _torch_load
     p = resolve_checkpoint(path)
-    state = state_dict_of(_torch_load(p, CHECKPOINT_OPTION), str(p))
+    obj = _torch_load(p, CHECKPOINT_OPTION)
+    if cfg is None and isinstance(obj, dict) and isinstance(obj.get(CONFIG_KEY), dict):
+        try:
+            cfg = SynchformerConfig(**obj[CONFIG_KEY])
+        except TypeError as e:
+            raise ValueError(f"{p}: bad {CONFIG_KEY} ({CHECKPOINT_OPTION}): {e}") from e
+    state = state_dict_of(obj, str(p))
     model = Synchformer(cfg)
     check_keys(model, state, str(p))
     model.load_state_dict(state, strict=True)

@@ -35,6 +35,16 @@ _status = [pa.field("status", _s), pa.field("error", _s)]
 #: its first video frame time, read back from the written clip (ms)
 CUT_COLUMNS = ("cut_start", "cut_end", "av_offset_ms")
 _CUT = [pa.field(c, _f) for c in CUT_COLUMNS]
+#: filled by the certify stage (``filters/synchformer.py``: Synchformer on the merged clip's
+#: first and last 4.8-s contexts): signed offset (s), its probability and the probability of
+#: offset 0 for each, DeSync (mean |offset|, av-benchmark), and a note (a centred context, or
+#: why there is no certificate)
+CERT_COLUMNS = ("sf_offset_first", "sf_prob_first", "sf_p0_first",
+                "sf_offset_last", "sf_prob_last", "sf_p0_last", "desync_s")
+CERT_NOTE = "cert_note"
+_CERT = [*(pa.field(c, _f) for c in CERT_COLUMNS), pa.field(CERT_NOTE, _s)]
+#: columns measured after selection, kept by a re-select for rows of the same clip and times
+MEASURED_COLUMNS = (*CUT_COLUMNS, *CERT_COLUMNS, CERT_NOTE)
 
 SOURCES = pa.schema([
     pa.field("source_id", _s), pa.field("ytid", _s), pa.field("start", _f), pa.field("end", _f),
@@ -83,14 +93,14 @@ def _clips() -> pa.Schema:
         pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
         pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
         pa.field("n_windows", _i), *[pa.field(c, _f) for c in registry.ALL_SCORES], *_status,
-        *_CUT,
+        *_CUT, *_CERT,
     ])
 
 
 SELECTED = pa.schema([
     pa.field("key", _s), pa.field("name", _s), pa.field("clip_id", _s), pa.field("source_id", _s),
     pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
-    pa.field("rank_score", _f), *_status, *_CUT,
+    pa.field("rank_score", _f), *_status, *_CUT, *_CERT,
 ])
 
 SHARDS = pa.schema([

@@ -11,7 +11,7 @@ from typing import Any
 
 from manifests import bounded
 
-WINDOW_STAGES = ["sources", "download", "split", "score", "select", "shard"]
+WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "shard"]
 
 #: streaming-engine options (curate/engine.py); none of them changes a result, so none is
 #: part of a checkpoint fingerprint
@@ -42,6 +42,8 @@ _BASE: dict[str, Any] = {
     "filters": None, "gate": None, "order": None,
     "thresholds": {},                # overrides of each filter's declared thresholds
     "merge": {"min_len": 2.0},
+    # clip-level gate on Synchformer's DeSync (certify stage): None = off (the paper's recipes)
+    "desync": {"max": None},
     "select": {"per_class": None, "test_per_class": None, "balanced_test": False, "seed": 0},
     "shards": {"max_count": 1000, "max_bytes": 1 << 30, "max_short_side": 720},
     "models": {"clip_model": "ViT-B-32", "clip_pretrained": "openai"},
@@ -72,7 +74,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "filters": ["pixel_diff", "amplitude"], "gate": [],
         "select": {"per_class": None, "test_per_class": None, "balanced_test": True, "seed": 0},
         "shards": {"max_short_side": 1080},
-        "stages": ["sources", "download", "select", "shard"],
+        "stages": ["sources", "download", "select", "certify", "shard"],
         # the released Landscapes folder: videos/{train,test}/<class>/ (curate export-folder)
         "export": {"layout": "split_class"},
     },

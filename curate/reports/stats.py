@@ -320,6 +320,24 @@ def _clips(s: _Stats) -> None:
     s.stage("merged clips", int(ok.sum()))
     s.add_class_counts("clips", pc.filter(clips.column("class_name"), pa.array(ok)))
     _by_status(s, "merge", clips)
+    _certificates(s)
+
+
+def _certificates(s: _Stats) -> None:
+    """Synchformer's certificates of the merged clips (certify stage): how many, and the
+    histograms of DeSync and of the signed offset of the first and the last context."""
+    cols = ["desync_s", "sf_offset_first", "sf_offset_last"]
+    cert = _table(s.out, "clips", cols)
+    d = pc.fill_null(pc.cast(cert.column("desync_s"), pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+    if not (~np.isnan(d)).any():
+        return
+    hist = {}
+    for c in cols:
+        v = pc.drop_null(cert.column(c)).to_numpy(zero_copy_only=False)
+        hist[c] = {f"{k:+.1f}" if c != "desync_s" else f"{k:.1f}": int(n)
+                   for k, n in sorted(Counter(np.round(v, 1).tolist()).items())}
+    s.st["certificates"] = {"certified": int((~np.isnan(d)).sum()),
+                            "desync_mean": float(np.nanmean(d)), "histograms": hist}
 
 
 def _by_status(s: _Stats, stage: str, tbl: pa.Table) -> None:
@@ -484,12 +502,24 @@ def format_text(st: dict[str, Any]) -> str:
         lines += ["", "per class:", "  " + f"{'class':<28}" + "".join(f"{c:>16}" for c in cols)]
         for k, v in st["per_class"].items():
             lines.append("  " + f"{k[:28]:<28}" + "".join(f"{v.get(c, 0):>16}" for c in cols))
+    if st.get("certificates"):
+        lines += format_certificates(st["certificates"])
     if st.get("truth"):
         lines += ["", f"windows passing each filter, by truth kind ({st['truth'].get('file', 'truth')}):"]
         lines += format_truth(st["truth"])
     if st["warnings"]:
         lines += ["", "warnings:"] + [f"  ! {w}" for w in st["warnings"]]
     return "\n".join(lines)
+
+
+def format_certificates(cert: dict[str, Any]) -> list[str]:
+    """The sync-certificate block: DeSync and offset histograms (clips per value)."""
+    out = ["", f"sync certificates (Synchformer): {cert['certified']} clips, "
+               f"mean DeSync {cert['desync_mean']:.3f} s"]
+    for col, title in (("desync_s", "DeSync (s)"), ("sf_offset_first", "offset, first 4.8 s"),
+                       ("sf_offset_last", "offset, last 4.8 s")):
+        out.append(f"  {title:<22}" + "  ".join(f"{k}:{n}" for k, n in cert["histograms"][col].items()))
+    return out
 
 
 def format_truth(truth: dict[str, Any]) -> list[str]:

@@ -44,7 +44,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from manifests.names import format_clip_name, split_source_id, ytid_of
-from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
+from manifests.schemas import MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
 from shards.writer import key_from_name
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _base_row(clip: Mapping[str, Any]) -> dict[str, Any]:
             "source_id": clip.get("source_id"), "class_name": clip.get("class_name"),
             "split": clip.get("split"), "start": clip.get("start"), "end": clip.get("end"),
             "rank_score": rank_score(clip), "status": STATUS_OK, "error": None,
-            **dict.fromkeys(CUT_COLUMNS)}
+            **dict.fromkeys(MEASURED_COLUMNS)}
 
 
 def _named_rows(clips: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

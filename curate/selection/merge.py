@@ -23,7 +23,7 @@ import numpy as np
 
 from manifests.names import clip_id_for
 from manifests import schemas
-from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
+from manifests.schemas import MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _clip_row(group: list[Mapping[str, Any]], shot: Mapping[str, Any] | None,
         "clip_id": clip_id_for(first["source_id"], start, end),
         "source_id": first["source_id"], "shot_id": first["shot_id"],
         "class_name": first.get("class_name"), "split": first.get("split"),
-        "start": start, "end": end, "n_windows": len(group), **dict.fromkeys(CUT_COLUMNS),
+        "start": start, "end": end, "n_windows": len(group), **dict.fromkeys(MEASURED_COLUMNS),
         **_mean_scores(group), "status": status, "error": error,
     }
 
@@ -182,7 +182,7 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
     base = {"source_id": r["source_id"], "shot_id": r.get("shot_id"),
             "class_name": r.get("class_name") or meta.get("class_name"),
             "split": r.get("split") or meta.get("split"), "n_windows": 0,
-            **{c: None for c in schemas.ALL_SCORES}, **dict.fromkeys(CUT_COLUMNS)}
+            **{c: None for c in schemas.ALL_SCORES}, **dict.fromkeys(MEASURED_COLUMNS)}
     iv = _interval_of(r)
     if iv is None:
         return [{**base, "clip_id": f"{r['source_id']}_none", "start": None, "end": None,
@@ -272,7 +272,7 @@ def merge_table(windows: Any, keep: Any, shots: Any = None, min_len: float = 2.0
     head = kw.take(pa.array(g.order[g.first], type=pa.int64()))
     c_start, c_end = _clamp_to_shots(head, g.starts, g.ends, shots)
     cols = _clip_columns(kw, head, g, c_start, c_end, min_len)
-    nulls = pa.nulls(g.n_groups, pa.float64())   # cut_start / cut_end / av_offset_ms: the shard stage
+    nulls = pa.nulls(g.n_groups, pa.float64())   # measured later: the cut (shard stage), the certificate
     table = pa.table({n: cols.get(n, nulls) for n in CLIPS.names}).cast(CLIPS)
     table = table.take(pc.sort_indices(table, sort_keys=[("clip_id", "ascending")]))
     n_short = sum(1 for st in cols["status"] if st == STATUS_REJECTED)

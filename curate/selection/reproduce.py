@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from manifests import bounded
 from manifests.names import ClipName, clip_id_for, parse_clip_name, safe_id, short_repr
-from manifests.schemas import CUT_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
+from manifests.schemas import MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
 from manifests.sources import folder_name
 from shards.writer import key_from_name
 
@@ -175,7 +175,7 @@ def _row(entry: ListEntry, split: str | None, look: MediaLookup) -> dict[str, An
     row: dict[str, Any] = {"key": None, "name": entry.name, "clip_id": None, "source_id": None,
                            "class_name": None, "split": split, "start": None, "end": None,
                            "rank_score": None, "status": STATUS_OK, "error": None,
-                           **dict.fromkeys(CUT_COLUMNS)}
+                           **dict.fromkeys(MEASURED_COLUMNS)}
     c = entry.clip
     if c is None:
         return {**row, "status": STATUS_REJECTED, "error": f"reproduce: bad name: {entry.error}"}

@@ -246,3 +246,30 @@ def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = Non
     ids = table.column("window_id")
     return {name: ids.take(np.nonzero(mask)[0]).to_pylist()
             for name, mask in needs_scoring_masks(m, gate, order).items()}
+
+
+# ----------------------------------------------------------------------------- clip-level gate
+
+def desync_gate(clips: Any, max_s: float | None) -> tuple[Any, int]:
+    """Recipe option ``desync.max`` (off: None): an ok clip whose DeSync (certify stage) is
+    above ``max_s``, or that has none, becomes ``rejected`` with the reason. Returns the table
+    and how many clips the gate rejected."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from manifests.schemas import STATUS_OK, STATUS_REJECTED
+
+    if max_s is None or clips.num_rows == 0:
+        return clips, 0
+    d = _np_float(clips["desync_s"])
+    ok = np.asarray(pc.fill_null(pc.equal(clips["status"], STATUS_OK), False).to_numpy(zero_copy_only=False))
+    bad = ok & ~(d <= float(max_s))        # NaN (no certificate) fails, like a missing score
+    if not bad.any():
+        return clips, 0
+    status = np.where(bad, STATUS_REJECTED, np.asarray(clips["status"].to_pylist(), dtype=object))
+    errors = clips["error"].to_pylist()
+    for i in np.nonzero(bad)[0]:
+        errors[i] = (f"desync {d[i]:.2f} s > max {float(max_s):g}" if not np.isnan(d[i])
+                     else "desync: no certificate (certify stage)")
+    clips = clips.set_column(clips.column_names.index("status"), "status", pa.array(status.tolist(), pa.string()))
+    clips = clips.set_column(clips.column_names.index("error"), "error", pa.array(errors, pa.string()))
+    return clips, int(bad.sum())

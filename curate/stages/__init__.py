@@ -2,12 +2,12 @@
 recipe may list them. ``curate.build`` runs a recipe's stage names through ``stage``."""
 from __future__ import annotations
 
-from curate.stages import download, score, select, shard, sources, split, train_sync
+from curate.stages import certify, download, score, select, shard, sources, split, train_sync
 from curate.stages.base import Context, Stage
 
 #: every stage, in pipeline order
 STAGES: tuple[Stage, ...] = (sources.STAGE, download.STAGE, split.STAGE, train_sync.STAGE,
-                             score.STAGE, select.STAGE, shard.STAGE)
+                             score.STAGE, select.STAGE, certify.STAGE, shard.STAGE)
 _BY_NAME = {s.name: s for s in STAGES}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from curate.selection.rules import select_windows_table
+from curate.selection.rules import desync_gate, select_windows_table
 from manifests.columns import read_columns, read_windows_table
 from curate.stages.base import Context, Stage
 from curate.stages.inputs import take_by_key
@@ -16,25 +16,27 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- the select stage
 
 def keep_cut_columns(out: Any, name: str, table: Any, key: str) -> Any:
-    """``table`` with the cut columns (cut_start, cut_end, av_offset_ms: what the shard stage
-    measured) of the current manifest's rows of the same key and clip times: a re-select
-    that changes nothing rewrites nothing. A clip not cut yet (or cut with other times)
-    keeps nulls until the shard stage cuts it."""
+    """``table`` with the columns measured after selection (``schemas.MEASURED_COLUMNS``: the
+    cut columns the shard stage measured, the certificate the certify stage measured) of the
+    current manifest's rows of the same key and clip times: a re-select that changes nothing
+    rewrites nothing. A clip not measured yet (or with other times) keeps nulls."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from manifests import schemas
 
     if table.num_rows == 0 or not schemas.has_manifest(out, name):
         return table
-    old = read_columns(out, name, [key, "start", "end", *schemas.CUT_COLUMNS])
+    cols = schemas.MEASURED_COLUMNS
+    old = read_columns(out, name, [key, "start", "end", *cols])
     if old.num_rows == 0:
         return table
     pos, _ = take_by_key(table[key], old, key)
     same = pc.fill_null(pc.and_(pc.equal(old["start"].take(pos), table["start"]),
                                 pc.equal(old["end"].take(pos), table["end"])), False)
-    for c in schemas.CUT_COLUMNS:
+    for c in cols:
+        i = table.column_names.index(c)
         col = pc.if_else(same, old[c].take(pos), table[c])
-        table = table.set_column(table.column_names.index(c), c, col.cast(pa.float64()))
+        table = table.set_column(i, c, col.cast(table.schema.field(i).type))
     return table
 
 
@@ -106,6 +108,7 @@ def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
     clips = _clips(out, run, th, gate, summary)
     clips = keep_cut_columns(out, "clips", clips, "clip_id")
+    clips, summary["desync_rejected"] = desync_gate(clips, (recipe.get("desync") or {}).get("max"))
     schemas.write_manifest(out, "clips", clips)
     selected, bal = select_clips_table(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
                                        decisions=review, classes=run_classes(out, recipe))

@@ -157,3 +157,78 @@ def test_frame_and_sample_picks_match_ffmpeg(tmp_path, fps, sr, channels):
     ours_a = grid.audio_channels.mean(0)
     n = len(ours_a) - 100
     assert np.abs(ref_a[:n] - ours_a[:n]).max() < 1e-5
+
+
+# ------------------------------------------------------------------ the clip certificate
+
+def test_contexts_on_the_av_benchmark_grid():
+    assert sf.context_starts(120) == [0]                 # exactly one 4.8-s context
+    assert sf.context_starts(200) == [0, 80]             # 8 s: segments 0-13 and 10-23
+    assert sf.context_starts(127) == [0]                 # a partial segment does not count
+    assert sf.context_starts(136) == [0, 16]              # 16 segments: 0-13 and 2-15
+    assert sf.context_starts(119) == []
+
+
+def test_short_clip_takes_a_centred_context_inside_the_segment():
+    assert sf.context_span(1.0, 7.0, 10.0) == (1.0, 7.0, None)
+    a, b, note = sf.context_span(4.0, 6.0, 10.0)
+    assert (a, b) == pytest.approx((2.6, 7.4)) and "centred" in note
+    assert sf.context_span(0.0, 2.0, 10.0)[:2] == pytest.approx((0.0, 4.8))     # clamped left
+    assert sf.context_span(9.0, 10.0, 10.0)[:2] == pytest.approx((5.2, 10.0))   # clamped right
+    with pytest.raises(ValueError, match="shorter than"):
+        sf.context_span(0.0, 2.0, 4.0)
+
+
+def test_offset_desync_and_probabilities():
+    grid = sf.offset_grid()
+    assert grid[0] == -2.0 and grid[10] == 0.0 and grid[20] == 2.0 and len(grid) == 21
+    logits = torch.full((21,), -10.0)
+    logits[13], logits[10] = 5.0, 4.0                      # +0.6 s wins, 0 s second
+    o = sf.offset_of(logits)
+    p = torch.softmax(logits, -1)
+    assert o.offset_s == pytest.approx(0.6) and o.prob == pytest.approx(float(p[13]))
+    assert o.prob_zero == pytest.approx(float(p[10]))
+    assert sf.desync([o, sf.Offset(-0.4, 0.9, 0.0)]) == pytest.approx(0.5)
+
+
+class _FirstFrameModel(torch.nn.Module):
+    """Logits peaked at the class named by the context's first frame value (k / 8 % 21)."""
+
+    def forward(self, video, spec):
+        k = ((video[:, 0, 0, 0, 0, 0] + 1) / 2 * 255).round().long()   # undo the normalisation
+        return torch.nn.functional.one_hot((k // 8) % 21, 21).float() * 10
+
+
+def test_certificate_reads_the_first_and_the_last_context():
+    frames = np.repeat(np.arange(200, dtype=np.uint8)[:, None, None, None], 256, 1)
+    frames = np.repeat(np.repeat(frames, 256, 2), 3, 3)         # frame k is grey level k
+    cert = sf.certify_media(_FirstFrameModel(), frames, np.zeros(8 * 16000, np.float32))
+    grid = sf.offset_grid()
+    assert cert["sf_offset_first"] == pytest.approx(grid[0])    # context from frame 0
+    assert cert["sf_offset_last"] == pytest.approx(grid[10])    # from frame 80: class 10
+    assert cert["desync_s"] == pytest.approx((abs(grid[0]) + abs(grid[10])) / 2)
+
+
+def test_certify_clip_end_to_end_with_a_small_model(tmp_path):
+    path = make_clip(tmp_path / "c.mp4", 6.0, "30000/1001", sr=44100, channels=2)
+    torch.manual_seed(0)
+    model = Synchformer(SynchformerConfig(video_dim=32, video_depth=1, video_heads=2, audio_dim=32,
+                                          audio_depth=1, audio_heads=2, dim=32, layers=1, heads=2)).eval()
+    cert, note = sf.certify_clip(model, path, 0.5, 3.0, seg_end=6.0)
+    assert "centred" in note and set(cert) == set(sf.CERT_COLUMNS)
+    assert cert["sf_offset_first"] == cert["sf_offset_last"]    # one context
+    assert 0 <= cert["sf_p0_first"] <= 1 and 0 < cert["sf_prob_first"] <= 1
+    assert cert["desync_s"] == pytest.approx(abs(cert["sf_offset_first"]))
+
+
+def test_our_checkpoint_carries_its_sizes(tmp_path):
+    from filters.synchformer_model import save_synchformer
+    cfg = SynchformerConfig(video_dim=16, video_depth=1, video_heads=2, audio_dim=16, audio_depth=1,
+                            audio_heads=2, dim=16, layers=1, heads=2, image=32)
+    save_synchformer(Synchformer(cfg), tmp_path / "small.pt")
+    model = load_synchformer(tmp_path / "small.pt")
+    assert model.cfg == cfg
+    frames = np.zeros((120, 256, 300, 3), np.uint8)
+    (o,) = sf.predict(model, frames, np.zeros(80000, np.float32), [0])   # 32-px frames inside
+    assert o.offset_s in set(sf.offset_grid().tolist())
+    assert sf.normalise_frames(frames[:2], 32).shape == (2, 3, 32, 32)

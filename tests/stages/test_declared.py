@@ -24,9 +24,10 @@ def test_an_unknown_stage_is_a_clear_error():
 def test_item_stages_declare_function_failure_rows_and_resources():
     run = {"recipe": get_recipe("demo"), "options": {"allow_random_weights": True}}
     specs = {s.name: s.spec(run) for s in STAGES if s.spec is not None}
-    assert set(specs) == {"download", "split", "score", "shard"}
+    assert set(specs) == {"download", "split", "score", "certify", "shard"}
     assert specs["shard"].name == "cut"          # the checkpoint folder keeps its name
     assert specs["score"].stateful and specs["score"].prepare is not None
+    assert specs["certify"].stateful            # Synchformer loads once per actor
     assert not specs["download"].stateful and specs["download"].concurrency >= 1
     failed = {
         "download": specs["download"].on_error({"key": "s1"}, "timeout: no result after 5 s")["downloads"],
@@ -34,6 +35,7 @@ def test_item_stages_declare_function_failure_rows_and_resources():
         "score": specs["score"].on_error({"key": "s1", "inputs": {"windows": [["w1", "sh1", 0.0, 3.0]]}},
                                          "boom")["windows"],
         "shard": specs["shard"].on_error({"key": "k1"}, "boom")["cuts"],
+        "certify": specs["certify"].on_error({"key": "c1"}, "boom")["certs"],
     }
     assert all(rows and all(r["status"] == "failed" for r in rows) for rows in failed.values())
     assert failed["download"][0]["reason"] == "timeout"

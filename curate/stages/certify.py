@@ -1,0 +1,109 @@
+"""Stage `certify`: the sync certificate of every ok merged clip (``filters/synchformer.py``).
+
+Synchformer runs once per merged clip, after the window cascade and the merge (the cheaper
+filters have decided which clips exist), on the clip's first and last 4.8-s contexts. The
+columns land in the clips and selected manifests (a re-select keeps them for the same clip
+and times) and in each sample's JSON. Without ``--synchformer-checkpoint`` the stage records
+nothing and says so: the paper's recipes need no Synchformer weights.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from manifests import schemas
+from manifests.schemas import read_rows, write_manifest
+from curate.execution.checkpoints import run_stage
+from curate.execution.spec import Executor, StageSpec
+from curate.stages.base import Context, Echo, Stage, run_kw, spec_kw, summarize_failures
+from curate.stages.inputs import file_id, ok_downloads
+
+OPTION = "synchformer_checkpoint"
+
+
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _factory(checkpoint: str):
+    from filters.synchformer import certify_clip
+    from filters.synchformer_model import load_synchformer
+    device = _device()
+    model = load_synchformer(checkpoint, device=device)
+
+    def fn(item: dict) -> dict:
+        cert, note = certify_clip(model, item["src"], item["start"], item["end"], item["seg_end"],
+                                  offset=item["offset"], device=device)
+        return {"certs": [{"clip_id": item["key"], **cert, schemas.CERT_NOTE: note,
+                           "status": schemas.STATUS_OK, "error": None}]}
+    return fn
+
+
+def _error(item: dict, error: str) -> dict:
+    return {"certs": [{"clip_id": item["key"], "status": schemas.STATUS_FAILED, "error": error}]}
+
+
+def certify_spec(run: dict[str, Any]) -> StageSpec:
+    """One stateful worker per device (the model loads once); the weights identify the results."""
+    from curate.config.models import _file_ident
+    ckpt = run["options"].get(OPTION)
+    return StageSpec("certify", functools.partial(_factory, ckpt), _error, stateful=True,
+                     params={"weights": _file_ident(ckpt) if ckpt else None, "convention": "authors"},
+                     **spec_kw(run, "certify"))
+
+
+def certify_items(out: str | Path, clips: list[dict]) -> list[dict]:
+    """One item per ok merged clip whose download is ok."""
+    downloads = {d["source_id"]: d for d in ok_downloads(out)}
+    items = []
+    for c in clips:
+        d = downloads.get(c["source_id"])
+        if c["status"] != schemas.STATUS_OK or d is None:
+            continue
+        offset, seg_end = d.get("seg_start") or 0.0, float(d.get("duration") or c["end"])
+        items.append({"key": c["clip_id"], "src": d["path"], "start": c["start"], "end": c["end"],
+                      "offset": offset, "seg_end": seg_end,
+                      "inputs": {"src": file_id(d["path"], out), "start": c["start"], "end": c["end"],
+                                 "offset": offset, "seg_end": seg_end}})
+    return items
+
+
+def _fill(rows: list[dict], certs: dict[str, dict]) -> list[dict]:
+    """Each row's certificate columns from its clip's certificate (nulls when none)."""
+    out = []
+    for r in rows:
+        c = certs.get(r.get("clip_id") or "")
+        ok = c is not None and c["status"] == schemas.STATUS_OK
+        note = None if c is None else (c.get(schemas.CERT_NOTE) if ok else f"certify: {c['error']}")
+        out.append({**r, **{k: (c.get(k) if ok else None) for k in schemas.CERT_COLUMNS},
+                    schemas.CERT_NOTE: note})
+    return out
+
+
+def stage_certify(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> int:
+    """Certify the ok merged clips; returns how many were certified."""
+    if not run["options"].get(OPTION):
+        if echo:
+            echo("certify: skipped (no --synchformer-checkpoint)")
+        return 0
+    clips = read_rows(out, "clips")
+    res = run_stage(out, certify_spec(run), certify_items(out, clips), executor, **run_kw(run, "certify"))
+    table = res.table("certs")
+    certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
+    write_manifest(out, "clips", _fill(clips, certs))
+    if schemas.has_manifest(out, "selected"):
+        write_manifest(out, "selected", _fill(read_rows(out, "selected"), certs))
+    if table is not None:
+        summarize_failures("certify", table, echo)
+    return sum(c["status"] == schemas.STATUS_OK for c in certs.values())
+
+
+def _run(ctx: Context) -> None:
+    n = stage_certify(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
+    if n:
+        ctx.echo(f"certify: {n} clips certified")
+
+
+STAGE = Stage("certify", run=_run, spec=certify_spec)
