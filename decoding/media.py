@@ -539,6 +539,8 @@ def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None,
     """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz, plus the native audio
     (``Grid.native_audio``) from the same decode. ``offset``: the segment's start on the
     file's clock (``decode_clip``); ``end`` defaults to the file's end."""
+    # every channel is resampled (not the mono mix alone): amplitude reads each channel's peak
+    # (a mix can cancel out-of-phase channels); the loader, which needs the mix, passes mono
     return decode_clip(path, start, end, offset=offset, native=True)
 
 
