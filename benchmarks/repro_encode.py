@@ -1,6 +1,6 @@
 """How often does the same re-encode give the same bytes under CPU load? (issue 10 item 1)
 
-Runs the download stage's cut N times with the deterministic settings (curate/encoding.py)
+Runs the download stage's cut N times with the deterministic settings (curate/ops/encoding.py)
 and N times with the old multi-threaded x264 command, while busy processes load every core,
 and prints how many runs matched the first one's bytes.
 
@@ -45,7 +45,7 @@ def main() -> None:
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
     try:
         for label, args in (("old (x264 threads auto)", OLD),
-                            ("new (curate/encoding.py)", dl._encode_args(dl.DownloadOptions()))):
+                            ("new (curate/ops/encoding.py)", dl._encode_args(dl.DownloadOptions()))):
             hashes = []
             for i in range(a.runs):
                 out = tmp / f"o{i}.mp4"

@@ -62,7 +62,7 @@ DOWNLOADS = pa.schema([
     # segment's; stream_copy False = re-encoded (the note in error says why)
     pa.field("seg_start", _f), pa.field("seg_end", _f), pa.field("stream_copy", _b),
     # "small" (scored at the smallest rendition >= 224 px) or "full"; the scores of a
-    # source's windows were computed on this file (pipeline.stage_fetch_full cuts from full)
+    # source's windows were computed on this file (the shard stage cuts from the full rendition)
     pa.field("rendition", _s),
 ])
 
@@ -108,7 +108,7 @@ SHARDS = pa.schema([
     pa.field("size", _i), pa.field("sha256", _s),
 ])
 
-#: one row per source ever downloaded by the run, kept across reruns (curate/ledger.py)
+#: one row per source ever downloaded by the run, kept across reruns (curate/reports/ledger.py)
 LEDGER = pa.schema([
     pa.field("source_id", _s), pa.field("ytid", _s), pa.field("url", _s),
     pa.field("availability", _s), pa.field("reason", _s), pa.field("error", _s),

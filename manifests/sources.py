@@ -528,7 +528,7 @@ def _log_counts(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def recipe_assigns_split(select_params: Mapping[str, Any] | None) -> bool:
     """True when the recipe's selection assigns train/test itself (``test_per_class`` or
-    ``balanced_test``, curate/balance.py); otherwise the source row's split is kept."""
+    ``balanced_test``, curate/selection/balance.py); otherwise the source row's split is kept."""
     p = select_params or {}
     return p.get("test_per_class") is not None or bool(p.get("balanced_test"))
 

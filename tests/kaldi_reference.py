@@ -1,7 +1,7 @@
 """Independent numpy references for the audio chain, written from the definitions (no code
 of ``decoding`` is used), for tests that need a "what the released code computes" value on
 audio made at test time. They are themselves checked against the real torchaudio's numbers
-in tests/decoding/test_mel.py (``data/torchaudio_reference.npz``).
+in tests/decoding/test_mel.py (``tests/decoding/data/torchaudio_reference.npz``).
 
 * ``kaldi_fbank``: Kaldi's ``compute-fbank-feats`` as torchaudio.compliance.kaldi.fbank does
   it with ImageBind's options (feature-window.cc / mel-computations.cc): snip-edges framing

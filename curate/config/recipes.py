@@ -13,7 +13,7 @@ from manifests import bounded
 
 WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "shard"]
 
-#: streaming-engine options (curate/engine.py); none of them changes a result, so none is
+#: streaming-engine options (curate/execution/); none of them changes a result, so none is
 #: part of a checkpoint fingerprint
 ENGINE_DEFAULTS: dict[str, Any] = {
     "score_batch_size": 4,           # decoded segments per scoring-actor call

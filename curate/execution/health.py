@@ -20,7 +20,7 @@ control keeps one state for all workers:
 Cookies: with several cookie files the control names the one to use (``cookie`` of a
 permit); a bot check seen with the current file moves every worker on to the next.
 
-The engine (``curate/engine.py``) wraps a ``HealthControl`` in one Ray actor; a worker talks to
+The Ray executor (``curate/execution/ray_executor.py``) wraps a ``HealthControl`` in one Ray actor; a worker talks to
 it through a ``Gate`` (``current_gate()`` inside a download). Without an engine (a plain
 ``download_source`` call) there is no gate and each source handles its own retries.
 """

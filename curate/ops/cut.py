@@ -1,7 +1,7 @@
 """Cutting curated clips out of downloaded segments with ffmpeg, on frame instants.
 
 A clip is re-encoded (H.264 yuv420p crf 18 + AAC, deterministic settings of
-``curate/encoding.py``: the same inputs give the same bytes), never stream-copied: a stream
+``curate/ops/encoding.py``: the same inputs give the same bytes), never stream-copied: a stream
 copy can only start on a keyframe.
 
 Both streams are cut at the same instant, a video frame's. ``frame_instants`` reads the

@@ -1,7 +1,7 @@
 """Deterministic encoder settings, declared once, for every re-encode of the pipeline.
 
-The download stage's cut / remux fallback (``curate/download.py``) and the clip cut
-(``curate/cut.py``) both build their ffmpeg arguments from here, so two runs on the same
+The download stage's cut / remux fallback (``curate/ops/fetch.py``) and the clip cut
+(``curate/ops/cut.py``) both build their ffmpeg arguments from here, so two runs on the same
 inputs write byte-identical files, also on a loaded machine:
 
 - libx264 multi-threading (frame threads, lookahead threads) makes rate-control decisions

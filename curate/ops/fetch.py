@@ -7,7 +7,7 @@ segment end, *with the source's timestamps* (``-copyts``). So the segment [start
 at [seg_start, seg_end) on the file's own clock (``seg_start = start`` plus the source's own
 start time), recorded in the DOWNLOADS row and in a sidecar ``<source_id>.json``; every later
 stage addresses the segment by those times and the audio-video alignment of the source is
-never touched before the final clip (``curate/cut.py``):
+never touched before the final clip (``curate/ops/cut.py``):
 
 - sites yt-dlp extracts (YouTube...): yt-dlp's ``download_ranges`` (its ffmpeg fetches only
   the range and stream-copies it; we add ``-copyts``), the source's start time taken as 0
@@ -870,7 +870,7 @@ def _ffmpeg(args: list[str], opts: DownloadOptions) -> None:
 
 
 def _encode_args(opts: DownloadOptions) -> list[str]:
-    # deterministic encoder settings (curate/encoding.py) of a whole-segment re-encode (the
+    # deterministic encoder settings (curate/ops/encoding.py) of a whole-segment re-encode (the
     # format-1 download, kept for benchmarks/repro_encode.py and bench_sync_download.py)
     return ["-map", "0:v:0", "-map", "0:a:0?",
             *encode_args(opts.crf, opts.preset, opts.audio_bitrate), "-movflags", "+faststart"]

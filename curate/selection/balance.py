@@ -2,7 +2,7 @@
 
 Replaces the seed's manual pass (seed 003 section 5.2: 15 classes x 100 clips, 90 train /
 10 test) with a documented automatic ranking, optionally corrected by a manual review
-(``curate/review.py``): rejected names are excluded and each class is refilled from the ranking.
+(``curate/reports/review.py``): rejected names are excluded and each class is refilled from the ranking.
 
 Names: ``format_clip_name`` with the clip times relative to the segment, rounded to 0.1 s
 (``NAME_DECIMALS``); the row's start/end are the rounded times, so a cut matches its name.

@@ -152,7 +152,7 @@ def downloads_lookup(downloads: Iterable[Mapping[str, Any]],
 
 def media_dir_lookup(media_dir: str | os.PathLike) -> MediaLookup:
     """Lookup over files ``<media_dir>/<safe_id(source_id)>.mp4``: the segment's duration
-    from the download's sidecar (``curate.download.read_segment``), else probed."""
+    from the download's sidecar (``curate.ops.fetch.read_segment``), else probed."""
     from curate.ops.fetch import read_segment
     from decoding.media import DecodeError, probe
     root = Path(media_dir)

@@ -54,7 +54,7 @@ def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str],
 
     def fn(item: dict, grid) -> dict:
         return batch([item], [grid])[0]
-    fn.batch = batch   # the scoring actor passes a whole call here (engine._StageActor)
+    fn.batch = batch   # the scoring actor passes a whole call here (``execution.ray_executor._StageActor``)
     return fn
 
 

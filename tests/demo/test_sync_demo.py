@@ -24,7 +24,7 @@ def test_shipped_checkpoint_is_small_package_data() -> None:
 
 def test_demo_recipe_sync_thresholds() -> None:
     th = thresholds({"recipe": get_recipe("demo")})["sync"]
-    # the demo gates at its recipe's documented value (see curate/recipes.py), never below
+    # the demo gates at its recipe's documented value (see curate/config/recipes.py), never below
     # the paper's 0.341
     assert th["a2v_min"] >= SYNC.thresholds["a2v_min"] and th["v2a_min"] >= SYNC.thresholds["v2a_min"]
 

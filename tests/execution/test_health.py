@@ -1,4 +1,4 @@
-"""The download health control (curate/health.py): pure logic on a fake clock, then the
+"""The download health control (curate/execution/health.py): pure logic on a fake clock, then the
 download loop against a fake source that answers with YouTube's bot-check text."""
 from __future__ import annotations
 
