@@ -115,7 +115,8 @@ def item_counts(out: Path) -> dict[str, str]:
             "shard": f"{_records(out, 'cut')} clips cut, {sharded} samples sharded"}
 
 
-def main() -> int:
+def _args(argv=None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sources", type=int, default=200)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per generated source")
@@ -125,7 +126,31 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, default=None,
                     help="reuse (or generate into) this corpus folder instead of a temporary one")
     ap.add_argument("--keep", action="store_true")
-    a = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def _report(a, truth: dict, out: Path, first: dict, rerun: dict) -> None:
+    """The measured figures: per stage wall time and items/s, memory, the finished rerun."""
+    counts = item_counts(out)
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(f"build: {len(truth['videos'])} sources of {truth['duration']:g} s, --per-class {a.per_class}, "
+          f"{first['total_s']:.1f} s wall, --workers {a.workers}, {os.cpu_count()} CPUs visible, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{'stage':<10s} {'wall s':>8s} {'items/s':>8s}  items")
+    n_items = {"download": _records(out, "download"), "split": _records(out, "split"),
+               "score": _records(out, "score"), "select": None, "shard": _records(out, "cut")}
+    for name, secs in first["stages"].items():
+        n = n_items.get(name)
+        rate = f"{n / secs:8.2f}" if n and secs > 0 else f"{'-':>8s}"
+        print(f"{name:<10s} {secs:8.1f} {rate}  {counts.get(name, '')}")
+    print(f"driver peak RSS (VmHWM of the build process, polled): {first['driver_peak_kib'] / 1024:.0f} MiB")
+    print(f"largest waited-for descendant (RUSAGE_CHILDREN ru_maxrss): {ru / 1024:.0f} MiB")
+    print(f"finished rerun: {rerun['total_s']:.1f} s (rc {rerun['rc']}), "
+          f"driver peak {rerun['driver_peak_kib'] / 1024:.0f} MiB")
+
+
+def main() -> int:
+    a = _args()
 
     from curate.demo.loopback import LoopbackServer
 
@@ -153,22 +178,7 @@ def main() -> int:
                 print(f"build failed rc {first['rc']}")
                 return 1
             rerun = run_timed(args, out.parent / "rerun.log")
-        counts = item_counts(out)
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        print(f"build: {len(truth['videos'])} sources of {truth['duration']:g} s, --per-class {a.per_class}, "
-              f"{first['total_s']:.1f} s wall, --workers {a.workers}, {os.cpu_count()} CPUs visible, "
-              f"load average {os.getloadavg()[0]:.1f} at the end")
-        print(f"{'stage':<10s} {'wall s':>8s} {'items/s':>8s}  items")
-        n_items = {"download": _records(out, "download"), "split": _records(out, "split"),
-                   "score": _records(out, "score"), "select": None, "shard": _records(out, "cut")}
-        for name, secs in first["stages"].items():
-            n = n_items.get(name)
-            rate = f"{n / secs:8.2f}" if n and secs > 0 else f"{'-':>8s}"
-            print(f"{name:<10s} {secs:8.1f} {rate}  {counts.get(name, '')}")
-        print(f"driver peak RSS (VmHWM of the build process, polled): {first['driver_peak_kib'] / 1024:.0f} MiB")
-        print(f"largest waited-for descendant (RUSAGE_CHILDREN ru_maxrss): {ru / 1024:.0f} MiB")
-        print(f"finished rerun: {rerun['total_s']:.1f} s (rc {rerun['rc']}), "
-              f"driver peak {rerun['driver_peak_kib'] / 1024:.0f} MiB")
+        _report(a, truth, out, first, rerun)
     finally:
         if a.keep:
             print(f"kept {tmp}")

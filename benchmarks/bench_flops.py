@@ -274,9 +274,8 @@ def kept(rows: list[dict], order, rates, corr, seed) -> list[str]:
             if r["status"] == "ok" and all(stated_pass(n, r, rates, corr, seed) for n in order)]
 
 
-def main(argv=None) -> None:
-    from filters import registry
-
+def _args(argv=None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--segments", type=int, default=400, help="10-s segments in the corpus")
     ap.add_argument("--windows-per-shot", type=float, default=VGGSS_WINDOWS / VGGSS_SHOTS)
@@ -287,14 +286,26 @@ def main(argv=None) -> None:
     ap.add_argument("--order", nargs="*", action="append", default=None, metavar="FILTER",
                     help="an extra cascade order to count (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    return ap.parse_args(argv)
+
+
+def _rates(items: list[str]) -> dict[str, float]:
+    """The stated pass rates with ``--pass FILTER=RATE`` over the defaults."""
     rates = dict(DEFAULT_PASS)
-    for item in args.rates:
+    for item in items:
         k, _, v = item.partition("=")
         if k not in rates:
-            ap.error(f"--pass: unknown filter {k!r}; filters: {list(rates)}")
+            raise SystemExit(f"--pass: unknown filter {k!r}; filters: {list(rates)}")
         rates[k] = float(v)
+    return rates
+
+
+def main(argv=None) -> None:
+    from filters import registry
+
+    args = _args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    rates = _rates(args.rates)
 
     cost = all_costs()
     print("GFLOPs per model input (real architectures, FlopCounterMode on meta tensors):")

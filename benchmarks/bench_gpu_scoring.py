@@ -125,7 +125,8 @@ def decode_fps(csv: Path, limit: int = 8) -> str:
             f"{len(paths) * 10.0 / dt:.1f} source seconds/s")
 
 
-def main(argv=None) -> None:
+def _args(argv=None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", type=int, default=64)
     ap.add_argument("--workers", type=int, default=8, help="decode tasks / CPU actors")
@@ -134,7 +135,23 @@ def main(argv=None) -> None:
     ap.add_argument("--actors-per-gpu", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="tiny random models (CPU smoke run)")
     ap.add_argument("--keep", type=Path)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _recipe(args) -> dict:
+    """The demo recipe, nothing gating, the engine options measured."""
+    from curate.config.recipes import get_recipe
+    recipe = get_recipe("demo")
+    recipe.update(name="gpu-bench", gate=[], allow_random_weights=args.small)
+    recipe["engine"] = {**recipe["engine"], "score_batch_size": args.score_batch_size,
+                        "score_actors_per_gpu": args.actors_per_gpu}
+    if not args.small:
+        recipe["models"] = {"clip_model": "ViT-B-32", "clip_pretrained": "openai"}
+    return recipe
+
+
+def main(argv=None) -> None:
+    args = _args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     from curate.config.run_state import new_run
@@ -143,7 +160,6 @@ def main(argv=None) -> None:
     from curate.stages.sources import stage_sources
     from curate.stages.split import stage_split
     from curate.execution.ray_executor import make_executor
-    from curate.config.recipes import get_recipe
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     root = args.keep or Path(tempfile.mkdtemp(prefix="curate-gpu-"))
@@ -157,14 +173,8 @@ def main(argv=None) -> None:
     csv = make_media(root / "media", args.sources)
     print(decode_fps(csv))
 
-    recipe = get_recipe("demo")
-    recipe.update(name="gpu-bench", gate=[], allow_random_weights=args.small)
-    recipe["engine"] = {**recipe["engine"], "score_batch_size": args.score_batch_size,
-                        "score_actors_per_gpu": args.actors_per_gpu}
-    if not args.small:
-        recipe["models"] = {"clip_model": "ViT-B-32", "clip_pretrained": "openai"}
     out = root / "run"
-    run = new_run(out, recipe, {**options, "allow_random_weights": args.small or None})
+    run = new_run(out, _recipe(args), {**options, "allow_random_weights": args.small or None})
     ex = make_executor("ray", workers=args.workers)
     stage_sources(out, run, csv)
     stage_download(out, run, ex)

@@ -81,22 +81,32 @@ def keep(row: dict, thr: dict) -> bool:
     return all(registry.passes(n, row, thr) is True for n in GATE)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _args(argv=None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=6)
     ap.add_argument("--no-models", action="store_true", help="model-free filters only")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _scorers(no_models: bool) -> Scorers:
+    """Small random models (none with ``--no-models``)."""
+    if no_models:
+        return Scorers()
+    from filters.clip_model import ClipScorer
+    from filters.imagebind_scorer import ImageBindScorer
+    from filters.sync import SyncScorer
+    from sync_classifier.model import small_config
+    return Scorers(clip=ClipScorer.random(seed=0), imagebind=ImageBindScorer.random(seed=0),
+                   sync=SyncScorer.random(seed=0, config=small_config()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _args(argv)
     logging.basicConfig(level=logging.ERROR)
     import torch
     torch.set_num_threads(1)
-    scorers = Scorers()
-    if not args.no_models:
-        from filters.clip_model import ClipScorer
-        from filters.imagebind_scorer import ImageBindScorer
-        from filters.sync import SyncScorer
-        from sync_classifier.model import small_config
-        scorers = Scorers(clip=ClipScorer.random(seed=0), imagebind=ImageBindScorer.random(seed=0),
-                          sync=SyncScorer.random(seed=0, config=small_config()))
+    scorers = _scorers(args.no_models)
     thr = registry.default_thresholds()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()

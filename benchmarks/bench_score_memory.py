@@ -64,60 +64,65 @@ def _groups(t: pa.Table) -> list[tuple[int, int]]:
     return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
 
 
-def write_checkpoints(out: Path) -> dict:
-    """work/split and work/score records for every ok segment of the built run."""
-    from curate.config.models import gating
-    from curate.config.thresholds import thresholds
-    from curate.stages.score import score_spec
-    from curate.stages.split import split_spec
-    from curate.stages.windows import base_windows, iter_score_items, split_current
-    from curate.execution.checkpoints import Checkpoint, item_fingerprint
-    from manifests import schemas
+def _write_parts(ck, records) -> int:
+    """Write ``records`` as checkpoint parts of 64; how many were written."""
+    recs, n = [], 0
+    for rec in records:
+        recs.append(rec)
+        if len(recs) == 64:
+            ck.write_part(recs)
+            n, recs = n + len(recs), []
+    if recs:
+        ck.write_part(recs)
+        n += len(recs)
+    return n
 
-    run = json.loads((out / "run.json").read_text())
-    win = schemas.read_manifest(out, "windows")
+
+def _split_records(out: Path, run: dict, win):
+    """The split stage's records: unscored, unlabelled windows per source."""
+    from curate.stages.split import split_spec
+    from curate.stages.windows import split_current
+    from manifests import schemas
     base_cols = [c for c in schemas.WINDOWS.names
                  if c not in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)]
     split_fp = split_current(out, split_spec(run).params)
-    ck = Checkpoint(out, "split")
-    recs: list[dict] = []
-    nrec = 0
     for a, b in _groups(win):          # the windows table is grouped by source
         block = win.slice(a, b - a)
         sid = block["source_id"][0].as_py()
         rows = block.select(base_cols).to_pylist()
-        for r in rows:                  # the split stage writes unscored, unlabelled windows
+        for r in rows:
             r["class_name"] = r["split"] = None
             r["status"], r["error"] = "ok", None
-        recs.append({"key": sid, "fp": split_fp[sid], "out": {"windows": rows}})
-        if len(recs) == 64:
-            ck.write_part(recs)
-            nrec += len(recs)
-            recs = []
-    if recs:
-        ck.write_part(recs)
-        nrec += len(recs)
-    # score records: what a worker returns per segment (slim rows: id, shot, times, scores)
-    base = base_windows(out, run)
-    gate, _ = gating(run)
-    spec = score_spec(run, thresholds(run), gate)
-    ck = Checkpoint(out, "score")
+        yield {"key": sid, "fp": split_fp[sid], "out": {"windows": rows}}
+
+
+def _score_records(out: Path, run: dict, win):
+    """What a worker returns per segment (slim rows: id, shot, times, scores)."""
+    from curate.config.run import resolve
+    from curate.execution.checkpoints import item_fingerprint
+    from curate.stages.score import score_spec
+    from curate.stages.windows import base_windows, iter_score_items
+    from manifests import schemas
+    r = resolve(run)
+    spec = score_spec(run, r.threshold_dict(), list(r.gate))
     scored_cols = ["window_id", "shot_id", "start", "end", *SCORED, *schemas.ALL_SCORES,
                    *schemas.NOTE_COLUMNS]
     by_sid = {sid: (a, b) for a, b in _groups(win) for sid in [win["source_id"][a].as_py()]}
-    recs, nscore = [], 0
-    for it in iter_score_items(out, base, None, ""):
+    for it in iter_score_items(out, base_windows(out, run), None, ""):
         a, b = by_sid[it["key"]]
         rows = win.slice(a, b - a).select(scored_cols).to_pylist()
-        recs.append({"key": it["key"], "fp": item_fingerprint(spec, it), "out": {"windows": rows}})
-        if len(recs) == 64:
-            ck.write_part(recs)
-            nscore += len(recs)
-            recs = []
-    if recs:
-        ck.write_part(recs)
-        nscore += len(recs)
-    return {"split_records": nrec, "score_records": nscore}
+        yield {"key": it["key"], "fp": item_fingerprint(spec, it), "out": {"windows": rows}}
+
+
+def write_checkpoints(out: Path) -> dict:
+    """work/split and work/score records for every ok segment of the built run."""
+    from curate.execution.checkpoints import Checkpoint
+    from manifests import schemas
+
+    run = json.loads((out / "run.json").read_text())
+    win = schemas.read_manifest(out, "windows")
+    return {"split_records": _write_parts(Checkpoint(out, "split"), _split_records(out, run, win)),
+            "score_records": _write_parts(Checkpoint(out, "score"), _score_records(out, run, win))}
 
 
 def measure_items(out: Path, old: str | None) -> dict:

@@ -56,6 +56,14 @@ def _ids(rng: np.random.Generator, n: int) -> list[str]:
     return ["".join(r) for r in chars]
 
 
+def _source_status(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Status and error of ``n`` source rows: 98.5% ok, 1% rejected, 0.5% skipped."""
+    u = rng.random(n)
+    status = np.where(u < 0.985, "ok", np.where(u < 0.995, "rejected", "skipped"))
+    err = np.where(status == "rejected", "bad row: end <= start", None)
+    return status, np.where(status == "skipped", "duplicate segment", err)
+
+
 def build(out: Path, n_sources: int = 176_000, n_segments: int = 105_000,
           n_windows: int = 1_100_000, seed: int = 0) -> dict:
     """Write sources/downloads/shots/windows manifests and run.json under ``out``."""
@@ -69,10 +77,7 @@ def build(out: Path, n_sources: int = 176_000, n_segments: int = 105_000,
     src_ids = [f"{y}_{s:06d}_{s + 10:06d}" for y, s in zip(ytids, starts.tolist())]
     cls = classes[rng.integers(0, len(classes), n_sources)]
     split = np.where(rng.random(n_sources) < 0.9, "train", "test")
-    u = rng.random(n_sources)
-    src_status = np.where(u < 0.985, "ok", np.where(u < 0.995, "rejected", "skipped"))
-    src_err = np.where(src_status == "rejected", "bad row: end <= start", None)
-    src_err = np.where(src_status == "skipped", "duplicate segment", src_err)
+    src_status, src_err = _source_status(rng, n_sources)
     write_manifest(out, "sources", pa.table({
         "source_id": src_ids, "ytid": ytids, "start": starts.astype(float), "end": starts + 10.0,
         "label": cls, "class_name": cls, "split": split,

@@ -82,12 +82,33 @@ def nodes_per_stage(out: Path) -> dict[str, Counter]:
     return per
 
 
-def main(argv=None) -> int:
+def _args(argv=None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="keep corpus and output here")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _report(out: Path) -> bool:
+    """Which node computed each stage's items, and verify: True when the build verifies and
+    work ran on both nodes."""
+    per = nodes_per_stage(out)
+    nodes = sorted({n for c in per.values() for n in c})
+    names = {n: f"node{i}" for i, n in enumerate(nodes)}
+    for stage, c in per.items():
+        print(f"  {stage:<10}" + "  ".join(f"{names[n]}={k}" for n, k in sorted(c.items())))
+    print("  nodes: " + ", ".join(f"{v}={k[:12]}" for k, v in names.items()))
+    verified = verify_cli(out).returncode == 0
+    real = [n for n in nodes if n != "unknown"]
+    ok = verified and len(real) >= 2
+    print(f"verify: {'ok' if verified else 'FAILED'}; work on {len(real)} nodes -> {'OK' if ok else 'FAILED'}")
+    return ok
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
 
     from curate.demo.loopback import LoopbackServer
     from curate.demo.synth import synthesize
@@ -124,16 +145,7 @@ def main(argv=None) -> int:
         if res.returncode != 0:
             print(res.stdout[-3000:], res.stderr[-3000:])
             return 1
-        per = nodes_per_stage(out)
-        nodes = sorted({n for c in per.values() for n in c})
-        names = {n: f"node{i}" for i, n in enumerate(nodes)}
-        for stage, c in per.items():
-            print(f"  {stage:<10}" + "  ".join(f"{names[n]}={k}" for n, k in sorted(c.items())))
-        print("  nodes: " + ", ".join(f"{v}={k[:12]}" for k, v in names.items()))
-        verified = verify_cli(out).returncode == 0
-        real = [n for n in nodes if n != "unknown"]
-        ok = verified and len(real) >= 2
-        print(f"verify: {'ok' if verified else 'FAILED'}; work on {len(real)} nodes -> {'OK' if ok else 'FAILED'}")
+        ok = _report(out)
     finally:
         for proc in reversed(procs):
             stop_node(proc)

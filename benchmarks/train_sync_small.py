@@ -73,7 +73,8 @@ def demo_grids(n: int = DEMO_VIDEOS, seed: int = 0, size: int = 32,
     return grids
 
 
-def main() -> None:
+def _args(argv=None) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="checkpoint path (*.pt)")
     p.add_argument("--demo", action="store_true", help="the demo recipe (curate.demo.synth media)")
@@ -87,7 +88,11 @@ def main() -> None:
     p.add_argument("--eval-videos", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=0)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = _args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     factory = None

@@ -161,8 +161,6 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           executor: str = ExecOpt) -> None:
     """Run a whole recipe (resumable: rerun to continue where it stopped). Weights not named
     by an option come from the cache (`curate models pull`)."""
-    from curate.build import build as run_build
-    from curate.reports.stats import collect, format_text
     _trust(trust_checkpoint)
     _offline(offline)
 
@@ -178,15 +176,21 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
         options.update(_yt_options(cookies, yt_extractor_args, js_runtime))
         options.update(parse_weights(weights))
         _doctor_first(recipe, out, {**options, "address": address}, config)
-        ex = _executor(executor, workers, address, gpus)
-        if recipe == "demo":
-            from curate.demo.build import build_demo
-            build_demo(out, ex, options=options, echo=typer.echo)
-        else:
-            run_build(recipe, out, ex, sources=sources, limit=limit, config=config,
-                      options=options, retry_failed=retry_failed, echo=typer.echo)
-        typer.echo(format_text(collect(out)))
+        _run_build(recipe, out, _executor(executor, workers, address, gpus), options,
+                   sources=sources, limit=limit, config=config, retry_failed=retry_failed)
     _guarded(out, body)
+
+
+def _run_build(recipe: str, out: Path, ex, options: dict, **kw) -> None:
+    """The demo's build or a recipe's, then the run's stats."""
+    from curate.build import build as run_build
+    from curate.reports.stats import collect, format_text
+    if recipe == "demo":
+        from curate.demo.build import build_demo
+        build_demo(out, ex, options=options, echo=typer.echo)
+    else:
+        run_build(recipe, out, ex, options=options, echo=typer.echo, **kw)
+    typer.echo(format_text(collect(out)))
 
 
 def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
