@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -81,39 +82,10 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
     conv = conventions.convention_of(model, convention)
     proto = conventions.get_protocol(protocol, conv)
     size = frame_size or model.config.frame_size
-    skipped: list[dict] = []
-    if data is None and conv.name == conventions.RELEASED:
-        raise ValueError("the released convention reads video files: pass --data "
-                         f"(or {conventions.CONVENTION_OPTION} {conventions.OURS} for generated events)")
-    if conv.name == conventions.RELEASED:
-        sources, sk = released_usable_sources(find_sources(data), EVAL_OFFSETS)
-        skipped = [{"source": s.source, "reason": s.reason} for s in sk]
-        if max_videos is not None:
-            sources = sources[:max_videos]
-        dataset = ReleasedClipDataset(sources, EVAL_OFFSETS, size, train=False)
-    elif data is None:
-        from sync_classifier.synthetic import make_grid_factory
-        dataset = GeneratedClipDataset(make_grid_factory(8.0, size), n_generated, EVAL_OFFSETS,
-                                       size, train=False, seed=seed)
-    else:
-        sources, sk = usable_sources(find_sources(data), EVAL_OFFSETS)
-        skipped = [{"source": s.source, "reason": s.reason} for s in sk]
-        if max_videos is not None:
-            sources = sources[:max_videos]
-        dataset = ShiftedClipDataset(sources, EVAL_OFFSETS, size, train=False, seed=seed)
+    dataset, skipped = _eval_dataset(conv.name, data, size, n_generated, seed, max_videos)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_instances)
-    sums = {p: [0.0, 0.0] for p in conventions.PROTOCOLS}
-    n = 0
-    for batch in loader:
-        skipped += [{"source": f.source, "reason": f.reason} for f in batch["failed"]]
-        if batch["mel"] is None:
-            continue
-        phi = phi_matrix(model, batch["mel"][0], batch["video"][0])
-        for p, (x, y) in accuracies(phi).items():
-            sums[p][0] += x
-            sums[p][1] += y
-        n += 1
+    sums, n = _accumulate(model, loader, skipped)
     middle = (2 * EVAL_TOLERANCE + 1) / len(EVAL_OFFSETS)
     chance = {conventions.RELEASED: middle, conventions.ALL_ANCHORS: chance_accuracy()}
     per = {p: {"a2v": s[0] / n if n else None, "v2a": s[1] / n if n else None, "chance": chance[p]}
@@ -126,6 +98,44 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
     log.info("sync eval (%s convention, %s protocol): a2v %s v2a %s over %d videos",
              conv.name, proto, result["a2v"], result["v2a"], n)
     return result
+
+
+def _eval_dataset(conv: str, data, size: int, n_generated: int, seed: int,
+                  max_videos: int | None) -> tuple[Any, list[dict]]:
+    """(the evaluation clips, the sources skipped and why): the released convention's clips
+    of the videos, generated held-out events (no ``data``), or our shifted clips."""
+    if data is None and conv == conventions.RELEASED:
+        raise ValueError("the released convention reads video files: pass --data "
+                         f"(or {conventions.CONVENTION_OPTION} {conventions.OURS} for generated events)")
+    if data is None:
+        from sync_classifier.synthetic import make_grid_factory
+        return GeneratedClipDataset(make_grid_factory(8.0, size), n_generated, EVAL_OFFSETS,
+                                    size, train=False, seed=seed), []
+    usable = released_usable_sources if conv == conventions.RELEASED else usable_sources
+    sources, sk = usable(find_sources(data), EVAL_OFFSETS)
+    skipped = [{"source": s.source, "reason": s.reason} for s in sk]
+    if max_videos is not None:
+        sources = sources[:max_videos]
+    if conv == conventions.RELEASED:
+        return ReleasedClipDataset(sources, EVAL_OFFSETS, size, train=False), skipped
+    return ShiftedClipDataset(sources, EVAL_OFFSETS, size, train=False, seed=seed), skipped
+
+
+def _accumulate(model: SyncClassifier, loader: DataLoader, skipped: list[dict]) -> tuple[dict, int]:
+    """Per protocol the summed (a2v, v2a) hits over the videos, and how many were evaluated;
+    instances that failed join ``skipped``."""
+    sums = {p: [0.0, 0.0] for p in conventions.PROTOCOLS}
+    n = 0
+    for batch in loader:
+        skipped += [{"source": f.source, "reason": f.reason} for f in batch["failed"]]
+        if batch["mel"] is None:
+            continue
+        phi = phi_matrix(model, batch["mel"][0], batch["video"][0])
+        for p, (x, y) in accuracies(phi).items():
+            sums[p][0] += x
+            sums[p][1] += y
+        n += 1
+    return sums, n
 
 
 def accuracies(phi: torch.Tensor, tolerance: int = EVAL_TOLERANCE) -> dict[str, tuple[float, float]]:

@@ -39,7 +39,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -311,11 +311,7 @@ def _batches(loader: DataLoader, sampler):
 def train(config: TrainConfig | None = None, **kwargs) -> Path:
     """Train; returns the final checkpoint path. Keyword arguments override ``TrainConfig``
     fields (``train(out=..., data=..., steps=..., batch_size=..., small=True, init=...)``)."""
-    cfg = dataclasses.replace(config, **kwargs) if config else TrainConfig(**kwargs)
-    cfg.out = Path(cfg.out)
-    cfg.data = Path(cfg.data) if cfg.data else None
-    cfg.init = Path(cfg.init) if cfg.init else None
-    cfg.val_data = Path(cfg.val_data) if cfg.val_data else None
+    cfg = _normalised(config, kwargs)
     rank, local, world = _dist_setup()
     device = _device(cfg, local)
     torch.manual_seed(cfg.seed + rank)
@@ -323,9 +319,51 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     np.random.seed(cfg.seed + rank)
     final, last = checkpoint_paths(cfg.out)
     final.parent.mkdir(parents=True, exist_ok=True)
+    model, opt, step = _model_and_optimizer(cfg, last, device)
+    net: nn.Module = PairwisePhi(model)
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[local] if device.type == "cuda" else None)
 
+    log.info("sync train: %s convention", model.convention)
+    dataset, skipped = _dataset(cfg, model.config, model.convention)
+    # the global batch is split over ranks, then over accumulated micro-batches
+    per_rank = max(cfg.batch_size // (world * cfg.accum_steps), 1)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=True) if world > 1 else None
+    loader = DataLoader(dataset, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
+                        num_workers=cfg.num_workers, collate_fn=collate_instances,
+                        pin_memory=device.type == "cuda", drop_last=False,
+                        persistent_workers=cfg.num_workers > 0)
+    autocast, scaler = _amp_context(device, cfg.amp)
+    loop = _Loop(cfg, model, net, opt, device, autocast, scaler, rank, world, last,
+                 val=_validation_set(cfg, model.config, model.convention) if rank == 0 else None,
+                 history=last.with_name(final.stem + ".log.jsonl"),
+                 extra={"train_config": _jsonable(cfg), "convention": model.convention,
+                        "skipped": [dataclasses.asdict(s) for s in skipped][:1000]})
+    step = loop.run(_batches(loader, sampler), step)
+    if rank == 0:
+        save_checkpoint(final, model, None, step, loop.extra)
+        log.info("sync classifier written to %s (step %d)", final, step)
+    if world > 1:
+        torch.distributed.barrier()
+    return final
+
+
+def _normalised(config: TrainConfig | None, kwargs: dict) -> TrainConfig:
+    """The config with ``kwargs`` over it, its paths as ``Path``, checked."""
+    cfg = dataclasses.replace(config, **kwargs) if config else TrainConfig(**kwargs)
+    cfg.out = Path(cfg.out)
+    cfg.data = Path(cfg.data) if cfg.data else None
+    cfg.init = Path(cfg.init) if cfg.init else None
+    cfg.val_data = Path(cfg.val_data) if cfg.val_data else None
     if cfg.accum_steps < 1:
         raise ValueError(f"accum_steps must be >= 1, got {cfg.accum_steps}")
+    return cfg
+
+
+def _model_and_optimizer(cfg: TrainConfig, last: Path, device: torch.device):
+    """(model on ``device``, its optimizer, the step to start from): a new model, or the one
+    ``last`` holds when resuming."""
     model = _build_model(cfg)
     if cfg.convention is not None:
         model.convention = conventions.get_convention(cfg.convention).name
@@ -348,62 +386,68 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
     for g in opt.param_groups:  # constant lr, also after a resume with a new --lr
         g["lr"] = cfg.lr
     _move_optimizer(opt, device)
-    net: nn.Module = PairwisePhi(model)
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[local] if device.type == "cuda" else None)
+    return model, opt, step
 
-    log.info("sync train: %s convention", model.convention)
-    dataset, skipped = _dataset(cfg, model.config, model.convention)
-    # the global batch is split over ranks, then over accumulated micro-batches
-    per_rank = max(cfg.batch_size // (world * cfg.accum_steps), 1)
-    sampler = DistributedSampler(dataset, world, rank, shuffle=True) if world > 1 else None
-    loader = DataLoader(dataset, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
-                        num_workers=cfg.num_workers, collate_fn=collate_instances,
-                        pin_memory=device.type == "cuda", drop_last=False,
-                        persistent_workers=cfg.num_workers > 0)
-    autocast, scaler = _amp_context(device, cfg.amp)
-    val = _validation_set(cfg, model.config, model.convention) if rank == 0 else None
-    history = last.with_name(final.stem + ".log.jsonl")
-    t_start = time.monotonic()
-    extra = {"train_config": _jsonable(cfg), "convention": model.convention,
-             "skipped": [dataclasses.asdict(s) for s in skipped][:1000]}
-    pbar = _progress(rank, step, cfg.steps)
-    net.train()
-    batches = _batches(loader, sampler)
-    while step < cfg.steps:
-        easy = step < cfg.warmup_steps
-        loss, acc_a2v, acc_v2a = _optimizer_step(net, opt, batches, device, autocast, scaler,
-                                                 cfg, easy, world)
-        step += 1
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}")
-        rec = {"step": step, "loss": loss, "acc_a2v": acc_a2v, "acc_v2a": acc_v2a,
-               "negatives": "easy" if easy else "hard",
-               "elapsed_s": round(time.monotonic() - t_start, 1)}
-        timeout = cfg.max_minutes is not None and rec["elapsed_s"] > 60 * cfg.max_minutes
-        if world > 1:  # all ranks must stop at the same step
-            flag = torch.tensor([int(timeout)], device=device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            timeout = bool(flag.item())
-        if rank == 0:
-            _log_step(pbar, history, rec, cfg.log_every)
-            if val is not None and (step % cfg.val_every == 0 or step == cfg.steps or timeout):
-                _log_validation(history, step, val[1], validate(model, val[0], device, autocast,
-                                                                 cfg.tau))
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or timeout:
-                save_checkpoint(last, model, opt, step, extra)
-        if timeout:
-            log.info("stopping at step %d after %.1f min (max_minutes)", step, cfg.max_minutes)
-            break
-    if rank == 0:
-        save_checkpoint(final, model, None, step, extra)
+
+@dataclass
+class _Loop:
+    """The training loop's state: one optimizer step at a time, logged, validated and
+    checkpointed (rank 0) every so many steps, stopped at ``steps`` or ``max_minutes``."""
+    cfg: TrainConfig
+    model: SyncClassifier
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    device: torch.device
+    autocast: Any
+    scaler: Any
+    rank: int
+    world: int
+    last: Path
+    val: Any
+    history: Path
+    extra: dict
+
+    def run(self, batches, step: int) -> int:
+        cfg, t_start = self.cfg, time.monotonic()
+        pbar = _progress(self.rank, step, cfg.steps)
+        self.net.train()
+        while step < cfg.steps:
+            easy = step < cfg.warmup_steps
+            loss, acc_a2v, acc_v2a = _optimizer_step(self.net, self.opt, batches, self.device,
+                                                     self.autocast, self.scaler, cfg, easy, self.world)
+            step += 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {step}")
+            rec = {"step": step, "loss": loss, "acc_a2v": acc_a2v, "acc_v2a": acc_v2a,
+                   "negatives": "easy" if easy else "hard",
+                   "elapsed_s": round(time.monotonic() - t_start, 1)}
+            timeout = self._timeout(rec["elapsed_s"])
+            if self.rank == 0:
+                self._record(pbar, step, rec, timeout)
+            if timeout:
+                log.info("stopping at step %d after %.1f min (max_minutes)", step, cfg.max_minutes)
+                break
         if pbar is not None:
             pbar.close()
-        log.info("sync classifier written to %s (step %d)", final, step)
-    if world > 1:
-        torch.distributed.barrier()
-    return final
+        return step
+
+    def _timeout(self, elapsed_s: float) -> bool:
+        timeout = self.cfg.max_minutes is not None and elapsed_s > 60 * self.cfg.max_minutes
+        if self.world > 1:  # all ranks must stop at the same step
+            flag = torch.tensor([int(timeout)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            timeout = bool(flag.item())
+        return timeout
+
+    def _record(self, pbar, step: int, rec: dict, timeout: bool) -> None:
+        """Log the step; validate and checkpoint when it is time (rank 0)."""
+        cfg = self.cfg
+        _log_step(pbar, self.history, rec, cfg.log_every)
+        if self.val is not None and (step % cfg.val_every == 0 or step == cfg.steps or timeout):
+            _log_validation(self.history, step, self.val[1],
+                            validate(self.model, self.val[0], self.device, self.autocast, cfg.tau))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or timeout:
+            save_checkpoint(self.last, self.model, self.opt, step, self.extra)
 
 
 def _optimizer_step(net: nn.Module, opt: torch.optim.Optimizer, batches, device: torch.device,

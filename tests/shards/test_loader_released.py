@@ -106,8 +106,6 @@ def released_getitem(path: Path, mode: str, start: float | None = None, size=(25
     """BaseAudioVideoDataset.__getitem__ (example_list_type "video", video_fps 6,
     video_num_frame 12, normalize=False, no flip): (video (c f h w), mel, start, frame
     indices, audio frame indices). ``start`` replaces random.uniform in train mode."""
-    tv = import_torchvision()
-    transforms = tv.transforms
     video_fps, video_num_frame = 6, 12
     clip_duration = video_num_frame / video_fps
     av_reader = FakeVideoReader(path, stream="video")
@@ -119,9 +117,16 @@ def released_getitem(path: Path, mode: str, start: float | None = None, size=(25
         clip_start_timestamp = max(0., start)
     else:
         clip_start_timestamp = max(0., (av_duration - clip_duration) / 2.)
+    images, indices = load_video_clip(av_reader, clip_start_timestamp, video_fps, video_num_frame)
+    video = transform_images(images, size).permute(1, 0, 2, 3)  # rearrange "f c h w -> c f h w"
+    mel, audio_indices = load_audio_clip(av_reader, clip_start_timestamp, clip_duration, audio_sr)
+    return video, mel, clip_start_timestamp, indices, audio_indices
 
-    # load_video_clip_from_videoreader
+
+def load_video_clip(av_reader, clip_start_timestamp: float, video_fps: int, video_num_frame: int):
+    """load_video_clip_from_videoreader: (frames f c h w in [0, 1], their indices)."""
     av_reader.set_current_stream("video")
+    clip_duration = video_num_frame / video_fps
     keyframe_coverage = 1. / video_fps
     video_frames, indices = [], []
     frame_timestamp = clip_start_timestamp
@@ -139,9 +144,12 @@ def released_getitem(path: Path, mode: str, start: float | None = None, size=(25
         for _ in range(res_length):
             video_frames.append(video_frames[-1])
             indices.append(indices[-1])
-    images = torch.stack(video_frames, dim=0).float() / 255.
+    return torch.stack(video_frames, dim=0).float() / 255., indices
 
-    # load_and_transform_images_stable_diffusion(size=[256, 256], flip=False, randcrop=False)
+
+def transform_images(images: torch.Tensor, size=(256, 256)) -> torch.Tensor:
+    """load_and_transform_images_stable_diffusion(size=[256, 256], flip=False, randcrop=False)."""
+    transforms = import_torchvision().transforms
     h, w = images.shape[-2:]
     target_h, target_w = size
     target_aspect_ratio = float(target_h) / target_w
@@ -152,13 +160,15 @@ def released_getitem(path: Path, mode: str, start: float | None = None, size=(25
     else:
         trimmed_h = int(w * target_aspect_ratio)
         images = images[:, :, (h - trimmed_h) // 2: (h - trimmed_h) // 2 + trimmed_h]
-    images = transforms.Compose([
+    return transforms.Compose([
         transforms.Resize(list(size), interpolation=transforms.InterpolationMode.BILINEAR,
                           antialias=True),
         transforms.CenterCrop(list(size))])(images).float()
-    video = images.permute(1, 0, 2, 3)  # rearrange "f c h w -> c f h w"
 
-    # load_audio_clip_from_videoreader
+
+def load_audio_clip(av_reader, clip_start_timestamp: float, clip_duration: float, audio_sr: int):
+    """load_audio_clip_from_videoreader, then torchaudio's resample and waveform_to_melspectrogram
+    (tests/kaldi_reference.py): (mel, the AAC frames' indices)."""
     av_reader.set_current_stream("audio")
     audio_frames, audio_indices = [], []
     for frame in itertools.takewhile(lambda x: x['pts'] <= clip_start_timestamp + clip_duration,
@@ -173,7 +183,7 @@ def released_getitem(path: Path, mode: str, start: float | None = None, size=(25
     audio = kref.resample(torch.cat(audio_frames, dim=1).numpy(), audio_sr, 16000)
     # the released chain is float32 from here on (torchaudio returns the input dtype)
     mel = torch.from_numpy(kref.released_mel(audio.astype(np.float32)))  # waveform_to_melspectrogram
-    return video, mel, clip_start_timestamp, indices, audio_indices
+    return mel, audio_indices
 
 
 def mel_close(got: torch.Tensor, want: torch.Tensor) -> bool:

@@ -70,19 +70,19 @@ def corpus(tmp_path_factory):
     return root
 
 
+def _write_sources(src, rows) -> None:
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def test_changed_label_and_split_redo_exactly_their_rows(corpus, tmp_path):
     src = tmp_path / "sources.csv"
     rows = list(csv.DictReader(open(corpus / "sources.csv")))
     for r in rows:
         r["path"] = str(corpus / r["path"])
-    fields = list(rows[0])
-
-    def write(rows):
-        with open(src, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-    write(rows)
+    _write_sources(src, rows)
     out = tmp_path / "out"
     ex = Recording()
     _run_all(out, src, ex)
@@ -104,7 +104,7 @@ def test_changed_label_and_split_redo_exactly_their_rows(corpus, tmp_path):
     a, b = rows[ia]["id"], rows[ib]["id"]
     rows[ia]["label"] = "relabelled thing"
     rows[ib]["split"] = "test" if rows[ib]["split"] != "test" else "train"
-    write(rows)
+    _write_sources(src, rows)
     ex = Recording()
     _run_all(out, src, ex)
     sid = {s["source_id"].split("_")[0]: s["source_id"] for s in read_rows(out, "sources")}
