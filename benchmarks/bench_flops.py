@@ -300,13 +300,8 @@ def _rates(items: list[str]) -> dict[str, float]:
     return rates
 
 
-def main(argv=None) -> None:
-    from filters import registry
-
-    args = _args(argv)
-    logging.basicConfig(level=logging.ERROR)
-    rates = _rates(args.rates)
-
+def _print_costs() -> tuple[dict[str, float], float]:
+    """Print and return the GFLOPs per model input, and the Synchformer's per 4.8-s context."""
     cost = all_costs()
     print("GFLOPs per model input (real architectures, FlopCounterMode on meta tensors):")
     for k, g in sorted(cost.items()):
@@ -316,6 +311,17 @@ def main(argv=None) -> None:
     for k, g in sorted(sf_cost.items()):
         print(f"  {k:<24}{g:10.2f}   (per 4.8-s context)")
     print(f"  {'synchformer (context)':<24}{per_context:10.2f}   (certify: first + last context per merged clip)")
+    return cost, per_context
+
+
+def main(argv=None) -> None:
+    from filters import registry
+
+    args = _args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    rates = _rates(args.rates)
+
+    cost, per_context = _print_costs()
 
     segs, share = vggss_corpus(args.segments, args.windows_per_shot, args.seed)
     n_win = sum(map(len, segs))
