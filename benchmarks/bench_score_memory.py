@@ -49,7 +49,7 @@ def _load_pipeline(old: str | None):
         from curate.config.models import gating
         from curate.config.thresholds import thresholds
         from curate.stages.score import score_spec
-        from curate.stages.windows import base_windows, score_items
+        from curate.stagekit.window_table import base_windows, score_items
         return SimpleNamespace(gating=gating, thresholds=thresholds, _score_spec=score_spec,
                                _base_windows=base_windows, _score_items=score_items)
     spec = importlib.util.spec_from_file_location("old_pipeline", old)
@@ -81,7 +81,7 @@ def _write_parts(ck, records) -> int:
 def _split_records(out: Path, run: dict, win):
     """The split stage's records: unscored, unlabelled windows per source."""
     from curate.stages.split import split_spec
-    from curate.stages.windows import split_current
+    from curate.stagekit.window_table import split_current
     from manifests import schemas
     base_cols = [c for c in schemas.WINDOWS.names
                  if c not in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)]
@@ -101,7 +101,7 @@ def _score_records(out: Path, run: dict, win):
     from curate.config.run import resolve
     from curate.execution.checkpoints import item_fingerprint
     from curate.stages.score import score_spec
-    from curate.stages.windows import base_windows, iter_score_items
+    from curate.stagekit.window_table import base_windows, iter_score_items
     from manifests import schemas
     r = resolve(run)
     spec = score_spec(run, r.threshold_dict(), list(r.gate))

@@ -3,7 +3,7 @@ recipe may list them. ``curate.build`` runs a recipe's stage names through ``sta
 from __future__ import annotations
 
 from curate.stages import certify, download, score, select, shard, sources, split, train_sync
-from curate.stages.base import Context, Stage
+from curate.stagekit.declare import Context, Stage
 
 #: every stage, in pipeline order
 STAGES: tuple[Stage, ...] = (sources.STAGE, download.STAGE, split.STAGE, train_sync.STAGE,

@@ -16,8 +16,8 @@ from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
 from curate.execution.checkpoints import run_stage
 from curate.execution.spec import Executor, StageSpec
-from curate.stages.base import Context, Echo, Stage, run_kw, spec_kw, summarize_failures
-from curate.stages.inputs import file_id, ok_downloads
+from curate.stagekit.declare import Context, Echo, Stage, run_kw, spec_kw, summarize_failures
+from curate.stagekit.inputs import file_id, ok_downloads
 
 OPTION = "synchformer_checkpoint"
 

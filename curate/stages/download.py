@@ -15,7 +15,7 @@ from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import run_stage
 from curate.config.run_state import engine_options, save_run
-from curate.stages.base import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
+from curate.stagekit.declare import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
 
 log = logging.getLogger(__name__)
 

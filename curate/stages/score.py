@@ -15,9 +15,9 @@ from curate.execution.checkpoints import item_fingerprint, run_stage
 from curate.config.run_state import save_run
 from curate.config.models import build_scorers, check_weights, record_weights
 from curate.config.run import resolve
-from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
-from curate.stages.inputs import ok_paths
-from curate.stages.windows import (WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
+from curate.stagekit.declare import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
+from curate.stagekit.inputs import ok_paths
+from curate.stagekit.window_table import (WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
                                    score_items, score_params, stored_columns)
 
 log = logging.getLogger(__name__)

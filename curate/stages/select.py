@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 from curate.selection.rules import desync_gate, select_windows_table
 from manifests.columns import read_columns, read_windows_table
-from curate.stages.base import Context, Stage
-from curate.stages.inputs import take_by_key
+from curate.stagekit.declare import Context, Stage
+from curate.stagekit.inputs import take_by_key
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
     recipe = run["recipe"]
     if recipe["clip_mode"] == "fixed":
         from curate.selection.merge import fixed_clips
-        from curate.stages.inputs import ok_downloads
+        from curate.stagekit.inputs import ok_downloads
         return schemas.to_table(fixed_clips(ok_downloads(out), length=recipe["fixed_clip_length"]),
                                 schemas.CLIPS)
     from curate.selection.merge import merge_table

@@ -11,9 +11,9 @@ from manifests.classes import class_order
 from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import fingerprint, run_stage
-from curate.stages.base import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
+from curate.stagekit.declare import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.download import run_encoder_settings, stage_fetch_full, two_pass
-from curate.stages.inputs import file_id, ok_downloads, rel_path
+from curate.stagekit.inputs import file_id, ok_downloads, rel_path
 
 
 # ----------------------------------------------------------------------------- shard

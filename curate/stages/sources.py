@@ -7,7 +7,7 @@ from typing import Any
 
 from manifests import schemas
 from manifests.schemas import write_manifest
-from curate.stages.base import Context, Stage
+from curate.stagekit.declare import Context, Stage
 
 log = logging.getLogger(__name__)
 

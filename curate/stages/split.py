@@ -11,9 +11,9 @@ from manifests import schemas
 from manifests.schemas import write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import run_stage
-from curate.stages.base import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
-from curate.stages.inputs import file_id, ok_downloads, segment_of
-from curate.stages.windows import assemble_windows, split_params
+from curate.stagekit.declare import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
+from curate.stagekit.inputs import file_id, ok_downloads, segment_of
+from curate.stagekit.window_table import assemble_windows, split_params
 
 
 # ----------------------------------------------------------------------------- split

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from curate.stages.inputs import ok_downloads
+from curate.stagekit.inputs import ok_downloads
 from curate.config.run_state import save_run
-from curate.stages.base import Stage
+from curate.stagekit.declare import Stage
 
 #: wall-time budget of the demo's sync training
 SYNC_TRAIN_MINUTES = 2.5

@@ -21,7 +21,7 @@ sys.addaudithook(lambda ev, args: opened.append(1) if ev == "open" and isinstanc
 from curate.config.models import check_weights, record_weights
 from curate.config.recipes import get_recipe
 from curate.config.run import resolve
-from curate.stages.windows import score_params
+from curate.stagekit.window_table import score_params
 import filters.sync
 built, init = [], filters.sync.SyncScorer.__init__
 filters.sync.SyncScorer.__init__ = lambda self, *a, **k: (built.append(1), init(self, *a, **k))[1]

@@ -40,3 +40,19 @@ def test_item_stages_declare_function_failure_rows_and_resources():
     assert all(rows and all(r["status"] == "failed" for r in rows) for rows in failed.values())
     assert failed["download"][0]["reason"] == "timeout"
     assert failed["score"][0]["window_id"] == "w1" and failed["score"][0]["error"] == "score: boom"
+
+
+def test_every_module_of_stages_is_a_declared_stage():
+    """curate/stages/ holds stages only (what they share is curate/stagekit/); reproduce's
+    two stage functions are the one exception, run by ``curate.build.reproduce``."""
+    import importlib
+    from pathlib import Path
+
+    import curate.stages
+    folder = Path(curate.stages.__file__).parent
+    names = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "reproduce"))
+    declared = {s.name.replace("-", "_") for s in STAGES}
+    for name in names:
+        mod = importlib.import_module(f"curate.stages.{name}")
+        assert getattr(mod, "STAGE", None) in STAGES, f"curate/stages/{name}.py is not a declared stage"
+    assert set(names) <= declared | {"shard"}

@@ -19,7 +19,7 @@ from curate.stages.download import stage_download
 from curate.stages.score import stage_score
 from curate.stages.sources import stage_sources
 from curate.stages.split import stage_split
-from curate.stages.windows import base_windows
+from curate.stagekit.window_table import base_windows
 from curate.build import remove_stale_temps
 from curate.config.recipes import get_recipe
 from curate.execution.local import LocalExecutor

@@ -4,7 +4,7 @@ be taken as current."""
 from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.execution.checkpoints import fingerprint
-from curate.stages import windows
+from curate.stagekit import window_table as windows
 from decoding.mel import FBANK_ID
 
 

@@ -4,7 +4,7 @@ from curate.config.models import gating
 from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.execution.checkpoints import item_fingerprint
-from curate.stages import windows
+from curate.stagekit import window_table as windows
 from curate.stages.score import score_spec
 from curate.config.thresholds import thresholds
 

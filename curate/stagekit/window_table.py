@@ -29,8 +29,8 @@ from filters import registry
 from curate.execution.checkpoints import Checkpoint, fingerprint
 from curate.config.models import weight_ids
 from curate.config.run import resolve
-from curate.stages.base import empty_table
-from curate.stages.inputs import file_id, ok_download_table, ok_paths, ok_segments, source_labels, take_by_key
+from curate.stagekit.declare import empty_table
+from curate.stagekit.inputs import file_id, ok_download_table, ok_paths, ok_segments, source_labels, take_by_key
 
 
 def split_params(run: dict[str, Any]) -> dict[str, Any]:
