@@ -186,7 +186,7 @@ def _run_build(recipe: str, out: Path, ex, options: dict, **kw) -> None:
     from curate.build import build as run_build
     from curate.reports.stats import collect, format_text
     if recipe == "demo":
-        from curate.demo.build import build_demo
+        from curate.demo.offline import build_demo
         build_demo(out, ex, options=options, echo=typer.echo)
     else:
         run_build(recipe, out, ex, options=options, echo=typer.echo, **kw)

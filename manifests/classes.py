@@ -1,7 +1,7 @@
 """Recipe class lists, as data, one place each.
 
 Every recipe maps source labels to our class folders. Matching goes through
-``manifests.sources.class_key`` (lowercase, punctuation runs -> one space), so the seed's
+``manifests.source_lists.class_key`` (lowercase, punctuation runs -> one space), so the seed's
 unpunctuated spelling ``"bee wasp etc. buzzing"`` matches VGGSound's ``"bee, wasp, etc. buzzing"``.
 
 Folder names are ``folder_name(display)`` of each class's display name (DESIGN section 2 for
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from manifests.sources import class_key, folder_name
+from manifests.source_lists import class_key, folder_name
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
 * ``.mp4``: the released lists name files (the reference loader joins each line to the
   videos root); the suffix is accepted and dropped.
 
-Used by the source reader (``manifests.sources``), exact reproduction (``curate.selection.reproduce``)
+Used by the source reader (``manifests.source_lists``), exact reproduction (``curate.selection.exact_lists``)
 and the shard writer (``shards.writer.parse_name`` / ``key_from_name``).
 """
 from __future__ import annotations

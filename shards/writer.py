@@ -41,7 +41,7 @@ import pyarrow as pa
 from manifests.names import ClipName, parse_clip_name
 from manifests import schemas
 from manifests.schemas import write_atomic
-from manifests.sources import display_name
+from manifests.source_lists import display_name
 from manifests.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def validate_key(key: str) -> str:
 
 def prompt_from_class(class_name: str) -> str:
     """Text prompt of a class folder name: ``dog_barking`` -> ``dog barking`` (each run of
-    '_' -> one space; the rule lives in ``manifests.sources.display_name``)."""
+    '_' -> one space; the rule lives in ``manifests.source_lists.display_name``)."""
     return display_name(class_name)
 
 

@@ -204,7 +204,7 @@ class Skipped:
 
 def _sources_from_manifest(out: Path, table: str) -> list[VideoSource]:
     from manifests.schemas import read_rows
-    from manifests.sources import safe_id
+    from manifests.source_lists import safe_id
 
     downloads = {}
     for r in read_rows(out, "downloads"):

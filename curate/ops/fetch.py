@@ -64,7 +64,7 @@ from manifests.faults import FAULT_TEXT, EnvironmentFault, disk_fault, fault_of
 from manifests.scratch import commit, scratch_dir, write_fault
 from manifests.schemas import STATUS_FAILED, STATUS_OK
 from manifests.names import safe_id
-from manifests.sources import YOUTUBE_URL
+from manifests.source_lists import YOUTUBE_URL
 
 log = logging.getLogger(__name__)
 

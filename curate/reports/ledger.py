@@ -108,7 +108,7 @@ def against(out: str | Path, lists: Iterable[str | Path]) -> dict[str, Any]:
     """Which clips of published lists this run reproduced exactly (same name = same
     segment and clip times, status ok, in a shard of the same split), and why the others
     could not be had (the source's availability, else the clip's own failure)."""
-    from curate.selection.reproduce import _split_from, read_entries
+    from curate.selection.exact_lists import _split_from, read_entries
     from shards.writer import key_from_name
 
     ledger = read_ledger(out)

@@ -156,7 +156,7 @@ def iter_score_items(out: str | Path, windows: pa.Table, wanted: dict[str, set[s
     to rescore (None: every ok window, all filters). An item carries per window only what
     the worker needs, (id, shot, start, end) and, for a rescore, the stored scores; the
     Python values of one block of rows exist at a time."""
-    from manifests.sources import display_name
+    from manifests.source_lists import display_name
 
     if paths is None:
         paths = ok_paths(out)

@@ -12,7 +12,7 @@ from manifests.schemas import read_rows, write_manifest
 
 def stage_reproduce_sources(out: str | Path, run: dict[str, Any], lists: list[str | Path]) -> list[dict]:
     """Sources of one or more AVSync15 lists (one row per distinct 10-s segment)."""
-    from manifests.sources import read_avsync_list
+    from manifests.source_lists import read_avsync_list
 
     rows, seen = [], set()
     for lst in lists:
@@ -27,7 +27,7 @@ def stage_reproduce_sources(out: str | Path, run: dict[str, Any], lists: list[st
 
 def stage_reproduce(out: str | Path, run: dict[str, Any], lists: list[str | Path]) -> list[dict]:
     """Exactly the clips the lists name (no scoring, no selection): the selected table."""
-    from curate.selection.reproduce import downloads_lookup, reproduce_list
+    from curate.selection.exact_lists import downloads_lookup, reproduce_list
 
     lookup = downloads_lookup(read_rows(out, "downloads"), read_rows(out, "sources"))
     selected: list[dict] = []

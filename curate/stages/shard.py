@@ -104,7 +104,7 @@ def _write_shards(out: str | Path, run: dict[str, Any], groups: dict[str, list[d
 def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> list[dict]:
     """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
     from shards.writer import split_groups
-    from curate.selection.reproduce import unique_cut_items
+    from curate.selection.exact_lists import unique_cut_items
 
     all_selected = read_rows(out, "selected")
     # a clip with no (or an invalid) split cannot go to a shard: recorded in `selected`

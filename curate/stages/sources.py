@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path,
                   limit: int | None = None) -> list[dict]:
     from manifests.classes import recipe_classes
-    from manifests.sources import read_sources, recipe_assigns_split, require_split
+    from manifests.source_lists import read_sources, recipe_assigns_split, require_split
 
     recipe = run["recipe"]
     kw: dict[str, Any] = {}

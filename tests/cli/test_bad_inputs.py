@@ -18,7 +18,7 @@ from curate.demo.loopback import LoopbackServer
 from curate.ops.shots import shot_rows
 from curate.ops.windows import make_windows
 from decoding.media import NoVideoError, decode_clip, decode_grid, probe
-from manifests.sources import read_generic, recipe_assigns_split, require_split
+from manifests.source_lists import read_generic, recipe_assigns_split, require_split
 from shards.writer import Sample, split_groups, write_shards
 from shards.verify import verify_run
 from manifests.schemas import write_manifest

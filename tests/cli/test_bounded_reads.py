@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from manifests.schemas import write_manifest
-from manifests.sources import read_generic
+from manifests.source_lists import read_generic
 
 REPO = Path(__file__).resolve().parents[2]
 

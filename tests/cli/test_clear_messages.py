@@ -142,7 +142,7 @@ def test_garbage_in_run_json_names_the_file_and_what_to_do(tmp_path):
 
 
 def test_a_100k_label_gives_a_short_message(tmp_path):
-    from manifests.sources import read_sources
+    from manifests.source_lists import read_sources
     src = tmp_path / "s.csv"
     src.write_text("id,url,start,end,label,split\nabc,http://127.0.0.1:9/a.mp4,0,10," + "x" * 100_000 + ",train\n")
     row = read_sources(src)[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from curate.demo.build import sync_margin
+from curate.demo.offline import sync_margin
 from curate.config.thresholds import thresholds
 from curate.config.recipes import get_recipe
 from filters.sync import FILTER as SYNC

@@ -166,7 +166,7 @@ def test_sources_csv_paths_and_urls(corpus, tmp_path):
 
 
 def test_sources_csv_reads_as_generic_manifest(corpus):
-    from manifests.sources import read_generic
+    from manifests.source_lists import read_generic
     out, truth, _ = corpus
     rows = read_generic(out / "sources.csv")
     assert [r["status"] for r in rows] == ["ok"] * N

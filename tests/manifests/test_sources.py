@@ -12,7 +12,7 @@ from manifests.classes import (AVSYNC15, LANDSCAPE, LANDSCAPE_CLIPS_PER_CLASS, L
                                VGGSS, VGGSS_NAMES, recipe_classes, recipe_folders)
 from manifests.schemas import SOURCES, to_table
 from manifests.names import ClipName, format_clip_name, format_clip_time, parse_clip_name, safe_id, source_id
-from manifests.sources import (class_key, detect_format, display_name, folder_name, read_avsync_clips,
+from manifests.source_lists import (class_key, detect_format, display_name, folder_name, read_avsync_clips,
                                read_avsync_list, read_generic, read_sources, read_vggsound_csv)
 
 

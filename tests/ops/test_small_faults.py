@@ -11,7 +11,7 @@ import pytest
 from curate.demo.loopback import LoopbackServer
 from curate.ops.fetch import DownloadOptions, download_source
 from curate.reports.ledger import availability
-from manifests.sources import folder_name
+from manifests.source_lists import folder_name
 
 FAST = dict(backoff=0.01, retries=2, socket_timeout=5.0)
 

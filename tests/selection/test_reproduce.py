@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from curate.selection.reproduce import reproduce_list
+from curate.selection.exact_lists import reproduce_list
 from manifests.schemas import read_rows, write_manifest
 from manifests.names import format_clip_name
 
@@ -131,7 +131,7 @@ def test_same_clip_in_train_and_test_lists_comes_out_in_both(tmp_path: Path) -> 
 
 
 def test_sources_reader_downloads_a_segment_listed_in_both_splits_once(tmp_path: Path) -> None:
-    from manifests.sources import read_avsync_list
+    from manifests.source_lists import read_avsync_list
     csv = tmp_path / "list.csv"
     csv.write_text("vid,label,split\nAbC_000030_000040_2.5_6.0,dog barking,train\n"
                    "AbC_000030_000040_2.5_6.0,dog barking,test\n"
@@ -166,7 +166,7 @@ def test_one_name_grammar_for_sources_reproduction_and_shards() -> None:
 
 def test_unique_cut_items_cuts_a_clip_of_two_splits_once() -> None:
     import pytest
-    from curate.selection.reproduce import unique_cut_items
+    from curate.selection.exact_lists import unique_cut_items
     a = {"key": "k1", "src": "s.mp4", "dst": "k1.mp4", "start": 2.5, "end": 6.0}
     b = {"key": "k2", "src": "s.mp4", "dst": "k2.mp4", "start": 7.0, "end": 9.0}
     assert unique_cut_items([a, b, dict(a)]) == [a, b]

@@ -130,7 +130,7 @@ def test_decode_score_path_matches_scoring_the_grid_directly(corpus, tmp_path):
     from curate.execution.ray_executor import RayExecutor
     from curate.ops.scoring import deterministic_torch, score_segment
     from decoding.media import decode_grid
-    from manifests.sources import display_name
+    from manifests.source_lists import display_name
 
     out = tmp_path / "out"
     run = new_run(out, _recipe(), {"allow_random_weights": True})

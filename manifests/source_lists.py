@@ -36,7 +36,7 @@ _SIX_DIGITS = re.compile(r"\d{6}")
 # ---------------------------------------------------------------------------- names and ids
 
 # safe_id, source_id and the clip-name grammar live in manifests.names (one definition, shared
-# with curate.selection.reproduce and shards.writer).
+# with curate.selection.exact_lists and shards.writer).
 
 
 def class_key(label: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 from manifests import bounded
 from manifests.names import ClipName, clip_id_for, parse_clip_name, safe_id, short_repr
 from manifests.schemas import MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED
-from manifests.sources import folder_name
+from manifests.source_lists import folder_name
 from shards.writer import key_from_name
 
 log = logging.getLogger(__name__)
