@@ -145,3 +145,12 @@ def test_nothing_outside_tests_imports_the_tests():
     assert len(others) > 10
     importing = [str(p.relative_to(ROOT)) for p in others if "tests" in _imports(p, p.stem, {})[1]]
     assert not importing, importing
+
+
+def test_config_does_not_import_ops():
+    """What a run is configured by (curate/config/) reads declarations, never per-item work:
+    building scorers needs ``filters.segment.Scorers``, not ``curate.ops.scoring``."""
+    graph, _ = _graph()
+    bad = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith("curate.config")
+                 for d in ds if d.startswith("curate.ops"))
+    assert not bad, bad

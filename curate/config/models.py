@@ -172,7 +172,7 @@ def gating(run: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
 
 
 def build_scorers(models: dict[str, dict[str, Any]], run_models: dict[str, Any], device: str):
-    """The ``curate.ops.scoring.Scorers`` of a run (called once per scoring actor)."""
+    """The ``filters.segment.Scorers`` of a run (called once per scoring actor)."""
     from filters.segment import Scorers
 
     return Scorers(**{m["model"]: registry.spec(filt).model.load(
