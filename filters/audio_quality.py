@@ -154,6 +154,20 @@ def score(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
     return window_scores(a, 0.0, a.n_samples / sample_rate)
 
 
+def run(seg, alive: list[int]) -> dict[int, str]:
+    """The windows ``alive`` of one segment, read from one analysis of its native audio
+    (``Grid.native``: the source's rate and channels; cached on the segment)."""
+    cache = seg.cache(NAME)
+    if "analysis" not in cache:
+        cache["analysis"] = analyse(*seg.grid.native())
+    a, t0 = cache["analysis"], seg.grid.start
+
+    def one(k):
+        s, e = seg.bounds(k)
+        seg.rows[k].update(window_scores(a, s - t0, e - t0))
+    return seg.per_window(alive, one)
+
+
 def keep(scores: Mapping[str, float | None] | None,
          thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
     """(keep, reason) for the scores of ``window_scores``; a missing score is never kept."""

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SAMPLE_RATE = 16000
-STEP = 512           # samples per step (32 ms)
+from filters.speech import SAMPLE_RATE, STEP
+
 CONTEXT = 64         # samples of the previous step each step also sees
 PAD = 64             # reflect padding on the right before the STFT
 N_BINS = 129         # 256-point STFT

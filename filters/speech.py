@@ -19,14 +19,17 @@ from typing import Mapping
 
 import numpy as np
 
-from filters import silero_model
 from filters.bands import keep_band
 
 NAME = "speech"
 THRESHOLDS = {"max": 0.5}
 #: a step is speech when Silero's probability is at least this (Silero's own default)
 SPEECH_PROB = 0.5
-STEP_SECONDS = silero_model.STEP / silero_model.SAMPLE_RATE
+#: the model's input rate and step (``filters.silero_model``, which needs torch: this module
+#: stays light, ``curate select`` imports it)
+SAMPLE_RATE = 16000
+STEP = 512
+STEP_SECONDS = STEP / SAMPLE_RATE
 
 
 # ---------------------------------------------------------------- pure math
@@ -58,6 +61,22 @@ def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple
     return keep_band(NAME, s, thresholds)
 
 
+# ---------------------------------------------------------------- the filter
+
+def run(seg, alive: list[int]) -> dict[int, str]:
+    """The windows ``alive`` of one segment: Silero once over the segment's 16-kHz mono audio
+    (cached on the segment), each window's steps read from it."""
+    cache = seg.cache(NAME)
+    if "probs" not in cache:
+        cache["probs"] = seg.model(NAME).speech_probs(seg.grid.audio, seg.grid.sample_rate)
+    probs, t0 = cache["probs"], seg.grid.start
+
+    def one(k):
+        s, e = seg.bounds(k)
+        seg.rows[k]["speech"], seg.rows[k]["speech_run_s"] = window_scores(probs, s - t0, e - t0)
+    return seg.per_window(alive, one)
+
+
 # ---------------------------------------------------------------- the model
 
 class SpeechScorer:
@@ -69,6 +88,7 @@ class SpeechScorer:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> "SpeechScorer":
         """``path``: a Silero VAD 16-kHz safetensors file; None: the installed package's."""
+        from filters import silero_model
         return cls(silero_model.load_silero(path, device), device)
 
     def speech_probs(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -76,10 +96,10 @@ class SpeechScorer:
         partial step is zero-padded."""
         import torch
 
-        if sample_rate != silero_model.SAMPLE_RATE:
-            raise ValueError(f"Silero VAD takes {silero_model.SAMPLE_RATE} Hz audio, got {sample_rate}")
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(f"Silero VAD takes {SAMPLE_RATE} Hz audio, got {sample_rate}")
         x = np.asarray(audio, dtype=np.float32).reshape(-1)
-        n = -(-len(x) // silero_model.STEP) * silero_model.STEP
+        n = -(-len(x) // STEP) * STEP
         x = np.pad(x, (0, n - len(x)))
         with torch.inference_mode():
             p = self.model(torch.from_numpy(x)[None].to(self.device))

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 KNOWN_KEYS = ("out", "recipe", "funnel", "per_class", "failures", "resolutions", "hours",
               "hours_downloaded", "hours_selected", "warnings", "unfinished", "finished",
               "rejected", "skipped", "truth", "download_health", "availability", "shard_files",
-              "sync_convention", "licences", "licenses")
+              "sync_convention", "licences", "licenses", "scores", "speech_by_class")
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}table{border-collapse:
 collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:
 #eee}td:first-child,th:first-child{text-align:left}.warn{color:#a40}figure{display:inline-block;
@@ -159,6 +159,13 @@ def _histograms(windows_rows: Any, thresholds: Mapping[str, Any] | None) -> str:
                     f'src="data:image/png;base64,{histogram_png(col, vals, lines)}">'
                     f"<figcaption>{_esc(cap)}</figcaption></figure>")
     return "<h2>Score histograms (windows)</h2>" + "".join(figs)
+
+
+def _speech(sp: Mapping[str, Any]) -> str:
+    rows = [[c, r["windows"], r["with_speech"], f"{100 * r['share']:.1f}%"]
+            for c, r in sp.get("classes", {}).items()]
+    return (f"<h2>Windows with speech (speech &gt; {float(sp.get('threshold', 0.5)):g}), per class</h2>"
+            + _table(["class", "windows", "with speech", "share"], rows))
 
 
 def _truth(truth: Mapping[str, Any]) -> str:
@@ -289,6 +296,8 @@ def _tables(stats: Mapping[str, Any]) -> list[str]:
             out.append(f"<h2>{title}</h2><p>No failures.</p>")
     if stats.get("availability"):
         out.append(_count_table("Sources by availability (ledger)", stats["availability"], "availability"))
+    if stats.get("speech_by_class"):
+        out.append(_speech(stats["speech_by_class"]))
     if stats.get("truth"):
         out.append(_truth(stats["truth"]))
     return out

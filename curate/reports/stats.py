@@ -266,6 +266,21 @@ def _windows(s: _Stats) -> None:
     if unscored:
         s.pending(f"score: {unscored} of {win.num_rows} windows are not scored yet")
     _window_funnel(s, win)
+    _score_summaries(s, win)
+
+
+def _score_summaries(s: _Stats, win: pa.Table) -> None:
+    """A histogram of every score column, and per class the share of windows with speech."""
+    from curate.reports.score_summary import histograms, speech_by_class
+
+    s.st["scores"] = histograms(win, schemas.ALL_SCORES)
+    limit = None
+    if s.run:
+        from curate.config.thresholds import thresholds
+        limit = thresholds(s.run, s.run.get("selection_overrides")).get("speech", {}).get("max")
+    speech = speech_by_class(win, limit)
+    if speech is not None:
+        s.st["speech_by_class"] = speech
 
 
 def _unscored(win: pa.Table, ok: np.ndarray, filters: Iterable[str]) -> int:
@@ -504,6 +519,13 @@ def format_text(st: dict[str, Any]) -> str:
             lines.append("  " + f"{k[:28]:<28}" + "".join(f"{v.get(c, 0):>16}" for c in cols))
     if st.get("certificates"):
         lines += format_certificates(st["certificates"])
+    if st.get("scores"):
+        from curate.reports.score_summary import format_histograms
+        lines += ["", "scores (windows):"] + format_histograms(st["scores"])
+    if st.get("speech_by_class"):
+        from curate.reports.score_summary import format_speech
+        lines += ["", f"windows with speech (speech > {st['speech_by_class']['threshold']:g}), per class:"]
+        lines += format_speech(st["speech_by_class"])
     if st.get("truth"):
         lines += ["", f"windows passing each filter, by truth kind ({st['truth'].get('file', 'truth')}):"]
         lines += format_truth(st["truth"])
