@@ -144,6 +144,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           imagebind_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT", help="imagebind_huge.pth (CC BY-NC 4.0 weights)"),
           sync_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNC_CKPT", help="sync classifier checkpoint"),
           sync_convention: Optional[str] = typer.Option(None, help="sync preprocessing: released | ours (default: the weights')"),
+          speech_checkpoint: Optional[str] = typer.Option(None, help="Silero VAD 16-kHz safetensors for the speech filter (default: the one the silero-vad package ships, MIT)"),
           weights: Optional[List[str]] = typer.Option(None, "--weights", help="MODEL=PATH, weights of any filter's model (e.g. sync=sync.pt)"),
           synchformer_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNCHFORMER_CKPT", help="Synchformer weights (the authors' 24-01-04T16-39-21.pt or MMAudio's synchformer_state_dict.pth): certify stage"),
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
@@ -166,6 +167,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
 
     options = {"workers": workers, "clip_checkpoint": clip_checkpoint,
                "imagebind_checkpoint": imagebind_checkpoint, "sync_checkpoint": sync_checkpoint,
+               "speech_checkpoint": speech_checkpoint,
                "allow_random_weights": allow_random_weights or None,
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
                "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout,

@@ -26,18 +26,12 @@ windows. ``score`` is the same for one window's audio alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
+from filters.spec import Bound, FilterSpec
+
 NAME = "audio_quality"
-#: the Foley-style defaults (HunyuanVideo-Foley drops clips more than 80% silent); only a
-#: recipe that gates on this filter applies them. ``bandwidth_min`` and ``fake_stereo_max``
-#: have no default: set them with ``--set audio_quality.bandwidth_min=8000``.
-THRESHOLDS = {"silence_max": 0.8, "clipping_max": 0.01}
-#: every threshold key this filter understands: score column, bound kind
-KEYS = {"silence_max": ("silence", "max"), "bandwidth_min": ("bandwidth_hz", "min"),
-        "clipping_max": ("clipping", "max"), "fake_stereo_max": ("fake_stereo", "max")}
 
 SILENCE_FLOOR_DBFS = -60.0
 SILENCE_FRAME_SECONDS = 0.02
@@ -168,17 +162,14 @@ def run(seg, alive: list[int]) -> dict[int, str]:
     return seg.per_window(alive, one)
 
 
-def keep(scores: Mapping[str, float | None] | None,
-         thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    """(keep, reason) for the scores of ``window_scores``; a missing score is never kept."""
-    if not scores:
-        return False, f"{NAME}: no score"
-    for key, bound in thresholds.items():
-        col, kind = KEYS[key]
-        v = scores.get(col)
-        if v is None or v != v:
-            return False, f"{NAME}: no {col}"
-        if (kind == "min" and v < bound) or (kind == "max" and v > bound):
-            op = "<" if kind == "min" else ">"
-            return False, f"{NAME} {col} {v:.4g} {op} {key} {bound:g}"
-    return True, None
+FILTER = FilterSpec(
+    name=NAME, columns=("silence", "bandwidth_hz", "clipping", "fake_stereo"),
+    # the Foley-style defaults (HunyuanVideo-Foley drops clips more than 80% silent); only a
+    # recipe that gates on this filter applies them. bandwidth_min and fake_stereo_max have
+    # no default: ``--set audio_quality.bandwidth_min=8000``
+    bounds=(Bound("silence", "silence_max", "max", 0.8),
+            Bound("bandwidth_hz", "bandwidth_min", "min"),
+            Bound("clipping", "clipping_max", "max", 0.01),
+            Bound("fake_stereo", "fake_stereo_max", "max")),
+    run=run, cost=0.0, needs_audio=True, gates=False, params=PARAMS, clip_max=True,
+    doc="silence fraction, effective bandwidth, clipping fraction, identical channels")

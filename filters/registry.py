@@ -93,6 +93,8 @@ _DERIVED = {
     "FILTERS": lambda: tuple(specs()),
     "SCORE_COLUMNS": lambda: {n: s.columns for n, s in specs().items()},
     "ALL_SCORES": lambda: tuple(c for s in specs().values() for c in s.columns),
+    # the clips table's maxima over windows (``FilterSpec.clip_max``): column -> its window column
+    "CLIP_MAX_COLUMNS": lambda: {f"{c}_max": c for s in specs().values() if s.clip_max for c in s.columns},
     "NOTE_COLUMNS": lambda: tuple(s.note_column for s in specs().values()),
     "DEFAULT_THRESHOLDS": lambda: {n: s.thresholds for n, s in specs().items()},
     "BOUNDS": lambda: {n: tuple((b.column, b.key, b.kind) for b in s.bounds) for n, s in specs().items()},

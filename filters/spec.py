@@ -64,6 +64,10 @@ class ModelSpec:
     option is not given (CLIP's pretrained name). ``convention(weights, override) -> str |
     None``: the preprocessing convention the weights carry (read from the weight file;
     None when it cannot be read here), overridden by run option ``convention_option``.
+    ``shipped``: the default weights come with an installed package (Silero VAD), so they
+    are used even under ``--allow-random-weights`` (they are real, and need no download);
+    ``default_weights`` returns None when the package is missing. ``licence``: the weights'
+    licence, recorded with a run's scores (``run.json``, report).
     """
     name: str
     weights_option: str
@@ -72,6 +76,8 @@ class ModelSpec:
     convention: Callable[[str | None, str | None], str | None] | None = None
     convention_option: str | None = None
     inspect: Callable[[str], Any] | None = None
+    shipped: bool = False
+    licence: str | None = None
 
     @property
     def flag(self) -> str:
@@ -87,7 +93,10 @@ class FilterSpec:
     a source without audio gets an error note instead of a score. ``reads_fbank``: its scores
     go through ``decoding.mel``'s Kaldi fbank (whose ``FBANK_ID`` then joins the score
     fingerprint: a change of its arithmetic rescores). ``gates``: gates in the
-    base recipe (False: scored and stored, gating only where a recipe's ``gate`` names it)."""
+    base recipe (False: scored and stored, gating only where a recipe's ``gate`` names it).
+    ``params``: declared constants of the scoring (frame sizes, floors), part of the score
+    fingerprint, so changing one rescores. ``clip_max``: the merged clip also carries the
+    maximum over its windows of each column (``<column>_max``), beside the mean."""
     name: str
     columns: tuple[str, ...]
     bounds: tuple[Bound, ...]
@@ -97,6 +106,8 @@ class FilterSpec:
     needs_audio: bool = False
     reads_fbank: bool = False
     gates: bool = True
+    params: Mapping[str, Any] = field(default_factory=dict)
+    clip_max: bool = False
     doc: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

@@ -15,14 +15,13 @@ do not depend on which other windows were scored with it, nor on the cascade.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from filters.bands import keep_band
+from filters.spec import Bound, FilterSpec, ModelSpec
 
 NAME = "speech"
-THRESHOLDS = {"max": 0.5}
 #: a step is speech when Silero's probability is at least this (Silero's own default)
 SPEECH_PROB = 0.5
 #: the model's input rate and step (``filters.silero_model``, which needs torch: this module
@@ -54,11 +53,6 @@ def _longest_run(flags: np.ndarray) -> int:
         return 0
     edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
     return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
-
-
-def keep(s: float | None, thresholds: Mapping[str, float] = THRESHOLDS) -> tuple[bool, str | None]:
-    """On the speech fraction alone (``registry.BOUNDS`` adds ``run_max`` on the run)."""
-    return keep_band(NAME, s, thresholds)
 
 
 # ---------------------------------------------------------------- the filter
@@ -104,3 +98,41 @@ class SpeechScorer:
         with torch.inference_mode():
             p = self.model(torch.from_numpy(x)[None].to(self.device))
         return p[0].float().cpu().numpy()
+
+
+# ---------------------------------------------------------------- the declaration
+
+def load(weights: str | None, random: bool, run_models: Mapping[str, Any], device: str,
+         convention: str | None = None) -> SpeechScorer:
+    """Silero on the CPU whatever ``device`` the other models use: one forward pass per
+    segment of a 1-MFLOP-a-step network is cheaper there than a GPU round trip. ``random``:
+    random-initialised (only when the silero-vad package is missing under
+    ``--allow-random-weights``)."""
+    if random:
+        import torch
+        from filters import silero_model
+        torch.manual_seed(0)
+        return SpeechScorer(silero_model.SileroVAD().eval())
+    return SpeechScorer.from_checkpoint(weights)
+
+
+def packaged(run_models: Mapping[str, Any]) -> str | None:
+    """The installed silero-vad package's weight file, else None."""
+    from filters import silero_model
+    try:
+        return str(silero_model.packaged_weights())
+    except FileNotFoundError:
+        return None
+
+
+FILTER = FilterSpec(
+    name=NAME, columns=("speech", "speech_run_s"),
+    bounds=(Bound("speech", "max", "max", 0.5), Bound("speech_run_s", "run_max", "max")),
+    run=run, needs_audio=True, gates=False, clip_max=True,
+    # Silero's 16-kHz network, ~0.68 M multiply-adds per 32-ms step: ~0.13 GFLOP per 3-s
+    # window, after the arithmetic filters and far before CLIP (~59)
+    cost=0.13,
+    params={"speech_prob": SPEECH_PROB, "steps": "one pass per segment; steps centred in the window"},
+    model=ModelSpec("silero", "speech_checkpoint", load, default_weights=packaged, shipped=True,
+                    licence="MIT (snakers4/silero-vad; weights shipped in the silero-vad package)"),
+    doc="speech fraction and longest speech run per window (Silero VAD, real weights)")

@@ -27,7 +27,7 @@ _b = pa.bool_()
 #: the score columns (``ALL_SCORES``, ``SCORE_COLUMNS``, ``NOTE_COLUMNS``, ``FILTERS``) come
 #: from the filters' declarations (``filters.registry``): module attributes computed on use,
 #: like the two tables that hold them (``WINDOWS``, ``CLIPS``) and ``TABLES``
-_FROM_FILTERS = ("FILTERS", "SCORE_COLUMNS", "ALL_SCORES", "NOTE_COLUMNS")
+_FROM_FILTERS = ("FILTERS", "SCORE_COLUMNS", "ALL_SCORES", "NOTE_COLUMNS", "CLIP_MAX_COLUMNS")
 
 _status = [pa.field("status", _s), pa.field("error", _s)]
 #: filled by the shard stage: the frame instants actually cut (relative to the segment, like
@@ -92,7 +92,8 @@ def _clips() -> pa.Schema:
     return pa.schema([
         pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
         pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
-        pa.field("n_windows", _i), *[pa.field(c, _f) for c in registry.ALL_SCORES], *_status,
+        pa.field("n_windows", _i), *[pa.field(c, _f) for c in registry.ALL_SCORES],
+        *[pa.field(c, _f) for c in registry.CLIP_MAX_COLUMNS], *_status,
         *_CUT, *_CERT,
     ])
 

@@ -170,7 +170,7 @@ def make_meta(selected: Mapping[str, Any], source: Mapping[str, Any] | None = No
         "source_id": selected.get("source_id"), "clip_id": selected.get("clip_id"),
         "url": source.get("url"), "label": source.get("label"),
         "rank_score": selected.get("rank_score"), "n_windows": clip.get("n_windows"),
-        "scores": {s: clip.get(s) for s in schemas.ALL_SCORES},
+        "scores": {s: clip.get(s) for s in (*schemas.ALL_SCORES, *schemas.CLIP_MAX_COLUMNS)},
         # Synchformer's offsets of the merged clip (certify stage; None where not measured)
         "sync_certificate": {c: clip.get(c) for c in (*schemas.CERT_COLUMNS, schemas.CERT_NOTE)},
     }

@@ -1,5 +1,5 @@
 """Counting what the scoring models are given: ``Counting`` wraps a scorer (CLIP, ImageBind,
-sync) and adds, per method, how many inputs each call received. Used by the cascade-order
+sync, speech) and adds, per method, how many inputs each call received. Used by the cascade-order
 tests and ``benchmarks/bench_scoring.py``."""
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ class Counting:
             if name == "phi_pairs":  # distinct audio clips, video clips, pairs of a segment
                 for what, a in zip(("audio_clips", "video_clips", "pairs"), args):
                     self.counter[f"sync.{what}"] += len(a)
+            elif name == "speech_probs":  # one call per segment: its seconds of audio
+                self.counter[f"{self.prefix}.calls"] += 1
+                self.counter[f"{self.prefix}.seconds"] += len(args[0]) / args[1]
             elif args:
                 self.counter[f"{self.prefix}.{name}"] += len(args[-1])
             return fn(*args, **kw)

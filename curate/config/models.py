@@ -34,7 +34,7 @@ def parse_weights(items: list[str] | None) -> dict[str, str]:
 def _weights(spec, opts: dict[str, Any], recipe: dict[str, Any], allow_random: bool) -> dict[str, Any]:
     m = spec.model
     weights = opts.get(m.weights_option)
-    if not weights and not allow_random and m.default_weights is not None:
+    if not weights and (not allow_random or m.shipped) and m.default_weights is not None:
         weights = m.default_weights(recipe["models"])
     if not weights and not allow_random:       # what `curate models pull` put in the cache
         weights = _cached_weights(m.name)

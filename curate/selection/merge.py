@@ -41,6 +41,9 @@ def _mean_scores(windows: Sequence[Mapping[str, Any]]) -> dict[str, float | None
     for col in schemas.ALL_SCORES:
         vals = [float(w[col]) for w in windows if w.get(col) is not None and not math.isnan(w[col])]
         out[col] = sum(vals) / len(vals) if vals else None
+    for mx, col in schemas.CLIP_MAX_COLUMNS.items():   # and the max where a filter asks for it
+        vals = [float(w[col]) for w in windows if w.get(col) is not None and not math.isnan(w[col])]
+        out[mx] = max(vals) if vals else None
     return out
 
 
@@ -182,7 +185,8 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
     base = {"source_id": r["source_id"], "shot_id": r.get("shot_id"),
             "class_name": r.get("class_name") or meta.get("class_name"),
             "split": r.get("split") or meta.get("split"), "n_windows": 0,
-            **{c: None for c in schemas.ALL_SCORES}, **dict.fromkeys(MEASURED_COLUMNS)}
+            **{c: None for c in (*schemas.ALL_SCORES, *schemas.CLIP_MAX_COLUMNS)},
+            **dict.fromkeys(MEASURED_COLUMNS)}
     iv = _interval_of(r)
     if iv is None:
         return [{**base, "clip_id": f"{r['source_id']}_none", "start": None, "end": None,
@@ -339,6 +343,11 @@ def _clip_columns(kw: Any, head: Any, g: _Groups, c_start: np.ndarray, c_end: np
         vals = pc.fill_null(kw.column(col), float("nan")).to_numpy(zero_copy_only=False)[g.order]
         mean = _sequential_means(vals.astype(np.float64), g.group, g.pos, g.n_groups)
         cols[col] = pa.array(mean, mask=np.isnan(mean), type=pa.float64())
+    for mx, col in schemas.CLIP_MAX_COLUMNS.items():
+        vals = pc.fill_null(kw.column(col), float("nan")).to_numpy(zero_copy_only=False)[g.order]
+        top = np.full(g.n_groups, np.nan)
+        np.fmax.at(top, g.group, vals.astype(np.float64))      # NaN only where all are
+        cols[mx] = pa.array(top, mask=np.isnan(top), type=pa.float64())
     cols["status"] = np.where(short, STATUS_REJECTED, STATUS_OK).tolist()
     cols["error"] = [f"merge: clip length {ln:.2f}s < min_len {min_len:.2f}s" if sh else None
                      for ln, sh in zip(length.tolist(), short.tolist())]

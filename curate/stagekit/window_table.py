@@ -53,6 +53,12 @@ def score_params(run: dict[str, Any], gate: list[str]) -> dict[str, Any]:
         params["order"] = list(order)
     if set(run["recipe"]["filters"]) & set(registry.FBANK_FILTERS):
         params["fbank"] = FBANK_ID       # their scores change with the fbank's arithmetic
+    # the declared constants of the filters that have some (absent for the others, so their
+    # runs keep their fingerprints)
+    consts = {f: dict(registry.spec(f).params) for f in run["recipe"]["filters"]
+              if f in registry.specs() and registry.spec(f).params}
+    if consts:
+        params["filter_params"] = consts
     return params
 
 

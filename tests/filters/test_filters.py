@@ -230,19 +230,27 @@ def test_sync_scorer_with_the_real_small_classifier():
 def test_registry_order_and_defaults_come_from_the_modules():
     from filters import imagebind
     from manifests.schemas import FILTERS
-    assert FILTERS == registry.LEGACY_ORDER == ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
-    # the cascade runs the sync classifier (~80 GFLOP per window) before ImageBind (~510)
-    assert registry.ORDER == registry.DEFAULT_ORDER == ("pixel_diff", "amplitude", "clip_diff", "sync", "imagebind")
+    assert registry.LEGACY_ORDER == ("pixel_diff", "amplitude", "clip_diff", "imagebind", "sync")
+    # the paper's five in their historical order, then the others by name (issue 26)
+    assert FILTERS == (*registry.LEGACY_ORDER, "audio_quality", "speech")
+    # the cascade runs the arithmetic filters, then Silero (~0.13 GFLOP per window), then the
+    # sync classifier (~80 GFLOP per window) before ImageBind (~510)
+    assert registry.ORDER == registry.DEFAULT_ORDER == (
+        "pixel_diff", "amplitude", "audio_quality", "speech", "clip_diff", "sync", "imagebind")
     from curate.config.recipes import get_recipe
     assert tuple(get_recipe("avsync15")["order"]) == registry.DEFAULT_ORDER
+    # the paper's recipes record the audio scores without gating on them
+    assert get_recipe("avsync15")["gate"] == list(registry.LEGACY_ORDER)
     assert registry.cascade_order(["sync", "imagebind", "pixel_diff", "amplitude", "clip_diff"])[0] == "sync"
     # an order recorded before a filter existed: the new one follows
-    assert registry.cascade_order(["sync", "pixel_diff"]) == ("sync", "pixel_diff", "amplitude", "clip_diff", "imagebind")
+    assert registry.cascade_order(["sync", "pixel_diff"]) == (
+        "sync", "pixel_diff", "amplitude", "audio_quality", "speech", "clip_diff", "imagebind")
     for bad in ([*FILTERS, "sync"], [*FILTERS[:-1], "bogus"]):
         with pytest.raises(ValueError, match="order"):
             registry.cascade_order(bad)
+    from filters import audio_quality, speech
     mods = {"pixel_diff": pixel_diff, "amplitude": amplitude, "clip_diff": clip_diff,
-            "imagebind": imagebind, "sync": sync}
+            "imagebind": imagebind, "sync": sync, "audio_quality": audio_quality, "speech": speech}
     for name, mod in mods.items():
         assert registry.spec(name) is mod.FILTER and mod.FILTER.name == name
         assert registry.DEFAULT_THRESHOLDS[name] == mod.FILTER.thresholds
@@ -250,7 +258,9 @@ def test_registry_order_and_defaults_come_from_the_modules():
     assert registry.DEFAULT_THRESHOLDS == {
         "pixel_diff": {"min": 0.01, "max": 0.15}, "amplitude": {"min": 0.03},
         "clip_diff": {"min": 0.17, "max": 0.55}, "imagebind": {"ia_min": 0.15, "it_min": 0.22},
-        "sync": {"a2v_min": 0.341, "v2a_min": 0.341}}
+        "sync": {"a2v_min": 0.341, "v2a_min": 0.341},
+        # issue 26: > 80% silent (HunyuanVideo-Foley), > 1% clipped, half the window speech
+        "audio_quality": {"silence_max": 0.8, "clipping_max": 0.01}, "speech": {"max": 0.5}}
 
 
 #: each filter's keep rule, written out independently of the declarations
@@ -260,6 +270,9 @@ _RULES = {
     "clip_diff": lambda t, v: t["min"] <= v[0] <= t["max"],
     "imagebind": lambda t, v: v[0] >= t["ia_min"] and v[1] >= t["it_min"],
     "sync": lambda t, v: v[0] >= t["a2v_min"] and v[1] >= t["v2a_min"],
+    # silence, bandwidth_hz, clipping, fake_stereo (bandwidth and fake stereo: no default)
+    "audio_quality": lambda t, v: v[0] <= t["silence_max"] and v[2] <= t["clipping_max"],
+    "speech": lambda t, v: v[0] <= t["max"],          # speech_run_s: no default
 }
 
 

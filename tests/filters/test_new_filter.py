@@ -107,7 +107,7 @@ def test_a_filter_module_alone_registers_scores_stores_selects_and_shows_in_stat
 def test_every_declared_model_has_a_weights_option_reachable_from_the_cli():
     from curate.config.models import parse_weights, weight_options
     assert weight_options() == {"clip": "clip_checkpoint", "imagebind": "imagebind_checkpoint",
-                                "sync": "sync_checkpoint"}
+                                "sync": "sync_checkpoint", "silero": "speech_checkpoint"}
     assert parse_weights(["sync=/w/s.pt", "clip=/w/c.pt"]) == {"sync_checkpoint": "/w/s.pt",
                                                               "clip_checkpoint": "/w/c.pt"}
     for bad in ("sync", "bogus=/w.pt", "sync="):

@@ -107,7 +107,11 @@ class FakeSync:
 
 
 def all_fakes():
-    return Scorers(clip=FakeClip(), imagebind=FakeImageBind(), sync=FakeSync())
+    """Fake CLIP / ImageBind / sync, and the real speech model (its weights ship with the
+    silero-vad package; loaded in milliseconds)."""
+    from filters.speech import SpeechScorer
+    return Scorers(clip=FakeClip(), imagebind=FakeImageBind(), sync=FakeSync(),
+                   silero=SpeechScorer.from_checkpoint())
 
 
 NO_GATE: set[str] = set()
