@@ -264,7 +264,7 @@ def espeak(text: str, sr: int) -> np.ndarray:
 
 def mux_audio(path: Path, audio: np.ndarray, sr: int, codec: str = "aac",
               size: tuple[int, int] = (96, 64), fps: int = 12, out_sr: int | None = None) -> Path:
-    """A video (a grey square drifting over noise, ``fps``) with ``audio`` (float ``[N]`` or
+    """A video (a grey square drifting over a still noise texture: one shot) with ``audio`` (float ``[N]`` or
     ``[N, C]`` in [-1, 1], written as 16-bit) as its sound. ``codec``: ``aac`` (mp4, 192 kb/s)
     or ``pcm`` (mov, lossless 16-bit: the exact samples come back). ``out_sr``: ffmpeg
     resamples the sound to this rate in the file (an upsampled source)."""
@@ -273,7 +273,7 @@ def mux_audio(path: Path, audio: np.ndarray, sr: int, codec: str = "aac",
     n = int(np.ceil(len(audio) / sr * fps))
     w, h = size
     rng = np.random.default_rng(0)
-    frames = rng.integers(60, 90, (n, h, w, 3), dtype=np.uint8)
+    frames = np.repeat(rng.integers(60, 90, (1, h, w, 3), dtype=np.uint8), n, axis=0)
     for i in range(n):
         x = (2 * i) % (w - 16)
         frames[i, 20:36, x:x + 16] = 200

@@ -116,3 +116,33 @@ def test_loading_reads_tensors_only_and_leaves_the_thread_count_alone(tmp_path):
     save_file({"conv1.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="do not fit Silero"):
         silero_model.load_silero(tmp_path / "other.safetensors")
+
+
+PROBS_SCRIPT = """
+import sys
+import numpy as np
+from curate.ops.scoring import deterministic_torch
+from filters.speech import SpeechScorer
+from tests.avmedia import espeak, SPEECH_TEXT
+deterministic_torch()
+a = np.concatenate([espeak(SPEECH_TEXT, 16000), np.zeros(4000)]).astype(np.float32)
+sys.stdout.write(SpeechScorer.from_checkpoint().speech_probs(a, 16000).tobytes().hex())
+"""
+
+
+def test_speech_probabilities_are_the_same_bits_on_one_thread_or_several():
+    """As every score (``scoring.deterministic_torch``): a scoring worker on one CPU and one
+    on several give the same bits, not only the same decisions."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    got = {}
+    for n in (1, 3):
+        env = {**os.environ, "OMP_NUM_THREADS": str(n), "PYTHONPATH": str(repo)}
+        res = subprocess.run([sys.executable, "-c", PROBS_SCRIPT], env=env, cwd=str(repo),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        got[n] = np.frombuffer(bytes.fromhex(res.stdout), np.float32)
+    assert got[1].size > 100 and (got[1] >= 0.5).mean() > 0.5
+    assert got[1].tobytes() == got[3].tobytes()

@@ -48,9 +48,12 @@ def demo_scorers() -> Scorers:
     from filters.sync import SyncScorer
     from sync_classifier.model import DEMO_CHECKPOINT
 
+    from filters.speech import SpeechScorer
+
     deterministic_torch()
     return Scorers(clip=ClipScorer.random(seed=0), imagebind=ImageBindScorer.random(seed=0),
-                   sync=SyncScorer.from_checkpoint(str(DEMO_CHECKPOINT)))
+                   sync=SyncScorer.from_checkpoint(str(DEMO_CHECKPOINT)),
+                   silero=SpeechScorer.from_checkpoint())
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,8 @@ def test_scores_are_bit_identical_whatever_the_batch(jobs, scorers):
         alone.update(score([i]))
     n_sync = sum(1 for rows in alone.values() for r in rows if json.loads(r)["sync_a2v"] is not None)
     assert n_sync == len(KINDS) * WINDOWS     # the sync classifier really scored every window
+    n_speech = sum(1 for rows in alone.values() for r in rows if json.loads(r)["speech"] is not None)
+    assert n_speech == len(KINDS) * WINDOWS   # and Silero
     for order in ([0, 1, 2], [2, 1, 0], [1, 0]):
         got = score(order)
         for i in set(order):
