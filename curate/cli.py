@@ -304,6 +304,8 @@ def select(out: Path = typer.Argument(...),
         box["summary"] = stage_select(out, run, overrides=set_, decisions_file=decisions)
     _guarded(out, body)
     summary = box["summary"]
+    for line in summary.get("inert", ()):
+        typer.echo(line)
     if summary.get("needs_scoring"):
         typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
                    f"run `curate score {out}` to score exactly those")

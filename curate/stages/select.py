@@ -105,7 +105,8 @@ def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     if decisions_file:
         run["review_decisions"] = str(Path(decisions_file).resolve())
         save_run(out, run)
-    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th}
+    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th,
+                               "inert": inert_overrides(overrides, gate, score_only)}
     clips = _clips(out, run, th, gate, summary)
     clips = keep_cut_columns(out, "clips", clips, "clip_id")
     clips, summary["desync_rejected"] = desync_gate(clips, (recipe.get("desync") or {}).get("max"))
@@ -116,6 +117,20 @@ def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = No
     schemas.write_manifest(out, "selected", selected)
     summary["balance"] = bal
     return summary
+
+
+def inert_overrides(overrides: list[str] | None, gate: list[str],
+                    score_only: Mapping[str, str]) -> list[str]:
+    """One line per ``--set`` that names a filter which does not gate in this run (its
+    threshold then changes nothing), saying why."""
+    out = []
+    for item in overrides or ():
+        name = str(item).partition(".")[0].strip()
+        if name not in gate:
+            why = score_only.get(name, "not in the recipe's filters")
+            out.append(f"--set {item}: filter '{name}' does not gate in this run ({why}); a "
+                       f"custom recipe with \"gate\" naming it gates on it")
+    return out
 
 
 def _run(ctx: Context) -> None:

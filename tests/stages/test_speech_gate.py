@@ -115,8 +115,12 @@ def test_select_with_another_speech_threshold_reselects_without_a_model(speech_r
     out = speech_run["out"]
     windows = manifest_path(out, "windows").read_bytes()
     try:
-        stage_select(out, load_run(out), overrides=["speech.max=1.0"])
+        # audio_quality is recorded, not gating, in this recipe: its threshold changes
+        # nothing, and select says so
+        summary = stage_select(out, load_run(out), overrides=["speech.max=1.0",
+                                                               "audio_quality.silence_max=0.1"])
         assert all(d["keep"] for d in read_rows(out, "decisions"))
+        assert len(summary["inert"]) == 1 and "'audio_quality' does not gate" in summary["inert"][0]
         stage_select(out, load_run(out), overrides=["speech.max=0.2"])
         kept = {w["class_name"] for ws in _by_class(out).values() for w in ws if w["keep"]}
         assert kept == {"tone", "noise", "clicks", "silence"}
