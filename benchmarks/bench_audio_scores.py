@@ -54,6 +54,12 @@ def demo_jobs(folder: Path, n: int):
     return jobs, paths, sum(j.grid.duration for j in jobs)
 
 
+def _only(jobs, name: str):
+    """The same segments, scoring only filter ``name``."""
+    import dataclasses
+    return [dataclasses.replace(j, only={name}) for j in jobs]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=8)
@@ -80,8 +86,8 @@ def main(argv=None) -> None:
         t_dec, _ = cpu(lambda: [decode_grid(p) for p in paths])
         t_dec16, _ = cpu(lambda: [decode_clip(p, 0.0, j.grid.duration) for p, j in zip(paths, jobs)])
         t_all, rows = cpu(score_segments, jobs, scorers, th, gate=set(gate), order=order)
-        t_sp, _ = cpu(score_segments, jobs, scorers, th, cascade=False, only={"speech"}, order=order)
-        t_aq, _ = cpu(score_segments, jobs, scorers, th, cascade=False, only={"audio_quality"}, order=order)
+        t_sp, _ = cpu(score_segments, _only(jobs, "speech"), scorers, th, cascade=False, order=order)
+        t_aq, _ = cpu(score_segments, _only(jobs, "audio_quality"), scorers, th, cascade=False, order=order)
     stage = t_dec + t_all
     n_win = sum(len(r) for r in rows)
     print(f"demo corpus: {len(jobs)} videos, {seconds:.0f} s, {n_win} windows; torch threads "

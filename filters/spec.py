@@ -66,8 +66,8 @@ class ModelSpec:
     None when it cannot be read here), overridden by run option ``convention_option``.
     ``shipped``: the default weights come with an installed package (Silero VAD), so they
     are used even under ``--allow-random-weights`` (they are real, and need no download);
-    ``default_weights`` returns None when the package is missing. ``licence``: the weights'
-    licence, recorded with a run's scores (``run.json``, report).
+    ``default_weights`` returns None when the package is missing. (Licences live in the
+    weights table, ``curate.config.weights``.)
     """
     name: str
     weights_option: str
@@ -77,7 +77,6 @@ class ModelSpec:
     convention_option: str | None = None
     inspect: Callable[[str], Any] | None = None
     shipped: bool = False
-    licence: str | None = None
 
     @property
     def flag(self) -> str:

@@ -133,6 +133,6 @@ FILTER = FilterSpec(
     # window, after the arithmetic filters and far before CLIP (~59)
     cost=0.13,
     params={"speech_prob": SPEECH_PROB, "steps": "one pass per segment; steps centred in the window"},
-    model=ModelSpec("silero", "speech_checkpoint", load, default_weights=packaged, shipped=True,
-                    licence="MIT (snakers4/silero-vad; weights shipped in the silero-vad package)"),
+    # MIT: its row in the weights table (curate.config.weights, `curate models list`)
+    model=ModelSpec("silero", "speech_checkpoint", load, default_weights=packaged, shipped=True),
     doc="speech fraction and longest speech run per window (Silero VAD, real weights)")

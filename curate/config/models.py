@@ -226,7 +226,7 @@ def record_weights(out: str | Path, run: dict[str, Any]) -> dict[str, dict[str, 
     filters read (and, for the cache's, the licence). A cached file whose sha256 is not the
     one its pull recorded is refused, naming it (ValueError)."""
     from curate.config.run_state import save_run
-    from curate.config.weights import cache_path, for_model, size_of
+    from curate.config.weights import cache_path, for_model, package_file, size_of
 
     rec: dict[str, dict[str, Any]] = {}
     for filt, m in resolve_models(run, convention=False).items():
@@ -238,13 +238,14 @@ def record_weights(out: str | Path, run: dict[str, Any]) -> dict[str, dict[str, 
             rec[filt] = {"model": m["model"], "weights": m["weights"], "file": None}
             continue
         sha = _sha256(path)
-        cached = row is not None and (path == cache_path(row) or
+        packaged = row is not None and row.kind == "package" and path == package_file(row)
+        cached = row is not None and (path == cache_path(row) or packaged or
                                       (row.kind == "open_clip" and m["weights"] == row.file))
-        if cached and row.kind != "open_clip":
+        if cached and row.kind not in ("open_clip", "package"):
             _check_pull_record(row, path, sha)
+        where = f"package: {row.url}" if packaged else f"cache: {row.name}" if cached else "option"
         rec[filt] = {"model": m["model"], "file": str(path), "size": size_of(path), "sha256": sha,
-                     "source": f"cache: {row.name}" if cached else "option",
-                     **({"licence": row.licence} if cached else {})}
+                     "source": where, **({"licence": row.licence} if cached else {})}
     if run.get("weights") != rec:
         run["weights"] = rec
         save_run(out, run)

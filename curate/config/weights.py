@@ -103,6 +103,13 @@ WEIGHTS: tuple[Weight, ...] = (
            size="907M", checksum="md5:5b2f5594b0730f70e41e549b7c94390c",
            published_at="hkchengrex/MMAudio docs/MODELS.md (size) and "
                         "mmaudio/utils/download_utils.py (md5)"),
+    # Silero VAD (issue 26): the real weights ship inside the wheel; ``file`` is their path
+    # inside the installed package (``package_file``)
+    Weight("silero-vad", "data/silero_vad_16k.safetensors", "package", "silero-vad",
+           licence="MIT (snakers4/silero-vad)", used_by="filter speech (speech, speech_run_s)",
+           option="--speech-checkpoint", model="silero",
+           published_at="the silero-vad wheel on PyPI (silero_vad/data/); no size or checksum "
+                        "published"),
 )
 
 
@@ -153,6 +160,17 @@ def in_cache(w: Weight) -> Path | None:
     if p.is_file() or (p.is_dir() and any(p.iterdir())):
         return p
     return None
+
+
+def package_file(w: Weight) -> Path | None:
+    """The file of a ``package`` row inside the installed package (found without importing
+    it), or None when the package or the file is missing."""
+    import importlib.util
+    spec = importlib.util.find_spec(w.url.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / w.file
+    return path if path.is_file() else None
 
 
 def open_clip_cached(w: Weight) -> Path | None:

@@ -140,4 +140,10 @@ def test_stats_and_report_show_the_scores_and_the_speech_share(speech_run, tmp_p
     assert "windows with speech (speech > 0.2)" in text and "bandwidth_hz" in text
     html = write_report(speech_run["out"], tmp_path / "r.html").read_text()
     assert 'data-column="speech"' in html and "Windows with speech" in html
+    # the licence the scores depend on: recorded in run.json from the weights table, shown
+    run = json.loads((speech_run["out"] / "run.json").read_text())
+    assert run["weights"]["speech"]["licence"].startswith("MIT")
+    assert run["weights"]["speech"]["source"] == "package: silero-vad"
+    assert st["licences"] == {"speech": run["weights"]["speech"]["licence"]}
+    assert "MIT (snakers4/silero-vad)" in html
     assert np.isclose(st["scores"]["silence"]["max"], 1.0)
