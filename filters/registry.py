@@ -112,6 +112,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'filters.registry' has no attribute {name!r}")
 
 
+def default_gate() -> tuple[str, ...]:
+    """The filters that gate unless a recipe says otherwise (``FilterSpec.gates``): what a
+    ``gate`` of None means everywhere (scoring, select, stats)."""
+    return tuple(n for n, s in specs().items() if s.gates)
+
+
 def cascade_order(order: Sequence[str] | None = None) -> tuple[str, ...]:
     """``order`` checked (known filters, each once; None: ``DEFAULT_ORDER``). Filters it
     does not name (declared after the run was recorded) follow, in default order."""
@@ -163,7 +169,7 @@ def check(row: Mapping[str, Any], thresholds: Mapping[str, Mapping[str, float]],
           order: Sequence[str] | None = None) -> tuple[bool, str | None]:
     """(keep, first failing gating filter in cascade ``order`` | None). A missing score fails
     its filter."""
-    gate = set(specs()) if gate is None else set(gate)
+    gate = set(default_gate()) if gate is None else set(gate)
     for name in cascade_order(order):
         if name in gate and not passes(name, row, thresholds):
             return False, name

@@ -175,3 +175,9 @@ def sync_pairs(shifts=SYNC_SHIFTS) -> dict[str, list[tuple[int, int]]]:
     (0, 0) is the synchronised one and is shared by both directions.
     """
     return {"a2v": [(0, d) for d in shifts], "v2a": [(d, 0) for d in shifts]}
+
+# ---------------------------------------------------------------- speech (Silero VAD)
+#: the rate Silero VAD's 16-kHz network takes (the grid's) and its step: 512 samples, 32 ms;
+#: a window reads the steps whose centre lies inside it (``filters.speech.window_scores``)
+SPEECH_SAMPLE_RATE = 16000
+SPEECH_STEP = 512

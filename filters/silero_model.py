@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from filters.speech import SAMPLE_RATE, STEP
+from filters.sampling import SPEECH_SAMPLE_RATE as SAMPLE_RATE, SPEECH_STEP as STEP
 
 CONTEXT = 64         # samples of the previous step each step also sees
 PAD = 64             # reflect padding on the right before the STFT

@@ -108,7 +108,8 @@ def score_segment(grid, windows: list[Mapping[str, Any]], scorers: Scorers,
 
     ``only``: (re)score only these filters; the other filters' stored scores are kept and
     still gate the cascade (``curate score`` after loosening a threshold).
-    ``gate``: filters whose failure stops a window (default: all).
+    ``gate``: filters whose failure stops a window (default: those that gate unless a
+    recipe says otherwise, ``registry.default_gate``).
     ``order``: the cascade order (default ``registry.DEFAULT_ORDER``).
     ``path``: the segment's file (needed by a sync scorer of the released convention).
     """
@@ -155,7 +156,7 @@ def score_segments(jobs: list[SegmentJob], scorers: Scorers,
     bits), so a bad segment also costs only its own scores."""
     thresholds = thresholds or registry.default_thresholds()
     order = registry.cascade_order(order)
-    gate = set(order) if gate is None else set(gate)
+    gate = set(order) & set(registry.default_gate()) if gate is None else set(gate)
     for job in jobs:
         unknown = ({*gate} | {*(job.only or ())}) - set(order)
         if unknown:

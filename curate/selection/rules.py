@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def check_gate(gate: Iterable[str] | None) -> set[str]:
-    g = set(registry.FILTERS) if gate is None else set(gate)
+    g = set(registry.default_gate()) if gate is None else set(gate)
     unknown = g - set(registry.FILTERS)
     if unknown:
         raise ValueError(f"unknown filter(s) in gate: {sorted(unknown)}")

@@ -182,15 +182,19 @@ def _truth_run(out: Path, in_sync_ok: int, shifted_ok: int) -> dict:
             w = {"window_id": f"{sid}_{j * 500:06d}", "source_id": sid, "shot_id": f"{sid}_shot000",
                  "class_name": "c", "split": "train", "start": j * 0.5, "end": j * 0.5 + 3,
                  "status": "ok", "pixel_diff": 0.05, "amplitude": 0.5, "clip_diff": 0.3,
-                 "imagebind_ia": 0.3, "imagebind_it": 0.3, "sync_a2v": 0.9, "sync_v2a": 0.9}
+                 "imagebind_ia": 0.3, "imagebind_it": 0.3, "sync_a2v": 0.9, "sync_v2a": 0.9,
+                 "silence": 0.1, "bandwidth_hz": 16000.0, "clipping": 0.0, "fake_stereo": 0.0,
+                 "speech": 0.0, "speech_run_s": 0.0}
             if kind == "static_tone":
                 w["pixel_diff"] = 0.001
                 w.update({c: None for c in ("amplitude", "clip_diff", "imagebind_ia", "imagebind_it",
-                                            "sync_a2v", "sync_v2a")})
+                                            "sync_a2v", "sync_v2a", "silence", "bandwidth_hz",
+                                            "clipping", "fake_stereo", "speech", "speech_run_s")})
                 w.update({f"{f}_note": registry.SKIP_REJECTED + "pixel_diff"
-                          for f in ("amplitude", "clip_diff", "imagebind", "sync")})
+                          for f in ("amplitude", "clip_diff", "imagebind", "sync", "audio_quality",
+                                    "speech")})
             if kind == "silent_motion":
-                w["amplitude"] = 0.0
+                w["amplitude"], w["silence"] = 0.0, 1.0     # recorded: audio_quality does not gate
             if kind == "flash_click" and j >= in_sync_ok:
                 w["sync_a2v"] = 0.2
             if kind == "flash_click_shifted" and j >= shifted_ok:
@@ -211,16 +215,19 @@ def test_truth_table_per_kind_and_filter(tmp_path):
     assert t["filters"] == list(registry.FILTERS)   # the windows schema's column order
     assert t["file"] == str(out / "synth" / "truth.json")
     assert t["kinds"]["flash_click"] == {"windows": 4, "pixel_diff": 4, "amplitude": 4, "clip_diff": 4,
-                                         "imagebind": 4, "sync": 3, "kept": 3}
+                                         "imagebind": 4, "sync": 3, "audio_quality": 4, "speech": 4,
+                                         "kept": 3}
     assert t["kinds"]["flash_click_shifted"]["sync"] == 1 and t["kinds"]["flash_click_shifted"]["kept"] == 1
     assert t["kinds"]["static_tone"] == {"windows": 4, "pixel_diff": 0, "amplitude": 0, "clip_diff": 0,
-                                         "imagebind": 0, "sync": 0, "kept": 0}
+                                         "imagebind": 0, "sync": 0, "audio_quality": 0, "speech": 0,
+                                         "kept": 0}
     assert t["kinds"]["silent_motion"]["amplitude"] == 0 and t["kinds"]["silent_motion"]["pixel_diff"] == 4
+    assert t["kinds"]["silent_motion"]["audio_quality"] == 0     # > 80% silent
     assert sorted(t["kinds"]) == ["flash_click", "flash_click_shifted", "silent_motion", "static_tone"]
     text = format_text(st)
     assert "by truth kind" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("flash_click "))
-    assert line.split()[1:] == ["4", "4", "4", "4", "4", "3", "3"]
+    assert line.split()[1:] == ["4", "4", "4", "4", "4", "3", "4", "4", "3"]
     html = write_report(out, tmp_path / "r.html", st).read_text()
     assert "by truth kind" in html and "flash_click_shifted" in html
 

@@ -82,6 +82,12 @@ def _window(rng: random.Random, sid: str, shot_id: str | None, cls, split, t: fl
               "clip_diff": rng.choice([0.1, 0.17, 0.3, 0.55, 0.6]),
               "imagebind_ia": rng.choice([0.1, 0.15, 0.3]), "imagebind_it": rng.choice([0.2, 0.22, 0.4]),
               "sync_a2v": rng.choice([0.2, 0.341, 0.5, 0.9]), "sync_v2a": rng.choice([0.3, 0.341, 0.7])})
+    # the audio content scores (issue 26), from a generator of their own so that the values
+    # above stay what they were
+    a = random.Random(f"{sid}/{t}")
+    r.update({"speech": a.choice([0.0, 0.2, 0.5, 0.9]), "speech_run_s": a.choice([0.0, 0.5, 2.9]),
+              "silence": a.choice([0.0, 0.5, 0.8, 1.0]), "bandwidth_hz": a.choice([4000.0, 7900.0, 21000.0]),
+              "clipping": a.choice([0.0, 0.01, 0.2]), "fake_stereo": a.choice([0.0, 1.0])})
     r.update({f"{n}_note": None for n in registry.ORDER})
     u = rng.random()
     if u < 0.05:
