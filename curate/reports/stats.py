@@ -276,8 +276,8 @@ def _score_summaries(s: _Stats, win: pa.Table) -> None:
     s.st["scores"] = histograms(win, schemas.ALL_SCORES)
     limit = None
     if s.run:
-        from curate.config.thresholds import thresholds
-        limit = thresholds(s.run, s.run.get("selection_overrides")).get("speech", {}).get("max")
+        from curate.config.run import resolve
+        limit = resolve(s.run).threshold_dict().get("speech", {}).get("max")
     speech = speech_by_class(win, limit)
     if speech is not None:
         s.st["speech_by_class"] = speech
