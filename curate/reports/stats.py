@@ -546,9 +546,10 @@ def format_certificates(cert: dict[str, Any]) -> list[str]:
 
 def format_truth(truth: dict[str, Any]) -> list[str]:
     cols = ["windows", *truth["filters"], "kept"]
-    out = ["  " + f"{'kind':<22}" + "".join(f"{c:>12}" for c in cols)]
+    width = {c: max(12, len(c) + 2) for c in cols}     # audio_quality: 13 characters
+    out = ["  " + f"{'kind':<22}" + "".join(f"{c:>{width[c]}}" for c in cols)]
     for kind, row in truth["kinds"].items():
-        out.append("  " + f"{kind[:22]:<22}" + "".join(f"{row.get(c, 0):>12}" for c in cols))
+        out.append("  " + f"{kind[:22]:<22}" + "".join(f"{row.get(c, 0):>{width[c]}}" for c in cols))
     return out
 
 
