@@ -145,7 +145,7 @@ def test_sources_reader_downloads_a_segment_listed_in_both_splits_once(tmp_path:
 
 def test_one_name_grammar_for_sources_reproduction_and_shards() -> None:
     import shards.writer as writer
-    from manifests import names, sources
+    from manifests import names, source_lists as sources
     from shards.writer import key_from_name, parse_name
     assert not hasattr(writer, "NAME_RE")                   # no second definition
     assert sources.ClipName is names.ClipName and writer.ClipName is names.ClipName
