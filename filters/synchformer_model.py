@@ -388,19 +388,8 @@ def state_dict_of(obj: object, source: str) -> dict[str, torch.Tensor]:
 
 def check_keys(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict: every missing or extra key and every shape mismatch is an error naming the option."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    parts = []
-    for name, items in (("missing keys", missing), ("unexpected keys", extra),
-                        ("shape mismatches", shapes)):
-        if items:
-            more = f" (+{len(items) - 6} more)" if len(items) > 6 else ""
-            parts.append(f"{name}: {', '.join(items[:6])}{more}")
-    if parts:
-        raise ValueError(f"{source} does not fit Synchformer ({CHECKPOINT_OPTION}): " + "; ".join(parts))
+    from sync_classifier.model import check_state_fits
+    check_state_fits(model, state, source, CHECKPOINT_OPTION, what="Synchformer")
 
 
 #: the key under which our own (small, locally trained) checkpoints carry their sizes beside

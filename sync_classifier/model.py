@@ -299,9 +299,11 @@ def strict_load(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(state, strict=True)
 
 
-def check_state_fits(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, option: str) -> None:
+def check_state_fits(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, option: str,
+                     what: str = "the sync classifier") -> None:
     """The ValueError of ``strict_load`` when ``state``'s keys or shapes do not fit
-    ``module`` (which may live on the meta device: only keys and shapes are read)."""
+    ``module`` (which may live on the meta device: only keys and shapes are read); ``what``
+    names the model in the message (Synchformer's loader uses it too)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -314,7 +316,7 @@ def check_state_fits(module: nn.Module, state: Mapping[str, torch.Tensor], sourc
             if items:
                 more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
                 parts.append(f"{name}: {', '.join(items[:8])}{more}")
-        raise ValueError(f"{source} does not fit the sync classifier ({option}): " + "; ".join(parts))
+        raise ValueError(f"{source} does not fit {what} ({option}): " + "; ".join(parts))
 
 
 #: set to 1 (``--trust-checkpoint``) to read checkpoint files that need full unpickling
