@@ -84,10 +84,8 @@ def _cached_weights(model: str) -> str | None:
 
 
 def _missing_weights(filt: str, model: str) -> str:
-    from curate.config.weights import for_model, pull_hint
-    option = registry.spec(filt).model.flag
-    row = for_model(model)
-    fix = f"{pull_hint(row)}, or pass {option} FILE" if row else f"pass {option} FILE"
+    from curate.config.weights import for_model, missing_fix
+    fix = missing_fix(for_model(model), registry.spec(filt).model.flag)
     return (f"filter '{filt}' needs weights: {fix} (or --allow-random-weights for demos and "
             f"tests only)")
 

@@ -209,6 +209,14 @@ def size_of(path: str | os.PathLike) -> int:
     return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+def missing_fix(w: Weight | None, option: str | None = None) -> str:
+    """What fixes a missing weight: pull it (or the manual step), or name a file with the option."""
+    option = option or (w.option if w is not None else None)
+    if w is None:
+        return f"pass {option} FILE"
+    return f"{pull_hint(w)}, or pass {option} FILE" if option else pull_hint(w)
+
+
 def pull_hint(w: Weight) -> str:
     """The one line that puts ``w`` in the cache."""
     if w.kind == "manual":

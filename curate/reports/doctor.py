@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.config.weights import (WEIGHTS, Weight, for_model, in_cache, offline,
+from curate.config.weights import (WEIGHTS, Weight, for_model, in_cache, missing_fix, offline,
                                    open_clip_cached, pull_hint, read_record)
 
 OK, MISSING, WARNING = "ok", "missing", "warning"
@@ -242,7 +242,7 @@ def weight_row(w: Weight, essential: bool = True) -> Row:
                    ": fetched on first use"), pull_hint(w), essential and offline())
     path = in_cache(w)
     if path is None:
-        return Row(check, MISSING, f"not in the cache ({w.licence})", pull_hint(w), essential)
+        return Row(check, MISSING, f"not in the cache ({w.licence})", missing_fix(w), essential)
     rec = read_record(w)
     if not rec:
         return Row(check, WARNING, f"{path}: no pull record (unchecked)",

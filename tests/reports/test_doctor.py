@@ -57,7 +57,8 @@ def test_paper_recipe_lists_missing_weights_with_their_fix():
     code, rep = _doctor("avsync15")
     assert code == 1 and rep["ok"] is False
     ib = _row(rep, "weights imagebind-huge")
-    assert (ib["status"], ib["essential"], ib["fix"]) == ("missing", True, "curate models pull imagebind-huge")
+    assert (ib["status"], ib["essential"], ib["fix"]) == (
+        "missing", True, "curate models pull imagebind-huge, or pass --imagebind-checkpoint FILE")
     sync = _row(rep, "weights avsync-classifier")
     assert sync["status"] == "missing" and "drive.google.com" in sync["fix"]
     # the same recipe with its weights named by options can run
