@@ -46,6 +46,16 @@ class CutError(RuntimeError):
     """ffmpeg could not cut the clip; the message carries the tail of ffmpeg's stderr."""
 
 
+class RepairRefused(CutError):
+    """The shifted audio would reach past the source's start or end: no repair (the message
+    says by how much)."""
+
+
+#: a shifted audio span may reach this far past the source's edges (s): a rounding of its
+#: clock, never a missing stretch of sound
+EDGE_SLACK_S = 1e-3
+
+
 def _even(x: float) -> int:
     """Largest even integer <= x (>= 2): yuv420p needs even sizes, and the cap must hold."""
     return max(2, int(x + 1e-6) // 2 * 2)
@@ -61,17 +71,28 @@ def output_size(width: int, height: int, max_short_side: int | None) -> tuple[in
     return _even(width * scale), _even(height * scale)
 
 
+def _seek_input(src: Path, t: float) -> list[str]:
+    """``src`` opened at ``t`` on its own clock, sample- and frame-exact."""
+    return ["-accurate_seek", "-seek_timestamp", "1", "-ss", f"{t:.6f}", "-i", str(src)]
+
+
 def ffmpeg_command(src: Path, dst: Path, start: float, end: float, size: tuple[int, int] | None,
-                   quality: dict | None = None) -> list[str]:
+                   quality: dict | None = None, audio_shift: float = 0.0) -> list[str]:
     """The argument list of one cut of [start, end) on ``src``'s own clock, ``start`` a frame
-    instant (no shell involved). ``size`` None keeps the source's size."""
+    instant (no shell involved). ``size`` None keeps the source's size. ``audio_shift`` (s,
+    whole microseconds): the audio comes from ``audio_shift`` later in the source (a second
+    opening of it), so the clip's audio at t is the source's at t + audio_shift."""
     q = quality or CUT_QUALITY
     t0 = math.floor(start * 1e6) / 1e6      # never after the frame: ffmpeg keeps it
     vf = ["-vf", f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1"] if size else []
+    audio = (["-map", "0:a:0?"] if not audio_shift else
+             # each input's timestamps start at its own seek point: both streams start at 0
+             ["-map", "1:a:0"])
+    shifted = _seek_input(src, round(t0 + audio_shift, 6)) if audio_shift else []
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-accurate_seek", "-seek_timestamp", "1", "-ss", f"{t0:.6f}", "-i", str(src),
-        "-t", f"{end - t0:.6f}", "-map", "0:v:0", "-map", "0:a:0?",
+        *_seek_input(src, t0), *shifted,
+        "-t", f"{end - t0:.6f}", "-map", "0:v:0", *audio,
         *vf, "-filter_threads", "1", "-fps_mode", "passthrough", "-enc_time_base:v", "-1",
         *encode_args(q["crf"], q["preset"], q["audio_bitrate"]),
         "-movflags", "+faststart", "-f", "mp4", str(dst),
@@ -85,17 +106,35 @@ def _check_args(src: Path, start: float, end: float) -> None:
         raise CutError(f"invalid clip interval [{start}, {end})")
 
 
+def check_shift_span(t0: float, t1: float, shift: float, file_start: float, file_end: float,
+                     offset: float = 0.0) -> None:
+    """RepairRefused when the audio of ``[t0, t1)`` moved by ``shift`` (file clock) would
+    reach past the source's start or end: the repaired clip would run out of sound."""
+    a, b = t0 + shift, t1 + shift
+    if a < file_start - EDGE_SLACK_S:
+        raise RepairRefused(f"repair refused: the audio would start {file_start - a:.3f} s before "
+                            f"the source's start (shift {shift * 1000:+.1f} ms)")
+    if b > file_end + EDGE_SLACK_S:
+        raise RepairRefused(f"repair refused: the audio would run {b - file_end:.3f} s past the "
+                            f"source's end at {file_end - offset:.3f} s (shift {shift * 1000:+.1f} ms)")
+
+
 def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float,
              max_short_side: int | None = None, timeout: float = 600.0, offset: float = 0.0,
-             quality: dict | None = None, scale: bool = True) -> dict:
+             quality: dict | None = None, scale: bool = True, audio_shift: float = 0.0) -> dict:
     """Cut ``[start, end)`` into ``dst`` on frame instants, both streams at the same instant.
 
     Times are seconds relative to ``offset`` on ``src``'s clock (a download's ``seg_start``).
+    ``audio_shift`` (s; rounded to whole microseconds): a repair, the clip's audio at t is
+    the source's at t + audio_shift (``curate.selection.repair``: positive undoes late
+    audio); RepairRefused when the source holds no audio there.
     Returns the probe of the written clip (``decoding.media.probe``: duration, width, height,
     fps, has_audio, ...) plus ``path``, ``bytes``, ``cut_start`` / ``cut_end`` (the frame
-    instants actually cut, relative to ``offset`` like ``start``) and ``av_offset_ms`` (read
-    back from the clip). Raises CutError on any failure; the destination is then left untouched.
+    instants actually cut, relative to ``offset`` like ``start``), ``av_offset_ms`` (read
+    back from the clip) and ``av_shift_ms`` (the shift applied). Raises CutError on any
+    failure; the destination is then left untouched.
     """
+    audio_shift = round(float(audio_shift), 6)
     src, dst = Path(src), Path(dst)
     _check_args(src, start, end)
     try:
@@ -110,12 +149,14 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
         t0, t1 = frame_instants(src, start + offset, end + offset)
     except DecodeError as e:
         raise CutError(str(e)) from e
+    if audio_shift:
+        check_shift_span(t0, t1, audio_shift, info.get("start_time") or 0.0, file_end, offset)
     # the display size: ffmpeg rotates the input upright (autorotate) before the scale
     # filter, and scaling coded pixels to the display size squares non-square pixels
     size = output_size(info.get("display_width") or info["width"],
                        info.get("display_height") or info["height"], max_short_side) if scale else None
     with scratch_path(dst) as tmp:
-        _ffmpeg(ffmpeg_command(src, tmp, t0, t1, size, quality), timeout)
+        _ffmpeg(ffmpeg_command(src, tmp, t0, t1, size, quality, audio_shift), timeout)
         try:
             out = probe(tmp)
             offset_ms = av_offset_ms(tmp)
@@ -126,7 +167,7 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
         # the segment ended early: keep the clip, but say so (callers see the duration)
         log.warning("%s: clip is %.3f s, asked for %.3f s", dst.name, out["duration"], want)
     return {**out, "path": str(dst), "bytes": dst.stat().st_size, "cut_start": t0 - offset,
-            "cut_end": t1 - offset, "av_offset_ms": offset_ms}
+            "cut_end": t1 - offset, "av_offset_ms": offset_ms, "av_shift_ms": audio_shift * 1000.0}
 
 
 def _ffmpeg(cmd: list[str], timeout: float) -> None:

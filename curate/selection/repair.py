@@ -1,0 +1,89 @@
+"""Repair instead of drop: when may a clip's audio be shifted back onto its picture.
+
+A clip is repaired only when two independent models agree that its audio is off by one
+constant, non-zero amount: Synchformer (the certify stage's offsets of the clip's first and
+last 4.8-s contexts) and the paper's classifier (its argmax over its candidate shifts, per
+window of the clip). Everything here is pure: it reads stored offsets and decides; the shard
+stage cuts (``curate.ops.cut``), rescores and keeps the repaired clip only when the rescore
+finds offset 0.
+
+Sign convention (one for the whole repair, that of ``curate.demo.synth``): a *delay* d > 0
+means the audio is late, the sound of the picture at time t is heard at t + d. The repaired
+clip's audio at clip time t is the source's audio at t + d (``av_shift_ms`` = 1000 d).
+Both models' offsets follow the authors' transforms of Synchformer (``filters.synchformer``:
+positive = the audio runs ahead; the paper's classifier's per-window argmax is signed the
+same way), so a delay is minus an offset (``delay_of``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+#: Synchformer's class step (``filters.synchformer.offset_grid``: 21 classes over +-2 s; not
+#: imported from there, which loads torch: selection touches no model; a test ties the two)
+SF_STEP_S = 0.2
+#: the two models agree when the paper's per-clip delay falls inside Synchformer's class
+#: (half a step each side)
+AGREE_TOL_S = SF_STEP_S / 2
+#: constant over the clip: every window's delay within this of the windows' median (half a
+#: Synchformer class: a neighbour of the paper's finer grid is still the same offset)
+CONSTANT_TOL_S = SF_STEP_S / 2
+#: the default confidence every context and every window must reach (recipe ``repair.min_prob``)
+MIN_PROB = 0.5
+
+
+@dataclass(frozen=True)
+class RepairDecision:
+    """``delay_s``: the audio delay to undo (None: no repair); ``reason``: why, in words."""
+    delay_s: float | None
+    reason: str
+
+    @property
+    def repair(self) -> bool:
+        return self.delay_s is not None
+
+
+def delay_of(offset_s: float | None) -> float | None:
+    """A model's offset (positive = audio ahead) as a delay (positive = audio late)."""
+    return None if offset_s is None else -float(offset_s)
+
+
+def _missing(xs: Sequence[float | None]) -> bool:
+    return not xs or any(x is None or (isinstance(x, float) and math.isnan(x)) for x in xs)
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def decide_repair(sf_delays: Sequence[float | None], sf_probs: Sequence[float | None],
+                  paper_delays: Sequence[float | None], paper_probs: Sequence[float | None],
+                  min_prob: float = MIN_PROB) -> RepairDecision:
+    """Whether to repair a clip, from Synchformer's delay per context and the paper's
+    classifier's delay per window (both as delays: ``delay_of``) with their
+    probabilities. The applied delay is the paper's median (its grid is finer than
+    Synchformer's 0.2 s; the rescore of the repaired clip must then find class 0)."""
+    if _missing(sf_delays) or _missing(sf_probs):
+        return RepairDecision(None, "no Synchformer certificate")
+    if _missing(paper_delays) or _missing(paper_probs):
+        return RepairDecision(None, "no per-window offsets from the paper's classifier")
+    if min(sf_probs) < min_prob or min(paper_probs) < min_prob:
+        return RepairDecision(None, f"not confident (a probability below {min_prob:g})")
+    if max(sf_delays) - min(sf_delays) > 1e-6:
+        return RepairDecision(None, "offset not constant: Synchformer's contexts differ "
+                                    f"({min(sf_delays):+.2f} .. {max(sf_delays):+.2f} s)")
+    paper = _median(paper_delays)
+    if max(abs(d - paper) for d in paper_delays) > CONSTANT_TOL_S:
+        return RepairDecision(None, "offset not constant: the windows' offsets range "
+                                    f"{min(paper_delays):+.3f} .. {max(paper_delays):+.3f} s")
+    sf = sf_delays[0]
+    if abs(paper - sf) > AGREE_TOL_S:
+        return RepairDecision(None, f"models disagree (Synchformer {sf:+.2f} s, "
+                                    f"paper's classifier {paper:+.3f} s)")
+    if abs(sf) < AGREE_TOL_S:
+        return RepairDecision(None, "in sync (both models find offset 0)")
+    return RepairDecision(paper, f"audio {'late' if paper > 0 else 'early'} by {abs(paper):.3f} s "
+                                 "(both models agree)")

@@ -1,0 +1,72 @@
+"""Repair is safe (issue 27): the decision to shift a clip's audio, from stored offsets only.
+
+Both models must agree on one constant, non-zero delay, each above the confidence threshold;
+anything else is never repaired. Delays follow ``curate.demo.synth`` (positive = audio late);
+Synchformer's offsets (positive = audio ahead) are turned into delays by ``delay_of``.
+"""
+import pytest
+
+from curate.selection.repair import (AGREE_TOL_S, CONSTANT_TOL_S, SF_STEP_S, decide_repair,
+                                     delay_of)
+
+LATE = 0.6          # audio late by 0.6 s: Synchformer's offset -0.6 (audio behind)
+SF = [delay_of(-0.6), delay_of(-0.6)]     # first and last context
+P = [0.9, 0.8]
+
+
+def _paper(d, n=5):
+    return [d] * n, [0.9] * n
+
+
+def test_agreeing_constant_offset_is_repaired_with_the_papers_delay():
+    d, p = _paper(0.583)
+    dec = decide_repair(SF, P, d, p)
+    assert dec.repair and dec.delay_s == pytest.approx(0.583)
+    assert "late" in dec.reason
+
+
+def test_sign_synchformer_ahead_is_audio_early():
+    # Synchformer +0.4 (audio runs ahead) = delay -0.4: the paper's classifier must say early too
+    sf = [delay_of(0.4)] * 2
+    assert decide_repair(sf, P, *_paper(-0.41)).delay_s == pytest.approx(-0.41)
+    assert not decide_repair(sf, P, *_paper(+0.41)).repair
+
+
+def test_disagreeing_models_are_not_repaired():
+    dec = decide_repair(SF, P, *_paper(LATE + AGREE_TOL_S + 0.01))
+    assert not dec.repair and "disagree" in dec.reason
+    assert not decide_repair(SF, P, *_paper(-LATE)).repair
+
+
+def test_offset_not_constant_over_windows_is_not_repaired():
+    d, p = _paper(LATE)
+    d[2] = LATE + CONSTANT_TOL_S + 0.02
+    dec = decide_repair(SF, P, d, p)
+    assert not dec.repair and "not constant" in dec.reason
+
+
+def test_offset_not_constant_over_contexts_is_not_repaired():
+    sf = [delay_of(-0.6), delay_of(-0.4)]
+    dec = decide_repair(sf, P, *_paper(0.5))
+    assert not dec.repair and "not constant" in dec.reason
+
+
+def test_low_confidence_is_not_repaired():
+    d, p = _paper(LATE)
+    p[0] = 0.49
+    assert not decide_repair(SF, P, d, p, min_prob=0.5).repair
+    assert not decide_repair(SF, [0.9, 0.3], *_paper(LATE), min_prob=0.5).repair
+    assert decide_repair(SF, P, d, p, min_prob=0.4).repair
+
+
+def test_in_sync_and_missing_are_not_repaired():
+    assert "in sync" in decide_repair([0.0, 0.0], P, *_paper(0.05)).reason
+    assert "no Synchformer" in decide_repair([None, None], [None, None], *_paper(LATE)).reason
+    assert "paper's classifier" in decide_repair(SF, P, [], []).reason
+    assert not decide_repair(SF, P, [LATE, float("nan")], [0.9, 0.9]).repair
+
+
+def test_step_is_synchformers_grid():
+    from filters.synchformer import offset_grid
+    g = offset_grid()
+    assert SF_STEP_S == pytest.approx(float(g[1] - g[0]), abs=1e-6)
