@@ -237,10 +237,13 @@ def certify_media(model, frames: np.ndarray, wave: np.ndarray, device: str = "cp
 
 
 def certify_clip(model, src, start: float, end: float, seg_end: float, offset: float = 0.0,
-                 device: str = "cpu") -> tuple[dict, str | None]:
+                 device: str = "cpu", audio_shift: float = 0.0) -> tuple[dict, str | None]:
     """(certificate columns, note) of the clip [start, end) of a segment of ``seg_end`` s whose
     time 0 lies at ``offset`` on ``src``'s clock. A short clip is measured on 4.8 s centred on
-    it (its one context counts as first and last)."""
+    it (its one context counts as first and last). ``audio_shift`` (s): the audio heard at t
+    is the source's at t + audio_shift (a repaired clip, ``curate.selection.repair``)."""
     a, b, note = context_span(start, end, seg_end)
     frames, wave = decode_context_media(src, a, b, offset)
+    if audio_shift:
+        _, wave = decode_context_media(src, a + audio_shift, b + audio_shift, offset)
     return certify_media(model, frames, wave, device), note

@@ -33,8 +33,14 @@ _status = [pa.field("status", _s), pa.field("error", _s)]
 #: filled by the shard stage: the frame instants actually cut (relative to the segment, like
 #: start/end; the name keeps the list's times) and the clip's first audio sample time minus
 #: its first video frame time, read back from the written clip (ms)
-CUT_COLUMNS = ("cut_start", "cut_end", "av_offset_ms")
-_CUT = [pa.field(c, _f) for c in CUT_COLUMNS]
+#: a repair (``curate.selection.repair``, recipe ``repair``): ``av_shift_ms`` the audio shift the
+#: cut applied (the clip's audio at t is the source's at t + shift; positive = the source's
+#: audio was late; 0 = none), ``repaired`` whether the clip shipped repaired (its rescore
+#: found offset 0), ``repair_note`` why a repair was made, refused or rejected (None: repair off)
+REPAIR_COLUMNS = ("av_shift_ms", "repaired", "repair_note")
+CUT_COLUMNS = ("cut_start", "cut_end", "av_offset_ms", *REPAIR_COLUMNS)
+_CUT_TYPES = {"repaired": _b, "repair_note": _s}
+_CUT = [pa.field(c, _CUT_TYPES.get(c, _f)) for c in CUT_COLUMNS]
 #: filled by the certify stage (``filters/synchformer.py``: Synchformer on the merged clip's
 #: first and last 4.8-s contexts): signed offset (s), its probability and the probability of
 #: offset 0 for each, DeSync (mean |offset|, av-benchmark), and a note (a centred context, or

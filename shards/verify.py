@@ -18,7 +18,9 @@ exits non-zero when ``report["ok"]`` is False.
 in exactly one shard of the ``shards`` manifest and nothing else is; every listed shard has
 its tar, index and stats and passes ``verify_shard``; each sample's byte range in its tar
 hashes to the manifest's sha256; ``shards/`` holds no extra files and no temp files from an
-interrupted write (nor do ``media/clips`` and ``manifests``). A run killed while writing
+interrupted write (nor do ``media/clips`` and ``manifests``); a repaired clip's audio
+(``repaired``) is its source's at the recorded ``av_shift_ms`` within one audio sample
+(``decoding.align``). A run killed while writing
 tars therefore fails (the manifest, written last, is missing, or shards are missing),
 instead of "4 shards, 4 ok". ``verify_path`` picks one or the other for ``curate verify``.
 """
@@ -310,6 +312,64 @@ def _manifest_offsets(path: Path) -> list[str]:
                     f"{MAX_AV_OFFSET_MS:g} ms", bad)] if bad else []
 
 
+def _repaired_rows(man: Path) -> list[dict[str, Any]]:
+    """Selected ok rows of repaired clips, with their source file and segment start."""
+    cols = ["key", "status", "source_id", "cut_start", "cut_end", "av_shift_ms", "repaired"]
+    sel, dl = man / "selected.parquet", man / "downloads.parquet"
+    try:
+        if "repaired" not in pq.read_schema(sel).names:
+            return []        # a manifest from before repairs existed
+        rows = [r for r in _read_manifest_rows(sel, cols) if r["status"] == "ok" and r["repaired"]]
+        if not rows:
+            return []
+        src = {d["source_id"]: d for d in _read_manifest_rows(dl, ["source_id", "status", "path", "seg_start"])
+               if d["status"] == "ok"}
+    except Exception:  # noqa: BLE001 - unreadable: reported by the membership check
+        return []
+    return [{**r, "src": src.get(r["source_id"], {}).get("path"),
+             "seg_start": src.get(r["source_id"], {}).get("seg_start") or 0.0} for r in rows]
+
+
+def _repair_problem(row: dict[str, Any], clip: bytes) -> str | None:
+    """Why a repaired clip's audio is not its source's at the recorded shift (within one
+    sample), else None."""
+    from decoding.align import MIN_CORRELATION, shifted_audio_lag
+    key, shift = row["key"], row["av_shift_ms"]
+    if not row["src"] or not Path(row["src"]).is_file():
+        return f"{key}: source {row['src']} missing (its repair cannot be checked)"
+    try:
+        lag, corr, rate = shifted_audio_lag(clip, row["src"], row["cut_start"], row["cut_end"],
+                                            shift / 1000.0, row["seg_start"])
+    except (DecodeError, ValueError) as e:
+        return f"{key}: repair not checkable ({e})"
+    if corr < MIN_CORRELATION:
+        return f"{key}: audio does not match its source at the recorded shift {shift:+.1f} ms"
+    if abs(lag) > 1:
+        return (f"{key}: audio is {lag} samples ({lag / rate * 1000:+.2f} ms) off its source at "
+                f"the recorded shift {shift:+.1f} ms")
+    return None
+
+
+def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]]) -> list[str]:
+    """Each repaired clip in a shard against its source at the recorded shift."""
+    where = {r["key"]: r["shard"] for r in shard_rows}
+    bad = []
+    for row in _repaired_rows(man):
+        tar = sd / str(where.get(row["key"], ""))
+        if row["key"] not in where or not tar.is_file():
+            continue         # reported by the membership check
+        try:
+            with tarfile.open(tar) as t:
+                clip = t.extractfile(f"{row['key']}.mp4").read()
+        except (tarfile.TarError, KeyError, AttributeError, OSError) as e:
+            bad.append(f"{row['key']}: clip unreadable in {tar.name} ({e})")
+            continue
+        why = _repair_problem(row, clip)
+        if why:
+            bad.append(why)
+    return [_listed("repaired clips whose audio is not their source's at the recorded shift", bad)] if bad else []
+
+
 def _membership(selected: list[dict[str, Any]], shard_rows: list[dict[str, Any]]) -> list[str]:
     """Every selected ok key in exactly one shard row; no shard row without a selected ok key."""
     problems = []
@@ -410,6 +470,7 @@ def verify_run(out: str | os.PathLike) -> dict[str, Any]:
     problems += _manifest_offsets(man / "selected.parquet")
     if sd.is_dir():
         problems += _check_listed_shards(sd, shard_rows, shards)
+        problems += _repairs(sd, man, shard_rows)
         extra = _extra_files(sd, {str(r["shard"])[:-4] for r in shard_rows})
         if extra:
             problems.append(_listed("files in shards/ not in the shards manifest", extra))

@@ -165,7 +165,9 @@ def make_meta(selected: Mapping[str, Any], source: Mapping[str, Any] | None = No
         "clip_start": float(selected["start"]), "clip_end": float(selected["end"]),
         # the frame instants actually cut (relative to the segment) and the clip's measured
         # first-audio-sample minus first-video-frame time (ms); the name keeps the list's times
-        **{c: selected.get(c) for c in ("cut_start", "cut_end", "av_offset_ms")},
+        # and a repair's audio shift (ms, positive = the source's audio was late), whether it
+        # shipped repaired, and why (None: repair off)
+        **{c: selected.get(c) for c in schemas.CUT_COLUMNS},
         "class_name": selected["class_name"], "split": selected["split"],
         "source_id": selected.get("source_id"), "clip_id": selected.get("clip_id"),
         "url": source.get("url"), "label": source.get("label"),

@@ -9,6 +9,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from curate.selection.repair import MIN_PROB as REPAIR_MIN_PROB
 from manifests import bounded
 
 WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "shard"]
@@ -44,6 +45,10 @@ _BASE: dict[str, Any] = {
     "merge": {"min_len": 2.0},
     # clip-level gate on Synchformer's DeSync (certify stage): None = off (the paper's recipes)
     "desync": {"max": None},
+    # repair instead of drop (curate.selection.repair): a selected clip whose two models agree
+    # on one constant, non-zero offset above min_prob is cut with its audio shifted back and
+    # ships only if Synchformer's rescore finds offset 0. Off in the paper's recipes.
+    "repair": {"enabled": False, "min_prob": REPAIR_MIN_PROB},
     "select": {"per_class": None, "test_per_class": None, "balanced_test": False, "seed": 0},
     "shards": {"max_count": 1000, "max_bytes": 1 << 30, "max_short_side": 720},
     "models": {"clip_model": "ViT-B-32", "clip_pretrained": "openai"},
@@ -65,6 +70,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # VGGSS: the 149 classes of the preliminary curation, same filters, no balancing.
     "vggss": {"name": "vggss", "classes": "vggss", "source_format": "vggsound",
               "download": {"rendition": "small"}},
+    # VGGSS with constant offsets repaired instead of dropped (needs --synchformer-checkpoint:
+    # without a certificate nothing is repaired)
+    "vggss-repaired": {"name": "vggss-repaired", "classes": "vggss", "source_format": "vggsound",
+                       "download": {"rendition": "small"}, "repair": {"enabled": True}},
     # Landscape (seeds 004/001): high-resolution sources, non-overlapping 10-s clips, no
     # sync/alignment gating unless asked; TPoS balanced the test split per class (seed 000).
     "landscape": {

@@ -106,6 +106,11 @@ def _check_args(src: Path, start: float, end: float) -> None:
         raise CutError(f"invalid clip interval [{start}, {end})")
 
 
+def shift_of(audio_shift: float) -> float:
+    """The audio shift a cut applies (s): whole microseconds, as ffmpeg's seek is given."""
+    return round(float(audio_shift), 6)
+
+
 def check_shift_span(t0: float, t1: float, shift: float, file_start: float, file_end: float,
                      offset: float = 0.0) -> None:
     """RepairRefused when the audio of ``[t0, t1)`` moved by ``shift`` (file clock) would
@@ -125,16 +130,16 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
     """Cut ``[start, end)`` into ``dst`` on frame instants, both streams at the same instant.
 
     Times are seconds relative to ``offset`` on ``src``'s clock (a download's ``seg_start``).
-    ``audio_shift`` (s; rounded to whole microseconds): a repair, the clip's audio at t is
-    the source's at t + audio_shift (``curate.selection.repair``: positive undoes late
-    audio); RepairRefused when the source holds no audio there.
+    ``audio_shift`` (s; rounded to whole microseconds, ``shift_of``): a repair, the clip's
+    audio at t is the source's at t + audio_shift (``curate.selection.repair``: positive
+    undoes late audio); RepairRefused when the source holds no audio there.
     Returns the probe of the written clip (``decoding.media.probe``: duration, width, height,
     fps, has_audio, ...) plus ``path``, ``bytes``, ``cut_start`` / ``cut_end`` (the frame
     instants actually cut, relative to ``offset`` like ``start``), ``av_offset_ms`` (read
-    back from the clip) and ``av_shift_ms`` (the shift applied). Raises CutError on any
-    failure; the destination is then left untouched.
+    back from the clip). Raises CutError on any failure; the destination is then left
+    untouched.
     """
-    audio_shift = round(float(audio_shift), 6)
+    audio_shift = shift_of(audio_shift)
     src, dst = Path(src), Path(dst)
     _check_args(src, start, end)
     try:
@@ -167,7 +172,7 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: 
         # the segment ended early: keep the clip, but say so (callers see the duration)
         log.warning("%s: clip is %.3f s, asked for %.3f s", dst.name, out["duration"], want)
     return {**out, "path": str(dst), "bytes": dst.stat().st_size, "cut_start": t0 - offset,
-            "cut_end": t1 - offset, "av_offset_ms": offset_ms, "av_shift_ms": audio_shift * 1000.0}
+            "cut_end": t1 - offset, "av_offset_ms": offset_ms}
 
 
 def _ffmpeg(cmd: list[str], timeout: float) -> None:

@@ -35,7 +35,8 @@ def _factory(checkpoint: str):
 
     def fn(item: dict) -> dict:
         cert, note = certify_clip(model, item["src"], item["start"], item["end"], item["seg_end"],
-                                  offset=item["offset"], device=device)
+                                  offset=item["offset"], device=device,
+                                  audio_shift=item.get("audio_shift") or 0.0)
         return {"certs": [{"clip_id": item["key"], **cert, schemas.CERT_NOTE: note,
                            "status": schemas.STATUS_OK, "error": None}]}
     return fn
@@ -52,6 +53,30 @@ def certify_spec(run: dict[str, Any]) -> StageSpec:
     return StageSpec("certify", functools.partial(_factory, ckpt), _error, stateful=True,
                      params={"weights": _file_ident(ckpt) if ckpt else None, "convention": "authors"},
                      **spec_kw(run, "certify"))
+
+
+def rescore_spec(run: dict[str, Any]) -> StageSpec:
+    """Synchformer on repaired clips (``curate.stagekit.repair``): the certificate's model, its
+    own checkpoint folder."""
+    import dataclasses
+    return dataclasses.replace(certify_spec(run), name="rescore", **spec_kw(run, "rescore"))
+
+
+def rescore_items(out: str | Path, cuts: dict[str, dict], selected: dict[str, dict]) -> list[dict]:
+    """One item per repaired cut (keyed by its sample key): the frames it was cut on and its
+    source's audio at the applied shift, which is the repaired clip's audio to the sample
+    (``curate verify`` checks it); a clip shorter than a context is measured, as its
+    certificate was, on 4.8 s of its segment centred on it."""
+    downloads = {d["source_id"]: d for d in ok_downloads(out)}
+    items = []
+    for key, c in cuts.items():
+        d = downloads[selected[key]["source_id"]]
+        offset, seg_end = d.get("seg_start") or 0.0, float(d.get("duration") or c["cut_end"])
+        item = {"start": c["cut_start"], "end": c["cut_end"], "offset": offset, "seg_end": seg_end,
+                "audio_shift": c["av_shift_ms"] / 1000.0}
+        items.append({"key": key, "src": d["path"], **item,
+                      "inputs": {"src": file_id(d["path"], out), **item}})
+    return items
 
 
 def certify_items(out: str | Path, clips: list[dict]) -> list[dict]:

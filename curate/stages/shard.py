@@ -11,6 +11,7 @@ from manifests.classes import class_order
 from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec
 from curate.execution.checkpoints import fingerprint, run_stage
+from curate.stagekit import repair
 from curate.stagekit.declare import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
 from curate.stages.download import run_encoder_settings, stage_fetch_full, two_pass
 from curate.stagekit.inputs import file_id, ok_downloads, rel_path
@@ -19,12 +20,18 @@ from curate.stagekit.inputs import file_id, ok_downloads, rel_path
 # ----------------------------------------------------------------------------- shard
 
 def _cut_factory(cap: int | None):
-    from curate.ops.cut import cut_clip
+    from curate.ops.cut import RepairRefused, cut_clip, shift_of
 
     def fn(item: dict) -> dict:
         # clip times are relative to the segment: on the file's clock they start at seg_start
-        info = cut_clip(item["src"], item["dst"], item["start"], item["end"], max_short_side=cap,
-                        offset=item.get("offset") or 0.0)
+        shift, note = shift_of(item.get("audio_shift") or 0.0), item.get("repair_note")
+        args = (item["src"], item["dst"], item["start"], item["end"])
+        kw = {"max_short_side": cap, "offset": item.get("offset") or 0.0}
+        try:
+            info = cut_clip(*args, **kw, audio_shift=shift)
+        except RepairRefused as e:      # the clip as it is; the reason recorded
+            info, shift, note = cut_clip(*args, **kw), 0.0, str(e)
+        info = {**info, "av_shift_ms": shift * 1000.0, "repaired": bool(shift), "repair_note": note}
         return {"cuts": [{"key": item["key"], "path": item["dst"], "status": schemas.STATUS_OK,
                           "error": None, "duration": info.get("duration"),
                           **{c: info.get(c) for c in CUT_COLUMNS}}]}
@@ -122,11 +129,14 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
     clip_dir = Path(out) / "media" / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
-    items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out) for s in selected if s["source_id"] in downloads]
+    decisions = repair.plan(out, run, selected, clips)
+    items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out, decisions.get(s["key"]))
+             for s in selected if s["source_id"] in downloads]
     items = unique_cut_items(items)   # a clip listed in train and test is cut once
     res = run_stage(out, cut_spec(run), items, executor, **run_kw(run, "cut"))
     cut_table = res.table("cuts")
     cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
+    repair.rescore(out, run, executor, cuts, selected)    # a repaired clip ships only if it rescores at 0
     for s in selected:      # no full rendition: the clip is not cut (and says why)
         if s["source_id"] in full_failed:
             cuts[s["key"]] = {"key": s["key"], "status": schemas.STATUS_FAILED, "error": full_failed[s["source_id"]]}
@@ -141,20 +151,26 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     return rows
 
 
-def _cut_item(s: dict, download: dict, clip_dir: Path, out: str | Path) -> dict:
+def _cut_item(s: dict, download: dict, clip_dir: Path, out: str | Path, decision=None) -> dict:
+    """One cut; ``decision`` (repair on): its audio shift (None: none) and why."""
     dst = str(clip_dir / f"{s['key']}.mp4")
     offset = download.get("seg_start") or 0.0
-    return {"key": s["key"], "src": download["path"], "dst": dst, "start": s["start"], "end": s["end"],
+    item = {"key": s["key"], "src": download["path"], "dst": dst, "start": s["start"], "end": s["end"],
             "offset": offset,
             "inputs": {"src": file_id(download["path"], out), "dst": rel_path(dst, out), "start": s["start"],
                        "end": s["end"], "offset": offset}}
+    if decision is not None:    # with repair off the inputs (and checkpoints) stay as they were
+        item["audio_shift"], item["repair_note"] = decision.delay_s or 0.0, decision.reason
+        item["inputs"].update(audio_shift=item["audio_shift"], repair_note=decision.reason)
+    return item
 
 
 def _fill_cut_columns(selected: list[dict], cuts: dict[str, dict]) -> None:
-    """cut_start / cut_end / av_offset_ms of each cut clip into its selected row."""
+    """The cut columns (``schemas.CUT_COLUMNS``) of each cut clip into its selected row (a
+    rejected repair's too: its note says why)."""
     for s in selected:
         c = cuts.get(s["key"] or "")
-        ok = c is not None and c["status"] == schemas.STATUS_OK
+        ok = c is not None and c["status"] in (schemas.STATUS_OK, schemas.STATUS_REJECTED)
         for col in CUT_COLUMNS:
             s[col] = c.get(col) if ok else None
 
@@ -171,10 +187,13 @@ def _record_cuts_in_clips(out: str | Path, clips: dict[str, dict], selected: lis
 
 
 def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, dict]) -> None:
-    """A clip that could not be cut stays in `selected`, failed, with the reason."""
+    """A clip that could not be cut stays in `selected`, failed, with the reason; a repaired
+    clip whose rescore did not find offset 0 stays, rejected."""
     for s in selected:
         c = cuts.get(s["key"] or "")
-        if s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
+        if s["status"] == schemas.STATUS_OK and c and c["status"] == schemas.STATUS_REJECTED:
+            s["status"], s["error"] = schemas.STATUS_REJECTED, c["error"]
+        elif s["status"] == schemas.STATUS_OK and c and c["status"] != schemas.STATUS_OK:
             s["status"], s["error"] = schemas.STATUS_FAILED, f"cut: {c['error']}"
     write_manifest(out, "selected", selected)
 

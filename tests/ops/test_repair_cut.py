@@ -49,13 +49,11 @@ def test_repaired_clip_sounds_on_its_flashes(sources, tmp_path, delay):
     src, truth = sources[delay]
     flashes = [e - CLIP[0] for e in truth["event_times"] if CLIP[0] <= e < CLIP[1] - 0.05]
     assert len(flashes) >= 5
-    broken = cut_clip(src, tmp_path / "as_is.mp4", *CLIP)
-    assert broken["av_shift_ms"] == 0.0
+    cut_clip(src, tmp_path / "as_is.mp4", *CLIP)
     # unrepaired: every sound sits `delay` away from its flash (the media are what we say)
     heard = _beeps(tmp_path / "as_is.mp4", 4.0)
     assert any(abs(h - (f + delay)) < TOL_S for f in flashes for h in heard)
     info = cut_clip(src, tmp_path / "fixed.mp4", *CLIP, audio_shift=delay)
-    assert info["av_shift_ms"] == pytest.approx(delay * 1000)
     assert abs(info["av_offset_ms"]) <= 1.0            # both streams still start together
     heard = _beeps(tmp_path / "fixed.mp4", 4.0)
     assert len(heard) == len(flashes)

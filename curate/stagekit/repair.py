@@ -1,0 +1,99 @@
+"""What the shard stage does for a repair (recipe ``repair``, ``curate.selection.repair``).
+
+Before the cut: each selected clip's decision from what is stored (the certify stage's
+Synchformer offsets in the clips manifest, the paper's classifier's argmax offset of each of
+the clip's windows in the windows manifest). After the cut: the repaired clip is rescored
+with Synchformer (``curate.stages.certify.rescore_spec``, the same model as the certificate)
+and kept only when every context finds offset 0.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from manifests import schemas
+from curate.selection.repair import MIN_PROB, RepairDecision, decide_repair, delay_of
+
+log = logging.getLogger(__name__)
+
+#: the paper's classifier's per-window argmax offset and its probability (``filters.sync``;
+#: Synchformer's sign); a windows manifest without them gives no repair
+PAPER_COLUMNS = ("sync_offset_s", "sync_offset_p")
+
+
+def repair_options(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe's repair options when repair is on, else None."""
+    opts = run["recipe"].get("repair") or {}
+    return opts if opts.get("enabled") else None
+
+
+def window_offsets(out: str | Path) -> dict[str, list[tuple[float, float, float | None, float | None]]]:
+    """Per source: (start, end, offset s, probability) of each ok window; empty when the
+    windows manifest does not carry the classifier's offsets."""
+    from manifests.columns import read_columns
+    if not schemas.has_manifest(out, "windows") or not set(PAPER_COLUMNS) <= set(schemas.WINDOWS.names):
+        return {}
+    t = read_columns(out, "windows", ["source_id", "start", "end", "status", *PAPER_COLUMNS])
+    by_source: dict[str, list] = {}
+    for r in t.to_pylist():
+        if r["status"] == schemas.STATUS_OK:
+            by_source.setdefault(r["source_id"], []).append(
+                (r["start"], r["end"], r[PAPER_COLUMNS[0]], r[PAPER_COLUMNS[1]]))
+    return by_source
+
+
+def decide(clip: dict | None, windows: list[tuple], min_prob: float) -> RepairDecision:
+    """A clip's decision: its Synchformer contexts and the windows lying inside it."""
+    clip = clip or {}
+    sf = [clip.get("sf_offset_first"), clip.get("sf_offset_last")]
+    sf_p = [clip.get("sf_prob_first"), clip.get("sf_prob_last")]
+    inside = [w for w in windows
+              if clip.get("start") is not None and w[0] >= clip["start"] - 1e-6 and w[1] <= clip["end"] + 1e-6]
+    return decide_repair([delay_of(o) for o in sf], sf_p, [delay_of(w[2]) for w in inside],
+                         [w[3] for w in inside], min_prob)
+
+
+def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
+         clips: dict[str, dict]) -> dict[str, RepairDecision]:
+    """Each selected clip's decision (keyed by its ``key``); empty with repair off."""
+    opts = repair_options(run)
+    if opts is None:
+        return {}
+    offsets = window_offsets(out)
+    min_prob = float(opts.get("min_prob", MIN_PROB))
+    return {s["key"]: decide(clips.get(s["clip_id"]), offsets.get(s["source_id"], []), min_prob)
+            for s in selected}
+
+
+def rescore_verdict(cert: dict | None) -> str | None:
+    """None when the repaired clip's rescore finds offset 0 in every context, else why not."""
+    if cert is None or cert.get("status") != schemas.STATUS_OK:
+        return f"repair: rescore failed ({(cert or {}).get('error') or 'not run'})"
+    offsets = [cert.get("sf_offset_first"), cert.get("sf_offset_last")]
+    if any(o is None or abs(o) > 1e-6 for o in offsets):
+        return "repair: the rescore of the repaired clip finds offsets " + \
+               ", ".join(f"{o:+.1f} s" if o is not None else "none" for o in offsets)
+    return None
+
+
+def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, dict],
+            selected: list[dict]) -> None:
+    """Rescore every repaired cut (``repaired`` True) with Synchformer; one whose rescore
+    does not find offset 0 is rejected (status and note say so), the others say it passed."""
+    from curate.execution.checkpoints import run_stage
+    from curate.stagekit.declare import run_kw
+    from curate.stages.certify import rescore_items, rescore_spec
+    todo = {k: c for k, c in cuts.items() if c.get("status") == schemas.STATUS_OK and c.get("repaired")}
+    if not todo:
+        return
+    res = run_stage(out, rescore_spec(run), rescore_items(out, todo, {r["key"]: r for r in selected}), executor, **run_kw(run, "rescore"))
+    table = res.table("certs")
+    certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
+    for k, c in todo.items():
+        why = rescore_verdict(certs.get(k))
+        if why:
+            c.update(status=schemas.STATUS_REJECTED, error=why, repaired=False,
+                     repair_note=f"{c.get('repair_note')}; {why}")
+        else:
+            c["repair_note"] = f"{c.get('repair_note')}; rescore offset 0"

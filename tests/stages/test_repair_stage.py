@@ -1,0 +1,162 @@
+"""Repair in the shard stage (issue 27): a selected clip whose models agree on a constant,
+non-zero offset is cut with its audio shifted back, rescored with Synchformer, shipped only
+when the rescore finds offset 0, recorded in the manifests and sample JSON, and verified
+against its source at the recorded shift.
+
+The media are generated with a known delay (audio 0.6 s late). The certificate columns are
+written as the certify stage writes them; the paper's classifier's per-window offsets come
+from a stub (``window_offsets``) until the score stage writes them; the rescore runs the
+real certify path with a small Synchformer whose head is biased to one class (a stub
+offset source: the decision it feeds is what is under test).
+"""
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from curate.config.recipes import get_recipe
+from curate.config.run_state import new_run
+from curate.demo.synth import make_event_video
+from curate.execution.local import LocalExecutor
+from curate.stagekit import repair
+from curate.stages.shard import stage_shard
+from filters.synchformer import offset_grid
+from filters.synchformer_model import Synchformer, SynchformerConfig, save_synchformer
+from manifests.schemas import read_rows, write_manifest
+from shards.verify import verify_run
+from shards.writer import key_from_name
+
+DELAY = 0.6          # audio late (synth's sign); Synchformer reads offset -0.6
+EVENTS = [0.35, 1.1, 1.7, 2.55, 3.05, 3.95, 4.3, 5.2, 5.9, 6.45, 7.4, 8.05, 8.7, 9.6]
+# clip: (source, start, end, the paper's per-window offsets over it)
+CLIPS = {"fix": ("aaaaaaaaaaa", 1.0, 5.0, [-0.6] * 5),           # agree, constant: repaired
+         "end": ("aaaaaaaaaaa", 5.5, 9.5, [-0.6] * 5),           # would run out of audio
+         "mixed": ("bbbbbbbbbbb", 1.0, 5.0, [-0.6, -0.6, 0.0, -0.6, -0.6]),   # not constant
+         "other": ("bbbbbbbbbbb", 5.0, 9.0, [-0.2] * 5)}         # disagree with Synchformer
+
+
+def _sid(yt):
+    return f"{yt}_000000_000010"
+
+
+
+
+def _bias_head(model, offset_s: float) -> None:
+    head = [mod for name, mod in model.named_modules() if name.endswith("off_head")][0]
+    with torch.no_grad():
+        head.bias.zero_()
+        head.weight.zero_()
+        head.bias[int(abs(offset_grid() - offset_s).argmin())] = 10.0
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    src = tmp_path_factory.mktemp("repair") / "src.mp4"
+    make_event_video(src, 10.0, EVENTS, audio_offset=DELAY, seed=5)
+    return src
+
+
+def _run(tmp_path, src, rescore_offset: float, enabled: bool = True):
+    out = tmp_path / "out"
+    torch.manual_seed(0)
+    m = Synchformer(SynchformerConfig(video_dim=32, video_depth=1, video_heads=2, audio_dim=32,
+                                      audio_depth=1, audio_heads=2, dim=32, layers=1, heads=2))
+    _bias_head(m, rescore_offset)
+    save_synchformer(m, tmp_path / f"sf{rescore_offset}.pt")
+    recipe = get_recipe("demo")
+    recipe["repair"]["enabled"] = enabled
+    run = new_run(out, recipe, {"synchformer_checkpoint": str(tmp_path / f"sf{rescore_offset}.pt")})
+    yts = sorted({c[0] for c in CLIPS.values()})
+    write_manifest(out, "sources", [{"source_id": _sid(y), "ytid": y, "start": 0.0, "end": 10.0,
+                                     "class_name": "dog", "split": "train", "status": "ok"} for y in yts])
+    write_manifest(out, "downloads", [{"source_id": _sid(y), "path": str(src), "status": "ok",
+                                       "duration": 10.0, "seg_start": 0.0, "seg_end": 10.0} for y in yts])
+    clips, sel = [], []
+    for cid, (yt, a, b, _) in CLIPS.items():
+        clips.append({"clip_id": cid, "source_id": _sid(yt), "class_name": "dog", "split": "train",
+                      "start": a, "end": b, "n_windows": 5, "status": "ok",
+                      "sf_offset_first": -DELAY, "sf_prob_first": 0.9, "sf_offset_last": -DELAY,
+                      "sf_prob_last": 0.8})
+        name = f"dog/{yt}_000000_000010_{a:.1f}_{b:.1f}"
+        sel.append({"key": key_from_name(name), "name": name, "clip_id": cid, "source_id": _sid(yt),
+                    "class_name": "dog", "split": "train", "start": a, "end": b, "status": "ok"})
+    write_manifest(out, "clips", clips)
+    write_manifest(out, "selected", sel)
+    return out, run
+
+
+@pytest.fixture
+def paper_offsets(monkeypatch):
+    """The paper's classifier's per-window offsets (Synchformer's sign), 3-s windows every 0.5 s."""
+    def offsets(out):
+        got = {}
+        for yt, a, b, offs in CLIPS.values():
+            got.setdefault(_sid(yt), []).extend(
+                (a + 0.25 * i, a + 0.25 * i + 3.0, o, 0.9) for i, o in enumerate(offs))
+        return got
+    monkeypatch.setattr(repair, "window_offsets", offsets)
+
+
+def _selected(out):
+    return {r["clip_id"]: r for r in read_rows(out, "selected")}
+
+
+def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, paper_offsets):
+    out, run = _run(tmp_path, source, rescore_offset=0.0)
+    stage_shard(out, run, LocalExecutor())
+    s = _selected(out)
+    fix = s["fix"]
+    assert fix["status"] == "ok" and fix["repaired"] is True
+    assert fix["av_shift_ms"] == pytest.approx(DELAY * 1000) and "rescore offset 0" in fix["repair_note"]
+    assert s["end"]["repaired"] is False and s["end"]["av_shift_ms"] == 0.0
+    assert "repair refused" in s["end"]["repair_note"] and "source's end" in s["end"]["repair_note"]
+    assert s["mixed"]["repaired"] is False and "not constant" in s["mixed"]["repair_note"]
+    assert s["other"]["repaired"] is False and "disagree" in s["other"]["repair_note"]
+    assert all(r["status"] == "ok" for r in s.values())       # not repaired: shipped as selected
+    clips = {c["clip_id"]: c for c in read_rows(out, "clips")}
+    assert clips["fix"]["repaired"] is True and clips["fix"]["av_shift_ms"] == fix["av_shift_ms"]
+    with tarfile.open(out / "shards" / "train-000000.tar") as t:
+        meta = json.loads(t.extractfile(f"{fix['key']}.json").read())
+    assert meta["repaired"] is True and meta["av_shift_ms"] == pytest.approx(600.0)
+    rep = verify_run(out)
+    assert rep["ok"], rep["run_problems"]
+
+
+def test_verify_fails_when_the_recorded_shift_is_tampered(tmp_path, source, paper_offsets):
+    out, run = _run(tmp_path, source, rescore_offset=0.0)
+    stage_shard(out, run, LocalExecutor())
+    assert verify_run(out)["ok"]
+    path = out / "manifests" / "selected.parquet"
+    t = pq.read_table(path)
+    rows = t.to_pylist()
+    for r in rows:
+        if r["clip_id"] == "fix":
+            r["av_shift_ms"] = 640.0        # 40 ms off the shift the cut applied
+    pq.write_table(type(t).from_pylist(rows, schema=t.schema), path)
+    rep = verify_run(out)
+    assert not rep["ok"]
+    assert any("off its source at the recorded shift +640.0 ms" in p for p in rep["run_problems"])
+
+
+def test_a_repair_whose_rescore_is_not_zero_is_rejected(tmp_path, source, paper_offsets):
+    out, run = _run(tmp_path, source, rescore_offset=-0.6)
+    stage_shard(out, run, LocalExecutor())
+    s = _selected(out)
+    assert s["fix"]["status"] == "rejected" and "rescore" in s["fix"]["error"]
+    assert s["fix"]["repaired"] is False
+    keys = {r["key"] for r in read_rows(out, "shards")}
+    assert s["fix"]["key"] not in keys and s["end"]["key"] in keys
+    assert verify_run(out)["ok"]
+
+
+def test_repair_off_cuts_as_before(tmp_path, source, paper_offsets):
+    out, run = _run(tmp_path, source, rescore_offset=0.0, enabled=False)
+    stage_shard(out, run, LocalExecutor())
+    s = _selected(out)
+    assert all(r["repaired"] is False and r["av_shift_ms"] == 0.0 and r["repair_note"] is None
+               for r in s.values())
+    assert not (out / "work" / "rescore").exists()
