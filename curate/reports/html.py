@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 KNOWN_KEYS = ("out", "recipe", "funnel", "per_class", "failures", "resolutions", "hours",
               "hours_downloaded", "hours_selected", "warnings", "unfinished", "finished",
               "rejected", "skipped", "truth", "download_health", "availability", "shard_files",
-              "sync_convention", "licences", "licenses", "scores", "speech_by_class")
+              "sync_convention", "licences", "licenses", "scores", "speech_by_class", "repairs")
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}table{border-collapse:
 collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:
 #eee}td:first-child,th:first-child{text-align:left}.warn{color:#a40}figure{display:inline-block;
@@ -296,6 +296,8 @@ def _tables(stats: Mapping[str, Any]) -> list[str]:
             out.append(f"<h2>{title}</h2><p>No failures.</p>")
     if stats.get("availability"):
         out.append(_count_table("Sources by availability (ledger)", stats["availability"], "availability"))
+    if stats.get("repairs"):
+        out.append(_count_table("Repairs (selected clips)", stats["repairs"], "outcome"))
     if stats.get("speech_by_class"):
         out.append(_speech(stats["speech_by_class"]))
     if stats.get("truth"):

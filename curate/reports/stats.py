@@ -387,6 +387,30 @@ def _selected(s: _Stats, ok_downloads: pa.Table | None) -> None:
         missing = int((~_in(sel_t.column("key"), shards.column("key"))).sum())
         if missing:
             s.pending(f"shard: {missing} selected clips are in no shard yet")
+    _repairs(s)
+
+
+def repair_outcome(status: str | None, repaired: bool | None, note: str) -> str:
+    """One selected clip's repair in a few words (the note without its figures)."""
+    if status == OK and repaired:
+        return "repaired (rescore found offset 0)"
+    if status == schemas.STATUS_REJECTED and "rescore" in note:
+        return "rejected: the rescore of the repaired clip is not offset 0"
+    if note.startswith("repair refused"):
+        return "refused: the shifted audio would run past the source"
+    return "not repaired: " + note.split(" (")[0].split(":")[0]
+
+
+def _repairs(s: _Stats) -> None:
+    """With repair on (recipe ``repair``): how many selected clips shipped repaired, were
+    refused, rejected by their rescore, or not repaired and why; nothing with repair off."""
+    t = _table(s.out, "selected", ["status", "repaired", "repair_note"])
+    if t is None:
+        return
+    rows = [r for r in t.to_pylist() if r["repair_note"] is not None]
+    if rows:
+        s.st["repairs"] = dict(Counter(repair_outcome(r["status"], r["repaired"], r["repair_note"])
+                                       for r in rows).most_common())
 
 
 def _expected_stages(run: dict) -> list[str]:
@@ -519,6 +543,9 @@ def format_text(st: dict[str, Any]) -> str:
             lines.append("  " + f"{k[:28]:<28}" + "".join(f"{v.get(c, 0):>16}" for c in cols))
     if st.get("certificates"):
         lines += format_certificates(st["certificates"])
+    if st.get("repairs"):
+        lines += ["", "repairs (selected clips, recipe repair on):"] + \
+            [f"  {r:<60}{n:>7}" for r, n in st["repairs"].items()]
     if st.get("scores"):
         from curate.reports.score_summary import format_histograms
         lines += ["", "scores (windows):"] + format_histograms(st["scores"])

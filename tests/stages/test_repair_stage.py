@@ -22,6 +22,7 @@ from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.demo.synth import make_event_video
 from curate.execution.local import LocalExecutor
+from curate.reports.stats import collect, format_text
 from curate.stagekit import repair
 from curate.stages.shard import stage_shard
 from filters.synchformer import offset_grid
@@ -124,6 +125,15 @@ def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, pa
     assert meta["repaired"] is True and meta["av_shift_ms"] == pytest.approx(600.0)
     rep = verify_run(out)
     assert rep["ok"], rep["run_problems"]
+    assert (out / "work" / "rescore").is_dir()            # only the repaired clip was rescored
+    st = collect(out)
+    assert st["repairs"] == {"repaired (rescore found offset 0)": 1,
+                             "refused: the shifted audio would run past the source": 1,
+                             "not repaired: offset not constant": 1,
+                             "not repaired: models disagree": 1}
+    assert "repaired (rescore found offset 0)" in format_text(st)
+    from curate.reports.html import _tables
+    assert "Repairs (selected clips)" in "".join(_tables(st))
 
 
 def test_verify_fails_when_the_recorded_shift_is_tampered(tmp_path, source, paper_offsets):
@@ -148,6 +158,7 @@ def test_a_repair_whose_rescore_is_not_zero_is_rejected(tmp_path, source, paper_
     s = _selected(out)
     assert s["fix"]["status"] == "rejected" and "rescore" in s["fix"]["error"]
     assert s["fix"]["repaired"] is False
+    assert collect(out)["repairs"]["rejected: the rescore of the repaired clip is not offset 0"] == 1
     keys = {r["key"] for r in read_rows(out, "shards")}
     assert s["fix"]["key"] not in keys and s["end"]["key"] in keys
     assert verify_run(out)["ok"]
@@ -160,3 +171,4 @@ def test_repair_off_cuts_as_before(tmp_path, source, paper_offsets):
     assert all(r["repaired"] is False and r["av_shift_ms"] == 0.0 and r["repair_note"] is None
                for r in s.values())
     assert not (out / "work" / "rescore").exists()
+    assert "repairs" not in collect(out)
