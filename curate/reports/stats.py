@@ -390,27 +390,30 @@ def _selected(s: _Stats, ok_downloads: pa.Table | None) -> None:
     _repairs(s)
 
 
-def repair_outcome(status: str | None, repaired: bool | None, note: str) -> str:
+def repair_outcome(status: str | None, repaired: bool | None, note: str, error: str | None = None) -> str:
     """One selected clip's repair in a few words (the note without its figures)."""
     if status == OK and repaired:
         return "repaired (rescore found offset 0)"
     if status == schemas.STATUS_REJECTED and "rescore" in note:
         return "rejected: the rescore of the repaired clip is not offset 0"
+    out_of_sync = status == schemas.STATUS_REJECTED and (error or "").startswith("sync:")
     if note.startswith("repair refused"):
-        return "refused: the shifted audio would run past the source"
-    return "not repaired: " + note.split(" (")[0].split(":")[0]
+        why = "refused: the shifted audio would run past the source"
+    else:
+        why = "not repaired: " + note.split(" (")[0].split(":")[0]
+    return f"rejected (out of sync), {why}" if out_of_sync else why
 
 
 def _repairs(s: _Stats) -> None:
     """With repair on (recipe ``repair``): how many selected clips shipped repaired, were
     refused, rejected by their rescore, or not repaired and why; nothing with repair off."""
-    t = _table(s.out, "selected", ["status", "repaired", "repair_note"])
+    t = _table(s.out, "selected", ["status", "error", "repaired", "repair_note"])
     if t is None:
         return
     rows = [r for r in t.to_pylist() if r["repair_note"] is not None]
     if rows:
-        s.st["repairs"] = dict(Counter(repair_outcome(r["status"], r["repaired"], r["repair_note"])
-                                       for r in rows).most_common())
+        s.st["repairs"] = dict(Counter(repair_outcome(r["status"], r["repaired"], r["repair_note"],
+                                                      r["error"]) for r in rows).most_common())
 
 
 def _expected_stages(run: dict) -> list[str]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 #: Synchformer's class step (``filters.synchformer.offset_grid``: 21 classes over +-2 s; not
 #: imported from there, which loads torch: selection touches no model; a test ties the two)
@@ -31,6 +33,9 @@ AGREE_TOL_S = SF_STEP_S / 2
 CONSTANT_TOL_S = SF_STEP_S / 2
 #: the default confidence every context and every window must reach (recipe ``repair.min_prob``)
 MIN_PROB = 0.5
+#: the paper's classifier's per-window argmax offset and its probability (``filters.sync``;
+#: Synchformer's sign); a windows table without them gives no repair
+PAPER_COLUMNS = ("sync_offset_s", "sync_offset_p")
 
 
 @dataclass(frozen=True)
@@ -87,3 +92,22 @@ def decide_repair(sf_delays: Sequence[float | None], sf_probs: Sequence[float | 
         return RepairDecision(None, "in sync (both models find offset 0)")
     return RepairDecision(paper, f"audio {'late' if paper > 0 else 'early'} by {abs(paper):.3f} s "
                                  "(both models agree)")
+
+
+def candidate_mask(windows: Any, thresholds: Any, gate: Iterable[str], order: Sequence[str] | None,
+                   min_prob: float = MIN_PROB) -> np.ndarray:
+    """Repair candidates among a windows table's rows: rejected by the sync gate and by no
+    other gating filter, with the paper's classifier confident (``min_prob``) of a non-zero
+    offset (at least half a Synchformer class). Merged like kept windows (the decisions stay
+    as they are); a clip holding one ships only repaired (shard stage)."""
+    from curate.selection.rules import WindowMasks, _np_float, decide_masks
+    none = np.zeros(windows.num_rows, dtype=bool)
+    gate = set(gate)
+    if "sync" not in gate or not set(PAPER_COLUMNS) <= set(windows.column_names):
+        return none
+    m = WindowMasks(windows, thresholds)
+    keep, _ = decide_masks(m, gate, order)
+    but_sync, _ = decide_masks(m, gate - {"sync"}, order)
+    off, prob = _np_float(windows[PAPER_COLUMNS[0]]), _np_float(windows[PAPER_COLUMNS[1]])
+    with np.errstate(invalid="ignore"):
+        return but_sync & ~keep & (prob >= min_prob) & (np.abs(off) >= AGREE_TOL_S)

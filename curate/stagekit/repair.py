@@ -13,13 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from manifests import schemas
-from curate.selection.repair import MIN_PROB, RepairDecision, decide_repair, delay_of
+from curate.selection.repair import MIN_PROB, PAPER_COLUMNS, RepairDecision, decide_repair, delay_of
 
 log = logging.getLogger(__name__)
-
-#: the paper's classifier's per-window argmax offset and its probability (``filters.sync``;
-#: Synchformer's sign); a windows manifest without them gives no repair
-PAPER_COLUMNS = ("sync_offset_s", "sync_offset_p")
 
 
 def repair_options(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -66,6 +62,22 @@ def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
             for s in selected}
 
 
+def needs_repair(out: str | Path, selected: list[dict]) -> set[str]:
+    """Keys of the selected clips holding a window the sync gate rejected (a repair
+    candidate, ``curate.selection.repair.candidate_mask``): they ship only repaired."""
+    from manifests.columns import read_columns
+    if not (schemas.has_manifest(out, "decisions") and schemas.has_manifest(out, "windows")):
+        return set()
+    d = read_columns(out, "decisions", ["window_id", "keep", "reason"]).to_pylist()
+    off_sync = {r["window_id"] for r in d if not r["keep"] and r["reason"] == "sync"}
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for w in read_columns(out, "windows", ["window_id", "source_id", "start", "end"]).to_pylist():
+        if w["window_id"] in off_sync:
+            spans.setdefault(w["source_id"], []).append((w["start"], w["end"]))
+    return {s["key"] for s in selected
+            if any(a >= s["start"] - 1e-6 and b <= s["end"] + 1e-6 for a, b in spans.get(s["source_id"], ()))}
+
+
 def rescore_verdict(cert: dict | None) -> str | None:
     """None when the repaired clip's rescore finds offset 0 in every context, else why not."""
     if cert is None or cert.get("status") != schemas.STATUS_OK:
@@ -75,6 +87,20 @@ def rescore_verdict(cert: dict | None) -> str | None:
         return "repair: the rescore of the repaired clip finds offsets " + \
                ", ".join(f"{o:+.1f} s" if o is not None else "none" for o in offsets)
     return None
+
+
+def settle(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, dict],
+           selected: list[dict]) -> None:
+    """With repair on: rescore the repaired cuts (``rescore``), then reject every clip that
+    holds a repair candidate and did not come out repaired (it failed the sync gate)."""
+    if repair_options(run) is None:
+        return
+    rescore(out, run, executor, cuts, selected)
+    for k in needs_repair(out, selected):
+        c = cuts.get(k)
+        if c and c.get("status") == schemas.STATUS_OK and not c.get("repaired"):
+            c.update(status=schemas.STATUS_REJECTED,
+                     error=f"sync: out of sync and not repaired ({c.get('repair_note')})")
 
 
 def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, dict],

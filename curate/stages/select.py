@@ -77,6 +77,11 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
                     funnel_["needs_scoring"], out)
     shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
         if schemas.has_manifest(out, "shots") else None
+    if (recipe.get("repair") or {}).get("enabled"):     # merged too; shipped only repaired
+        from curate.selection.repair import candidate_mask
+        cand = candidate_mask(windows, th, gate, resolve(run).order, recipe["repair"]["min_prob"])
+        summary["repair_candidates"] = int(cand.sum())
+        keep = keep | cand
     return merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
 
 

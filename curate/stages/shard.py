@@ -136,7 +136,8 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     res = run_stage(out, cut_spec(run), items, executor, **run_kw(run, "cut"))
     cut_table = res.table("cuts")
     cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
-    repair.rescore(out, run, executor, cuts, selected)    # a repaired clip ships only if it rescores at 0
+    # a repaired clip ships only if it rescores at 0; an out-of-sync one only repaired
+    repair.settle(out, run, executor, cuts, selected)
     for s in selected:      # no full rendition: the clip is not cut (and says why)
         if s["source_id"] in full_failed:
             cuts[s["key"]] = {"key": s["key"], "status": schemas.STATUS_FAILED, "error": full_failed[s["source_id"]]}

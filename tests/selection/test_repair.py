@@ -70,3 +70,25 @@ def test_step_is_synchformers_grid():
     from filters.synchformer import offset_grid
     g = offset_grid()
     assert SF_STEP_S == pytest.approx(float(g[1] - g[0]), abs=1e-6)
+
+
+def _windows(rows):
+    import pyarrow as pa
+    cols = ["window_id", "status", "amplitude", "sync_a2v", "sync_v2a", "sync_offset_s", "sync_offset_p"]
+    return pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+
+
+def test_candidates_are_windows_only_the_sync_gate_rejects_with_a_confident_offset():
+    from curate.selection.repair import candidate_mask
+    th = {"amplitude": {"min": 0.1}, "sync": {"a2v_min": 0.5, "v2a_min": 0.5}}
+    gate, order = {"amplitude", "sync"}, ["amplitude", "sync"]
+    t = _windows([("kept", "ok", 0.5, 0.9, 0.9, 0.0, 0.9),          # in sync: kept, no candidate
+                  ("shifted", "ok", 0.5, 0.1, 0.2, -0.6, 0.8),      # candidate
+                  ("unsure", "ok", 0.5, 0.1, 0.2, -0.6, 0.3),       # offset not confident
+                  ("near0", "ok", 0.5, 0.1, 0.2, 0.04, 0.9),        # offset inside class 0
+                  ("quiet", "ok", 0.01, 0.1, 0.2, -0.6, 0.9),       # amplitude rejects it too
+                  ("failed", "failed", None, None, None, None, None)])
+    assert candidate_mask(t, th, gate, order, 0.5).tolist() == [False, True, False, False, False, False]
+    # no sync gate, or no offsets in the table: no candidate
+    assert not candidate_mask(t, th, {"amplitude"}, order, 0.5).any()
+    assert not candidate_mask(t.drop_columns(["sync_offset_s"]), th, gate, order, 0.5).any()

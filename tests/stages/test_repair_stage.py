@@ -38,6 +38,9 @@ CLIPS = {"fix": ("aaaaaaaaaaa", 1.0, 5.0, [-0.6] * 5),           # agree, consta
          "end": ("aaaaaaaaaaa", 5.5, 9.5, [-0.6] * 5),           # would run out of audio
          "mixed": ("bbbbbbbbbbb", 1.0, 5.0, [-0.6, -0.6, 0.0, -0.6, -0.6]),   # not constant
          "other": ("bbbbbbbbbbb", 5.0, 9.0, [-0.2] * 5)}         # disagree with Synchformer
+#: clips the select stage merged from windows the sync gate rejected (repair candidates):
+#: they ship only repaired
+CANDIDATES = {"fix", "mixed"}
 
 
 def _sid(yt):
@@ -87,6 +90,16 @@ def _run(tmp_path, src, rescore_offset: float, enabled: bool = True):
                     "class_name": "dog", "split": "train", "start": a, "end": b, "status": "ok"})
     write_manifest(out, "clips", clips)
     write_manifest(out, "selected", sel)
+    windows, decisions = [], []
+    for cid, (yt, a, b, _) in CLIPS.items():
+        for i in range(3):
+            wid = f"{cid}_w{i}"
+            windows.append({"window_id": wid, "source_id": _sid(yt), "start": a + 0.5 * i,
+                            "end": a + 0.5 * i + 3.0, "status": "ok"})
+            decisions.append({"window_id": wid, "keep": cid not in CANDIDATES,
+                              "reason": "sync" if cid in CANDIDATES else None})
+    write_manifest(out, "windows", windows)
+    write_manifest(out, "decisions", decisions)
     return out, run
 
 
@@ -117,7 +130,10 @@ def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, pa
     assert "repair refused" in s["end"]["repair_note"] and "source's end" in s["end"]["repair_note"]
     assert s["mixed"]["repaired"] is False and "not constant" in s["mixed"]["repair_note"]
     assert s["other"]["repaired"] is False and "disagree" in s["other"]["repair_note"]
-    assert all(r["status"] == "ok" for r in s.values())       # not repaired: shipped as selected
+    # not repaired: shipped as selected, unless out of sync (a repair candidate)
+    assert [s[c]["status"] for c in ("fix", "end", "other")] == ["ok"] * 3
+    assert s["mixed"]["status"] == "rejected" and s["mixed"]["error"].startswith("sync: out of sync")
+    assert s["mixed"]["key"] not in {r["key"] for r in read_rows(out, "shards")}
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")}
     assert clips["fix"]["repaired"] is True and clips["fix"]["av_shift_ms"] == fix["av_shift_ms"]
     with tarfile.open(out / "shards" / "train-000000.tar") as t:
@@ -129,7 +145,7 @@ def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, pa
     st = collect(out)
     assert st["repairs"] == {"repaired (rescore found offset 0)": 1,
                              "refused: the shifted audio would run past the source": 1,
-                             "not repaired: offset not constant": 1,
+                             "rejected (out of sync), not repaired: offset not constant": 1,
                              "not repaired: models disagree": 1}
     assert "repaired (rescore found offset 0)" in format_text(st)
     from curate.reports.html import _tables
