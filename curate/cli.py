@@ -148,6 +148,7 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
           weights: Optional[List[str]] = typer.Option(None, "--weights", help="MODEL=PATH, weights of any filter's model (e.g. sync=sync.pt)"),
           synchformer_checkpoint: Optional[str] = typer.Option(None, envvar="CURATE_SYNCHFORMER_CKPT", help="Synchformer weights (the authors' 24-01-04T16-39-21.pt or MMAudio's synchformer_state_dict.pth): certify stage"),
           allow_random_weights: bool = typer.Option(False, help="demos/tests only: random models, scored but not gating"),
+          repair: bool = typer.Option(False, "--repair", help="repair constant audio offsets instead of dropping the clips (recipe option repair; needs --synchformer-checkpoint)"),
           cookies: Optional[List[str]] = CookiesOpt,
           yt_extractor_args: Optional[List[str]] = ExtractorArgsOpt,
           js_runtime: Optional[str] = JsRuntimeOpt,
@@ -171,7 +172,8 @@ def build(recipe: str = typer.Argument(..., help="avsync15 | landscape | vggss |
                "allow_random_weights": allow_random_weights or None,
                "proxy": proxy, "ratelimit": rate_limit, "download_workers": download_workers,
                "max_requests_per_s": max_requests_per_s, "socket_timeout": socket_timeout,
-               "sync_convention": sync_convention, "synchformer_checkpoint": synchformer_checkpoint}
+               "sync_convention": sync_convention, "synchformer_checkpoint": synchformer_checkpoint,
+               "repair": repair or None}
 
     def body() -> None:
         from curate.config.models import parse_weights

@@ -79,6 +79,8 @@ def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) ->
         run["options"].update({k: v for k, v in options.items() if v is not None})
     else:
         run = {"recipe": recipe, "options": {k: v for k, v in options.items() if v is not None}}
+    if run["options"].get("repair"):      # `curate build --repair` (kept by a resume)
+        run["recipe"]["repair"] = {**(run["recipe"].get("repair") or {}), "enabled": True}
     save_run(out, run)
     return run
 

@@ -188,3 +188,13 @@ def test_repair_off_cuts_as_before(tmp_path, source, paper_offsets):
                for r in s.values())
     assert not (out / "work" / "rescore").exists()
     assert "repairs" not in collect(out)
+
+
+def test_build_repair_option_turns_the_recipe_option_on_and_a_resume_keeps_it(tmp_path):
+    assert get_recipe("vggss")["repair"]["enabled"] is False          # the paper's recipes: off
+    assert get_recipe("vggss-repaired")["repair"]["enabled"] is True
+    run = new_run(tmp_path, get_recipe("demo"), {"repair": True})
+    assert run["recipe"]["repair"] == {"enabled": True, "min_prob": 0.5}
+    again = new_run(tmp_path, get_recipe("demo"), {"repair": None})   # resumed without --repair
+    assert again["recipe"]["repair"]["enabled"] is True
+    assert new_run(tmp_path / "plain", get_recipe("demo"), {})["recipe"]["repair"]["enabled"] is False
