@@ -11,7 +11,7 @@ Sources (made once with the ffmpeg binary, cached in ``--media``; H.264 veryfast
   and drifted by a moving 1280x720 crop, temporal grain, downscaled to the height (what a
   small YouTube rendition of camera footage is), 30 fps, stereo AAC (two tones and noise);
 * ``gen``: generated frames, ``device_check.make_video`` (moving gradients, per-pixel noise:
-  a high bitrate; H.264 by PyAV's libx264), 25 fps, a mono 440-Hz tone.
+  a high bitrate; H.264 by PyAV's libx264, preset veryfast), 25 fps, a mono 440-Hz tone.
 
 Each kind at each height as a 60-s file (10-s segments cut at 0, 10 and 40 s, decoded with
 ``offset=`` as the score stage does) and a whole 10-s file (the 60-s file's first 10 s). Decoders, one thread each:
@@ -90,7 +90,7 @@ def make_real(path: Path, height: int, seconds: float, folder: Path) -> None:
 
 def make_gen(path: Path, height: int, seconds: float) -> None:
     from device_check import make_video    # numpy-drawn frames encoded by PyAV
-    make_video(path, height, seconds)
+    make_video(path, height, seconds, preset="veryfast")
 
 
 def sources(folder: Path, kinds: list[str], heights: list[int]) -> list[tuple[str, Path, float]]:
@@ -100,7 +100,8 @@ def sources(folder: Path, kinds: list[str], heights: list[int]) -> list[tuple[st
     for kind in kinds:
         for h in heights:
             for seconds in (60, 10):
-                p = folder / f"{kind}{h}_{seconds}s.mp4"
+                # "-vf": generated media encoded with preset veryfast (older caches: medium)
+                p = folder / f"{kind}{h}_{seconds}s{'-vf' if kind == 'gen' else ''}.mp4"
                 if not p.exists():
                     print(f"making {p.name}", flush=True)
                     tmp = p.with_suffix(".part.mp4")

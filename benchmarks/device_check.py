@@ -474,8 +474,11 @@ def _set_precision(sc, name: str) -> None:
 
 # ---------------------------------------------------------------- CPU decode
 
-def make_video(path: Path, height: int, seconds: float = 10.0, fps: int = 25) -> str:
-    """An H.264 (else MPEG-4) + AAC file written with PyAV (no ffmpeg binary needed)."""
+def make_video(path: Path, height: int, seconds: float = 10.0, fps: int = 25,
+               preset: str | None = None) -> str:
+    """An H.264 (else MPEG-4) + AAC file written with PyAV (no ffmpeg binary needed).
+    ``preset``: libx264's (its default, medium, when None; bench_decode passes veryfast,
+    which encodes a 60-s 720p file several times faster)."""
     import av
     import numpy as np
 
@@ -485,6 +488,8 @@ def make_video(path: Path, height: int, seconds: float = 10.0, fps: int = 25) ->
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         v = c.add_stream(codec, rate=fps)
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        if preset and codec == "libx264":
+            v.options = {"preset": preset}
         a = c.add_stream("aac", rate=44100)
         yy, xx = np.mgrid[0:height, 0:width]
         for i in range(int(seconds * fps)):

@@ -23,8 +23,11 @@ GRID_FPS = 12
 #: the version of the grid decode's values (frames, audio): part of the score fingerprint, so
 #: a decode that changes any decoded value rescores old runs once. Bump it with such a change
 #: (tests/decoding/test_grid_decode.py pins the values of each version). 2: the segment's audio
-#: alone is decoded (from a seek; older: from the file's start, resampled from there).
-GRID_DECODE = "grid-2"
+#: alone is decoded (from a seek; older: from the file's start, resampled from there). 3: frames
+#: converted in two passes through ``GRID_VIA`` (older: one pass to RGB).
+GRID_DECODE = "grid-3"
+#: the format the score grid's frames are scaled into before RGB (``Scaler``)
+GRID_VIA = "yuv422p"
 GRID_SIZE = 224
 SAMPLE_RATE = 16000
 #: a grid slot at time t shows the last source frame with pts <= t + PTS_SLACK (1 ms: absorbs
@@ -144,14 +147,42 @@ def scaled_size(width: int, height: int, sar: float, short_side: int) -> tuple[i
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
+class Scaler:
+    """Decoded frames to RGB at a given size, bilinear (swscale), one thread; one per segment:
+    its scaling contexts are built once, not per frame (the same pixels as new ones).
+
+    ``via`` None: one pass from the coded format to RGB. ``via`` a YUV format (``GRID_VIA``,
+    the score grid's): the bilinear pass scales into ``via`` (4:2:2: chroma at full height,
+    half width) and a second pass converts that to RGB without scaling. About a third of the
+    one pass's CPU (a scaled RGB output takes swscale's generic per-pixel path); the pixels
+    differ from it by about one level on average, more at sharp colour edges (the chroma is
+    rounded to 8 bits between the passes; tests/decoding/test_grid_decode.py declares the
+    tolerances). Frames whose chroma is not subsampled across (4:4:4, RGB, grey) take the
+    one pass."""
+
+    def __init__(self, via: str | None = None):
+        self.via = via
+        self._scale, self._rgb = VideoReformatter(), VideoReformatter()
+
+    def rgb(self, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+        """``frame`` as uint8 RGB ``[height, width, 3]``."""
+        # threads=1: decode runs one task per core; swscale's automatic slice threads (one
+        # per CPU) only add CPU time on frames this small, and give the same pixels
+        if self.via is None or frame.format.chroma_width(frame.width) == frame.width:
+            return self._scale.reformat(frame, width=width, height=height, format="rgb24",
+                                        threads=1).to_ndarray()
+        # the colour range and matrix tags travel on the middle frame: the second pass reads them
+        mid = self._scale.reformat(frame, width=width, height=height, format=self.via, threads=1)
+        return self._rgb.reformat(mid, format="rgb24", threads=1).to_ndarray()
+
+
 def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
-                 sar: float = 1.0, scaler: VideoReformatter | None = None) -> np.ndarray:
+                 sar: float = 1.0, scaler: Scaler | None = None) -> np.ndarray:
     """Display-correct RGB: non-square pixels stretched to the display aspect, rotation
     applied, then short side ``short_side`` and the centre crop. ``scaler``: one reused for
-    every frame of a segment (the same pixels as a new one)."""
+    every frame of a segment; None: a one-pass ``Scaler``."""
     nw, nh = scaled_size(frame.width, frame.height, sar, short_side)
-    scaler = scaler or VideoReformatter()
-    img = scaler.reformat(frame, width=nw, height=nh, format="rgb24").to_ndarray()
+    img = (scaler or Scaler()).rgb(frame, nw, nh)
     k = _quarter_turns(frame)
     if k:
         img = np.rot90(img, k)
@@ -159,7 +190,7 @@ def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
     if crop is None:
         return img
     top, left = max((nh - crop) // 2, 0), max((nw - crop) // 2, 0)
-    return np.ascontiguousarray(img[top:top + crop, left:left + crop])
+    return img[top:top + crop, left:left + crop]    # a view: the callers copy it once
 
 
 def _decoded(container, stream):
@@ -187,25 +218,38 @@ def _until_broken(frames):
 LOOKAHEAD = 17
 
 
-def _taken(pts: float | None, next_pts: float | None, slots: np.ndarray) -> bool:
+class _Clock:
+    """A stream's ticks in seconds: ``float(ticks * stream.time_base)`` computed on ints (the
+    same correctly rounded value) without building a ``Fraction`` per packet and frame."""
+
+    def __init__(self, stream):
+        tb = stream.time_base
+        self.num, self.den = tb.numerator, tb.denominator
+
+    def __call__(self, ticks: int) -> float:
+        return ticks * self.num / self.den
+
+
+def _taken(pts: float | None, next_pts: float | None, slots: list[float]) -> bool:
     """Whether a grid slot can take the frame shown from ``pts`` until ``next_pts``: slot k
     takes the last frame with pts <= ``slots[k]`` (slot time + PTS_SLACK). Unknown times:
     taken (it is decoded)."""
     if pts is None or next_pts is None:
         return True
-    i = int(np.searchsorted(slots, pts, side="left"))
+    i = bisect.bisect_left(slots, pts)
     return i < len(slots) and slots[i] < next_pts
 
 
-def _packets_taken(container, stream, slots: np.ndarray):
+def _packets_taken(container, stream, slots: list[float]):
     """``(packet, taken)`` in decode order; ``taken`` from the packet's pts and the next pts in
     display order among the packets read so far and ``LOOKAHEAD`` ahead (the last packets of
     the file, with nothing ahead, count as taken)."""
     seen: list[float] = []
     ahead: deque = deque()
+    clock = _Clock(stream)
 
     def pts_of(pk) -> float | None:
-        return None if pk.pts is None or pk.size == 0 else float(pk.pts * stream.time_base)
+        return None if pk.pts is None or pk.size == 0 else clock(pk.pts)
 
     def release(pk, end_of_file: bool):
         t = pts_of(pk)
@@ -223,7 +267,7 @@ def _packets_taken(container, stream, slots: np.ndarray):
         yield release(ahead.popleft(), True)
 
 
-def _decoded_for(container, stream, slots: np.ndarray):
+def _decoded_for(container, stream, slots: list[float]):
     """The frames of ``stream`` a grid with slot times ``slots`` (ascending) can take, and
     more: a packet whose frame no slot can take is sent with ``skip_frame = NONREF``, so the
     decoder skips it when no other frame refers to it (a reference frame is decoded: later
@@ -241,36 +285,41 @@ def _decoded_for(container, stream, slots: np.ndarray):
     return _until_broken(frames())
 
 
-def _frame_end(frame: av.VideoFrame, stream) -> float:
+def _frame_end(frame: av.VideoFrame, stream, clock: _Clock | None = None) -> float:
     """Time the frame stops being shown: its pts plus its duration (else one frame period)."""
-    t = float(frame.pts * stream.time_base)
+    clock = clock or _Clock(stream)
+    t = clock(frame.pts)
     if frame.duration:
-        return t + float(frame.duration * stream.time_base)
+        return t + clock(frame.duration)
     rate = stream.average_rate or stream.guessed_rate
     return t + (1.0 / float(rate) if rate else 0.0)
 
 
 def _decode_video(container, start: float, end: float, fps: float, short_side: int,
-                  crop: int | None, pick_lead: float = 0.0) -> tuple[np.ndarray, float]:
+                  crop: int | None, pick_lead: float = 0.0,
+                  via: str | None = None) -> tuple[np.ndarray, float]:
     """Grid slot k (time start + k/fps) takes the last frame shown at or before that time
     plus ``pick_lead``.
 
     Returns the frames and the time the last decoded frame ends (past ``end`` when the
     video covers the request; earlier when slots were filled by repeating the last frame).
-    Only the frames a slot takes are converted, each once, by one scaler for the segment."""
+    Only the frames a slot takes are converted, each once, by one ``Scaler(via)`` for the
+    segment."""
     stream = container.streams.video[0]
     sar = _sar(stream)
     # one thread: decode runs one task per core, where frame threads only add CPU time
     # (H.264 decodes to the same bits on any thread count)
     stream.thread_count = 1
     n = max(int(math.floor((end - start) * fps + 1e-6)), 0)
-    times = start + pick_lead + np.arange(n) / fps
+    # plain floats (the same values as the numpy arithmetic): compared once per frame
+    times = (start + pick_lead + np.arange(n) / fps).tolist()
     eps = PTS_SLACK
+    clock = _Clock(stream)
     out: list[np.ndarray] = []
     if start > 0:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
     last_frame, last_img = None, None
-    scaler = VideoReformatter()     # its scaling context is built once, not per frame
+    scaler = Scaler(via)
 
     def image() -> np.ndarray:
         nonlocal last_img
@@ -279,11 +328,11 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
         return last_img
 
     latest_end = -math.inf
-    for frame in _decoded_for(container, stream, times + eps):
+    for frame in _decoded_for(container, stream, [x + eps for x in times]):
         if frame.pts is None:
             continue
-        t = float(frame.pts * stream.time_base)
-        latest_end = max(latest_end, _frame_end(frame, stream))
+        t = clock(frame.pts)
+        latest_end = max(latest_end, _frame_end(frame, stream, clock))
         while len(out) < n and last_frame is not None and times[len(out)] + eps < t:
             out.append(image())
         if len(out) >= n:
@@ -291,7 +340,7 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
         last_frame, last_img = frame, None
     if last_frame is None:
         raise DecodeError("no video frames decoded")
-    video_end = max(latest_end, _frame_end(last_frame, stream))
+    video_end = max(latest_end, _frame_end(last_frame, stream, clock))
     while len(out) < n:
         out.append(image())
     if not out:
@@ -333,9 +382,10 @@ def _decode_audio(container, start: float, end: float, sample_rate: int,
     else:   # the file's start, as a fresh open reads it (a stream seek to 0 can differ)
         container.seek(0)
     native, t_first, layout = [], None, None
+    clock = _Clock(stream)
     for frame in _decoded(container, stream):
         if frame.pts is not None:
-            t = float(frame.pts * stream.time_base)
+            t = clock(frame.pts)
             t_first = t if t_first is None else t_first
             if t >= end + AUDIO_MARGIN:
                 break
@@ -461,11 +511,11 @@ def _open(src: str | Path | bytes):
 def decode_clip(src: str | Path | bytes, start: float, end: float | None, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
                 sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False,
-                pick_lead: float = 0.0) -> Grid:
+                pick_lead: float = 0.0, via: str | None = None) -> Grid:
     """Decode [start, end) of ``src`` (a path, or the bytes of a media file) onto a grid of
     ``fps`` frames and ``sample_rate`` audio; ``end`` None: the file's end. ``pick_lead``:
     each slot takes the frame shown that much after its instant (``ffmpeg_fps_lead(fps)``
-    picks as ffmpeg's ``fps`` filter).
+    picks as ffmpeg's ``fps`` filter). ``via``: the frames' conversion (``Scaler``).
 
     ``offset``: where time 0 of ``start``/``end`` lies on the file's own clock (a stream-copied
     download keeps its source's timestamps: its segment starts ``seg_start`` s into that
@@ -475,7 +525,7 @@ def decode_clip(src: str | Path | bytes, start: float, end: float | None, fps: f
     try:
         with _open(src) as c:
             return decode_open(c, start, end, fps, short_side, crop, sample_rate, offset,
-                               native, pick_lead)
+                               native, pick_lead, via=via)
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot decode {name}: {e}") from e
 
@@ -495,7 +545,7 @@ def container_end(c) -> float:
 def decode_open(c, start: float, end: float | None, fps: float = GRID_FPS,
                 short_side: int = GRID_SIZE, crop: int | None = GRID_SIZE,
                 sample_rate: int = SAMPLE_RATE, offset: float = 0.0, native: bool = False,
-                pick_lead: float = 0.0, mono: bool = False) -> Grid:
+                pick_lead: float = 0.0, mono: bool = False, via: str | None = None) -> Grid:
     """``decode_clip`` on an open container (one open per file: the video, then the same
     container seeks to the segment's audio). ``mono``: only the mono mix is resampled
     (``Grid.audio_channels`` ``[1, N]``: what a reader of ``Grid.audio`` alone needs). FFmpeg
@@ -506,7 +556,7 @@ def decode_open(c, start: float, end: float | None, fps: float = GRID_FPS,
     if end is None:
         end = container_end(c) - offset
     a, b = start + offset, end + offset
-    frames, video_end = _decode_video(c, a, b, fps, short_side, crop, pick_lead)
+    frames, video_end = _decode_video(c, a, b, fps, short_side, crop, pick_lead, via)
     decoded = _decode_audio(c, a, b, sample_rate, mono)
     video_end -= offset
     kept = {}
@@ -537,11 +587,12 @@ def _short_notes(start: float, end: float, video_end: float, audio_end: float | 
 def decode_grid(path: str | Path, start: float = 0.0, end: float | None = None,
                 offset: float = 0.0) -> Grid:
     """The analysis grid of DESIGN section 3: 12 fps, 224 crop, 16 kHz, plus the native audio
-    (``Grid.native_audio``) from the same decode. ``offset``: the segment's start on the
-    file's clock (``decode_clip``); ``end`` defaults to the file's end."""
+    (``Grid.native_audio``) from the same decode; frames converted through ``GRID_VIA``.
+    ``offset``: the segment's start on the file's clock (``decode_clip``); ``end`` defaults
+    to the file's end."""
     # every channel is resampled (not the mono mix alone): amplitude reads each channel's peak
     # (a mix can cancel out-of-phase channels); the loader, which needs the mix, passes mono
-    return decode_clip(path, start, end, offset=offset, native=True)
+    return decode_clip(path, start, end, offset=offset, native=True, via=GRID_VIA)
 
 
 # ----------------------------------------------------------------------------- frame instants

@@ -23,7 +23,8 @@ SEGMENT_COPY = Path(__file__).parent / "data" / "segment_copy.mp4"
 
 #: sha256 of the decoded values (frames, grid audio, native audio) of SEGMENT_COPY per version:
 #: a change of any decoded value must come with a new GRID_DECODE (it is in the score fingerprint)
-PINNED = {"grid-2": "c1c7112ad613d519aa9ae631357d8da29fc36e8bf58b432d083e11a49b1a6239"}
+PINNED = {"grid-2": "c1c7112ad613d519aa9ae631357d8da29fc36e8bf58b432d083e11a49b1a6239",
+          "grid-3": "03d0f6b56ae8b6a0787014474edbcbcb87ce1d32de8072657951813dbf1655f7"}
 
 
 def _digest(grids) -> str:
@@ -41,9 +42,11 @@ def test_decoded_values_are_pinned_for_the_version():
         "once) and pin the new digest")
 
 
-def _plain_frames(path, a: float, n: int) -> np.ndarray:
+def _plain_frames(path, a: float, n: int, two_pass: bool = True) -> np.ndarray:
     """Every frame decoded (default threads); slot k shows the last frame with pts <= t + 1 ms,
-    converted by a new scaler at the grid's size, then centre-cropped."""
+    converted by new scalers at the grid's size, then centre-cropped. ``two_pass``: as grid-3
+    converts (bilinear into 4:2:2 YUV, then to RGB unscaled), else in one bilinear pass to RGB
+    (grid-2)."""
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         frames = [(float(f.pts * v.time_base), f) for f in c.decode(v)]
@@ -52,7 +55,11 @@ def _plain_frames(path, a: float, n: int) -> np.ndarray:
         t = a + k / GRID_FPS + PTS_SLACK
         f = [fr for p, fr in frames if p <= t][-1]
         s = GRID_SIZE / min(f.width, f.height)
-        img = f.reformat(width=round(f.width * s), height=round(f.height * s), format="rgb24").to_ndarray()
+        size = {"width": round(f.width * s), "height": round(f.height * s)}
+        if two_pass:
+            img = f.reformat(**size, format="yuv422p").reformat(format="rgb24").to_ndarray()
+        else:
+            img = f.reformat(**size, format="rgb24").to_ndarray()
         top, left = (img.shape[0] - GRID_SIZE) // 2, (img.shape[1] - GRID_SIZE) // 2
         out.append(img[top:top + GRID_SIZE, left:left + GRID_SIZE])
     return np.stack(out)

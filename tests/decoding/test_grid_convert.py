@@ -1,0 +1,78 @@
+"""grid-3's frame conversion (``decoding.media.Scaler`` through ``GRID_VIA``: bilinear into
+4:2:2 YUV, then RGB unscaled) against grid-2's (one bilinear pass to RGB): the declared
+tolerances on the pixels and on every score the score stage computes from them, on demo
+segments scored by the shipped demo sync classifier and (random, score-only) CLIP and
+ImageBind. The reference frames are converted here by plain PyAV (every frame decoded)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+
+from curate.ops.scoring import score_segments
+from decoding.media import GRID_DECODE, GRID_FPS, decode_grid
+from filters.registry import default_thresholds
+from tests.decoding.test_grid_decode import SEGMENT_COPY, _plain_frames
+from tests.ops.test_score_determinism import demo_jobs, demo_scorers
+
+#: accepted |grid-3 - grid-2| per pixel value (uint8): the mean over a frame and over all frames
+PIXEL_FRAME_MEAN_TOL, PIXEL_MEAN_TOL = 4.0, 3.0
+#: accepted |grid-3 - grid-2| per score column on the same windows; the audio is decoded as
+#: before, so every other column (amplitude, audio_quality, speech) must not move
+SCORE_TOL: dict[str, float] = {
+    "pixel_diff": 0.002, "clip_diff": 0.01, "imagebind_ia": 0.02, "imagebind_it": 0.02,
+    "sync_a2v": 0.03, "sync_v2a": 0.03,
+}
+
+
+def _one_pass(job, path):
+    """The job with its grid's frames converted as grid-2 did (the same frames selected)."""
+    g = job.grid
+    frames = _plain_frames(path, g.start, len(g.frames), two_pass=False)
+    return dataclasses.replace(job, grid=dataclasses.replace(g, frames=frames))
+
+
+def _pixel_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(largest per-frame mean, overall mean) of |a - b| over uint8 values."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).reshape(len(a), -1)
+    return float(d.mean(axis=1).max()), float(d.mean())
+
+
+def test_version_is_grid3():
+    assert GRID_DECODE == "grid-3"
+
+
+@pytest.mark.parametrize("offset", [1.2, 2.5])
+def test_pixels_within_declared_tolerance_of_one_pass(offset):
+    g = decode_grid(SEGMENT_COPY, 0.0, 1.0, offset=offset)
+    ref = _plain_frames(SEGMENT_COPY, offset, GRID_FPS, two_pass=False)
+    frame_mean, mean = _pixel_gap(g.frames, ref)
+    assert 0 < mean <= PIXEL_MEAN_TOL and frame_mean <= PIXEL_FRAME_MEAN_TOL
+
+
+@pytest.mark.slow
+def test_every_score_within_declared_tolerance_of_one_pass(tmp_path):
+    jobs = demo_jobs(tmp_path)
+    paths = sorted(tmp_path.glob("*.mp4"))
+    refs = []
+    for job in jobs:
+        path = next(p for p in paths if job.windows[0]["window_id"].startswith(p.stem))
+        refs.append(_one_pass(job, path))
+        frame_mean, mean = _pixel_gap(job.grid.frames, refs[-1].grid.frames)
+        assert mean <= PIXEL_MEAN_TOL and frame_mean <= PIXEL_FRAME_MEAN_TOL, (path.name, mean)
+    scorers, th = demo_scorers(), default_thresholds()
+    new = score_segments([copy.deepcopy(j) for j in jobs], scorers, th, cascade=False)
+    old = score_segments(refs, scorers, th, cascade=False)
+    moved = set()
+    for rows_new, rows_old in zip(new, old):
+        for a, b in zip(rows_new, rows_old):
+            for col, va in a.items():
+                vb = b[col]
+                if isinstance(va, float) and va != vb:
+                    moved.add(col)
+                    assert col in SCORE_TOL and abs(va - vb) <= SCORE_TOL[col], (col, va, vb)
+                elif not isinstance(va, float):
+                    assert va == vb, col
+    assert {"pixel_diff", "clip_diff"} <= moved        # the frames really differ
