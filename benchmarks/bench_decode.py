@@ -16,7 +16,9 @@ Sources (made once with the ffmpeg binary, cached in ``--media``; H.264 veryfast
 Each kind at each height as a 60-s file (10-s segments cut at 0, 10 and 40 s, decoded with
 ``offset=`` as the score stage does) and a whole 10-s file (the 60-s file's first 10 s). Decoders, one thread each:
 
-* ``project``: ``decode_grid`` (what ``stages/score.py`` calls);
+* ``project``: ``decode_grid`` (what ``stages/score.py`` calls; since grid-3 its frames are
+  scaled into 4:2:2 YUV and converted to RGB in a second pass, within declared tolerances of
+  the one-pass RGB the two references below make, ``tests/decoding/test_grid_convert.py``);
 * ``pyav``: plain PyAV, one open: every frame decoded, the frame on screen at each grid
   instant converted to RGB at the grid's size and centre-cropped; the segment's audio
   decoded from a seek and resampled to 16 kHz (mono or stereo, as the grid);
