@@ -76,8 +76,8 @@ class SyncScorer:
         self.batch_size = int(batch_size or (self.CUDA_BATCH if self.device.type == "cuda" else self.CPU_BATCH))
         self.split = self._split_api(model)
         self.frame_size = getattr(getattr(model, "config", None), "frame_size", None)
-        # the preprocessing the weights expect (``sync_classifier.conventions``): ``ours``
-        # scores clips of the decoded grid; ``released`` reads the file (``phi_released``)
+        # the name of the preprocessing the weights expect (``sync_classifier.conventions``;
+        # its ``segment_phi`` says where the clips come from)
         self.convention = convention_of(model, convention).name
 
     def _to_channels_last(self, model) -> None:
@@ -245,42 +245,22 @@ def _pairs(a: list[int], v: list[int]) -> list[tuple[int, int]]:
     return [(ka[da], kv[dv]) for d in ("a2v", "v2a") for da, dv in pairs[d]]
 
 
-def _phi_released(seg, scorer, pairs: list[tuple[int, int]]) -> list[float]:
-    """phi of ``pairs`` read from the segment's file as the released code reads it."""
-    if seg.path is None:
-        raise ValueError("the released sync convention reads the segment's file; none given")
-    g, off = seg.grid, float(seg.offset or 0.0)
-    a_keys = list(dict.fromkeys(a for a, _ in pairs))
-    v_keys = list(dict.fromkeys(v for _, v in pairs))
-    ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
-    # the file's own clock: a stream-copied segment starts ``offset`` s into it
-    return scorer.phi_released(seg.path, [off + g.start + a / g.sample_rate for a in a_keys],
-                               [off + g.start + v / g.fps for v in v_keys],
-                               [(ia[a], iv[v]) for a, v in pairs])
-
-
-def _phi_grid(seg, scorer, pairs: list[tuple[int, int]]) -> dict:
-    """phi of ``pairs`` on clips cut from the decoded grid."""
-    secs = sampling.SYNC_AUDIO_SECONDS
-    audio = {a: seg.audio_at(a, secs) for a in dict.fromkeys(a for a, _ in pairs)}
-    video = {v: seg.frames(v + sampling.SYNC_STEP * i for i in range(sampling.SYNC_FRAMES))
-             for v in dict.fromkeys(v for _, v in pairs)}
-    return scorer.phi_pairs(audio, video, pairs)
+#: a sync clip cut from the grid: (audio seconds, grid frames between frames, frames)
+SYNC_CLIP = (sampling.SYNC_AUDIO_SECONDS, sampling.SYNC_STEP, sampling.SYNC_FRAMES)
 
 
 def run(seg, alive: list[int]) -> dict[int, str]:
     """phi of every distinct (audio key, video key) pair the windows need and the cache
     lacks, then each window's (a2v, v2a). The convention of the weights decides only where
-    the clips come from: ``ours`` cuts them from the decoded grid (``SyncScorer.phi_pairs``);
-    ``released`` reads the same clip starts from the segment's file as the released code
-    reads them (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
+    the clips come from (``Convention.segment_phi``: ``ours`` cuts them from the decoded grid,
+    ``released`` reads the same clip starts from the segment's file)."""
+    from sync_classifier.conventions import get_convention
     scorer, cache = seg.model("sync"), seg.cache("sync_phi")
     kd = {k: _keys(seg, k) for k in alive}
     pairs = [p for p in dict.fromkeys(p for a, v in kd.values() for p in _pairs(a, v)) if p not in cache]
-    if pairs and getattr(scorer, "convention", "ours") == "released":
-        cache.update(zip(pairs, _phi_released(seg, scorer, pairs)))
-    elif pairs:
-        cache.update(_phi_grid(seg, scorer, pairs))
+    if pairs:
+        conv = get_convention(getattr(scorer, "convention", None))
+        cache.update(conv.segment_phi(seg, scorer, pairs, SYNC_CLIP))
 
     def one(k):
         a, v = kd[k]
@@ -297,7 +277,7 @@ def convention(weights: str | None, override: str | None = None) -> str | None:
     if override:
         return get_convention(override, "--sync-convention").name
     if not weights:
-        return "ours"
+        return get_convention(None).name
     from sync_classifier.model import weights_convention
     try:
         return weights_convention(weights, "--sync-checkpoint")

@@ -1,50 +1,58 @@
-"""Preprocessing conventions of the sync classifier: one definition per set, named.
+"""Preprocessing conventions: objects whose methods do the preprocessing, one vocabulary.
 
 A classifier is calibrated to the inputs it was trained on, so the convention travels with
 the weights (``model.convention``; our checkpoints record it, the released ``modules/``
-folder and the AVID-CMA initialisation imply ``released``). Scoring, training, evaluation
-and the metrics take it from the weights; an option may override it and every run records
-the one used. Nothing mixes them: each path below picks one set as a whole.
+folder and the AVID-CMA initialisation imply ``released``). Scoring, training, evaluation,
+the metrics and the trainer-side loader take a ``Convention`` (``get_convention(name)``, or
+``convention_of(model)`` from the weights; an option may override it and every run records
+the name used) and call its methods; none of them branches on the name. Nothing mixes them:
+each object does every step its own way.
 
-``released`` (lzhangbj/ASVA ``avsync/data.py``, ``scripts/avsync_eval.py``,
-``avgen/evaluations``; facts in ``../shared/reference/asva_eval``):
+The two, by name (the names checkpoints, run.json and fingerprints record):
 
-* clip placement: D = the shorter stream's duration; clips of 2 s, ``center-compact``
-  (evaluation) or ``random-compact`` (training) starts over [0, D - 2]; each clip's time
-  grid is start + m/6, m = 0..12, with m=0 moved by +1e-4 and m=12 by -1e-4; videos under
-  12 fps are skipped;
-* frames: the native frame nearest to each time (``argmin |t - pts|``, the earlier on a
-  tie), candidates from the first frame with pts >= clip 0's first time to the last one
-  with pts <= the last clip's frame 11;
-* pixels: RGB24 / 255 as floats, torchvision ``Resize(short side, bicubic, antialias)``
-  (long side truncated), centre crop, CLIP mean/std; no clamp, no re-quantising;
-* audio: the whole AAC frames whose pts lie in the clip's [m=0, m=12] times, all channels
-  joined, torchaudio sinc resampling to 16 kHz, centre crop to 32000 samples, mel of the
-  left channel (``decoding.mel.released_mel``);
-* evaluation: one anchor per video (``released_accuracy``); training: each clip flipped
-  independently; metrics: generated frames = first with pts >= start + k/6, the video
-  squashed to 224x224 (``sync_classifier.generated_eval``).
+``ours`` (``Ours``): this package's exact decode. A grid decoded once (25 fps for the sync
+classifier, 6 fps for the loader), the frame on screen at each time (last at or before it),
+swscale to uint8 at decode and a clamped bicubic resize (short side + centre crop), the
+exact samples from swresample (mean of all channels), container durations, all 31x31
+anchors at evaluation, one flip per instance in training. The loader called it ``exact``;
+that spelling is still accepted, with a DeprecationWarning.
 
-``ours`` (the rest of this package): a 25-fps grid decoded once, last frame at or before
-each time, swscale to uint8 at decode and a clamped bicubic resize, the mean of all
-channels, exact sample windows from swresample, container duration, all 31x31 anchors,
-one flip per instance, short side + centre crop for the metrics.
+``released`` (``Released``): what lzhangbj/ASVA's code does (``avsync/data.py``,
+``scripts/avsync_eval.py``, ``avgen/data``, ``avgen/evaluations``; facts in
+``../shared/reference/asva_eval``; the functions are ``sync_classifier.released`` and
+``shards.clip_decode``): the shorter stream's duration, videos under 12 fps skipped, the
+native frame nearest each time (sync classifier) or the first at or after it (generation
+and metrics), float pixels resized without clamp, whole AAC frames joined, torchaudio sinc
+resampling, centre crop to 32000 samples, the left channel's mel, one anchor per video at
+evaluation, each clip flipped independently in training.
+
+Each method says which step it does: ``segment_phi`` (scoring: where the clips come from),
+``loader_window`` (the loader's placement, frames, pixels, audio, flip and layout),
+``require_files`` / ``usable_sources`` / ``eval_clips`` / ``train_clips`` /
+``validation_clips`` (the classifier's data: placement, frame choice, crop, resample,
+flips), ``eval_protocol`` (how accuracy is read), ``generated_starts`` / ``score_generated``
+(the metrics of generated videos).
 """
 from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-import torch
+from typing import Any, Sequence
 
 from decoding import native
-from decoding.media import DecodeError
-from decoding.mel import released_mel
+from decoding.media import probe
+from shards import clip_decode
+from sync_classifier import data, generated_clips
 from sync_classifier.model import OURS, RELEASED  # the names checkpoints record
+# the released functions, importable from here as before
+from sync_classifier.released import (CLIP_MEAN, CLIP_STD, COMPACT, EDGE, MIN_FPS,  # noqa: F401
+                                      PLACEMENTS, UNIFORM, ReleasedClips, center_crop,
+                                      clip_starts, clip_time_grid, offsets_spacing,
+                                      released_accuracy, released_clips, released_instance,
+                                      released_pixels, uniform_starts, usable_span)
 
 log = logging.getLogger(__name__)
 
@@ -52,76 +60,175 @@ CONVENTION_OPTION = "--convention"
 PROTOCOL_OPTION = "--protocol"
 ALL_ANCHORS = "all-anchors"
 PROTOCOLS = (RELEASED, ALL_ANCHORS)
-
-MIN_FPS = 12.0          # the released dataset asserts video fps >= 12
-# clip placements of a released instance: the compact run of clips `gap` apart (centred at
-# evaluation, random in training), or spread evenly over the span (the released test set)
-COMPACT, UNIFORM = "compact", "uniform"
-PLACEMENTS = (COMPACT, UNIFORM)
-EDGE = 1e-4             # the released "avoid endpoint rounding error" shift
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: older spellings still accepted (with a DeprecationWarning): the loader's ``exact``
+ALIASES = {"exact": OURS}
+FILES_NEEDED = "the released convention reads video files: pass --data "
 
 
 @dataclass(frozen=True)
 class Convention:
-    """One named set of preprocessing choices (every row of issue 15's table)."""
+    """One named set of preprocessing choices; the subclasses do them."""
 
     name: str
-    frame_choice: str
-    resize: str
-    audio_channel: str
-    audio_window: str
-    resampler: str
-    placement: str
-    metrics_video: str
-    generated_frames: str
+    #: how ``curate sync eval`` reads accuracy unless ``--protocol`` says otherwise
     eval_protocol: str
-    train_flip: str
+    #: the placement of ``validation_clips`` (logged by training)
+    validation_placement: str
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def segment_phi(self, seg: Any, scorer: Any, pairs: list[tuple[int, int]],
+                    clip: tuple[float, int, int]) -> dict:
+        """Scoring: phi of each (audio key, video key) pair of a ``filters.segment`` segment;
+        ``clip``: (audio seconds, grid frames between video frames, video frames) of a clip
+        (``filters.sampling``; this package does not import ``filters``)."""
+        raise NotImplementedError
+
+    def loader_window(self, mp4: bytes, rng: random.Random, d: Any) -> tuple[Any, Any, float]:
+        """The loader: (video, mel, window start) of one in-memory mp4; ``d`` holds the
+        ``shards.loader.ClipDecoder`` settings."""
+        raise NotImplementedError
+
+    def require_files(self, source: Any) -> None:
+        """Raise when the classifier's data ``source`` (None: generated events) cannot be read."""
+
+    def usable_sources(self, sources: Sequence[data.VideoSource], offsets: Sequence[float]
+                       ) -> tuple[list[data.VideoSource], list[data.Skipped]]:
+        """(the sources long enough for clips at ``offsets``, those skipped and why)."""
+        raise NotImplementedError
+
+    def eval_clips(self, sources: Sequence[data.VideoSource], offsets: Sequence[float],
+                   size: int, seed: int) -> Any:
+        """Evaluation instances: clips centred on each source."""
+        raise NotImplementedError
+
+    def train_clips(self, sources: Sequence[data.VideoSource], offsets: Sequence[float],
+                    size: int, cache_bytes: int) -> Any:
+        """Training instances: random placements and flips."""
+        raise NotImplementedError
+
+    def validation_clips(self, sources: Sequence[data.VideoSource], offsets: Sequence[float],
+                         size: int) -> Any:
+        """Validation instances, placed as ``validation_placement`` says, no flip."""
+        raise NotImplementedError
+
+    def generated_starts(self, reference: Path) -> dict[str, float]:
+        """Head, centre and tail clip starts of a reference video for the metrics."""
+        raise NotImplementedError
+
+    def score_generated(self, ref: Path, gen: Path, start: float, text: str | None,
+                        sync_model: Any, scorer: Any, image_size: int) -> dict:
+        """RelSync (and with an ImageBind ``scorer`` IA, IT, AlignSync) of one generated clip."""
+        raise NotImplementedError
 
 
-CONVENTIONS = {
-    RELEASED: Convention(
-        name=RELEASED,
-        frame_choice="nearest native frame",
-        resize="float frames, bicubic antialias short side (long side truncated), no clamp",
-        audio_channel="left (Kaldi fbank channel 0)",
-        audio_window="whole AAC frames whose pts lie in the clip, centre crop to 32000",
-        resampler="torchaudio windowed sinc (Hann, width 6, rolloff 0.99)",
-        placement="centred on the shorter stream's duration; under 12 fps skipped",
-        metrics_video="squashed to 224x224",
-        generated_frames="first frame with pts >= start + k/6",
-        eval_protocol=RELEASED,
-        train_flip="each clip independently"),
-    OURS: Convention(
-        name=OURS,
-        frame_choice="last frame at or before t on a 25-fps grid",
-        resize="swscale to uint8 at decode, bicubic, clamped to [0, 1]",
-        audio_channel="mean of all channels",
-        audio_window="the exact samples",
-        resampler="swresample at decode",
-        placement="container duration",
-        metrics_video="short side + centre crop",
-        generated_frames="last frame at or before start + k/6",
-        eval_protocol=ALL_ANCHORS,
-        train_flip="all clips of an instance together"),
-}
+@dataclass(frozen=True)
+class Ours(Convention):
+    """This package's exact decode (the module doc says what it does)."""
+
+    name: str = OURS
+    eval_protocol: str = ALL_ANCHORS
+    validation_placement: str = "centred"
+
+    def segment_phi(self, seg, scorer, pairs, clip):
+        """Clips cut from the segment's decoded grid (``SyncScorer.phi_pairs``)."""
+        secs, step, frames = clip
+        audio = {a: seg.audio_at(a, secs) for a in dict.fromkeys(a for a, _ in pairs)}
+        video = {v: seg.frames(v + step * i for i in range(frames))
+                 for v in dict.fromkeys(v for _, v in pairs)}
+        return scorer.phi_pairs(audio, video, pairs)
+
+    def loader_window(self, mp4, rng, d):
+        return clip_decode.exact_window(mp4, rng, d)
+
+    def usable_sources(self, sources, offsets):
+        return data.usable_sources(sources, offsets)
+
+    def eval_clips(self, sources, offsets, size, seed):
+        return data.ShiftedClipDataset(sources, offsets, size, train=False, seed=seed)
+
+    def train_clips(self, sources, offsets, size, cache_bytes):
+        return data.ShiftedClipDataset(sources, offsets, size, train=True, cache_bytes=cache_bytes)
+
+    def validation_clips(self, sources, offsets, size):
+        return data.ShiftedClipDataset(sources, offsets, size, train=False)
+
+    def generated_starts(self, reference):
+        return generated_clips.clip_starts(probe(reference)["duration"] or 0.0)
+
+    def score_generated(self, ref, gen, start, text, sync_model, scorer, image_size):
+        return generated_clips.score_ours(ref, gen, start, text, sync_model, scorer)
+
+
+@dataclass(frozen=True)
+class Released(Convention):
+    """What the released code does (the module doc and ``sync_classifier.released``)."""
+
+    name: str = RELEASED
+    eval_protocol: str = RELEASED
+    validation_placement: str = UNIFORM
+
+    def segment_phi(self, seg, scorer, pairs, clip):
+        """The same clip starts read from the segment's file as the released code reads them
+        (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
+        if seg.path is None:
+            raise ValueError("the released sync convention reads the segment's file; none given")
+        g, off = seg.grid, float(seg.offset or 0.0)
+        a_keys = list(dict.fromkeys(a for a, _ in pairs))
+        v_keys = list(dict.fromkeys(v for _, v in pairs))
+        ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
+        # the file's own clock: a stream-copied segment starts ``offset`` s into it
+        phi = scorer.phi_released(seg.path, [off + g.start + a / g.sample_rate for a in a_keys],
+                                  [off + g.start + v / g.fps for v in v_keys],
+                                  [(ia[a], iv[v]) for a, v in pairs])
+        return dict(zip(pairs, phi))
+
+    def loader_window(self, mp4, rng, d):
+        return clip_decode.released_window(mp4, rng, d)
+
+    def require_files(self, source):
+        if source is None:
+            raise ValueError(FILES_NEEDED + f"(or {CONVENTION_OPTION} {OURS} for generated events)")
+
+    def usable_sources(self, sources, offsets):
+        return data.released_usable_sources(sources, offsets)
+
+    def eval_clips(self, sources, offsets, size, seed):
+        return data.ReleasedClipDataset(sources, offsets, size, train=False)
+
+    def train_clips(self, sources, offsets, size, cache_bytes):
+        return data.ReleasedClipDataset(sources, offsets, size, train=True)
+
+    def validation_clips(self, sources, offsets, size):
+        return data.ReleasedClipDataset(sources, offsets, size, train=False,
+                                        placement=self.validation_placement)
+
+    def generated_starts(self, reference):
+        return generated_clips.released_clip_starts(
+            native.released_metadata(reference)["av_duration"] or 0.0)
+
+    def score_generated(self, ref, gen, start, text, sync_model, scorer, image_size):
+        return generated_clips.score_released(ref, gen, start, text, sync_model, scorer,
+                                              image_size)
+
+
+CONVENTIONS: dict[str, Convention] = {OURS: Ours(), RELEASED: Released()}
 
 
 def get_convention(name: str | Convention | None, option: str = CONVENTION_OPTION) -> Convention:
-    """The convention called ``name`` (a Convention passes through); None means ``ours``."""
+    """The convention called ``name`` (a Convention passes through); None means ``ours``. An
+    older spelling (``ALIASES``) gives its convention with a DeprecationWarning naming ``option``."""
     if isinstance(name, Convention):
         return name
     key = OURS if name is None else str(name)
+    if key in ALIASES:
+        warnings.warn(f"convention {key!r} ({option}) is now called {ALIASES[key]!r}",
+                      DeprecationWarning, stacklevel=2)
+        key = ALIASES[key]
     if key not in CONVENTIONS:
         raise ValueError(f"unknown convention {name!r} ({option}): choose {' or '.join(CONVENTIONS)}")
     return CONVENTIONS[key]
 
 
-def convention_of(model, override: str | None = None) -> Convention:
+def convention_of(model, override: str | Convention | None = None) -> Convention:
     """The override when given, else the convention the weights carry (``ours`` if none)."""
     if override is not None:
         return get_convention(override)
@@ -134,177 +241,3 @@ def get_protocol(name: str | None, conv: Convention, option: str = PROTOCOL_OPTI
     if p not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r} ({option}): choose {' or '.join(PROTOCOLS)}")
     return p
-
-
-# ---------------------------------------------------------------- accuracy
-
-def released_accuracy(phi: torch.Tensor, tolerance: int = 5) -> dict:
-    """The released A2V / V2A of one ``[K, K]`` phi (rows audio, columns video).
-
-    A2V: the centre audio against every video clip, prediction ``argmax_j phi[c, j]``;
-    V2A: every audio clip against the centre video, ``argmax_i phi[i, c]``; a hit is
-    ``|pred - c| <= tolerance`` (``torch.argmax``: the first maximum on a tie)."""
-    phi = torch.as_tensor(phi)
-    c = phi.shape[0] // 2
-    a2v = int(phi[c, :].argmax().item())
-    v2a = int(phi[:, c].argmax().item())
-    return {"a2v_pred": a2v, "v2a_pred": v2a,
-            "a2v_hit": abs(a2v - c) <= tolerance, "v2a_hit": abs(v2a - c) <= tolerance}
-
-
-# ---------------------------------------------------------------- clip placement
-
-def clip_starts(range_start: float, range_end: float, num_clips: int, shift: float,
-                rng: random.Random | None = None) -> np.ndarray:
-    """Clip starts in [range_start, range_end] with gap ``shift``: centred (``rng`` None, the
-    released ``center_compact_sample``) or from a uniform first start (``random_compact_sample``).
-    Float64 expressions as released, so frame picks tie the same way."""
-    span = (num_clips - 1) * shift
-    if span > range_end - range_start:
-        raise ValueError(f"range [{range_start:.3f}, {range_end:.3f}] s too short for "
-                         f"{num_clips} clips {shift} s apart")
-    if rng is None:
-        first = range_start + (range_end - range_start - span) / 2.
-    else:
-        first = rng.uniform(range_start, range_end - span)
-    return np.arange(num_clips) * shift + first
-
-
-def uniform_starts(range_start: float, range_end: float, num_clips: int) -> np.ndarray:
-    """``num_clips`` starts spread evenly over [range_start, range_end], both ends included:
-    the released ``uniform_sample(..., endpoint=True)`` of ``sampling_type="uniform"``, which
-    the authors' sync training config validates with (21 clips)."""
-    return np.linspace(range_start, range_end, num_clips, endpoint=True)
-
-
-def clip_time_grid(starts: np.ndarray, num_frames: int = 12, fps: int = 6) -> np.ndarray:
-    """``[K, num_frames + 1]`` times start + m/fps; m=0 +1e-4 and the last -1e-4 (as released)."""
-    t = np.asarray(starts, np.float64)[:, None] + (np.arange(num_frames + 1) / fps)[None, :]
-    t[:, 0] += EDGE
-    t[:, -1] -= EDGE
-    return t
-
-
-def offsets_spacing(offsets: Sequence[float]) -> tuple[int, float]:
-    """(number of clips, gap) of evenly spaced offsets."""
-    offs = sorted(offsets)
-    if len(offs) < 2:
-        return len(offs), 0.0
-    gap = round(offs[1] - offs[0], 6)
-    if any(abs((b - a) - gap) > 1e-6 for a, b in zip(offs, offs[1:])):
-        raise ValueError(f"the released convention needs evenly spaced offsets, got {offsets}")
-    return len(offs), gap
-
-
-# ---------------------------------------------------------------- pixels and clips
-
-def released_pixels(frames: np.ndarray, size: int, chunk: int = 16) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> float ``[N, 3, size, size]``: /255, torchvision's
-    ``Resize(size, BICUBIC, antialias=True)`` (short side ``size``, long side truncated) on
-    floats without clamping, ``CenterCrop(size)``, CLIP mean/std. Per frame, ``chunk`` at a time."""
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    out = []
-    for i in range(0, len(frames), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i:i + chunk])).permute(0, 3, 1, 2).float() / 255.
-        out.append((_resize_short(x, size) - mean) / std)
-    return torch.cat(out)
-
-
-def _resize_short(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if min(h, w) != size:
-        nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-        x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bicubic",
-                                            align_corners=False, antialias=True)
-    return center_crop(x, size, size)
-
-
-def center_crop(x: torch.Tensor, ch: int, cw: int) -> torch.Tensor:
-    """torchvision ``CenterCrop`` on ``[..., H, W]`` (no padding needed here)."""
-    h, w = x.shape[-2:]
-    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-    return x[..., top:top + ch, left:left + cw]
-
-
-@dataclass
-class ReleasedClips:
-    """What ``released_clips`` made: model inputs and how they were chosen (for tests and logs)."""
-
-    mel: torch.Tensor                 # [K, 1, 128, 204]
-    video: torch.Tensor               # [K, 3, T, S, S]
-    starts: np.ndarray                # [K] clip starts (s)
-    frame_index: np.ndarray           # [K, T] file frame index of every chosen frame
-    frame_pts: np.ndarray             # [K, T]
-    first_candidate: int              # file index of the first candidate frame
-    n_candidates: int
-    audio_frames: list                # per clip (first index, last index, n frames)
-    audio_samples: list               # per clip (native samples, 16 kHz samples before crop)
-
-
-def released_clips(path: str | Path, starts: np.ndarray, frame_size: int = 224,
-                   num_frames: int = 12, fps: int = 6, sample_rate: int = 16000,
-                   flips: Sequence[bool] | None = None) -> ReleasedClips:
-    """The released ``load_multi_video_clips`` + ``load_multi_audio_clips`` for clips at
-    ``starts`` of the file at ``path``. ``flips``: per clip horizontal flip (training)."""
-    times = clip_time_grid(starts, num_frames, fps)
-    vt = times[:, :-1]
-    nf = native.decode_native_frames(path, vt[0, 0], vt[-1, -1])
-    pick = native.nearest_frame(nf.pts, vt)                       # [K, T] positions
-    used, inverse = np.unique(pick, return_inverse=True)
-    pixels = released_pixels(nf.frames[used], frame_size)         # [U, 3, S, S]
-    video = pixels[torch.from_numpy(inverse.reshape(-1))]
-    video = video.view(len(starts), num_frames, 3, frame_size, frame_size).permute(0, 2, 1, 3, 4)
-    if flips is not None:
-        video = torch.stack([v.flip(-1) if f else v for v, f in zip(video, flips)])
-    video = video.contiguous()
-
-    af = native.decode_audio_frames(path, times[0, 0], times[-1, -1])
-    mels, aframes, asamples = [], [], []
-    for k in range(len(starts)):
-        wave, sel = native.join_audio_frames(af, times[k, 0], times[k, -1])
-        w16 = native.sinc_resample(torch.from_numpy(wave), af.sample_rate, sample_rate)
-        mels.append(released_mel(w16, sample_rate, target_samples=int(round(2.0 * sample_rate))))
-        aframes.append((int(af.index[sel[0]]), int(af.index[sel[-1]]), len(sel)))
-        asamples.append((int(wave.shape[1]), int(w16.shape[1])))
-    return ReleasedClips(torch.stack(mels), video, np.asarray(starts), nf.index[pick],
-                         nf.pts[pick], int(nf.index[0]), len(nf.pts), aframes, asamples)
-
-
-def usable_span(path: str | Path, start: float = 0.0, end: float | None = None,
-                need: float = 0.0) -> tuple[float, float]:
-    """[start, end] clipped to the shorter stream as the released code reads it; raises
-    ValueError (skip reason) for a video under 12 fps, without audio, or shorter than ``need``."""
-    meta = native.released_metadata(path)
-    if meta["audio_duration"] is None:
-        raise ValueError("no audio stream")
-    if meta["video_fps"] < MIN_FPS:
-        raise ValueError(f"video at {meta['video_fps']:.3g} fps < {MIN_FPS:g} (the released "
-                         "convention skips it)")
-    stop = meta["av_duration"] if end is None else min(end, meta["av_duration"])
-    if stop - start < need - 1e-9:
-        raise ValueError(f"too short: {stop - start:.2f}s < {need:.2f}s needed")
-    return start, stop
-
-
-def released_instance(path: str | Path, offsets: Sequence[float], frame_size: int,
-                      rng: random.Random | None, start: float = 0.0, end: float | None = None,
-                      clip_len: float = 2.0, fps: int = 6, placement: str = COMPACT
-                      ) -> ReleasedClips:
-    """One instance: clips at released placements over the usable span (``rng`` None =
-    centred, evaluation; else random-compact starts and one flip per clip, training).
-    ``placement`` ``uniform``: the clips spread evenly over the span instead (the released
-    test set of sync training); the span must still hold the compact one, as released."""
-    if placement not in PLACEMENTS:
-        raise ValueError(f"unknown clip placement {placement!r}: choose {' or '.join(PLACEMENTS)}")
-    num, gap = offsets_spacing(offsets)
-    s, e = usable_span(path, start, end, clip_len + (num - 1) * gap)
-    if placement == UNIFORM:
-        starts = uniform_starts(s, e - clip_len, num)
-    else:
-        starts = clip_starts(s, e - clip_len, num, gap, rng)
-    flips = None if rng is None else [bool(rng.randint(0, 1)) for _ in range(num)]
-    try:
-        return released_clips(path, starts, frame_size, int(round(clip_len * fps)), fps, flips=flips)
-    except DecodeError as e:
-        raise ValueError(str(e)) from e

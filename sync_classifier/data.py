@@ -481,9 +481,9 @@ def collate_instances(items: list[dict]) -> dict:
 
 def released_usable_sources(sources: Sequence[VideoSource], offsets: Sequence[float],
                             clip_len: float = CLIP_LEN) -> tuple[list[VideoSource], list[Skipped]]:
-    """``usable_sources`` as the released code judges a video (``conventions.usable_span``):
+    """``usable_sources`` as the released code judges a video (``sync_classifier.released.usable_span``):
     the shorter stream's duration, and videos under 12 fps skipped with that reason."""
-    from sync_classifier.conventions import usable_span
+    from sync_classifier.released import usable_span
     need = span_needed(offsets, clip_len)
     ok, skipped = [], []
     for s in sources:
@@ -509,7 +509,7 @@ class ReleasedClipDataset(Dataset):
     def __init__(self, sources: Sequence[VideoSource], offsets: Sequence[float],
                  frame_size: int | None, train: bool, clip_len: float = CLIP_LEN,
                  fps: int = CLIP_FPS, placement: str = "compact") -> None:
-        from sync_classifier.conventions import offsets_spacing
+        from sync_classifier.released import offsets_spacing
         offsets_spacing(offsets)          # evenly spaced, else a clear error now
         if train and placement != "compact":
             raise ValueError(f"{placement} placement is for evaluation, not training")
@@ -521,7 +521,7 @@ class ReleasedClipDataset(Dataset):
         return len(self.sources)
 
     def __getitem__(self, i: int) -> dict:
-        from sync_classifier.conventions import released_instance
+        from sync_classifier.released import released_instance
         s = self.sources[i]
         # training: torch's generator (seeded by train() and per DataLoader worker)
         rng = random.Random(int(torch.randint(0, 2 ** 62, (1,)).item())) if self.train else None

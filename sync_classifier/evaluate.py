@@ -82,7 +82,7 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
     conv = conventions.convention_of(model, convention)
     proto = conventions.get_protocol(protocol, conv)
     size = frame_size or model.config.frame_size
-    dataset, skipped = _eval_dataset(conv.name, data, size, n_generated, seed, max_videos)
+    dataset, skipped = _eval_dataset(conv, data, size, n_generated, seed, max_videos)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_instances)
     sums, n = _accumulate(model, loader, skipped)
@@ -100,25 +100,20 @@ def evaluate(ckpt: str | Path | None = None, data: str | Path | None = None, *,
     return result
 
 
-def _eval_dataset(conv: str, data, size: int, n_generated: int, seed: int,
+def _eval_dataset(conv: conventions.Convention, data, size: int, n_generated: int, seed: int,
                   max_videos: int | None) -> tuple[Any, list[dict]]:
-    """(the evaluation clips, the sources skipped and why): the released convention's clips
-    of the videos, generated held-out events (no ``data``), or our shifted clips."""
-    if data is None and conv == conventions.RELEASED:
-        raise ValueError("the released convention reads video files: pass --data "
-                         f"(or {conventions.CONVENTION_OPTION} {conventions.OURS} for generated events)")
+    """(the evaluation clips, the sources skipped and why): the convention's clips of the
+    videos, or generated held-out events (no ``data``)."""
+    conv.require_files(data)
     if data is None:
         from sync_classifier.synthetic import make_grid_factory
         return GeneratedClipDataset(make_grid_factory(8.0, size), n_generated, EVAL_OFFSETS,
                                     size, train=False, seed=seed), []
-    usable = released_usable_sources if conv == conventions.RELEASED else usable_sources
-    sources, sk = usable(find_sources(data), EVAL_OFFSETS)
+    sources, sk = conv.usable_sources(find_sources(data), EVAL_OFFSETS)
     skipped = [{"source": s.source, "reason": s.reason} for s in sk]
     if max_videos is not None:
         sources = sources[:max_videos]
-    if conv == conventions.RELEASED:
-        return ReleasedClipDataset(sources, EVAL_OFFSETS, size, train=False), skipped
-    return ShiftedClipDataset(sources, EVAL_OFFSETS, size, train=False, seed=seed), skipped
+    return conv.eval_clips(sources, EVAL_OFFSETS, size, seed), skipped
 
 
 def _accumulate(model: SyncClassifier, loader: DataLoader, skipped: list[dict]) -> tuple[dict, int]:

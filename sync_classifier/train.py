@@ -187,46 +187,36 @@ def _build_model(cfg: TrainConfig) -> SyncClassifier:
     return SyncClassifier(mcfg or SyncConfig())
 
 
-def _dataset(cfg: TrainConfig, mcfg: SyncConfig, convention: str = conventions.OURS):
-    if convention == conventions.RELEASED:
-        if cfg.data is None:
-            raise ValueError("the released convention reads video files: pass --data "
-                             f"(or {conventions.CONVENTION_OPTION} {conventions.OURS} for generated events)")
-        sources, skipped = released_usable_sources(find_sources(cfg.data), cfg.offsets)
-        if not sources:
-            raise ValueError(f"no usable training videos in {cfg.data} ({len(skipped)} skipped, "
-                             f"e.g. {skipped[0].reason if skipped else 'none found'})")
-        return ReleasedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=True), skipped
+def _dataset(cfg: TrainConfig, mcfg: SyncConfig, conv: str | conventions.Convention):
+    """(the training instances, the sources skipped): the convention's clips of ``cfg.data``,
+    or generated events (no data)."""
+    conv = conventions.get_convention(conv)
+    conv.require_files(cfg.data)
     if cfg.data is None:
         from sync_classifier.synthetic import make_grid_factory
         n = max(cfg.steps * cfg.batch_size, 1)
         make = cfg.grid_factory or make_grid_factory(cfg.synthetic_duration, mcfg.frame_size)
         return GeneratedClipDataset(make, n, cfg.offsets, mcfg.frame_size, train=True,
                                     seed=cfg.seed, hop_mels=cfg.grid_factory is not None), []
-    sources, skipped = usable_sources(find_sources(cfg.data), cfg.offsets)
+    sources, skipped = conv.usable_sources(find_sources(cfg.data), cfg.offsets)
     if not sources:
         raise ValueError(f"no usable training videos in {cfg.data} ({len(skipped)} skipped, "
                          f"e.g. {skipped[0].reason if skipped else 'none found'})")
-    return ShiftedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=True,
-                              cache_bytes=int(cfg.cache_mb * 2 ** 20)), skipped
+    return conv.train_clips(sources, cfg.offsets, mcfg.frame_size,
+                            int(cfg.cache_mb * 2 ** 20)), skipped
 
 
-def _validation_set(cfg: TrainConfig, mcfg: SyncConfig, convention: str):
-    """(loader, placement) over ``cfg.val_data``, or None. Released convention: the clips
-    placed as the released sync training's test set (``sampling_type="uniform"``: evenly
-    over the span, no flip), so the validation accuracies compare with the authors' logs;
-    ours: centred, as ``curate sync eval`` places them."""
+def _validation_set(cfg: TrainConfig, mcfg: SyncConfig, conv: str | conventions.Convention):
+    """(loader, placement) over ``cfg.val_data``, or None: the convention's validation clips
+    (released: placed as the released sync training's test set, ``sampling_type="uniform"``,
+    evenly over the span, no flip, so the accuracies compare with the authors' logs; ours:
+    centred, as ``curate sync eval`` places them)."""
     if cfg.val_data is None:
         return None
-    if convention == conventions.RELEASED:
-        sources, skipped = released_usable_sources(find_sources(cfg.val_data), cfg.offsets)
-        placement = conventions.UNIFORM
-        ds = ReleasedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=False,
-                                 placement=placement)
-    else:
-        sources, skipped = usable_sources(find_sources(cfg.val_data), cfg.offsets)
-        placement = "centred"
-        ds = ShiftedClipDataset(sources, cfg.offsets, mcfg.frame_size, train=False)
+    conv = conventions.get_convention(conv)
+    sources, skipped = conv.usable_sources(find_sources(cfg.val_data), cfg.offsets)
+    placement = conv.validation_placement
+    ds = conv.validation_clips(sources, cfg.offsets, mcfg.frame_size)
     if not sources:
         raise ValueError(f"no usable validation videos in {cfg.val_data} ({len(skipped)} skipped, "
                          f"e.g. {skipped[0].reason if skipped else 'none found'}) (--val-data)")
@@ -326,7 +316,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
             net, device_ids=[local] if device.type == "cuda" else None)
 
     log.info("sync train: %s convention", model.convention)
-    dataset, skipped = _dataset(cfg, model.config, model.convention)
+    conv = conventions.get_convention(model.convention)
+    dataset, skipped = _dataset(cfg, model.config, conv)
     # the global batch is split over ranks, then over accumulated micro-batches
     per_rank = max(cfg.batch_size // (world * cfg.accum_steps), 1)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True) if world > 1 else None
@@ -336,7 +327,7 @@ def train(config: TrainConfig | None = None, **kwargs) -> Path:
                         persistent_workers=cfg.num_workers > 0)
     autocast, scaler = _amp_context(device, cfg.amp)
     loop = _Loop(cfg, model, net, opt, device, autocast, scaler, rank, world, last,
-                 val=_validation_set(cfg, model.config, model.convention) if rank == 0 else None,
+                 val=_validation_set(cfg, model.config, conv) if rank == 0 else None,
                  history=last.with_name(final.stem + ".log.jsonl"),
                  extra={"train_config": _jsonable(cfg), "convention": model.convention,
                         "skipped": [dataclasses.asdict(s) for s in skipped][:1000]})
