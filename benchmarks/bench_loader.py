@@ -1,4 +1,4 @@
-"""The trainer-side loader (``shards.loader.make_dataset``, convention ``exact``) against plain
+"""The trainer-side loader (``shards.loader.make_dataset``, convention ``ours``) against plain
 webdataset + PyAV decoding the same inputs, in samples per CPU-second.
 
     python benchmarks/bench_loader.py                       # 24 clips of 6 s at 360p, 3 rounds

@@ -154,8 +154,9 @@ def decode_released(data: bytes, start: float, size: int = SIZE, flip: bool = Fa
 
 # ---------------------------------------------------------------- one window, either convention
 
-def exact_window(data: bytes, rng: random.Random, d: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(video ``[T, 3, S, S]``, mel ``[1, 128, 204]``, window start) of our exact decode: the
+def ours_window(data: bytes, rng: random.Random, d: Any
+                ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(video ``[T, 3, S, S]``, mel ``[1, 128, 204]``, window start) of our exact decode (``ours``): the
     frame on screen at each time, exactly the window's samples. ``d``: the decoder's
     settings (``train``, ``random_flip``, ``normalize``, ``window``, ``fps``, ``size``,
     ``sample_rate``)."""
@@ -186,9 +187,10 @@ def exact_window(data: bytes, rng: random.Random, d: Any) -> tuple[torch.Tensor,
     return video, imagebind_mel(wave, sample_rate=d.sample_rate), start
 
 
-def released_window(data: bytes, rng: random.Random, d: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+def released_window(data: bytes, rng: random.Random, d: Any
+                    ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(video ``[3, T, S, S]``, mel ``[1, 128, 204]``, window start) as the released generation
-    dataset gives them; ``d`` as for ``exact_window``."""
+    dataset gives them; ``d`` as for ``ours_window``."""
     meta = native.released_metadata(data)
     if meta["audio_duration"] is None:
         raise DecodeError("clip has no audio stream")

@@ -1,7 +1,8 @@
 """Trainer-side loader: WebDataset shards -> AVSyncD's inputs.
 
-Imports webdataset, PyAV, torch, ``decoding.media`` and ``decoding.mel`` only (no ray, no engine),
-so a training job needs nothing else from curate.
+Imports webdataset, torch, ``shards.clip_decode`` (PyAV and ``decoding``) and
+``sync_classifier.conventions`` only (no ray, no engine), so a training job needs nothing else
+from curate.
 
 Each sample's mp4 is decoded in memory (``av.open(io.BytesIO(...))``, no temp files) onto
 AVSyncD's grid (lzhangbj/ASVA ``avgen/data/base.py``; DESIGN section 7):
@@ -21,9 +22,11 @@ AVSyncD's grid (lzhangbj/ASVA ``avgen/data/base.py``; DESIGN section 7):
   frames to 204 (what ImageBind's ``waveform2melspec`` does to a short waveform). A clip
   without an audio stream is an error (handled by ``handler``: skipped with a warning by default).
 
-Conventions (``convention=``):
+Conventions (``convention=``, a name or a ``sync_classifier.conventions.Convention``, whose
+``loader_window`` decodes the window; ``shards.clip_decode`` holds both decoders):
 
-* ``"exact"`` (default): the above. Frame k is the frame on screen at ``start + k / 6``, the
+* ``"ours"`` (default; ``"exact"``, its older name here, still works with a
+  DeprecationWarning): the above. Frame k is the frame on screen at ``start + k / 6``, the
   audio is exactly ``[start, start + 2)`` (mono downmix, resampled by libswresample), and the
   window is placed on the true stream durations. Use it to train new models: what the
   model sees is what the clip plays at those times.
@@ -31,7 +34,7 @@ Conventions (``convention=``):
   ``avgen/data/base.py`` ``BaseAudioVideoDataset`` with ``avgen/data/utils.py``, torchvision's
   ``video_reader``) gives for the same clip, layout included: video ``float32 [3, 12, S, S]``
   (channels first, then frames). Use it to compare with, fine-tune or evaluate the released
-  checkpoints, whose inputs were made this way. What differs from ``exact``:
+  checkpoints, whose inputs were made this way. What differs from ``ours``:
 
   - placement: ``D`` is the shorter stream duration as torchvision reports it (whole
     microseconds); train ``max(0, uniform(0, D - 2))``, test ``max(0, (D - 2) / 2)``;
@@ -148,7 +151,7 @@ def make_dataset(urls: str | list[str], split: str = "train", seed: int = 0,
     shard order by default). ``epoch``: pass the epoch number (or rebuild the dataset) so
     windows and orders change between epochs when DataLoader workers are not persistent.
     ``handler``: what to do with a sample that fails to decode (default: log and skip).
-    ``convention``: ``"exact"`` (default) or ``"released"`` (the paper's generation dataset's
+    ``convention``: ``"ours"`` (default) or ``"released"`` (the paper's generation dataset's
     tensors, video ``[3, 12, 256, 256]``; see the module doc for which to use when).
     Batch with ``torch.utils.data.DataLoader(ds, batch_size=..., num_workers=...)``.
     """

@@ -137,7 +137,7 @@ class Ours(Convention):
         return scorer.phi_pairs(audio, video, pairs)
 
     def loader_window(self, mp4, rng, d):
-        return clip_decode.exact_window(mp4, rng, d)
+        return clip_decode.ours_window(mp4, rng, d)
 
     def usable_sources(self, sources, offsets):
         return data.usable_sources(sources, offsets)

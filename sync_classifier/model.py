@@ -618,7 +618,7 @@ def weights_convention(path: str | Path, option: str = CHECKPOINT_OPTION) -> str
 
 @functools.lru_cache(maxsize=16)
 def _file_summary(path: str, size: int, mtime_ns: int, option: str) -> tuple[str, str]:
-    """(kind: ``ours`` / ``avid`` / ``other``, convention) of a checkpoint file, read once per
+    """(kind: ``curate`` / ``avid`` / ``other``, convention) of a checkpoint file, read once per
     file version: every stage asks (``resolve_models``), and the answer needs the whole file
     unpickled. Our checkpoint's keys and shapes are checked by the same read."""
     state = _torch_load(_source(path), option, source=path)   # the bytes hashed already, when small
@@ -628,7 +628,7 @@ def _file_summary(path: str, size: int, mtime_ns: int, option: str) -> tuple[str
         with torch.device("meta"):       # the architecture, no weights allocated
             model = SyncClassifier(SyncConfig.from_dict(state["config"]))
         check_state_fits(model, state["model"], path, option)
-        return "ours", str(state.get("convention") or OURS)
+        return "curate", str(state.get("convention") or OURS)
     return "other", str(state.get("convention") or OURS) if isinstance(state, dict) else OURS
 
 
@@ -651,7 +651,7 @@ def inspect_weights(path: str | Path, option: str = CHECKPOINT_OPTION) -> dict:
                                 f"sync train` and pass it (or the released modules/ folder) with {option}")
     st = p.stat()
     kind, conv = _file_summary(str(p.resolve()), st.st_size, st.st_mtime_ns, option)
-    if kind != "ours":
+    if kind != "curate":
         raise ValueError(f"{p} is not a curate sync classifier checkpoint (check {option})")
     return {"convention": conv}
 

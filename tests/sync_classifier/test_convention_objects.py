@@ -1,0 +1,84 @@
+"""Issue 24 item 4: a convention is an object whose methods do the preprocessing; no code
+outside ``sync_classifier/conventions.py`` branches on a convention's name; one vocabulary
+(``ours`` / ``released``), the loader's older ``exact`` accepted with a DeprecationWarning."""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+from sync_classifier import conventions as C
+
+ROOT = Path(__file__).resolve().parents[2]
+SCANNED = ("curate", "filters", "shards", "sync_classifier", "decoding", "manifests",
+           "benchmarks", "testkit", "scripts")
+_NAME = r"""(?:\b(?:\w+\.)?(?:OURS|RELEASED)\b|["'](?:ours|released|exact)["'])"""
+# a comparison with a convention's name, on either side, or a membership test among names
+BRANCH = re.compile(rf"(?:==|!=|\bis\b|\bin\b)\s*[(\[{{]?\s*{_NAME}|{_NAME}\s*(?:==|!=)")
+
+
+def branches(text: str) -> list[str]:
+    """The lines of ``text`` that compare something with a convention's name."""
+    return [line.strip() for line in text.splitlines()
+            if BRANCH.search(line.split("#")[0])]
+
+
+def test_the_branch_finder_finds_branches() -> None:
+    for line in ('if conv == "released":', "if convention != 'exact':",
+                 "if proto == conventions.RELEASED:", "ok = OURS == name",
+                 'if self.convention in ("released", "x"):', "if c is RELEASED:"):
+        assert branches(line) == [line], line
+    for line in ('name: str = RELEASED', 'CONVENTIONS = {OURS: Ours()}',
+                 'x = get_convention("released")', '# if conv == "released"'):
+        assert branches(line) == [], line
+
+
+def test_no_code_branches_on_a_convention_name() -> None:
+    found = []
+    files = [p for d in SCANNED for p in sorted((ROOT / d).rglob("*.py"))]
+    assert len(files) > 100
+    for p in files:
+        if p == ROOT / "sync_classifier" / "conventions.py":
+            continue
+        found += [f"{p.relative_to(ROOT)}: {line}" for line in branches(p.read_text())]
+    assert not found, "branches on a convention name (call a Convention method instead):\n" + \
+        "\n".join(found)
+
+
+def test_every_step_is_done_by_each_convention() -> None:
+    """Each convention implements every method the base declares (none left to the base's
+    NotImplementedError), and the names are the ones checkpoints and runs record."""
+    steps = [n for n, f in vars(C.Convention).items()
+             if callable(f) and not n.startswith("_") and n != "require_files"]
+    assert {"segment_phi", "loader_window", "usable_sources", "eval_clips", "train_clips",
+            "validation_clips", "generated_starts", "score_generated"} <= set(steps)
+    for conv in C.CONVENTIONS.values():
+        own = [n for n in steps if getattr(type(conv), n) is not getattr(C.Convention, n)]
+        assert own == steps, (conv.name, set(steps) - set(own))
+    assert sorted(C.CONVENTIONS) == ["ours", "released"]
+    assert {c.name for c in C.CONVENTIONS.values()} == set(C.CONVENTIONS)
+    assert C.get_convention(None) is C.CONVENTIONS["ours"]
+    assert C.get_convention(C.CONVENTIONS["released"]) is C.CONVENTIONS["released"]
+
+
+def test_the_loaders_old_spelling_is_ours_with_a_warning(tmp_path) -> None:
+    from shards.loader import ClipDecoder
+    with pytest.warns(DeprecationWarning, match="'exact'.*now called 'ours'"):
+        assert C.get_convention("exact") is C.CONVENTIONS["ours"]
+    with pytest.warns(DeprecationWarning, match="convention="):
+        assert ClipDecoder(train=False, convention="exact").convention is C.CONVENTIONS["ours"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ClipDecoder(train=False).convention is C.CONVENTIONS["ours"]
+        assert ClipDecoder(train=False, convention="released").convention is C.CONVENTIONS["released"]
+    with pytest.raises(ValueError, match="unknown convention 'clean'.*ours or released"):
+        ClipDecoder(train=False, convention="clean")
+
+
+def test_the_released_convention_needs_files() -> None:
+    C.get_convention("ours").require_files(None)       # generated events
+    with pytest.raises(ValueError, match="reads video files: pass --data"):
+        C.get_convention("released").require_files(None)
+    C.get_convention("released").require_files(Path("videos"))
