@@ -313,7 +313,9 @@ def _manifest_offsets(path: Path) -> list[str]:
 
 
 def _repaired_rows(man: Path) -> list[dict[str, Any]]:
-    """Selected ok rows of repaired clips, with their source file and segment start."""
+    """Selected ok rows of repaired clips, with their source file and segment start (the
+    downloads manifest's: in a two-pass run the scored rendition, whose segment clock the
+    cut's times share; its audio is the same download's)."""
     cols = ["key", "status", "source_id", "cut_start", "cut_end", "av_shift_ms", "repaired"]
     sel, dl = man / "selected.parquet", man / "downloads.parquet"
     try:

@@ -394,8 +394,10 @@ def repair_outcome(status: str | None, repaired: bool | None, note: str, error: 
     """One selected clip's repair in a few words (the note without its figures)."""
     if status == OK and repaired:
         return "repaired (rescore found offset 0)"
-    if status == schemas.STATUS_REJECTED and "rescore" in note:
+    if status == schemas.STATUS_REJECTED and (error or "").startswith("repair: the rescore"):
         return "rejected: the rescore of the repaired clip is not offset 0"
+    if status == schemas.STATUS_REJECTED and (error or "").startswith("repair:"):
+        return "rejected: " + error[len("repair: "):].split(" (")[0]
     out_of_sync = status == schemas.STATUS_REJECTED and (error or "").startswith("sync:")
     if note.startswith("repair refused"):
         why = "refused: the shifted audio would run past the source"

@@ -113,11 +113,14 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
     todo = {k: c for k, c in cuts.items() if c.get("status") == schemas.STATUS_OK and c.get("repaired")}
     if not todo:
         return
-    res = run_stage(out, rescore_spec(run), rescore_items(out, todo, {r["key"]: r for r in selected}), executor, **run_kw(run, "rescore"))
-    table = res.table("certs")
-    certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
+    certs: dict[str, dict] = {}
+    if run["options"].get("synchformer_checkpoint"):     # else certified before, not now
+        items = rescore_items(out, todo, {r["key"]: r for r in selected})
+        table = run_stage(out, rescore_spec(run), items, executor, **run_kw(run, "rescore")).table("certs")
+        certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
     for k, c in todo.items():
-        why = rescore_verdict(certs.get(k))
+        why = (rescore_verdict(certs.get(k)) if run["options"].get("synchformer_checkpoint")
+               else "repair: no --synchformer-checkpoint to rescore the repaired clip")
         if why:
             c.update(status=schemas.STATUS_REJECTED, error=why, repaired=False,
                      repair_note=f"{c.get('repair_note')}; {why}")

@@ -198,3 +198,12 @@ def test_build_repair_option_turns_the_recipe_option_on_and_a_resume_keeps_it(tm
     again = new_run(tmp_path, get_recipe("demo"), {"repair": None})   # resumed without --repair
     assert again["recipe"]["repair"]["enabled"] is True
     assert new_run(tmp_path / "plain", get_recipe("demo"), {})["recipe"]["repair"]["enabled"] is False
+
+
+def test_a_repair_without_weights_to_rescore_it_is_rejected(tmp_path):
+    run = new_run(tmp_path, get_recipe("demo"), {"repair": True})
+    cuts = {"k": {"key": "k", "status": "ok", "repaired": True, "av_shift_ms": 600.0,
+                  "repair_note": "audio late by 0.600 s (both models agree)"}}
+    repair.rescore(tmp_path, run, LocalExecutor(), cuts, [])
+    assert cuts["k"]["status"] == "rejected" and cuts["k"]["repaired"] is False
+    assert "no --synchformer-checkpoint" in cuts["k"]["error"]
