@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.ops import fetch as dl
+from curate.ops.fetch import segment
+from decoding.media import probe
 from curate.ops.cut import cut_clip
 from curate.ops.encoding import CUT_QUALITY as QUALITY
 from curate.ops.encoding import encode_args
@@ -48,10 +50,10 @@ def _ff(args: list[str]) -> None:
 def _old_cut(src, start, end, out, opts):
     """The format-1 download cut: a re-encode re-timed to 0 (``-ss`` before ``-i``)."""
     args = ["-ss", f"{start:.3f}", "-i", str(src)] + (["-t", f"{end - start:.3f}"] if end else [])
-    _ff([*args, *dl._encode_args(opts), str(out)])
-    dur = dl.probe(src)["duration"]
+    _ff([*args, *segment.reencode_args(opts), str(out)])
+    dur = probe(src)["duration"]
     return dur, {"seg_start": 0.0, "seg_end": float(end - start), "stream_copy": False, "note": None}, \
-        dl.probe(out)
+        probe(out)
 
 
 def _cpu() -> float:
@@ -77,9 +79,9 @@ def bench_cpu(tmp: Path, items: int) -> None:
             _source(www / f"v{i}.mp4", size)
         with LoopbackServer(www) as server:
             for label, patch in (("before (re-encode)", True), ("after (stream copy)", False)):
-                real = dl._cut
+                real = segment.cut
                 if patch:
-                    dl._cut = _old_cut
+                    segment.cut = _old_cut
                 try:
                     media = tmp / f"raw{size}{patch}"
                     c0, t0 = _cpu(), time.perf_counter()
@@ -90,7 +92,7 @@ def bench_cpu(tmp: Path, items: int) -> None:
                         assert r["status"] == "ok", r
                     c1, t1 = _cpu(), time.perf_counter()
                 finally:
-                    dl._cut = real
+                    segment.cut = real
                 secs = items * (SEG[1] - SEG[0])
                 print(f"{size:>9} {label:>24} {1000 * (c1 - c0) / secs:16.1f} {items / (t1 - t0):8.2f}")
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.config.run_state import new_run
 from curate.stages.download import stage_download
 from curate.stages.sources import stage_sources
-from curate.execution.health import read_state
+from curate.ops.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
 from testkit.avmedia import event_video_copies, served_sources_csv

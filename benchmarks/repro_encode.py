@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.ops import fetch as dl
+from curate.ops.fetch import segment
 
 OLD = ["-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]
@@ -45,7 +46,7 @@ def main() -> None:
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
     try:
         for label, args in (("old (x264 threads auto)", OLD),
-                            ("new (curate/ops/encoding.py)", dl._encode_args(dl.DownloadOptions()))):
+                            ("new (curate/ops/encoding.py)", segment.reencode_args(dl.DownloadOptions()))):
             hashes = []
             for i in range(a.runs):
                 out = tmp / f"o{i}.mp4"

@@ -1,5 +1,5 @@
 """Docstrings and comments name files and modules that exist: a path of this repository
-(``curate/ops/fetch.py``) or a dotted module (``curate.ops.fetch.read_segment``) mentioned in
+(``curate/ops/fetch/segment.py``) or a dotted module (``curate.ops.fetch.read_segment``) mentioned in
 a docstring or a comment of the project's Python files is there."""
 from __future__ import annotations
 

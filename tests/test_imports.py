@@ -154,3 +154,12 @@ def test_config_does_not_import_ops():
     bad = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith("curate.config")
                  for d in ds if d.startswith("curate.ops"))
     assert not bad, bad
+
+
+def test_ops_do_not_import_execution():
+    """Per-item work (curate/ops/) knows nothing of workers: a download's gate is handed in
+    (``curate.ops.health.Gate``), never looked up in the executor layer."""
+    graph, _ = _graph()
+    bad = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith("curate.ops")
+                 for d in ds if d.startswith("curate.execution"))
+    assert not bad, bad

@@ -18,7 +18,7 @@ class LocalExecutor:
         self.started = 0           # stage runs that did work (a finished rerun leaves it)
 
     def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
-        from curate.execution import health
+        from curate.ops import health
 
         config = health.stage_config(spec.health, spec.rate_per_s)
         if config is None:

@@ -38,7 +38,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from curate.execution import health
+from curate.ops import health
 from manifests.scratch import pid_alive
 from curate.execution.spec import (FAULT_KEY, NODE_KEY, Item, Outputs, StageSpec, WorkerSetupError,
                                    raise_fault, safe_call)
@@ -296,7 +296,7 @@ class _StageActor:
 
 
 class _HealthActor:
-    """The stage's one health control (``curate.execution.health.HealthControl``: global rate,
+    """The stage's one health control (``curate.ops.health.HealthControl``: global rate,
     pause on 429 / 5xx, probe, stop on bot checks) for all workers, as a Ray actor."""
 
     def __init__(self, config: dict[str, Any]):

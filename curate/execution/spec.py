@@ -39,7 +39,7 @@ class StageSpec:
     timeout_s: float | None = None   # per item (per actor call for batches); None: no limit
     max_tries: int = 2           # tries of an item whose worker died (signal, OOM kill)
     rate_per_s: float | None = None  # requests per second, over all workers (downloads)
-    #: the health control's options (``curate.execution.health``: pause on 429 / 5xx, stop on bot checks);
+    #: the health control's options (``curate.ops.health``: pause on 429 / 5xx, stop on bot checks);
     #: with it or ``rate_per_s`` every worker's function finds a gate in ``health.current_gate()``
     health: dict[str, Any] | None = None
     on_health: Callable[[dict[str, Any]], None] | None = None   # driver side: each state change

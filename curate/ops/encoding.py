@@ -1,6 +1,6 @@
 """Deterministic encoder settings, declared once, for every re-encode of the pipeline.
 
-The download stage's cut / remux fallback (``curate/ops/fetch.py``) and the clip cut
+The download stage's cut / remux fallback (``curate/ops/fetch/segment.py``) and the clip cut
 (``curate/ops/cut.py``) both build their ffmpeg arguments from here, so two runs on the same
 inputs write byte-identical files, also on a loaded machine:
 

@@ -179,7 +179,7 @@ def collect(out: str | Path) -> dict[str, Any]:
     for key in ("failures", "rejected", "skipped"):
         st[key] = dict(st[key].most_common())
     st["resolutions"] = {k: dict(v) for k, v in st["resolutions"].items()}
-    from curate.execution.health import read_state
+    from curate.ops.health import read_state
     st["download_health"] = read_state(out)     # the last download run's health control
     if has_manifest(out, "ledger"):
         from curate.reports.ledger import summary
@@ -535,7 +535,7 @@ def format_text(st: dict[str, Any]) -> str:
         lines += ["", "sources by availability (ledger):"] + \
             [f"  {k:<50}{n:>7}" for k, n in st["availability"].items()]
     if st.get("download_health"):
-        from curate.execution.health import format_state
+        from curate.ops.health import format_state
         lines += ["", f"download health: {format_state(st['download_health'])}"]
     for key, title in (("failures", "failures by reason:"), ("rejected", "rejected by reason:"),
                        ("skipped", "skipped (not failures):")):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def download_factory(media_dir: str, opts: dict):
     from curate.ops.fetch import DownloadOptions, download_source
 
-    from curate.execution.health import current_gate
+    from curate.ops.health import current_gate
 
     options = DownloadOptions(**opts)
 
@@ -96,7 +96,7 @@ def download_spec(run: dict[str, Any]) -> StageSpec:
                            and not (k == "rendition" and v == "full")},
               "encoder": run_encoder_settings(run), "format": DOWNLOAD_FORMAT}
     rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
-    from curate.execution.health import download_health
+    from curate.ops.health import download_health
     return StageSpec("download", functools.partial(download_factory, "", opts), _download_error,
                      params=params,
                      concurrency=int(run["options"].get("download_workers") or eng["download_workers"]),
@@ -125,7 +125,7 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
     media.mkdir(parents=True, exist_ok=True)
     spec = download_spec(run)
     spec.factory = functools.partial(download_factory, str(media), download_options(run))
-    from curate.execution.health import echo_summary, record_state
+    from curate.ops.health import echo_summary, record_state
     spec.on_health = functools.partial(record_state, str(out))
     res = run_stage(out, spec, download_items(out, run), executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
                     **run_kw(run, "download"))
@@ -157,7 +157,7 @@ def stage_fetch_full(out: str | Path, run: dict[str, Any], executor: Executor, s
     spec = download_spec(full_run)
     spec.name = "download_full"
     spec.factory = functools.partial(download_factory, str(media), download_options(full_run))
-    from curate.execution.health import record_state
+    from curate.ops.health import record_state
     spec.on_health = functools.partial(record_state, str(out))
     sources = {r["source_id"]: r for r in read_rows(out, "sources")}
     items = [{"key": sid, "row": sources[sid], "inputs": {k: sources[sid].get(k) for k in DOWNLOAD_INPUTS}}

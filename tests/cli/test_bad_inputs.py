@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from curate.ops import fetch as dl
+from curate.ops.fetch import errors, source
 from curate.ops.cut import cut_clip
 from curate.ops.fetch import DownloadOptions, download_source
 from curate.demo.loopback import LoopbackServer
@@ -143,7 +144,7 @@ def _fake_sleep(monkeypatch, sleeps: list[float]) -> None:
     """Record the download module's waits without waiting; other code (subprocess's wait
     loop, yt-dlp) keeps the real time.sleep."""
     fake = types.SimpleNamespace(sleep=sleeps.append, time=time.time)
-    monkeypatch.setattr(dl, "time", fake)
+    monkeypatch.setattr(source, "time", fake)
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +199,12 @@ def test_stalled_url_ends_quickly_with_timeout(server, tmp_path):
 def test_stalled_url_is_retried_at_most_timeout_retries(server, tmp_path, monkeypatch):
     _fake_sleep(monkeypatch, [])
     tries: list[int] = []
-    attempt = dl._attempt
+    attempt = source._attempt
 
     def counted(*a, **kw):
         tries.append(1)
         return attempt(*a, **kw)
-    monkeypatch.setattr(dl, "_attempt", counted)
+    monkeypatch.setattr(source, "_attempt", counted)
     row = download_source(_url(server, "stall"), tmp_path,
                           DownloadOptions(retries=5, socket_timeout=0.5, timeout_retries=1))
     assert row["reason"] == "timeout"
@@ -215,11 +216,11 @@ def test_bot_check_is_classified():
     for msg in ("ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you\u2019re not a bot. Use "
                 "--cookies-from-browser or --cookies for the authentication.",
                 "ERROR: [youtube] abc: Sign in to confirm you're not a bot"):
-        f = dl._classify(DownloadError(msg))
+        f = errors.classify(DownloadError(msg))
         assert (f.reason, f.transient) == ("bot_check", False)
         assert f.message.startswith("bot_check: pass --cookies")
     # the age gate stays "unavailable"
-    f = dl._classify(DownloadError("ERROR: [youtube] abc: Sign in to confirm your age"))
+    f = errors.classify(DownloadError("ERROR: [youtube] abc: Sign in to confirm your age"))
     assert f.reason == "unavailable"
 
 

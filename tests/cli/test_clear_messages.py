@@ -180,11 +180,12 @@ def test_stats_group_rejected_sources_by_their_reason(tmp_path):
 
 
 def test_an_hls_failure_says_what_was_fetched_and_what_to_try():
-    from curate.ops.fetch import _Failure, _stream_hint
-    f = _stream_hint(_Failure("error", "ffmpeg exited with code 1"),
+    from curate.ops.fetch.errors import Failure
+    from curate.ops.fetch.ytdlp import _stream_hint
+    f = _stream_hint(Failure("error", "ffmpeg exited with code 1"),
                      {"protocol": "m3u8_native", "url": "http://127.0.0.1/x.m3u8"})
     assert f.message.startswith("HLS (m3u8) stream") and "use_ranges" in f.message
-    plain = _stream_hint(_Failure("error", "HTTP Error 404"), {"protocol": "https"})
+    plain = _stream_hint(Failure("error", "HTTP Error 404"), {"protocol": "https"})
     assert plain.message == "HTTP Error 404"
 
 

@@ -10,7 +10,7 @@ import pytest
 from curate.config.run_state import new_run
 from curate.stages.download import stage_download
 from curate.stages.sources import stage_sources
-from curate.execution.health import read_state
+from curate.ops.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
 from testkit.avmedia import event_video_copies, served_sources_csv

@@ -188,7 +188,7 @@ def test_stateful_stage_loads_once_per_actor_and_streams(tmp_path, ray_ex):
 
 
 def _gated_factory():
-    from curate.execution.health import current_gate
+    from curate.ops.health import current_gate
 
     def fn(item):
         gate = current_gate()

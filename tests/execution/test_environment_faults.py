@@ -14,7 +14,7 @@ import pytest
 
 from curate.build import build
 from curate.execution.local import LocalExecutor
-from curate.ops import fetch
+from curate.ops.fetch import cache, errors, source
 from manifests import scratch
 from manifests.faults import EnvironmentFault
 from testkit.avmedia import served_sources_csv
@@ -69,16 +69,16 @@ def test_a_scratch_disk_that_fills_mid_download_stops_the_stage(tmp_path, served
 
 def test_an_output_disk_that_fills_at_the_commit_stops_the_stage(tmp_path, served, monkeypatch):
     monkeypatch.setenv(scratch.SCRATCH_ENV, str(tmp_path / "scratch"))
-    real = fetch.commit
+    real = cache.commit_file
 
     def full(src, dst, *a, **k):
         raise scratch.write_fault(dst, os.strerror(errno.ENOSPC)) from OSError(
             errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-    monkeypatch.setattr(fetch, "commit", full)
+    monkeypatch.setattr(cache, "commit_file", full)
     with pytest.raises(EnvironmentFault, match=r"cannot write .*out/media/raw/.*No space left.*--out"):
         _build(tmp_path, served)
     assert _failed_records(tmp_path / "out") == []
-    monkeypatch.setattr(fetch, "commit", real)
+    monkeypatch.setattr(cache, "commit_file", real)
     assert [d["status"] for d in _build(tmp_path, served)] == ["ok"] * 3
 
 
@@ -86,13 +86,13 @@ def test_sources_failed_earlier_for_a_full_disk_are_redone_without_retry_failed(
                                                                                  monkeypatch):
     """Records an older version wrote (every source ``corrupt`` for ENOSPC in ffmpeg)."""
     monkeypatch.setenv(scratch.SCRATCH_ENV, str(tmp_path / "scratch"))
-    real = fetch._attempt
+    real = source._attempt
 
     def old_behaviour(plan, target, opts):
-        raise fetch._Failure("corrupt", "ffmpeg: Error writing trailer: No space left on device")
-    monkeypatch.setattr(fetch, "_attempt", old_behaviour)
+        raise errors.Failure("corrupt", "ffmpeg: Error writing trailer: No space left on device")
+    monkeypatch.setattr(source, "_attempt", old_behaviour)
     assert [d["reason"] for d in _build(tmp_path, served)] == ["corrupt"] * 3
-    monkeypatch.setattr(fetch, "_attempt", real)
+    monkeypatch.setattr(source, "_attempt", real)
     assert [d["status"] for d in _build(tmp_path, served)] == ["ok"] * 3
 
 

@@ -1,11 +1,11 @@
-"""The download health control (curate/execution/health.py): pure logic on a fake clock, then the
+"""The download health control (curate/ops/health.py): pure logic on a fake clock, then the
 download loop against a fake source that answers with YouTube's bot-check text."""
 from __future__ import annotations
 
 import pytest
 
-from curate.execution import health
-from curate.execution.health import Gate, GateClosed, HealthConfig, HealthControl
+from curate.ops import health
+from curate.ops.health import Gate, GateClosed, HealthConfig, HealthControl
 
 
 class Clock:
@@ -175,14 +175,14 @@ BOT_TEXT = ("ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you\u2019re not a 
 def _fake_youtube(monkeypatch, calls: list, ok_with: str | None = None):
     """A fake source: yt-dlp's bot-check error, unless the cookie file is ``ok_with``."""
     from yt_dlp.utils import DownloadError
-    from curate.ops import fetch as dl
+    from curate.ops.fetch import errors, ytdlp
 
     def fetch(plan, outdir, opts):
         calls.append((plan.source_id, opts.cookiefile))
         if ok_with is not None and opts.cookiefile == ok_with:
-            raise dl._Failure("corrupt", "fake source: no media (but no bot check)")
-        raise dl._classify(DownloadError(BOT_TEXT))
-    monkeypatch.setattr(dl, "_fetch", fetch)
+            raise errors.Failure("corrupt", "fake source: no media (but no bot check)")
+        raise errors.classify(DownloadError(BOT_TEXT))
+    monkeypatch.setattr(ytdlp, "fetch", fetch)
 
 
 def _run_downloads(tmp_path, n: int, health_block: dict, options: dict | None = None):
@@ -239,14 +239,15 @@ def test_several_cookie_files_are_used_in_turn_after_a_bot_check(tmp_path, monke
 
 
 def test_extractor_args_allow_list():
-    from curate.ops.fetch import DownloadOptions, _ydl_params
+    from curate.ops.fetch import DownloadOptions
+    from curate.ops.fetch.ytdlp import ydl_params
     from curate.ops.ytopts import parse_extractor_args
     args = parse_extractor_args(["youtube:player_client=web,mweb;po_token=web.gvs+AbC/9=",
                                  "youtubepot-bgutilhttp:base_url=http://127.0.0.1:4416"])
     assert args == {"youtube": {"player_client": ["web", "mweb"], "po_token": ["web.gvs+AbC/9="]},
                     "youtubepot-bgutilhttp": {"base_url": ["http://127.0.0.1:4416"]}}
     from pathlib import Path
-    p = _ydl_params(DownloadOptions(extractor_args=args), Path("/x"), "s")
+    p = ydl_params(DownloadOptions(extractor_args=args), Path("/x"), "s")
     assert p["extractor_args"]["youtube"]["po_token"] == ["web.gvs+AbC/9="]
     for bad in ("youtube:outtmpl=/etc/x", "nosuchsite:a=b", "youtube:player_client=a b",
                 "youtube", "youtube:po_token"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from curate.ops import fetch as dl
+from curate.ops.fetch import errors, segment, source, ytdlp
 from curate.demo import synth
 from curate.ops.fetch import DownloadOptions, download_source
 from curate.demo.loopback import LoopbackServer, serve_directory
@@ -82,18 +83,18 @@ def test_success_downloads_and_probes(server, tmp_path):
 
 def _spy(monkeypatch, name: str) -> list:
     calls: list = []
-    real = getattr(dl, name)
+    real = getattr(segment, name)
 
     def wrapper(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
-    monkeypatch.setattr(dl, name, wrapper)
+    monkeypatch.setattr(segment, name, wrapper)
     return calls
 
 
 def test_direct_file_is_cut_to_segment(server, media, tmp_path, monkeypatch):
     _, truth = media
-    cuts, remuxes = _spy(monkeypatch, "_cut"), _spy(monkeypatch, "_remux")
+    cuts, remuxes = _spy(monkeypatch, "cut"), _spy(monkeypatch, "remux")
     row = download_source(_row(server, "cut", 2, 5), tmp_path, DownloadOptions(**FAST))
     assert row["status"] == "ok", row
     # auto mode: a direct file is fetched whole, then cut locally
@@ -111,7 +112,7 @@ def test_download_ranges_path_with_yt_dlp(server, media, tmp_path, monkeypatch):
     """The path YouTube takes (download_ranges, yt-dlp's ffmpeg stream-copying the range
     with the source's timestamps), forced on."""
     _, truth = media
-    cuts, remuxes = _spy(monkeypatch, "_cut"), _spy(monkeypatch, "_remux")
+    cuts, remuxes = _spy(monkeypatch, "cut"), _spy(monkeypatch, "remux")
     opts = DownloadOptions(use_ranges="always", **FAST)
     row = download_source(_row(server, "ranges", 3, 6), tmp_path, opts)
     assert row["status"] == "ok", row
@@ -134,7 +135,7 @@ def test_404_is_http_error_without_retries(server, tmp_path):
 
 def test_truncated_transfer_fails_and_leaves_nothing(server, tmp_path, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(dl.time, "sleep", sleeps.append)
+    monkeypatch.setattr(source.time, "sleep", sleeps.append)
     before = _gets(server, "trunc")
     row = download_source(_row(server, "trunc"), tmp_path, DownloadOptions(**FAST))
     assert row["status"] == "failed" and row["reason"] in ("http_error", "corrupt")
@@ -249,7 +250,7 @@ def test_classification_of_site_messages():
         "ERROR: something nobody expected": ("error", False),
     }
     for msg, (reason, transient) in cases.items():
-        f = dl._classify(DownloadError(msg))
+        f = errors.classify(DownloadError(msg))
         assert (f.reason, f.transient) == (reason, transient), msg
         assert not f.message.startswith("ERROR")
 
@@ -262,7 +263,7 @@ def test_options_are_validated():
     with pytest.raises(ValueError):
         DownloadOptions(url_template="https://example.com/")
     opts = DownloadOptions(proxy="http://p:1", ydl_opts={"retries": 7})
-    p = dl._ydl_params(opts, Path("/x"), "s")
+    p = ytdlp.ydl_params(opts, Path("/x"), "s")
     assert p["cachedir"] is False and p["proxy"] == "http://p:1" and p["retries"] == 7
     assert "[height<=?720]" in p["format"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yt_dlp
 
-from curate.ops import fetch as dl
+from curate.ops.fetch import ytdlp
 from curate.ops.fetch import DownloadOptions, download_source
 from curate.ops.ytopts import JS_FIX, parse_js_runtime, shipped_js_runtime
 from curate.reports.ledger import availability
@@ -18,12 +18,12 @@ from curate.reports.ledger import availability
 def test_options_carry_the_shipped_runtime():
     import deno
     path = os.fsdecode(deno.find_deno_bin())
-    params = dl._ydl_params(DownloadOptions(), Path("/x"), "s")
+    params = ytdlp.ydl_params(DownloadOptions(), Path("/x"), "s")
     assert params["js_runtimes"] == {"deno": {"path": path}}
     assert shipped_js_runtime() == path and os.access(path, os.X_OK)
     # an explicit --js-runtime wins
     explicit = parse_js_runtime("node:/usr/bin/env")
-    params = dl._ydl_params(DownloadOptions(js_runtimes=explicit), Path("/x"), "s")
+    params = ytdlp.ydl_params(DownloadOptions(js_runtimes=explicit), Path("/x"), "s")
     assert params["js_runtimes"] == {"node": {"path": "/usr/bin/env"}}
     for bad in ("rhino", "deno:/no/such/deno"):
         with pytest.raises(ValueError, match="--js-runtime"):
@@ -42,7 +42,7 @@ def test_environment_has_the_solver_and_a_working_runtime(tmp_path):
 def test_yt_dlp_reports_the_runtime_available(no_network):
     """Ask yt-dlp, not our code: its YouTube extractor picks the JS clients only when one of
     its challenge providers is available (otherwise the deprecated JS-less mode)."""
-    params = dl._ydl_params(DownloadOptions(), Path("/x"), "s")
+    params = ytdlp.ydl_params(DownloadOptions(), Path("/x"), "s")
     with yt_dlp.YoutubeDL(params) as ydl:
         info = ydl._js_runtimes["deno"].info
         assert info is not None and info.supported, info

@@ -130,12 +130,12 @@ def test_cached_download_keeps_segment_times_and_old_format_is_refetched(sources
 def test_copy_failure_reencodes_on_a_frame_instant(sources, tmp_path, monkeypatch):
     """Where a stream copy cannot be written the segment is re-encoded, both streams cut at
     the same frame instant, and the row says so."""
-    import curate.ops.fetch as dl
+    from curate.ops.fetch import errors, segment
 
     def no_copy(*a, **k):
-        raise dl._Failure("corrupt", "ffmpeg: codec not supported in mp4 (simulated)")
-    real = dl._ffmpeg
-    monkeypatch.setattr(dl, "_ffmpeg", lambda args, opts: no_copy() if "copy" in args else real(args, opts))
+        raise errors.Failure("corrupt", "ffmpeg: codec not supported in mp4 (simulated)")
+    real = segment._ffmpeg
+    monkeypatch.setattr(segment, "_ffmpeg", lambda args, opts: no_copy() if "copy" in args else real(args, opts))
     src = sources[_id(CASES[3])]
     row = download_source({"source_id": "r_000007_000012", "path": str(src), "start": 7, "end": 12},
                           tmp_path, DownloadOptions())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from curate.ops import fetch as dl
+from curate.ops.fetch import segment
 from curate.ops.cut import cut_clip, ffmpeg_command
 from curate.ops.encoding import ENCODER_SETTINGS, encoder_settings
 from shards.writer import Sample, write_shards
@@ -49,7 +50,7 @@ def cpu_load(n: int | None = None):
 
 
 def test_encode_args_are_single_threaded_and_bitexact():
-    args = dl._encode_args(dl.DownloadOptions())
+    args = segment.reencode_args(dl.DownloadOptions())
     assert args[args.index("-threads") + 1] == "1"
     assert "lookahead-threads=1" in args[args.index("-x264-params") + 1]
     assert "sliced-threads=0" in args[args.index("-x264-params") + 1]
@@ -75,7 +76,7 @@ def test_download_cut_is_byte_identical_under_load(source, tmp_path):
     with cpu_load():
         for i in range(3):
             out = tmp_path / f"seg{i}.mp4"
-            dl._cut(source, 0.52, 3.4, out, opts)       # not the whole file: re-encode
+            segment.cut(source, 0.52, 3.4, out, opts)       # not the whole file: re-encode
             outs.append(_sha(out))
     assert len(set(outs)) == 1, outs
     # no creation time or encoder string carried over from the source
