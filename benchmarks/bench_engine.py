@@ -69,7 +69,7 @@ def _register() -> None:
 def _executor(workers: int):
     """One local Ray for the whole script (restarting Ray on a loaded machine can time out);
     ``workers`` only sets how many items/actors a stage runs at once."""
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
     global _EX
     if _EX is None:
         _EX = RayExecutor(workers=workers)

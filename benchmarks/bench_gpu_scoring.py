@@ -159,7 +159,7 @@ def main(argv=None) -> None:
     from curate.stages.score import stage_score
     from curate.stages.sources import stage_sources
     from curate.stages.split import stage_split
-    from curate.execution.ray_executor import make_executor
+    from curate.execution.make import make_executor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     root = args.keep or Path(tempfile.mkdtemp(prefix="curate-gpu-"))

@@ -31,7 +31,7 @@ from testkit.avmedia import event_video_copies, served_sources_csv
 
 
 def run(root: Path, throttle_s: float, workers: int, n: int) -> None:
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
     media = root / "m"
     ids = event_video_copies(media, n)
     out = root / "out"

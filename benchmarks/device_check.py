@@ -686,7 +686,7 @@ def bench_ray(paths: dict[str, str], smoke: bool, folder: Path, n_segments: int)
 
     import ray.cloudpickle
     import bench_flops as bf
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
     from curate.execution.spec import StageSpec
     from curate.execution.checkpoints import run_stage
     from manifests import schemas

@@ -83,7 +83,7 @@ _EXECUTORS: list = []      # executors of this command: shut down on an interrup
 
 
 def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[float]):
-    from curate.execution.ray_executor import make_executor
+    from curate.execution.make import make_executor
     ex = make_executor(kind, workers=workers, address=address, gpus=gpus)
     _EXECUTORS.append(ex)
     return ex

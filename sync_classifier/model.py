@@ -383,13 +383,6 @@ def _require_checkpoint(path: Path | io.BytesIO, option: str, name=None) -> None
 
 # ---------------------------------------------------------------- released modules/ folder
 
-def is_released_folder(path: str | Path) -> bool:
-    """A released ``modules/`` folder, or a folder holding one (``checkpoint-40000/``)."""
-    p = Path(path)
-    return p.is_dir() and (all((p / m).is_dir() for m in MODULES)
-                           or all((p / "modules" / m).is_dir() for m in MODULES))
-
-
 def _read_module_folder(folder: Path, option: str) -> tuple[dict, dict]:
     """(config.json dict, state dict) of one diffusers ``save_pretrained`` folder."""
     cfg_path = folder / "config.json"
@@ -521,15 +514,6 @@ def avid_state(checkpoint: Mapping, source: str, option: str = INIT_OPTION) -> d
 def is_avid_checkpoint(state) -> bool:
     m = state.get("model") if isinstance(state, Mapping) else None
     return isinstance(m, Mapping) and any(str(k).startswith(tuple(AVID_PREFIXES.values())) for k in m)
-
-
-def load_avid_into(model: SyncClassifier, path: str | Path, option: str = INIT_OPTION) -> None:
-    """Both encoders from the AVID-CMA checkpoint at ``path`` (strict); the head stays fresh."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AVID-CMA checkpoint not found: {path} ({option})")
-    _load_avid_states(model, _torch_load(path, option, extras=tuple(_numpy_scalars())), path, option)
-    model.convention = RELEASED
 
 
 def _load_avid_states(model: SyncClassifier, checkpoint, path: Path, option: str) -> None:

@@ -1,4 +1,4 @@
-"""The package's import graph: no circle between modules, and Ray only in the executor.
+"""The package's import graph: no circle between modules, and Ray only in the Ray executor.
 
 Every ``import`` and ``from ... import`` of every module of the project's packages counts,
 at module level or inside a function (a function-level import is still an arrow between
@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("curate", "manifests", "decoding", "filters", "sync_classifier", "shards")
-RAY_MODULE = "curate.execution.ray_executor"
+#: the Ray executor's package: the only modules that import Ray
+RAY_PACKAGE = "curate.execution.ray"
 
 
 def _modules() -> dict[str, Path]:
@@ -117,11 +118,36 @@ def test_no_import_circle():
         for c in cycles)
 
 
-def test_only_the_executor_imports_ray():
+def _in_ray_package(module: str) -> bool:
+    return module == RAY_PACKAGE or module.startswith(RAY_PACKAGE + ".")
+
+
+def test_only_the_ray_executor_imports_ray():
     _, tops = _graph()
-    assert "ray" in tops[RAY_MODULE]
-    others = sorted(m for m, t in tops.items() if "ray" in t and m != RAY_MODULE)
-    assert not others, f"modules importing ray outside {RAY_MODULE}: {others}"
+    assert "ray" in tops[f"{RAY_PACKAGE}.executor"] and "ray" in tops[f"{RAY_PACKAGE}.worker"]
+    others = sorted(m for m, t in tops.items() if "ray" in t and not _in_ray_package(m))
+    assert not others, f"modules importing ray outside {RAY_PACKAGE}: {others}"
+
+
+def test_the_ray_package_is_reached_only_by_choosing_it():
+    """Nothing of the pipeline imports the Ray executor's package: a build reaches it
+    through ``curate.execution.make.make_executor`` (the executor it asked for), so a stage,
+    an op or the serial executor never depends on Ray."""
+    graph, _ = _graph()
+    users = sorted(m for m, ds in graph.items() if not _in_ray_package(m)
+                   and any(_in_ray_package(d) for d in ds))
+    assert users == ["curate.execution.make"], users
+
+
+def test_executors_know_nothing_of_stages_or_work():
+    """``curate/execution/`` runs items: it imports no op, stage, filter or selection rule
+    (a download's rate limit and health gate wrap the download function instead)."""
+    graph, _ = _graph()
+    work = ("curate.ops", "curate.stages", "curate.stagekit", "curate.selection", "filters",
+            "curate.config", "curate.reports")
+    bad = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith("curate.execution")
+                 for d in ds if d.startswith(work))
+    assert not bad, bad
 
 
 def test_stages_are_not_imported_by_what_they_use():

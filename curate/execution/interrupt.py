@@ -8,7 +8,7 @@ with ``INTERRUPTED_MESSAGE``. Further signals during that cleanup are ignored so
 records reach the disk.
 
 Ray's core worker installs a C++ SIGTERM handler in the driver at ``ray.init`` (it dumps a
-stack and aborts); ``curate.execution.ray_executor`` puts the Python handlers back after ``ray.init``
+stack and aborts); ``curate.execution.ray.session.init_ray`` puts the Python handlers back after ``ray.init``
 (``reinstall``). Some C extensions run Python signal handlers inside their own calls and
 mishandle an exception raised there (Ray's ``wait`` then fails with a SystemError); calls
 into them run under ``deferred()``: the signal is noted and ``Interrupted`` raised when the

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from curate.execution.shared import Handle, sharing
 from curate.execution.spec import Item, Outputs, StageSpec, safe_call
 from manifests.faults import fault_of
 
@@ -18,20 +19,15 @@ class LocalExecutor:
         self.started = 0           # stage runs that did work (a finished rerun leaves it)
 
     def run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
-        from curate.ops import health
-
-        config = health.stage_config(spec.health, spec.rate_per_s)
-        if config is None:
-            yield from self._run(spec, items)
-            return
-        control = health.HealthControl(health.HealthConfig.from_dict(config))
-        health.set_gate(health.local_gate(control, spec.on_health))
+        objects = {name: s.make() for name, s in (spec.shared or {}).items()}
+        handles = {name: _local_handle(obj, spec.shared[name].on_state) for name, obj in objects.items()}
         try:
-            yield from self._run(spec, items)
+            with sharing(handles):
+                yield from self._run(spec, items)
         finally:
-            health.set_gate(None)
-            if spec.on_health is not None:
-                spec.on_health(control.state_dict())
+            for name, obj in objects.items():
+                if spec.shared[name].on_state is not None:
+                    spec.shared[name].on_state(obj.status(), True)
 
     def _run(self, spec: StageSpec, items: list[Item]) -> Iterator[tuple[Item, Outputs]]:
         self.started += 1
@@ -53,3 +49,14 @@ class LocalExecutor:
                 yield item, spec.on_error(item, f"prepare: {type(e).__name__}: {e}")
                 continue
             yield item, safe_call(fn, spec, item, payload)
+
+
+def _local_handle(obj: Any, on_state: Callable[[dict[str, Any], bool], None] | None) -> Handle:
+    """A handle on an in-process object; after each call its state goes to ``on_state``
+    (in process there is no loop round to poll in: a call may wait a long time)."""
+    def call(method: str, *args: Any) -> Any:
+        answer = getattr(obj, method)(*args)
+        if on_state is not None:
+            on_state(obj.status(), False)
+        return answer
+    return Handle(call)

@@ -7,6 +7,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
+from curate.execution.shared import Shared
 from manifests.faults import EnvironmentFault, fault_of
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,9 @@ class StageSpec:
     concurrency: int | None = None   # parallel items (default: the executor's workers)
     timeout_s: float | None = None   # per item (per actor call for batches); None: no limit
     max_tries: int = 2           # tries of an item whose worker died (signal, OOM kill)
-    rate_per_s: float | None = None  # requests per second, over all workers (downloads)
-    #: the health control's options (``curate.ops.health``: pause on 429 / 5xx, stop on bot checks);
-    #: with it or ``rate_per_s`` every worker's function finds a gate in ``health.current_gate()``
-    health: dict[str, Any] | None = None
-    on_health: Callable[[dict[str, Any]], None] | None = None   # driver side: each state change
+    #: objects one per stage run for all its workers (``curate.execution.shared``: e.g. the
+    #: download health control); an item's function reaches one with ``shared(name)``
+    shared: dict[str, Shared] | None = None
 
 
 class WorkerSetupError(ValueError):

@@ -20,15 +20,16 @@ control keeps one state for all workers:
 Cookies: with several cookie files the control names the one to use (``cookie`` of a
 permit); a bot check seen with the current file moves every worker on to the next.
 
-The Ray executor (``curate/execution/ray_executor.py``) wraps a ``HealthControl`` in one Ray actor; a worker talks to
-it through a ``Gate`` (``current_gate()`` inside a download). Without an engine (a plain
-``download_source`` call) there is no gate and each source handles its own retries.
+The download stage declares one ``HealthControl`` as a stage run's shared object
+(``curate.execution.shared``: in process for the serial executor, one Ray actor otherwise) and
+wraps its per-item function so each download gets a ``Gate`` over it
+(``curate.stagekit.gated``). Without one (a plain ``download_source`` call) there is no gate
+and each source handles its own retries.
 """
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -285,6 +286,15 @@ class HealthControl:
         extra = self.clock() - self.since if self.state in ("paused", "probing") else 0.0
         return self.paused_s + extra
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "HealthControl":
+        """A control from a stage's options (``stage_config``)."""
+        return cls(HealthConfig.from_dict(config))
+
+    def status(self) -> dict[str, Any]:
+        """What the executor polls of a shared object (``paused_s``: time every worker was held)."""
+        return self.state_dict()
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for the console, ``curate stats`` and the engine."""
         return {"state": self.state, "why": self.why, "since": self._wall_of(self.since),
@@ -336,43 +346,6 @@ class Gate:
                detail: str | None = None) -> dict:
         return self.tell(permit.ticket if permit else None, outcome, retry_after,
                          permit.cookie if permit else None, detail)
-
-
-def local_gate(control: HealthControl, on_change: Callable[[dict], None] | None = None) -> Gate:
-    """A gate over an in-process control (the serial executor); ``on_change(state)`` runs on
-    every state change."""
-    lock = threading.Lock()
-    seen = [control.version]
-
-    def changed() -> None:
-        if on_change is not None and control.version != seen[0]:
-            seen[0] = control.version
-            on_change(control.state_dict())
-
-    def ask() -> dict:
-        with lock:
-            d = control.acquire()
-        changed()
-        return d
-
-    def tell(*args: Any) -> dict:
-        with lock:
-            d = control.report(*args)
-        changed()
-        return d
-    return Gate(ask, tell)
-
-
-_CURRENT: list[Gate | None] = [None]
-
-
-def set_gate(gate: Gate | None) -> None:
-    """The gate of the download running in this process (set by the executor)."""
-    _CURRENT[0] = gate
-
-
-def current_gate() -> Gate | None:
-    return _CURRENT[0]
 
 
 # ----------------------------------------------------------------------------- display
@@ -436,6 +409,20 @@ def record_state(out: str | Path, state: dict[str, Any]) -> None:
     write_state(out, state)
     if state.get("state") != "open" or state.get("counts", {}).get("pauses"):
         log.warning("download health: %s", format_state(state))
+
+
+class StateRecorder:
+    """``on_state`` of the shared control (``curate.execution.shared.Shared``): records each
+    new state (a new ``version``) and the last one of a run (``final``: counts move on
+    without a version change)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out, self.version = str(out), None
+
+    def __call__(self, state: dict[str, Any], final: bool = False) -> None:
+        if final or state.get("version") != self.version:
+            self.version = state.get("version")
+            record_state(self.out, state)
 
 
 def echo_summary(out: str | Path, echo: Callable[[str], None] | None) -> None:

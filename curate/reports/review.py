@@ -2,7 +2,7 @@
 
 The page shows the selected clips per class, best ranked first, each with a <video> player
 and keep / reject buttons. Decisions are a JSON file ``{name: "keep" | "reject"}``; feed
-them back with ``select_clips(..., decisions=load_decisions(path))``: rejected clips are
+them back with ``select_clips_table(..., decisions=load_decisions(path))``: rejected clips are
 replaced by the next-ranked candidates of their class.
 
 Two modes:

@@ -41,10 +41,10 @@ import logging
 import math
 import re
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 from manifests.names import format_clip_name, split_source_id, ytid_of
-from manifests.schemas import MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
+from manifests.schemas import STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
 from shards.writer import key_from_name
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,6 @@ log = logging.getLogger(__name__)
 #: values like 2.5, 6.0; windows are on a 0.5-s grid so merged clips are exact; shot
 #: trimming can give other values, which are rounded)
 NAME_DECIMALS = 1
-
-
-class Selection(NamedTuple):
-    rows: list[dict[str, Any]]     # SELECTED rows, one per input clip
-    summary: dict[str, Any]        # per_class counts, shortfall, n_test, warnings
 
 
 def rank_score(clip: Mapping[str, Any]) -> float | None:
@@ -100,62 +95,6 @@ def _params(recipe_params: Mapping[str, Any], seed: int | None) -> dict[str, Any
     }
     out["max_per_source"] = p.get("max_per_source", 1 if out["per_class"] else None)
     return out
-
-
-def _base_row(clip: Mapping[str, Any]) -> dict[str, Any]:
-    return {"key": None, "name": None, "clip_id": clip.get("clip_id"),
-            "source_id": clip.get("source_id"), "class_name": clip.get("class_name"),
-            "split": clip.get("split"), "start": clip.get("start"), "end": clip.get("end"),
-            "rank_score": rank_score(clip), "status": STATUS_OK, "error": None,
-            **dict.fromkeys(MEASURED_COLUMNS)}
-
-
-def _named_rows(clips: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per clip with name/key; clips that failed upstream keep their status."""
-    rows, seen = [], set()
-    for c in clips:
-        row = _base_row(c)
-        if c.get("status") not in (None, STATUS_OK):
-            row.update(status=c["status"], error=f"clip not ok: {c.get('error')}")
-        try:
-            row["name"], row["start"], row["end"] = clip_name(c)
-            row["key"] = key_from_name(row["name"])
-        except ValueError as e:
-            if row["status"] == STATUS_OK:
-                row.update(status=STATUS_FAILED, error=f"select: cannot name clip: {e}")
-        if row["name"] is not None and row["name"] in seen and row["status"] == STATUS_OK:
-            row.update(status=STATUS_REJECTED, error="select: duplicate name (after rounding)")
-        seen.add(row["name"])
-        rows.append(row)
-    return rows
-
-
-def _order(rows: list[dict[str, Any]], seed: int, decisions: Mapping[str, str]) -> list[dict]:
-    """Reviewer-kept first, then rank_score descending (None last), then seeded tie-break."""
-    def k(r: dict) -> tuple:
-        rs = r["rank_score"]
-        return (decisions.get(r["name"]) != "keep", rs is None, -(rs or 0.0),
-                _seeded(seed, r["clip_id"] or r["name"]))
-    return sorted(rows, key=k)
-
-
-def _pick_class(rows: list[dict[str, Any]], prm: dict[str, Any],
-                decisions: Mapping[str, str]) -> None:
-    """Mark rows of one class (ranked order) ok / rejected / skipped, in place."""
-    per_class, cap = prm["per_class"], prm["max_per_source"]
-    n_sel, per_source = 0, defaultdict(int)
-    for rank, r in enumerate(_order(rows, prm["seed"], decisions), start=1):
-        if decisions.get(r["name"]) == "reject":
-            r.update(status=STATUS_REJECTED, error="review: rejected by reviewer")
-        elif per_class is not None and n_sel >= per_class:
-            r.update(status=STATUS_SKIPPED,
-                     error=f"select: rank {rank} beyond per_class {per_class}")
-        elif cap is not None and per_source[r["source_id"]] >= cap:
-            r.update(status=STATUS_SKIPPED,
-                     error=f"select: max_per_source {cap} reached for {r['source_id']}")
-        else:
-            n_sel += 1
-            per_source[r["source_id"]] += 1
 
 
 def _assign_test(rows: list[dict[str, Any]], n_test: int, seed: int) -> None:
@@ -208,39 +147,6 @@ def _n_test(counts: dict[str, int], prm: dict[str, Any],
                         f"{smallest}; using {smallest}")
         n = smallest
     return {c: min(n, k) for c, k in counts.items()}
-
-
-def select_clips(clips: Iterable[Mapping[str, Any]], recipe_params: Mapping[str, Any],
-                 seed: int | None = None, decisions: Mapping[str, str] | None = None,
-                 classes: Sequence[str] | None = None) -> Selection:
-    """CLIPS rows -> Selection(rows=SELECTED rows for every clip, summary).
-
-    ``decisions``: manual review {name: "keep"|"reject"}. ``classes``: the recipe's class
-    list, so a class without any candidate appears in the shortfall too. ``seed`` overrides
-    ``select.seed``. See the module docstring for the parameters and rules.
-    """
-    prm, decisions = _params(recipe_params, seed), dict(decisions or {})
-    rows = _named_rows(clips)
-    by_class: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        if r["status"] == STATUS_OK:
-            by_class[r["class_name"]].append(r)
-    for cls_rows in by_class.values():
-        _pick_class(cls_rows, prm, decisions)
-    ok = {c: [r for r in rs if r["status"] == STATUS_OK] for c, rs in by_class.items()}
-    for c in classes or ():
-        ok.setdefault(c, [])
-    warnings: list[str] = []
-    n_test = _n_test({c: len(v) for c, v in ok.items()}, prm, warnings)
-    if n_test is not None:
-        for c, rs in ok.items():
-            _assign_test(rs, n_test[c], prm["seed"])
-    summary = _summary(ok, {c: len(v) for c, v in by_class.items()},
-                       {c: sum(r["status"] == STATUS_REJECTED for r in v) for c, v in by_class.items()},
-                       prm, warnings)
-    for w in summary["warnings"]:
-        log.warning("select: %s", w)
-    return Selection(rows, summary)
 
 
 def _summary(ok: dict[str, list[dict]], n_candidates: Mapping[str, int],
@@ -341,11 +247,13 @@ def _namer(cols: dict[str, list]) -> Any:
 def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int | None = None,
                        decisions: Mapping[str, str] | None = None,
                        classes: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:
-    """``select_clips`` on a CLIPS Arrow table -> (SELECTED Arrow table, summary).
+    """CLIPS Arrow table -> (SELECTED Arrow table with a row for every clip, summary).
 
-    The same rows and summary as ``select_clips(clips.to_pylist(), ...)``; clips are columns
+    ``decisions``: manual review {name: "keep"|"reject"}. ``classes``: the recipe's class
+    list, so a class without any candidate appears in the shortfall too. ``seed`` overrides
+    ``select.seed``. See the module docstring for the parameters and rules. Clips are columns
     (lists of their ids and times), and only the rows that end up selected become dicts for
-    the train/test split.
+    the train/test split. (Its row-dict oracle: ``tests/selection/oracle.py``.)
     """
     import pyarrow as pa
     from manifests.schemas import SELECTED
@@ -419,8 +327,8 @@ def _fast_mask(cols: dict[str, list], starts: list, ends: list) -> list[bool]:
 
 
 def _name_rows(cols: dict[str, list], out: dict[str, list]) -> None:
-    """``_named_rows`` on columns: names, keys, rounded times, upstream and naming failures,
-    duplicate names. Plain clips are named with string joins (times formatted once per
+    """Every clip named, on columns: names, keys, rounded times, upstream and naming
+    failures, duplicate names. Plain clips are named with string joins (times formatted once per
     distinct value); the rest, and every clip if the fast form disagrees with the grammar on
     the first clips, through ``clip_name`` / ``key_from_name``."""
     namer = _namer(cols)
@@ -452,7 +360,7 @@ def _name_rows(cols: dict[str, list], out: dict[str, list]) -> None:
 
 
 def _partial_name(cols: dict[str, list], out: dict[str, list], i: int) -> None:
-    """A clip named but whose key failed keeps the name and rounded times (as ``_named_rows``)."""
+    """A clip named but whose key failed keeps the name and rounded times (as the row oracle does)."""
     try:
         out["name"][i], out["start"][i], out["end"][i] = clip_name(
             {k: cols[k][i] for k in ("class_name", "source_id", "start", "end")})
@@ -462,14 +370,14 @@ def _partial_name(cols: dict[str, list], out: dict[str, list], i: int) -> None:
 
 def _pick_class_cols(idx: list[int], out: dict[str, list], prm: dict[str, Any],
                      decisions: Mapping[str, str]) -> None:
-    """``_pick_class`` on column indices (the class's ok clips, in table order)."""
+    """The ranked pick of one class on column indices (its ok clips, in table order)."""
     per_class, cap, seed = prm["per_class"], prm["max_per_source"], prm["seed"]
     names, rs_, ids = out["name"], out["rank_score"], out["clip_id"]
 
     def k(i: int) -> tuple:
         rs = rs_[i]
         return (decisions.get(names[i]) != "keep", rs is None, -(rs or 0.0))
-    # ``_order``'s key without its seeded tie-break, which (a SHA-256 per clip) is computed
+    # the ranking key without its seeded tie-break, which (a SHA-256 per clip) is computed
     # only inside runs of equal keys: the same order, stable sorts both
     ranked = sorted(idx, key=k)
     keys = [k(i) for i in ranked]

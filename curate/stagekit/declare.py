@@ -39,7 +39,7 @@ class Stage:
     hands them with its ``spec(run)`` to ``execution.checkpoints.run_stage`` and writes its
     manifests. The spec declares the per-item function (``factory``), the failure rows of an
     item that raised or whose worker died (``on_error``) and the resources (``stateful``
-    actors, ``num_gpus``, ``batch_size``, ``concurrency``, ``rate_per_s``, ``timeout_s``).
+    actors, ``num_gpus``, ``batch_size``, ``concurrency``, ``timeout_s``, ``shared`` objects).
     Stages without items (sources, select, train-sync) have only ``run``.
     """
     name: str                                          # as in a recipe's ``stages``
@@ -50,7 +50,9 @@ class Stage:
 # ----------------------------------------------------------------------------- helpers
 
 
-def run_kw(run: dict[str, Any], stage: str) -> dict[str, Any]:
+def run_kw(run: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint runner's options of a run (how often records are flushed; the same for
+    every stage)."""
     eng = engine_options(run)
     return {"flush_items": int(eng["flush_items"]), "flush_seconds": float(eng["flush_seconds"])}
 

@@ -114,7 +114,7 @@ def stage_certify(out: str | Path, run: dict[str, Any], executor: Executor, echo
             echo("certify: skipped (no --synchformer-checkpoint)")
         return 0
     clips = read_rows(out, "clips")
-    res = run_stage(out, certify_spec(run), certify_items(out, clips), executor, **run_kw(run, "certify"))
+    res = run_stage(out, certify_spec(run), certify_items(out, clips), executor, **run_kw(run))
     table = res.table("certs")
     certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
     write_manifest(out, "clips", _fill(clips, certs))

@@ -24,16 +24,14 @@ log = logging.getLogger(__name__)
 
 def download_factory(media_dir: str, opts: dict):
     from curate.ops.fetch import DownloadOptions, download_source
-
-    from curate.ops.health import current_gate
+    from curate.stagekit.gated import gated
 
     options = DownloadOptions(**opts)
 
-    def fn(item: dict) -> dict:
-        # the run's health control (one for all workers), set by the executor
-        return {"downloads": [download_source(item["row"], Path(media_dir), options,
-                                              gate=current_gate())]}
-    return fn
+    def fn(item: dict, gate) -> dict:
+        # ``gate``: the run's health control (one for all workers)
+        return {"downloads": [download_source(item["row"], Path(media_dir), options, gate=gate)]}
+    return gated(fn)
 
 
 def _download_error(item: dict, error: str) -> dict:
@@ -86,7 +84,9 @@ def record_encoder(out: str | Path, run: dict[str, Any]) -> None:
         save_run(out, run)
 
 
-def download_spec(run: dict[str, Any]) -> StageSpec:
+def download_spec(run: dict[str, Any], out: str | Path | None = None) -> StageSpec:
+    """The download's spec; with ``out``, its health control's states go to
+    ``<out>/work/download/health.json``."""
     opts = download_options(run)
     eng = engine_options(run)
     from curate.ops.fetch import DOWNLOAD_FORMAT
@@ -97,11 +97,13 @@ def download_spec(run: dict[str, Any]) -> StageSpec:
               "encoder": run_encoder_settings(run), "format": DOWNLOAD_FORMAT}
     rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
     from curate.ops.health import download_health
+    from curate.stagekit.gated import health_shared
+    health = download_health(eng.get("download_health"), opts)
     return StageSpec("download", functools.partial(download_factory, "", opts), _download_error,
                      params=params,
                      concurrency=int(run["options"].get("download_workers") or eng["download_workers"]),
-                     rate_per_s=float(rate) if rate else None,
-                     health=download_health(eng.get("download_health"), opts), **spec_kw(run, "download"))
+                     shared=health_shared(health, float(rate) if rate else None, out),
+                     **spec_kw(run, "download"))
 
 
 def download_items(out: str | Path, run: dict[str, Any]) -> list[dict]:
@@ -123,12 +125,11 @@ def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
                 and not _FINAL_HTTP.search(d["error"] or "")}
     media = Path(out) / "media" / "raw"
     media.mkdir(parents=True, exist_ok=True)
-    spec = download_spec(run)
+    spec = download_spec(run, out)
     spec.factory = functools.partial(download_factory, str(media), download_options(run))
-    from curate.ops.health import echo_summary, record_state
-    spec.on_health = functools.partial(record_state, str(out))
+    from curate.ops.health import echo_summary
     res = run_stage(out, spec, download_items(out, run), executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
-                    **run_kw(run, "download"))
+                    **run_kw(run))
     table = _rebase_downloads(out, res.table("downloads") or empty_table("downloads"))
     write_manifest(out, "downloads", table)
     summarize_failures("download", table, echo, reason_col="reason")
@@ -154,16 +155,14 @@ def stage_fetch_full(out: str | Path, run: dict[str, Any], executor: Executor, s
     full_run["recipe"]["download"]["rendition"] = "full"
     media = Path(out) / "media" / "full"
     media.mkdir(parents=True, exist_ok=True)
-    spec = download_spec(full_run)
+    spec = download_spec(full_run, out)
     spec.name = "download_full"
     spec.factory = functools.partial(download_factory, str(media), download_options(full_run))
-    from curate.ops.health import record_state
-    spec.on_health = functools.partial(record_state, str(out))
     sources = {r["source_id"]: r for r in read_rows(out, "sources")}
     items = [{"key": sid, "row": sources[sid], "inputs": {k: sources[sid].get(k) for k in DOWNLOAD_INPUTS}}
              for sid in sorted(set(source_ids)) if sid in sources]
     res = run_stage(out, spec, items, executor, schemas={"downloads": schemas.DOWNLOADS},
-                    **run_kw(run, "download"))
+                    **run_kw(run))
     table = res.table("downloads")
     summarize_failures("download full rendition", table, echo, reason_col="reason")
     full, failed = dict(downloads), {}

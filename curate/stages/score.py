@@ -54,7 +54,7 @@ def _score_factory(models: dict, run_models: dict, th: dict, gate: list[str],
 
     def fn(item: dict, grid) -> dict:
         return batch([item], [grid])[0]
-    fn.batch = batch   # the scoring actor passes a whole call here (``execution.ray_executor._StageActor``)
+    fn.batch = batch   # the scoring actor passes a whole call here (``curate.execution.ray.worker._StageActor``)
     return fn
 
 
@@ -144,7 +144,7 @@ def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
         items = score_items(out, base, None, "", paths)
     del base
     res = run_stage(out, spec, items, executor, schemas={"windows": schemas.WINDOWS},
-                    **run_kw(run, "score"))
+                    **run_kw(run))
     del items
     table = assemble_windows(out, run)
     summarize_failures("score", table, echo)

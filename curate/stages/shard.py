@@ -133,7 +133,7 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out, decisions.get(s["key"]))
              for s in selected if s["source_id"] in downloads]
     items = unique_cut_items(items)   # a clip listed in train and test is cut once
-    res = run_stage(out, cut_spec(run), items, executor, **run_kw(run, "cut"))
+    res = run_stage(out, cut_spec(run), items, executor, **run_kw(run))
     cut_table = res.table("cuts")
     cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
     # a repaired clip ships only if it rescores at 0; an out-of-sync one only repaired

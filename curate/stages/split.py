@@ -55,7 +55,7 @@ def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     """Shots and windows (Arrow: a VGGSound-scale windows table never becomes row dicts)."""
     spec = split_spec(run)
     res = run_stage(out, spec, split_items(out), executor,
-                    schemas={"shots": schemas.SHOTS, "windows": schemas.WINDOWS}, **run_kw(run, "split"))
+                    schemas={"shots": schemas.SHOTS, "windows": schemas.WINDOWS}, **run_kw(run))
     shots = res.table("shots") or empty_table("shots")
     write_manifest(out, "shots", shots)
     windows = assemble_windows(out, run)

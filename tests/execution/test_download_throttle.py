@@ -22,7 +22,7 @@ THROTTLE_S = 8.0
 def run_throttled(tmp_path, throttle_s: float, n: int = WORKERS, executor=None):
     """16 sources, ``--download-workers 16``, a server throttling its first ``throttle_s``
     seconds (Retry-After: 1). Returns (rows, server, health state)."""
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
 
     media = tmp_path / "m"
     ids = event_video_copies(media, n)

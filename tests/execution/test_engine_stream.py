@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from curate.execution.ray_executor import available_cpus, cgroup_cpu_limit
+from curate.execution.ray import available_cpus, cgroup_cpu_limit
 from curate.execution.checkpoints import Checkpoint, run_stage
 from curate.execution.local import LocalExecutor
 from curate.execution.spec import StageSpec
@@ -136,7 +136,7 @@ def ray_ex():
     import sys
 
     import ray.cloudpickle
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
     # the item functions live in this test module, which Ray workers cannot import
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ex = RayExecutor(workers=4)
@@ -188,23 +188,25 @@ def test_stateful_stage_loads_once_per_actor_and_streams(tmp_path, ray_ex):
 
 
 def _gated_factory():
-    from curate.ops.health import current_gate
+    from curate.stagekit.gated import gated
 
-    def fn(item):
-        gate = current_gate()
+    def fn(item, gate):
         permit = gate.acquire()
         t = time.time()
         gate.report(permit, "ok")
         return {"downloads": [{"source_id": item["key"], "status": "ok", "duration": t}]}
-    return fn
+    return gated(fn)
 
 
 def test_one_health_actor_spaces_requests_of_all_workers(ray_ex, tmp_path):
-    """``rate_per_s`` is one token bucket (inside the health actor) over every worker: the
-    k-th request goes k/4 s after the first, whoever asks."""
+    """A rate is one token bucket (inside the one shared health actor) over every worker:
+    the k-th request goes k/4 s after the first, whoever asks."""
+    from curate.execution.shared import Shared
+    from curate.stagekit.gated import health_shared
     states: list = []
-    spec = StageSpec("g", _gated_factory, _err, rate_per_s=4.0, concurrency=4,
-                     on_health=states.append)
+    [(name, control)] = health_shared(None, 4.0).items()
+    shared = {name: Shared(control.make, lambda st, final: states.append(st))}
+    spec = StageSpec("g", _gated_factory, _err, concurrency=4, shared=shared)
     t_start = time.time()
     res = run_stage(tmp_path, spec, _items(8), ray_ex, progress=False)
     times = sorted(r["duration"] for r in res.outputs["downloads"])
@@ -242,7 +244,7 @@ def test_a_local_ray_announces_loopback(ray_ex):
 
 
 def test_ray_start_is_retried_then_a_clear_error():
-    from curate.execution.ray_executor import start_ray
+    from curate.execution.ray import start_ray
     tries, waits = [], []
 
     def flaky(**kw):

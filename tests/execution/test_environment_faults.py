@@ -107,7 +107,7 @@ def _faulty_factory():
 @pytest.mark.parametrize("stateful", [False, True])
 def test_a_fault_in_a_ray_worker_stops_the_stage_and_records_nothing_failed(tmp_path, stateful):
     from curate.execution.checkpoints import run_stage
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
     from curate.execution.spec import StageSpec
 
     spec = StageSpec("faulty", _faulty_factory,

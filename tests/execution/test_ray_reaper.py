@@ -14,7 +14,7 @@ from curate.execution import reaper
 
 _DRIVER = """
 import time
-from curate.execution.ray_executor import RayExecutor
+from curate.execution.ray import RayExecutor
 from curate.execution.spec import StageSpec
 
 def factory():

@@ -1,5 +1,5 @@
 """A worker whose driver is gone writes nothing more into the output: the worker's write
-guard (``curate.execution.ray_executor.write_guard``) ends it before a temp file is made or
+guard (``curate.execution.ray.guard.write_guard``) ends it before a temp file is made or
 renamed, and ffmpeg writes clips and downloads in scratch space outside the output."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from curate.execution.ray_executor import write_guard
+    from curate.execution.ray import write_guard
     from manifests.atomic import set_write_guard, write_text
     set_write_guard(write_guard(int(sys.argv[1])))
     write_text(Path(sys.argv[2]) / "result.json", "{}")

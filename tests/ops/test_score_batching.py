@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 
-from curate.execution import ray_executor as engine
+from curate.execution.ray import worker as engine
 from curate.execution.spec import StageSpec
 from curate.ops.scoring import Scorers, SegmentJob, score_segment, score_segments
 from decoding.media import Grid

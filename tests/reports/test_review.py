@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.selection.balance import select_clips
+from tests.selection.selecting import select_rows
 from tests.browser import chrome, wait_for
 from manifests.names import clip_id_for
 from curate.reports.review import build_review_page, load_decisions, serve_review, write_review_page
@@ -39,7 +39,7 @@ def make_mp4(path: Path) -> None:
 
 @pytest.fixture()
 def run_dir(tmp_path: Path) -> tuple[Path, list[dict]]:
-    rows, _ = select_clips(candidates(), PARAMS, seed=0)
+    rows, _ = select_rows(candidates(), PARAMS, seed=0)
     write_manifest(tmp_path, "selected", rows)
     clips = tmp_path / "media" / "clips"
     clips.mkdir(parents=True)
@@ -89,7 +89,7 @@ def test_reject_in_chromium_then_refill_with_next_ranked(run_dir, tmp_path: Path
         server.close()
     decisions = load_decisions(decisions_path)
     assert decisions == {best_dog["name"]: "reject", keep_ham["name"]: "keep"}
-    refilled, summary = select_clips(candidates(), PARAMS, seed=0, decisions=decisions)
+    refilled, summary = select_rows(candidates(), PARAMS, seed=0, decisions=decisions)
     dog_ok = {r["source_id"][:8] for r in refilled if r["status"] == "ok" and r["class_name"] == "dog_barking"}
     assert dog_ok == {"dogVid-1", "dogVid-2"}               # the next-ranked candidate came in
     assert {r["name"]: r["status"] for r in refilled}[best_dog["name"]] == "rejected"

@@ -6,7 +6,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from curate.selection.balance import rank_score, select_clips
+from curate.selection.balance import rank_score
+from tests.selection.selecting import select_rows
 from manifests.names import split_source_id
 from manifests.names import clip_id_for
 from curate.selection.merge import fixed_clips
@@ -46,7 +47,7 @@ def test_rank_score_formula_and_nulls() -> None:
 def test_avsync15_keeps_top_100_per_class_split_90_10(tmp_path) -> None:
     rng = random.Random(1)
     clips = pool("dog_barking", 130, rng) + pool("hammering", 100, rng)
-    rows, summary = select_clips(clips, AVSYNC, seed=0)
+    rows, summary = select_rows(clips, AVSYNC, seed=0)
     assert len(rows) == len(clips)                       # every clip has a row
     for cls in ("dog_barking", "hammering"):
         sel = ok_rows(rows, cls)
@@ -68,9 +69,9 @@ def test_avsync15_keeps_top_100_per_class_split_90_10(tmp_path) -> None:
 
 def test_selection_is_deterministic_for_a_seed() -> None:
     clips = pool("dog_barking", 150, random.Random(2))
-    a, _ = select_clips(clips, AVSYNC, seed=7)
-    b, _ = select_clips(list(reversed(clips)), AVSYNC, seed=7)
-    c, _ = select_clips(clips, AVSYNC, seed=8)
+    a, _ = select_rows(clips, AVSYNC, seed=7)
+    b, _ = select_rows(list(reversed(clips)), AVSYNC, seed=7)
+    c, _ = select_rows(clips, AVSYNC, seed=8)
     key = lambda rows: sorted((r["name"], r["status"], r["split"]) for r in rows)  # noqa: E731
     assert key(a) == key(b)
     assert key(a) != key(c)                              # the seed moves the test split
@@ -80,7 +81,7 @@ def test_selection_is_deterministic_for_a_seed() -> None:
 def test_shortfall_is_reported_not_hidden() -> None:
     rng = random.Random(3)
     clips = pool("dog_barking", 100, rng) + pool("frog_croaking", 45, rng)
-    rows, summary = select_clips(clips, AVSYNC, seed=0, classes=["dog_barking", "frog_croaking",
+    rows, summary = select_rows(clips, AVSYNC, seed=0, classes=["dog_barking", "frog_croaking",
                                                                   "lions_roaring"])
     assert summary["shortfall"] == {"frog_croaking": 55, "lions_roaring": 100}
     assert summary["per_class"]["frog_croaking"]["selected"] == 45
@@ -93,7 +94,7 @@ def test_at_most_one_clip_per_source_segment() -> None:
     clips = pool("hammering", 5, rng)
     twin = dict(clips[0], start=5.0, end=9.0, clip_id=clip_id_for(clips[0]["source_id"], 5.0, 9.0),
                 sync_a2v=0.0, sync_v2a=0.0, imagebind_ia=0.0)
-    rows, _ = select_clips(clips + [twin], AVSYNC, seed=0)
+    rows, _ = select_rows(clips + [twin], AVSYNC, seed=0)
     by_name = {r["clip_id"]: r for r in rows}
     assert by_name[twin["clip_id"]]["status"] == "skipped"
     assert "max_per_source" in by_name[twin["clip_id"]]["error"]
@@ -103,7 +104,7 @@ def test_at_most_one_clip_per_source_segment() -> None:
 def test_null_scores_rank_last_and_names_round_to_a_decimal() -> None:
     clips = [clip("cap_gun_shooting", "vid1", 1.0, 3.5, None, 0.9, 0.9),
              clip("cap_gun_shooting", "vid2", 2.53, 5.47, 0.2, 0.2, 0.1)]
-    rows, _ = select_clips(clips, {"select": {"per_class": 1, "test_per_class": 0}}, seed=0)
+    rows, _ = select_rows(clips, {"select": {"per_class": 1, "test_per_class": 0}}, seed=0)
     picked = ok_rows(rows)[0]
     assert picked["source_id"].startswith("vid2")        # a scored clip beats an unscored one
     assert picked["name"].endswith("_2.5_5.5") and (picked["start"], picked["end"]) == (2.5, 5.5)
@@ -111,18 +112,18 @@ def test_null_scores_rank_last_and_names_round_to_a_decimal() -> None:
 
 def test_manual_rejections_are_refilled_from_the_ranking() -> None:
     clips = pool("playing_cello", 110, random.Random(5))
-    rows, _ = select_clips(clips, AVSYNC, seed=0)
+    rows, _ = select_rows(clips, AVSYNC, seed=0)
     ranked = sorted(rows, key=lambda r: -r["rank_score"])
     best, first_out = ranked[0], ranked[100]
     assert best["status"] == "ok" and first_out["status"] == "skipped"
-    rows2, summary = select_clips(clips, AVSYNC, seed=0, decisions={best["name"]: "reject"})
+    rows2, summary = select_rows(clips, AVSYNC, seed=0, decisions={best["name"]: "reject"})
     status = {r["name"]: (r["status"], r["error"]) for r in rows2}
     assert status[best["name"]] == ("rejected", "review: rejected by reviewer")
     assert status[first_out["name"]][0] == "ok"
     assert len(ok_rows(rows2)) == 100 and summary["per_class"]["playing_cello"]["review_rejected"] == 1
     # a reviewer "keep" outranks the automatic ranking
     worst = ranked[-1]
-    rows3, _ = select_clips(clips, AVSYNC, seed=0, decisions={worst["name"]: "keep"})
+    rows3, _ = select_rows(clips, AVSYNC, seed=0, decisions={worst["name"]: "keep"})
     assert {r["name"]: r["status"] for r in rows3}[worst["name"]] == "ok"
 
 
@@ -132,7 +133,7 @@ def test_vggss_keeps_all_clips_and_the_source_split() -> None:
     for i, c in enumerate(clips[30:]):       # distinct videos for the test part
         c["source_id"] = f"tst{i}_000000_000010"
         c["clip_id"] = clip_id_for(c["source_id"], c["start"], c["end"])
-    rows, summary = select_clips(clips, get_recipe("vggss"), seed=0)
+    rows, summary = select_rows(clips, get_recipe("vggss"), seed=0)
     assert len(ok_rows(rows)) == 33
     assert Counter(r["split"] for r in ok_rows(rows)) == {"train": 30, "test": 3}
     assert summary["shortfall"] == {}
@@ -151,7 +152,7 @@ def landscape_clips(videos_per_class: dict[str, int]) -> list[dict]:
 
 def test_landscape_balanced_test_split_by_whole_videos() -> None:
     clips = landscape_clips({"waterfall_burbling": 12, "volcano_eruption": 6, "raining": 20})
-    rows, summary = select_clips(clips, get_recipe("landscape"), seed=0)
+    rows, summary = select_rows(clips, get_recipe("landscape"), seed=0)
     # no balancing, no gating: 380 clips, of which 12 held out (below)
     assert len(rows) == 380 and len(ok_rows(rows)) == 368
     # default: floor(0.1 * smallest class (60 clips)) = 6 test clips in every class
@@ -170,12 +171,12 @@ def test_balanced_test_with_a_given_number_and_a_too_small_class() -> None:
     rng = random.Random(8)
     clips = pool("dog_barking", 40, rng) + pool("hammering", 12, rng)
     params = {"select": {"per_class": None, "test_per_class": 20, "balanced_test": True}}
-    rows, summary = select_clips(clips, params, seed=1)
+    rows, summary = select_rows(clips, params, seed=1)
     tests = Counter(r["class_name"] for r in ok_rows(rows) if r["split"] == "test")
     assert tests == {"dog_barking": 12, "hammering": 12}
     assert any("using 12" in w for w in summary["warnings"])
     params["select"]["test_per_class"] = 5
-    rows, _ = select_clips(clips, params, seed=1)
+    rows, _ = select_rows(clips, params, seed=1)
     assert Counter(r["class_name"] for r in ok_rows(rows) if r["split"] == "test") == \
         {"dog_barking": 5, "hammering": 5}
 
@@ -185,6 +186,6 @@ def test_upstream_failures_are_carried() -> None:
     clips = pool("dog_barking", 3, rng)
     clips[0] = dict(clips[0], status="rejected", error="merge: clip length 1.50s < min_len 2.00s")
     clips[1] = dict(clips[1], source_id="not a source id")
-    rows, _ = select_clips(clips, AVSYNC, seed=0)
+    rows, _ = select_rows(clips, AVSYNC, seed=0)
     assert [r["status"] for r in rows] == ["rejected", "failed", "ok"]
     assert "min_len" in rows[0]["error"] and "cannot name clip" in rows[1]["error"]

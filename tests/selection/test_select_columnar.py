@@ -263,7 +263,8 @@ def _random_clips(seed: int, n: int = 400) -> list[dict]:
     {"per_class": 5, "balanced_test": True, "test_per_class": 50, "seed": 2},
 ])
 def test_select_clips_table_equals_select_clips(params):
-    from curate.selection.balance import select_clips, select_clips_table
+    from curate.selection.balance import select_clips_table
+    from tests.selection.oracle import select_clips
 
     clips = _random_clips(zlib.crc32(json.dumps(params, sort_keys=True).encode()) % 1000)
     names = [r["name"] for r in select_clips(clips, params).rows if r["status"] == "ok"]
@@ -281,10 +282,11 @@ def test_select_clips_table_equals_select_clips(params):
 
 def test_fast_naming_falls_back_when_the_grammar_changes(monkeypatch):
     from curate.selection import balance
+    from tests.selection.oracle import select_clips
 
     clips = _random_clips(9)
     params = {"per_class": 10, "test_per_class": 2}
-    old = balance.select_clips(clips, params)
+    old = select_clips(clips, params)
     real = balance._fast_name
     monkeypatch.setattr(balance, "_fast_name",
                         lambda *a: None if real(*a) is None else (real(*a)[0] + "x", *real(*a)[1:]))

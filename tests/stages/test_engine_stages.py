@@ -127,7 +127,7 @@ def test_decode_score_path_matches_scoring_the_grid_directly(corpus, tmp_path):
     """Ray: decode as CPU tasks, the grid through the object store, scoring actors with
     batches of segments; compared with score_segment on a grid decoded here."""
     import torch
-    from curate.execution.ray_executor import RayExecutor
+    from curate.execution.ray import RayExecutor
     from curate.ops.scoring import deterministic_torch, score_segment
     from decoding.media import decode_grid
     from manifests.source_lists import display_name

@@ -26,7 +26,7 @@ DOWNLOAD_FORMAT = 2
 
 
 def cached_row(sid: str, target: Path, opts: DownloadOptions,
-                row: Mapping[str, Any]) -> dict[str, Any] | None:
+               row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The finished file of an earlier run, if it is still whole and meets ``opts``."""
     if not target.is_file():
         return None

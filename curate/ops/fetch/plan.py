@@ -83,6 +83,7 @@ def make_plan(row: Mapping[str, Any], sid: str, opts: DownloadOptions) -> Plan:
 
 
 def seconds(v: Any, what: str, default: float | None) -> float | None:
+    """A row's time field in seconds (``default`` when empty); not a finite number: ``bad_input``."""
     if v is None or v == "":
         return default
     try:

@@ -74,7 +74,7 @@ def _probe_src(src: Path) -> dict[str, Any]:
 
 
 def cut(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions
-         ) -> tuple[float, dict[str, Any], dict[str, Any]]:
+        ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """[start, end) of ``src`` (seconds from its start) to ``out`` (mp4): a stream copy from
     the keyframe at or before ``start`` on ``src``'s own clock, else a frame-instant
     re-encode. Returns the duration ``src`` declares (its index, to compare with what could
@@ -146,7 +146,7 @@ def _reencode(src: Path, start: float, end: float | None, out: Path, opts: Downl
 
 
 def remux(src: Path, start: float, end: float | None, out: Path, opts: DownloadOptions
-           ) -> tuple[dict[str, Any], dict[str, Any]]:
+          ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A yt-dlp range download (already the segment, on the source's clock) into mp4 at
     ``out``. Returns the segment record and the probe of ``out``."""
     try:
