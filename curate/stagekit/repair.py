@@ -116,7 +116,7 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
     certs: dict[str, dict] = {}
     if run["options"].get("synchformer_checkpoint"):     # else certified before, not now
         items = rescore_items(out, todo, {r["key"]: r for r in selected})
-        table = run_stage(out, rescore_spec(run), items, executor, **run_kw(run, "rescore")).table("certs")
+        table = run_stage(out, rescore_spec(run), items, executor, **run_kw(run)).table("certs")
         certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
     for k, c in todo.items():
         why = (rescore_verdict(certs.get(k)) if run["options"].get("synchformer_checkpoint")
