@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from manifests import schemas
-from curate.selection.repair import MIN_PROB, PAPER_COLUMNS, RepairDecision, decide_repair, delay_of
+from curate.selection.repair import (AGREE_TOL_S, MIN_PROB, PAPER_COLUMNS, RepairDecision,
+                                     decide_repair, delay_of)
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +25,18 @@ def repair_options(run: dict[str, Any]) -> dict[str, Any] | None:
     return opts if opts.get("enabled") else None
 
 
-def window_offsets(out: str | Path) -> dict[str, list[tuple[float, float, float | None, float | None]]]:
-    """Per source: (start, end, offset s, probability) of each ok window; empty when the
-    windows manifest does not carry the classifier's offsets."""
+def window_offsets(out: str | Path) -> dict[str, list[tuple[str, float, float, float | None, float | None]]]:
+    """Per source: (window_id, start, end, offset s, probability) of each ok window; empty
+    when the windows manifest does not carry the classifier's offsets."""
     from manifests.columns import read_columns
     if not schemas.has_manifest(out, "windows") or not set(PAPER_COLUMNS) <= set(schemas.WINDOWS.names):
         return {}
-    t = read_columns(out, "windows", ["source_id", "start", "end", "status", *PAPER_COLUMNS])
+    t = read_columns(out, "windows", ["window_id", "source_id", "start", "end", "status", *PAPER_COLUMNS])
     by_source: dict[str, list] = {}
     for r in t.to_pylist():
         if r["status"] == schemas.STATUS_OK:
             by_source.setdefault(r["source_id"], []).append(
-                (r["start"], r["end"], r[PAPER_COLUMNS[0]], r[PAPER_COLUMNS[1]]))
+                (r["window_id"], r["start"], r["end"], r[PAPER_COLUMNS[0]], r[PAPER_COLUMNS[1]]))
     return by_source
 
 
@@ -45,9 +46,9 @@ def decide(clip: dict | None, windows: list[tuple], min_prob: float) -> RepairDe
     sf = [clip.get("sf_offset_first"), clip.get("sf_offset_last")]
     sf_p = [clip.get("sf_prob_first"), clip.get("sf_prob_last")]
     inside = [w for w in windows
-              if clip.get("start") is not None and w[0] >= clip["start"] - 1e-6 and w[1] <= clip["end"] + 1e-6]
-    return decide_repair([delay_of(o) for o in sf], sf_p, [delay_of(w[2]) for w in inside],
-                         [w[3] for w in inside], min_prob)
+              if clip.get("start") is not None and w[1] >= clip["start"] - 1e-6 and w[2] <= clip["end"] + 1e-6]
+    return decide_repair([delay_of(o) for o in sf], sf_p, [delay_of(w[3]) for w in inside],
+                         [w[4] for w in inside], min_prob)
 
 
 def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
@@ -62,18 +63,19 @@ def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
             for s in selected}
 
 
-def needs_repair(out: str | Path, selected: list[dict]) -> set[str]:
-    """Keys of the selected clips holding a window the sync gate rejected (a repair
-    candidate, ``curate.selection.repair.candidate_mask``): they ship only repaired."""
+def needs_repair(out: str | Path, selected: list[dict], min_prob: float = MIN_PROB) -> set[str]:
+    """Keys of the selected clips holding a repair candidate (a window the sync gate
+    rejected whose classifier is confident of a non-zero offset, as
+    ``curate.selection.repair.candidate_mask`` merged it): they ship only repaired."""
     from manifests.columns import read_columns
-    if not (schemas.has_manifest(out, "decisions") and schemas.has_manifest(out, "windows")):
+    offsets = window_offsets(out)
+    if not offsets or not schemas.has_manifest(out, "decisions"):
         return set()
     d = read_columns(out, "decisions", ["window_id", "keep", "reason"]).to_pylist()
     off_sync = {r["window_id"] for r in d if not r["keep"] and r["reason"] == "sync"}
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for w in read_columns(out, "windows", ["window_id", "source_id", "start", "end"]).to_pylist():
-        if w["window_id"] in off_sync:
-            spans.setdefault(w["source_id"], []).append((w["start"], w["end"]))
+    spans = {sid: [(a, b) for wid, a, b, off, p in ws if wid in off_sync and off is not None
+                   and p is not None and p >= min_prob and abs(off) >= AGREE_TOL_S]
+             for sid, ws in offsets.items()}
     return {s["key"] for s in selected
             if any(a >= s["start"] - 1e-6 and b <= s["end"] + 1e-6 for a, b in spans.get(s["source_id"], ()))}
 
@@ -96,7 +98,7 @@ def settle(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, 
     if repair_options(run) is None:
         return
     rescore(out, run, executor, cuts, selected)
-    for k in needs_repair(out, selected):
+    for k in needs_repair(out, selected, float(repair_options(run).get("min_prob", MIN_PROB))):
         c = cuts.get(k)
         if c and c.get("status") == schemas.STATUS_OK and not c.get("repaired"):
             c.update(status=schemas.STATUS_REJECTED,

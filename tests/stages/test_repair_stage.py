@@ -92,10 +92,9 @@ def _run(tmp_path, src, rescore_offset: float, enabled: bool = True):
     write_manifest(out, "selected", sel)
     windows, decisions = [], []
     for cid, (yt, a, b, _) in CLIPS.items():
-        for i in range(3):
-            wid = f"{cid}_w{i}"
-            windows.append({"window_id": wid, "source_id": _sid(yt), "start": a + 0.5 * i,
-                            "end": a + 0.5 * i + 3.0, "status": "ok"})
+        for wid, start, end, _, _ in _clip_windows(cid):
+            windows.append({"window_id": wid, "source_id": _sid(yt), "start": start, "end": end,
+                            "status": "ok"})
             decisions.append({"window_id": wid, "keep": cid not in CANDIDATES,
                               "reason": "sync" if cid in CANDIDATES else None})
     write_manifest(out, "windows", windows)
@@ -103,14 +102,20 @@ def _run(tmp_path, src, rescore_offset: float, enabled: bool = True):
     return out, run
 
 
+def _clip_windows(cid):
+    """(window_id, start, end, offset, probability) of a clip's 3-s windows every 0.25 s."""
+    _, a, _, offs = CLIPS[cid]
+    return [(f"{cid}_w{i}", a + 0.25 * i, a + 0.25 * i + 3.0, o, 0.9) for i, o in enumerate(offs)]
+
+
 @pytest.fixture
 def paper_offsets(monkeypatch):
-    """The paper's classifier's per-window offsets (Synchformer's sign), 3-s windows every 0.5 s."""
+    """The paper's classifier's per-window offsets (Synchformer's sign), as the windows
+    manifest will carry them."""
     def offsets(out):
         got = {}
-        for yt, a, b, offs in CLIPS.values():
-            got.setdefault(_sid(yt), []).extend(
-                (a + 0.25 * i, a + 0.25 * i + 3.0, o, 0.9) for i, o in enumerate(offs))
+        for cid, (yt, *_) in CLIPS.items():
+            got.setdefault(_sid(yt), []).extend(_clip_windows(cid))
         return got
     monkeypatch.setattr(repair, "window_offsets", offsets)
 
