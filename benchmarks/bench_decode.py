@@ -14,7 +14,8 @@ Sources (made once with the ffmpeg binary, cached in ``--media``; H.264 veryfast
   a high bitrate; H.264 by PyAV's libx264, preset veryfast), 25 fps, a mono 440-Hz tone.
 
 Each kind at each height as a 60-s file (10-s segments cut at 0, 10 and 40 s, decoded with
-``offset=`` as the score stage does) and a whole 10-s file (the 60-s file's first 10 s). Decoders, one thread each:
+``offset=`` as the score stage does) and a whole 10-s file (the 60-s file's first 10 s, stream
+copied: the same packets as the cut at 0). Decoders, one thread each:
 
 * ``project``: ``decode_grid`` (what ``stages/score.py`` calls; since grid-3 its frames are
   scaled into 4:2:2 YUV and converted to RGB in a second pass, within declared tolerances of
@@ -96,23 +97,27 @@ def make_gen(path: Path, height: int, seconds: float) -> None:
 
 
 def sources(folder: Path, kinds: list[str], heights: list[int]) -> list[tuple[str, Path, float]]:
-    """(name, file, segment start) per case: 10-s segments of the 60-s file and the 10-s file."""
+    """(name, file, segment start) per case: 10-s segments of the 60-s file and the 10-s file
+    (the 60-s file's first 10 s, stream-copied: the same packets, so the two rows differ by
+    the file's length alone, not by what an encoder did with a shorter input)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for kind in kinds:
         for h in heights:
-            for seconds in (60, 10):
-                # "-vf": generated media encoded with preset veryfast (older caches: medium)
-                p = folder / f"{kind}{h}_{seconds}s{'-vf' if kind == 'gen' else ''}.mp4"
-                if not p.exists():
-                    print(f"making {p.name}", flush=True)
-                    tmp = p.with_suffix(".part.mp4")
-                    make_real(tmp, h, seconds, folder) if kind == "real" else make_gen(tmp, h, seconds)
-                    tmp.rename(p)
-                if seconds == 60:
-                    out += [(f"{kind} {h}p, 10 s of 60 s @{a:g}", p, a) for a in CUTS]
-                else:
-                    out.append((f"{kind} {h}p, whole 10-s file", p, 0.0))
+            # "-vf": generated media encoded with preset veryfast (older caches: medium)
+            p = folder / f"{kind}{h}_60s{'-vf' if kind == 'gen' else ''}.mp4"
+            if not p.exists():
+                print(f"making {p.name}", flush=True)
+                tmp = p.with_suffix(".part.mp4")
+                make_real(tmp, h, 60, folder) if kind == "real" else make_gen(tmp, h, 60)
+                tmp.rename(p)
+            first = p.with_name(f"{p.stem}-first10s.mp4")
+            if not first.exists():
+                tmp = first.with_suffix(".part.mp4")
+                _ffmpeg("-i", str(p), "-t", f"{SEGMENT:g}", "-map", "0", "-c", "copy", str(tmp))
+                tmp.rename(first)
+            out += [(f"{kind} {h}p, 10 s of 60 s @{a:g}", p, a) for a in CUTS]
+            out.append((f"{kind} {h}p, whole 10-s file", first, 0.0))
     return out
 
 
