@@ -74,6 +74,13 @@ class Grid:
     #: channels from it, which the 16-kHz mix hides); None when not decoded
     native_audio: np.ndarray | None = None
     native_rate: int | None = None
+    #: the mono mix of the same resampled audio with the decode's margins kept (``AUDIO_MARGIN``
+    #: before and after, from the same decode): sample j at ``wide_start + j / sample_rate``;
+    #: ``wide_extent`` the (start, end) times it really holds (zeros outside). The sync
+    #: classifier's offset search shifts its audio past a window's edges; None when not kept
+    wide_audio: np.ndarray | None = None
+    wide_start: float = 0.0
+    wide_extent: tuple[float, float] | None = None
 
     def native(self) -> tuple[np.ndarray, int]:
         """(audio ``[C, N]``, its rate): the native audio, else the grid's own."""
@@ -121,6 +128,19 @@ class Grid:
         if out.shape[1] < n:
             out = np.pad(out, ((0, 0), (0, n - out.shape[1])))
         return out if channels else out[0]
+
+    def wide_slice(self, t0: float, seconds: float) -> np.ndarray | None:
+        """The mono audio of ``[t0, t0 + seconds)`` from the wide track, or None when the span
+        reaches past the audio the decode really holds (no sliding, no padding)."""
+        if self.wide_audio is None or self.wide_extent is None:
+            return None
+        n = int(round(seconds * self.sample_rate))
+        i0 = int(round((t0 - self.wide_start) * self.sample_rate))
+        lo = int(round((self.wide_extent[0] - self.wide_start) * self.sample_rate))
+        hi = int(round((self.wide_extent[1] - self.wide_start) * self.sample_rate))
+        if i0 < max(lo, 0) or i0 + n > min(hi, self.wide_audio.shape[0]):
+            return None
+        return self.wide_audio[i0:i0 + n]
 
 
 def _sar(stream) -> float:
@@ -364,6 +384,10 @@ class SegmentAudio:
     native: np.ndarray
     native_rate: int
     end: float
+    #: the mono mix of the resampled audio over the segment and ``AUDIO_MARGIN`` around it
+    #: (from ``start - AUDIO_MARGIN``), and the (start, end) on the file's clock it holds
+    wide: np.ndarray | None = None
+    wide_extent: tuple[float, float] | None = None
 
 
 def _decode_audio(container, start: float, end: float, sample_rate: int,
@@ -405,8 +429,14 @@ def _decode_audio(container, start: float, end: float, sample_rate: int,
     seg = _segment(audio, round((start - t_res) * sample_rate), round((end - start) * sample_rate))
     # the native span as the grid's: from the native sample nearest the segment's start
     nat = _segment(wave, round(start * rate) - round(t0 * rate), round((end - start) * rate))
-    return SegmentAudio(grid=np.clip(seg, -1.0, 1.0), native=nat, native_rate=rate,
-                        end=t_res + audio.shape[1] / sample_rate)
+    t_end = t_res + audio.shape[1] / sample_rate
+    # the same samples with the margins (no second decode, no second resample); clipped and
+    # mixed as ``Grid.audio`` mixes, so inside the segment it equals the grid's mono audio
+    wide = np.clip(_segment(audio, round((start - AUDIO_MARGIN - t_res) * sample_rate),
+                            round((end - start + 2 * AUDIO_MARGIN) * sample_rate)), -1.0, 1.0)
+    wide = wide[0] if wide.shape[0] == 1 else wide.mean(axis=0).astype(np.float32)
+    return SegmentAudio(grid=np.clip(seg, -1.0, 1.0), native=nat, native_rate=rate, end=t_end,
+                        wide=wide, wide_extent=(max(t0, t_res), t_end))
 
 
 def _aligned_skip(lead: float, rate: int, out_rate: int) -> int:
@@ -565,7 +595,9 @@ def decode_open(c, start: float, end: float | None, fps: float = GRID_FPS,
     else:
         audio, audio_end = decoded.grid, decoded.end - offset
         if native:
-            kept = {"native_audio": decoded.native, "native_rate": decoded.native_rate}
+            kept = {"native_audio": decoded.native, "native_rate": decoded.native_rate,
+                    "wide_audio": decoded.wide, "wide_start": start - AUDIO_MARGIN,
+                    "wide_extent": (decoded.wide_extent[0] - offset, decoded.wide_extent[1] - offset)}
     return Grid(frames=frames, audio_channels=audio, start=start, fps=fps,
                 sample_rate=sample_rate, has_audio=decoded is not None,
                 notes=_short_notes(start, end, video_end, audio_end),

@@ -95,6 +95,14 @@ _DERIVED = {
     "ALL_SCORES": lambda: tuple(c for s in specs().values() for c in s.columns),
     # the clips table's maxima over windows (``FilterSpec.clip_max``): column -> its window column
     "CLIP_MAX_COLUMNS": lambda: {f"{c}_max": c for s in specs().values() if s.clip_max for c in s.columns},
+    # clip columns with their own reduction (``FilterSpec.clip_columns``): name -> ClipColumn
+    "CLIP_COLUMNS": lambda: {c.name: c for s in specs().values() for c in s.clip_columns},
+    # of those, the ones that are not window columns too (the clips table adds them)
+    "CLIP_ONLY_COLUMNS": lambda: tuple(c.name for s in specs().values() for c in s.clip_columns
+                                       if c.name not in s.columns),
+    # the clip columns the selected manifest and the sample JSON's sync_certificate carry
+    "CERT_CLIP_COLUMNS": lambda: tuple(c.name for s in specs().values() for c in s.clip_columns
+                                       if c.certificate),
     "NOTE_COLUMNS": lambda: tuple(s.note_column for s in specs().values()),
     "DEFAULT_THRESHOLDS": lambda: {n: s.thresholds for n, s in specs().items()},
     "BOUNDS": lambda: {n: tuple((b.column, b.key, b.kind) for b in s.bounds) for n, s in specs().items()},
@@ -148,10 +156,11 @@ def _missing(x: Any) -> bool:
 
 
 def passes(name: str, row: Mapping[str, Any], thresholds: Mapping[str, Mapping[str, float]]) -> bool | None:
-    """True / False when the filter's scores in ``row`` pass / fail; None when a score is missing."""
+    """True / False when the filter's scores in ``row`` pass / fail; None when a score it
+    decides by (``FilterSpec.decided_by``) is missing."""
     s = spec(name)
     thr = thresholds.get(name, {})
-    values = {c: row.get(c) for c in s.columns}
+    values = {c: row.get(c) for c in s.decided_by}
     if any(_missing(v) for v in values.values()):
         return None
     for b in s.bounds:

@@ -73,6 +73,19 @@ SYNC_STEP = 2                  # 6 fps on the 12-fps grid
 SYNC_SHIFTS: tuple[int, ...] = (-3, 0, 3)   # grid frames; 3 / 12 s = 0.25 s; index 1 is in sync
 SYNC_AUDIO_SECONDS = 2.0
 
+#: the classifier's own offset (seed 003 section 1.3, its test protocol): 31 audio clips
+#: shifted by 0.04 s over [-0.6, +0.6] s against the window's in-sync 12 video frames (the video
+#: stays on the 12-fps grid, so only the audio moves; 0.04 s is 640 samples at 16 kHz). The
+#: audio then reaches up to 0.1 s before the window and 0.18 s past it: it is cut from the
+#: decode's margins (``decoding.media.Grid.wide_audio``), never slid.
+OFFSET_STEP_S = 0.04
+OFFSET_STEPS = 15                       # shifts -15..+15 steps
+
+
+def offset_shifts_s() -> tuple[float, ...]:
+    """The 31 audio shifts in seconds, ascending (index ``OFFSET_STEPS`` is 0)."""
+    return tuple(round(OFFSET_STEP_S * k, 2) for k in range(-OFFSET_STEPS, OFFSET_STEPS + 1))
+
 
 def start_index(window_start: float, origin: float = 0.0, fps: int = GRID_FPS) -> int:
     """Grid index of a window's first sample: the first grid frame at or after its start."""

@@ -82,6 +82,21 @@ class Segment:
         g = self.grid
         return g.audio_slice(g.start + key / g.sample_rate, g.start + key / g.sample_rate + seconds)
 
+    def audio_time(self, key) -> float:
+        """Segment time of an audio key: a start sample of the grid's audio (an int), or of
+        the wide audio (``("w", sample)``: the sync offset search's clips, which reach past
+        the segment into the decode's margins)."""
+        g = self.grid
+        if isinstance(key, tuple):
+            return g.wide_start + key[1] / g.sample_rate
+        return g.start + key / g.sample_rate
+
+    def audio_clip(self, key, seconds: float) -> np.ndarray:
+        """The mono audio of an audio key (see ``audio_time``)."""
+        if isinstance(key, tuple):
+            return self.grid.wide_audio[key[1]:key[1] + int(round(seconds * self.grid.sample_rate))]
+        return self.audio_at(key, seconds)
+
     def per_window(self, alive: list[int], fn: Callable[[int], None]) -> dict[int, str]:
         """``fn(k)`` for each window; {k: error note} for those that raised (one bad window
         must not lose the others' scores)."""

@@ -55,6 +55,19 @@ class Bound:
 
 
 @dataclass(frozen=True)
+class ClipColumn:
+    """A merged clip's column reduced from one window column by a declared rule instead of the
+    mean: ``reduce(values)`` takes the clip's non-null window values (float64, in start order)
+    and returns a float. ``name`` may be the window column itself (its mean is then replaced)
+    or a clip-only column. ``certificate``: the column also goes to the selected manifest and
+    each sample's ``sync_certificate``."""
+    name: str
+    column: str
+    reduce: Callable[[Any], float]
+    certificate: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """The model a filter needs.
 
@@ -95,7 +108,8 @@ class FilterSpec:
     base recipe (False: scored and stored, gating only where a recipe's ``gate`` names it).
     ``params``: declared constants of the scoring (frame sizes, floors), part of the score
     fingerprint, so changing one rescores. ``clip_max``: the merged clip also carries the
-    maximum over its windows of each column (``<column>_max``), beside the mean."""
+    maximum over its windows of each column (``<column>_max``), beside the mean.
+    ``clip_columns``: clip columns reduced otherwise than by the mean (``ClipColumn``)."""
     name: str
     columns: tuple[str, ...]
     bounds: tuple[Bound, ...]
@@ -107,12 +121,16 @@ class FilterSpec:
     gates: bool = True
     params: Mapping[str, Any] = field(default_factory=dict)
     clip_max: bool = False
+    clip_columns: tuple[ClipColumn, ...] = ()
     doc: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         unknown = {b.column for b in self.bounds} - set(self.columns)
         if unknown:
             raise ValueError(f"filter {self.name}: bounds on columns it does not declare: {sorted(unknown)}")
+        unknown = {c.column for c in self.clip_columns} - set(self.columns)
+        if unknown:
+            raise ValueError(f"filter {self.name}: clip columns from columns it does not declare: {sorted(unknown)}")
         keys = [b.key for b in self.bounds]
         if len(set(keys)) != len(keys):
             raise ValueError(f"filter {self.name}: a threshold key is declared twice: {keys}")
@@ -121,6 +139,14 @@ class FilterSpec:
     def thresholds(self) -> dict[str, float]:
         """The default thresholds, ``{key: value}`` (bounds without a default left out)."""
         return {b.key: b.default for b in self.bounds if b.default is not None}
+
+    @property
+    def decided_by(self) -> tuple[str, ...]:
+        """The columns a keep decision reads: those with a bound (all, for a filter without
+        bounds). A column without a bound only records (the sync classifier's offset), so a
+        row without it still gets a decision."""
+        bounded = {b.column for b in self.bounds}
+        return tuple(c for c in self.columns if c in bounded) or self.columns
 
     @property
     def note_column(self) -> str:

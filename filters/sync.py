@@ -20,7 +20,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from filters import sampling
-from filters.spec import Bound, FilterSpec, ModelSpec
+from filters.spec import Bound, ClipColumn, FilterSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -249,22 +249,89 @@ def _pairs(a: list[int], v: list[int]) -> list[tuple[int, int]]:
 SYNC_CLIP = (sampling.SYNC_AUDIO_SECONDS, sampling.SYNC_STEP, sampling.SYNC_FRAMES)
 
 
+# ---------------------------------------------------------------- the classifier's own offset
+
+#: per window: the classifier's offset over its 31 shifts and that shift's probability
+OFFSET_COLUMNS = ("sync_offset_s", "sync_offset_p")
+
+
+def _offset_keys(seg, k: int) -> list[tuple | None]:
+    """Window ``k``'s 31 shifted audio clips (``sampling.offset_shifts_s``) as wide-track keys,
+    None where the shifted clip reaches past the audio the decode holds (near a file's first
+    or last 0.2 s: those shifts are left out of the argmax, never slid)."""
+    s, _ = seg.bounds(k)
+    g, secs = seg.grid, sampling.SYNC_AUDIO_SECONDS
+    t0 = sampling.sync_audio_span(s, 0, g.start)[0]
+    keys: list[tuple | None] = []
+    for d in sampling.offset_shifts_s():
+        ok = g.wide_slice(t0 + d, secs) is not None
+        keys.append(("w", int(round((t0 + d - g.wide_start) * g.sample_rate))) if ok else None)
+    return keys
+
+
+def offset_of(phis: Sequence[float | None]) -> tuple[float, float]:
+    """(offset s, probability) from phi of the 31 shifted audio clips against the in-sync
+    video (None: a shift not available): the softmax over the available ones (no temperature,
+    as P_sync) and its argmax. The sign is Synchformer's (``filters.synchformer``): positive
+    means the audio runs ahead, so an audio clip that matches best when taken ``d`` s later
+    (the audio is late by ``d``) gives ``-d``."""
+    shifts = sampling.offset_shifts_s()
+    if len(phis) != len(shifts):
+        raise ValueError(f"expected phi for {len(shifts)} shifts, got {len(phis)}")
+    idx = [i for i, p in enumerate(phis) if p is not None]
+    if not idx:
+        raise ValueError("no shifted audio clip lies inside the decoded audio")
+    x = np.asarray([phis[i] for i in idx], dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("non-finite sync score among the shifted pairs")
+    p = np.exp(x - x.max())
+    p /= p.sum()
+    j = int(np.argmax(p))
+    return 0.0 - shifts[idx[j]], float(p[j])
+
+
+def clip_offset(values: np.ndarray) -> float:
+    """A merged clip's offset: the most frequent window offset (ties: the one nearest 0, then
+    the lower); window offsets lie on the 0.04-s grid, so equal offsets are equal floats."""
+    vals, counts = np.unique(np.round(np.asarray(values, dtype=np.float64), 6), return_counts=True)
+    best = max(zip(counts.tolist(), vals.tolist()), key=lambda cv: (cv[0], -abs(cv[1]), -cv[1]))
+    return float(best[1])
+
+
+def clip_agreement(values: np.ndarray) -> float:
+    """Share of a clip's windows whose offset is the clip's (``clip_offset``)."""
+    v = np.round(np.asarray(values, dtype=np.float64), 6)
+    return float(np.mean(v == clip_offset(v)))
+
+
+def clip_mean(values: np.ndarray) -> float:
+    return float(np.mean(values))
+
+
 def run(seg, alive: list[int]) -> dict[int, str]:
     """phi of every distinct (audio key, video key) pair the windows need and the cache
-    lacks, then each window's (a2v, v2a). The convention of the weights decides only where
-    the clips come from (``Convention.segment_phi``: ``ours`` cuts them from the decoded grid,
-    ``released`` reads the same clip starts from the segment's file)."""
+    lacks, then each window's (a2v, v2a) and its offset over the 31 shifts (``offset_of``).
+    The convention of the weights decides only where the clips come from
+    (``Convention.segment_phi``: ``ours`` cuts them from the decoded grid, ``released`` reads
+    the same clip starts from the segment's file). One call per segment, so each distinct
+    video clip is encoded once (the offset search adds audio clips and head evaluations)."""
     from sync_classifier.conventions import get_convention
     scorer, cache = seg.model("sync"), seg.cache("sync_phi")
     kd = {k: _keys(seg, k) for k in alive}
-    pairs = [p for p in dict.fromkeys(p for a, v in kd.values() for p in _pairs(a, v)) if p not in cache]
+    ko = {k: _offset_keys(seg, k) for k in alive}
+    need = [p for a, v in kd.values() for p in _pairs(a, v)]          # P_sync's pairs first
+    need += [(w, kd[k][1][1]) for k in alive for w in ko[k] if w is not None]
+    pairs = [p for p in dict.fromkeys(need) if p not in cache]
     if pairs:
         conv = get_convention(getattr(scorer, "convention", None))
         cache.update(conv.segment_phi(seg, scorer, pairs, SYNC_CLIP))
 
     def one(k):
         a, v = kd[k]
-        seg.rows[k]["sync_a2v"], seg.rows[k]["sync_v2a"] = score(*window_phi(cache, a, v))
+        row = seg.rows[k]
+        row["sync_a2v"], row["sync_v2a"] = score(*window_phi(cache, a, v))
+        row["sync_offset_s"], row["sync_offset_p"] = offset_of(
+            [None if w is None else cache[(w, v[1])] for w in ko[k]])
     return seg.per_window(alive, one)
 
 
@@ -299,9 +366,20 @@ def load(weights: str | None, random: bool, run_models: Mapping[str, Any], devic
     return SyncScorer.from_checkpoint(weights, device=device, convention=convention)
 
 
+#: the declared constants of the offset search (in the score fingerprint): the shifts and where
+#: their audio comes from (the decode's margins)
+PARAMS = {"offset_shifts_s": list(sampling.offset_shifts_s()), "offset_audio": "grid-wide-margin"}
+
 FILTER = FilterSpec(
-    name="sync", columns=("sync_a2v", "sync_v2a"), run=run, needs_audio=True, reads_fbank=True,
+    name="sync", columns=("sync_a2v", "sync_v2a", *OFFSET_COLUMNS), run=run, needs_audio=True,
+    reads_fbank=True,
     cost=80.0,   # GFLOP per window, the R(2+1)D classifier with clip reuse (benchmarks/bench_flops.py)
     bounds=(Bound("sync_a2v", "a2v_min", "min", 0.341), Bound("sync_v2a", "v2a_min", "min", 0.341)),
+    params=PARAMS,
+    # a clip's offset is the mode of its windows' (with the share that agree), not a mean; the
+    # offset columns record and never gate (no bound on them)
+    clip_columns=(ClipColumn("sync_offset_s", "sync_offset_s", clip_offset, certificate=True),
+                  ClipColumn("sync_offset_agree", "sync_offset_s", clip_agreement, certificate=True),
+                  ClipColumn("sync_offset_p", "sync_offset_p", clip_mean, certificate=True)),
     model=ModelSpec("sync", "sync_checkpoint", load, convention=convention,
                     convention_option="sync_convention", inspect=inspect))

@@ -27,7 +27,8 @@ _b = pa.bool_()
 #: the score columns (``ALL_SCORES``, ``SCORE_COLUMNS``, ``NOTE_COLUMNS``, ``FILTERS``) come
 #: from the filters' declarations (``filters.registry``): module attributes computed on use,
 #: like the two tables that hold them (``WINDOWS``, ``CLIPS``) and ``TABLES``
-_FROM_FILTERS = ("FILTERS", "SCORE_COLUMNS", "ALL_SCORES", "NOTE_COLUMNS", "CLIP_MAX_COLUMNS")
+_FROM_FILTERS = ("FILTERS", "SCORE_COLUMNS", "ALL_SCORES", "NOTE_COLUMNS", "CLIP_MAX_COLUMNS",
+                 "CLIP_COLUMNS", "CLIP_ONLY_COLUMNS", "CERT_CLIP_COLUMNS")
 
 _status = [pa.field("status", _s), pa.field("error", _s)]
 #: filled by the shard stage: the frame instants actually cut (relative to the segment, like
@@ -99,16 +100,22 @@ def _clips() -> pa.Schema:
         pa.field("clip_id", _s), pa.field("source_id", _s), pa.field("shot_id", _s),
         pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
         pa.field("n_windows", _i), *[pa.field(c, _f) for c in registry.ALL_SCORES],
-        *[pa.field(c, _f) for c in registry.CLIP_MAX_COLUMNS], *_status,
+        *[pa.field(c, _f) for c in registry.CLIP_MAX_COLUMNS],
+        *[pa.field(c, _f) for c in registry.CLIP_ONLY_COLUMNS], *_status,
         *_CUT, *_CERT,
     ])
 
 
-SELECTED = pa.schema([
-    pa.field("key", _s), pa.field("name", _s), pa.field("clip_id", _s), pa.field("source_id", _s),
-    pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
-    pa.field("rank_score", _f), *_status, *_CUT, *_CERT,
-])
+def _selected() -> pa.Schema:
+    """The selected clips; the filters' certificate columns (``ClipColumn.certificate``: the
+    sync classifier's clip offset) are copied from the clip by select."""
+    from filters import registry
+    return pa.schema([
+        pa.field("key", _s), pa.field("name", _s), pa.field("clip_id", _s), pa.field("source_id", _s),
+        pa.field("class_name", _s), pa.field("split", _s), pa.field("start", _f), pa.field("end", _f),
+        pa.field("rank_score", _f), *_status, *_CUT, *_CERT,
+        *[pa.field(c, _f) for c in registry.CERT_CLIP_COLUMNS],
+    ])
 
 SHARDS = pa.schema([
     pa.field("key", _s), pa.field("split", _s), pa.field("shard", _s), pa.field("offset", _i),
@@ -124,7 +131,7 @@ LEDGER = pa.schema([
 
 def _tables() -> dict[str, pa.Schema]:
     return {"sources": SOURCES, "downloads": DOWNLOADS, "shots": SHOTS, "windows": _windows(),
-            "decisions": DECISIONS, "clips": _clips(), "selected": SELECTED, "shards": SHARDS,
+            "decisions": DECISIONS, "clips": _clips(), "selected": _selected(), "shards": SHARDS,
             "ledger": LEDGER}
 
 
@@ -132,7 +139,7 @@ def __getattr__(name: str) -> Any:
     if name in _FROM_FILTERS:
         from filters import registry
         return getattr(registry, name)
-    derived = {"WINDOWS": _windows, "CLIPS": _clips, "TABLES": _tables}
+    derived = {"WINDOWS": _windows, "CLIPS": _clips, "SELECTED": _selected, "TABLES": _tables}
     if name in derived:
         return derived[name]()
     raise AttributeError(f"module 'manifests.schemas' has no attribute {name!r}")

@@ -172,9 +172,12 @@ def make_meta(selected: Mapping[str, Any], source: Mapping[str, Any] | None = No
         "source_id": selected.get("source_id"), "clip_id": selected.get("clip_id"),
         "url": source.get("url"), "label": source.get("label"),
         "rank_score": selected.get("rank_score"), "n_windows": clip.get("n_windows"),
-        "scores": {s: clip.get(s) for s in (*schemas.ALL_SCORES, *schemas.CLIP_MAX_COLUMNS)},
-        # Synchformer's offsets of the merged clip (certify stage; None where not measured)
-        "sync_certificate": {c: clip.get(c) for c in (*schemas.CERT_COLUMNS, schemas.CERT_NOTE)},
+        "scores": {s: clip.get(s) for s in (*schemas.ALL_SCORES, *schemas.CLIP_MAX_COLUMNS,
+                                             *schemas.CLIP_ONLY_COLUMNS)},
+        # Synchformer's offsets of the merged clip (certify stage; None where not measured) and
+        # the sync classifier's own clip offset (``filters.sync``: the mode over its windows)
+        "sync_certificate": {c: clip.get(c) for c in (*schemas.CERT_COLUMNS, *schemas.CERT_CLIP_COLUMNS,
+                                                      schemas.CERT_NOTE)},
     }
 
 

@@ -75,9 +75,10 @@ class Convention:
     #: the placement of ``validation_clips`` (logged by training)
     validation_placement: str
 
-    def segment_phi(self, seg: Any, scorer: Any, pairs: list[tuple[int, int]],
+    def segment_phi(self, seg: Any, scorer: Any, pairs: list[tuple[Any, int]],
                     clip: tuple[float, int, int]) -> dict:
-        """Scoring: phi of each (audio key, video key) pair of a ``filters.segment`` segment;
+        """Scoring: phi of each (audio key, video key) pair of a ``filters.segment`` segment
+        (audio keys as ``Segment.audio_time`` reads them);
         ``clip``: (audio seconds, grid frames between video frames, video frames) of a clip
         (``filters.sampling``; this package does not import ``filters``)."""
         raise NotImplementedError
@@ -131,7 +132,7 @@ class Ours(Convention):
     def segment_phi(self, seg, scorer, pairs, clip):
         """Clips cut from the segment's decoded grid (``SyncScorer.phi_pairs``)."""
         secs, step, frames = clip
-        audio = {a: seg.audio_at(a, secs) for a in dict.fromkeys(a for a, _ in pairs)}
+        audio = {a: seg.audio_clip(a, secs) for a in dict.fromkeys(a for a, _ in pairs)}
         video = {v: seg.frames(v + step * i for i in range(frames))
                  for v in dict.fromkeys(v for _, v in pairs)}
         return scorer.phi_pairs(audio, video, pairs)
@@ -176,7 +177,7 @@ class Released(Convention):
         v_keys = list(dict.fromkeys(v for _, v in pairs))
         ia, iv = {a: i for i, a in enumerate(a_keys)}, {v: j for j, v in enumerate(v_keys)}
         # the file's own clock: a stream-copied segment starts ``offset`` s into it
-        phi = scorer.phi_released(seg.path, [off + g.start + a / g.sample_rate for a in a_keys],
+        phi = scorer.phi_released(seg.path, [off + seg.audio_time(a) for a in a_keys],
                                   [off + g.start + v / g.fps for v in v_keys],
                                   [(ia[a], iv[v]) for a, v in pairs])
         return dict(zip(pairs, phi))

@@ -44,6 +44,7 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 from manifests.names import format_clip_name, split_source_id, ytid_of
+from manifests import schemas
 from manifests.schemas import STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
 from shards.writer import key_from_name
 
@@ -292,6 +293,8 @@ def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int |
     summary = _summary(ok, n_candidates, n_review_rejected, prm, warnings)
     for w in summary["warnings"]:
         log.warning("select: %s", w)
+    out.update({c: clips.column(c).to_pylist() for c in schemas.CERT_CLIP_COLUMNS
+                if c in clips.column_names})
     # cut_start / cut_end / av_offset_ms: filled by the shard stage when the clip is cut
     return pa.table({k: out.get(k, [None] * n) for k in SELECTED.names}, schema=SELECTED), summary
 

@@ -44,6 +44,10 @@ def _mean_scores(windows: Sequence[Mapping[str, Any]]) -> dict[str, float | None
     for mx, col in schemas.CLIP_MAX_COLUMNS.items():   # and the max where a filter asks for it
         vals = [float(w[col]) for w in windows if w.get(col) is not None and not math.isnan(w[col])]
         out[mx] = max(vals) if vals else None
+    for name, cc in schemas.CLIP_COLUMNS.items():     # a declared reduction instead of the mean
+        vals = [float(w[cc.column]) for w in windows
+                if w.get(cc.column) is not None and not math.isnan(w[cc.column])]
+        out[name] = float(cc.reduce(np.asarray(vals, dtype=np.float64))) if vals else None
     return out
 
 
@@ -185,7 +189,7 @@ def _fixed_for_row(r: Mapping[str, Any], meta: Mapping[str, Any], length: float,
     base = {"source_id": r["source_id"], "shot_id": r.get("shot_id"),
             "class_name": r.get("class_name") or meta.get("class_name"),
             "split": r.get("split") or meta.get("split"), "n_windows": 0,
-            **{c: None for c in (*schemas.ALL_SCORES, *schemas.CLIP_MAX_COLUMNS)},
+            **{c: None for c in (*schemas.ALL_SCORES, *schemas.CLIP_MAX_COLUMNS, *schemas.CLIP_ONLY_COLUMNS)},
             **dict.fromkeys(MEASURED_COLUMNS)}
     iv = _interval_of(r)
     if iv is None:
@@ -348,10 +352,25 @@ def _clip_columns(kw: Any, head: Any, g: _Groups, c_start: np.ndarray, c_end: np
         top = np.full(g.n_groups, np.nan)
         np.fmax.at(top, g.group, vals.astype(np.float64))      # NaN only where all are
         cols[mx] = pa.array(top, mask=np.isnan(top), type=pa.float64())
+    for name, cc in schemas.CLIP_COLUMNS.items():
+        vals = pc.fill_null(kw.column(cc.column), float("nan")).to_numpy(zero_copy_only=False)[g.order]
+        red = _reduce_groups(vals.astype(np.float64), g.first, cc.reduce)
+        cols[name] = pa.array(red, mask=np.isnan(red), type=pa.float64())
     cols["status"] = np.where(short, STATUS_REJECTED, STATUS_OK).tolist()
     cols["error"] = [f"merge: clip length {ln:.2f}s < min_len {min_len:.2f}s" if sh else None
                      for ln, sh in zip(length.tolist(), short.tolist())]
     return cols
+
+
+def _reduce_groups(values: np.ndarray, first: np.ndarray, reduce) -> np.ndarray:
+    """Per group (sorted windows cut at ``first``), ``reduce`` of its non-NaN values (in start
+    order, as ``_mean_scores`` passes them); NaN where none."""
+    out = np.full(len(first), np.nan)
+    for j, vals in enumerate(np.split(values, first[1:])):
+        vals = vals[~np.isnan(vals)]
+        if len(vals):
+            out[j] = float(reduce(vals))
+    return out
 
 
 def _clamp_to_shots(head: Any, c_start: np.ndarray, c_end: np.ndarray,

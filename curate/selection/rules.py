@@ -127,12 +127,13 @@ class WindowMasks:
 
 
 def _passes_mask(table: Any, name: str, thr: Mapping[str, float], n: int) -> np.ndarray:
-    """``registry.passes`` as a mask: every score column present, every set bound inclusive."""
+    """``registry.passes`` as a mask: every score column it decides by present, every set
+    bound inclusive."""
     import numpy as np
 
     ok = np.ones(n, dtype=bool)
     values = {}
-    for col in registry.columns(name):
+    for col in registry.spec(name).decided_by:
         if col not in table.column_names:
             return np.zeros(n, dtype=bool)
         values[col] = _np_float(table.column(col))

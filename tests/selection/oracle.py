@@ -11,7 +11,7 @@ from filters import registry
 from curate.selection.balance import (_assign_test, _n_test, _params, _seeded, _summary, clip_name,
                                       rank_score)
 from curate.selection.rules import check_gate, percent
-from manifests.schemas import MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
+from manifests.schemas import CERT_CLIP_COLUMNS, MEASURED_COLUMNS, STATUS_FAILED, STATUS_OK, STATUS_REJECTED, STATUS_SKIPPED
 from shards.writer import key_from_name
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,9 @@ def _base_row(clip: Mapping[str, Any]) -> dict[str, Any]:
             "source_id": clip.get("source_id"), "class_name": clip.get("class_name"),
             "split": clip.get("split"), "start": clip.get("start"), "end": clip.get("end"),
             "rank_score": rank_score(clip), "status": STATUS_OK, "error": None,
-            **dict.fromkeys(MEASURED_COLUMNS)}
+            **dict.fromkeys(MEASURED_COLUMNS),
+            # the filters' certificate columns of the clip (the sync classifier's clip offset)
+            **{c: clip.get(c) for c in CERT_CLIP_COLUMNS}}
 
 
 def _named_rows(clips: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
