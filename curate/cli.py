@@ -451,7 +451,8 @@ def review(out: Path = typer.Argument(...), decisions: Path = typer.Option(None,
 def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos, a run directory or a manifest; none: generated events"),
                out: Path = typer.Option(..., "--out", help="checkpoint folder"),
                init: Optional[Path] = typer.Option(None, help="start from: our checkpoint, the released modules/ folder, "
-                                                              "or the AVID-CMA checkpoint (both encoders; head fresh)"),
+                                                              "or the AVID-CMA checkpoint (both encoders; head fresh); "
+                                                              "a weights name (avid-cma-audioset) reads the cache"),
                steps: int = typer.Option(40000, help="iterations"), batch_size: int = 32,
                lr: float = 2e-4, small: bool = typer.Option(False, help="small configuration (CPU)"),
                accum_steps: int = typer.Option(1, help="micro-batches per step (batch 32 x 21 clips on one GPU: 4-8)"),
@@ -469,6 +470,8 @@ def sync_train(data: Optional[Path] = typer.Option(None, help="folder of videos,
         if path is not None and not path.exists():
             _fail(FileNotFoundError(f"{opt} {path} does not exist"))
     try:
+        from curate.config.models import command_weights
+        init = Path(command_weights("avid-cma", init, "--init")) if init is not None else None
         ckpt = train(data=data, out=out, init=init, steps=steps, batch_size=batch_size, lr=lr,
                      small=small, max_minutes=max_minutes, seed=seed, accum_steps=accum_steps,
                      warmup_steps=warmup_steps, amp=amp, convention=convention,
@@ -505,8 +508,9 @@ def sync_eval(ckpt: Path = typer.Option(...),
 @app.command()
 def metrics(generated: Path = typer.Option(..., help="folder of generated videos"),
             reference: Path = typer.Option(..., help="folder of ground-truth videos, same names"),
-            sync_checkpoint: Path = typer.Option(..., envvar="CURATE_SYNC_CKPT",
-                                                 help="sync checkpoint file or the released modules/ folder"),
+            sync_checkpoint: Optional[Path] = typer.Option(None, envvar="CURATE_SYNC_CKPT",
+                                                           help="sync checkpoint file or the released modules/ folder "
+                                                                "(default: the weights cache's avsync-classifier)"),
             imagebind_checkpoint: Optional[Path] = typer.Option(None, envvar="CURATE_IMAGEBIND_CKPT"),
             protocol: Optional[str] = typer.Option(None, help="released (the paper's tables) | ours "
                                                               "(default: the sync weights' convention)"),
@@ -515,13 +519,21 @@ def metrics(generated: Path = typer.Option(..., help="folder of generated videos
                                                                   help="adds DeSync (MMAudio's av-benchmark protocol)"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Score generated videos against ground truth (IA, IT, RelSync, AlignSync; DeSync with
-    --synchformer-checkpoint)."""
+    Synchformer's weights). A weights option left out is taken from the weights cache
+    (`curate models pull NAME`); an option may also name a cached row."""
+    from curate.config.models import command_weights
+    from curate.config.weights import for_model, missing_fix
     from curate.reports.gen_metrics import desync_metric, run_metrics, with_desync
     try:
-        text = run_metrics(generated, reference, sync_checkpoint, imagebind_checkpoint, as_json=as_json,
+        sync = command_weights("sync", sync_checkpoint, "--sync-checkpoint")
+        if sync is None:
+            raise ValueError(f"curate metrics needs the sync classifier: {missing_fix(for_model('sync'))}")
+        imagebind = command_weights("imagebind", imagebind_checkpoint, "--imagebind-checkpoint")
+        sf = command_weights("synchformer", synchformer_checkpoint, "--synchformer-checkpoint")
+        text = run_metrics(generated, reference, sync, imagebind, as_json=as_json,
                            protocol=protocol, image_size=image_size)
-        if synchformer_checkpoint:
-            text = with_desync(text, desync_metric(generated, reference, synchformer_checkpoint), as_json)
+        if sf:
+            text = with_desync(text, desync_metric(generated, reference, sf), as_json)
         typer.echo(text)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)

@@ -91,11 +91,16 @@ class Segment:
             return g.wide_start + key[1] / g.sample_rate
         return g.start + key / g.sample_rate
 
-    def audio_clip(self, key, seconds: float) -> np.ndarray:
-        """The mono audio of an audio key (see ``audio_time``)."""
-        if isinstance(key, tuple):
-            return self.grid.wide_audio[key[1]:key[1] + int(round(seconds * self.grid.sample_rate))]
-        return self.audio_at(key, seconds)
+    def audio_inputs(self, keys, seconds: float) -> tuple[dict, dict]:
+        """(waves, mels) of audio keys (see ``audio_time``): the grid's keys as waves; the wide
+        keys (the sync offset search: 31 clips per window, 0.04 s apart) as ImageBind mels
+        made together from one fbank per phase (``decoding.mel.imagebind_mels_at``; one
+        fbank per clip was 3/4 of the search's CPU)."""
+        from decoding.mel import imagebind_mels_at
+        wide = [k for k in keys if isinstance(k, tuple)]
+        n = int(round(seconds * self.grid.sample_rate))
+        mels = dict(zip(wide, imagebind_mels_at(self.grid.wide_audio, [k[1] for k in wide], n))) if wide else {}
+        return {k: self.audio_at(k, seconds) for k in keys if not isinstance(k, tuple)}, mels
 
     def per_window(self, alive: list[int], fn: Callable[[int], None]) -> dict[int, str]:
         """``fn(k)`` for each window; {k: error note} for those that raised (one bad window

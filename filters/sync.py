@@ -149,34 +149,47 @@ class SyncScorer:
 
     # -- scoring ------------------------------------------------------------------------
     def phi_pairs(self, audio: Mapping[Hashable, np.ndarray], video: Mapping[Hashable, np.ndarray],
-                  pairs: Sequence[tuple[Hashable, Hashable]]) -> dict[tuple[Hashable, Hashable], float]:
-        """phi for each distinct (audio key, video key) pair."""
-        pairs = list(dict.fromkeys(pairs))
+                  pairs: Sequence[tuple[Hashable, Hashable]],
+                  mels: Mapping[Hashable, Any] | None = None) -> dict[tuple[Hashable, Hashable], float]:
+        """phi for each distinct (audio key, video key) pair. ``mels``: the model's audio
+        input (``[1, 128, 204]``) of some audio keys, ready (computed together by
+        ``decoding.mel.imagebind_mels_at``), used instead of a wave in ``audio``."""
+        pairs, ready = list(dict.fromkeys(pairs)), dict(mels or {})
         with self.torch.inference_mode(), self.prec.compute(self.precision, self.device):
             if self.split is not None:
-                return self._phi_split(audio, video, pairs)
-            return self._phi_forward(audio, video, pairs)
+                return self._phi_split(audio, video, pairs, ready)
+            return self._phi_forward(audio, video, pairs, ready)
+
+    def _audio_batch(self, keys: Sequence[Hashable], audio: Mapping[Hashable, np.ndarray],
+                     ready: Mapping[Hashable, Any]):
+        """The model input of the audio clips ``keys``: ready mels where given, else from the wave."""
+        if not any(k in ready for k in keys):
+            return self._mels([audio[k] for k in keys])
+        from decoding.mel import imagebind_mel
+        mels = [ready[k] if k in ready else imagebind_mel(self.torch.from_numpy(
+            np.asarray(audio[k], dtype=np.float32))) for k in keys]
+        return self._input(self.torch.stack(mels))
 
     def _batches(self, items):
         for i in range(0, len(items), self.batch_size):
             yield items[i:i + self.batch_size]
 
-    def _phi_forward(self, audio, video, pairs):
+    def _phi_forward(self, audio, video, pairs, ready):
         out: dict = {}
         for chunk in self._batches(pairs):
-            mel = self._mels([audio[a] for a, _ in chunk])
+            mel = self._audio_batch([a for a, _ in chunk], audio, ready)
             vid = self._videos([video[v] for _, v in chunk])
             phi = self.model(mel, vid).float().reshape(-1).cpu().numpy()
             out.update({p: float(x) for p, x in zip(chunk, phi)})
         return out
 
-    def _phi_split(self, audio, video, pairs):
+    def _phi_split(self, audio, video, pairs, ready):
         enc_a, enc_v, head = self.split
         a_keys = list(dict.fromkeys(a for a, _ in pairs))
         v_keys = list(dict.fromkeys(v for _, v in pairs))
         fa, fv = {}, {}
         for chunk in self._batches(a_keys):
-            fa.update(zip(chunk, enc_a(self._mels([audio[k] for k in chunk]))))
+            fa.update(zip(chunk, enc_a(self._audio_batch(chunk, audio, ready))))
         for chunk in self._batches(v_keys):
             fv.update(zip(chunk, enc_v(self._videos([video[k] for k in chunk]))))
         out: dict = {}
@@ -330,8 +343,11 @@ def run(seg, alive: list[int]) -> dict[int, str]:
         a, v = kd[k]
         row = seg.rows[k]
         row["sync_a2v"], row["sync_v2a"] = score(*window_phi(cache, a, v))
-        row["sync_offset_s"], row["sync_offset_p"] = offset_of(
-            [None if w is None else cache[(w, v[1])] for w in ko[k]])
+        phis = [None if w is None else cache[(w, v[1])] for w in ko[k]]
+        # a grid without the decode's wide audio (built by hand, not by ``decode_grid``) has
+        # no offset search: the offset is unknown (it only records; nothing decides by it)
+        row["sync_offset_s"], row["sync_offset_p"] = (offset_of(phis) if any(p is not None for p in phis)
+                                                      else (None, None))
     return seg.per_window(alive, one)
 
 

@@ -132,10 +132,10 @@ class Ours(Convention):
     def segment_phi(self, seg, scorer, pairs, clip):
         """Clips cut from the segment's decoded grid (``SyncScorer.phi_pairs``)."""
         secs, step, frames = clip
-        audio = {a: seg.audio_clip(a, secs) for a in dict.fromkeys(a for a, _ in pairs)}
+        audio, mels = seg.audio_inputs(list(dict.fromkeys(a for a, _ in pairs)), secs)
         video = {v: seg.frames(v + step * i for i in range(frames))
                  for v in dict.fromkeys(v for _, v in pairs)}
-        return scorer.phi_pairs(audio, video, pairs)
+        return scorer.phi_pairs(audio, video, pairs, mels=mels)
 
     def loader_window(self, mp4, rng, d):
         return clip_decode.ours_window(mp4, rng, d)

@@ -21,6 +21,7 @@ class Counting:
             if name == "phi_pairs":  # distinct audio clips, video clips, pairs of a segment
                 for what, a in zip(("audio_clips", "video_clips", "pairs"), args):
                     self.counter[f"sync.{what}"] += len(a)
+                self.counter["sync.audio_clips"] += len(kw.get("mels") or {})   # ready mels
             elif name == "speech_probs":  # one call per segment: its seconds of audio
                 self.counter[f"{self.prefix}.calls"] += 1
                 self.counter[f"{self.prefix}.seconds"] += len(args[0]) / args[1]

@@ -77,10 +77,33 @@ def add_conventions(models: dict[str, dict[str, Any]], options: dict[str, Any]) 
 
 
 def _cached_weights(model: str) -> str | None:
-    from curate.config.weights import for_model, in_cache
-    row = for_model(model)
-    path = in_cache(row) if row is not None and row.kind in ("url", "manual") else None
-    return str(path) if path else None
+    from curate.config.weights import cached_row
+    hit = cached_row(model)
+    return str(hit[1]) if hit else None
+
+
+def command_weights(model: str, given: str | os.PathLike | None, option: str) -> str | None:
+    """The weights of a model read outside the filters (Synchformer: certify and ``curate
+    metrics``; AVID-CMA: ``sync train --init``; the sync classifier and ImageBind in ``curate
+    metrics``): ``given`` (the option's value: a file, or a weights row's name for its cached
+    file), else the model's cached file; a cached file is checked against its pull record.
+    None when neither; a row name not in the cache is a ValueError naming the pull and ``option``."""
+    from curate.config.weights import WEIGHTS, cached_row, get_weight, in_cache, missing_fix
+    if given is not None and not Path(given).exists():
+        if str(given) in {w.name for w in WEIGHTS}:
+            row = get_weight(str(given))
+            path = in_cache(row) if row.kind in ("url", "manual") else None
+            if path is None:
+                raise ValueError(f"{option} {given}: not in the weights cache: {missing_fix(row, option)}")
+            _check_pull_record(row, path, _sha256(path))
+            return str(path)
+    if given is not None:
+        return str(given)
+    hit = cached_row(model)
+    if hit is None:
+        return None
+    _check_pull_record(hit[0], hit[1], _sha256(hit[1]))
+    return str(hit[1])
 
 
 def _missing_weights(filt: str, model: str) -> str:
@@ -224,13 +247,13 @@ def record_weights(out: str | Path, run: dict[str, Any]) -> dict[str, dict[str, 
     filters read (and, for the cache's, the licence). A cached file whose sha256 is not the
     one its pull recorded is refused, naming it (ValueError)."""
     from curate.config.run_state import save_run
-    from curate.config.weights import cache_path, for_model, package_file, size_of
+    from curate.config.weights import cache_path, for_model, package_file, row_at, size_of
 
     rec: dict[str, dict[str, Any]] = {}
     for filt, m in resolve_models(run, convention=False).items():
         if m["random"]:
             continue
-        row = for_model(m["model"])
+        row = row_at(m["weights"]) or for_model(m["model"])
         path = _local_weights(m, row)
         if path is None:      # open_clip fetches it on first use (and verifies it itself)
             rec[filt] = {"model": m["model"], "weights": m["weights"], "file": None}

@@ -9,8 +9,11 @@ file against the sha256 its pull recorded, and records file, size and sha256 in 
 
 **Adding a model** (a new filter, a new checkpoint): add one ``Weight`` row below; nothing
 else lists weights. ``model`` is the key of ``filters.registry.MODEL_FILTERS`` the row serves
-when no option is given (None: the row is listed and pulled, but no filter resolves it
-from the cache yet); ``option`` the command-line option that names another file; ``kind``:
+when no option is given, or the model of a command outside the filters (``synchformer``:
+certify and ``curate metrics``; ``avid-cma``: ``curate sync train --init``), resolved by
+``curate.config.models.command_weights`` (None: listed and pulled, never resolved); several
+rows of one model are tried in table order. ``option`` the command-line option that names
+another file (or a row's name: its cached file); ``kind``:
 
 - ``url``: fetched from ``url`` (``curate models pull --base-url`` / ``$CURATE_WEIGHTS_URL``
   swaps the server for a mirror, or a loopback server in tests);
@@ -80,7 +83,7 @@ WEIGHTS: tuple[Weight, ...] = (
                   "AVID-CMA_Audioset_InstX-N1024-PosW-N64-Top32_checkpoint.pth.tar",
            licence="CC BY-NC 4.0 (facebookresearch/AVID-CMA LICENSE): non-commercial",
            used_by="curate sync train --init (both encoders of the sync classifier)",
-           option="--init", non_commercial=True,
+           option="--init", model="avid-cma", non_commercial=True,
            published_at="facebookresearch/AVID-CMA README, lzhangbj/ASVA README "
                         "(no size or checksum published)"),
     Weight("clip-vit-b-32-openai", "ViT-B-32/openai", "open_clip",
@@ -89,20 +92,24 @@ WEIGHTS: tuple[Weight, ...] = (
            option="--clip-checkpoint", model="clip",
            published_at="open_clip pretrained.py (ViT-B-32 / openai); kept in open_clip's own "
                         "cache, which the Hugging Face hub verifies"),
-    # Synchformer (v-iashin/Synchformer, MIT), the DeSync model: AudioSet run 2. Its README
-    # publishes only the first 7 hex digits of the md5 (a prefix check)
-    Weight("synchformer-audioset", "24-01-04T16-39-21.pt", "url",
-           f"{_A3S}/24-01-04T16-39-21/24-01-04T16-39-21.pt",
-           licence="MIT (v-iashin/Synchformer)", used_by="DeSync (Synchformer offsets)",
-           checksum="md5:54037d2",
-           published_at="v-iashin/Synchformer README (md5 prefix) and utils/utils.py"),
+    # Synchformer (v-iashin/Synchformer, MIT), the DeSync model. MMAudio's state dict first:
+    # where both are cached a build takes it (it loads without --trust-checkpoint; the
+    # authors' .pt pickles its config)
     Weight("synchformer-mmaudio", "synchformer_state_dict.pth", "url",
            "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/synchformer_state_dict.pth",
            licence="MIT (v-iashin/Synchformer weights, as MMAudio ships them)",
-           used_by="DeSync (Synchformer offsets, MMAudio's state dict)",
+           used_by="certify, curate metrics: DeSync (Synchformer offsets, MMAudio's state dict)",
+           option="--synchformer-checkpoint", model="synchformer",
            size="907M", checksum="md5:5b2f5594b0730f70e41e549b7c94390c",
            published_at="hkchengrex/MMAudio docs/MODELS.md (size) and "
                         "mmaudio/utils/download_utils.py (md5)"),
+    # AudioSet run 2; its README publishes only the first 7 hex digits of the md5 (a prefix check)
+    Weight("synchformer-audioset", "24-01-04T16-39-21.pt", "url",
+           f"{_A3S}/24-01-04T16-39-21/24-01-04T16-39-21.pt",
+           licence="MIT (v-iashin/Synchformer)",
+           used_by="certify, curate metrics: DeSync (Synchformer offsets; needs --trust-checkpoint)",
+           option="--synchformer-checkpoint", model="synchformer", checksum="md5:54037d2",
+           published_at="v-iashin/Synchformer README (md5 prefix) and utils/utils.py"),
     # Silero VAD (issue 26): the real weights ship inside the wheel; ``file`` is their path
     # inside the installed package (``package_file``)
     Weight("silero-vad", "data/silero_vad_16k.safetensors", "package", "silero-vad",
@@ -123,6 +130,22 @@ def get_weight(name: str) -> Weight:
 def for_model(model: str) -> Weight | None:
     """The row a model-backed filter resolves from the cache when no option names a file."""
     return next((w for w in WEIGHTS if w.model == model), None)
+
+
+def cached_row(model: str) -> tuple[Weight, Path] | None:
+    """The first row of ``model`` (table order) whose file the cache holds, and that file."""
+    for w in WEIGHTS:
+        if w.model == model and w.kind in ("url", "manual"):
+            p = in_cache(w)
+            if p is not None:
+                return w, p
+    return None
+
+
+def row_at(path: str | os.PathLike) -> Weight | None:
+    """The row whose cached file ``path`` is, else None."""
+    p = Path(path)
+    return next((w for w in WEIGHTS if w.kind in ("url", "manual") and cache_path(w) == p), None)
 
 
 def offline() -> bool:

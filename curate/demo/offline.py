@@ -7,6 +7,9 @@ the package (``sync_classifier.model.DEMO_CHECKPOINT``, trained by our own code 
 flash/beep events with ``benchmarks/train_sync_small.py --demo``; none of the demo's videos is
 in its training set). ``--sync-checkpoint`` overrides it; without the shipped file the run
 trains a small classifier on the demo's train split (stage ``train-sync``, time-bounded).
+Certify uses the small Synchformer-shaped model shipped beside it when installed
+(``curate.demo.certificate``); the demo ends by printing both models' offsets and DeSync
+against the truth of each generated video.
 """
 from __future__ import annotations
 
@@ -66,11 +69,24 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
             save_run(out, run)
         else:
             stages.insert(stages.index("score"), "train-sync")
+    from curate.demo.certificate import use_demo_synchformer
+    echo(use_demo_synchformer(run["options"]))
+    save_run(out, run)
     run_stages(out, run, executor, stages, echo=echo)
+    _print_certificate(out, synth_dir / "truth.json", echo)
     from curate.reports.stats import collect, write_report
     write_report(out, out / "report.html", collect(out))
     echo(f"report: {out / 'report.html'}")
     return run
+
+
+def _print_certificate(out: Path, truth: Path, echo: Callable[[str], None]) -> None:
+    """The demo's offsets beside the truth, per video and per truth kind."""
+    from curate.demo.certificate import format_offset_rows, kind_summary, offset_rows
+    rows = offset_rows(out, truth)
+    echo("== sync certificate: true offset vs measured (s; positive = audio ahead)")
+    for line in format_offset_rows(rows) + [""] + kind_summary(rows):
+        echo(line)
 
 
 def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, seed: int = 0,

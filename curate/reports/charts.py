@@ -1,5 +1,6 @@
 """Inline SVG charts of the report (no script, no network): the funnel as bars beside its
-table and the clips kept per class as stacked bars (one colour per split)."""
+table, the clips kept per class as stacked bars (one colour per split) and the sync
+certificates' histograms as bars (clips per value)."""
 from __future__ import annotations
 
 import html
@@ -107,3 +108,18 @@ def class_bars_svg(per_class: Mapping[str, Mapping[str, Any]]) -> str:
         body += [f'<rect x="{x}" y="{y}" width="10" height="10" fill="{SPLIT_COLOURS.get(s, _OTHER)}"/>',
                  f'<text x="{x + 14}" y="{y + 9}">{_esc(s or "kept")}</text>']
     return _svg("per-class", _LABEL + _BAR + _NUM + 60, y + 18, "clips kept per class", body)
+
+
+def counts_svg(label: str, counts: Mapping[str, int], colour: str = "#4a7ab5") -> str:
+    """One bar per value of a histogram (``{value text: count}``, in the given order), on one
+    scale: the sync certificates' DeSync and offsets, clips per value."""
+    top = max(counts.values(), default=0) or 1
+    body = []
+    for i, (value, n) in enumerate(counts.items()):
+        y = 4 + i * _ROW
+        w = n / top * _BAR
+        body += [_label(y, value),
+                 f'<rect x="{_LABEL}" y="{y + 2}" width="{max(w, 1):.1f}" height="{_ROW - 6}" '
+                 f'fill="{colour}"><title>{_esc(value)}: {n}</title></rect>',
+                 f'<text x="{_LABEL + w + 4:.1f}" y="{y + 13}">{n}</text>']
+    return _svg("counts", _LABEL + _BAR + _NUM, 8 + len(counts) * _ROW, label, body)

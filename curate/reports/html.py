@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 KNOWN_KEYS = ("out", "recipe", "funnel", "per_class", "failures", "resolutions", "hours",
               "hours_downloaded", "hours_selected", "warnings", "unfinished", "finished",
               "rejected", "skipped", "truth", "download_health", "availability", "shard_files",
-              "sync_convention", "licences", "licenses", "scores", "speech_by_class", "repairs")
+              "sync_convention", "licences", "licenses", "scores", "speech_by_class", "repairs",
+              "certificates")
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}table{border-collapse:
 collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:
 #eee}td:first-child,th:first-child{text-align:left}.warn{color:#a40}figure{display:inline-block;
@@ -166,6 +167,26 @@ def _speech(sp: Mapping[str, Any]) -> str:
             for c, r in sp.get("classes", {}).items()]
     return (f"<h2>Windows with speech (speech &gt; {float(sp.get('threshold', 0.5)):g}), per class</h2>"
             + _table(["class", "windows", "with speech", "share"], rows))
+
+
+def _certificates(cert: Mapping[str, Any]) -> str:
+    """The sync certificates of the merged clips: one bar chart per histogram (DeSync,
+    Synchformer's offsets, the sync classifier's clip offset), clips per value."""
+    from curate.reports.charts import counts_svg
+    words = []
+    if cert.get("certified"):
+        words.append(f"Synchformer certified {cert['certified']} clips (mean DeSync "
+                     f"{float(cert['desync_mean']):.3f} s)")
+    if cert.get("with_offset"):
+        words.append(f"the sync classifier's offset is known for {cert['with_offset']} clips "
+                     f"(mean share of their windows that agree: {float(cert['agree_mean']):.2f})")
+    titles = cert.get("titles") or {}
+    figs = [f'<figure class="cert" data-column="{_esc(col)}">'
+            f'{counts_svg(titles.get(col, col) + ": clips per value", counts)}'
+            f"<figcaption>{_esc(titles.get(col, col))}</figcaption></figure>"
+            for col, counts in (cert.get("histograms") or {}).items()]
+    return ("<h2>Sync certificates (merged clips)</h2>" + (f"<p>{_esc('; '.join(words))}.</p>" if words else "")
+            + "".join(figs))
 
 
 def _truth(truth: Mapping[str, Any]) -> str:
@@ -300,6 +321,8 @@ def _tables(stats: Mapping[str, Any]) -> list[str]:
         out.append(_count_table("Repairs (selected clips)", stats["repairs"], "outcome"))
     if stats.get("speech_by_class"):
         out.append(_speech(stats["speech_by_class"]))
+    if stats.get("certificates"):
+        out.append(_certificates(stats["certificates"]))
     if stats.get("truth"):
         out.append(_truth(stats["truth"]))
     return out

@@ -338,21 +338,41 @@ def _clips(s: _Stats) -> None:
     _certificates(s)
 
 
+#: the certificate histograms of the merged clips: column -> (title, bin width); Synchformer's
+#: (certify stage) and the sync classifier's own clip offset (``filters.sync``, 0.04-s steps)
+CERT_HISTOGRAMS = {"desync_s": ("DeSync (s)", 0.1), "sf_offset_first": ("Synchformer offset, first 4.8 s", 0.1),
+                   "sf_offset_last": ("Synchformer offset, last 4.8 s", 0.1),
+                   "sync_offset_s": ("sync classifier offset (clip mode)", 0.04)}
+
+
 def _certificates(s: _Stats) -> None:
-    """Synchformer's certificates of the merged clips (certify stage): how many, and the
-    histograms of DeSync and of the signed offset of the first and the last context."""
-    cols = ["desync_s", "sf_offset_first", "sf_offset_last"]
-    cert = _table(s.out, "clips", cols)
-    d = pc.fill_null(pc.cast(cert.column("desync_s"), pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
-    if not (~np.isnan(d)).any():
+    """The sync certificates of the ok merged clips: how many Synchformer certified (mean
+    DeSync), how many carry the sync classifier's offset (mean agreement of their windows),
+    and a histogram (clips per value) of each ``CERT_HISTOGRAMS`` column present."""
+    have = set(schemas.CLIPS.names)
+    cols = [c for c in CERT_HISTOGRAMS if c in have]
+    clips = _table(s.out, "clips", [*cols, "status", *(["sync_offset_agree"] if "sync_offset_agree" in have else [])])
+    if clips is None:
         return
+    clips = clips.filter(pa.array(_eq(clips.column("status"), OK)))
     hist = {}
     for c in cols:
-        v = pc.drop_null(cert.column(c)).to_numpy(zero_copy_only=False)
-        hist[c] = {f"{k:+.1f}" if c != "desync_s" else f"{k:.1f}": int(n)
-                   for k, n in sorted(Counter(np.round(v, 1).tolist()).items())}
-    s.st["certificates"] = {"certified": int((~np.isnan(d)).sum()),
-                            "desync_mean": float(np.nanmean(d)), "histograms": hist}
+        v = pc.drop_null(pc.cast(clips.column(c), pa.float64())).to_numpy(zero_copy_only=False)
+        v = v[~np.isnan(v)]
+        if len(v):
+            step = CERT_HISTOGRAMS[c][1]
+            fmt = "{:.1f}" if c == "desync_s" else ("{:+.1f}" if step >= 0.1 else "{:+.2f}")
+            hist[c] = {fmt.format(k): int(n) for k, n in sorted(Counter(np.round(np.round(v / step) * step, 2).tolist()).items())}
+    if not hist:
+        return
+    cert: dict[str, Any] = {"histograms": hist, "titles": {c: CERT_HISTOGRAMS[c][0] for c in hist}}
+    if "desync_s" in hist:
+        d = pc.drop_null(clips.column("desync_s")).to_numpy(zero_copy_only=False)
+        cert.update(certified=int(len(d)), desync_mean=float(np.mean(d)))
+    if "sync_offset_s" in hist:
+        a = pc.drop_null(clips.column("sync_offset_agree")).to_numpy(zero_copy_only=False)
+        cert.update(with_offset=int(len(a)), agree_mean=float(np.mean(a)) if len(a) else None)
+    s.st["certificates"] = cert
 
 
 def _by_status(s: _Stats, stage: str, tbl: pa.Table) -> None:
@@ -567,12 +587,17 @@ def format_text(st: dict[str, Any]) -> str:
 
 
 def format_certificates(cert: dict[str, Any]) -> list[str]:
-    """The sync-certificate block: DeSync and offset histograms (clips per value)."""
-    out = ["", f"sync certificates (Synchformer): {cert['certified']} clips, "
-               f"mean DeSync {cert['desync_mean']:.3f} s"]
-    for col, title in (("desync_s", "DeSync (s)"), ("sf_offset_first", "offset, first 4.8 s"),
-                       ("sf_offset_last", "offset, last 4.8 s")):
-        out.append(f"  {title:<22}" + "  ".join(f"{k}:{n}" for k, n in cert["histograms"][col].items()))
+    """The sync-certificate block: counts, then each histogram (clips per value)."""
+    head = []
+    if cert.get("certified"):
+        head.append(f"Synchformer {cert['certified']} clips, mean DeSync {cert['desync_mean']:.3f} s")
+    if cert.get("with_offset"):
+        head.append(f"sync classifier offset {cert['with_offset']} clips, mean window agreement "
+                    f"{cert['agree_mean']:.2f}")
+    out = ["", "sync certificates (merged clips): " + "; ".join(head)]
+    titles = cert.get("titles") or {}
+    for col, counts in cert["histograms"].items():
+        out.append(f"  {titles.get(col, col):<38}" + "  ".join(f"{k}:{n}" for k, n in counts.items()))
     return out
 
 

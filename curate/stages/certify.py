@@ -3,8 +3,10 @@
 Synchformer runs once per merged clip, after the window cascade and the merge (the cheaper
 filters have decided which clips exist), on the clip's first and last 4.8-s contexts. The
 columns land in the clips and selected manifests (a re-select keeps them for the same clip
-and times) and in each sample's JSON. Without ``--synchformer-checkpoint`` the stage records
-nothing and says so: the paper's recipes need no Synchformer weights.
+and times) and in each sample's JSON. The weights: ``--synchformer-checkpoint``, else the
+ones `curate models pull synchformer-mmaudio` (or ``-audioset``) put in the cache
+(``curate.config.models.command_weights``). Without either the stage records nothing and says
+so: the paper's recipes need no Synchformer weights.
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ from curate.stagekit.declare import Context, Echo, Stage, run_kw, spec_kw, summa
 from curate.stagekit.inputs import file_id, ok_downloads
 
 OPTION = "synchformer_checkpoint"
+FLAG = "--synchformer-checkpoint"
+
+
+def certify_weights(run: dict[str, Any]) -> str | None:
+    """The Synchformer weights of the run: the option's file (or a weights row's name), else
+    the cached file (its pull record checked); None when neither."""
+    from curate.config.models import command_weights
+    return command_weights("synchformer", run["options"].get(OPTION), FLAG)
 
 
 def _device() -> str:
@@ -49,7 +59,7 @@ def _error(item: dict, error: str) -> dict:
 def certify_spec(run: dict[str, Any]) -> StageSpec:
     """One stateful worker per device (the model loads once); the weights identify the results."""
     from curate.config.models import _file_ident
-    ckpt = run["options"].get(OPTION)
+    ckpt = certify_weights(run)
     return StageSpec("certify", functools.partial(_factory, ckpt), _error, stateful=True,
                      params={"weights": _file_ident(ckpt) if ckpt else None, "convention": "authors"},
                      **spec_kw(run, "certify"))
@@ -109,9 +119,10 @@ def _fill(rows: list[dict], certs: dict[str, dict]) -> list[dict]:
 
 def stage_certify(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> int:
     """Certify the ok merged clips; returns how many were certified."""
-    if not run["options"].get(OPTION):
+    if certify_weights(run) is None:
         if echo:
-            echo("certify: skipped (no --synchformer-checkpoint)")
+            echo(f"certify: skipped (no {FLAG}, and no Synchformer in the weights cache: "
+                 f"`curate models pull synchformer-mmaudio`)")
         return 0
     clips = read_rows(out, "clips")
     res = run_stage(out, certify_spec(run), certify_items(out, clips), executor, **run_kw(run))

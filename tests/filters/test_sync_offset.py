@@ -127,3 +127,26 @@ def test_merged_clip_carries_mode_agreement_and_mean_probability():
     for a, b in zip(rows, clips):
         for c in ("sync_offset_s", "sync_offset_agree", "sync_offset_p"):
             assert a[c] == b[c], c
+
+
+def test_shifted_mels_from_one_fbank_match_each_clips_own():
+    import torch
+    from decoding.mel import imagebind_mel, imagebind_mels_at
+    rng = np.random.default_rng(0)
+    wave = (0.3 * rng.standard_normal(16000 * 5)).astype(np.float32) + 0.05    # a DC offset too
+    starts = [1000 + 640 * k for k in range(31)] + [3333, 3333 + 1280]          # two phases
+    got = imagebind_mels_at(wave, starts)
+    for s, m in zip(starts, got):
+        ref = imagebind_mel(torch.from_numpy(wave[s:s + 32000]))
+        assert m.shape == ref.shape == (1, 128, 204)
+        assert float((m - ref).abs().max()) < 5e-4        # float rounding (normalised units, std ~1)
+    with pytest.raises(ValueError):
+        imagebind_mels_at(wave, [len(wave) - 100])
+
+
+def test_the_offset_search_is_in_the_score_fingerprint():
+    from curate.config.recipes import get_recipe
+    from curate.stagekit.window_table import score_params
+    run = {"recipe": get_recipe("demo"), "options": {"allow_random_weights": True}}
+    params = score_params(run, ["sync"])
+    assert params["filter_params"]["sync"]["offset_shifts_s"] == list(SHIFTS)

@@ -95,10 +95,10 @@ class Sync:
     def __init__(self):
         self.calls, self.pairs = 0, 0
 
-    def phi_pairs(self, audio, video, pairs):
+    def phi_pairs(self, audio, video, pairs, mels=None):
         self.calls += 1
         self.pairs += len(pairs)
-        a = {k: float(np.abs(x).mean()) for k, x in audio.items()}
+        a = {k: float(np.abs(np.asarray(x)).mean()) for k, x in {**audio, **(mels or {})}.items()}
         v = {k: float(np.asarray(x, np.float64).mean()) / 100 for k, x in video.items()}
         return {(ak, vk): a[ak] * 3 - v[vk] for ak, vk in pairs}
 

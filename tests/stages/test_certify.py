@@ -68,12 +68,14 @@ def test_reselect_keeps_the_certificate(run_dir):
     assert kept[1]["desync_s"] is None                    # other times: measured again later
 
 
-def test_certify_without_weights_is_skipped(run_dir):
+def test_certify_without_weights_is_skipped(run_dir, tmp_path, monkeypatch):
     out, run = run_dir
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "empty_cache"))     # nothing pulled
     run["options"]["synchformer_checkpoint"] = None
     said = []
     assert stage_certify(out, run, LocalExecutor(), echo=said.append) == 0
-    assert said == ["certify: skipped (no --synchformer-checkpoint)"]
+    assert said == ["certify: skipped (no --synchformer-checkpoint, and no Synchformer in the weights "
+                    "cache: `curate models pull synchformer-mmaudio`)"]
     assert all(c["desync_s"] is None for c in read_rows(out, "clips"))
 
 
@@ -102,7 +104,7 @@ def test_stats_show_the_certificate_histograms(run_dir):
     cert = st["certificates"]
     assert cert["certified"] == 2
     assert sum(cert["histograms"]["desync_s"].values()) == 2
-    assert "sync certificates (Synchformer): 2 clips" in format_text(st)
+    assert "sync certificates (merged clips): Synchformer 2 clips" in format_text(st)
 
 
 def test_metrics_desync_on_generated_videos(tmp_path):
