@@ -111,17 +111,18 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
     does not find offset 0 is rejected (status and note say so), the others say it passed."""
     from curate.execution.checkpoints import run_stage
     from curate.stagekit.declare import run_kw
-    from curate.stages.certify import rescore_items, rescore_spec
+    from curate.stages.certify import certify_weights, rescore_items, rescore_spec
     todo = {k: c for k, c in cuts.items() if c.get("status") == schemas.STATUS_OK and c.get("repaired")}
     if not todo:
         return
     certs: dict[str, dict] = {}
-    if run["options"].get("synchformer_checkpoint"):     # else certified before, not now
+    weights = certify_weights(run)          # the option's, else the weights cache's
+    if weights:                                          # else certified before, not now
         items = rescore_items(out, todo, {r["key"]: r for r in selected})
         table = run_stage(out, rescore_spec(run), items, executor, **run_kw(run)).table("certs")
         certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
     for k, c in todo.items():
-        why = (rescore_verdict(certs.get(k)) if run["options"].get("synchformer_checkpoint")
+        why = (rescore_verdict(certs.get(k)) if weights
                else "repair: no --synchformer-checkpoint to rescore the repaired clip")
         if why:
             c.update(status=schemas.STATUS_REJECTED, error=why, repaired=False,
