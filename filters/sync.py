@@ -6,6 +6,16 @@ video-shifted pairs (a2v) and three video-fixed / audio-shifted pairs (v2a), shi
 with no temperature (seed Eq. 4), via ``sync_classifier.metrics.p_sync``; chance is 1/3.
 Keep when both directions are ``>= 0.341``.
 
+The classifier's own offset (seed 003 section 1.3, its test protocol): the window's in-sync
+12 frames against 31 audio clips shifted 0.04 s apart over [-0.6, +0.6] s
+(``sampling.offset_shifts_s``), cut from the decode's kept audio margins
+(``decoding.media.Grid.wide_audio``: the one decode, no second read of the source); the
+softmax over their phi and its argmax give ``sync_offset_s`` (Synchformer's sign: positive =
+the audio runs ahead) and ``sync_offset_p``. A merged clip carries the mode of its windows'
+offsets (``sync_offset_s``), the share of windows at it (``sync_offset_agree``) and the mean
+probability (``sync_offset_p``); they go to the selected manifest and the sample JSON's
+``sync_certificate``. They only record: no bound, so no recipe's funnel moves.
+
 ``SyncScorer`` wraps a ``sync_classifier.model.SyncClassifier`` (the released layout);
 ``from_checkpoint`` takes our checkpoint file or the released ``modules/`` folder. ``phi_pairs`` takes the
 distinct audio clips and video clips of a whole segment and the (audio, video) pairs needed;
