@@ -31,7 +31,7 @@ Run it where tens of thousands of steps fit (``--device cuda``), e.g.
 
     PYTHONPATH=. .venv/bin/python benchmarks/train_synchformer_small.py --seed 0 --device cuda \
         --steps 30000 --minutes 60 --batch-size 64 --lr 1e-3 --cache /tmp/sf_sources.pt \
-        --out filters/weights/synchformer_demo_small.pt
+        --out synchformer_demo_small.pt
 
 Prints progress, the held-out confusion table (rows: true class, columns: predicted class), then
 one JSON line with the figures; ``--eval-only`` measures an existing ``--out``.
