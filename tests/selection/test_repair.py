@@ -92,3 +92,37 @@ def test_candidates_are_windows_only_the_sync_gate_rejects_with_a_confident_offs
     # no sync gate, or no offsets in the table: no candidate
     assert not candidate_mask(t, th, {"amplitude"}, order, 0.5).any()
     assert not candidate_mask(t.drop_columns(["sync_offset_s"]), th, gate, order, 0.5).any()
+
+
+def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tmp_path):
+    from curate.config.recipes import get_recipe
+    from curate.config.run import resolve
+    from curate.stages.select import _clips
+    from manifests.schemas import read_rows, write_manifest
+    from sync_classifier.model import DEMO_CHECKPOINT
+    from tests.selection.test_select import row
+
+    # one source: windows every 0.5 s; 0.0-1.0 in sync, 3.0-4.0 off by -0.6 s (only sync
+    # fails, the classifier is sure), 6.0-7.0 off but unsure
+    wins = []
+    for i, t in enumerate([0.0, 0.5, 1.0, 3.0, 3.5, 4.0, 6.0, 6.5, 7.0]):
+        off = t >= 3.0
+        r = row(f"w{i}", sync_a2v=0.1 if off else 0.5, sync_offset_s=-0.6 if off else 0.0,
+                sync_offset_p=0.3 if t >= 6.0 else 0.9)
+        r.update(start=t, end=t + 3.0)
+        wins.append(r)
+    write_manifest(tmp_path, "windows", wins)
+    clips = {}
+    for on in (False, True):
+        recipe = get_recipe("demo")          # random weights allowed: no model file needed
+        recipe["repair"]["enabled"] = on
+        run = {"recipe": recipe, "options": {"allow_random_weights": True,
+                                             "sync_checkpoint": str(DEMO_CHECKPOINT)}}
+        r = resolve(run)
+        summary = {}
+        clips[on] = _clips(tmp_path, run, r.threshold_dict(), list(r.gate), summary).to_pylist()
+        decisions = read_rows(tmp_path, "decisions")
+        assert [d["keep"] for d in decisions] == [True] * 3 + [False] * 6     # the same decisions
+    assert [(c["start"], c["end"]) for c in clips[False]] == [(0.0, 4.0)]
+    assert [(c["start"], c["end"]) for c in clips[True]] == [(0.0, 7.0)]     # 3.0-7.0 joins it
+    assert summary["repair_candidates"] == 3

@@ -3,11 +3,10 @@ non-zero offset is cut with its audio shifted back, rescored with Synchformer, s
 when the rescore finds offset 0, recorded in the manifests and sample JSON, and verified
 against its source at the recorded shift.
 
-The media are generated with a known delay (audio 0.6 s late). The certificate columns are
-written as the certify stage writes them; the paper's classifier's per-window offsets come
-from a stub (``window_offsets``) until the score stage writes them; the rescore runs the
-real certify path with a small Synchformer whose head is biased to one class (a stub
-offset source: the decision it feeds is what is under test).
+The media are generated with a known delay (audio 0.6 s late). The certificate columns and
+the paper's classifier's per-window offsets are written as the certify and score stages
+write them; the rescore runs the real certify path with a small Synchformer whose head is
+biased to one class (a stub offset source: the decision it feeds is what is under test).
 """
 from __future__ import annotations
 
@@ -92,9 +91,9 @@ def _run(tmp_path, src, rescore_offset: float, enabled: bool = True):
     write_manifest(out, "selected", sel)
     windows, decisions = [], []
     for cid, (yt, a, b, _) in CLIPS.items():
-        for wid, start, end, _, _ in _clip_windows(cid):
+        for wid, start, end, off, p in _clip_windows(cid):
             windows.append({"window_id": wid, "source_id": _sid(yt), "start": start, "end": end,
-                            "status": "ok"})
+                            "status": "ok", "sync_offset_s": off, "sync_offset_p": p})
             decisions.append({"window_id": wid, "keep": cid not in CANDIDATES,
                               "reason": "sync" if cid in CANDIDATES else None})
     write_manifest(out, "windows", windows)
@@ -109,15 +108,9 @@ def _clip_windows(cid):
 
 
 @pytest.fixture
-def paper_offsets(monkeypatch):
-    """The paper's classifier's per-window offsets (Synchformer's sign), as the windows
-    manifest will carry them."""
-    def offsets(out):
-        got = {}
-        for cid, (yt, *_) in CLIPS.items():
-            got.setdefault(_sid(yt), []).extend(_clip_windows(cid))
-        return got
-    monkeypatch.setattr(repair, "window_offsets", offsets)
+def paper_offsets():
+    """The paper's classifier's per-window offsets (Synchformer's sign) are written into the
+    windows manifest by ``_run`` (as the score stage writes them)."""
 
 
 def _selected(out):
