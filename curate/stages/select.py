@@ -78,11 +78,32 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
     shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
         if schemas.has_manifest(out, "shots") else None
     if (recipe.get("repair") or {}).get("enabled"):     # merged too; shipped only repaired
-        from curate.selection.repair import candidate_mask
-        cand = candidate_mask(windows, th, gate, resolve(run).order, recipe["repair"]["min_prob"])
-        summary["repair_candidates"] = int(cand.sum())
-        keep = keep | cand
+        keep = keep | _repair_candidates(run, windows, th, gate, summary)
     return merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
+
+
+def _repair_candidates(run: dict[str, Any], windows: Any, th: dict, gate: list[str],
+                       summary: dict[str, Any]) -> Any:
+    """The repair candidates (``curate.selection.repair.candidate_mask``) to merge; none
+    without Synchformer weights (nothing could certify or rescore them, and they would take
+    the places of clips that ship)."""
+    import numpy as np
+    from curate.config.run import resolve
+    from curate.selection.repair import candidate_mask
+    from curate.stages.certify import certify_weights
+
+    try:
+        weights = certify_weights(run)
+    except ValueError as e:
+        weights = None
+        log.warning("repair: %s", e)
+    if weights is None:
+        log.warning("repair is on but no Synchformer weights: no clip can be repaired")
+        summary["repair_candidates"] = 0
+        return np.zeros(windows.num_rows, dtype=bool)
+    cand = candidate_mask(windows, th, gate, resolve(run).order, run["recipe"]["repair"]["min_prob"])
+    summary["repair_candidates"] = int(cand.sum())
+    return cand
 
 
 def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = None,

@@ -112,12 +112,15 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
         r.update(start=t, end=t + 3.0)
         wins.append(r)
     write_manifest(tmp_path, "windows", wins)
+    sf = tmp_path / "synchformer.pt"      # where its weights are: select never reads them
+    sf.write_bytes(b"")
     clips = {}
     for on in (False, True):
         recipe = get_recipe("demo")          # random weights allowed: no model file needed
         recipe["repair"]["enabled"] = on
         run = {"recipe": recipe, "options": {"allow_random_weights": True,
-                                             "sync_checkpoint": str(DEMO_CHECKPOINT)}}
+                                             "sync_checkpoint": str(DEMO_CHECKPOINT),
+                                             "synchformer_checkpoint": str(sf)}}
         r = resolve(run)
         summary = {}
         clips[on] = _clips(tmp_path, run, r.threshold_dict(), list(r.gate), summary).to_pylist()
@@ -126,3 +129,8 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
     assert [(c["start"], c["end"]) for c in clips[False]] == [(0.0, 4.0)]
     assert [(c["start"], c["end"]) for c in clips[True]] == [(0.0, 7.0)]     # 3.0-7.0 joins it
     assert summary["repair_candidates"] == 3
+    # without Synchformer weights nothing could be repaired: no candidate takes a place
+    run["options"].pop("synchformer_checkpoint")
+    summary = {}
+    got = _clips(tmp_path, run, r.threshold_dict(), list(r.gate), summary).to_pylist()
+    assert [(c["start"], c["end"]) for c in got] == [(0.0, 4.0)] and summary["repair_candidates"] == 0
