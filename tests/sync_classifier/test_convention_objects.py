@@ -82,3 +82,35 @@ def test_the_released_convention_needs_files() -> None:
     with pytest.raises(ValueError, match="reads video files: pass --data"):
         C.get_convention("released").require_files(None)
     C.get_convention("released").require_files(Path("videos"))
+
+
+class _Seg:
+    """What ``segment_phi`` reads of a ``filters.segment`` segment: a grid starting 0.5 s into
+    a file that a stream copy placed ``offset`` s into its source."""
+
+    def __init__(self, offset: float | None) -> None:
+        from types import SimpleNamespace
+        self.grid = SimpleNamespace(start=0.5, sample_rate=16000, fps=12)
+        self.offset, self.path = offset, "clip.mp4"
+
+
+class _Scorer:
+    def __init__(self) -> None:
+        self.calls = []
+
+    def phi_released(self, path, audio_starts, video_starts, pairs):
+        self.calls.append((path, audio_starts, video_starts, pairs))
+        return [float(i) for i in range(len(pairs))]
+
+
+def test_released_scoring_reads_the_clips_at_file_times() -> None:
+    """Audio key 8000 (0.5 s of samples) and video key 6 (0.5 s of 12-fps frames) of a grid
+    that starts 0.5 s into a file placed 2 s into its source read the file at 3.0 s."""
+    sc, pairs = _Scorer(), [(8000, 6), (16000, 6), (8000, 18)]
+    phi = C.get_convention("released").segment_phi(_Seg(2.0), sc, pairs, (2.0, 2, 12))
+    assert phi == {(8000, 6): 0.0, (16000, 6): 1.0, (8000, 18): 2.0}
+    path, a, v, idx = sc.calls[0]
+    assert path == "clip.mp4" and idx == [(0, 0), (1, 0), (0, 1)]
+    assert a == pytest.approx([3.0, 3.5], abs=1e-12) and v == pytest.approx([3.0, 4.0], abs=1e-12)
+    C.get_convention("released").segment_phi(_Seg(None), sc, pairs[:1], (2.0, 2, 12))
+    assert sc.calls[1][1] == pytest.approx([1.0]) and sc.calls[1][2] == pytest.approx([1.0])
