@@ -114,3 +114,34 @@ def test_released_scoring_reads_the_clips_at_file_times() -> None:
     assert a == pytest.approx([3.0, 3.5], abs=1e-12) and v == pytest.approx([3.0, 4.0], abs=1e-12)
     C.get_convention("released").segment_phi(_Seg(None), sc, pairs[:1], (2.0, 2, 12))
     assert sc.calls[1][1] == pytest.approx([1.0]) and sc.calls[1][2] == pytest.approx([1.0])
+
+
+def test_released_sources_skip_videos_under_12_fps(tmp_path) -> None:
+    """The released dataset asserts fps >= 12: its convention skips a 10-fps video, ours
+    keeps it."""
+    from curate.demo.synth import make_event_video
+    from sync_classifier.data import find_sources
+    make_event_video(tmp_path / "a24.mp4", duration=4.0, event_times=[1.0], fps=24)
+    make_event_video(tmp_path / "b10.mp4", duration=4.0, event_times=[1.0], fps=10)
+    offsets = (-0.2, 0.0, 0.2)
+    ours, skipped = C.get_convention("ours").usable_sources(find_sources(tmp_path), offsets)
+    assert [Path(s.path).name for s in ours] == ["a24.mp4", "b10.mp4"] and not skipped
+    rel, skipped = C.get_convention("released").usable_sources(find_sources(tmp_path), offsets)
+    assert [Path(s.path).name for s in rel] == ["a24.mp4"]
+    assert [Path(s.source).name for s in skipped] == ["b10.mp4"] and "fps" in skipped[0].reason
+
+
+def test_each_use_gets_the_conventions_dataset(tmp_path) -> None:
+    """Training draws placements and flips (``train=True``), evaluation centres, validation
+    places as the convention says; no item is decoded here."""
+    from sync_classifier.data import ReleasedClipDataset, ShiftedClipDataset, VideoSource
+    src, offs = [VideoSource(tmp_path / "v.mp4", 0.0, None, "v")], (-0.2, 0.0, 0.2)
+    for name, kind in (("ours", ShiftedClipDataset), ("released", ReleasedClipDataset)):
+        conv = C.get_convention(name)
+        made = {"train": conv.train_clips(src, offs, 32, 0), "eval": conv.eval_clips(src, offs, 32, 7),
+                "validation": conv.validation_clips(src, offs, 32)}
+        assert {k: (type(d), d.train) for k, d in made.items()} == {
+            "train": (kind, True), "eval": (kind, False), "validation": (kind, False)}, name
+    rel = C.get_convention("released")
+    assert rel.validation_clips(src, offs, 32).placement == rel.validation_placement == "uniform"
+    assert rel.eval_clips(src, offs, 32, 7).placement == "compact"
