@@ -93,6 +93,9 @@ class _Seg:
         self.grid = SimpleNamespace(start=0.5, sample_rate=16000, fps=12)
         self.offset, self.path = offset, "clip.mp4"
 
+    def audio_time(self, key: int) -> float:
+        return self.grid.start + key / self.grid.sample_rate
+
 
 class _Scorer:
     def __init__(self) -> None:
