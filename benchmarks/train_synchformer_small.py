@@ -25,10 +25,15 @@ Status: no model has been trained to find offsets yet, so no weights ship. On th
 2-core machine (one intra-op thread; two made a step 5x slower under load) a batch-16 step
 costs ~0.45 CPU-s. ``--seed 0 --steps 3500 --lr 2e-3 --cache ...``: by step 1500 (11 min)
 the event losses (training batches) had fallen from 0.85 to 0.05 while the offset loss stayed
-at chance (3.04 = ln 21; held-out accuracy 1/21, one class predicted). A diagnostic on ideal
-tokens (the global transformer alone, event / no-event vectors plus noise) needed ~900 steps of batch 32 to leave chance with ONE event per context and had
-not left it after 600 steps with the dense events: the alignment is what is slow to learn.
-Run it where tens of thousands of steps fit (``--device cuda``), e.g.
+at chance (3.04 = ln 21; held-out accuracy 1/21, one class predicted). A second stage from
+that step-1500 state (what ``--stop-after 1500 --global-steps 6000`` does; measured with the
+same loop in a scratch script before the option existed: encoders frozen, their tokens
+computed once, 0.26 s per batch-64 step) was still at chance after 3600 steps (230k contexts,
+loss 3.047, train accuracy 0.05). On ideal tokens (the global transformer alone, event /
+no-event vectors plus noise, lr 3e-3, batch 32) ONE event per context left chance only after
+~1000 steps (loss 1.94 at step 1100), while the dense events had not left it after 400-600
+steps: learning the alignment is what is slow.
+Run it where tens of thousands of steps fit (``--device cuda``: never run, no GPU here), e.g.
 
     PYTHONPATH=. .venv/bin/python benchmarks/train_synchformer_small.py --seed 0 --device cuda \
         --steps 30000 --minutes 60 --batch-size 64 --lr 1e-3 --cache /tmp/sf_sources.pt \
@@ -229,7 +234,8 @@ def train(args: argparse.Namespace, sources: list, val: tuple) -> Synchformer:
     opt = torch.optim.AdamW([*model.parameters(), *aux.parameters()], lr=args.lr, weight_decay=0.01)
     rng, events = np.random.default_rng(args.seed), [source_events(i) for i in range(len(sources))]
     t0, step, accs = time.monotonic(), 0, []
-    while step < args.steps and time.monotonic() - t0 < 60 * args.minutes:
+    stop = min(args.steps, args.stop_after or args.steps)
+    while step < stop and time.monotonic() - t0 < 60 * args.minutes:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         batch = [t.to(args.device) for t in sample_batch(sources, events, args.batch_size, rng)]
@@ -249,6 +255,49 @@ def train(args: argparse.Namespace, sources: list, val: tuple) -> Synchformer:
     model = model.cpu().eval()
     model.trained_steps = step
     return model
+
+
+def segment_features(model: Synchformer, sources: list) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per source, the frozen encoders' tokens of the segment starting at every frame:
+    video (n, 8, D) and audio (n, 6, D) (a context then only indexes them)."""
+    first = np.arange(sf.SEG_FRAMES)
+    out = []
+    with torch.no_grad():
+        for frames, mels in sources:
+            segs = frames[np.arange(len(mels))[:, None] + first[None]]
+            v = torch.cat([model.vfeat_extractor(c.transpose(1, 2)) for c in segs.split(128)])
+            a = torch.cat([model.afeat_extractor(c[:, 0]) for c in mels.split(128)])
+            out.append((v, a))
+    return out
+
+
+def train_global(model: Synchformer, sources: list, args: argparse.Namespace) -> Synchformer:
+    """Second stage: the encoders frozen, their tokens computed once; the projections and the
+    global transformer trained alone on plain cross-entropy (a step costs a tenth)."""
+    feats, seg = segment_features(model, sources), sf.segment_starts(0)
+    params = [*model.vproj.parameters(), *model.aproj.parameters(), *model.transformer.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.global_lr, weight_decay=0.01)
+    rng, accs = np.random.default_rng(args.seed), []
+    for step in range(min(args.global_steps, args.global_stop_after or args.global_steps)):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.global_steps, args.global_lr)
+        vs, auds, ys = [], [], []
+        for _ in range(args.global_batch):
+            v, a = feats[int(rng.integers(len(feats)))]
+            k = int(rng.integers(sf.N_CLASSES))
+            f0 = int(rng.integers(MARGIN, len(a) - sf.CONTEXT_FRAMES - MARGIN))
+            vs.append(v[f0 + seg]), auds.append(a[f0 + 5 * (k - sf.N_CLASSES // 2) + seg]), ys.append(k)
+        logits, y = model.compare(torch.stack(vs), torch.stack(auds)), torch.tensor(ys)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        accs.append(float((logits.argmax(-1) == y).float().mean()))
+        if (step + 1) % 100 == 0:
+            logging.info("global step %d loss %.3f train acc(last 100) %.2f", step + 1, loss.item(),
+                         np.mean(accs[-100:]))
+    return model.eval()
 
 
 def confusion(model: Synchformer, per_class: int, workdir: Path) -> np.ndarray:
@@ -273,12 +322,17 @@ def print_confusion(counts: np.ndarray) -> None:
         print(f"{grid[k]:+5.1f} " + " ".join(f"{c:5d}" if c else "    ." for c in row))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=45.0, help="training wall-clock limit")
     p.add_argument("--steps", type=int, default=2500, help="schedule length (cosine to lr/10)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--stop-after", type=int, help="end the first stage after this many steps")
+    p.add_argument("--global-steps", type=int, default=0, help="second stage: encoders frozen")
+    p.add_argument("--global-stop-after", type=int, help="end the second stage after this many steps")
+    p.add_argument("--global-lr", type=float, default=3e-3)
+    p.add_argument("--global-batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--sources", type=int, default=40, help="16-s training sources")
     p.add_argument("--val-per-class", type=int, default=1)
@@ -289,7 +343,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="where to train (held-out clips run on the CPU)")
     p.add_argument("--eval-only", action="store_true", help="only the confusion of --out's weights")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as d:
@@ -305,6 +363,8 @@ def main() -> None:
                          len(sources), len(val[2]), time.monotonic() - t0)
             t0 = time.monotonic()
             model = train(args, sources, val)
+            if args.global_steps:
+                model = train_global(model, sources, args)
             t_train = time.monotonic() - t0
             save_synchformer(model, args.out)
         counts = confusion(model, args.eval_per_class, work)
