@@ -213,7 +213,7 @@ class CountingModels:
         return self._feat(len(names))
 
     # sync classifier (SyncScorer.phi_pairs: each distinct clip encoded once, head per pair)
-    def phi_pairs(self, audio, video, pairs, mels=None):
+    def phi_pairs(self, audio, video, pairs, mels=None, primary=None):
         pairs = list(dict.fromkeys(pairs))
         self.counts["sync.audio_clips"] += len({a for a, _ in pairs})
         self.counts["sync.video_clips"] += len({v for _, v in pairs})

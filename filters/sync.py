@@ -160,15 +160,18 @@ class SyncScorer:
     # -- scoring ------------------------------------------------------------------------
     def phi_pairs(self, audio: Mapping[Hashable, np.ndarray], video: Mapping[Hashable, np.ndarray],
                   pairs: Sequence[tuple[Hashable, Hashable]],
-                  mels: Mapping[Hashable, Any] | None = None) -> dict[tuple[Hashable, Hashable], float]:
+                  mels: Mapping[Hashable, Any] | None = None,
+                  primary: int | None = None) -> dict[tuple[Hashable, Hashable], float]:
         """phi for each distinct (audio key, video key) pair. ``mels``: the model's audio
         input (``[1, 128, 204]``) of some audio keys, ready (computed together by
-        ``decoding.mel.imagebind_mels_at``), used instead of a wave in ``audio``."""
+        ``decoding.mel.imagebind_mels_at``), used instead of a wave in ``audio``.
+        ``primary``: the first so many pairs (P_sync's) are batched apart from the rest (the
+        offset search's), so their bits are those of a call without the rest."""
         pairs, ready = list(dict.fromkeys(pairs)), dict(mels or {})
         with self.torch.inference_mode(), self.prec.compute(self.precision, self.device):
             if self.split is not None:
-                return self._phi_split(audio, video, pairs, ready)
-            return self._phi_forward(audio, video, pairs, ready)
+                return self._phi_split(audio, video, pairs, ready, primary)
+            return self._phi_forward(audio, video, pairs, ready, primary)
 
     def _audio_batch(self, keys: Sequence[Hashable], audio: Mapping[Hashable, np.ndarray],
                      ready: Mapping[Hashable, Any]):
@@ -180,30 +183,43 @@ class SyncScorer:
             np.asarray(audio[k], dtype=np.float32))) for k in keys]
         return self._input(self.torch.stack(mels))
 
-    def _batches(self, items):
-        for i in range(0, len(items), self.batch_size):
-            yield items[i:i + self.batch_size]
+    def _batches(self, items, primary: int | None = None):
+        """Chunks of ``batch_size``; the first ``primary`` items chunked apart from the rest
+        (batch composition moves the low bits of a model's output)."""
+        parts = [items] if primary is None else [items[:primary], items[primary:]]
+        for part in parts:
+            for i in range(0, len(part), self.batch_size):
+                yield part[i:i + self.batch_size]
 
-    def _phi_forward(self, audio, video, pairs, ready):
+    @staticmethod
+    def _keys_apart(pairs, primary: int | None, side: int) -> tuple[list, int | None]:
+        """The distinct keys of one side of ``pairs`` (0 audio, 1 video), those of the first
+        ``primary`` pairs first, and how many those are."""
+        if primary is None:
+            return list(dict.fromkeys(p[side] for p in pairs)), None
+        first = list(dict.fromkeys(p[side] for p in pairs[:primary]))
+        rest = [k for k in dict.fromkeys(p[side] for p in pairs[primary:]) if k not in set(first)]
+        return first + rest, len(first)
+
+    def _phi_forward(self, audio, video, pairs, ready, primary=None):
         out: dict = {}
-        for chunk in self._batches(pairs):
+        for chunk in self._batches(pairs, primary):
             mel = self._audio_batch([a for a, _ in chunk], audio, ready)
             vid = self._videos([video[v] for _, v in chunk])
             phi = self.model(mel, vid).float().reshape(-1).cpu().numpy()
             out.update({p: float(x) for p, x in zip(chunk, phi)})
         return out
 
-    def _phi_split(self, audio, video, pairs, ready):
+    def _phi_split(self, audio, video, pairs, ready, primary=None):
         enc_a, enc_v, head = self.split
-        a_keys = list(dict.fromkeys(a for a, _ in pairs))
-        v_keys = list(dict.fromkeys(v for _, v in pairs))
+        (a_keys, pa), (v_keys, pv) = self._keys_apart(pairs, primary, 0), self._keys_apart(pairs, primary, 1)
         fa, fv = {}, {}
-        for chunk in self._batches(a_keys):
+        for chunk in self._batches(a_keys, pa):
             fa.update(zip(chunk, enc_a(self._audio_batch(chunk, audio, ready))))
-        for chunk in self._batches(v_keys):
+        for chunk in self._batches(v_keys, pv):
             fv.update(zip(chunk, enc_v(self._videos([video[k] for k in chunk]))))
         out: dict = {}
-        for chunk in self._batches(pairs):
+        for chunk in self._batches(pairs, primary):
             a = self.torch.stack([fa[k] for k, _ in chunk])
             v = self.torch.stack([fv[k] for _, k in chunk])
             phi = head(a, v).float().reshape(-1).cpu().numpy()
@@ -211,10 +227,11 @@ class SyncScorer:
         return out
 
     def phi_released(self, path, audio_starts: Sequence[float], video_starts: Sequence[float],
-                     pairs: Sequence[tuple[int, int]]) -> list[float]:
+                     pairs: Sequence[tuple[int, int]], primary: int | None = None) -> list[float]:
         """phi under the released convention for clips of the file at ``path``: audio clip
         ``audio_starts[i]`` with video clip ``video_starts[j]`` for each ``(i, j)`` of ``pairs``
-        (clip starts in file seconds; ``sync_classifier.conventions.released_clips``)."""
+        (clip starts in file seconds; ``sync_classifier.conventions.released_clips``);
+        ``primary`` as in ``phi_pairs``."""
         from sync_classifier.conventions import released_clips
         starts = sorted(set(map(float, audio_starts)) | set(map(float, video_starts)))
         pos = {t: k for k, t in enumerate(starts)}
@@ -224,16 +241,16 @@ class SyncScorer:
         out: list[float] = []
         with self.torch.inference_mode(), self.prec.compute(self.precision, self.device):
             if self.split is None:
-                for chunk in self._batches(list(zip(a_idx, v_idx))):
+                for chunk in self._batches(list(zip(a_idx, v_idx)), primary):
                     mel = self._input(rc.mel[[a for a, _ in chunk]])
                     vid = self._input(rc.video[[v for _, v in chunk]])
                     out += self.model(mel, vid).float().reshape(-1).cpu().tolist()
                 return out
             enc_a, enc_v, head = self.split
-            ua, uv = sorted(set(a_idx)), sorted(set(v_idx))
-            fa = dict(zip(ua, self.torch.cat([enc_a(self._input(rc.mel[c])) for c in self._batches(ua)])))
-            fv = dict(zip(uv, self.torch.cat([enc_v(self._input(rc.video[c])) for c in self._batches(uv)])))
-            for chunk in self._batches(list(zip(a_idx, v_idx))):
+            (ua, pa), (uv, pv) = _sorted_apart(a_idx, primary), _sorted_apart(v_idx, primary)
+            fa = dict(zip(ua, self.torch.cat([enc_a(self._input(rc.mel[c])) for c in self._batches(ua, pa)])))
+            fv = dict(zip(uv, self.torch.cat([enc_v(self._input(rc.video[c])) for c in self._batches(uv, pv)])))
+            for chunk in self._batches(list(zip(a_idx, v_idx)), primary):
                 a = self.torch.stack([fa[i] for i, _ in chunk])
                 v = self.torch.stack([fv[j] for _, j in chunk])
                 out += head(a, v).float().reshape(-1).cpu().tolist()
@@ -246,6 +263,14 @@ class SyncScorer:
         phi = self.phi_pairs(dict(zip(keys, audio_clips)), dict(zip(keys, video_clips)),
                              [(0, 1), (1, 1), (2, 1), (1, 0), (1, 2)])
         return score(*window_phi(phi, keys, keys))
+
+
+def _sorted_apart(idx: list[int], primary: int | None) -> tuple[list[int], int | None]:
+    """The distinct clip indices, sorted; those of the first ``primary`` pairs first."""
+    if primary is None:
+        return sorted(set(idx)), None
+    first = sorted(set(idx[:primary]))
+    return first + sorted(set(idx[primary:]) - set(first)), len(first)
 
 
 # ---------------------------------------------------------------- the filter
@@ -347,7 +372,9 @@ def run(seg, alive: list[int]) -> dict[int, str]:
     pairs = [p for p in dict.fromkeys(need) if p not in cache]
     if pairs:
         conv = get_convention(getattr(scorer, "convention", None))
-        cache.update(conv.segment_phi(seg, scorer, pairs, SYNC_CLIP))
+        # P_sync's pairs batched apart: the offset search leaves their bits as they were
+        primary = sum(not isinstance(a, tuple) for a, _ in pairs)
+        cache.update(conv.segment_phi(seg, scorer, pairs, SYNC_CLIP, primary))
 
     def one(k):
         a, v = kd[k]

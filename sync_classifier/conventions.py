@@ -76,7 +76,7 @@ class Convention:
     validation_placement: str
 
     def segment_phi(self, seg: Any, scorer: Any, pairs: list[tuple[Any, int]],
-                    clip: tuple[float, int, int]) -> dict:
+                    clip: tuple[float, int, int], primary: int | None = None) -> dict:
         """Scoring: phi of each (audio key, video key) pair of a ``filters.segment`` segment
         (audio keys as ``Segment.audio_time`` reads them);
         ``clip``: (audio seconds, grid frames between video frames, video frames) of a clip
@@ -129,13 +129,13 @@ class Ours(Convention):
     eval_protocol: str = ALL_ANCHORS
     validation_placement: str = "centred"
 
-    def segment_phi(self, seg, scorer, pairs, clip):
+    def segment_phi(self, seg, scorer, pairs, clip, primary=None):
         """Clips cut from the segment's decoded grid (``SyncScorer.phi_pairs``)."""
         secs, step, frames = clip
         audio, mels = seg.audio_inputs(list(dict.fromkeys(a for a, _ in pairs)), secs)
         video = {v: seg.frames(v + step * i for i in range(frames))
                  for v in dict.fromkeys(v for _, v in pairs)}
-        return scorer.phi_pairs(audio, video, pairs, mels=mels)
+        return scorer.phi_pairs(audio, video, pairs, mels=mels, primary=primary)
 
     def loader_window(self, mp4, rng, d):
         return clip_decode.ours_window(mp4, rng, d)
@@ -167,7 +167,7 @@ class Released(Convention):
     eval_protocol: str = RELEASED
     validation_placement: str = UNIFORM
 
-    def segment_phi(self, seg, scorer, pairs, clip):
+    def segment_phi(self, seg, scorer, pairs, clip, primary=None):
         """The same clip starts read from the segment's file as the released code reads them
         (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
         if seg.path is None:
@@ -179,7 +179,7 @@ class Released(Convention):
         # the file's own clock: a stream-copied segment starts ``offset`` s into it
         phi = scorer.phi_released(seg.path, [off + seg.audio_time(a) for a in a_keys],
                                   [off + g.start + v / g.fps for v in v_keys],
-                                  [(ia[a], iv[v]) for a, v in pairs])
+                                  [(ia[a], iv[v]) for a, v in pairs], primary=primary)
         return dict(zip(pairs, phi))
 
     def loader_window(self, mp4, rng, d):

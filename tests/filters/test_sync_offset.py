@@ -150,3 +150,29 @@ def test_the_offset_search_is_in_the_score_fingerprint():
     run = {"recipe": get_recipe("demo"), "options": {"allow_random_weights": True}}
     params = score_params(run, ["sync"])
     assert params["filter_params"]["sync"]["offset_shifts_s"] == list(SHIFTS)
+
+
+@pytest.mark.slow          # 11 windows of one 8-s file (a minute or two loaded)
+def test_the_offset_search_leaves_p_sync_bits_as_they_were(tmp_path, demo_scorer):
+    """P_sync's pairs are batched apart from the 31 shifted clips (batch composition moves
+    low bits), so sync_a2v / sync_v2a are those of a call for P_sync alone, bit for bit: the
+    paper's funnels cannot move by the offset search."""
+    from curate.ops.scoring import Scorers, _start_frame, score_segment
+    from filters import sync
+    from filters.segment import Segment
+    from sync_classifier.conventions import get_convention
+    path = tmp_path / "ev.mp4"
+    make_event_video(path, 8.0, EVENTS, audio_offset=0.0, seed=3)
+    g = decode_grid(path)
+    # 11 windows: enough clips that, batched together, the offset search's would share a
+    # chunk with P_sync's (seen to move the last window's bits by 1e-8 without ``primary``)
+    wins = [{"start": 0.5 * k, "end": 0.5 * k + 3.0} for k in range(11)]
+    rows = score_segment(g, wins, Scorers(sync=demo_scorer), {"sync": {"a2v_min": 0.0, "v2a_min": 0.0}},
+                         None, only={"sync"}, gate={"sync"})
+    assert all(r["sync_offset_s"] is not None for r in rows)
+    seg = Segment(g, [dict(w) for w in wins], [_start_frame(g, w) for w in wins], Scorers(sync=demo_scorer), None)
+    kd = [sync._keys(seg, k) for k in range(len(wins))]
+    pairs = list(dict.fromkeys(p for a, v in kd for p in sync._pairs(a, v)))
+    phi = get_convention(demo_scorer.convention).segment_phi(seg, demo_scorer, pairs, sync.SYNC_CLIP)
+    for r, (a, v) in zip(rows, kd):
+        assert (r["sync_a2v"], r["sync_v2a"]) == sync.score(*sync.window_phi(phi, a, v))

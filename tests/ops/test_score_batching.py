@@ -95,7 +95,7 @@ class Sync:
     def __init__(self):
         self.calls, self.pairs = 0, 0
 
-    def phi_pairs(self, audio, video, pairs, mels=None):
+    def phi_pairs(self, audio, video, pairs, mels=None, primary=None):
         self.calls += 1
         self.pairs += len(pairs)
         a = {k: float(np.abs(np.asarray(x)).mean()) for k, x in {**audio, **(mels or {})}.items()}

@@ -95,7 +95,7 @@ class FakeSync:
     def __init__(self):
         self.pairs: list[tuple] = []
 
-    def phi_pairs(self, audio, video, pairs, mels=None):
+    def phi_pairs(self, audio, video, pairs, mels=None, primary=None):
         self.pairs += list(pairs)
         for k in audio:
             assert audio[k].shape == (2 * SR,)
