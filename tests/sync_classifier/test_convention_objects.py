@@ -101,7 +101,7 @@ class _Scorer:
     def __init__(self) -> None:
         self.calls = []
 
-    def phi_released(self, path, audio_starts, video_starts, pairs):
+    def phi_released(self, path, audio_starts, video_starts, pairs, primary=None):
         self.calls.append((path, audio_starts, video_starts, pairs))
         return [float(i) for i in range(len(pairs))]
 
