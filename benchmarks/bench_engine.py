@@ -133,10 +133,7 @@ def bench_straggler(workers: int = 16, n: int = 256, short: float = 0.25, long: 
 
 def bench_scaling(videos: int, workers_list: list[int]) -> None:
     from curate.config.run_state import load_run, new_run
-    from curate.stages.download import stage_download
-    from curate.stages.score import stage_score
-    from curate.stages.sources import stage_sources
-    from curate.stages.split import stage_split
+    from curate.build import stage_value
     from manifests.schemas import read_rows
     from curate.config.recipes import get_recipe
     from curate.execution.local import LocalExecutor
@@ -149,9 +146,9 @@ def bench_scaling(videos: int, workers_list: list[int]) -> None:
     base = tmp / "base"
     recipe = get_recipe("demo")
     run = new_run(base, recipe, {"allow_random_weights": True})
-    stage_sources(base, run, src)
-    stage_download(base, run, LocalExecutor())
-    stage_split(base, run, LocalExecutor())
+    stage_value("sources", base, run, sources=src)
+    stage_value("download", base, run, LocalExecutor())
+    stage_value("split", base, run, LocalExecutor())
     n_win = len(read_rows(base, "windows"))
     for w in workers_list:
         out = tmp / f"w{w}"
@@ -160,7 +157,7 @@ def bench_scaling(videos: int, workers_list: list[int]) -> None:
         ex = _executor(w)
         ex._ensure_ray()
         t0 = time.monotonic()
-        stage_score(out, run, ex)
+        stage_value("score", out, run, ex)
         wall = time.monotonic() - t0
         print(f"scaling: demo scoring, {videos} sources / {n_win} windows, --workers {w}: "
               f"{wall:.1f} s ({n_win / wall:.1f} windows/s; Ray CPUs {ex.cpus:g})")

@@ -155,10 +155,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from curate.config.run_state import new_run
-    from curate.stages.download import stage_download
-    from curate.stages.score import stage_score
-    from curate.stages.sources import stage_sources
-    from curate.stages.split import stage_split
+    from curate.build import stage_value
     from curate.execution.make import make_executor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -176,13 +173,13 @@ def main(argv=None) -> None:
     out = root / "run"
     run = new_run(out, _recipe(args), {**options, "allow_random_weights": args.small or None})
     ex = make_executor("ray", workers=args.workers)
-    stage_sources(out, run, csv)
-    stage_download(out, run, ex)
-    windows = stage_split(out, run, ex)[1]
+    stage_value("sources", out, run, sources=csv)
+    stage_value("download", out, run, ex)
+    windows = stage_value("split", out, run, ex)[1]
     n_win = windows.num_rows
     with GpuMonitor(period=0.5) as mon:
         t = time.perf_counter()
-        stage_score(out, run, ex)
+        stage_value("score", out, run, ex)
         dt = time.perf_counter() - t
     ex.shutdown()
     per_seg = n_win / args.sources

@@ -6,7 +6,7 @@ segment) and one score record per segment (the runner's ``{"key", "fp", "out"}``
 scores from the built windows table), then measures, each in a fresh process (peak RSS of
 that process alone):
 
-- items: what ``stage_score`` does before any Ray work: the current split windows
+- items: what the score stage does before any Ray work: the current split windows
   (``base_windows``), one score item per segment and the fingerprint of every item;
 - assemble: ``assemble_windows`` with every score record present (``write=False``).
 
@@ -47,10 +47,13 @@ def _load_pipeline(old: str | None):
     if not old:
         from types import SimpleNamespace
         from curate.config.models import gating
+        from curate.config.run import resolve
         from curate.config.thresholds import thresholds
         from curate.stages.score import score_spec
         from curate.stagekit.window_table import base_windows, score_items
-        return SimpleNamespace(gating=gating, thresholds=thresholds, _score_spec=score_spec,
+        # the old ``_score_spec(run, th, gate)``: today's spec reads them from the resolved run
+        return SimpleNamespace(gating=gating, thresholds=thresholds,
+                               _score_spec=lambda run, _th, _gate: score_spec(resolve(run)),
                                _base_windows=base_windows, _score_items=score_items)
     spec = importlib.util.spec_from_file_location("old_pipeline", old)
     mod = importlib.util.module_from_spec(spec)
@@ -85,7 +88,8 @@ def _split_records(out: Path, run: dict, win):
     from manifests import schemas
     base_cols = [c for c in schemas.WINDOWS.names
                  if c not in (*schemas.ALL_SCORES, *schemas.NOTE_COLUMNS)]
-    split_fp = split_current(out, split_spec(run).params)
+    from curate.config.run import resolve
+    split_fp = split_current(out, split_spec(resolve(run)).params)
     for a, b in _groups(win):          # the windows table is grouped by source
         block = win.slice(a, b - a)
         sid = block["source_id"][0].as_py()
@@ -103,8 +107,7 @@ def _score_records(out: Path, run: dict, win):
     from curate.stages.score import score_spec
     from curate.stagekit.window_table import base_windows, iter_score_items
     from manifests import schemas
-    r = resolve(run)
-    spec = score_spec(run, r.threshold_dict(), list(r.gate))
+    spec = score_spec(resolve(run))
     scored_cols = ["window_id", "shot_id", "start", "end", *SCORED, *schemas.ALL_SCORES,
                    *schemas.NOTE_COLUMNS]
     by_sid = {sid: (a, b) for a, b in _groups(win) for sid in [win["source_id"][a].as_py()]}
@@ -126,14 +129,14 @@ def write_checkpoints(out: Path) -> dict:
 
 
 def measure_items(out: Path, old: str | None) -> dict:
-    """stage_score's driver work before Ray: base windows, score items, fingerprints."""
+    """The score stage's driver work before Ray: base windows, score items, fingerprints."""
     pl = _load_pipeline(old)
     from curate.execution.checkpoints import item_fingerprint
     run = json.loads((out / "run.json").read_text())
     t = time.perf_counter()
     gate, _ = pl.gating(run)
     spec = pl._score_spec(run, pl.thresholds(run), gate)
-    if old:   # the old stage_score: row dicts of every window
+    if old:   # the old score stage: row dicts of every window
         windows = pl._base_windows(out, run).to_pylist()
         items = pl._score_items(out, windows, {w["window_id"]: None for w in windows}, "")
     else:

@@ -264,11 +264,11 @@ def main() -> None:
             print(f"built {info} in {time.perf_counter() - t:.1f} s at {out}")
         sizes = {p.name: p.stat().st_size for p in (out / "manifests").glob("*.parquet")}
         print("manifest MiB: " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in sorted(sizes.items())))
-        new_select = [PY, "-c", "import sys; from curate.stages.select import stage_select; "
+        new_select = [PY, "-c", "import sys; from curate.build import stage_value; "
                       "from curate.config.run_state import load_run; "
-                      "s = stage_select(sys.argv[1], load_run(sys.argv[1])); "
+                      "s = stage_value('select', sys.argv[1], load_run(sys.argv[1])); "
                       "print(s['funnel']['kept'], s['balance']['selected'])", str(out)]
-        runs = [("select (stage_select)", new_select),
+        runs = [("select (the select stage)", new_select),
                 ("curate stats --json", [CURATE, "stats", str(out), "--json"])]
         if args.html:
             runs.append(("curate stats --html", [CURATE, "stats", str(out), "--html", str(tmp / "report.html")]))

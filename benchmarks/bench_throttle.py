@@ -22,8 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.config.run_state import new_run
-from curate.stages.download import stage_download
-from curate.stages.sources import stage_sources
+from curate.build import stage_value
 from curate.ops.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
@@ -38,11 +37,11 @@ def run(root: Path, throttle_s: float, workers: int, n: int) -> None:
     with LoopbackServer(media, throttle_s=throttle_s, throttle_retry_after="1") as srv:
         served_sources_csv(root / "s.csv", srv, ids)
         r = new_run(out, get_recipe("demo"), {"download_workers": workers})
-        stage_sources(out, r, root / "s.csv")
+        stage_value("sources", out, r, sources=root / "s.csv")
         ex = RayExecutor(workers=2)
         ex._ensure_ray()                     # Ray start-up is not the throttle's cost
         t0 = time.monotonic()
-        rows = stage_download(out, r, ex)
+        rows = stage_value("download", out, r, ex)
         wall = time.monotonic() - t0
         ex.shutdown()
     st = read_state(out)

@@ -201,13 +201,11 @@ def _stage(out: Path, stages: List[str], workers: int, address: Optional[str],
            gpus: Optional[float], executor: str, retry_failed: bool = False,
            options: Optional[dict] = None) -> None:
     from curate.build import run_stages
-    from curate.config.run_state import load_run, save_run
+    from curate.config.run_state import load_run, record_run
 
     def body() -> None:
         run = load_run(out)
-        if options and any(v is not None for v in options.values()):
-            run["options"].update({k: v for k, v in options.items() if v is not None})
-            save_run(out, run)
+        record_run(out, run, {"options": {k: v for k, v in (options or {}).items() if v is not None}})
         run_stages(out, run, _executor(executor, workers, address, gpus), stages,
                    retry_failed=retry_failed, echo=typer.echo)
     _guarded(out, body)
@@ -233,13 +231,13 @@ def reproduce(lists: List[Path] = typer.Argument(..., help="AVSync15 list files 
 def sources(recipe: str, out: Path = OutOpt, sources: Path = typer.Option(..., help="sources file"),
             limit: Optional[int] = None, config: Optional[Path] = None) -> None:
     """Read a sources file into <out>/manifests/sources.parquet (starts a run)."""
+    from curate.build import stage_value
     from curate.config.run_state import new_run
-    from curate.stages.sources import stage_sources
     from curate.config.recipes import get_recipe
 
     def body() -> None:
         run = new_run(out, get_recipe(recipe, config), {})
-        rows = stage_sources(out, run, sources, limit=limit)
+        rows = stage_value("sources", out, run, sources=sources, limit=limit)
         typer.echo(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} source rows accepted")
     _guarded(out, body)
 
@@ -274,21 +272,19 @@ def score(out: Path = typer.Argument(...), workers: int = WorkersOpt,
           address: Optional[str] = AddressOpt, gpus: Optional[float] = GpusOpt,
           executor: str = ExecOpt) -> None:
     """Score windows: unscored ones, and exactly those a looser selection needs."""
-    from curate.config.models import check_weights, record_weights
+    from curate.build import check_run_weights, stage_value
     from curate.config.run_state import load_run
-    from curate.stages.score import stage_score
 
     def body() -> None:
         run = load_run(out)
         try:
-            record_weights(out, run)
-            check_weights(run)
+            check_run_weights(out, run)
         except ValueError as e:   # score has no weight options: say where they come from
             raise ValueError(f"{e}; `curate score` uses the weights that `curate build` "
                              f"recorded in {out / 'run.json'}") from e
         ex = _executor(executor, workers, address, gpus)
-        stage_score(out, run, ex)
-        stage_score(out, run, ex, rescore=True)
+        stage_value("score", out, run, ex)                  # the windows not scored yet
+        stage_value("score", out, run, ex, rescore=True)    # exactly those a looser selection needs
     _guarded(out, body)
 
 
@@ -297,13 +293,13 @@ def select(out: Path = typer.Argument(...),
            set_: Optional[List[str]] = typer.Option(None, "--set", help="threshold override, e.g. clip_diff.max=0.6"),
            decisions: Optional[Path] = typer.Option(None, help="review decisions JSON (curate review)")) -> None:
     """Apply thresholds to stored scores, merge, balance and split. Touches no model."""
+    from curate.build import stage_value
     from curate.config.run_state import load_run
-    from curate.stages.select import stage_select
     box: dict = {}
 
     def body() -> None:
         run = load_run(out)
-        box["summary"] = stage_select(out, run, overrides=set_, decisions_file=decisions)
+        box["summary"] = stage_value("select", out, run, overrides=set_, decisions_file=decisions)
     _guarded(out, body)
     summary = box["summary"]
     for line in summary.get("inert", ()):

@@ -3,9 +3,12 @@ selection and reports read, instead of each re-deriving thresholds, gating, the 
 order, the models and the engine options from the recipe dict.
 
 ``resolve(run)`` builds it from a run dict (``curate.config.run_state``: recipe, options,
-``--set`` overrides) and keeps it per process for the same content: a build resolves its
-run once when it starts, and every later ``resolve`` of the same run (a stage, the windows
-table, the fingerprints, stats) gets the same object without reading a weight file again.
+``--set`` overrides). The build (``curate.build``) resolves its run once when it starts and
+passes the ``Run`` to every stage in its ``Context``; it resolves again only after a stage's
+recorded outputs changed the run (train-sync's checkpoint). Readers outside a build (stats,
+the report) call ``resolve`` themselves; it keeps one object per content in the process.
+A ``Run`` is read-only and not picklable (``MappingProxyType``): a worker that needs it
+rebuilds it with ``resolve(run.as_dict())``.
 The models are resolved without their conventions (no weight file read); ``with_conventions``
 adds them (each weight file version read once per process).
 """
@@ -44,6 +47,15 @@ class Run:
     models: Mapping[str, Mapping[str, Any]]
     engine: Mapping[str, Any]
     overrides: tuple[str, ...] = ()
+    #: the whole run.json content it was resolved from, as JSON (``as_dict``)
+    state: str = "{}"
+    # Conventions (issue 24 item 4) join here as a resolved field of the models, so that a
+    # stage reads ``run.models[f]`` with its convention instead of calling ``with_conventions``.
+
+    def as_dict(self) -> dict[str, Any]:
+        """A fresh plain copy of the run dict (run.json's content): for helpers shared with
+        readers outside a build, and the serialisable form a worker rebuilds a ``Run`` from."""
+        return json.loads(self.state)
 
     def threshold_dict(self) -> dict[str, dict[str, float]]:
         """The thresholds as plain dicts (what the selection functions and workers take)."""
@@ -57,27 +69,26 @@ class Run:
 
 
 def _key(run: Mapping[str, Any]) -> str:
-    return json.dumps([run["recipe"], run.get("options") or {}, run.get("selection_overrides") or []],
-                      sort_keys=True, default=str)
+    return json.dumps(run, sort_keys=True, default=str)
 
 
 def resolve(run: Mapping[str, Any]) -> Run:
     """The ``Run`` of a run dict (the same object for the same content in this process)."""
     key = _key(run)
     if key not in _RESOLVED:
-        _RESOLVED[key] = _resolve(run)
+        _RESOLVED[key] = _resolve(run, key)
     return _RESOLVED[key]
 
 
-def _resolve(run: Mapping[str, Any]) -> Run:
+def _resolve(run: Mapping[str, Any], state: str) -> Run:
     from curate.config.models import gating, resolve_models
     from curate.config.run_state import cascade_order, engine_options
-    from curate.config.thresholds import thresholds
+    from curate.config.thresholds import run_thresholds
 
     overrides = list(run.get("selection_overrides") or [])
     gate, score_only = gating(run)
     return Run(recipe=_frozen(run["recipe"]), options=_frozen(run.get("options") or {}),
-               thresholds=_frozen(thresholds(run, overrides)), gate=tuple(gate),
+               thresholds=_frozen(run_thresholds(run)), gate=tuple(gate),
                score_only=_frozen(score_only), order=tuple(cascade_order(run)),
                models=_frozen(resolve_models(run, convention=False)),
-               engine=_frozen(engine_options(run)), overrides=tuple(overrides))
+               engine=_frozen(engine_options(run)), overrides=tuple(overrides), state=state)

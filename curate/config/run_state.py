@@ -62,6 +62,25 @@ def save_run(out: str | Path, run: dict[str, Any]) -> None:
     write_json(path, run)
 
 
+def record_run(out: str | Path, run: dict[str, Any], changes: dict[str, Any]) -> bool:
+    """Record ``changes`` in the run dict and run.json (``save_run``: only when it changes).
+    A key ``options`` merges into the options; any other key replaces its entry. What the
+    build records for its stages (``curate.build``): no stage writes the run itself.
+    Returns whether the run changed."""
+    if not changes:
+        return False
+    before = json.dumps(run, sort_keys=True, default=str)
+    for k, v in changes.items():
+        if k == "options":
+            run.setdefault("options", {}).update(v)
+        else:
+            run[k] = v
+    if json.dumps(run, sort_keys=True, default=str) == before:
+        return False
+    save_run(out, run)
+    return True
+
+
 def new_run(out: str | Path, recipe: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """Record the recipe and options of a run.
 

@@ -50,3 +50,10 @@ def thresholds(run: dict[str, Any], overrides: list[str] | None = None) -> dict[
     # the overrides go over the recipe's thresholds (parse_overrides' default base would put
     # the filter defaults back over them)
     return parse_overrides(overrides, base=th) if overrides else th
+
+
+def run_thresholds(run: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A run's thresholds: the filter defaults, the recipe's, then the ``--set`` overrides
+    the run recorded (``selection_overrides``). ``curate.config.run.Run.thresholds`` and the
+    report read them from here."""
+    return thresholds(run, list(run.get("selection_overrides") or []))

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from curate.config.run_state import new_run, save_run
+from curate.config.run_state import new_run, record_run
 from curate.config.thresholds import thresholds
 from curate.build import run_stages
 from curate.config.recipes import get_recipe
@@ -65,8 +65,7 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         from sync_classifier.model import DEMO_CHECKPOINT
         if DEMO_CHECKPOINT.is_file():
             echo(f"== sync filter: shipped demo classifier {DEMO_CHECKPOINT.name}")
-            run["options"]["sync_checkpoint"] = str(DEMO_CHECKPOINT)
-            save_run(out, run)
+            record_run(out, run, {"options": {"sync_checkpoint": str(DEMO_CHECKPOINT)}})
         else:
             stages.insert(stages.index("score"), "train-sync")
     from curate.demo.certificate import use_demo_synchformer

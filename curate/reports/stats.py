@@ -622,9 +622,9 @@ def write_report(out: str | Path, html: str | Path, st: dict[str, Any] | None = 
     if (out / "run.json").exists():
         from curate.config.models import gating
         from curate.config.run_state import load_run
-        from curate.config.thresholds import thresholds
+        from curate.config.thresholds import run_thresholds
         run = load_run(out)
-        th = thresholds(run, run.get("selection_overrides"))
+        th = run_thresholds(run)
         try:
             score_only = list(gating(run)[1]) if run.get("recipe", {}).get("filters") else []
         except ValueError as e:      # weights not recorded: every filter shown as gating

@@ -109,6 +109,7 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
             selected: list[dict]) -> None:
     """Rescore every repaired cut (``repaired`` True) with Synchformer; one whose rescore
     does not find offset 0 is rejected (status and note say so), the others say it passed."""
+    from curate.config.run import resolve
     from curate.execution.checkpoints import run_stage
     from curate.stagekit.declare import run_kw
     from curate.stages.certify import certify_weights, rescore_items, rescore_spec
@@ -119,7 +120,8 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
     weights = certify_weights(run)          # the option's, else the weights cache's
     if weights:                                          # else certified before, not now
         items = rescore_items(out, todo, {r["key"]: r for r in selected})
-        table = run_stage(out, rescore_spec(run), items, executor, **run_kw(run)).table("certs")
+        r = resolve(run)
+        table = run_stage(out, rescore_spec(r), items, executor, **run_kw(r)).table("certs")
         certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
     for k, c in todo.items():
         why = (rescore_verdict(certs.get(k)) if weights

@@ -1,13 +1,15 @@
-"""The stages of a curation run, each one declared object (``base.Stage``), in the order a
-recipe may list them. ``curate.build`` runs a recipe's stage names through ``stage``."""
+"""The stages of a curation run: one ``Stage`` class per module (``curate.stagekit.declare``),
+one instance of each in ``STAGES``, in the order a recipe may list them. ``curate.build``
+runs them, by name, through its one loop."""
 from __future__ import annotations
 
-from curate.stages import certify, download, score, select, shard, sources, split, train_sync
+from curate.stages import certify, download, reproduce, score, select, shard, sources, split, train_sync
 from curate.stagekit.declare import Context, Stage
 
-#: every stage, in pipeline order
-STAGES: tuple[Stage, ...] = (sources.STAGE, download.STAGE, split.STAGE, train_sync.STAGE,
-                             score.STAGE, select.STAGE, certify.STAGE, shard.STAGE)
+#: every stage, in pipeline order (reproduce's two run only in `curate reproduce`)
+STAGES: tuple[Stage, ...] = (sources.STAGE, reproduce.SOURCES_STAGE, download.STAGE, split.STAGE,
+                             train_sync.STAGE, score.STAGE, select.STAGE, reproduce.STAGE,
+                             certify.STAGE, shard.STAGE)
 _BY_NAME = {s.name: s for s in STAGES}
 
 

@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
-from curate.execution.checkpoints import run_stage
-from curate.execution.spec import Executor, StageSpec
-from curate.stagekit.declare import Context, Echo, Stage, run_kw, spec_kw, summarize_failures
+from curate.config.run import Run
+from curate.execution.checkpoints import StageResult
+from curate.execution.spec import StageSpec
+from curate.stagekit.declare import Context, Outputs, Stage, Work, spec_kw, summarize_failures
 from curate.stagekit.inputs import file_id, ok_downloads
 
 OPTION = "synchformer_checkpoint"
 FLAG = "--synchformer-checkpoint"
 
 
-def certify_weights(run: dict[str, Any]) -> str | None:
+def certify_weights(run: Run) -> str | None:
     """The Synchformer weights of the run: the option's file (or a weights row's name), else
     the cached file (its pull record checked); None when neither."""
     from curate.config.models import command_weights
-    return command_weights("synchformer", run["options"].get(OPTION), FLAG)
+    return command_weights("synchformer", run.options.get(OPTION), FLAG)
 
 
 def _device() -> str:
@@ -56,7 +56,7 @@ def _error(item: dict, error: str) -> dict:
     return {"certs": [{"clip_id": item["key"], "status": schemas.STATUS_FAILED, "error": error}]}
 
 
-def certify_spec(run: dict[str, Any]) -> StageSpec:
+def certify_spec(run: Run) -> StageSpec:
     """One stateful worker per device (the model loads once); the weights identify the results."""
     from curate.config.models import _file_ident
     ckpt = certify_weights(run)
@@ -65,7 +65,7 @@ def certify_spec(run: dict[str, Any]) -> StageSpec:
                      **spec_kw(run, "certify"))
 
 
-def rescore_spec(run: dict[str, Any]) -> StageSpec:
+def rescore_spec(run: Run) -> StageSpec:
     """Synchformer on repaired clips (``curate.stagekit.repair``): the certificate's model, its
     own checkpoint folder."""
     import dataclasses
@@ -117,29 +117,39 @@ def _fill(rows: list[dict], certs: dict[str, dict]) -> list[dict]:
     return out
 
 
-def stage_certify(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> int:
-    """Certify the ok merged clips; returns how many were certified."""
-    if certify_weights(run) is None:
-        if echo:
-            echo(f"certify: skipped (no {FLAG}, and no Synchformer in the weights cache: "
-                 f"`curate models pull synchformer-mmaudio`)")
-        return 0
-    clips = read_rows(out, "clips")
-    res = run_stage(out, certify_spec(run), certify_items(out, clips), executor, **run_kw(run))
-    table = res.table("certs")
-    certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
-    write_manifest(out, "clips", _fill(clips, certs))
-    if schemas.has_manifest(out, "selected"):
-        write_manifest(out, "selected", _fill(read_rows(out, "selected"), certs))
-    if table is not None:
-        summarize_failures("certify", table, echo)
-    return sum(c["status"] == schemas.STATUS_OK for c in certs.values())
+class Certify(Stage):
+    """The sync certificate of every ok merged clip, into the clips and selected manifests;
+    without ``--synchformer-checkpoint`` nothing runs and the stage says so. The value is how
+    many clips were certified."""
+    name = "certify"
+    reads = ("clips", "downloads", "selected")
+    writes = ("clips", "selected")
+
+    def spec(self, ctx: Context) -> StageSpec:
+        return certify_spec(ctx.run)
+
+    def work(self, ctx: Context, spec: StageSpec | None) -> Work | None:
+        if certify_weights(ctx.run) is None:
+            ctx.echo(f"certify: skipped (no {FLAG}, and no Synchformer in the weights cache: "
+                     f"`curate models pull synchformer-mmaudio`)")
+            return None
+        return Work(certify_items(ctx.out, read_rows(ctx.out, "clips")))
+
+    def finish(self, ctx: Context, work: Work | None, result: StageResult | None) -> Outputs:
+        if result is None:
+            return Outputs(0)
+        out = ctx.out
+        table = result.table("certs")
+        certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
+        write_manifest(out, "clips", _fill(read_rows(out, "clips"), certs))
+        if schemas.has_manifest(out, "selected"):
+            write_manifest(out, "selected", _fill(read_rows(out, "selected"), certs))
+        if table is not None:
+            summarize_failures("certify", table, ctx.echo)
+        n = sum(c["status"] == schemas.STATUS_OK for c in certs.values())
+        if n:
+            ctx.echo(f"certify: {n} clips certified")
+        return Outputs(n)
 
 
-def _run(ctx: Context) -> None:
-    n = stage_certify(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
-    if n:
-        ctx.echo(f"certify: {n} clips certified")
-
-
-STAGE = Stage("certify", run=_run, spec=certify_spec)
+STAGE = Certify()

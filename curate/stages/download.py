@@ -13,9 +13,11 @@ import pyarrow as pa
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
 from curate.execution.spec import Executor, StageSpec
-from curate.execution.checkpoints import run_stage
-from curate.config.run_state import engine_options, save_run
-from curate.stagekit.declare import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
+from curate.execution.checkpoints import StageResult, run_stage
+from curate.config.run import Run, resolve
+from curate.config.run_state import engine_options
+from curate.stagekit.declare import (Context, Echo, Outputs, Stage, Work, empty_table, run_kw, spec_kw,
+                                     summarize_failures)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,15 @@ def _download_error(item: dict, error: str) -> dict:
                            "reason": reason, "error": error}]}
 
 
-def download_options(run: dict[str, Any]) -> dict[str, Any]:
-    d = dict(run["recipe"]["download"])
-    d["url_template"] = run["recipe"].get("url_template", d.get("url_template"))
+def download_options(run: Run) -> dict[str, Any]:
+    """The ``DownloadOptions`` fields of the run (the recipe's download block, the command's
+    network options), as plain values."""
+    state = run.as_dict()
+    d = dict(state["recipe"]["download"])
+    d["url_template"] = state["recipe"].get("url_template", d.get("url_template"))
     for k in ("cookiefile", "proxy", "ratelimit", "socket_timeout", "extractor_args", "js_runtimes"):
-        if run["options"].get(k):
-            d[k] = run["options"][k]
+        if state["options"].get(k):
+            d[k] = state["options"][k]
     from curate.ops.fetch import DownloadOptions
     known = set(DownloadOptions.__dataclass_fields__)
     return {k: v for k, v in d.items() if k in known}
@@ -58,7 +63,7 @@ _DOWNLOAD_NON_INPUTS = {"cookiefile", "proxy", "ratelimit", "retries", "backoff"
 DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
 
 
-def run_encoder_settings(run: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_encoder_settings(run: Run | None = None) -> dict[str, Any]:
     """The run's deterministic encoder settings (``curate.ops.encoding``); part of the download
     and cut fingerprints and recorded in run.json by ``record_encoder``."""
     try:
@@ -76,37 +81,29 @@ TRANSIENT_REASONS = {"timeout", "http_error", "error", "worker_died", "throttled
 _FINAL_HTTP = re.compile(r"HTTP Error (403|404|410)\b")
 
 
-def record_encoder(out: str | Path, run: dict[str, Any]) -> None:
-    """run.json["encoder"]: the encoder settings every re-encode of this run uses."""
-    enc = run_encoder_settings(run)
-    if enc and run.get("encoder") != enc:
-        run["encoder"] = enc
-        save_run(out, run)
-
-
-def download_spec(run: dict[str, Any], out: str | Path | None = None) -> StageSpec:
-    """The download's spec; with ``out``, its health control's states go to
-    ``<out>/work/download/health.json``."""
+def download_spec(run: Run, media: Path | None = None, out: str | Path | None = None) -> StageSpec:
+    """Fetch each source into ``media`` (``ops.fetch.download_source``), with the run's
+    request rate and health control (its state recorded under ``out``)."""
     opts = download_options(run)
-    eng = engine_options(run)
+    eng = engine_options(run.as_dict())      # plain values: the health block goes to workers
     from curate.ops.fetch import DOWNLOAD_FORMAT
     # the format: a file of another one (a re-encode re-timed to 0) is fetched again;
     # rendition "full" is what every download was before the option: left out, old runs stay done
     params = {"download": {k: v for k, v in opts.items() if k not in _DOWNLOAD_NON_INPUTS
                            and not (k == "rendition" and v == "full")},
               "encoder": run_encoder_settings(run), "format": DOWNLOAD_FORMAT}
-    rate = run["options"].get("max_requests_per_s", eng.get("max_requests_per_s"))
+    rate = run.options.get("max_requests_per_s", eng.get("max_requests_per_s"))
     from curate.ops.health import download_health
     from curate.stagekit.gated import health_shared
     health = download_health(eng.get("download_health"), opts)
-    return StageSpec("download", functools.partial(download_factory, "", opts), _download_error,
+    return StageSpec("download", functools.partial(download_factory, str(media or ""), opts), _download_error,
                      params=params,
-                     concurrency=int(run["options"].get("download_workers") or eng["download_workers"]),
+                     concurrency=int(run.options.get("download_workers") or eng["download_workers"]),
                      shared=health_shared(health, float(rate) if rate else None, out),
                      **spec_kw(run, "download"))
 
 
-def download_items(out: str | Path, run: dict[str, Any]) -> list[dict]:
+def download_items(out: str | Path, run: Run) -> list[dict]:
     """One item per ok source: the row, and the fields the download depends on."""
     root = download_options(run).get("source_root")
     return [{"key": r["source_id"], "row": r,
@@ -115,54 +112,67 @@ def download_items(out: str | Path, run: dict[str, Any]) -> list[dict]:
             for r in read_rows(out, "sources") if r["status"] == schemas.STATUS_OK]
 
 
-def stage_download(out: str | Path, run: dict[str, Any], executor: Executor,
-                   retry_failed: bool = False, echo: Echo = None) -> list[dict]:
-    record_encoder(out, run)
-    redo: set[str] = set()
-    if retry_failed and schemas.has_manifest(out, "downloads"):
-        redo = {d["source_id"] for d in read_rows(out, "downloads")
-                if d["status"] == schemas.STATUS_FAILED and d["reason"] in TRANSIENT_REASONS
-                and not _FINAL_HTTP.search(d["error"] or "")}
-    media = Path(out) / "media" / "raw"
-    media.mkdir(parents=True, exist_ok=True)
-    spec = download_spec(run, out)
-    spec.factory = functools.partial(download_factory, str(media), download_options(run))
-    from curate.ops.health import echo_summary
-    res = run_stage(out, spec, download_items(out, run), executor, redo=redo, schemas={"downloads": schemas.DOWNLOADS},
-                    **run_kw(run))
-    table = _rebase_downloads(out, res.table("downloads") or empty_table("downloads"))
-    write_manifest(out, "downloads", table)
-    summarize_failures("download", table, echo, reason_col="reason")
-    from curate.reports.ledger import update_ledger
-    update_ledger(out)       # every source's availability, kept across reruns
-    if res.ran:
-        echo_summary(out, echo)
-    return table.to_pylist()
+def transient_failures(out: str | Path) -> set[str]:
+    """Sources whose download failed for a reason worth another try (``--retry-failed``)."""
+    if not schemas.has_manifest(out, "downloads"):
+        return set()
+    return {d["source_id"] for d in read_rows(out, "downloads")
+            if d["status"] == schemas.STATUS_FAILED and d["reason"] in TRANSIENT_REASONS
+            and not _FINAL_HTTP.search(d["error"] or "")}
 
 
-def two_pass(run: dict[str, Any]) -> bool:
+class Download(Stage):
+    """Every ok source fetched into ``media/raw``; the run records the encoder settings
+    every re-encode uses (run.json ``encoder``) before the first download."""
+    name = "download"
+    reads = ("sources",)
+    writes = ("downloads",)
+
+    def spec(self, ctx: Context) -> StageSpec:
+        media = Path(ctx.out) / "media" / "raw"
+        return download_spec(ctx.run, media, ctx.out)
+
+    def work(self, ctx: Context, spec: StageSpec | None) -> Work:
+        (Path(ctx.out) / "media" / "raw").mkdir(parents=True, exist_ok=True)
+        enc = run_encoder_settings(ctx.run)
+        return Work(download_items(ctx.out, ctx.run),
+                    redo=transient_failures(ctx.out) if ctx.retry_failed else set(),
+                    schemas={"downloads": schemas.DOWNLOADS}, record={"encoder": enc} if enc else {})
+
+    def finish(self, ctx: Context, work: Work | None, result: StageResult | None) -> Outputs:
+        table = _rebase_downloads(ctx.out, result.table("downloads") or empty_table("downloads"))
+        write_manifest(ctx.out, "downloads", table)
+        summarize_failures("download", table, ctx.echo, reason_col="reason")
+        from curate.reports.ledger import update_ledger
+        update_ledger(ctx.out)       # every source's availability, kept across reruns
+        if result.ran:
+            from curate.ops.health import echo_summary
+            echo_summary(ctx.out, ctx.echo)
+        return Outputs(table.to_pylist())
+
+
+def two_pass(run: Run) -> bool:
     """Score small, fetch full only for survivors (recipe ``download.rendition: small``)."""
-    return (run["recipe"].get("download") or {}).get("rendition") == "small"
+    return (run.recipe.get("download") or {}).get("rendition") == "small"
 
 
-def stage_fetch_full(out: str | Path, run: dict[str, Any], executor: Executor, source_ids: list[str],
-                     downloads: dict[str, dict], echo: Echo = None) -> tuple[dict[str, dict], dict[str, str]]:
+def fetch_full(out: str | Path, run: Run, executor: Executor, source_ids: list[str],
+               downloads: dict[str, dict], echo: Echo = None) -> tuple[dict[str, dict], dict[str, str]]:
     """The full rendition (the recipe's ``max_height`` cap) of exactly ``source_ids`` (the
-    sources of selected clips) into ``media/full/``, for the shard stage to cut from.
+    sources of selected clips) into ``media/full/``, for the shard stage to cut from: a step
+    of the shard stage on two-pass runs, run by the same executor under its own checkpoint.
     Returns (downloads with the full files' path and size, {source_id: why it failed})."""
-    import copy
-    full_run = copy.deepcopy(run)
-    full_run["recipe"]["download"]["rendition"] = "full"
+    state = run.as_dict()
+    state["recipe"]["download"]["rendition"] = "full"
+    full_run = resolve(state)
     media = Path(out) / "media" / "full"
     media.mkdir(parents=True, exist_ok=True)
-    spec = download_spec(full_run, out)
+    spec = download_spec(full_run, media, out)
     spec.name = "download_full"
-    spec.factory = functools.partial(download_factory, str(media), download_options(full_run))
     sources = {r["source_id"]: r for r in read_rows(out, "sources")}
     items = [{"key": sid, "row": sources[sid], "inputs": {k: sources[sid].get(k) for k in DOWNLOAD_INPUTS}}
              for sid in sorted(set(source_ids)) if sid in sources]
-    res = run_stage(out, spec, items, executor, schemas={"downloads": schemas.DOWNLOADS},
-                    **run_kw(run))
+    res = run_stage(out, spec, items, executor, schemas={"downloads": schemas.DOWNLOADS}, **run_kw(run))
     table = res.table("downloads")
     summarize_failures("download full rendition", table, echo, reason_col="reason")
     full, failed = dict(downloads), {}
@@ -210,8 +220,4 @@ def _rebase_downloads(out: str | Path, table: pa.Table) -> pa.Table:
     return table.set_column(i, table.schema.field(i), pa.array(new, table.schema.field(i).type))
 
 
-def _run(ctx: Context) -> None:
-    stage_download(ctx.out, ctx.run, ctx.executor, retry_failed=ctx.retry_failed, echo=ctx.echo)
-
-
-STAGE = Stage("download", run=_run, spec=download_spec, items=lambda ctx: download_items(ctx.out, ctx.run))
+STAGE = Download()

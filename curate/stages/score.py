@@ -5,17 +5,13 @@ from __future__ import annotations
 import logging
 import functools
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
 
 from manifests import schemas
-from curate.execution.spec import Executor, StageSpec
-from curate.execution.checkpoints import item_fingerprint, run_stage
-from curate.config.run_state import save_run
-from curate.config.models import build_scorers, check_weights, record_weights
-from curate.config.run import resolve
-from curate.stagekit.declare import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
+from curate.execution.spec import StageSpec
+from curate.execution.checkpoints import StageResult, item_fingerprint
+from curate.config.models import build_scorers
+from curate.config.run import Run
+from curate.stagekit.declare import Context, Outputs, Stage, Work, spec_kw, summarize_failures
 from curate.stagekit.inputs import ok_paths
 from curate.stagekit.window_table import (WINDOW_INPUTS, assemble_windows, base_windows, iter_score_items,
                                    score_items, score_params, stored_columns)
@@ -92,76 +88,78 @@ def _score_error(item: dict, error: str) -> dict:
                         for w in item_windows(item)]}
 
 
-def score_spec(run: dict[str, Any], th: dict, gate: list[str]) -> StageSpec:
-    r = resolve(run)
-    eng, order = r.engine, r.order
-    factory = functools.partial(_score_factory, r.with_conventions(), run["recipe"]["models"], th, gate, order)
+def score_spec(run: Run, num_gpus: float | None = None) -> StageSpec:
+    """Scoring actors (the models load once per actor; ``num_gpus`` each, default the
+    engine's share), decode tasks in front; the run's thresholds and gate go to the cascade."""
+    eng, order, gate = run.engine, run.order, list(run.gate)
+    factory = functools.partial(_score_factory, run.with_conventions(), run.as_dict()["recipe"]["models"],
+                                run.threshold_dict(), gate, order)
+    if num_gpus is None:
+        num_gpus = 1.0 / max(float(eng["score_actors_per_gpu"]), 1.0)
     return StageSpec("score", factory, _score_error, stateful=True, prepare=_decode_factory,
-                     num_gpus=1.0 / max(float(eng["score_actors_per_gpu"]), 1.0),
-                     batch_size=int(eng["score_batch_size"]), params=score_params(run, gate), **spec_kw(run, "score"))
+                     num_gpus=num_gpus, batch_size=int(eng["score_batch_size"]),
+                     params=score_params(run.as_dict(), gate), **spec_kw(run, "score"))
 
 
-def stage_score(out: str | Path, run: dict[str, Any], executor: Executor,
-                rescore: bool = False, num_gpus: float | None = None, echo: Echo = None) -> pa.Table:
-    """Score every window not yet scored (from its current inputs); with ``rescore``, score
-    exactly the windows the current thresholds admit but the cascade skipped, and only their
-    missing filters. Returns the assembled windows table (Arrow: no row dicts at scale)."""
+def rescore_work(out: str | Path, run: Run, spec: StageSpec) -> Work | None:
+    """Exactly the windows the current thresholds admit but the cascade skipped, and only
+    their missing filters; the run records each rescore item's base fingerprint (a rescore
+    record counts while its source's base record is current). None: nothing to rescore."""
+    import hashlib
     from curate.selection.rules import needs_scoring_table, rescore_filters
 
-    # the same rows ``assemble_windows`` fingerprints: the split stage's, unscored
-    base = base_windows(out, run)
-    r = resolve(run)
-    gate, th = list(r.gate), r.threshold_dict()
-    spec = score_spec(run, th, gate)
-    if num_gpus is not None:
-        spec.num_gpus = num_gpus
-    # the run records the sync classifier's preprocessing convention (issue 15)
-    conv = spec.params["models"].get("sync", {}).get("convention")
-    if conv and run.get("sync_convention") != conv:
-        run["sync_convention"] = conv
-        save_run(out, run)
+    state = run.as_dict()
+    assembled = assemble_windows(out, state, write=False)
+    wanted: dict[str, set[str] | None] = {}
+    for first, ids in needs_scoring_table(assembled, run.threshold_dict(), set(run.gate), run.order).items():
+        wanted.update({i: rescore_filters(first, run.order) for i in ids})
+    if not wanted:
+        return None
     paths = ok_paths(out)
-    if rescore:
-        import hashlib
-        assembled = assemble_windows(out, run, write=False)
-        wanted: dict[str, set[str] | None] = {}
-        order = r.order
-        for first, ids in needs_scoring_table(assembled, th, set(gate), order).items():
-            wanted.update({i: rescore_filters(first, order) for i in ids})
-        if not wanted:
-            return assembled
-        tag = hashlib.sha1("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
-        items = score_items(out, assembled, wanted, tag, paths)
-        del assembled
-        need = {it["key"].split("@")[0] for it in items}
-        base_fp = {it["key"]: item_fingerprint(spec, it)
-                   for it in iter_score_items(out, base, None, "", paths) if it["key"] in need}
-        bases = run.setdefault("_rescore_base", {})
-        for it in items:
-            bases[it["key"]] = base_fp.get(it["key"].split("@")[0])
-        save_run(out, run)
-    else:
-        items = score_items(out, base, None, "", paths)
-    del base
-    res = run_stage(out, spec, items, executor, schemas={"windows": schemas.WINDOWS},
-                    **run_kw(run))
-    del items
-    table = assemble_windows(out, run)
-    summarize_failures("score", table, echo)
-    log.info("score: %d items scored, %d already done", res.ran, res.skipped)
-    return table
+    tag = hashlib.sha1("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
+    items = score_items(out, assembled, wanted, tag, paths)
+    del assembled
+    need = {it["key"].split("@")[0] for it in items}
+    base_fp = {it["key"]: item_fingerprint(spec, it)
+               for it in iter_score_items(out, base_windows(out, state), None, "", paths) if it["key"] in need}
+    bases = dict(state.get("_rescore_base") or {})
+    for it in items:
+        bases[it["key"]] = base_fp.get(it["key"].split("@")[0])
+    return Work(items, schemas={"windows": schemas.WINDOWS}, record={"_rescore_base": bases})
 
 
-def _run(ctx: Context) -> None:
-    record_weights(ctx.out, ctx.run)    # file, size, sha256 in run.json; a changed cache refused
-    check_weights(ctx.run)    # in the driver, before any scoring worker starts
-    stage_score(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
+class Score(Stage):
+    """Every window not yet scored (from its current inputs), by the cascade; with the
+    argument ``rescore`` (``curate score``'s second pass), exactly the windows the current thresholds
+    admit but the cascade skipped (argument ``num_gpus``: each actor's share). Returns the
+    assembled windows table (Arrow)."""
+    name = "score"
+    reads = ("downloads", "windows")
+    writes = ("windows",)
+    needs_weights = True
+
+    def spec(self, ctx: Context) -> StageSpec:
+        return score_spec(ctx.run, ctx.args.get("num_gpus"))
+
+    def work(self, ctx: Context, spec: StageSpec | None) -> Work | None:
+        # the run records the sync classifier's preprocessing convention (issue 15)
+        conv = spec.params["models"].get("sync", {}).get("convention")
+        if ctx.args.get("rescore"):
+            work = rescore_work(ctx.out, ctx.run, spec)
+        else:
+            items = score_items(ctx.out, base_windows(ctx.out, ctx.run.as_dict()), None, "", ok_paths(ctx.out))
+            work = Work(items, schemas={"windows": schemas.WINDOWS})
+        if work is not None and conv:
+            work.record["sync_convention"] = conv
+        return work
+
+    def finish(self, ctx: Context, work: Work | None, result: StageResult | None) -> Outputs:
+        if result is None:      # a rescore with nothing to score
+            return Outputs(assemble_windows(ctx.out, ctx.run.as_dict(), write=False))
+        table = assemble_windows(ctx.out, ctx.run.as_dict())
+        summarize_failures("score", table, ctx.echo)
+        log.info("score: %d items scored, %d already done", result.ran, result.skipped)
+        return Outputs(table)
 
 
-def _spec(run: dict[str, Any]) -> StageSpec:
-    r = resolve(run)
-    return score_spec(run, r.threshold_dict(), list(r.gate))
-
-
-STAGE = Stage("score", run=_run, spec=_spec,
-              items=lambda ctx: score_items(ctx.out, base_windows(ctx.out, ctx.run), None, ""))
+STAGE = Score()

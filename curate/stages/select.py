@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 from curate.selection.rules import desync_gate, select_windows_table
 from manifests.columns import read_columns, read_windows_table
-from curate.stagekit.declare import Context, Stage
+from curate.config.run import Run
+from curate.stagekit.declare import Context, Outputs, Stage, Work
 from curate.stagekit.inputs import take_by_key
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,12 @@ def run_classes(out: Any, recipe: Mapping[str, Any]) -> list[str]:
     return class_order(None, pc.unique(ok.drop_null()).to_pylist())
 
 
-def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: dict[str, Any]) -> Any:
+def _clips(out: Any, run: Run, summary: dict[str, Any]) -> Any:
     """The CLIPS table: fixed-length clips of the ok downloads, or the windows' decisions
     (written, funnel into ``summary``) merged into clips."""
     from manifests import schemas
-    from curate.config.run import resolve
 
-    recipe = run["recipe"]
+    recipe = run.recipe
     if recipe["clip_mode"] == "fixed":
         from curate.selection.merge import fixed_clips
         from curate.stagekit.inputs import ok_downloads
@@ -68,7 +68,8 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
                                 schemas.CLIPS)
     from curate.selection.merge import merge_table
     windows = read_windows_table(out)
-    decisions, funnel_, keep = select_windows_table(windows, th, gate=set(gate), order=resolve(run).order)
+    decisions, funnel_, keep = select_windows_table(windows, run.threshold_dict(), gate=set(run.gate),
+                                                    order=run.order)
     schemas.write_manifest(out, "decisions", decisions)
     del decisions
     summary["funnel"], summary["needs_scoring"] = funnel_, funnel_["needs_scoring"]
@@ -78,17 +79,15 @@ def _clips(out: Any, run: dict[str, Any], th: dict, gate: list[str], summary: di
     shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
         if schemas.has_manifest(out, "shots") else None
     if (recipe.get("repair") or {}).get("enabled"):     # merged too; shipped only repaired
-        keep = keep | _repair_candidates(run, windows, th, gate, summary)
+        keep = keep | _repair_candidates(run, windows, summary)
     return merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
 
 
-def _repair_candidates(run: dict[str, Any], windows: Any, th: dict, gate: list[str],
-                       summary: dict[str, Any]) -> Any:
+def _repair_candidates(run: Run, windows: Any, summary: dict[str, Any]) -> Any:
     """The repair candidates (``curate.selection.repair.candidate_mask``) to merge; none
     without Synchformer weights (nothing could certify or rescore them, and they would take
     the places of clips that ship)."""
     import numpy as np
-    from curate.config.run import resolve
     from curate.selection.repair import candidate_mask
     from curate.stages.certify import certify_weights
 
@@ -101,39 +100,29 @@ def _repair_candidates(run: dict[str, Any], windows: Any, th: dict, gate: list[s
         log.warning("repair is on but no Synchformer weights: no clip can be repaired")
         summary["repair_candidates"] = 0
         return np.zeros(windows.num_rows, dtype=bool)
-    cand = candidate_mask(windows, th, gate, resolve(run).order, run["recipe"]["repair"]["min_prob"])
+    cand = candidate_mask(windows, run.threshold_dict(), list(run.gate), run.order, run.recipe["repair"]["min_prob"])
     summary["repair_candidates"] = int(cand.sum())
     return cand
 
 
-def stage_select(out: Any, run: dict[str, Any], overrides: list[str] | None = None,
-                 decisions_file: Any = None) -> dict[str, Any]:
+def select_clips(out: Any, run: Run, overrides: list[str] | None = None) -> dict[str, Any]:
     """Thresholds on stored scores -> decisions -> merged clips -> balanced, split selection,
     columnar (no row dicts for windows). Touches no model: changing a threshold and
-    re-selecting takes seconds."""
-    from pathlib import Path
+    re-selecting takes seconds. ``overrides``: this command's ``--set`` (for the inert ones'
+    lines; the run already holds them). Returns the summary (funnel, balance, ...)."""
     from curate.selection.balance import select_clips_table
     from manifests import schemas
 
-    from curate.config.run_state import save_run
-    from curate.config.run import resolve
-
-    recipe = run["recipe"]
-    if overrides is not None:
-        run["selection_overrides"] = list(overrides)
-        save_run(out, run)
-    r = resolve(run)
-    th, gate, score_only = r.threshold_dict(), list(r.gate), dict(r.score_only)
+    state = run.as_dict()
+    recipe = state["recipe"]
+    gate, score_only = list(run.gate), dict(run.score_only)
     review = None
-    if decisions_file or run.get("review_decisions"):
+    if state.get("review_decisions"):
         from curate.reports.review import load_decisions
-        review = load_decisions(decisions_file or run.get("review_decisions"))
-    if decisions_file:
-        run["review_decisions"] = str(Path(decisions_file).resolve())
-        save_run(out, run)
-    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": th,
+        review = load_decisions(state["review_decisions"])
+    summary: dict[str, Any] = {"score_only": score_only, "gate": gate, "thresholds": run.threshold_dict(),
                                "inert": inert_overrides(overrides, gate, score_only)}
-    clips = _clips(out, run, th, gate, summary)
+    clips = _clips(out, run, summary)
     clips = keep_cut_columns(out, "clips", clips, "clip_id")
     clips, summary["desync_rejected"] = desync_gate(clips, (recipe.get("desync") or {}).get("max"))
     schemas.write_manifest(out, "clips", clips)
@@ -159,10 +148,28 @@ def inert_overrides(overrides: list[str] | None, gate: list[str],
     return out
 
 
-def _run(ctx: Context) -> None:
-    summary = stage_select(ctx.out, ctx.run)
-    if summary.get("needs_scoring"):
-        ctx.echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {ctx.out}`")
+class Select(Stage):
+    """Thresholds on stored scores -> decisions -> merged clips -> balanced, split selection.
+    ``curate select``'s ``--set`` (``overrides``) and ``--decisions`` (``decisions_file``)
+    are recorded in the run before it is resolved; the value is the summary."""
+    name = "select"
+    reads = ("windows", "shots", "sources")
+    writes = ("decisions", "clips", "selected")
+
+    def configure(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        from pathlib import Path
+        rec: dict[str, Any] = {}
+        if args.get("overrides") is not None:
+            rec["selection_overrides"] = list(args["overrides"])
+        if args.get("decisions_file"):
+            rec["review_decisions"] = str(Path(args["decisions_file"]).resolve())
+        return rec
+
+    def finish(self, ctx: Context, work: Work | None, result: Any) -> Outputs:
+        summary = select_clips(ctx.out, ctx.run, ctx.args.get("overrides"))
+        if summary.get("needs_scoring"):
+            ctx.echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {ctx.out}`")
+        return Outputs(summary)
 
 
-STAGE = Stage("select", run=_run)
+STAGE = Select()

@@ -3,17 +3,19 @@ shards and their index."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from manifests import schemas
 from manifests.classes import class_order
 from manifests.schemas import read_rows, write_manifest
-from curate.execution.spec import Executor, StageSpec
-from curate.execution.checkpoints import fingerprint, run_stage
+from curate.config.run import Run
+from curate.execution.spec import StageSpec
+from curate.execution.checkpoints import StageResult, fingerprint
 from curate.stagekit import repair
-from curate.stagekit.declare import Context, Stage, Echo, run_kw, spec_kw, summarize_failures
-from curate.stages.download import run_encoder_settings, stage_fetch_full, two_pass
+from curate.stagekit.declare import Context, Outputs, Stage, Work, spec_kw, summarize_failures
+from curate.stages.download import fetch_full, run_encoder_settings, two_pass
 from curate.stagekit.inputs import file_id, ok_downloads, rel_path
 
 
@@ -73,14 +75,14 @@ def _shards_unchanged(out: str | Path, fp: str) -> list[dict] | None:
     return None
 
 
-def cut_spec(run: dict[str, Any]) -> StageSpec:
+def cut_spec(run: Run) -> StageSpec:
     """The cut: one ffmpeg task per clip, capped to the recipe's short side."""
-    cap = run["recipe"]["shards"].get("max_short_side")
+    cap = run.recipe["shards"].get("max_short_side")
     return StageSpec("cut", functools.partial(_cut_factory, cap), _cut_error,
                      params={"cap": cap, "encoder": run_encoder_settings(run)}, **spec_kw(run, "cut"))
 
 
-def _write_shards(out: str | Path, run: dict[str, Any], groups: dict[str, list[dict]],
+def _write_shards(out: str | Path, run: Run, groups: dict[str, list[dict]],
                   cuts: dict[str, dict], current: Any, downloads: dict[str, dict],
                   clips: dict[str, dict]) -> list[dict]:
     """Each split's shards and the shards manifest, unless the last write was made from the
@@ -88,9 +90,10 @@ def _write_shards(out: str | Path, run: dict[str, Any], groups: dict[str, list[d
     from manifests.atomic import write_json
     from shards.writer import make_sample, write_shards
 
-    shards = run["recipe"]["shards"]
+    recipe = run.as_dict()["recipe"]
+    shards = recipe["shards"]
     selected = [s for g in groups.values() for s in g]
-    classes = class_order(run["recipe"].get("classes"), (s["class_name"] for s in selected))
+    classes = class_order(recipe.get("classes"), (s["class_name"] for s in selected))
     fp = fingerprint({"selected": selected, "cuts": current, "classes": classes,
                       "shards": shards, "sources": sorted(downloads), "clips": sorted(clips)})
     rows = _shards_unchanged(out, fp)
@@ -108,13 +111,26 @@ def _write_shards(out: str | Path, run: dict[str, Any], groups: dict[str, list[d
     return rows
 
 
-def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None) -> list[dict]:
-    """Cut every selected clip (Ray tasks), then write each split's shards and their index."""
-    from shards.writer import split_groups
-    from curate.selection.exact_lists import unique_cut_items
+@dataclass
+class _Plan:
+    """What the shard stage's ``work`` read and ``finish`` writes from."""
+    all_selected: list[dict]
+    groups: dict[str, list[dict]]
+    selected: list[dict]
+    downloads: dict[str, dict]
+    full_failed: dict[str, str]
+    clips: dict[str, dict]
+    clip_dir: Path
 
+
+def _plan(ctx: Context) -> _Plan:
+    """The selected clips by split (a clip with no or an invalid split cannot go to a shard:
+    failed in `selected`), the downloads they are cut from (on two-pass runs the full
+    rendition, fetched now: ``download.fetch_full``) and the merged clips."""
+    from shards.writer import split_groups
+
+    out = ctx.out
     all_selected = read_rows(out, "selected")
-    # a clip with no (or an invalid) split cannot go to a shard: recorded in `selected`
     groups, unshardable = split_groups(s for s in all_selected if s["status"] == schemas.STATUS_OK)
     why = {(r["key"], r["split"]): r["error"] for r in unshardable}
     for s in all_selected:
@@ -123,33 +139,52 @@ def stage_shard(out: str | Path, run: dict[str, Any], executor: Executor, echo: 
     selected = [s for g in groups.values() for s in g]
     downloads = {d["source_id"]: d for d in ok_downloads(out)}
     full_failed: dict[str, str] = {}
-    if two_pass(run):   # scored on the small rendition: cut from the full one
-        downloads, full_failed = stage_fetch_full(out, run, executor, [s["source_id"] for s in selected],
-                                                  downloads, echo)
+    if two_pass(ctx.run):   # scored on the small rendition: cut from the full one
+        downloads, full_failed = fetch_full(out, ctx.run, ctx.executor, [s["source_id"] for s in selected],
+                                            downloads, ctx.echo)
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")} if schemas.has_manifest(out, "clips") else {}
-    clip_dir = Path(out) / "media" / "clips"
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    decisions = repair.plan(out, run, selected, clips)
-    items = [_cut_item(s, downloads[s["source_id"]], clip_dir, out, decisions.get(s["key"]))
-             for s in selected if s["source_id"] in downloads]
-    items = unique_cut_items(items)   # a clip listed in train and test is cut once
-    res = run_stage(out, cut_spec(run), items, executor, **run_kw(run))
-    cut_table = res.table("cuts")
-    cuts = {c["key"]: _rebase_cut(c, clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
-    # a repaired clip ships only if it rescores at 0; an out-of-sync one only repaired
-    repair.settle(out, run, executor, cuts, selected)
-    for s in selected:      # no full rendition: the clip is not cut (and says why)
-        if s["source_id"] in full_failed:
-            cuts[s["key"]] = {"key": s["key"], "status": schemas.STATUS_FAILED, "error": full_failed[s["source_id"]]}
-    # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
-    _fill_cut_columns(all_selected, cuts)
-    _fill_cut_columns(selected, cuts)
-    rows = _write_shards(out, run, groups, cuts, res.current, downloads, clips)
-    _record_cut_failures(out, all_selected, cuts)
-    _record_cuts_in_clips(out, clips, all_selected)
-    if cut_table is not None:
-        summarize_failures("cut", cut_table, echo)
-    return rows
+    return _Plan(all_selected, groups, selected, downloads, full_failed, clips, Path(out) / "media" / "clips")
+
+
+class Shard(Stage):
+    """Every selected clip cut (``ops.cut``), then each split's WebDataset shards and their
+    index, verified; a clip that could not be cut stays in `selected`, failed, with why."""
+    name = "shard"
+    reads = ("selected", "downloads", "clips")
+    writes = ("selected", "clips", "shards")
+
+    def spec(self, ctx: Context) -> StageSpec:
+        return cut_spec(ctx.run)
+
+    def work(self, ctx: Context, spec: StageSpec | None) -> Work:
+        from curate.selection.exact_lists import unique_cut_items
+        plan = _plan(ctx)
+        plan.clip_dir.mkdir(parents=True, exist_ok=True)
+        decisions = repair.plan(ctx.out, ctx.run.as_dict(), plan.selected, plan.clips)
+        items = [_cut_item(s, plan.downloads[s["source_id"]], plan.clip_dir, ctx.out, decisions.get(s["key"]))
+                 for s in plan.selected if s["source_id"] in plan.downloads]
+        return Work(unique_cut_items(items), plan=plan)   # a clip listed in train and test is cut once
+
+    def finish(self, ctx: Context, work: Work | None, result: StageResult | None) -> Outputs:
+        from shards.verify import format_report, verify_path
+        p: _Plan = work.plan
+        cut_table = result.table("cuts")
+        cuts = {c["key"]: _rebase_cut(c, p.clip_dir) for c in (cut_table.to_pylist() if cut_table is not None else [])}
+        # a repaired clip ships only if it rescores at 0; an out-of-sync one only repaired
+        repair.settle(ctx.out, ctx.run.as_dict(), ctx.executor, cuts, p.selected)
+        for s in p.selected:      # no full rendition: the clip is not cut (and says why)
+            if s["source_id"] in p.full_failed:
+                cuts[s["key"]] = {"key": s["key"], "status": schemas.STATUS_FAILED, "error": p.full_failed[s["source_id"]]}
+        # before the fingerprint: a rerun fills the same values (split_groups may copy the rows)
+        _fill_cut_columns(p.all_selected, cuts)
+        _fill_cut_columns(p.selected, cuts)
+        rows = _write_shards(ctx.out, ctx.run, p.groups, cuts, result.current, p.downloads, p.clips)
+        _record_cut_failures(ctx.out, p.all_selected, cuts)
+        _record_cuts_in_clips(ctx.out, p.clips, p.all_selected)
+        if cut_table is not None:
+            summarize_failures("cut", cut_table, ctx.echo)
+        ctx.echo(format_report(verify_path(ctx.out)))
+        return Outputs(rows)
 
 
 def _cut_item(s: dict, download: dict, clip_dir: Path, out: str | Path, decision=None) -> dict:
@@ -199,10 +234,4 @@ def _record_cut_failures(out: str | Path, selected: list[dict], cuts: dict[str, 
     write_manifest(out, "selected", selected)
 
 
-def _run(ctx: Context) -> None:
-    from shards.verify import format_report, verify_path
-    stage_shard(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
-    ctx.echo(format_report(verify_path(ctx.out)))
-
-
-STAGE = Stage("shard", run=_run, spec=cut_spec)
+STAGE = Shard()

@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from manifests import schemas
 from manifests.schemas import write_manifest
-from curate.stagekit.declare import Context, Stage
+from curate.stagekit.declare import Context, Outputs, Stage, Work
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- sources
 
-def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path,
-                  limit: int | None = None) -> list[dict]:
+def read_source_rows(out: str | Path, recipe: Mapping[str, Any], sources_file: str | Path,
+                     limit: int | None = None) -> list[dict]:
+    """The source list's rows (beyond ``limit`` accepted ones: skipped), written as the
+    sources manifest."""
     from manifests.classes import recipe_classes
     from manifests.source_lists import read_sources, recipe_assigns_split, require_split
 
-    recipe = run["recipe"]
     kw: dict[str, Any] = {}
     if recipe.get("classes"):
         kw["classes"] = recipe_classes(recipe["classes"])
@@ -41,12 +42,18 @@ def stage_sources(out: str | Path, run: dict[str, Any], sources_file: str | Path
     return rows
 
 
-def _run(ctx: Context) -> None:
-    if ctx.sources is None:
-        if schemas.has_manifest(ctx.out, "sources"):
-            return          # a rerun without --sources keeps the manifest it has
-        raise ValueError("no sources: pass --sources FILE")
-    stage_sources(ctx.out, ctx.run, ctx.sources, limit=ctx.limit)
+class Sources(Stage):
+    """The source list (``--sources``) read into the sources manifest; a rerun without it
+    keeps the manifest it has."""
+    name = "sources"
+    writes = ("sources",)
+
+    def finish(self, ctx: Context, work: Work | None, result: Any) -> Outputs:
+        if ctx.sources is None:
+            if schemas.has_manifest(ctx.out, "sources"):
+                return Outputs(None)
+            raise ValueError("no sources: pass --sources FILE")
+        return Outputs(read_source_rows(ctx.out, ctx.run.recipe, ctx.sources, limit=ctx.limit))
 
 
-STAGE = Stage("sources", run=_run)
+STAGE = Sources()

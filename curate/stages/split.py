@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
 
 from manifests import schemas
 from manifests.schemas import write_manifest
-from curate.execution.spec import Executor, StageSpec
-from curate.execution.checkpoints import run_stage
-from curate.stagekit.declare import Context, Stage, Echo, empty_table, run_kw, spec_kw, summarize_failures
+from curate.execution.spec import StageSpec
+from curate.execution.checkpoints import StageResult
+from curate.config.run import Run
+from curate.stagekit.declare import Context, Outputs, Stage, Work, empty_table, spec_kw, summarize_failures
 from curate.stagekit.inputs import file_id, ok_downloads, segment_of
 from curate.stagekit.window_table import assemble_windows, split_params
 
@@ -37,11 +35,11 @@ def _split_error(item: dict, error: str) -> dict:
                        "status": schemas.STATUS_FAILED, "error": error}]}
 
 
-def split_spec(run: dict[str, Any]) -> StageSpec:
-    recipe = run["recipe"]
-    return StageSpec("split", functools.partial(_split_factory, recipe["shots"], recipe["windows"]),
-                     _split_error, params=split_params(run),
-                     **spec_kw(run, "split"))
+def split_spec(run: Run) -> StageSpec:
+    """Shot detection and windows per downloaded segment (the recipe's shots / windows)."""
+    params = split_params(run.as_dict())
+    return StageSpec("split", functools.partial(_split_factory, params["shots"], params["windows"]),
+                     _split_error, params=params, **spec_kw(run, "split"))
 
 
 def split_items(out: str | Path) -> list[dict]:
@@ -50,21 +48,25 @@ def split_items(out: str | Path) -> list[dict]:
             for s in ok_downloads(out)]
 
 
-def stage_split(out: str | Path, run: dict[str, Any], executor: Executor, echo: Echo = None
-                ) -> tuple[pa.Table, pa.Table]:
-    """Shots and windows (Arrow: a VGGSound-scale windows table never becomes row dicts)."""
-    spec = split_spec(run)
-    res = run_stage(out, spec, split_items(out), executor,
-                    schemas={"shots": schemas.SHOTS, "windows": schemas.WINDOWS}, **run_kw(run))
-    shots = res.table("shots") or empty_table("shots")
-    write_manifest(out, "shots", shots)
-    windows = assemble_windows(out, run)
-    summarize_failures("split", shots, echo)
-    return shots, windows
+class Split(Stage):
+    """Shots and windows of every downloaded segment (Arrow: a VGGSound-scale windows table
+    never becomes row dicts); the windows table is assembled with the current scores."""
+    name = "split"
+    reads = ("downloads",)
+    writes = ("shots", "windows")
+
+    def spec(self, ctx: Context) -> StageSpec:
+        return split_spec(ctx.run)
+
+    def work(self, ctx: Context, spec: StageSpec | None) -> Work:
+        return Work(split_items(ctx.out), schemas={"shots": schemas.SHOTS, "windows": schemas.WINDOWS})
+
+    def finish(self, ctx: Context, work: Work | None, result: StageResult | None) -> Outputs:
+        shots = result.table("shots") or empty_table("shots")
+        write_manifest(ctx.out, "shots", shots)
+        windows = assemble_windows(ctx.out, ctx.run.as_dict())
+        summarize_failures("split", shots, ctx.echo)
+        return Outputs((shots, windows))
 
 
-def _run(ctx: Context) -> None:
-    stage_split(ctx.out, ctx.run, ctx.executor, echo=ctx.echo)
-
-
-STAGE = Stage("split", run=_run, spec=split_spec, items=lambda ctx: split_items(ctx.out))
+STAGE = Split()

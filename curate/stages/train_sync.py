@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from curate.stagekit.inputs import ok_downloads
-from curate.config.run_state import save_run
-from curate.stagekit.declare import Stage
+from curate.stagekit.declare import Context, Outputs, Stage, Work
 
 #: wall-time budget of the demo's sync training
 SYNC_TRAIN_MINUTES = 2.5
 
 
-def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
+def train_demo_sync(out: str | Path) -> Path:
     """Train the small sync classifier on the demo's downloaded train split (time-bounded)."""
     from sync_classifier.train import train
 
@@ -43,9 +42,20 @@ def train_demo_sync(out: str | Path, run: dict[str, Any]) -> Path:
     ckpt = train(data=train_dir, out=ckpt_dir, small=True, steps=5000, batch_size=4, lr=1e-3,
                  max_minutes=SYNC_TRAIN_MINUTES, num_workers=0, seed=0, log_every=50,
                  ckpt_every=100_000, resume=False)
-    run["options"]["sync_checkpoint"] = str(Path(ckpt).absolute())   # run.json: relative to out
-    save_run(out, run)
     return Path(ckpt)
 
 
-STAGE = Stage("train-sync", run=lambda ctx: train_demo_sync(ctx.out, ctx.run))
+class TrainSync(Stage):
+    """The demo's small sync classifier, trained when no sync checkpoint is given; the run
+    records it as the sync filter's weights (``--sync-checkpoint``; run.json keeps it
+    relative to the output)."""
+    name = "train-sync"
+    reads = ("downloads",)
+    trains_weights = True
+
+    def finish(self, ctx: Context, work: Work | None, result: Any) -> Outputs:
+        ckpt = train_demo_sync(ctx.out)
+        return Outputs(ckpt, record={"options": {"sync_checkpoint": str(Path(ckpt).absolute())}})
+
+
+STAGE = TrainSync()

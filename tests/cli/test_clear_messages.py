@@ -160,7 +160,7 @@ def test_a_device_as_local_path_is_not_a_missing_file(tmp_path):
 def test_stats_group_rejected_sources_by_their_reason(tmp_path):
     from curate.reports.stats import format_text, collect
     from curate.config.run_state import new_run
-    from curate.stages.sources import stage_sources
+    from curate.build import stage_value
     from curate.config.recipes import get_recipe
     src = tmp_path / "s.csv"
     src.write_text("id,url,start,end,label,split\n"
@@ -172,7 +172,7 @@ def test_stats_group_rejected_sources_by_their_reason(tmp_path):
     cfg = tmp_path / "r.json"
     cfg.write_text(json.dumps({"base": "demo"}))
     run = new_run(out, get_recipe("custom", cfg), {})
-    stage_sources(out, run, src)
+    stage_value("sources", out, run, sources=src)
     st = collect(out)
     fails = {k: n for k, n in st["failures"].items() if k.startswith("sources")}
     assert fails == {"sources rejected: unsafe id '…'": 2, "sources rejected: unparseable start '…'": 1}, fails

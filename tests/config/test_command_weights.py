@@ -17,7 +17,7 @@ from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.config.weights import cache_path, get_weight, record_path
 from curate.execution.local import LocalExecutor
-from curate.stages.certify import stage_certify
+from curate.build import stage_value
 from filters.synchformer_model import Synchformer, SynchformerConfig, save_synchformer
 from manifests import schemas
 from manifests.schemas import read_rows, write_manifest
@@ -64,10 +64,10 @@ def _run(tmp_path: Path, options: dict) -> tuple[Path, dict]:
 def test_certify_takes_synchformer_from_the_cache(home, tmp_path):
     out, run = _run(tmp_path, {})
     said: list[str] = []
-    assert stage_certify(out, run, LocalExecutor(), echo=said.append) == 0     # nothing cached yet
+    assert stage_value("certify", out, run, LocalExecutor(), echo=said.append) == 0     # nothing cached yet
     assert "skipped" in said[0] and "curate models pull synchformer-mmaudio" in said[0]
     _pulled("synchformer-mmaudio")
-    assert stage_certify(out, run, LocalExecutor()) == 1
+    assert stage_value("certify", out, run, LocalExecutor()) == 1
     clip = read_rows(out, "clips")[0]
     assert all(clip[c] is not None for c in schemas.CERT_COLUMNS)
 
@@ -78,7 +78,7 @@ def test_a_cached_synchformer_that_changed_is_refused(home, tmp_path):
         f.write(b"\0")
     out, run = _run(tmp_path, {})
     with pytest.raises(ValueError, match="changed since it was pulled"):
-        stage_certify(out, run, LocalExecutor())
+        stage_value("certify", out, run, LocalExecutor())
 
 
 def test_the_option_wins_and_may_name_a_cached_row(home, tmp_path):

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from curate.config.run_state import new_run
-from curate.stages.download import stage_download
-from curate.stages.sources import stage_sources
+from curate.build import stage_value
 from curate.ops.health import read_state
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
@@ -31,10 +30,10 @@ def run_throttled(tmp_path, throttle_s: float, n: int = WORKERS, executor=None):
     with LoopbackServer(media, throttle_s=throttle_s, throttle_retry_after="1") as srv:
         served_sources_csv(tmp_path / "s.csv", srv, ids)
         run = new_run(out, get_recipe("demo"), {"download_workers": WORKERS})
-        stage_sources(out, run, tmp_path / "s.csv")
+        stage_value("sources", out, run, sources=tmp_path / "s.csv")
         ex = executor or RayExecutor(workers=2)
         try:
-            rows = stage_download(out, run, ex)
+            rows = stage_value("download", out, run, ex)
         finally:
             if executor is None:
                 ex.shutdown()

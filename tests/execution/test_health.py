@@ -187,8 +187,7 @@ def _fake_youtube(monkeypatch, calls: list, ok_with: str | None = None):
 
 def _run_downloads(tmp_path, n: int, health_block: dict, options: dict | None = None):
     from curate.config.run_state import new_run
-    from curate.stages.download import stage_download
-    from curate.stages.sources import stage_sources
+    from curate.build import stage_value
     from curate.config.recipes import get_recipe
     from curate.execution.local import LocalExecutor
 
@@ -199,9 +198,9 @@ def _run_downloads(tmp_path, n: int, health_block: dict, options: dict | None = 
     recipe["engine"] = {**recipe["engine"], "download_health": health_block}
     out = tmp_path / "out"
     run = new_run(out, recipe, options or {})
-    stage_sources(out, run, src)
+    stage_value("sources", out, run, sources=src)
     echoed: list[str] = []
-    rows = stage_download(out, run, LocalExecutor(), echo=echoed.append)
+    rows = stage_value("download", out, run, LocalExecutor(), echo=echoed.append)
     return out, rows, echoed
 
 

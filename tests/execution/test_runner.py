@@ -118,8 +118,7 @@ def test_redo_runs_finished_items_again_and_replaces_their_rows(tmp_path):
 
 def test_download_retry_failed_retries_only_transient_failures(tmp_path):
     from curate.config.run_state import new_run
-    from curate.stages.download import stage_download
-    from curate.stages.sources import stage_sources
+    from curate.build import stage_value
     from curate.demo.loopback import LoopbackServer
     from curate.demo.synth import make_event_video
 
@@ -135,15 +134,15 @@ def test_download_retry_failed_retries_only_transient_failures(tmp_path):
         recipe = get_recipe("demo")
         recipe["download"].update(retries=0, socket_timeout=1.0)
         run = new_run(out, recipe, {})
-        stage_sources(out, run, src)
-        rows = {r["source_id"][:4]: r for r in stage_download(out, run, LocalExecutor())}
+        stage_value("sources", out, run, sources=src)
+        rows = {r["source_id"][:4]: r for r in stage_value("download", out, run, LocalExecutor())}
         assert rows["a_00"]["reason"] == "timeout" and rows["gone"]["reason"] == "http_error"
         server.stall.clear()
         n = server.count()
-        rows = {r["source_id"][:4]: r for r in stage_download(out, run, LocalExecutor())}
+        rows = {r["source_id"][:4]: r for r in stage_value("download", out, run, LocalExecutor())}
         assert server.count() == n and rows["a_00"]["status"] == "failed"      # plain rerun: finished work
         rows = {r["source_id"][:4]: r for r in
-                stage_download(out, run, LocalExecutor(), retry_failed=True)}
+                stage_value("download", out, run, LocalExecutor(), retry_failed=True)}
         assert rows["a_00"]["status"] == "ok"
         assert rows["gone"]["status"] == "failed"
         assert server.count("gone.mp4") == 1          # a 404 is final: never asked again

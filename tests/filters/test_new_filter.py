@@ -43,10 +43,7 @@ def _scored_run(tmp_path):
     from curate.config.recipes import get_recipe
     from curate.config.run_state import new_run
     from curate.execution.local import LocalExecutor
-    from curate.stages.download import stage_download
-    from curate.stages.score import stage_score
-    from curate.stages.sources import stage_sources
-    from curate.stages.split import stage_split
+    from curate.build import stage_value
     from testkit.avmedia import demo_sources
 
     recipe = get_recipe("demo")
@@ -55,10 +52,10 @@ def _scored_run(tmp_path):
     recipe["gate"] = ["pixel_diff", "amplitude", "brightness"]
     out, ex = tmp_path / "run", LocalExecutor()
     run = new_run(out, recipe, {"allow_random_weights": True})
-    stage_sources(out, run, demo_sources(tmp_path / "corpus", n_videos=2, seed=3))
-    stage_download(out, run, ex)
-    stage_split(out, run, ex)
-    return out, run, stage_score(out, run, ex)
+    stage_value("sources", out, run, sources=demo_sources(tmp_path / "corpus", n_videos=2, seed=3))
+    stage_value("download", out, run, ex)
+    stage_value("split", out, run, ex)
+    return out, run, stage_value("score", out, run, ex)
 
 
 def _passes_cheap(r) -> bool:
@@ -70,7 +67,7 @@ def _passes_cheap(r) -> bool:
 def test_a_filter_module_alone_registers_scores_stores_selects_and_shows_in_stats(brightness, tmp_path):
     from curate.config.thresholds import parse_overrides
     from curate.reports.stats import collect, format_text
-    from curate.stages.select import stage_select
+    from curate.build import stage_value
     from manifests import schemas
 
     # registered: columns, note, default threshold, cascade place, --set name
@@ -89,7 +86,7 @@ def test_a_filter_module_alone_registers_scores_stores_selects_and_shows_in_stat
 
     # selects: a threshold between the scores rejects the darker windows, by brightness
     cut = float(np.median(scored))
-    stage_select(out, run, overrides=[f"brightness.min={cut}"])
+    stage_value("select", out, run, overrides=[f"brightness.min={cut}"])
     reasons = {d["window_id"]: d["reason"] for d in schemas.read_rows(out, "decisions")}
     dark = [r["window_id"] for r in rows if _passes_cheap(r) and r["brightness"] is not None
             and r["brightness"] < cut]

@@ -9,9 +9,7 @@ import subprocess
 import pytest
 
 from curate.config.run_state import new_run
-from curate.stages.download import stage_download
-from curate.stages.shard import stage_shard
-from curate.stages.sources import stage_sources
+from curate.build import stage_value
 from curate.ops.fetch import DownloadOptions, download_source
 from curate.demo.loopback import LoopbackServer
 from curate.config.recipes import get_recipe
@@ -72,8 +70,8 @@ def test_shard_stage_fetches_the_full_rendition_only_for_selected_clips(site, tm
         src.write_text("id,url,start,end,label,split\n"
                        f"a,{srv.url('a.html')},0,4,dog,train\nb,{srv.url('b.html')},0,4,dog,train\n")
         run = new_run(out, recipe, {})
-        stage_sources(out, run, src)
-        downloads = stage_download(out, run, LocalExecutor())
+        stage_value("sources", out, run, sources=src)
+        downloads = stage_value("download", out, run, LocalExecutor())
         assert [(d["width"], d["height"], d["rendition"]) for d in downloads] == [(320, 240, "small")] * 2
         assert _gets(srv, "a_1280x720.mp4") == _gets(srv, "b_1280x720.mp4") == 0
         # as if selection kept two clips of source a, none of b
@@ -83,7 +81,7 @@ def test_shard_stage_fetches_the_full_rendition_only_for_selected_clips(site, tm
              "class_name": "dog", "split": "train", "start": float(n.split("_")[-2]),
              "end": float(n.split("_")[-1]), "rank_score": 1.0, "status": "ok", "error": None}
             for k, n in enumerate(names)])
-        stage_shard(out, run, LocalExecutor())
+        stage_value("shard", out, run, LocalExecutor())
         assert _gets(srv, "a_1280x720.mp4") >= 1           # the survivor's full rendition ...
         assert _gets(srv, "b_1280x720.mp4") == 0           # ... and no other
         assert _gets(srv, "b_640x360.mp4") == _gets(srv, "b_160x120.mp4") == 0

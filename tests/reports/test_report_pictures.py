@@ -18,7 +18,7 @@ from curate.config.run_state import load_run
 from curate.reports.gallery import PER_REASON, TOTAL, class_cap, clip_times, nearest
 from curate.reports.html import health_sentence
 from curate.reports.stats import collect, write_report
-from curate.stages.select import stage_select
+from curate.build import stage_value
 from manifests import schemas
 from manifests.schemas import read_rows
 from tests.browser import chrome, visible_json_blocks
@@ -68,7 +68,7 @@ def picture_run(out: Path, mp4: Path, n_sources: int, n_classes: int | None = No
     run["sync_convention"] = "released"
     run["licences"] = {"imagebind": "CC BY-NC 4.0", "silero_vad": "MIT"}
     (out / "run.json").write_text(json.dumps(run))
-    stage_select(out, load_run(out))
+    stage_value("select", out, load_run(out))
     raw = out / "media" / "raw"
     raw.mkdir(parents=True)
     for d in tables["downloads"]:

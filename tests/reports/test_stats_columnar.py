@@ -13,7 +13,7 @@ import pytest
 from curate.config.models import gating
 from curate.config.run_state import load_run
 from curate.config.thresholds import thresholds
-from curate.stages.select import stage_select
+from curate.build import stage_value
 from tests.selection.oracle import select_windows
 from curate.reports.reasons import reason_category
 from curate.reports.stats import collect, format_text, write_report
@@ -37,7 +37,7 @@ def _recipe(select=None):
 def selected_run(tmp_path):
     out = tmp_path / "run"
     _write_run(out, random_run(11, n_sources=150), _recipe())
-    stage_select(out, load_run(out))
+    stage_value("select", out, load_run(out))
     return out
 
 
@@ -118,7 +118,7 @@ def test_unfinished_run_names_stages_and_pending_items(tmp_path):
 def test_finished_run_is_not_flagged(tmp_path):
     out = tmp_path / "run"
     _write_run(out, random_run(13, n_sources=30), _recipe())
-    stage_select(out, load_run(out))
+    stage_value("select", out, load_run(out))
     sel = [s for s in read_rows(out, "selected") if s["status"] == "ok"]
     write_manifest(out, "shards", [{"key": s["key"], "split": s["split"], "shard": "train-000000.tar",
                                     "offset": 0, "size": 1, "sha256": "x"} for s in sel])

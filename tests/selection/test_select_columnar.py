@@ -18,7 +18,7 @@ from curate.selection.merge import merge_table, merge_windows
 from tests.selection.oracle import needs_scoring_by_filter, select_windows
 from curate.selection.rules import needs_scoring_table, select_windows_table
 from curate.config.thresholds import parse_overrides
-from curate.stages.select import stage_select
+from curate.build import stage_value
 from filters import registry
 from manifests import schemas
 from manifests.schemas import ALL_SCORES, to_table, write_manifest
@@ -190,7 +190,7 @@ def test_select_stage_against_the_row_oracle(tmp_path, select_params, classes):
     a = tmp_path / "run"
     _write_run(a, random_run(5, n_sources=120), recipe)
     overrides = ["clip_diff.max=0.6"]
-    summary = stage_select(a, load_run(a), overrides=overrides)
+    summary = stage_value("select", a, load_run(a), overrides=overrides)
     run = load_run(a)
     gate, _ = gating(run)
     dec_rows, fun_rows = select_windows(read_rows(a, "windows"), thresholds(run, overrides),
@@ -198,7 +198,7 @@ def test_select_stage_against_the_row_oracle(tmp_path, select_params, classes):
     assert read_rows(a, "decisions") == dec_rows
     assert summary["funnel"] == fun_rows
     before = _tables(a)
-    assert stage_select(a, load_run(a), overrides=overrides) == summary
+    assert stage_value("select", a, load_run(a), overrides=overrides) == summary
     assert _tables(a) == before
     assert json.loads((a / "run.json").read_text())["selection_overrides"] == overrides
     assert any(s["status"] == "ok" for s in before["selected"])
@@ -213,12 +213,12 @@ def test_select_stage_with_review_decisions(tmp_path):
     a, b = tmp_path / "old", tmp_path / "new"
     _write_run(a, random_run(6, n_sources=120), recipe)
     shutil.copytree(a, b)
-    stage_select(a, load_run(a))
+    stage_value("select", a, load_run(a))
     ok = [s["name"] for s in _tables(a)["selected"] if s["status"] == "ok"]
     review = tmp_path / "review.json"
     review.write_text(json.dumps({ok[0]: "reject", ok[1]: "keep"}))
-    old = stage_select(a, load_run(a), decisions_file=review)
-    new = stage_select(b, load_run(b), decisions_file=review)
+    old = stage_value("select", a, load_run(a), decisions_file=review)
+    new = stage_value("select", b, load_run(b), decisions_file=review)
     assert new == old and _tables(b) == _tables(a)
     assert any(s["error"] == "review: rejected by reviewer" for s in _tables(b)["selected"])
 
@@ -322,8 +322,8 @@ def test_select_stage_fixed_clips_equals_stage_select(tmp_path):
     a, b = tmp_path / "old", tmp_path / "new"
     _write_run(a, data, recipe)
     shutil.copytree(a, b)
-    old = stage_select(a, load_run(a))
-    new = stage_select(b, load_run(b))
+    old = stage_value("select", a, load_run(a))
+    new = stage_value("select", b, load_run(b))
     assert new == old
     old_t, new_t = _tables(a), _tables(b)
     assert new_t["clips"] == old_t["clips"] and new_t["selected"] == old_t["selected"]

@@ -8,7 +8,7 @@ import torch
 from curate.config.recipes import get_recipe
 from curate.config.run_state import new_run
 from curate.execution.local import LocalExecutor
-from curate.stages.certify import stage_certify
+from curate.build import stage_value
 from curate.stages.select import keep_cut_columns
 from filters.synchformer import CERT_COLUMNS
 from filters.synchformer_model import Synchformer, SynchformerConfig, save_synchformer
@@ -47,7 +47,7 @@ def run_dir(tmp_path):
 
 def test_certify_fills_clips_and_selected(run_dir):
     out, run = run_dir
-    assert stage_certify(out, run, LocalExecutor()) == 2
+    assert stage_value("certify", out, run, LocalExecutor()) == 2
     clips = {c["clip_id"]: c for c in read_rows(out, "clips")}
     long, short, rejected = (clips[f"{SID}_{k}"] for k in range(3))
     assert all(long[c] is not None for c in CERT_COLUMNS) and long["cert_note"] is None
@@ -61,7 +61,7 @@ def test_certify_fills_clips_and_selected(run_dir):
 
 def test_reselect_keeps_the_certificate(run_dir):
     out, run = run_dir
-    stage_certify(out, run, LocalExecutor())
+    stage_value("certify", out, run, LocalExecutor())
     fresh = schemas.to_table([_clip(0, 0.0, 5.5), _clip(1, 2.0, 4.5)], schemas.CLIPS)
     kept = keep_cut_columns(out, "clips", fresh, "clip_id").to_pylist()
     assert kept[0]["desync_s"] is not None                # same clip and times: kept
@@ -73,7 +73,7 @@ def test_certify_without_weights_is_skipped(run_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "empty_cache"))     # nothing pulled
     run["options"]["synchformer_checkpoint"] = None
     said = []
-    assert stage_certify(out, run, LocalExecutor(), echo=said.append) == 0
+    assert stage_value("certify", out, run, LocalExecutor(), echo=said.append) == 0
     assert said == ["certify: skipped (no --synchformer-checkpoint, and no Synchformer in the weights "
                     "cache: `curate models pull synchformer-mmaudio`)"]
     assert all(c["desync_s"] is None for c in read_rows(out, "clips"))
@@ -99,7 +99,7 @@ def test_stats_show_the_certificate_histograms(run_dir):
     from curate.reports.stats import collect, format_text
     out, run = run_dir
     assert "certificates" not in collect(out)             # nothing certified yet: no block
-    stage_certify(out, run, LocalExecutor())
+    stage_value("certify", out, run, LocalExecutor())
     st = collect(out)
     cert = st["certificates"]
     assert cert["certified"] == 2

@@ -15,10 +15,7 @@ import pytest
 from curate.config.models import build_scorers, gating, resolve_models
 from curate.config.run_state import new_run
 from curate.config.thresholds import thresholds
-from curate.stages.download import stage_download
-from curate.stages.score import stage_score
-from curate.stages.sources import stage_sources
-from curate.stages.split import stage_split
+from curate.build import stage_value
 from curate.stagekit.window_table import base_windows
 from curate.build import remove_stale_temps
 from curate.config.recipes import get_recipe
@@ -50,10 +47,10 @@ def _recipe():
 
 def _run_all(out, src, ex):
     run = new_run(out, _recipe(), {"allow_random_weights": True})
-    stage_sources(out, run, src)
-    stage_download(out, run, ex)
-    stage_split(out, run, ex)
-    stage_score(out, run, ex)
+    stage_value("sources", out, run, sources=src)
+    stage_value("download", out, run, ex)
+    stage_value("split", out, run, ex)
+    stage_value("score", out, run, ex)
     return run
 
 
@@ -137,12 +134,12 @@ def test_decode_score_path_matches_scoring_the_grid_directly(corpus, tmp_path):
     src = tmp_path / "sources.csv"
     text = (corpus / "sources.csv").read_text().replace("videos/", f"{corpus}/videos/")
     src.write_text(text)
-    stage_sources(out, run, src)
-    stage_download(out, run, LocalExecutor())
-    stage_split(out, run, LocalExecutor())
+    stage_value("sources", out, run, sources=src)
+    stage_value("download", out, run, LocalExecutor())
+    stage_value("split", out, run, LocalExecutor())
     ex = RayExecutor(workers=1)
     try:
-        stage_score(out, run, ex)
+        stage_value("score", out, run, ex)
     finally:
         ex.shutdown()
     new = read_rows(out, "windows")

@@ -3,10 +3,7 @@ sync/alignment gating, a class-balanced test split, shards with the resolution c
 import subprocess
 
 from curate.config.run_state import new_run
-from curate.stages.download import stage_download
-from curate.stages.select import stage_select
-from curate.stages.shard import stage_shard
-from curate.stages.sources import stage_sources
+from curate.build import stage_value
 from curate.config.recipes import get_recipe
 from curate.execution.local import LocalExecutor
 from curate.reports.stats import collect
@@ -38,13 +35,13 @@ def test_landscape_recipe(tmp_path):
     recipe["select"]["test_per_class"] = 2       # the default (10% of the smallest class) is 0 here
     run = new_run(out, recipe, {})
     ex = LocalExecutor()
-    sources = stage_sources(out, run, src / "sources.csv")
+    sources = stage_value("sources", out, run, sources=src / "sources.csv")
     assert [s["status"] for s in sources].count("rejected") == 1      # not a Landscape class
-    downloads = {d["source_id"].split("_")[0]: d for d in stage_download(out, run, ex)}
+    downloads = {d["source_id"].split("_")[0]: d for d in stage_value("download", out, run, ex)}
     assert downloads["small"]["status"] == "failed" and downloads["small"]["reason"] == "too_small"
     assert all(downloads[v]["status"] == "ok" for v in ("w1", "w2", "r1", "r2"))
 
-    summary = stage_select(out, run)
+    summary = stage_value("select", out, run)
     assert "funnel" not in summary          # no windows, no scoring: fixed clips only
     clips = [c for c in read_rows(out, "clips") if c["status"] == "ok"]
     assert len(clips) == 2 + 2 + 2 + 3      # non-overlapping 10-s clips
@@ -57,7 +54,7 @@ def test_landscape_recipe(tmp_path):
             tests[s["class_name"]] = tests.get(s["class_name"], 0) + 1
     assert tests == {"waterfall_burbling": 2, "raining": 2}        # the same number per class
 
-    shard_rows = stage_shard(out, run, ex)
+    shard_rows = stage_value("shard", out, run, ex)
     assert len(shard_rows) == len(sel)
     from decoding.media import probe
     for p in (out / "media" / "clips").glob("*.mp4"):

@@ -23,7 +23,7 @@ from curate.demo.synth import make_event_video
 from curate.execution.local import LocalExecutor
 from curate.reports.stats import collect, format_text
 from curate.stagekit import repair
-from curate.stages.shard import stage_shard
+from curate.build import stage_value
 from filters.synchformer import offset_grid
 from filters.synchformer_model import Synchformer, SynchformerConfig, save_synchformer
 from manifests.schemas import read_rows, write_manifest
@@ -119,7 +119,7 @@ def _selected(out):
 
 def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, paper_offsets):
     out, run = _run(tmp_path, source, rescore_offset=0.0)
-    stage_shard(out, run, LocalExecutor())
+    stage_value("shard", out, run, LocalExecutor())
     s = _selected(out)
     fix = s["fix"]
     assert fix["status"] == "ok" and fix["repaired"] is True
@@ -152,7 +152,7 @@ def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, pa
 
 def test_verify_fails_when_the_recorded_shift_is_tampered(tmp_path, source, paper_offsets):
     out, run = _run(tmp_path, source, rescore_offset=0.0)
-    stage_shard(out, run, LocalExecutor())
+    stage_value("shard", out, run, LocalExecutor())
     assert verify_run(out)["ok"]
     path = out / "manifests" / "selected.parquet"
     t = pq.read_table(path)
@@ -168,7 +168,7 @@ def test_verify_fails_when_the_recorded_shift_is_tampered(tmp_path, source, pape
 
 def test_a_repair_whose_rescore_is_not_zero_is_rejected(tmp_path, source, paper_offsets):
     out, run = _run(tmp_path, source, rescore_offset=-0.6)
-    stage_shard(out, run, LocalExecutor())
+    stage_value("shard", out, run, LocalExecutor())
     s = _selected(out)
     assert s["fix"]["status"] == "rejected" and "rescore" in s["fix"]["error"]
     assert s["fix"]["repaired"] is False
@@ -180,7 +180,7 @@ def test_a_repair_whose_rescore_is_not_zero_is_rejected(tmp_path, source, paper_
 
 def test_repair_off_cuts_as_before(tmp_path, source, paper_offsets):
     out, run = _run(tmp_path, source, rescore_offset=0.0, enabled=False)
-    stage_shard(out, run, LocalExecutor())
+    stage_value("shard", out, run, LocalExecutor())
     s = _selected(out)
     assert all(r["repaired"] is False and r["av_shift_ms"] == 0.0 and r["repair_note"] is None
                for r in s.values())

@@ -112,21 +112,23 @@ def test_run_json_records_the_encoder_settings_and_empty_splits_are_rejected(tmp
     import json
 
     from curate.config.run_state import new_run
-    from curate.stages.download import record_encoder
-    from curate.stages.sources import stage_sources
+    from curate.build import stage_value
     from curate.config.recipes import get_recipe
+    from curate.execution.local import LocalExecutor
 
     recipe = get_recipe("demo")
     run = new_run(tmp_path, recipe, {})
-    record_encoder(tmp_path, run)
-    enc = json.loads((tmp_path / "run.json").read_text())["encoder"]
-    assert enc["threads"] == 1 and enc["bitexact"] is True
-    assert enc["download"]["crf"] == recipe["download"].get("crf", enc["download"]["crf"])
     csv = tmp_path / "s.csv"
     csv.write_text("id,url,start,end,label,split\n"
                    "aaa,http://x/a.mp4,0,10,dog,train\n"
                    "bbb,http://x/b.mp4,0,10,dog,\n")
     run["recipe"]["select"].update(test_per_class=None, balanced_test=False)
-    rows = stage_sources(tmp_path, run, csv)
-    assert [r["status"] for r in rows] == ["ok", "rejected"]
+    rows = stage_value("sources", tmp_path, run, sources=csv, limit=0)
+    assert [r["status"] for r in rows] == ["skipped", "rejected"]
     assert rows[1]["error"].startswith("empty split:")
+    # the download stage (nothing to fetch here) has the build record its encoder settings
+    assert "encoder" not in json.loads((tmp_path / "run.json").read_text())
+    assert stage_value("download", tmp_path, run, LocalExecutor()) == []
+    enc = json.loads((tmp_path / "run.json").read_text())["encoder"]
+    assert enc["threads"] == 1 and enc["bitexact"] is True
+    assert enc["download"]["crf"] == recipe["download"].get("crf", enc["download"]["crf"])

@@ -1,17 +1,15 @@
 """The grid decoder's version is part of the score fingerprint: a decode that changes decoded
 values (``decoding.media.GRID_DECODE``) rescores old runs once; the same version keeps them."""
-from curate.config.models import gating
 from curate.config.recipes import get_recipe
+from curate.config.run import resolve
 from curate.config.run_state import new_run
 from curate.execution.checkpoints import item_fingerprint
 from curate.stagekit import window_table as windows
 from curate.stages.score import score_spec
-from curate.config.thresholds import thresholds
 
 
 def _fp(run) -> str:
-    gate, _ = gating(run)
-    spec = score_spec(run, thresholds(run), gate)
+    spec = score_spec(resolve(run))
     return item_fingerprint(spec, {"key": "s", "inputs": {"file": "f", "windows": []}})
 
 

@@ -5,10 +5,7 @@ threshold from the start gives, and a rerun of either does no work."""
 import pytest
 
 from curate.config.run_state import new_run
-from curate.stages.download import stage_download
-from curate.stages.score import stage_score
-from curate.stages.sources import stage_sources
-from curate.stages.split import stage_split
+from curate.build import stage_value
 from curate.config.recipes import get_recipe
 from curate.execution.local import LocalExecutor
 from manifests.schemas import ALL_SCORES, NOTE_COLUMNS
@@ -27,10 +24,10 @@ def _run(out, src, ex, thresholds):
     r["stages"] = ["sources", "download", "split", "score", "select"]
     r["thresholds"] = thresholds
     run = new_run(out, r, {"allow_random_weights": True})
-    stage_sources(out, run, src)
-    stage_download(out, run, ex)
-    stage_split(out, run, ex)
-    table = stage_score(out, run, ex)
+    stage_value("sources", out, run, sources=src)
+    stage_value("download", out, run, ex)
+    stage_value("split", out, run, ex)
+    table = stage_value("score", out, run, ex)
     return run, {w["window_id"]: w for w in table.to_pylist()}
 
 
@@ -46,7 +43,7 @@ def test_rescore_scores_exactly_the_skipped_windows_as_a_loose_run_does(sources,
 
     run["selection_overrides"] = ["pixel_diff.max=0.15"]     # the default again
     ex = Recording()   # a new `curate score` (LocalExecutor keeps a stage's function)
-    table = stage_score(tmp_path / "a", run, ex, rescore=True)
+    table = stage_value("score", tmp_path / "a", run, ex, rescore=True)
     assert ex.ran["score"] and all("@" in k for k in ex.ran["score"])   # rescore items only
     rescored = {w["window_id"]: w for w in table.to_pylist()}
     assert rescored.keys() == loose.keys()
@@ -55,6 +52,6 @@ def test_rescore_scores_exactly_the_skipped_windows_as_a_loose_run_does(sources,
             assert w[c] == loose[wid][c], (wid, c)
     # finished: neither a score nor a rescore does any work, the table stays the same
     ex.ran.clear()
-    assert stage_score(tmp_path / "a", run, ex, rescore=True).equals(table)
-    assert stage_score(tmp_path / "a", run, ex).equals(table)
+    assert stage_value("score", tmp_path / "a", run, ex, rescore=True).equals(table)
+    assert stage_value("score", tmp_path / "a", run, ex).equals(table)
     assert ex.ran == {}

@@ -108,7 +108,7 @@ def test_the_weight_file_is_opened_once_per_worker_not_per_segment(speech_run):
 
 def test_select_with_another_speech_threshold_reselects_without_a_model(speech_run, monkeypatch):
     from curate.config.run_state import load_run
-    from curate.stages.select import stage_select
+    from curate.build import stage_value
     from filters import silero_model, speech
     from manifests.schemas import manifest_path
 
@@ -121,15 +121,15 @@ def test_select_with_another_speech_threshold_reselects_without_a_model(speech_r
     try:
         # audio_quality is recorded, not gating, in this recipe: its threshold changes
         # nothing, and select says so
-        summary = stage_select(out, load_run(out), overrides=["speech.max=1.0",
+        summary = stage_value("select", out, load_run(out), overrides=["speech.max=1.0",
                                                                "audio_quality.silence_max=0.1"])
         assert all(d["keep"] for d in read_rows(out, "decisions"))
         assert len(summary["inert"]) == 1 and "'audio_quality' does not gate" in summary["inert"][0]
-        stage_select(out, load_run(out), overrides=["speech.max=0.2"])
+        stage_value("select", out, load_run(out), overrides=["speech.max=0.2"])
         kept = {w["class_name"] for ws in _by_class(out).values() for w in ws if w["keep"]}
         assert kept == {"tone", "noise", "clicks", "silence"}
     finally:
-        stage_select(out, load_run(out), overrides=None)
+        stage_value("select", out, load_run(out), overrides=None)
     assert manifest_path(out, "windows").read_bytes() == windows          # nothing rescored
 
 

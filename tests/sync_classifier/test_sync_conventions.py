@@ -350,10 +350,7 @@ def test_metrics_released_protocol(tmp_path, metrics_clips) -> None:
 
 def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> None:
     from curate.config.run_state import load_run, new_run
-    from curate.stages.download import stage_download
-    from curate.stages.score import stage_score
-    from curate.stages.sources import stage_sources
-    from curate.stages.split import stage_split
+    from curate.build import stage_value
     from curate.config.recipes import get_recipe
     from curate.execution.local import LocalExecutor
     from curate.reports.stats import collect, format_text
@@ -368,10 +365,10 @@ def test_score_stage_with_released_weights_records_the_convention(tmp_path) -> N
     folder = _released_folder(tmp_path)
     run = new_run(out, recipe, {"sync_checkpoint": str(folder)})   # no convention option
     ex = LocalExecutor()
-    stage_sources(out, run, src)
-    stage_download(out, run, ex)
-    stage_split(out, run, ex)
-    table = stage_score(out, run, ex).to_pylist()
+    stage_value("sources", out, run, sources=src)
+    stage_value("download", out, run, ex)
+    stage_value("split", out, run, ex)
+    table = stage_value("score", out, run, ex).to_pylist()
     scored = [w for w in table if w["sync_a2v"] is not None]
     assert scored and all(w["sync_note"] is None for w in scored)
     assert load_run(out)["sync_convention"] == C.RELEASED
