@@ -65,7 +65,7 @@ DOWNLOAD_INPUTS = ("source_id", "ytid", "url", "start", "end", "path")
 
 def run_encoder_settings(run: Run | None = None) -> dict[str, Any]:
     """The run's deterministic encoder settings (``curate.ops.encoding``); part of the download
-    and cut fingerprints and recorded in run.json by ``record_encoder``."""
+    and cut fingerprints; the download stage has the build record them in run.json."""
     try:
         from curate.ops.fetch import DownloadOptions
         from curate.ops.encoding import encoder_settings
