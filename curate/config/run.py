@@ -37,18 +37,37 @@ class Run:
     """What a run is configured by, resolved: ``thresholds`` (filter defaults, the recipe's,
     then ``--set``), ``gate`` / ``score_only`` (which filters stop windows and why the others
     do not), ``order`` (the cascade), ``models`` (filter -> model, weights, random), ``engine``
-    (the engine block with its defaults). Read-only: mappings are ``MappingProxyType``."""
+    (the engine block with its defaults). Read-only: mappings are ``MappingProxyType``.
+    A run whose models do not resolve (a weight missing) still resolves: ``gate``,
+    ``score_only`` and ``models`` then raise that error when read, so a stage that scores
+    or selects fails as before and one that does not (reproduce's) runs."""
     recipe: Mapping[str, Any]
     options: Mapping[str, Any]
     thresholds: Mapping[str, Mapping[str, float]]
-    gate: tuple[str, ...]
-    score_only: Mapping[str, str]
     order: tuple[str, ...]
-    models: Mapping[str, Mapping[str, Any]]
     engine: Mapping[str, Any]
+    #: (gate, score_only, models), or the error that resolving them raised
+    resolved_models: tuple[tuple[str, ...], Mapping[str, str], Mapping[str, Mapping[str, Any]]] | str
     overrides: tuple[str, ...] = ()
     #: the whole run.json content it was resolved from, as JSON (``as_dict``)
     state: str = "{}"
+
+    def _models(self) -> tuple:
+        if isinstance(self.resolved_models, str):
+            raise ValueError(self.resolved_models)
+        return self.resolved_models
+
+    @property
+    def gate(self) -> tuple[str, ...]:
+        return self._models()[0]
+
+    @property
+    def score_only(self) -> Mapping[str, str]:
+        return self._models()[1]
+
+    @property
+    def models(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._models()[2]
     # Conventions (issue 24 item 4) join here as a resolved field of the models, so that a
     # stage reads ``run.models[f]`` with its convention instead of calling ``with_conventions``.
 
@@ -86,9 +105,12 @@ def _resolve(run: Mapping[str, Any], state: str) -> Run:
     from curate.config.thresholds import run_thresholds
 
     overrides = list(run.get("selection_overrides") or [])
-    gate, score_only = gating(run)
+    try:
+        gate, score_only = gating(run)
+        models: Any = (tuple(gate), _frozen(score_only), _frozen(resolve_models(run, convention=False)))
+    except ValueError as e:      # a weight missing: raised where the models are read
+        models = str(e)
     return Run(recipe=_frozen(run["recipe"]), options=_frozen(run.get("options") or {}),
-               thresholds=_frozen(run_thresholds(run)), gate=tuple(gate),
-               score_only=_frozen(score_only), order=tuple(cascade_order(run)),
-               models=_frozen(resolve_models(run, convention=False)),
-               engine=_frozen(engine_options(run)), overrides=tuple(overrides), state=state)
+               thresholds=_frozen(run_thresholds(run)), order=tuple(cascade_order(run)),
+               engine=_frozen(engine_options(run)), resolved_models=models, overrides=tuple(overrides),
+               state=state)
