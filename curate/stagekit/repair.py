@@ -117,11 +117,11 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
     if not todo:
         return
     certs: dict[str, dict] = {}
-    weights = certify_weights(run)          # the option's, else the weights cache's
+    resolved = resolve(run)
+    weights = certify_weights(resolved)     # the option's, else the weights cache's
     if weights:                                          # else certified before, not now
         items = rescore_items(out, todo, {r["key"]: r for r in selected})
-        r = resolve(run)
-        table = run_stage(out, rescore_spec(r), items, executor, **run_kw(r)).table("certs")
+        table = run_stage(out, rescore_spec(resolved), items, executor, **run_kw(resolved)).table("certs")
         certs = {c["clip_id"]: c for c in (table.to_pylist() if table is not None else [])}
     for k, c in todo.items():
         why = (rescore_verdict(certs.get(k)) if weights
