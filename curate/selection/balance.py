@@ -245,6 +245,12 @@ def _namer(cols: dict[str, list]) -> Any:
     return True
 
 
+def _certificate_columns(clips: Any) -> dict[str, list]:
+    """The filters' certificate columns of each clip (the sync classifier's clip offset),
+    carried to the selected rows."""
+    return {c: clips.column(c).to_pylist() for c in schemas.CERT_CLIP_COLUMNS if c in clips.column_names}
+
+
 def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int | None = None,
                        decisions: Mapping[str, str] | None = None,
                        classes: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -265,7 +271,7 @@ def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int |
     out = {"key": [None] * n, "name": [None] * n, "clip_id": cols["clip_id"],
            "source_id": cols["source_id"], "class_name": cols["class_name"], "split": list(cols["split"]),
            "start": list(cols["start"]), "end": list(cols["end"]), "rank_score": _rank_scores(clips),
-           "status": [STATUS_OK] * n, "error": [None] * n}
+           "status": [STATUS_OK] * n, "error": [None] * n, **_certificate_columns(clips)}
     _name_rows(cols, out)
     by_class: dict[str, list[int]] = defaultdict(list)
     for i, st in enumerate(out["status"]):
@@ -293,8 +299,6 @@ def select_clips_table(clips: Any, recipe_params: Mapping[str, Any], seed: int |
     summary = _summary(ok, n_candidates, n_review_rejected, prm, warnings)
     for w in summary["warnings"]:
         log.warning("select: %s", w)
-    out.update({c: clips.column(c).to_pylist() for c in schemas.CERT_CLIP_COLUMNS
-                if c in clips.column_names})
     # cut_start / cut_end / av_offset_ms: filled by the shard stage when the clip is cut
     return pa.table({k: out.get(k, [None] * n) for k in SELECTED.names}, schema=SELECTED), summary
 
