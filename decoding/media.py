@@ -318,13 +318,9 @@ def _frame_end(frame: av.VideoFrame, stream, clock: _Clock | None = None) -> flo
 def _decode_video(container, start: float, end: float, fps: float, short_side: int,
                   crop: int | None, pick_lead: float = 0.0,
                   via: str | None = None) -> tuple[np.ndarray, float]:
-    """Grid slot k (time start + k/fps) takes the last frame shown at or before that time
-    plus ``pick_lead``.
-
-    Returns the frames and the time the last decoded frame ends (past ``end`` when the
-    video covers the request; earlier when slots were filled by repeating the last frame).
-    Only the frames a slot takes are converted, each once, by one ``Scaler(via)`` for the
-    segment."""
+    """Slot k (time start + k/fps) takes the last frame shown at or before it plus ``pick_lead``;
+    returns the frames and the end of the last decoded frame (before ``end`` when slots repeat
+    the last frame). Only frames a slot takes are converted, once, by one ``Scaler(via)``."""
     stream = container.streams.video[0]
     sar = _sar(stream)
     # one thread: decode runs one task per core, where frame threads only add CPU time
