@@ -69,8 +69,9 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         else:
             stages.insert(stages.index("score"), "train-sync")
     from curate.demo.certificate import use_demo_synchformer
-    echo(use_demo_synchformer(run["options"]))
-    save_run(out, run)
+    options = dict(run["options"])
+    echo(use_demo_synchformer(options))
+    record_run(out, run, {"options": options})
     run_stages(out, run, executor, stages, echo=echo)
     _print_certificate(out, synth_dir / "truth.json", echo)
     from curate.reports.stats import collect, write_report
