@@ -40,6 +40,7 @@ from typing import Sequence
 
 import numpy as np
 from manifests.atomic import write_text
+from curate.ops.encoding import encode_args
 
 log = logging.getLogger(__name__)
 
@@ -302,11 +303,14 @@ def _encode(spec: VideoSpec, path: Path, rng: np.random.Generator) -> None:
         wav = Path(tmp) / "audio.wav"
         out = Path(tmp) / "video.mp4"
         _write_wav(wav, _audio(spec, rng), SAMPLE_RATE)
+        # the pipeline's deterministic encoder arguments (``curate.ops.encoding``): with
+        # x264's automatic threads the bytes depended on the CPUs the process may use (its
+        # affinity mask: 1 or 2 cores gave different files), so a corpus generated in another
+        # environment differed; one encoder thread and bitexact muxing make it the same file
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(spec.fps),
                "-i", "pipe:0", "-i", str(wav), "-map", "0:v:0", "-map", "1:a:0",
-               "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-               "-g", str(2 * spec.fps), "-c:a", "aac", "-b:a", "128k",
+               *encode_args(crf=20, preset="veryfast", audio_bitrate="128k"), "-g", str(2 * spec.fps),
                "-t", f"{spec.duration:.3f}", "-movflags", "+faststart", str(out)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
