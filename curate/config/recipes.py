@@ -9,7 +9,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from curate.selection.repair import MIN_PROB as REPAIR_MIN_PROB
+from curate.selection.repair import MIN_PROB as REPAIR_MIN_PROB, MIN_WINDOW_PROB
 from manifests import bounded
 
 WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "shard"]
@@ -46,9 +46,10 @@ _BASE: dict[str, Any] = {
     # clip-level gate on Synchformer's DeSync (certify stage): None = off (the paper's recipes)
     "desync": {"max": None},
     # repair instead of drop (curate.selection.repair): a selected clip whose two models agree
-    # on one constant, non-zero offset above min_prob is cut with its audio shifted back and
-    # ships only if Synchformer's rescore finds offset 0. Off in the paper's recipes.
-    "repair": {"enabled": False, "min_prob": REPAIR_MIN_PROB},
+    # on one constant, non-zero offset (Synchformer above min_prob, the paper's classifier's
+    # windows above min_window_prob) is cut with its audio shifted back and ships only if
+    # Synchformer's rescore finds offset 0. Off in the paper's recipes.
+    "repair": {"enabled": False, "min_prob": REPAIR_MIN_PROB, "min_window_prob": MIN_WINDOW_PROB},
     "select": {"per_class": None, "test_per_class": None, "balanced_test": False, "seed": 0},
     "shards": {"max_count": 1000, "max_bytes": 1 << 30, "max_short_side": 720},
     "models": {"clip_model": "ViT-B-32", "clip_pretrained": "openai"},

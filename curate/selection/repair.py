@@ -31,8 +31,15 @@ AGREE_TOL_S = SF_STEP_S / 2
 #: constant over the clip: every window's delay within this of the windows' median (half a
 #: Synchformer class: a neighbour of the paper's finer grid is still the same offset)
 CONSTANT_TOL_S = SF_STEP_S / 2
-#: the default confidence every context and every window must reach (recipe ``repair.min_prob``)
+#: the default confidence each Synchformer context must reach (recipe ``repair.min_prob``;
+#: a softmax over its 21 classes 0.2 s apart)
 MIN_PROB = 0.5
+#: the default confidence each window of the paper's classifier must reach (recipe
+#: ``repair.min_window_prob``): twice chance. Its softmax runs over 31 shifts only 0.04 s
+#: apart, so neighbouring shifts share the mass and the argmax rarely nears 0.5 (the demo
+#: classifier reads 0.03-0.13 on shifted clips); constancy over the clip's windows and the
+#: agreement with Synchformer carry the rest of the evidence.
+MIN_WINDOW_PROB = 2 / 31
 #: the paper's classifier's per-window argmax offset and its probability (``filters.sync``;
 #: Synchformer's sign); a windows table without them gives no repair
 PAPER_COLUMNS = ("sync_offset_s", "sync_offset_p")
@@ -66,17 +73,21 @@ def _median(xs: Sequence[float]) -> float:
 
 def decide_repair(sf_delays: Sequence[float | None], sf_probs: Sequence[float | None],
                   paper_delays: Sequence[float | None], paper_probs: Sequence[float | None],
-                  min_prob: float = MIN_PROB) -> RepairDecision:
+                  min_prob: float = MIN_PROB,
+                  min_window_prob: float = MIN_WINDOW_PROB) -> RepairDecision:
     """Whether to repair a clip, from Synchformer's delay per context and the paper's
     classifier's delay per window (both as delays: ``delay_of``) with their
-    probabilities. The applied delay is the paper's median (its grid is finer than
+    probabilities (each model against its own threshold). The applied delay is the paper's median (its grid is finer than
     Synchformer's 0.2 s; the rescore of the repaired clip must then find class 0)."""
     if _missing(sf_delays) or _missing(sf_probs):
         return RepairDecision(None, "no Synchformer certificate")
     if _missing(paper_delays) or _missing(paper_probs):
         return RepairDecision(None, "no per-window offsets from the paper's classifier")
-    if min(sf_probs) < min_prob or min(paper_probs) < min_prob:
-        return RepairDecision(None, f"not confident (a probability below {min_prob:g})")
+    if min(sf_probs) < min_prob:
+        return RepairDecision(None, f"not confident (Synchformer below {min_prob:g})")
+    if min(paper_probs) < min_window_prob:
+        return RepairDecision(None, f"not confident (a window of the paper's classifier below "
+                                    f"{min_window_prob:.3g})")
     if max(sf_delays) - min(sf_delays) > 1e-6:
         return RepairDecision(None, "offset not constant: Synchformer's contexts differ "
                                     f"({min(sf_delays):+.2f} .. {max(sf_delays):+.2f} s)")
@@ -95,9 +106,9 @@ def decide_repair(sf_delays: Sequence[float | None], sf_probs: Sequence[float | 
 
 
 def candidate_mask(windows: Any, thresholds: Any, gate: Iterable[str], order: Sequence[str] | None,
-                   min_prob: float = MIN_PROB) -> np.ndarray:
+                   min_window_prob: float = MIN_WINDOW_PROB) -> np.ndarray:
     """Repair candidates among a windows table's rows: rejected by the sync gate and by no
-    other gating filter, with the paper's classifier confident (``min_prob``) of a non-zero
+    other gating filter, with the paper's classifier confident (``min_window_prob``) of a non-zero
     offset (at least half a Synchformer class). Merged like kept windows (the decisions stay
     as they are); a clip holding one ships only repaired (shard stage)."""
     from curate.selection.rules import WindowMasks, _np_float, decide_masks
@@ -110,4 +121,4 @@ def candidate_mask(windows: Any, thresholds: Any, gate: Iterable[str], order: Se
     but_sync, _ = decide_masks(m, gate - {"sync"}, order)
     off, prob = _np_float(windows[PAPER_COLUMNS[0]]), _np_float(windows[PAPER_COLUMNS[1]])
     with np.errstate(invalid="ignore"):
-        return but_sync & ~keep & (prob >= min_prob) & (np.abs(off) >= AGREE_TOL_S)
+        return but_sync & ~keep & (prob >= min_window_prob) & (np.abs(off) >= AGREE_TOL_S)

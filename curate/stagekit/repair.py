@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from manifests import schemas
-from curate.selection.repair import (AGREE_TOL_S, MIN_PROB, PAPER_COLUMNS, RepairDecision,
+from curate.selection.repair import (AGREE_TOL_S, MIN_PROB, MIN_WINDOW_PROB, PAPER_COLUMNS, RepairDecision,
                                      decide_repair, delay_of)
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def window_offsets(out: str | Path) -> dict[str, list[tuple[str, float, float, f
     return by_source
 
 
-def decide(clip: dict | None, windows: list[tuple], min_prob: float) -> RepairDecision:
+def decide(clip: dict | None, windows: list[tuple], min_prob: float,
+           min_window_prob: float = MIN_WINDOW_PROB) -> RepairDecision:
     """A clip's decision: its Synchformer contexts and the windows lying inside it."""
     clip = clip or {}
     sf = [clip.get("sf_offset_first"), clip.get("sf_offset_last")]
@@ -48,7 +49,7 @@ def decide(clip: dict | None, windows: list[tuple], min_prob: float) -> RepairDe
     inside = [w for w in windows
               if clip.get("start") is not None and w[1] >= clip["start"] - 1e-6 and w[2] <= clip["end"] + 1e-6]
     return decide_repair([delay_of(o) for o in sf], sf_p, [delay_of(w[3]) for w in inside],
-                         [w[4] for w in inside], min_prob)
+                         [w[4] for w in inside], min_prob, min_window_prob)
 
 
 def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
@@ -58,12 +59,13 @@ def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
     if opts is None:
         return {}
     offsets = window_offsets(out)
-    min_prob = float(opts.get("min_prob", MIN_PROB))
-    return {s["key"]: decide(clips.get(s["clip_id"]), offsets.get(s["source_id"], []), min_prob)
+    probs = float(opts.get("min_prob", MIN_PROB)), float(opts.get("min_window_prob", MIN_WINDOW_PROB))
+    return {s["key"]: decide(clips.get(s["clip_id"]), offsets.get(s["source_id"], []), *probs)
             for s in selected}
 
 
-def needs_repair(out: str | Path, selected: list[dict], min_prob: float = MIN_PROB) -> set[str]:
+def needs_repair(out: str | Path, selected: list[dict],
+                 min_window_prob: float = MIN_WINDOW_PROB) -> set[str]:
     """Keys of the selected clips holding a repair candidate (a window the sync gate
     rejected whose classifier is confident of a non-zero offset, as
     ``curate.selection.repair.candidate_mask`` merged it): they ship only repaired."""
@@ -74,7 +76,7 @@ def needs_repair(out: str | Path, selected: list[dict], min_prob: float = MIN_PR
     d = read_columns(out, "decisions", ["window_id", "keep", "reason"]).to_pylist()
     off_sync = {r["window_id"] for r in d if not r["keep"] and r["reason"] == "sync"}
     spans = {sid: [(a, b) for wid, a, b, off, p in ws if wid in off_sync and off is not None
-                   and p is not None and p >= min_prob and abs(off) >= AGREE_TOL_S]
+                   and p is not None and p >= min_window_prob and abs(off) >= AGREE_TOL_S]
              for sid, ws in offsets.items()}
     return {s["key"] for s in selected
             if any(a >= s["start"] - 1e-6 and b <= s["end"] + 1e-6 for a, b in spans.get(s["source_id"], ()))}
@@ -98,7 +100,7 @@ def settle(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, 
     if repair_options(run) is None:
         return
     rescore(out, run, executor, cuts, selected)
-    for k in needs_repair(out, selected, float(repair_options(run).get("min_prob", MIN_PROB))):
+    for k in needs_repair(out, selected, float(repair_options(run).get("min_window_prob", MIN_WINDOW_PROB))):
         c = cuts.get(k)
         if c and c.get("status") == schemas.STATUS_OK and not c.get("repaired"):
             c.update(status=schemas.STATUS_REJECTED,

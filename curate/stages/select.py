@@ -88,7 +88,7 @@ def _repair_candidates(run: Run, windows: Any, summary: dict[str, Any]) -> Any:
     without Synchformer weights (nothing could certify or rescore them, and they would take
     the places of clips that ship)."""
     import numpy as np
-    from curate.selection.repair import candidate_mask
+    from curate.selection.repair import MIN_WINDOW_PROB, candidate_mask
     from curate.stages.certify import certify_weights
 
     try:
@@ -100,7 +100,8 @@ def _repair_candidates(run: Run, windows: Any, summary: dict[str, Any]) -> Any:
         log.warning("repair is on but no Synchformer weights: no clip can be repaired")
         summary["repair_candidates"] = 0
         return np.zeros(windows.num_rows, dtype=bool)
-    cand = candidate_mask(windows, run.threshold_dict(), list(run.gate), run.order, run.recipe["repair"]["min_prob"])
+    cand = candidate_mask(windows, run.threshold_dict(), list(run.gate), run.order,
+                         run.recipe["repair"].get("min_window_prob", MIN_WINDOW_PROB))
     summary["repair_candidates"] = int(cand.sum())
     return cand
 

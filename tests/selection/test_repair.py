@@ -54,9 +54,17 @@ def test_offset_not_constant_over_contexts_is_not_repaired():
 def test_low_confidence_is_not_repaired():
     d, p = _paper(LATE)
     p[0] = 0.49
-    assert not decide_repair(SF, P, d, p, min_prob=0.5).repair
-    assert not decide_repair(SF, [0.9, 0.3], *_paper(LATE), min_prob=0.5).repair
-    assert decide_repair(SF, P, d, p, min_prob=0.4).repair
+    assert not decide_repair(SF, P, d, p, min_window_prob=0.5).repair
+    assert decide_repair(SF, P, d, p, min_window_prob=0.4).repair
+    dec = decide_repair(SF, [0.9, 0.3], *_paper(LATE), min_prob=0.5)
+    assert not dec.repair and "Synchformer" in dec.reason
+    # each model against its own threshold: a window at 0.1 is confident for the classifier
+    # (31 shifts 0.04 s apart share their mass), a context at 0.1 is not for Synchformer
+    d, p = [LATE] * 5, [0.1] * 5
+    assert decide_repair(SF, P, d, p).repair
+    assert not decide_repair(SF, [0.1, 0.1], d, p).repair
+    p[2] = 0.05
+    assert "paper's classifier" in decide_repair(SF, P, d, p).reason
 
 
 def test_in_sync_and_missing_are_not_repaired():
@@ -108,7 +116,7 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
     for i, t in enumerate([0.0, 0.5, 1.0, 3.0, 3.5, 4.0, 6.0, 6.5, 7.0]):
         off = t >= 3.0
         r = row(f"w{i}", sync_a2v=0.1 if off else 0.5, sync_offset_s=-0.6 if off else 0.0,
-                sync_offset_p=0.3 if t >= 6.0 else 0.9)
+                sync_offset_p=0.05 if t >= 6.0 else 0.9)
         r.update(start=t, end=t + 3.0)
         wins.append(r)
     write_manifest(tmp_path, "windows", wins)
@@ -123,7 +131,7 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
                                              "synchformer_checkpoint": str(sf)}}
         r = resolve(run)
         summary = {}
-        clips[on] = _clips(tmp_path, run, r.threshold_dict(), list(r.gate), summary).to_pylist()
+        clips[on] = _clips(tmp_path, r, summary).to_pylist()
         decisions = read_rows(tmp_path, "decisions")
         assert [d["keep"] for d in decisions] == [True] * 3 + [False] * 6     # the same decisions
     assert [(c["start"], c["end"]) for c in clips[False]] == [(0.0, 4.0)]
@@ -132,5 +140,5 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
     # without Synchformer weights nothing could be repaired: no candidate takes a place
     run["options"].pop("synchformer_checkpoint")
     summary = {}
-    got = _clips(tmp_path, run, r.threshold_dict(), list(r.gate), summary).to_pylist()
+    got = _clips(tmp_path, resolve(run), summary).to_pylist()
     assert [(c["start"], c["end"]) for c in got] == [(0.0, 4.0)] and summary["repair_candidates"] == 0
