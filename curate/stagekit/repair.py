@@ -3,7 +3,7 @@
 Before the cut: each selected clip's decision from what is stored (the certify stage's
 Synchformer offsets in the clips manifest, the paper's classifier's argmax offset of each of
 the clip's windows in the windows manifest). After the cut: the repaired clip is rescored
-with Synchformer (``curate.stages.certify.rescore_spec``, the same model as the certificate)
+with Synchformer (``curate.stagekit.certifying.rescore_spec``, the same model as the certificate)
 and kept only when every context finds offset 0.
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str,
     from curate.config.run import resolve
     from curate.execution.checkpoints import run_stage
     from curate.stagekit.declare import run_kw
-    from curate.stages.certify import certify_weights, rescore_items, rescore_spec
+    from curate.stagekit.certifying import certify_weights, rescore_items, rescore_spec
     todo = {k: c for k, c in cuts.items() if c.get("status") == schemas.STATUS_OK and c.get("repaired")}
     if not todo:
         return

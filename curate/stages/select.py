@@ -89,7 +89,7 @@ def _repair_candidates(run: Run, windows: Any, summary: dict[str, Any]) -> Any:
     the places of clips that ship)."""
     import numpy as np
     from curate.selection.repair import MIN_WINDOW_PROB, candidate_mask
-    from curate.stages.certify import certify_weights
+    from curate.stagekit.certifying import certify_weights
 
     try:
         weights = certify_weights(run)
