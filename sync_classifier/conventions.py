@@ -172,6 +172,12 @@ class Released(Convention):
         (native frames, AAC-frame audio, left channel; ``SyncScorer.phi_released``)."""
         if seg.path is None:
             raise ValueError("the released sync convention reads the segment's file; none given")
+        if primary is not None and 0 < primary < len(pairs):
+            # the file is read per call and the clips depend on the span read (the resampler
+            # starts at the earliest clip): P_sync's clips are read on their own, as before
+            # the offset search existed, so their bits do not move
+            return {**self.segment_phi(seg, scorer, pairs[:primary], clip),
+                    **self.segment_phi(seg, scorer, pairs[primary:], clip)}
         g, off = seg.grid, float(seg.offset or 0.0)
         a_keys = list(dict.fromkeys(a for a, _ in pairs))
         v_keys = list(dict.fromkeys(v for _, v in pairs))
