@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,7 +67,7 @@ FILES_NEEDED = "the released convention reads video files: pass --data "
 
 
 @dataclass(frozen=True)
-class Convention:
+class Convention(ABC):
     """One named set of preprocessing choices; the subclasses do them."""
 
     name: str
@@ -75,50 +76,50 @@ class Convention:
     #: the placement of ``validation_clips`` (logged by training)
     validation_placement: str
 
+    @abstractmethod
     def segment_phi(self, seg: Any, scorer: Any, pairs: list[tuple[Any, int]],
                     clip: tuple[float, int, int], primary: int | None = None) -> dict:
         """Scoring: phi of each (audio key, video key) pair of a ``filters.segment`` segment
         (audio keys as ``Segment.audio_time`` reads them);
         ``clip``: (audio seconds, grid frames between video frames, video frames) of a clip
         (``filters.sampling``; this package does not import ``filters``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loader_window(self, mp4: bytes, rng: random.Random, d: Any) -> tuple[Any, Any, float]:
         """The loader: (video, mel, window start) of one in-memory mp4; ``d`` holds the
         ``shards.loader.ClipDecoder`` settings."""
-        raise NotImplementedError
 
     def require_files(self, source: Any) -> None:
         """Raise when the classifier's data ``source`` (None: generated events) cannot be read."""
 
+    @abstractmethod
     def usable_sources(self, sources: Sequence[data.VideoSource], offsets: Sequence[float]
                        ) -> tuple[list[data.VideoSource], list[data.Skipped]]:
         """(the sources long enough for clips at ``offsets``, those skipped and why)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def eval_clips(self, sources: Sequence[data.VideoSource], offsets: Sequence[float],
                    size: int, seed: int) -> Any:
         """Evaluation instances: clips centred on each source."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_clips(self, sources: Sequence[data.VideoSource], offsets: Sequence[float],
                     size: int, cache_bytes: int) -> Any:
         """Training instances: random placements and flips."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validation_clips(self, sources: Sequence[data.VideoSource], offsets: Sequence[float],
                          size: int) -> Any:
         """Validation instances, placed as ``validation_placement`` says, no flip."""
-        raise NotImplementedError
 
+    @abstractmethod
     def generated_starts(self, reference: Path) -> dict[str, float]:
         """Head, centre and tail clip starts of a reference video for the metrics."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score_generated(self, ref: Path, gen: Path, start: float, text: str | None,
                         sync_model: Any, scorer: Any, image_size: int) -> dict:
         """RelSync (and with an ImageBind ``scorer`` IA, IT, AlignSync) of one generated clip."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

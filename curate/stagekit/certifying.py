@@ -70,12 +70,16 @@ def rescore_items(out: str | Path, cuts: dict[str, dict], selected: dict[str, di
     (``curate verify`` checks it); a clip shorter than a context is measured, as its
     certificate was, on 4.8 s of its segment centred on it."""
     downloads = {d["source_id"]: d for d in ok_downloads(out)}
-    items = []
-    for key, c in cuts.items():
-        d = downloads[selected[key]["source_id"]]
-        offset, seg_end = d.get("seg_start") or 0.0, float(d.get("duration") or c["cut_end"])
-        item = {"start": c["cut_start"], "end": c["cut_end"], "offset": offset, "seg_end": seg_end,
-                "audio_shift": c["av_shift_ms"] / 1000.0}
-        items.append({"key": key, "src": d["path"], **item,
-                      "inputs": {"src": file_id(d["path"], out), **item}})
-    return items
+    return [clip_item(out, key, downloads[selected[key]["source_id"]], c["cut_start"], c["cut_end"],
+                      audio_shift=c["av_shift_ms"] / 1000.0)
+            for key, c in cuts.items()]
+
+
+def clip_item(out: str | Path, key: str, download: dict, start: float, end: float,
+              **extra: float) -> dict:
+    """One certify item: a clip of a download (its times in the segment, the segment's offset
+    in the file and its end), identified by the file and those fields (``inputs``)."""
+    fields = {"start": start, "end": end, "offset": download.get("seg_start") or 0.0,
+              "seg_end": float(download.get("duration") or end), **extra}
+    return {"key": key, "src": download["path"], **fields,
+            "inputs": {"src": file_id(download["path"], out), **fields}}

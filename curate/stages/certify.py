@@ -17,23 +17,14 @@ from manifests.schemas import read_rows, write_manifest
 from curate.execution.checkpoints import StageResult
 from curate.execution.spec import StageSpec
 from curate.stagekit.declare import Context, Outputs, Stage, Work, spec_kw, summarize_failures
-from curate.stagekit.certifying import FLAG, OPTION, certify_spec, certify_weights  # noqa: F401
-from curate.stagekit.inputs import file_id, ok_downloads
+from curate.stagekit.certifying import FLAG, OPTION, certify_spec, certify_weights, clip_item  # noqa: F401
+from curate.stagekit.inputs import ok_downloads
 
 def certify_items(out: str | Path, clips: list[dict]) -> list[dict]:
     """One item per ok merged clip whose download is ok."""
     downloads = {d["source_id"]: d for d in ok_downloads(out)}
-    items = []
-    for c in clips:
-        d = downloads.get(c["source_id"])
-        if c["status"] != schemas.STATUS_OK or d is None:
-            continue
-        offset, seg_end = d.get("seg_start") or 0.0, float(d.get("duration") or c["end"])
-        items.append({"key": c["clip_id"], "src": d["path"], "start": c["start"], "end": c["end"],
-                      "offset": offset, "seg_end": seg_end,
-                      "inputs": {"src": file_id(d["path"], out), "start": c["start"], "end": c["end"],
-                                 "offset": offset, "seg_end": seg_end}})
-    return items
+    return [clip_item(out, c["clip_id"], downloads[c["source_id"]], c["start"], c["end"])
+            for c in clips if c["status"] == schemas.STATUS_OK and c["source_id"] in downloads]
 
 
 def _fill(rows: list[dict], certs: dict[str, dict]) -> list[dict]:
