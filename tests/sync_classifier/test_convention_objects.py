@@ -48,8 +48,8 @@ def test_no_code_branches_on_a_convention_name() -> None:
 
 
 def test_every_step_is_done_by_each_convention() -> None:
-    """Each convention implements every method the base declares (none left to the base's
-    NotImplementedError), and the names are the ones checkpoints and runs record."""
+    """Each convention implements every method the base declares (none left abstract in
+    the base), and the names are the ones checkpoints and runs record."""
     steps = [n for n, f in vars(C.Convention).items()
              if callable(f) and not n.startswith("_") and n != "require_files"]
     assert {"segment_phi", "loader_window", "usable_sources", "eval_clips", "train_clips",
