@@ -79,7 +79,14 @@ def _yt_options(cookies: Optional[List[str]], extractor_args: Optional[List[str]
             "js_runtimes": parse_js_runtime(js_runtime)}
 
 
-_EXECUTORS: list = []      # executors of this command: shut down on an interruption
+_EXECUTORS: list = []      # executors of this command: shut down when it ends, however
+
+
+def _shutdown_executors() -> None:
+    while _EXECUTORS:
+        shutdown = getattr(_EXECUTORS.pop(), "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _executor(kind: str, workers: int, address: Optional[str], gpus: Optional[float]):
@@ -113,13 +120,10 @@ def _guarded(out: Path, body: Callable[[], None]) -> None:
             with output_lock(out, command):
                 try:
                     body()
-                except Interrupted:
-                    # the workers end before the lock goes: nothing writes into `out` after
-                    for ex in _EXECUTORS:
-                        shutdown = getattr(ex, "shutdown", None)
-                        if shutdown is not None:
-                            shutdown()
-                    raise
+                finally:
+                    # the workers end before the lock goes (nothing writes into `out` after),
+                    # and a command run in process (tests, a notebook) leaves no Ray behind
+                    _shutdown_executors()
     except Interrupted as e:
         typer.secho(INTERRUPTED_MESSAGE, fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(e.exit_code)

@@ -7,7 +7,8 @@ and live on for minutes after a ``kill -9`` of the build. So ``RayExecutor`` sta
 small process beside a local Ray: it holds the read end of a pipe whose write end only the
 driver has, notes the driver's Ray processes once a second, and when the pipe closes (the
 driver exited, was killed, or shut its Ray down) kills those still running, each checked by
-its start time so a reused pid is never hit. It needs no Ray and imports nothing of ours.
+its start time so a reused pid is never hit. Only its own session's processes: a driver that
+starts Ray again (tests, a library caller) has a new session its old reaper never touches. It needs no Ray and imports nothing of ours.
 
 Run as ``python -m curate.execution.reaper DRIVER_PID SESSION_NAME`` with the pipe on stdin.
 """
@@ -42,8 +43,12 @@ def _cmdline(pid: int) -> str:
 
 
 def ray_processes(driver: int, session: str) -> dict[int, str]:
-    """pid -> start time of the driver's descendants that belong to its Ray (a ``ray::``
-    process title, or the session's name on the command line)."""
+    """pid -> start time of the driver's descendants that belong to its own Ray: the
+    processes whose command line names the session (GCS, raylet, dashboard, monitors) and
+    everything below them (workers, the raylet's agents, their ffmpeg). A ``ray::`` process
+    of another session (a Ray this driver started earlier or later) is never this reaper's:
+    killing another session's agent would take that session's raylet down with it. Without
+    a session name, the driver's ``ray::`` descendants."""
     table: dict[int, tuple[int, str]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit() and (st := _stat(int(d))) is not None:
@@ -51,13 +56,15 @@ def ray_processes(driver: int, session: str) -> dict[int, str]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _start) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found, todo = {}, list(children.get(driver, []))
+    found: dict[int, str] = {}
+    todo = [(pid, False) for pid in children.get(driver, [])]
     while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+        pid, inside = todo.pop()
         cmd = _cmdline(pid)
-        if pid != os.getpid() and (cmd.startswith("ray::") or (session and session in cmd)):
+        inside = inside or (bool(session) and session in cmd) or (not session and cmd.startswith("ray::"))
+        if inside and pid != os.getpid():
             found[pid] = table[pid][1]
+        todo += [(c, inside) for c in children.get(pid, [])]
     return found
 
 

@@ -90,3 +90,34 @@ def test_the_reaper_kills_only_what_it_noted_with_the_same_start(tmp_path):
     finally:
         q.kill()
         q.wait()
+
+
+_TREE = "import subprocess, sys, time; subprocess.Popen(['ray::' + sys.argv[1], '60'], " \
+        "executable='sleep'); time.sleep(60)"
+
+
+def test_the_reaper_notes_only_its_own_session(tmp_path):
+    """The processes of another Ray session below the same driver (a Ray it started before
+    or after: tests, a library caller) are never noted, however they are titled: killing
+    another session's agent would take that session's raylet, and its driver, down."""
+    import shutil
+    sleep = shutil.which("sleep")
+    tree = _TREE.replace("'sleep'", repr(sleep))
+    mine = subprocess.Popen([sys.executable, "-c", tree, "Mine", "--log_dir=/tmp/ray/session_mine/logs"])
+    other = subprocess.Popen([sys.executable, "-c", tree, "Other", "--log_dir=/tmp/ray/session_other/logs"])
+    stray = subprocess.Popen(["ray::Stray", "60"], executable=sleep)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_descendants(os.getpid())) < 5:
+            time.sleep(0.1)
+        titles = sorted(reaper._cmdline(p).split()[0] for p in reaper.ray_processes(os.getpid(), "session_mine"))
+        assert titles == [sys.executable, "ray::Mine"]
+        # without a session name (a Ray that does not tell it): the driver's ray:: processes
+        titles = sorted(reaper._cmdline(p).split()[0] for p in reaper.ray_processes(os.getpid(), ""))
+        assert titles == ["ray::Mine", "ray::Other", "ray::Stray"]
+    finally:
+        for p in (mine, other, stray):
+            for child in _descendants(p.pid):
+                os.kill(child, signal.SIGKILL)
+            p.kill()
+            p.wait()
