@@ -161,6 +161,17 @@ def test_stages_are_not_imported_by_what_they_use():
     assert not back, "imports back up into stages/build/cli:\n" + "\n".join(back)
 
 
+def test_a_stage_imports_no_other_stage():
+    """What two stages share (the shard stage's full-rendition step uses the download spec)
+    lives in stagekit/, so each stage module stands alone."""
+    graph, _ = _graph()
+    stages = {m for m in graph if m.startswith("curate.stages.")}
+    assert len(stages) > 8
+    cross = sorted(f"{m} -> {d}" for m in stages for d in graph[m]
+                   if d.startswith("curate.stages.") and d != m)
+    assert not cross, cross
+
+
 def test_nothing_outside_tests_imports_the_tests():
     """The package, the benchmarks and ``testkit`` (what tests and benchmarks share) never
     import ``tests``: the row-dict oracle of the selection rules (tests/selection/oracle.py)

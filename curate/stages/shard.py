@@ -15,7 +15,7 @@ from curate.execution.spec import StageSpec
 from curate.execution.checkpoints import StageResult, fingerprint
 from curate.stagekit import repair
 from curate.stagekit.declare import Context, Outputs, Stage, Work, spec_kw, summarize_failures
-from curate.stages.download import fetch_full, run_encoder_settings, two_pass
+from curate.stagekit.downloading import fetch_full, run_encoder_settings, two_pass
 from curate.stagekit.inputs import file_id, ok_downloads, rel_path
 
 
@@ -126,7 +126,7 @@ class _Plan:
 def _plan(ctx: Context) -> _Plan:
     """The selected clips by split (a clip with no or an invalid split cannot go to a shard:
     failed in `selected`), the downloads they are cut from (on two-pass runs the full
-    rendition, fetched now: ``download.fetch_full``) and the merged clips."""
+    rendition, fetched now: ``stagekit.downloading.fetch_full``) and the merged clips."""
     from shards.writer import split_groups
 
     out = ctx.out

@@ -11,7 +11,7 @@ from curate.execution.ray import driver, session
 from curate.execution.ray.driver import SharedWatch, _start_clocks, _task_result, _wait_ready
 from curate.execution.ray.pool import _ActorPool
 from curate.execution.ray.worker import _SharedActor, _StageActor, _task_body
-from curate.execution.spec import Item, Outputs, StageSpec
+from curate.execution.spec import Item, Outputs, StageSpec, WorkerSetupError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,12 @@ class RayExecutor:
         inflight: dict[Any, list] = {}       # ref -> [item, clock start or None], FIFO
         try:
             yield from self._task_loop(spec, todo, inflight, slots, remote, spec_ref, watch)
+        except WorkerSetupError:
+            # every worker fails to build the stage function alike, so no item in flight runs:
+            # nothing to stop. Cancelling lease requests while Ray still starts their workers
+            # is a race its raylet does not always survive (it ends, and a driver connected
+            # to it exits with status 1, printing nothing), so none is cancelled here
+            raise
         except BaseException:
             # the stage stops (a fault of the machine, an interruption): nothing it started
             # may go on writing

@@ -38,7 +38,7 @@ class DownloadOptions:
     ratelimit: int | None = None             # bytes per second
     use_ranges: str = "auto"                 # auto: ranges unless a direct file; always; never
     #: "full": the best rendition under max_height; "small": the smallest whose short side is
-    #: at least SMALL_SHORT_SIDE (what the filters read), for scoring (stages.download.fetch_full)
+    #: at least SMALL_SHORT_SIDE (what the filters read), for scoring (stagekit.downloading.fetch_full)
     rendition: str = "full"
     crf: int = DOWNLOAD_QUALITY["crf"]       # quality of a re-encode (only where a copy fails)
     preset: str = DOWNLOAD_QUALITY["preset"]
