@@ -14,7 +14,9 @@ from curate.execution.local import LocalExecutor
 from curate.execution.spec import StageSpec
 
 
-def _factory(calls_file=None, sleep_key=None, kill_key=None, sleep_s=30.0, loads_file=None):
+def _factory(calls_file=None, sleep_key=None, kill_key=None, sleep_s=30.0, loads_file=None,
+             load_s=0.0):
+    time.sleep(load_s)              # a model's load
     if loads_file:
         with open(loads_file, "a") as f:
             f.write("load\n")
@@ -170,6 +172,17 @@ def test_per_item_timeout_ends_a_hung_item_without_holding_others(tmp_path, ray_
     assert rows["s0"]["status"] == "failed" and rows["s0"]["error"].startswith("timeout")
     assert all(rows[f"s{i}"]["status"] == "ok" for i in (1, 2, 4, 5)), [(k, r["error"]) for k, r in rows.items()]
     assert wall < 120          # not the 300 s the item would sleep
+
+
+def test_an_actors_slow_start_is_not_its_items_time(tmp_path, ray_ex):
+    """The timeout clock of an actor call runs from when the actor is built: a model load
+    longer than the item timeout (a loaded machine, a large checkpoint) fails no item."""
+    spec = StageSpec("slow", functools.partial(_factory, load_s=6.0), _err, stateful=True,
+                     timeout_s=3.0, concurrency=2)
+    res = run_stage(tmp_path, spec, _items(4), ray_ex, progress=False)
+    rows = {r["source_id"]: r for r in res.outputs["downloads"]}
+    assert [rows[f"s{i}"]["status"] for i in (0, 1, 2)] == ["ok"] * 3, \
+        [(k, r["error"]) for k, r in rows.items()]
 
 
 def test_stateful_stage_loads_once_per_actor_and_streams(tmp_path, ray_ex):

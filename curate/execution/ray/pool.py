@@ -32,6 +32,7 @@ class _ActorPool:
         self.prep_slots = max(1, ex.workers)
         self.cpu = ex._cpus_per(self.size + (self.prep_slots if spec.prepare else 0))
         self.spec_ref = ray.put(spec)
+        self.starting: dict[Any, Any] = {}       # actor -> its ready ref, until it is built
         self.actors = [self._new_actor() for _ in range(self.size)]
         self.idle: deque = deque(self.actors)
         self.prep = ray.remote(_prepare_body).options(num_cpus=self.cpu, num_returns=2,
@@ -45,7 +46,24 @@ class _ActorPool:
         self.queue_cap = 2 * self.size * self.batch   # prepared items waiting: bounds object-store use
 
     def _new_actor(self):
-        return self.ex._new_actor(self.spec_ref, self.cpu, self.n_gpu, self.watch.actors)
+        a = self.ex._new_actor(self.spec_ref, self.cpu, self.n_gpu, self.watch.actors)
+        self.starting[a] = a.__ray_ready__.remote()
+        return a
+
+    def _hold_starting(self) -> None:
+        """A call's timeout clock runs from when its actor is built: a model's load (slow on a
+        loaded machine) is the actor's start, not the item's work."""
+        import ray
+        if not self.starting:
+            return
+        refs = list(self.starting.values())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready = set(ready)
+        self.starting = {a: r for a, r in self.starting.items() if r not in ready}
+        now = time.monotonic()
+        for ref, (a, take, t0) in list(self.calls.items()):
+            if a in self.starting:
+                self.calls[ref] = (a, take, max(t0, now))
 
     def run(self) -> Iterator[tuple[Item, Outputs]]:
         while self.todo or self.prepared or self.preps or self.calls:
@@ -129,6 +147,7 @@ class _ActorPool:
         except Exception:  # noqa: BLE001 - already gone
             pass
         self.actors.remove(a)
+        self.starting.pop(a, None)
         new = self._new_actor()
         self.actors.append(new)
         self.idle.append(new)
@@ -159,6 +178,7 @@ class _ActorPool:
     def expire_calls(self) -> Iterator[tuple[Item, Outputs]]:
         """A hung actor is replaced; a single item fails, a batch's items retry alone."""
         spec = self.spec
+        self._hold_starting()
         over = self.ex._overdue(spec, {r: (v[1], v[2]) for r, v in self.calls.items()},
                                 scale=lambda v: len(v[0]))
         for ref, _v in over:
