@@ -9,7 +9,7 @@ Kinds (the truth) and what they are made of:
 
 - ``flash_click``: moving texture; a bright disc flashes at random event times
   (every 0.5-1.5 s) and a short beep sounds at the same instants.
-- ``flash_click_shifted``: the same with the audio shifted by +-0.5..1 s (``audio_offset``).
+- ``flash_click_shifted``: the same with the audio shifted by +-``SHIFT_S`` (``audio_offset``).
 - ``drum``: moving texture; a disc pulses on each beat of a steady tempo, a kick drum
   sounds on the beat.
 - ``hard_cuts``: 3 or 4 distinct scenes (palette, texture, direction, tone) with hard cuts
@@ -55,6 +55,13 @@ AUDIO_CHANNELS = 2
 DISC_RADIUS = 0.18
 FLASH_GAIN = 0.9
 FLASH_SECONDS = 0.125       # 3 frames at 24 fps: always seen by the 12-fps analysis grid
+
+#: the size of a ``flash_click_shifted`` video's shift (its sign is drawn). Chosen so that both
+#: sync models can find it and repair can undo it: a Synchformer class centre (its 21 classes
+#: are 0.2 s apart) on the paper's classifier's 0.04-s grid, inside its +-0.6-s search and not
+#: at its edge, and well past the 0.25-s shift the demo classifier was trained to reject (its
+#: sync gate passes few windows at 0.4 s; at 0.2 s up to 6 of a video's 15).
+SHIFT_S = 0.4
 
 KINDS = ("flash_click", "flash_click_shifted", "drum", "hard_cuts", "tone_motion",
          "static_tone", "silent_motion")
@@ -350,7 +357,8 @@ def make_spec(vid: str, label: str, kind: str, split: str, seed: int,
     spec = VideoSpec(vid, label, kind, split, seed, duration)
     if kind in ("flash_click", "flash_click_shifted"):
         if kind == "flash_click_shifted":
-            spec.audio_offset = round(float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.0)), 3)
+            spec.audio_offset = float(rng.choice([-1, 1])) * SHIFT_S
+            rng.uniform(0.5, 1.0)   # the draw of the former random size: same events as before
         events = _on_frames(_events(rng, -2.0, duration + 2.0), FPS)
         spec.event_times = [e for e in events if 0.0 <= e < duration]
         spec.audio_event_times = [round(e + spec.audio_offset, 6) for e in events

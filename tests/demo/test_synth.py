@@ -126,7 +126,7 @@ def test_shifted_audio_is_a_shift(corpus):
     in_sync = [v for v in truth["videos"] if v["kind"] in ("flash_click", "drum")]
     assert shifted and in_sync
     for v in shifted:
-        assert 0.5 <= abs(v["audio_offset"]) <= 1.0
+        assert abs(v["audio_offset"]) == synth.SHIFT_S     # one size, a drawn sign
         sounds = set(np.round(v["audio_event_times"], 4))
         for e in v["event_times"]:
             if 0 <= e + v["audio_offset"] < DURATION:
@@ -244,3 +244,18 @@ def test_the_same_video_is_the_same_bytes_on_one_or_all_cores(tmp_path):
     every = _render_on(set(cpus), tmp_path / "all.mp4")
     assert one == again
     assert one == every, f"bytes differ between 1 and {len(cpus)} CPUs"
+
+
+def test_shift_is_one_both_sync_models_can_find():
+    """The shifted videos' shift lies on a Synchformer class centre and on the paper's
+    classifier's search grid, inside its search and not at its edge: a shift off either grid
+    or beyond +-0.6 s could never be agreed on, so repair could never undo it."""
+    from filters import sampling
+    from filters.synchformer import offset_grid
+    shifts = np.asarray(sampling.offset_shifts_s())
+    assert np.isclose(np.abs(offset_grid() - synth.SHIFT_S), 0).any()
+    assert np.isclose(np.abs(shifts - synth.SHIFT_S), 0).any()
+    assert np.isclose(np.abs(shifts + synth.SHIFT_S), 0).any()
+    assert synth.SHIFT_S <= shifts.max() - 0.1 and synth.SHIFT_S >= 0.1
+    signs = {np.sign(s.audio_offset) for s in synth.corpus_specs(32, seed=0) if s.kind == "flash_click_shifted"}
+    assert signs == {-1.0, 1.0}           # the demo holds audio both late and early
