@@ -122,3 +122,68 @@ def candidate_mask(windows: Any, thresholds: Any, gate: Iterable[str], order: Se
     off, prob = _np_float(windows[PAPER_COLUMNS[0]]), _np_float(windows[PAPER_COLUMNS[1]])
     with np.errstate(invalid="ignore"):
         return but_sync & ~keep & (prob >= min_window_prob) & (np.abs(off) >= AGREE_TOL_S)
+
+
+def _touch(a0: float, a1: float, b0: float, b1: float) -> bool:
+    """Whether two spans overlap or touch (they would merge into one clip)."""
+    return a0 <= b1 + 1e-6 and b0 <= a1 + 1e-6
+
+
+def _runs(rows: list[int], free: set[int], off: np.ndarray) -> list[list[int]]:
+    """Maximal runs of consecutive rows (in start order) in ``free`` of one offset, counted
+    in Synchformer classes (``SF_STEP_S``)."""
+    runs: list[list[int]] = []
+    cur: list[int] = []
+    for i in rows:
+        if i in free and cur and round(off[i] / SF_STEP_S) == round(off[cur[-1]] / SF_STEP_S):
+            cur.append(i)
+            continue
+        if cur:
+            runs.append(cur)
+        cur = [i] if i in free else []
+    return runs + ([cur] if cur else [])
+
+
+def _shot_runs(rows: list[int], start: np.ndarray, end: np.ndarray, keep: np.ndarray,
+               cand: np.ndarray, off: np.ndarray) -> list[int]:
+    """One shot's candidate rows that make clips a repair can decide on (``candidate_runs``)."""
+    kept = [(start[i], end[i]) for i in rows if keep[i]]
+    free = {i for i in rows if cand[i] and not any(_touch(start[i], end[i], a, b) for a, b in kept)}
+    chosen: list[tuple[float, float]] = []
+    out: list[int] = []
+    for run in sorted(_runs(rows, free, off), key=lambda r: (-len(r), start[r[0]])):
+        span = (start[run[0]], end[run[-1]])
+        if not any(_touch(*span, a, b) for a, b in chosen):
+            chosen.append(span)
+            out += run
+    return out
+
+
+def candidate_runs(windows: Any, keep: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """The repair candidates select merges (``cand``: ``candidate_mask``), so that each clip
+    they make holds one offset and nothing else: runs of consecutive candidate windows of one
+    shot whose offsets fall in one Synchformer class; a candidate touching a kept window is
+    left out (the in-sync part of a partly shifted shot merges and ships as with repair off,
+    instead of the whole clip failing as not constant); runs that would touch one another keep
+    the longest (a shot's shift is one constant: shorter runs at another offset are the
+    classifier's misses). Each clip's windows are then exactly one run (``decide_repair``
+    reads the windows inside a clip)."""
+    from curate.selection.rules import _np_float
+    out = np.zeros(len(cand), dtype=bool)
+    if not cand.any():
+        return out
+    keep = np.asarray(keep, dtype=bool)
+    src = np.asarray(windows["source_id"].to_pylist(), dtype=object)
+    shot = np.asarray([s or "" for s in windows["shot_id"].to_pylist()], dtype=object)
+    start, end = _np_float(windows["start"]), _np_float(windows["end"])
+    status = windows["status"].to_pylist()
+    off = _np_float(windows[PAPER_COLUMNS[0]])
+    groups: dict[tuple[str, str], list[int]] = {}
+    wanted = set(src[cand])
+    for i in np.nonzero(np.isin(src, list(wanted)))[0]:
+        if status[i] in (None, "ok"):
+            groups.setdefault((src[i], shot[i]), []).append(int(i))
+    for rows in groups.values():
+        rows.sort(key=lambda i: (start[i], end[i]))
+        out[_shot_runs(rows, start, end, keep, cand, off)] = True
+    return out

@@ -66,20 +66,26 @@ def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
 
 def needs_repair(out: str | Path, selected: list[dict],
                  min_window_prob: float = MIN_WINDOW_PROB) -> set[str]:
-    """Keys of the selected clips holding a repair candidate (a window the sync gate
+    """Keys of the selected clips merged from repair candidates (windows the sync gate
     rejected whose classifier is confident of a non-zero offset, as
-    ``curate.selection.repair.candidate_mask`` merged it): they ship only repaired."""
+    ``curate.selection.repair.candidate_runs`` merged them apart from the kept windows): a
+    clip holding such a window and no kept one ships only repaired. A clip of kept windows
+    ships as with repair off, whatever rejected windows lie inside it."""
     from manifests.columns import read_columns
     offsets = window_offsets(out)
     if not offsets or not schemas.has_manifest(out, "decisions"):
         return set()
     d = read_columns(out, "decisions", ["window_id", "keep", "reason"]).to_pylist()
     off_sync = {r["window_id"] for r in d if not r["keep"] and r["reason"] == "sync"}
+    kept = {r["window_id"] for r in d if r["keep"]}
     spans = {sid: [(a, b) for wid, a, b, off, p in ws if wid in off_sync and off is not None
                    and p is not None and p >= min_window_prob and abs(off) >= AGREE_TOL_S]
              for sid, ws in offsets.items()}
-    return {s["key"] for s in selected
-            if any(a >= s["start"] - 1e-6 and b <= s["end"] + 1e-6 for a, b in spans.get(s["source_id"], ()))}
+    kept_spans = {sid: [(a, b) for wid, a, b, _, _ in ws if wid in kept] for sid, ws in offsets.items()}
+
+    def holds(s: dict, spans_of: dict) -> bool:
+        return any(a >= s["start"] - 1e-6 and b <= s["end"] + 1e-6 for a, b in spans_of.get(s["source_id"], ()))
+    return {s["key"] for s in selected if holds(s, spans) and not holds(s, kept_spans)}
 
 
 def rescore_verdict(cert: dict | None) -> str | None:

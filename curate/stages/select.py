@@ -79,16 +79,17 @@ def _clips(out: Any, run: Run, summary: dict[str, Any]) -> Any:
     shots = read_columns(out, "shots", ["shot_id", "start", "end"]) \
         if schemas.has_manifest(out, "shots") else None
     if (recipe.get("repair") or {}).get("enabled"):     # merged too; shipped only repaired
-        keep = keep | _repair_candidates(run, windows, summary)
+        keep = keep | _repair_candidates(run, windows, keep, summary)
     return merge_table(windows, keep, shots, min_len=recipe["merge"]["min_len"])
 
 
-def _repair_candidates(run: Run, windows: Any, summary: dict[str, Any]) -> Any:
-    """The repair candidates (``curate.selection.repair.candidate_mask``) to merge; none
-    without Synchformer weights (nothing could certify or rescore them, and they would take
-    the places of clips that ship)."""
+def _repair_candidates(run: Run, windows: Any, keep: Any, summary: dict[str, Any]) -> Any:
+    """The repair candidates (``curate.selection.repair.candidate_mask``) to merge, in runs of
+    one offset apart from the kept windows (``candidate_runs``); none without Synchformer
+    weights (nothing could certify or rescore them, and they would take the places of clips
+    that ship)."""
     import numpy as np
-    from curate.selection.repair import MIN_WINDOW_PROB, candidate_mask
+    from curate.selection.repair import MIN_WINDOW_PROB, candidate_mask, candidate_runs
     from curate.stagekit.certifying import certify_weights
 
     try:
@@ -102,8 +103,9 @@ def _repair_candidates(run: Run, windows: Any, summary: dict[str, Any]) -> Any:
         return np.zeros(windows.num_rows, dtype=bool)
     cand = candidate_mask(windows, run.threshold_dict(), list(run.gate), run.order,
                          run.recipe["repair"].get("min_window_prob", MIN_WINDOW_PROB))
-    summary["repair_candidates"] = int(cand.sum())
-    return cand
+    runs = candidate_runs(windows, keep, cand)
+    summary["repair_candidates"], summary["repair_candidates_merged"] = int(cand.sum()), int(runs.sum())
+    return runs
 
 
 def select_clips(out: Any, run: Run, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -103,6 +103,10 @@ def test_candidates_are_windows_only_the_sync_gate_rejects_with_a_confident_offs
 
 
 def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tmp_path):
+    """With repair on, candidates merge apart from the kept windows, in runs of one offset
+    (one Synchformer class): a candidate touching a kept window stays out (the in-sync part
+    ships as with repair off), a run at another offset touching a longer run gives way, and
+    each candidate clip's windows are exactly one run."""
     from curate.config.recipes import get_recipe
     from curate.config.run import resolve
     from curate.stages.select import _clips
@@ -110,13 +114,16 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
     from sync_classifier.model import DEMO_CHECKPOINT
     from tests.selection.test_select import row
 
-    # one source: windows every 0.5 s; 0.0-1.0 in sync, 3.0-4.0 off by -0.6 s (only sync
-    # fails, the classifier is sure), 6.0-7.0 off but unsure
+    # (start, in sync, offset, probability): 0.0-1.0 in sync; 3.5 off (touches the kept
+    # 1.0-4.0); 5.0-6.0 off by -0.6; 6.5 off by +0.4 (another class, touching that run);
+    # 10.0 off but unsure; 12.0-12.5 off by -0.56 / -0.64 (one class) far from the rest
+    plan = [(0.0, True, 0.0, 0.9), (0.5, True, 0.0, 0.9), (1.0, True, 0.0, 0.9),
+            (3.5, False, -0.6, 0.9), (5.0, False, -0.6, 0.9), (5.5, False, -0.6, 0.9),
+            (6.0, False, -0.6, 0.9), (6.5, False, 0.4, 0.9), (10.0, False, -0.6, 0.05),
+            (12.0, False, -0.56, 0.9), (12.5, False, -0.64, 0.9)]
     wins = []
-    for i, t in enumerate([0.0, 0.5, 1.0, 3.0, 3.5, 4.0, 6.0, 6.5, 7.0]):
-        off = t >= 3.0
-        r = row(f"w{i}", sync_a2v=0.1 if off else 0.5, sync_offset_s=-0.6 if off else 0.0,
-                sync_offset_p=0.05 if t >= 6.0 else 0.9)
+    for i, (t, ok, off, p) in enumerate(plan):
+        r = row(f"w{i:02d}", sync_a2v=0.5 if ok else 0.1, sync_offset_s=off, sync_offset_p=p)
         r.update(start=t, end=t + 3.0)
         wins.append(r)
     write_manifest(tmp_path, "windows", wins)
@@ -133,10 +140,11 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
         summary = {}
         clips[on] = _clips(tmp_path, r, summary).to_pylist()
         decisions = read_rows(tmp_path, "decisions")
-        assert [d["keep"] for d in decisions] == [True] * 3 + [False] * 6     # the same decisions
+        assert [d["keep"] for d in decisions] == [True] * 3 + [False] * 8     # the same decisions
     assert [(c["start"], c["end"]) for c in clips[False]] == [(0.0, 4.0)]
-    assert [(c["start"], c["end"]) for c in clips[True]] == [(0.0, 7.0)]     # 3.0-7.0 joins it
-    assert summary["repair_candidates"] == 3
+    assert [(c["start"], c["end"]) for c in clips[True]] == [(0.0, 4.0), (5.0, 9.0), (12.0, 15.5)]
+    assert [c["n_windows"] for c in clips[True]] == [3, 3, 2]
+    assert summary["repair_candidates"] == 7 and summary["repair_candidates_merged"] == 5
     # without Synchformer weights nothing could be repaired: no candidate takes a place
     run["options"].pop("synchformer_checkpoint")
     summary = {}
