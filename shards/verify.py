@@ -238,6 +238,9 @@ def format_report(report: dict[str, Any]) -> str:
            if "due" in s else "")
     lines.append(f"{s['shards']} shards, {s['ok']} ok, {s['bad']} bad, {s['samples']} samples{due}"
                  + (f"; {s['error']}" if s.get("error") else ""))
+    if s.get("repaired_checked"):
+        lines.append(f"repaired clips: {s['repaired_checked']} checked against their source at the "
+                     "recorded shift")
     if "run_problems" in report:
         lines.append("verify: OK" if report["ok"] else "verify: FAILED")
     return "\n".join(lines)
@@ -352,10 +355,12 @@ def _repair_problem(row: dict[str, Any], clip: bytes) -> str | None:
     return None
 
 
-def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]]) -> list[str]:
-    """Each repaired clip in a shard against its source at the recorded shift."""
+def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """Each repaired clip in a shard against its source at the recorded shift: the problems
+    and how many repaired clips were checked."""
     where = {r["key"]: r["shard"] for r in shard_rows}
     bad = []
+    checked = 0
     for row in _repaired_rows(man):
         tar = sd / str(where.get(row["key"], ""))
         if row["key"] not in where or not tar.is_file():
@@ -366,10 +371,12 @@ def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]]) -> list[str]
         except (tarfile.TarError, KeyError, AttributeError, OSError) as e:
             bad.append(f"{row['key']}: clip unreadable in {tar.name} ({e})")
             continue
+        checked += 1
         why = _repair_problem(row, clip)
         if why:
             bad.append(why)
-    return [_listed("repaired clips whose audio is not their source's at the recorded shift", bad)] if bad else []
+    return ([_listed("repaired clips whose audio is not their source's at the recorded shift", bad)]
+            if bad else []), checked
 
 
 def _membership(selected: list[dict[str, Any]], shard_rows: list[dict[str, Any]]) -> list[str]:
@@ -462,6 +469,7 @@ def verify_run(out: str | os.PathLike) -> dict[str, Any]:
         except Exception as e:  # an unreadable manifest is a finding
             problems.append(f"manifest {name}.parquet unreadable: {e}")
     shards: dict[str, dict[str, Any]] = {}
+    repaired = 0
     if sd.is_dir():
         # every shard found on disk is checked too (a stray one is also an extra file)
         shards = {stem: verify_shard(sd, stem) for stem in _stems(sd)[0]}
@@ -472,7 +480,8 @@ def verify_run(out: str | os.PathLike) -> dict[str, Any]:
     problems += _manifest_offsets(man / "selected.parquet")
     if sd.is_dir():
         problems += _check_listed_shards(sd, shard_rows, shards)
-        problems += _repairs(sd, man, shard_rows)
+        found, repaired = _repairs(sd, man, shard_rows)
+        problems += found
         extra = _extra_files(sd, {str(r["shard"])[:-4] for r in shard_rows})
         if extra:
             problems.append(_listed("files in shards/ not in the shards manifest", extra))
@@ -484,7 +493,7 @@ def verify_run(out: str | os.PathLike) -> dict[str, Any]:
                "samples": sum(r["samples"] for r in shards.values()),
                "problems": sum(len(r["problems"]) for r in shards.values()) + len(problems),
                "due": len({r["key"] for r in selected if r.get("status") == "ok"}),
-               "listed_shards": len({r["shard"] for r in shard_rows})}
+               "listed_shards": len({r["shard"] for r in shard_rows}), "repaired_checked": repaired}
     return {"ok": not problems and not bad, "shards": shards, "summary": summary,
             "warnings": [], "run_problems": problems}
 

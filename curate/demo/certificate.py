@@ -109,3 +109,41 @@ def kind_summary(rows: list[dict[str, Any]], tolerance: float = 0.2) -> list[str
                    f"{(f'{sum(sf)}/{len(sf)}' if sf else '-'):>16}"
                    f"{(f'{np.mean(ds):.2f}' if ds else '-'):>13}")
     return out
+
+
+def repair_rows(out: str | Path, truth_path: str | Path) -> list[dict[str, Any]]:
+    """With repair on: each selected clip of a truly shifted video, and each clip the repair
+    touched (repaired, refused, rejected), with its truth, the applied shift (Synchformer's
+    sign: minus the delay undone), the outcome in words and the stage's note. Empty with
+    repair off (no clip has a note)."""
+    from manifests.columns import read_columns
+    from curate.reports.stats import repair_outcome
+    if not schemas.has_manifest(out, "selected"):
+        return []
+    truth = {str(v["id"]): v for v in json.loads(Path(truth_path).read_text())["videos"]}
+    cols = ["source_id", "start", "end", "status", "error", "av_shift_ms", "repaired", "repair_note"]
+    rows = []
+    for r in read_columns(out, "selected", cols).to_pylist():
+        if r["repair_note"] is None:
+            continue
+        t = truth.get(ytid_of(r["source_id"]), {})
+        true = 0.0 - float(t.get("audio_offset") or 0.0)
+        if not (r["repaired"] or abs(true) > 1e-9 or r["status"] != schemas.STATUS_OK):
+            continue
+        rows.append({"id": ytid_of(r["source_id"]), "kind": t.get("kind", "unknown"),
+                     "span": (r["start"], r["end"]), "true_offset_s": true,
+                     "shift_offset_s": -(r["av_shift_ms"] or 0.0) / 1000.0, "status": r["status"],
+                     "outcome": repair_outcome(r["status"], r["repaired"], r["repair_note"], r["error"]),
+                     "note": r["repair_note"]})
+    return sorted(rows, key=lambda r: (r["kind"], r["id"], r["span"]))
+
+
+def format_repair_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The demo's repair table: what was repaired, by how much, and the rescore's verdict."""
+    out = [f"  {'kind':<22}{'video':<11}{'clip (s)':<12}{'true':>7}{'undone':>8}  outcome / note"]
+    for r in rows:
+        span = f"{r['span'][0]:.1f}-{r['span'][1]:.1f}"
+        out.append(f"  {r['kind'][:22]:<22}{r['id'][:11]:<11}{span:<12}{r['true_offset_s']:>+7.2f}"
+                   f"{r['shift_offset_s']:>+8.2f}  {r['outcome']}")
+        out.append(f"  {'':<60}{r['note'][:100]}")
+    return out

@@ -9,7 +9,10 @@ in its training set). ``--sync-checkpoint`` overrides it; without the shipped fi
 trains a small classifier on the demo's train split (stage ``train-sync``, time-bounded).
 Certify uses the small Synchformer-shaped model shipped beside it when installed
 (``curate.demo.certificate``); the demo ends by printing both models' offsets and DeSync
-against the truth of each generated video.
+against the truth of each generated video. With ``--repair`` (recipe option ``repair``) the
+select stage also merges the shifted windows both models may agree on, the shard stage cuts
+them with their audio shifted back and rescores them, and the demo prints what was repaired,
+the rescore's verdict and verify's check of the repaired audio.
 """
 from __future__ import annotations
 
@@ -74,6 +77,8 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
     record_run(out, run, {"options": options})
     run_stages(out, run, executor, stages, echo=echo)
     _print_certificate(out, synth_dir / "truth.json", echo)
+    if (run["recipe"].get("repair") or {}).get("enabled"):
+        _print_repairs(out, synth_dir / "truth.json", echo)
     from curate.reports.stats import collect, write_report
     write_report(out, out / "report.html", collect(out))
     echo(f"report: {out / 'report.html'}")
@@ -87,6 +92,22 @@ def _print_certificate(out: Path, truth: Path, echo: Callable[[str], None]) -> N
     echo("== sync certificate: true offset vs measured (s; positive = audio ahead)")
     for line in format_offset_rows(rows) + [""] + kind_summary(rows):
         echo(line)
+
+
+def _print_repairs(out: Path, truth: Path, echo: Callable[[str], None]) -> None:
+    """With repair on (``curate build demo --repair``): the shifted videos' clips and every
+    clip the repair touched, the rescore's verdict, and verify's check of the repaired audio."""
+    from curate.demo.certificate import format_repair_rows, repair_rows
+    from shards.verify import verify_path
+    rows = repair_rows(out, truth)
+    echo("== repairs (selected clips of shifted videos and every clip a repair touched; s, "
+         "positive = audio ahead; 'undone' is the applied shift)")
+    for line in format_repair_rows(rows) if rows else ["  none (no selected clip of a shifted video)"]:
+        echo(line)
+    rep = verify_path(out)
+    n = rep["summary"].get("repaired_checked", 0)
+    echo(f"== verify: {'OK' if rep['ok'] else 'FAILED'}; {n} repaired clip(s) checked against their "
+         f"source at the recorded shift" + "".join(f"\n  - {p}" for p in rep.get("run_problems") or []))
 
 
 def sync_margin(media_dir: str | Path, checkpoint: str | Path | None = None, seed: int = 0,

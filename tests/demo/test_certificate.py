@@ -62,3 +62,31 @@ def test_offsets_beside_the_truth(tmp_path):
     summary = "\n".join(kind_summary(rows))
     assert "1/1" in summary and "2/2" in summary          # within 0.2 s: classifier, Synchformer
     assert schemas.CERT_COLUMNS[0] == "sf_offset_first"
+
+
+def test_the_repair_table_lists_shifted_videos_and_what_the_repair_did(tmp_path):
+    from curate.demo.certificate import format_repair_rows, repair_rows
+    out, truth = tmp_path / "out", tmp_path / "truth.json"
+    truth.write_text(json.dumps({"videos": [
+        {"id": "synth0000", "kind": "flash_click", "audio_offset": 0.0},
+        {"id": "synth0001", "kind": "flash_click_shifted", "audio_offset": -0.4},    # audio early
+        {"id": "synth0002", "kind": "flash_click_shifted", "audio_offset": 0.4}]}))
+
+    def sel(yt, status, shift, repaired, note, error=None):
+        return {"key": yt, "source_id": f"{yt}_000000_000010", "start": 1.0, "end": 6.0, "status": status,
+                "error": error, "av_shift_ms": shift, "repaired": repaired, "repair_note": note}
+    write_manifest(out, "selected", [
+        sel("synth0000", "ok", 0.0, False, "in sync (both models find offset 0)"),     # not listed
+        sel("synth0001", "ok", -400.0, True, "audio early by 0.400 s (both models agree); rescore offset 0"),
+        sel("synth0002", "rejected", 0.0, False, "models disagree (Synchformer +0.20 s, paper's "
+            "classifier +0.400 s)", "sync: out of sync and not repaired (models disagree)")])
+    rows = repair_rows(out, truth)
+    assert [r["id"] for r in rows] == ["synth0001", "synth0002"]
+    fixed, left = rows
+    assert fixed["true_offset_s"] == pytest.approx(0.4) and fixed["shift_offset_s"] == pytest.approx(0.4)
+    assert fixed["outcome"] == "repaired (rescore found offset 0)"
+    assert left["outcome"].startswith("rejected (out of sync), not repaired: models disagree")
+    text = "\n".join(format_repair_rows(rows))
+    assert "rescore offset 0" in text and "+0.40" in text
+    write_manifest(out, "selected", [sel("synth0001", "ok", 0.0, False, None)])          # repair off
+    assert repair_rows(out, truth) == []

@@ -27,7 +27,7 @@ from curate.build import stage_value
 from filters.synchformer import offset_grid
 from filters.synchformer_model import Synchformer, SynchformerConfig, save_synchformer
 from manifests.schemas import read_rows, write_manifest
-from shards.verify import verify_run
+from shards.verify import format_report, verify_run
 from shards.writer import key_from_name
 
 DELAY = 0.6          # audio late (synth's sign); Synchformer reads offset -0.6
@@ -139,6 +139,8 @@ def test_repair_ships_the_agreed_shift_and_refuses_the_rest(tmp_path, source, pa
     assert meta["repaired"] is True and meta["av_shift_ms"] == pytest.approx(600.0)
     rep = verify_run(out)
     assert rep["ok"], rep["run_problems"]
+    assert rep["summary"]["repaired_checked"] == 1        # verify read the repaired clip's audio
+    assert "repaired clips: 1 checked" in format_report(rep)
     assert (out / "work" / "rescore").is_dir()            # only the repaired clip was rescored
     st = collect(out)
     assert st["repairs"] == {"repaired (rescore found offset 0)": 1,
@@ -206,3 +208,22 @@ def test_a_repair_without_weights_to_rescore_it_is_rejected(tmp_path):
     repair.rescore(tmp_path, run, LocalExecutor(), cuts, [])
     assert cuts["k"]["status"] == "rejected" and cuts["k"]["repaired"] is False
     assert "no --synchformer-checkpoint" in cuts["k"]["error"]
+
+
+def test_only_a_clip_merged_from_candidates_must_be_repaired(tmp_path):
+    """A clip of kept windows ships as with repair off even when a rejected, confidently
+    shifted window lies inside it; a clip holding candidates and no kept window ships only
+    repaired (``repair.needs_repair``)."""
+    sid = _sid("aaaaaaaaaaa")
+    # (window, start, keep, offset): kept 0.0-1.0 with a shifted window at 0.5 inside;
+    # 5.0-5.5 shifted only
+    plan = [("k0", 0.0, True, 0.0), ("x1", 0.5, False, -0.6), ("k2", 1.0, True, 0.0),
+            ("c3", 5.0, False, -0.6), ("c4", 5.5, False, -0.6)]
+    write_manifest(tmp_path, "windows", [{"window_id": w, "source_id": sid, "start": t, "end": t + 3.0,
+                                          "status": "ok", "sync_offset_s": off, "sync_offset_p": 0.9}
+                                         for w, t, _, off in plan])
+    write_manifest(tmp_path, "decisions", [{"window_id": w, "keep": k, "reason": None if k else "sync"}
+                                           for w, _, k, _ in plan])
+    selected = [{"key": "insync", "source_id": sid, "start": 0.0, "end": 4.0},
+                {"key": "shifted", "source_id": sid, "start": 5.0, "end": 8.5}]
+    assert repair.needs_repair(tmp_path, selected) == {"shifted"}
