@@ -151,9 +151,11 @@ def _shot_runs(rows: list[int], start: np.ndarray, end: np.ndarray, keep: np.nda
     free = {i for i in rows if cand[i] and not any(_touch(start[i], end[i], a, b) for a, b in kept)}
     chosen: list[tuple[float, float]] = []
     out: list[int] = []
+    shift = None           # the shot's one offset: the longest run's class
     for run in sorted(_runs(rows, free, off), key=lambda r: (-len(r), start[r[0]])):
         span = (start[run[0]], end[run[-1]])
-        if not any(_touch(*span, a, b) for a, b in chosen):
+        shift = round(off[run[0]] / SF_STEP_S) if shift is None else shift
+        if round(off[run[0]] / SF_STEP_S) == shift and not any(_touch(*span, a, b) for a, b in chosen):
             chosen.append(span)
             out += run
     return out
@@ -164,9 +166,9 @@ def candidate_runs(windows: Any, keep: np.ndarray, cand: np.ndarray) -> np.ndarr
     they make holds one offset and nothing else: runs of consecutive candidate windows of one
     shot whose offsets fall in one Synchformer class; a candidate touching a kept window is
     left out (the in-sync part of a partly shifted shot merges and ships as with repair off,
-    instead of the whole clip failing as not constant); runs that would touch one another keep
-    the longest (a shot's shift is one constant: shorter runs at another offset are the
-    classifier's misses). Each clip's windows are then exactly one run (``decide_repair``
+    instead of the whole clip failing as not constant); a shot's shift is one constant, so
+    only runs at the offset of its longest run are kept, and of runs that would touch one
+    another the longest (shorter runs at another offset are the classifier's misses). Each clip's windows are then exactly one run (``decide_repair``
     reads the windows inside a clip)."""
     from curate.selection.rules import _np_float
     out = np.zeros(len(cand), dtype=bool)

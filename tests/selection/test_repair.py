@@ -116,11 +116,12 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
 
     # (start, in sync, offset, probability): 0.0-1.0 in sync; 3.5 off (touches the kept
     # 1.0-4.0); 5.0-6.0 off by -0.6; 6.5 off by +0.4 (another class, touching that run);
-    # 10.0 off but unsure; 12.0-12.5 off by -0.56 / -0.64 (one class) far from the rest
+    # 10.0 off but unsure; 12.0-12.5 off by -0.56 / -0.64 (one class) far from the rest;
+    # 20.0 off by +0.4 alone (not the shot's offset)
     plan = [(0.0, True, 0.0, 0.9), (0.5, True, 0.0, 0.9), (1.0, True, 0.0, 0.9),
             (3.5, False, -0.6, 0.9), (5.0, False, -0.6, 0.9), (5.5, False, -0.6, 0.9),
             (6.0, False, -0.6, 0.9), (6.5, False, 0.4, 0.9), (10.0, False, -0.6, 0.05),
-            (12.0, False, -0.56, 0.9), (12.5, False, -0.64, 0.9)]
+            (12.0, False, -0.56, 0.9), (12.5, False, -0.64, 0.9), (20.0, False, 0.4, 0.9)]
     wins = []
     for i, (t, ok, off, p) in enumerate(plan):
         r = row(f"w{i:02d}", sync_a2v=0.5 if ok else 0.1, sync_offset_s=off, sync_offset_p=p)
@@ -140,11 +141,11 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
         summary = {}
         clips[on] = _clips(tmp_path, r, summary).to_pylist()
         decisions = read_rows(tmp_path, "decisions")
-        assert [d["keep"] for d in decisions] == [True] * 3 + [False] * 8     # the same decisions
+        assert [d["keep"] for d in decisions] == [True] * 3 + [False] * 9     # the same decisions
     assert [(c["start"], c["end"]) for c in clips[False]] == [(0.0, 4.0)]
     assert [(c["start"], c["end"]) for c in clips[True]] == [(0.0, 4.0), (5.0, 9.0), (12.0, 15.5)]
     assert [c["n_windows"] for c in clips[True]] == [3, 3, 2]
-    assert summary["repair_candidates"] == 7 and summary["repair_candidates_merged"] == 5
+    assert summary["repair_candidates"] == 8 and summary["repair_candidates_merged"] == 5
     # without Synchformer weights nothing could be repaired: no candidate takes a place
     run["options"].pop("synchformer_checkpoint")
     summary = {}
