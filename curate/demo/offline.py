@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 DEMO_VIDEOS = 32
 
 
+def uncapped(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The demo recipe selecting every ok clip (``curate build demo --repair``): with its cap
+    of 4 clips a class, the in-sync clips (ranked first by P_sync) fill every place and no
+    shifted video's clip would be cut, so the demo could show no repair."""
+    return {**recipe, "select": {**recipe["select"], "per_class": None, "test_per_class": None}}
+
+
 def _loopback_sources(synth_dir: Path, base_url: str) -> Path:
     """The synth corpus's sources.csv with URLs pointing at the loopback server."""
     src = synth_dir / "sources.csv"
@@ -59,6 +66,10 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         synthesize(synth_dir, n_videos=DEMO_VIDEOS, seed=0)
     recipe = get_recipe("demo")
     run = new_run(out, recipe, {**(options or {}), "allow_random_weights": True})
+    if (run["recipe"].get("repair") or {}).get("enabled"):
+        echo("== repair on: every merged clip is selected (no per-class cap), so each shifted "
+             "video's clip is certified, cut, repaired where both models agree, and verified")
+        record_run(out, run, {"recipe": uncapped(run["recipe"])})
     with serve_directory(synth_dir) as base_url:
         echo(f"== serving the corpus at {base_url}")
         sources = _loopback_sources(synth_dir, base_url)
