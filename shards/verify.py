@@ -355,9 +355,9 @@ def _repair_problem(row: dict[str, Any], clip: bytes) -> str | None:
     return None
 
 
-def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]]) -> tuple[list[str], int]:
+def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]], problems: list[str]) -> int:
     """Each repaired clip in a shard against its source at the recorded shift: the problems
-    and how many repaired clips were checked."""
+    go into ``problems``; returns how many repaired clips were checked."""
     where = {r["key"]: r["shard"] for r in shard_rows}
     bad = []
     checked = 0
@@ -375,8 +375,9 @@ def _repairs(sd: Path, man: Path, shard_rows: list[dict[str, Any]]) -> tuple[lis
         why = _repair_problem(row, clip)
         if why:
             bad.append(why)
-    return ([_listed("repaired clips whose audio is not their source's at the recorded shift", bad)]
-            if bad else []), checked
+    if bad:
+        problems.append(_listed("repaired clips whose audio is not their source's at the recorded shift", bad))
+    return checked
 
 
 def _membership(selected: list[dict[str, Any]], shard_rows: list[dict[str, Any]]) -> list[str]:
@@ -480,8 +481,7 @@ def verify_run(out: str | os.PathLike) -> dict[str, Any]:
     problems += _manifest_offsets(man / "selected.parquet")
     if sd.is_dir():
         problems += _check_listed_shards(sd, shard_rows, shards)
-        found, repaired = _repairs(sd, man, shard_rows)
-        problems += found
+        repaired = _repairs(sd, man, shard_rows, problems)
         extra = _extra_files(sd, {str(r["shard"])[:-4] for r in shard_rows})
         if extra:
             problems.append(_listed("files in shards/ not in the shards manifest", extra))
