@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_OPTION = "--synchformer-checkpoint"
 CHECKPOINT_ENV = "CURATE_SYNCHFORMER_CKPT"
 WEIGHTS_LICENSE = "MIT (v-iashin/Synchformer)"
+#: the small Synchformer-shaped model the demo certifies with, trained by
+#: ``benchmarks/train_synchformer_small.py`` on generated flash/beep events (package data; that
+#: script's docstring gives the command and seed). Our saved form names its sizes.
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "synchformer_demo_small.pt"
 #: where the weights are published (never fetched by curate: the user places the file)
 CHECKPOINT_SOURCES = ("the Synchformer README's 24-01-04T16-39-21.pt",
                       "MMAudio's release ext_weights/synchformer_state_dict.pth")

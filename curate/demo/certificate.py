@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from filters.synchformer_model import DEMO_CHECKPOINT
 from manifests import schemas
 from manifests.names import ytid_of
 
-#: where the demo's small Synchformer-shaped model ships (trained by
-#: ``benchmarks/train_synchformer_small.py``; package data)
-DEMO_SYNCHFORMER = Path(__file__).resolve().parents[2] / "filters" / "weights" / "synchformer_demo_small.pt"
+#: where the demo's small Synchformer-shaped model ships (package data of ``filters``)
+DEMO_SYNCHFORMER = DEMO_CHECKPOINT
 
 
 def use_demo_synchformer(options: dict[str, Any], path: Path = DEMO_SYNCHFORMER) -> str:
