@@ -2,12 +2,13 @@
 
 ``filters/weights/synchformer_demo_small.pt`` was trained by
 ``benchmarks/train_synchformer_small.py`` on generated flash/beep events. Here fresh clips (seeds
-the script never used) are made with the audio shifted by a known amount and measured through
-the real path the certify stage runs (``certify_clip``: decode, 25 fps, 16 kHz, the first and
-the last 4.8-s context). The script trains on seeds from 930_000, validates on 950_000 and
-prints its table on 960_000; the clips here are from 970_000. The truth is how the media were made: ``make_event_video`` puts each
-sound at ``event + audio_offset``, so the Synchformer offset (what is heard at video time t
-belongs to video time t + offset) is ``-audio_offset``.
+the script never used: it trains on seeds from 930_000, validates on 950_000 and prints its
+table on 960_000; these are from 970_000) are made with the audio shifted by a known amount and
+measured through the real path the certify stage runs (``certify_clip``: decode, 25 fps,
+16 kHz, the first and the last 4.8-s context). The truth is how the media were made:
+``make_event_video`` puts each sound at ``event + audio_offset``, so the Synchformer offset
+(what is heard at video time t belongs to video time t + offset) is ``-audio_offset``.
+The shipped encoders with an untrained global stage fail all five shifts.
 """
 from __future__ import annotations
 
