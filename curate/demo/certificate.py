@@ -132,7 +132,7 @@ def repair_rows(out: str | Path, truth_path: str | Path) -> list[dict[str, Any]]
             continue
         rows.append({"id": ytid_of(r["source_id"]), "kind": t.get("kind", "unknown"),
                      "span": (r["start"], r["end"]), "true_offset_s": true,
-                     "shift_offset_s": -(r["av_shift_ms"] or 0.0) / 1000.0, "status": r["status"],
+                     "shift_offset_s": 0.0 - (r["av_shift_ms"] or 0.0) / 1000.0, "status": r["status"],
                      "outcome": repair_outcome(r["status"], r["repaired"], r["repair_note"], r["error"]),
                      "note": r["repair_note"]})
     return sorted(rows, key=lambda r: (r["kind"], r["id"], r["span"]))
@@ -140,10 +140,11 @@ def repair_rows(out: str | Path, truth_path: str | Path) -> list[dict[str, Any]]
 
 def format_repair_rows(rows: list[dict[str, Any]]) -> list[str]:
     """The demo's repair table: what was repaired, by how much, and the rescore's verdict."""
-    out = [f"  {'kind':<22}{'video':<11}{'clip (s)':<12}{'true':>7}{'undone':>8}  outcome / note"]
+    out = [f"  {'kind':<22}{'video':<11}{'clip (s)':<12}{'true':>7}{'undone':>8}  {'ships':<7}outcome / note"]
     for r in rows:
         span = f"{r['span'][0]:.1f}-{r['span'][1]:.1f}"
+        ships = "yes" if r["status"] == schemas.STATUS_OK else "no"
         out.append(f"  {r['kind'][:22]:<22}{r['id'][:11]:<11}{span:<12}{r['true_offset_s']:>+7.2f}"
-                   f"{r['shift_offset_s']:>+8.2f}  {r['outcome']}")
-        out.append(f"  {'':<60}{r['note'][:100]}")
+                   f"{r['shift_offset_s']:>+8.2f}  {ships:<7}{r['outcome']}")
+        out.append(f"  {'':<60}{r['note'][:140]}")
     return out

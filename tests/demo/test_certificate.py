@@ -88,5 +88,6 @@ def test_the_repair_table_lists_shifted_videos_and_what_the_repair_did(tmp_path)
     assert left["outcome"].startswith("rejected (out of sync), not repaired: models disagree")
     text = "\n".join(format_repair_rows(rows))
     assert "rescore offset 0" in text and "+0.40" in text
+    assert [ln.split()[5] for ln in text.splitlines()[1::2]] == ["yes", "no"]      # what ships
     write_manifest(out, "selected", [sel("synth0001", "ok", 0.0, False, None)])          # repair off
     assert repair_rows(out, truth) == []
