@@ -9,7 +9,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from curate.selection.repair import DEMO_MIN_PROB, MIN_PROB as REPAIR_MIN_PROB, MIN_WINDOW_PROB
+from curate.selection.repair import MIN_PROB as REPAIR_MIN_PROB, MIN_WINDOW_PROB
 from manifests import bounded
 
 WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "shard"]
@@ -97,8 +97,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "select": {"per_class": 4, "test_per_class": 1, "balanced_test": False, "seed": 0},
         "shards": {"max_count": 8, "max_bytes": 64 << 20, "max_short_side": 240},
         "allow_random_weights": True,
-        # off unless `curate build demo --repair`; its small Synchformer's own confidence
-        "repair": {"min_prob": DEMO_MIN_PROB},
     },
 }
 

@@ -34,13 +34,6 @@ CONSTANT_TOL_S = SF_STEP_S / 2
 #: the default confidence each Synchformer context must reach (recipe ``repair.min_prob``;
 #: a softmax over its 21 classes 0.2 s apart)
 MIN_PROB = 0.5
-#: the demo recipe's ``repair.min_prob``: twice chance over Synchformer's 21 classes, the rule
-#: ``MIN_WINDOW_PROB`` applies to the paper's classifier. The demo's small Synchformer-shaped
-#: model (``filters/weights/synchformer_demo_small.pt``, trained here on generated events)
-#: spreads its softmax: on the demo's shifted videos its argmax is the true class with 0.13-0.69
-#: of the mass, so the real model's 0.5 would leave the demo nothing to repair; agreement with
-#: the classifier, constancy and the rescore at offset 0 still decide.
-DEMO_MIN_PROB = 2 / 21
 #: the default confidence each window of the paper's classifier must reach (recipe
 #: ``repair.min_window_prob``): twice chance. Its softmax runs over 31 shifts only 0.04 s
 #: apart, so neighbouring shifts share the mass and the argmax rarely nears 0.5 (the demo
