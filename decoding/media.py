@@ -331,38 +331,56 @@ def _decode_video(container, start: float, end: float, fps: float, short_side: i
     times = (start + pick_lead + np.arange(n) / fps).tolist()
     eps = PTS_SLACK
     clock = _Clock(stream)
-    out: list[np.ndarray] = []
     if start > 0:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
-    last_frame, last_img = None, None
+    last_frame = None
     scaler = Scaler(via)
-
-    def image() -> np.ndarray:
-        nonlocal last_img
-        if last_img is None:
-            last_img = _resize_crop(last_frame, short_side, crop, sar, scaler)
-        return last_img
-
+    out = _Slots(n, lambda f: _resize_crop(f, short_side, crop, sar, scaler))
     latest_end = -math.inf
     for frame in _decoded_for(container, stream, [x + eps for x in times]):
         if frame.pts is None:
             continue
         t = clock(frame.pts)
         latest_end = max(latest_end, _frame_end(frame, stream, clock))
-        while len(out) < n and last_frame is not None and times[len(out)] + eps < t:
-            out.append(image())
-        if len(out) >= n:
+        while out.k < n and last_frame is not None and times[out.k] + eps < t:
+            out.take(last_frame)
+        if out.k >= n:
             break
-        last_frame, last_img = frame, None
+        last_frame, out.first = frame, None
     if last_frame is None:
         raise DecodeError("no video frames decoded")
     video_end = max(latest_end, _frame_end(last_frame, stream, clock))
-    while len(out) < n:
-        out.append(image())
-    if not out:
+    while out.k < n:
+        out.take(last_frame)
+    if out.array is None:
         size = crop or short_side
         return np.zeros((0, size, size, 3), np.uint8), video_end
-    return np.stack(out), video_end
+    return out.array, video_end
+
+
+class _Slots:
+    """A grid's ``n`` frames, written into one array as slots take them: each converted image
+    is copied in at once and its buffer freed (the next conversion reuses that memory;
+    holding a segment's images for one final stack touched fresh pages for every one), a
+    repeated frame is copied from the slot that took it first."""
+
+    def __init__(self, n: int, convert):
+        self.n, self.k, self.convert = n, 0, convert
+        self.array: np.ndarray | None = None
+        #: the slot holding the current frame's image; None: the frame is not converted yet
+        self.first: int | None = None
+
+    def take(self, frame: av.VideoFrame) -> None:
+        """Slot ``k`` takes ``frame`` (the current frame)."""
+        if self.first is None:
+            img = self.convert(frame)
+            if self.array is None:
+                self.array = np.empty((self.n, *img.shape), np.uint8)
+            self.array[self.k] = img
+            self.first = self.k
+        else:
+            self.array[self.k] = self.array[self.first]
+        self.k += 1
 
 
 #: seconds of audio decoded before the segment (the AAC decoder rebuilds its overlap from the
@@ -410,11 +428,11 @@ def _decode_audio(container, start: float, end: float, sample_rate: int,
             if t >= end + AUDIO_MARGIN:
                 break
         layout = layout or frame.layout.name
-        native.append(planar_float(frame))
+        native.append(_channel_views(frame))
     if not native:
         return None
     rate = int(stream.codec_context.sample_rate or stream.rate)
-    wave = np.concatenate(native, axis=1)
+    wave = _joined(native)
     t0 = t_first or 0.0
     skip = _aligned_skip(start - t0, rate, sample_rate)
     kept = wave[:, skip:]
@@ -479,6 +497,25 @@ def planar_float(frame: av.AudioFrame) -> np.ndarray:
     if x.dtype.kind in "iu":                   # integer PCM -> [-1, 1]
         x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _channel_views(frame: av.AudioFrame) -> list[np.ndarray]:
+    """A decoded audio frame's channels as float32 rows, the values of ``planar_float``: views
+    on the frame's planes for planar float (what AAC and most decoders give: no copy, no
+    per-frame array assembly; the frame lives as long as its views), else its rows."""
+    if frame.format.name == "fltp":
+        n = frame.samples
+        return [np.frombuffer(p, np.float32, n) for p in frame.planes]
+    return list(planar_float(frame))
+
+
+def _joined(frames: list[list[np.ndarray]]) -> np.ndarray:
+    """Per-frame channel rows (``_channel_views``) joined into one float32 ``[C, n]``."""
+    channels = len(frames[0])
+    out = np.empty((channels, sum(len(f[0]) for f in frames)), np.float32)
+    for c in range(channels):
+        np.concatenate([f[c] for f in frames], out=out[c])
+    return out
 
 
 def _display_facts(c, v) -> dict:

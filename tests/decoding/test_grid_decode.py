@@ -5,6 +5,8 @@ decodes written here (every frame decoded, the whole file's audio), and the valu
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import weakref
 from fractions import Fraction
 from pathlib import Path
 
@@ -91,6 +93,40 @@ def test_one_open_per_decode(monkeypatch):
     monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a) or real(*a, **k))
     g = decode_grid(SEGMENT_COPY, 0.0, 1.0, offset=1.2)
     assert len(opened) == 1 and g.has_audio
+
+
+def test_converted_images_are_let_go_at_once(monkeypatch):
+    """Each converted image is copied into the grid as its slot takes it and then let go: a
+    decode never holds more than the one being copied (holding a segment's images for one
+    final stack touched fresh memory for every one of them)."""
+    refs, held = [], []
+    real = media._resize_crop
+
+    def spy(*a, **k):
+        img = real(*a, **k)
+        refs.append(weakref.ref(img))
+        held.append(sum(r() is not None for r in refs))
+        return img
+    monkeypatch.setattr(media, "_resize_crop", spy)
+    g = decode_grid(SEGMENT_COPY, 0.0, 2.0, offset=1.2)
+    assert len(refs) > 12 and max(held) == 1
+    assert np.array_equal(g.frames, _plain_frames(SEGMENT_COPY, 1.2, 24))
+
+
+@pytest.mark.parametrize("codec", ["aac", "pcm_s16le"])
+def test_audio_frames_read_as_planar_float(tmp_path, codec):
+    """The segment's audio is read from each frame's planes (planar float, AAC's) or its rows
+    (other sample formats): the values of ``planar_float``, frame by frame and joined."""
+    path = tmp_path / f"a_{codec}.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SEGMENT_COPY), "-c:v", "copy",
+                    "-c:a", codec, str(path)], check=True)
+    with av.open(str(path)) as c:
+        frames = [f for _, f in zip(range(20), c.decode(c.streams.audio[0]))]
+    views = [media._channel_views(f) for f in frames]
+    for f, v in zip(frames, views):
+        assert np.array_equal(np.stack(v), media.planar_float(f))
+    assert np.array_equal(media._joined(views),
+                          np.concatenate([media.planar_float(f) for f in frames], axis=1))
 
 
 def _whole_file_audio(path) -> tuple[np.ndarray, float, np.ndarray, int]:
