@@ -263,16 +263,19 @@ def _taken(pts: float | None, next_pts: float | None, slots: list[float]) -> boo
 def _packets_taken(container, stream, slots: list[float]):
     """``(packet, taken)`` in decode order; ``taken`` from the packet's pts and the next pts in
     display order among the packets read so far and ``LOOKAHEAD`` ahead (the last packets of
-    the file, with nothing ahead, count as taken)."""
+    the file, with nothing ahead, count as taken). Ends with ``(None, True)`` once the packet
+    due and every packet ahead lie past the last slot: no later frame can be taken (and none
+    before the last slot can still come), so the rest of a longer file is not decoded."""
     seen: list[float] = []
     ahead: deque = deque()
     clock = _Clock(stream)
+    last = slots[-1] if slots else math.inf
+    early = 0       # packets in ``ahead`` at or before the last slot, or of unknown time
 
     def pts_of(pk) -> float | None:
         return None if pk.pts is None or pk.size == 0 else clock(pk.pts)
 
-    def release(pk, end_of_file: bool):
-        t = pts_of(pk)
+    def release(pk, t, end_of_file: bool):
         i = bisect.bisect_right(seen, t) if t is not None and not end_of_file else len(seen)
         return pk, pk.is_keyframe or pk.is_discard or _taken(t, seen[i] if i < len(seen) else None, slots)
 
@@ -280,24 +283,36 @@ def _packets_taken(container, stream, slots: list[float]):
         t = pts_of(pk)
         if t is not None:
             bisect.insort(seen, t)
-        ahead.append(pk)
+        ahead.append((pk, t))
+        early += t is None or t <= last
         if len(ahead) > LOOKAHEAD:
-            yield release(ahead.popleft(), False)
+            pk, t = ahead.popleft()
+            early -= t is None or t <= last
+            if t is not None and t > last and not early:
+                yield None, True
+                return
+            yield release(pk, t, False)
     while ahead:
-        yield release(ahead.popleft(), True)
+        pk, t = ahead.popleft()
+        yield release(pk, t, True)
 
 
 def _decoded_for(container, stream, slots: list[float]):
     """The frames of ``stream`` a grid with slot times ``slots`` (ascending) can take, and
     more: a packet whose frame no slot can take is sent with ``skip_frame = NONREF``, so the
     decoder skips it when no other frame refers to it (a reference frame is decoded: later
-    frames need it). The frames slots take are exactly those of a full decode. Needs one
-    decode thread (the setting applies to the packet being sent). Ends like ``_decoded``."""
+    frames need it); no packet is sent once none left can be taken (the decoder is drained
+    instead, as at a file's end). The frames slots take are exactly those of a full decode.
+    Needs one decode thread (the setting applies to the packet being sent). Ends like
+    ``_decoded``."""
     cc = stream.codec_context
 
     def frames():
         try:
             for pk, taken in _packets_taken(container, stream, slots):
+                if pk is None:
+                    yield from cc.decode(None)
+                    break
                 cc.skip_frame = "DEFAULT" if taken else "NONREF"
                 yield from cc.decode(pk)
         finally:

@@ -87,6 +87,24 @@ def test_unused_non_reference_frames_are_not_decoded(monkeypatch):
     assert 0 < sent.count(False) < len(sent)
 
 
+@pytest.mark.parametrize("offset", [1.75, 2.0])
+def test_no_frame_past_the_segment_is_decoded(monkeypatch, offset):
+    """A segment of a longer file stops where a whole file of the segment would end: once no
+    packet left can be taken, none is sent and the decoder is drained, so no frame past the
+    last slot is decoded here (nothing refers to one; the old loop decoded the next frame
+    to see that the last slot's frame was final), and the frames are those of a full decode."""
+    times, real = [], media._decoded_for
+
+    def spy(container, stream, slots):
+        for f in real(container, stream, slots):
+            times.append((float(f.pts * stream.time_base), slots[-1]))
+            yield f
+    monkeypatch.setattr(media, "_decoded_for", spy)
+    g = decode_grid(SEGMENT_COPY, 0.0, 1.0, offset=offset)
+    assert len(times) > 12 and not [t for t, last in times if t > last]
+    assert np.array_equal(g.frames, _plain_frames(SEGMENT_COPY, offset, 12))
+
+
 def test_one_open_per_decode(monkeypatch):
     opened = []
     real = av.open
