@@ -213,12 +213,14 @@ DECODERS = ("project", "pyav", "ffmpeg", "video")
 # ---------------------------------------------------------------- report
 
 def measure(cases, repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Interleaved: every round runs every case with every decoder once."""
+    """Interleaved: every round runs every case with every decoder once, each round starting
+    one case later, so that no case always runs in the same place (with one fixed order the
+    cut at 0 s always came first, right after the previous source's files)."""
     got: dict[str, dict[str, list[float]]] = {c[0]: {d: [] for d in DECODERS} for c in cases}
     for name, p, a in cases:      # warm the file cache and the libraries
         project(p, a)
-    for _ in range(repeats):
-        for name, p, a in cases:
+    for r in range(repeats):
+        for name, p, a in cases[r % len(cases):] + cases[:r % len(cases)]:
             for d in DECODERS:
                 got[name][d].append(cpu_ms(d, p, a))
     return got
