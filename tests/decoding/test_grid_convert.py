@@ -28,6 +28,10 @@ SCORE_TOL: dict[str, float] = {
     # move to a neighbouring shift (0.04 s apart) where two shifts score alike
     "sync_offset_p": 0.03, "sync_offset_s": 0.04 + 1e-9,
 }
+#: where two shifts score alike (their probabilities this close under both decodes) the
+#: argmax may move between them however far apart: a video whose events repeat can have two
+#: such peaks (the demo's shifted synth0004, first window: 0.4 s and -0.52 s, 0.001 apart)
+SHIFT_TIE = 0.003
 
 
 def _one_pass(job, path):
@@ -56,7 +60,7 @@ def test_pixels_within_declared_tolerance_of_one_pass(offset):
 
 
 @pytest.mark.slow
-def test_every_score_within_declared_tolerance_of_one_pass(tmp_path):
+def test_every_score_within_declared_tolerance_of_one_pass(tmp_path, monkeypatch):
     jobs = demo_jobs(tmp_path)
     paths = sorted(tmp_path.glob("*.mp4"))
     refs = []
@@ -66,16 +70,41 @@ def test_every_score_within_declared_tolerance_of_one_pass(tmp_path):
         frame_mean, mean = _pixel_gap(job.grid.frames, refs[-1].grid.frames)
         assert mean <= PIXEL_MEAN_TOL and frame_mean <= PIXEL_FRAME_MEAN_TOL, (path.name, mean)
     scorers, th = demo_scorers(), default_thresholds()
-    new = score_segments([copy.deepcopy(j) for j in jobs], scorers, th, cascade=False)
-    old = score_segments(refs, scorers, th, cascade=False)
+    new, new_p = _scored_with_offsets([copy.deepcopy(j) for j in jobs], scorers, th, monkeypatch)
+    old, old_p = _scored_with_offsets(refs, scorers, th, monkeypatch)
     moved = set()
-    for rows_new, rows_old in zip(new, old):
-        for a, b in zip(rows_new, rows_old):
-            for col, va in a.items():
-                vb = b[col]
-                if isinstance(va, float) and va != vb:
-                    moved.add(col)
-                    assert col in SCORE_TOL and abs(va - vb) <= SCORE_TOL[col], (col, va, vb)
-                elif not isinstance(va, float):
-                    assert va == vb, col
+    for a, b in zip([r for rows in new for r in rows], [r for rows in old for r in rows]):
+        for col, va in a.items():
+            vb = b[col]
+            if col == "sync_offset_s" and abs(va - vb) > SCORE_TOL[col]:
+                # the two argmaxes score alike under both decodes
+                pa, pb = new_p[a["window_id"]], old_p[b["window_id"]]
+                va, vb = round(va, 6), round(vb, 6)
+                assert abs(pa[va] - pa[vb]) <= SHIFT_TIE and abs(pb[va] - pb[vb]) <= SHIFT_TIE, (va, vb)
+            elif isinstance(va, float) and va != vb:
+                moved.add(col)
+                assert col in SCORE_TOL and abs(va - vb) <= SCORE_TOL[col], (col, va, vb)
+            elif not isinstance(va, float):
+                assert va == vb, col
     assert {"pixel_diff", "clip_diff"} <= moved        # the frames really differ
+
+
+def _scored_with_offsets(jobs, scorers, th, monkeypatch) -> tuple[list, dict]:
+    """``score_segments``'s rows and, per window, the offset search's probability of each
+    offset (``filters.sync.offset_of``'s softmax, recorded as the filter calls it)."""
+    import filters.sync as sync
+    from filters import sampling
+
+    probs, real = [], sync.offset_of
+
+    def spy(phis):
+        got = real(phis)
+        x = np.array([-np.inf if p is None else p for p in phis])
+        p = np.exp(x - x.max())
+        probs.append({round(0.0 - s, 6): q for s, q in zip(sampling.offset_shifts_s(), p / p.sum())})
+        return got
+    monkeypatch.setattr(sync, "offset_of", spy)
+    rows = score_segments(jobs, scorers, th, cascade=False)
+    searched = [r["window_id"] for rs in rows for r in rs if r["sync_offset_s"] is not None]
+    assert len(searched) == len(probs)
+    return rows, dict(zip(searched, probs))
