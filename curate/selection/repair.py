@@ -144,18 +144,35 @@ def _runs(rows: list[int], free: set[int], off: np.ndarray) -> list[list[int]]:
     return runs + ([cur] if cur else [])
 
 
+def _inside(run: list[int], start: np.ndarray, end: np.ndarray, off: np.ndarray,
+            extent: tuple[float, float]) -> bool:
+    """Whether a run's audio, shifted by the delay its repair would undo (the median of its
+    windows' offsets as a delay, as ``decide_repair`` applies), stays inside ``extent`` (the
+    span its source's windows cover: audio known to exist; the cut refuses a shift that runs
+    out of the file)."""
+    d = -_median([float(off[i]) for i in run])
+    return start[run[0]] + d >= extent[0] - 1e-6 and end[run[-1]] + d <= extent[1] + 1e-6
+
+
 def _shot_runs(rows: list[int], start: np.ndarray, end: np.ndarray, keep: np.ndarray,
-               cand: np.ndarray, off: np.ndarray) -> list[int]:
+               cand: np.ndarray, off: np.ndarray, extent: tuple[float, float]) -> list[int]:
     """One shot's candidate rows that make clips a repair can decide on (``candidate_runs``)."""
     kept = [(start[i], end[i]) for i in rows if keep[i]]
     free = {i for i in rows if cand[i] and not any(_touch(start[i], end[i], a, b) for a, b in kept)}
+    runs = _runs(rows, free, off)
+    if not runs:
+        return []
+    # the shot's one offset: its longest run's class (the earliest among equals)
+    shift = round(off[min(runs, key=lambda r: (-len(r), start[r[0]]))[0]] / SF_STEP_S)
     chosen: list[tuple[float, float]] = []
     out: list[int] = []
-    shift = None           # the shot's one offset: the longest run's class
-    for run in sorted(_runs(rows, free, off), key=lambda r: (-len(r), start[r[0]])):
+    # of runs that touch, one whose shifted audio stays in the source before one the cut
+    # would refuse at the file's edge; then the longest, then the earliest
+    order = sorted((r for r in runs if round(off[r[0]] / SF_STEP_S) == shift),
+                   key=lambda r: (not _inside(r, start, end, off, extent), -len(r), start[r[0]]))
+    for run in order:
         span = (start[run[0]], end[run[-1]])
-        shift = round(off[run[0]] / SF_STEP_S) if shift is None else shift
-        if round(off[run[0]] / SF_STEP_S) == shift and not any(_touch(*span, a, b) for a, b in chosen):
+        if not any(_touch(*span, a, b) for a, b in chosen):
             chosen.append(span)
             out += run
     return out
@@ -167,9 +184,12 @@ def candidate_runs(windows: Any, keep: np.ndarray, cand: np.ndarray) -> np.ndarr
     shot whose offsets fall in one Synchformer class; a candidate touching a kept window is
     left out (the in-sync part of a partly shifted shot merges and ships as with repair off,
     instead of the whole clip failing as not constant); a shot's shift is one constant, so
-    only runs at the offset of its longest run are kept, and of runs that would touch one
-    another the longest (shorter runs at another offset are the classifier's misses). Each clip's windows are then exactly one run (``decide_repair``
-    reads the windows inside a clip)."""
+    only runs at the offset of its longest run are kept (shorter runs at another offset are the
+    classifier's misses), every one that touches no other, and of runs that would touch one
+    another one whose shifted audio stays inside the span the source's windows cover (a repair
+    the cut would refuse at the file's edge gives way), then the longest, then the earliest.
+    Each clip's windows are then exactly one run (``decide_repair`` reads the windows inside
+    a clip)."""
     from curate.selection.rules import _np_float
     out = np.zeros(len(cand), dtype=bool)
     if not cand.any():
@@ -185,7 +205,11 @@ def candidate_runs(windows: Any, keep: np.ndarray, cand: np.ndarray) -> np.ndarr
     for i in np.nonzero(np.isin(src, list(wanted)))[0]:
         if status[i] in (None, "ok"):
             groups.setdefault((src[i], shot[i]), []).append(int(i))
-    for rows in groups.values():
+    extent: dict[str, tuple[float, float]] = {}
+    for (sid, _), rows in groups.items():       # the span each source's windows cover
+        lo, hi = extent.get(sid, (math.inf, -math.inf))
+        extent[sid] = (min(lo, float(start[rows].min())), max(hi, float(end[rows].max())))
+    for (sid, _), rows in groups.items():
         rows.sort(key=lambda i: (start[i], end[i]))
-        out[_shot_runs(rows, start, end, keep, cand, off)] = True
+        out[_shot_runs(rows, start, end, keep, cand, off, extent[sid])] = True
     return out

@@ -151,3 +151,35 @@ def test_select_merges_candidates_only_with_repair_on_and_keeps_the_decisions(tm
     summary = {}
     got = _clips(tmp_path, resolve(run), summary).to_pylist()
     assert [(c["start"], c["end"]) for c in got] == [(0.0, 4.0)] and summary["repair_candidates"] == 0
+
+
+def _runs_of(plan, cand=None):
+    """candidate_runs on one shot of a 10-s source: (start, offset) per 3-s window, none kept."""
+    import numpy as np
+    import pyarrow as pa
+    from curate.selection.repair import candidate_runs
+    t = pa.table({"source_id": ["s"] * len(plan), "shot_id": ["s_shot0"] * len(plan),
+                  "start": [float(a) for a, _ in plan], "end": [a + 3.0 for a, _ in plan],
+                  "status": ["ok"] * len(plan), "sync_offset_s": [o for _, o in plan]})
+    cand = np.ones(len(plan), dtype=bool) if cand is None else np.asarray(cand)
+    got = candidate_runs(t, np.zeros(len(plan), dtype=bool), cand)
+    return [a for (a, _), g in zip(plan, got) if g]
+
+
+def test_a_run_the_cut_would_refuse_at_the_files_edge_gives_way_to_one_it_can_repair():
+    """Runs at the shot's offset that would touch one another: the one whose shifted audio
+    stays inside the source is kept, not the earliest (0.0-3.0 with the audio 0.4 s early
+    would need audio from -0.4 s; 1.0-4.0 needs 0.6-3.6 s). Runs that touch none are all kept,
+    even one the cut will refuse."""
+    # offsets +0.4 (audio early: delay -0.4), a +0.24 window (another class) between them;
+    # 5.0-8.0 is a run of its own (the 4.0 window is no candidate): kept too
+    plan = [(0.0, 0.4), (0.5, 0.24), (1.0, 0.4), (4.0, 0.4), (5.0, 0.4)]
+    assert _runs_of(plan, [True, True, True, False, True]) == [1.0, 5.0]
+    # the source's end: audio late by 0.4 (offset -0.4); the longer run 6.5-10.0 would need
+    # audio to 10.4 s, the shorter 5.5-8.5 stays inside
+    assert _runs_of([(5.5, -0.4), (6.0, -0.24), (6.5, -0.4), (7.0, -0.4)]) == [5.5]
+    # no edge in the way: the longest run, then the earliest, as before
+    assert _runs_of([(2.0, 0.4), (2.5, 0.24), (3.0, 0.4), (3.5, 0.4)]) == [3.0, 3.5]
+    assert _runs_of([(0.0, 0.0), (2.0, 0.4), (2.5, 0.24), (3.0, 0.4)], [False, True, True, True]) == [2.0]
+    # a run alone is kept even when the cut will refuse it (the only chance of its shot)
+    assert _runs_of([(0.0, 0.4), (0.5, 0.24)]) == [0.0]
