@@ -94,6 +94,11 @@ VAL_SEED_BASE = 950_000
 EVAL_SEED_BASE = 960_000
 #: the issue's known shifts (Synchformer offsets, s)
 EVAL_SHIFTS = (-1.0, -0.4, 0.0, 0.2, 0.8)
+#: held-out shifts between class centres (whole 25-fps frames, at most 2 frames = 0.08 s from
+#: the nearest centre): a real shift, or the residual a repair leaves, is rarely a class centre
+OFFGRID_SHIFTS = (0.08, -0.32, 0.48, -0.92, 0.04, -0.04, -0.08, 1.28, -1.72)
+#: held-out seeds of the off-grid table
+OFFGRID_SEED_BASE = 980_000
 SOURCE_S = 16.0
 CLIP_S = 8.0
 MARGIN = 50          # frames kept free before and after a context (2 s: the largest offset)
@@ -323,12 +328,15 @@ def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * x)))
 
 
-def heldout_contexts(per_class: int, workdir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validation contexts of every class from held-out mp4s (decoded as the certify path does)."""
+def heldout_contexts(per_class: int, workdir: Path, jitter: int = 0) -> tuple[torch.Tensor, ...]:
+    """Validation contexts of every class from held-out mp4s (decoded as the certify path does):
+    ``per_class`` at the class centre, and with ``jitter`` as many again moved off it by
+    1 .. ``jitter`` frames (either way, labelled with the class)."""
     vids, auds, labels = [], [], []
+    moves = [0] * per_class + [(-1) ** j * (1 + j % jitter) for j in range(per_class if jitter else 0)]
     for k, off in enumerate(sf.offset_grid()):
-        for j in range(per_class):
-            p = make_clip(workdir / "val.mp4", VAL_SEED_BASE + 100 * k + j, 5.0, float(off))
+        for j, move in enumerate(moves):
+            p = make_clip(workdir / "val.mp4", VAL_SEED_BASE + 100 * k + j, 5.0, float(off) + move / sf.FPS)
             frames, wave = sf.decode_context_media(p, 0.0, 5.0)
             v, a = sf.context(frames, wave, 0, size=SMALL.image)
             vids.append(v), auds.append(a), labels.append(k)
@@ -389,15 +397,21 @@ def segment_features(model: Synchformer, sources: list) -> list[tuple[torch.Tens
     return out
 
 
-def global_batch(feats: list, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-    """Contexts of random offset classes from the frozen encoders' per-frame tokens."""
+def global_batch(feats: list, batch: int, rng: np.random.Generator,
+                 jitter: int = 0) -> tuple[torch.Tensor, ...]:
+    """Contexts of random offset classes from the frozen encoders' per-frame tokens; the audio
+    moved by a further ``jitter`` frames at most each way (uniform; labelled with the class
+    it is nearest: 2 frames = 0.08 s < half a class), as a shift that is no class centre looks."""
     seg, step = sf.segment_starts(0), 5                      # 0.2 s = 5 frames per class
+    assert 2 * jitter < step
+    margin = MARGIN + jitter
     vs, auds, ys = [], [], []
     for _ in range(batch):
         v, a = feats[int(rng.integers(len(feats)))]
         k = int(rng.integers(sf.N_CLASSES))
-        f0 = int(rng.integers(MARGIN, len(a) - sf.CONTEXT_FRAMES - MARGIN))
-        vs.append(v[f0 + seg]), auds.append(a[f0 + step * (k - sf.N_CLASSES // 2) + seg]), ys.append(k)
+        f0 = int(rng.integers(margin, len(a) - sf.CONTEXT_FRAMES - margin))
+        a0 = f0 + step * (k - sf.N_CLASSES // 2) + int(rng.integers(-jitter, jitter + 1))
+        vs.append(v[f0 + seg]), auds.append(a[a0 + seg]), ys.append(k)
     return torch.stack(vs), torch.stack(auds), torch.tensor(ys)
 
 
@@ -426,7 +440,7 @@ def train_global(model: Synchformer, sources: list, val: tuple, args: argparse.N
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.global_steps, args.global_lr)
-        v, a, y = global_batch(feats, args.global_batch, rng)
+        v, a, y = global_batch(feats, args.global_batch, rng, args.jitter)
         loss = F.cross_entropy(model.compare(v, a), y)
         opt.zero_grad()
         loss.backward()
@@ -460,6 +474,26 @@ def confusion(model: Synchformer, per_class: int, workdir: Path) -> np.ndarray:
     return counts
 
 
+def offgrid(model: Synchformer, per_shift: int, workdir: Path) -> dict[str, list[float]]:
+    """Held-out 8-s clips at ``OFFGRID_SHIFTS`` through ``certify_clip``: per shift, the
+    predicted offsets of their contexts (each should be the class nearest the shift)."""
+    out = {}
+    for i, shift in enumerate(OFFGRID_SHIFTS):
+        preds = []
+        for j in range(per_shift):
+            p = make_clip(workdir / "offgrid.mp4", OFFGRID_SEED_BASE + 100 * i + j, CLIP_S, shift)
+            cert, _ = sf.certify_clip(model, p, 0.0, CLIP_S, CLIP_S)
+            preds += [round(float(cert[c]), 1) for c in ("sf_offset_first", "sf_offset_last")]
+        out[f"{shift:+.2f}"] = preds
+    return out
+
+
+def nearest_class(shift: float) -> float:
+    """The class centre nearest a shift (s)."""
+    grid = sf.offset_grid()
+    return round(float(grid[int(np.argmin(np.abs(grid - shift)))]), 1)
+
+
 def print_confusion(counts: np.ndarray) -> None:
     grid = sf.offset_grid()
     print("true \\ predicted offset class (s); held-out generated clips, 2 contexts each")
@@ -488,16 +522,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="where to train (held-out clips run on the CPU)")
     p.add_argument("--eval-only", action="store_true", help="only the confusion of --out's weights")
+    p.add_argument("--init", help="start from this model: its encoders kept (no first stage), "
+                                  "its global stage trained further")
+    p.add_argument("--jitter", type=int, default=0,
+                   help="second stage: audio moved off the class centre by up to this many frames")
+    p.add_argument("--offgrid-per-shift", type=int, default=2, help="held-out clips per off-grid shift")
     return p.parse_args()
 
 
 def trained(args: argparse.Namespace, work: Path) -> Synchformer:
     """Both stages; the model holds how many steps each took."""
     sources = render_sources(args.sources, work, args.cache)
-    val = heldout_contexts(args.val_per_class, work)
+    val = heldout_contexts(args.val_per_class, work, args.jitter)
     logging.info("%d sources, %d held-out validation contexts", len(sources), len(val[2]))
-    model, aux = train_encoders(args, sources)
-    init_correlator(model, aux)
+    if args.init:           # its encoders kept, its global stage trained further
+        from filters.synchformer_model import load_synchformer
+        model = load_synchformer(args.init)
+        model.trained_steps = f"the encoders of {Path(args.init).name}"
+    else:
+        model, aux = train_encoders(args, sources)
+        init_correlator(model, aux)
     model = train_global(model, sources, val, args)
     model.trained_steps = f"{model.trained_steps} encoder + {model.global_steps} global"
     return model
@@ -517,12 +561,15 @@ def main() -> None:
             model, t_train = trained(args, work), time.monotonic() - t0
             save_synchformer(model, args.out)
         counts = confusion(model, args.eval_per_class, work)
+        off = offgrid(model, args.offgrid_per_shift, work)
     print_confusion(counts)
-    report(model, counts, t_train, args.out)
+    report(model, counts, off, t_train, args.out)
 
 
-def report(model: Synchformer, counts: np.ndarray, t_train: float, out: str) -> None:
-    """One JSON line: exact and within-one-class accuracy, the five shifts' rows."""
+def report(model: Synchformer, counts: np.ndarray, off: dict[str, list[float]], t_train: float,
+           out: str) -> None:
+    """One JSON line: exact and within-one-class accuracy, the five shifts' rows, the off-grid
+    shifts' predictions and how many land on the nearest class."""
     grid = sf.offset_grid()
     rows = [int(np.argmin(np.abs(grid - s))) for s in EVAL_SHIFTS]
     near = sum(counts[k, max(k - 1, 0):k + 2].sum() for k in range(len(grid)))
@@ -533,6 +580,9 @@ def report(model: Synchformer, counts: np.ndarray, t_train: float, out: str) -> 
                       "within_one_class": round(float(near / counts.sum()), 4),
                       "five_shifts_correct": {f"{s:+.1f}": int(counts[k, k]) for s, k in zip(EVAL_SHIFTS, rows)},
                       "five_shifts_rows": {f"{s:+.1f}": counts[k].tolist() for s, k in zip(EVAL_SHIFTS, rows)},
+                      "offgrid_predicted": off,
+                      "offgrid_nearest": f"{sum(p == nearest_class(float(s)) for s, ps in off.items() for p in ps)}"
+                                         f"/{sum(len(ps) for ps in off.values())}",
                       "out": out}))
 
 
