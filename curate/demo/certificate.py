@@ -23,11 +23,7 @@ from filters.synchformer_model import DEMO_CHECKPOINT
 from manifests import schemas
 from manifests.names import ytid_of
 
-#: where the demo's small Synchformer-shaped model ships (package data of ``filters``)
-DEMO_SYNCHFORMER = DEMO_CHECKPOINT
-
-
-def use_demo_synchformer(options: dict[str, Any], path: Path = DEMO_SYNCHFORMER) -> str:
+def use_demo_synchformer(options: dict[str, Any], path: Path = DEMO_CHECKPOINT) -> str:
     """Point ``options`` at the shipped demo Synchformer unless ``--synchformer-checkpoint``
     names one; returns the line the demo prints (which weights certify uses, or why none)."""
     if options.get("synchformer_checkpoint"):
@@ -45,12 +41,22 @@ def _mode(values: list[float]) -> float | None:
     return clip_offset(np.asarray(values)) if values else None
 
 
+def _truth(truth_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The corpus's truth per video id (``truth.json``)."""
+    return {str(v["id"]): v for v in json.loads(Path(truth_path).read_text())["videos"]}
+
+
+def _true_offset(t: dict[str, Any]) -> float:
+    """A video's true offset in Synchformer's sign (the truth records the audio's delay)."""
+    return 0.0 - float(t.get("audio_offset") or 0.0)
+
+
 def offset_rows(out: str | Path, truth_path: str | Path) -> list[dict[str, Any]]:
     """One row per generated video with a scored sync window: kind, true offset, the
     classifier's offset (mode over its windows, share agreeing), Synchformer's offsets
     (every first/last context of its ok clips) and their mean DeSync. Sorted by kind, id."""
     from manifests.columns import read_columns
-    truth = {str(v["id"]): v for v in json.loads(Path(truth_path).read_text())["videos"]}
+    truth = _truth(truth_path)
     win = read_columns(out, "windows", ["source_id", "sync_offset_s"]).to_pylist()
     per: dict[str, list[float]] = defaultdict(list)
     for w in win:
@@ -68,7 +74,7 @@ def offset_rows(out: str | Path, truth_path: str | Path) -> list[dict[str, Any]]
         certs = sf.get(vid, [])
         sf_offs = [c[k] for c in certs for k in ("sf_offset_first", "sf_offset_last")]
         rows.append({"id": vid, "kind": t.get("kind", "unknown"),
-                     "true_offset_s": 0.0 - float(t.get("audio_offset") or 0.0),
+                     "true_offset_s": _true_offset(t),
                      "sync_offset_s": mode, "sync_windows": len(offs),
                      "sync_agree": float(np.mean(np.isclose(offs, mode))) if offs else None,
                      "sf_offsets_s": sf_offs,
@@ -120,14 +126,14 @@ def repair_rows(out: str | Path, truth_path: str | Path) -> list[dict[str, Any]]
     from curate.reports.stats import repair_outcome
     if not schemas.has_manifest(out, "selected"):
         return []
-    truth = {str(v["id"]): v for v in json.loads(Path(truth_path).read_text())["videos"]}
+    truth = _truth(truth_path)
     cols = ["source_id", "start", "end", "status", "error", "av_shift_ms", "repaired", "repair_note"]
     rows = []
     for r in read_columns(out, "selected", cols).to_pylist():
         if r["repair_note"] is None:
             continue
         t = truth.get(ytid_of(r["source_id"]), {})
-        true = 0.0 - float(t.get("audio_offset") or 0.0)
+        true = _true_offset(t)
         if not (r["repaired"] or abs(true) > 1e-9 or r["status"] != schemas.STATUS_OK):
             continue
         rows.append({"id": ytid_of(r["source_id"]), "kind": t.get("kind", "unknown"),

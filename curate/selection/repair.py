@@ -129,13 +129,18 @@ def _touch(a0: float, a1: float, b0: float, b1: float) -> bool:
     return a0 <= b1 + 1e-6 and b0 <= a1 + 1e-6
 
 
+def _sf_class(offset_s: float) -> int:
+    """The Synchformer class (``SF_STEP_S`` apart) an offset falls in."""
+    return round(offset_s / SF_STEP_S)
+
+
 def _runs(rows: list[int], free: set[int], off: np.ndarray) -> list[list[int]]:
     """Maximal runs of consecutive rows (in start order) in ``free`` of one offset, counted
     in Synchformer classes (``SF_STEP_S``)."""
     runs: list[list[int]] = []
     cur: list[int] = []
     for i in rows:
-        if i in free and cur and round(off[i] / SF_STEP_S) == round(off[cur[-1]] / SF_STEP_S):
+        if i in free and cur and _sf_class(off[i]) == _sf_class(off[cur[-1]]):
             cur.append(i)
             continue
         if cur:
@@ -163,12 +168,12 @@ def _shot_runs(rows: list[int], start: np.ndarray, end: np.ndarray, keep: np.nda
     if not runs:
         return []
     # the shot's one offset: its longest run's class (the earliest among equals)
-    shift = round(off[min(runs, key=lambda r: (-len(r), start[r[0]]))[0]] / SF_STEP_S)
+    shift = _sf_class(off[min(runs, key=lambda r: (-len(r), start[r[0]]))[0]])
     chosen: list[tuple[float, float]] = []
     out: list[int] = []
     # of runs that touch, one whose shifted audio stays in the source before one the cut
     # would refuse at the file's edge; then the longest, then the earliest
-    order = sorted((r for r in runs if round(off[r[0]] / SF_STEP_S) == shift),
+    order = sorted((r for r in runs if _sf_class(off[r[0]]) == shift),
                    key=lambda r: (not _inside(r, start, end, off, extent), -len(r), start[r[0]]))
     for run in order:
         span = (start[run[0]], end[run[-1]])

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from curate.demo.certificate import DEMO_SYNCHFORMER
+from filters.synchformer_model import DEMO_CHECKPOINT as DEMO_SYNCHFORMER
 from curate.demo.offline import build_demo
 from curate.demo.synth import _write_sources, corpus_specs, render
 from curate.execution.local import LocalExecutor
