@@ -18,8 +18,9 @@ Each kind at each height as a 60-s file (10-s segments cut at 0, 10 and 40 s, de
 copied: the same packets as the cut at 0). Decoders, one thread each:
 
 * ``project``: ``decode_grid`` (what ``stages/score.py`` calls; since grid-3 its frames are
-  scaled into 4:2:2 YUV and converted to RGB in a second pass, within declared tolerances of
-  the one-pass RGB the two references below make, ``tests/decoding/test_grid_convert.py``);
+  scaled into 4:2:2 YUV and converted to RGB in a second pass, since grid-4 only the centre
+  crop and with accurate rounding, within declared tolerances of the one-pass RGB the two
+  references below make, ``tests/decoding/test_grid_convert.py``);
 * ``pyav``: plain PyAV, one open: every frame decoded, the frame on screen at each grid
   instant converted to RGB at the grid's size and centre-cropped; the segment's audio
   decoded from a seek and resampled to 16 kHz (mono or stereo, as the grid);

@@ -17,17 +17,26 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
 GRID_FPS = 12
 #: the version of the grid decode's values (frames, audio): part of the score fingerprint, so
 #: a decode that changes any decoded value rescores old runs once. Bump it with such a change
 #: (tests/decoding/test_grid_decode.py pins the values of each version). 2: the segment's audio
 #: alone is decoded (from a seek; older: from the file's start, resampled from there). 3: frames
-#: converted in two passes through ``GRID_VIA`` (older: one pass to RGB).
-GRID_DECODE = "grid-3"
+#: converted in two passes through ``GRID_VIA`` (older: one pass to RGB). 4: the second pass
+#: rounds accurately (``RGB_PASS_FLAGS``; grid-3's fast table conversion was biased by about
+#: a level and moved decisions that sit at a threshold).
+GRID_DECODE = "grid-4"
 #: the format the score grid's frames are scaled into before RGB (``Scaler``)
 GRID_VIA = "yuv422p"
+#: swscale flags of the unscaled YUV -> RGB pass: ACCURATE_RND takes swscale's exact per-pixel
+#: path (chroma interpolated at its coded siting) instead of its table conversion, which
+#: truncates: within ~0.04 of a level on average of the one-pass conversion (grid-2) instead
+#: of ~0.4-1.3, for ~0.16 ms more per 398x224 frame
+RGB_PASS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+#: pixels converted around a crop's edges in the RGB pass (``Scaler``)
+CROP_MARGIN = 4
 GRID_SIZE = 224
 SAMPLE_RATE = 16000
 #: a grid slot at time t shows the last source frame with pts <= t + PTS_SLACK (1 ms: absorbs
@@ -173,27 +182,65 @@ class Scaler:
 
     ``via`` None: one pass from the coded format to RGB. ``via`` a YUV format (``GRID_VIA``,
     the score grid's): the bilinear pass scales into ``via`` (4:2:2: chroma at full height,
-    half width) and a second pass converts that to RGB without scaling. About a third of the
-    one pass's CPU (a scaled RGB output takes swscale's generic per-pixel path); the pixels
-    differ from it by about one level on average, more at sharp colour edges (the chroma is
-    rounded to 8 bits between the passes; tests/decoding/test_grid_decode.py declares the
-    tolerances). Frames whose chroma is not subsampled across (4:4:4, RGB, grey) take the
-    one pass."""
+    half width) and a second pass converts that to RGB without scaling, rounding accurately
+    (``RGB_PASS_FLAGS``). About half the one pass's CPU (a scaled RGB output takes swscale's
+    generic per-pixel path); the pixels differ from it by about half a level on average, more
+    at sharp colour edges (the chroma is rounded to 8 bits between the passes;
+    tests/decoding/test_grid_convert.py declares the tolerances). Frames whose chroma is not
+    subsampled across (4:4:4, RGB, grey) take the one pass."""
 
     def __init__(self, via: str | None = None):
         self.via = via
-        self._scale, self._rgb = VideoReformatter(), VideoReformatter()
+        self._scale, self._rgb, self._shape = VideoReformatter(), VideoReformatter(), VideoReformatter()
+        self._part: av.VideoFrame | None = None
 
-    def rgb(self, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-        """``frame`` as uint8 RGB ``[height, width, 3]``."""
+    def rgb(self, frame: av.VideoFrame, width: int, height: int,
+            box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """``frame`` as uint8 RGB ``[height, width, 3]``, or only ``box`` (top, left, rows,
+        columns) of it: with ``via`` only that part (and a margin) takes the RGB pass, with
+        the same pixels as the whole image cropped (tested)."""
         # threads=1: decode runs one task per core; swscale's automatic slice threads (one
         # per CPU) only add CPU time on frames this small, and give the same pixels
         if self.via is None or frame.format.chroma_width(frame.width) == frame.width:
-            return self._scale.reformat(frame, width=width, height=height, format="rgb24",
-                                        threads=1).to_ndarray()
-        # the colour range and matrix tags travel on the middle frame: the second pass reads them
+            img = self._scale.reformat(frame, width=width, height=height, format="rgb24",
+                                       threads=1).to_ndarray()
+            return img if box is None else img[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+        # the colour range, matrix and chroma siting travel on the middle frame: the second
+        # pass reads them
         mid = self._scale.reformat(frame, width=width, height=height, format=self.via, threads=1)
-        return self._rgb.reformat(mid, format="rgb24", threads=1).to_ndarray()
+        # a part keeps the whole frame's chroma positions only where chroma pairs are whole:
+        # at an odd width the accurate pass spreads the chroma by (width / 2) / chroma width
+        if box is None or self.via != "yuv422p" or width % 2:
+            img = self._to_rgb(mid)
+            return img if box is None else img[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+        return self._rgb_part(mid, box)
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        return self._rgb.reformat(frame, format="rgb24", threads=1,
+                                  interpolation=RGB_PASS_FLAGS).to_ndarray()
+
+    def _rgb_part(self, mid: av.VideoFrame, box: tuple[int, int, int, int]) -> np.ndarray:
+        """``box`` of a 4:2:2 ``mid`` in RGB: its rows and columns (widened to whole chroma
+        pairs, plus ``CROP_MARGIN``: the accurate pass interpolates chroma across pixels) are
+        copied into a frame of that size, which then takes the RGB pass (an unscaled pass
+        is per pixel: the same values as the whole frame's). The copy's frame is made once by
+        swscale from ``mid`` so it carries every tag ``mid`` has (chroma siting included,
+        which PyAV cannot set and the accurate pass reads)."""
+        top, left, rows, cols = box
+        y0, y1 = max(0, top - CROP_MARGIN), min(mid.height, top + rows + CROP_MARGIN)
+        x0 = max(0, left - CROP_MARGIN) // 2 * 2
+        x1 = min(mid.width, left + cols + CROP_MARGIN)
+        x1 += (x1 - x0) % 2 if x1 < mid.width else 0
+        part = self._part
+        if part is None or (part.width, part.height) != (x1 - x0, y1 - y0):
+            part = self._part = self._shape.reformat(mid, width=x1 - x0, height=y1 - y0, threads=1)
+        for i, (a, b) in enumerate(((x0, x1), (x0 // 2, (x1 + 1) // 2), (x0 // 2, (x1 + 1) // 2))):
+            src, dst = mid.planes[i], part.planes[i]
+            np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)[:y1 - y0, :b - a] = \
+                np.frombuffer(src, np.uint8).reshape(-1, src.line_size)[y0:y1, a:b]
+        part.color_range, part.colorspace = mid.color_range, mid.colorspace
+        img = self._to_rgb(part)
+        return img[top - y0:top - y0 + rows, left - x0:left - x0 + cols]
 
 
 def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
@@ -202,8 +249,12 @@ def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
     applied, then short side ``short_side`` and the centre crop. ``scaler``: one reused for
     every frame of a segment; None: a one-pass ``Scaler``."""
     nw, nh = scaled_size(frame.width, frame.height, sar, short_side)
-    img = (scaler or Scaler()).rgb(frame, nw, nh)
     k = _quarter_turns(frame)
+    if crop is not None and not k:
+        # an upright frame: only the crop is converted to RGB
+        top, left = max((nh - crop) // 2, 0), max((nw - crop) // 2, 0)
+        return (scaler or Scaler()).rgb(frame, nw, nh, (top, left, min(crop, nh), min(crop, nw)))
+    img = (scaler or Scaler()).rgb(frame, nw, nh)
     if k:
         img = np.rot90(img, k)
         nh, nw = img.shape[:2]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation
 import pytest
 import torch
 
@@ -28,8 +29,9 @@ def test_display_indices_pick_the_cpu_grids_frames(offset):
     for k, i in enumerate(picks):
         f = decoded[i]
         nw, nh = scaled_size(f.width, f.height, 1.0, GRID_SIZE)
-        # grid-3's conversion: bilinear into 4:2:2 YUV, then RGB unscaled
-        img = f.reformat(width=nw, height=nh, format="yuv422p").to_ndarray(format="rgb24")
+        # grid-4's conversion: bilinear into 4:2:2 YUV, then RGB unscaled, rounding accurately
+        img = f.reformat(width=nw, height=nh, format="yuv422p").reformat(
+            format="rgb24", interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND).to_ndarray()
         top, left = (nh - GRID_SIZE) // 2, (nw - GRID_SIZE) // 2
         assert np.array_equal(img[top:top + GRID_SIZE, left:left + GRID_SIZE], want[k]), k
 

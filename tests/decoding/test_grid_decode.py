@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.video.reformatter import Interpolation
 
 from decoding import media
 from decoding.media import GRID_DECODE, GRID_FPS, GRID_SIZE, PTS_SLACK, SAMPLE_RATE, decode_grid
@@ -26,7 +27,12 @@ SEGMENT_COPY = Path(__file__).parent / "data" / "segment_copy.mp4"
 #: sha256 of the decoded values (frames, grid audio, native audio) of SEGMENT_COPY per version:
 #: a change of any decoded value must come with a new GRID_DECODE (it is in the score fingerprint)
 PINNED = {"grid-2": "c1c7112ad613d519aa9ae631357d8da29fc36e8bf58b432d083e11a49b1a6239",
-          "grid-3": "03d0f6b56ae8b6a0787014474edbcbcb87ce1d32de8072657951813dbf1655f7"}
+          "grid-3": "03d0f6b56ae8b6a0787014474edbcbcb87ce1d32de8072657951813dbf1655f7",
+          "grid-4": "8a75faf608180d2433952f933eeffc14cb7d9ca7df84309819dc9a042e2ee65f"}
+
+
+#: the flags of grid-4's RGB pass, written out here
+ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 
 
 def _digest(grids) -> str:
@@ -44,11 +50,51 @@ def test_decoded_values_are_pinned_for_the_version():
         "once) and pin the new digest")
 
 
+@pytest.mark.parametrize("version,patch", [("grid-2", {"GRID_VIA": None}),
+                                           ("grid-3", {"RGB_PASS_FLAGS": Interpolation.BILINEAR})])
+def test_earlier_versions_are_reproduced_bit_for_bit(monkeypatch, version, patch):
+    """The fallbacks: one pass gives grid-2's values, the fast RGB pass grid-3's (converted as
+    a part of each frame: the crop of the whole image, to the bit)."""
+    for name, value in patch.items():
+        monkeypatch.setattr(media, name, value)
+    grids = [decode_grid(SEGMENT_COPY, 0.0, 2.0, offset=1.2), decode_grid(SEGMENT_COPY, 0.0, 1.0, offset=2.5)]
+    assert _digest(grids) == PINNED[version]
+
+
+@pytest.fixture(scope="module")
+def sized_frames(tmp_path_factory) -> dict[str, list]:
+    """Three decoded frames per coded size: even and odd scaled widths, portrait (the crop
+    takes rows), a 4:2:2 source."""
+    out = {}
+    for size, pix in [("426x240", "yuv420p"), ("454x256", "yuv420p"), ("352x288", "yuv420p"),
+                      ("240x426", "yuv420p"), ("227x131", "yuv422p"), ("300x226", "yuv420p")]:
+        path = tmp_path_factory.mktemp("sized") / f"{size}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={size}:r=25:d=0.2",
+                        "-vf", "noise=alls=30:allf=t", "-pix_fmt", pix, "-c:v", "libx264", str(path)], check=True)
+        with av.open(str(path)) as c:
+            out[size] = list(c.decode(video=0))[:3]
+    return out
+
+
+@pytest.mark.parametrize("size", ["426x240", "454x256", "352x288", "240x426", "227x131", "300x226"])
+def test_a_converted_part_equals_the_whole_image_cropped(sized_frames, size):
+    """Only the centre crop (and a margin) takes the RGB pass: its pixels are those of the
+    whole scaled image converted and then cropped."""
+    scaler = media.Scaler(media.GRID_VIA)
+    for f in sized_frames[size]:
+        nw, nh = media.scaled_size(f.width, f.height, 1.0, GRID_SIZE)
+        whole = f.reformat(width=nw, height=nh, format="yuv422p").reformat(
+            format="rgb24", interpolation=ACCURATE).to_ndarray()
+        top, left = (nh - GRID_SIZE) // 2, (nw - GRID_SIZE) // 2
+        got = media._resize_crop(f, GRID_SIZE, GRID_SIZE, 1.0, scaler)
+        assert np.array_equal(got, whole[top:top + GRID_SIZE, left:left + GRID_SIZE]), (nw, nh)
+
+
 def _plain_frames(path, a: float, n: int, two_pass: bool = True) -> np.ndarray:
     """Every frame decoded (default threads); slot k shows the last frame with pts <= t + 1 ms,
-    converted by new scalers at the grid's size, then centre-cropped. ``two_pass``: as grid-3
-    converts (bilinear into 4:2:2 YUV, then to RGB unscaled), else in one bilinear pass to RGB
-    (grid-2)."""
+    converted by new scalers at the grid's size, then centre-cropped. ``two_pass``: as grid-4
+    converts (bilinear into 4:2:2 YUV, then the whole image to RGB unscaled, rounding
+    accurately), else in one bilinear pass to RGB (grid-2)."""
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         frames = [(float(f.pts * v.time_base), f) for f in c.decode(v)]
@@ -59,7 +105,7 @@ def _plain_frames(path, a: float, n: int, two_pass: bool = True) -> np.ndarray:
         s = GRID_SIZE / min(f.width, f.height)
         size = {"width": round(f.width * s), "height": round(f.height * s)}
         if two_pass:
-            img = f.reformat(**size, format="yuv422p").reformat(format="rgb24").to_ndarray()
+            img = f.reformat(**size, format="yuv422p").reformat(format="rgb24", interpolation=ACCURATE).to_ndarray()
         else:
             img = f.reformat(**size, format="rgb24").to_ndarray()
         top, left = (img.shape[0] - GRID_SIZE) // 2, (img.shape[1] - GRID_SIZE) // 2
