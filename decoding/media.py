@@ -202,17 +202,15 @@ class Scaler:
         # threads=1: decode runs one task per core; swscale's automatic slice threads (one
         # per CPU) only add CPU time on frames this small, and give the same pixels
         if self.via is None or frame.format.chroma_width(frame.width) == frame.width:
-            img = self._scale.reformat(frame, width=width, height=height, format="rgb24",
-                                       threads=1).to_ndarray()
-            return img if box is None else img[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+            return _cut(self._scale.reformat(frame, width=width, height=height, format="rgb24",
+                                             threads=1).to_ndarray(), box)
         # the colour range, matrix and chroma siting travel on the middle frame: the second
         # pass reads them
         mid = self._scale.reformat(frame, width=width, height=height, format=self.via, threads=1)
         # a part keeps the whole frame's chroma positions only where chroma pairs are whole:
         # at an odd width the accurate pass spreads the chroma by (width / 2) / chroma width
         if box is None or self.via != "yuv422p" or width % 2:
-            img = self._to_rgb(mid)
-            return img if box is None else img[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+            return _cut(self._to_rgb(mid), box)
         return self._rgb_part(mid, box)
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
@@ -241,6 +239,11 @@ class Scaler:
         part.color_range, part.colorspace = mid.color_range, mid.colorspace
         img = self._to_rgb(part)
         return img[top - y0:top - y0 + rows, left - x0:left - x0 + cols]
+
+
+def _cut(img: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """``box`` (top, left, rows, columns) of ``img``, a view; None: all of it."""
+    return img if box is None else img[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
 
 
 def _resize_crop(frame: av.VideoFrame, short_side: int, crop: int | None,
