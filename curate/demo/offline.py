@@ -25,6 +25,7 @@ from curate.config.run_state import new_run, record_run
 from curate.config.thresholds import thresholds
 from curate.build import run_stages
 from curate.config.recipes import get_recipe
+from curate.stagekit.repair import repair_options
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
         synthesize(synth_dir, n_videos=DEMO_VIDEOS, seed=0)
     recipe = get_recipe("demo")
     run = new_run(out, recipe, {**(options or {}), "allow_random_weights": True})
-    if (run["recipe"].get("repair") or {}).get("enabled"):
+    if repair_options(run):
         echo("== repair on: every merged clip is selected (no per-class cap), so each shifted "
              "video's clip is certified, cut, repaired where both models agree, and verified")
         record_run(out, run, {"recipe": uncapped(run["recipe"])})
@@ -88,7 +89,7 @@ def build_demo(out: str | Path, executor, options: dict[str, Any] | None = None,
     record_run(out, run, {"options": options})
     run_stages(out, run, executor, stages, echo=echo)
     _print_certificate(out, synth_dir / "truth.json", echo)
-    if (run["recipe"].get("repair") or {}).get("enabled"):
+    if repair_options(run):
         _print_repairs(out, synth_dir / "truth.json", echo)
     from curate.reports.stats import collect, write_report
     write_report(out, out / "report.html", collect(out))

@@ -8,7 +8,8 @@ small process beside a local Ray: it holds the read end of a pipe whose write en
 driver has, notes the driver's Ray processes once a second, and when the pipe closes (the
 driver exited, was killed, or shut its Ray down) kills those still running, each checked by
 its start time so a reused pid is never hit. Only its own session's processes: a driver that
-starts Ray again (tests, a library caller) has a new session its old reaper never touches. It needs no Ray and imports nothing of ours.
+starts Ray again (tests, a library caller) has a new session its old reaper never touches.
+It needs no Ray and imports nothing of ours.
 
 Run as ``python -m curate.execution.reaper DRIVER_PID SESSION_NAME`` with the pipe on stdin.
 """
