@@ -63,11 +63,13 @@ def test_earlier_versions_are_reproduced_bit_for_bit(monkeypatch, version, patch
 
 @pytest.fixture(scope="module")
 def sized_frames(tmp_path_factory) -> dict[str, list]:
-    """Three decoded frames per coded size: even and odd scaled widths, portrait (the crop
-    takes rows), a 4:2:2 source."""
+    """Three decoded frames per coded size: even and odd scaled widths, a crop starting on an
+    odd and on an even column (398 and 448 wide), portrait (the crop takes rows), a 4:2:2
+    source."""
     out = {}
     for size, pix in [("426x240", "yuv420p"), ("454x256", "yuv420p"), ("352x288", "yuv420p"),
-                      ("240x426", "yuv420p"), ("227x131", "yuv422p"), ("300x226", "yuv420p")]:
+                      ("240x426", "yuv420p"), ("227x131", "yuv422p"), ("300x226", "yuv420p"),
+                      ("600x300", "yuv420p")]:
         path = tmp_path_factory.mktemp("sized") / f"{size}.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={size}:r=25:d=0.2",
                         "-vf", "noise=alls=30:allf=t", "-pix_fmt", pix, "-c:v", "libx264", str(path)], check=True)
@@ -76,7 +78,8 @@ def sized_frames(tmp_path_factory) -> dict[str, list]:
     return out
 
 
-@pytest.mark.parametrize("size", ["426x240", "454x256", "352x288", "240x426", "227x131", "300x226"])
+@pytest.mark.parametrize("size", ["426x240", "454x256", "352x288", "240x426", "227x131", "300x226",
+                                  "600x300"])
 def test_a_converted_part_equals_the_whole_image_cropped(sized_frames, size):
     """Only the centre crop (and a margin) takes the RGB pass: its pixels are those of the
     whole scaled image converted and then cropped."""
