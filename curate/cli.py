@@ -311,6 +311,9 @@ def select(out: Path = typer.Argument(...),
     if summary.get("needs_scoring"):
         typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
                    f"run `curate score {out}` to score exactly those")
+    from curate.stages.select import desync_note
+    if desync_note(summary):
+        typer.echo(desync_note(summary))
     if summary.get("funnel"):
         from curate.selection.rules import format_funnel
         typer.echo(format_funnel(summary["funnel"]))

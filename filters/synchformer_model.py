@@ -413,7 +413,8 @@ def load_synchformer(path: str | os.PathLike | None, device: str | torch.device 
     in eval mode on ``device``."""
     from sync_classifier.model import _torch_load
     p = resolve_checkpoint(path)
-    obj = _torch_load(p, CHECKPOINT_OPTION)
+    # the authors' file holds their config and optimizer too: kept inert, and mapped, not read
+    obj = _torch_load(p, CHECKPOINT_OPTION, inert=True, mmap=True)
     if cfg is None and isinstance(obj, dict) and isinstance(obj.get(CONFIG_KEY), dict):
         try:
             cfg = SynchformerConfig(**obj[CONFIG_KEY])

@@ -333,26 +333,122 @@ def _numpy_scalars() -> list:
     return extra
 
 
-def _torch_load(path: Path | io.BytesIO, option: str, extras: tuple = (), source: str | None = None):
+class Inert:
+    """Stands in for every object of a checkpoint beyond its tensors when the caller reads
+    only tensors (``_torch_load(inert=True)``): a training script's config (an OmegaConf
+    ``DictConfig``), numpy metrics, optimizer settings. It is made, filled and kept as data;
+    none of the code the file names is imported or run, so the library that wrote those
+    objects need not be installed either."""
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args = args
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def __setitem__(self, key, value) -> None:
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value) -> None:
+        self.__dict__.setdefault("values", []).append(value)
+
+    def extend(self, values) -> None:
+        for v in values:
+            self.append(v)
+
+
+def _mapped(path: Path | io.BytesIO, mmap: bool) -> bool:
+    """Whether to map the file instead of reading it (``torch.load(mmap=True)``: a zip file
+    only): a training checkpoint's optimizer state, twice the weights, is then never read."""
+    import zipfile
+    return mmap and not isinstance(path, io.BytesIO) and zipfile.is_zipfile(path)
+
+
+def _inert_load(path: Path | io.BytesIO, name: object, option: str, refused: Exception,
+                mmap: bool = False):
+    """After torch's weights-only reader ``refused`` the file: the same reader with every
+    global it refuses standing for ``Inert``. Still no code of the file's choosing runs, and
+    its tensors come back as they are; an error names the option."""
+    try:
+        if isinstance(path, io.BytesIO):
+            path.seek(0)
+        unsafe = _unsafe_globals(path)
+        if isinstance(path, io.BytesIO):
+            path.seek(0)
+        with torch.serialization.safe_globals([(Inert, n) for n in unsafe]):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_mapped(path, mmap))
+    except Exception as e:  # noqa: BLE001  (torch raises several types)
+        raise ValueError(f"cannot read {name} ({e}); it holds Python objects beyond weights "
+                         f"({str(refused).strip().splitlines()[0][:200]}). If you trust the "
+                         f"file, pass --trust-checkpoint ({option})") from e
+    log.info("%s: read its tensors; %d kinds of object beside them kept inert (%s)", name,
+             len(unsafe), ", ".join(sorted(unsafe)[:6]) + (" ..." if len(unsafe) > 6 else ""))
+    return obj
+
+
+def _unsafe_globals(path: Path | io.BytesIO) -> list[str]:
+    """The globals of a checkpoint torch's weights-only reader refuses: torch's own answer for
+    a zip file; for the legacy format (torch < 1.6, pickles in a row: the released AVID-CMA
+    file's era) the names its pickles reference, less those torch's reader allows."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except ValueError:
+        if isinstance(path, io.BytesIO):
+            path.seek(0)
+    from torch import _weights_only_unpickler as wou   # the lists torch's reader itself checks
+    safe = set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
+    return sorted(_pickle_globals(path) - safe)
+
+
+def _pickle_globals(path: Path | io.BytesIO, pickles: int = 4) -> set[str]:
+    """Every global the first ``pickles`` pickles of a file name, read as opcodes (nothing is
+    unpickled); the legacy format's four: magic number, protocol, system info, the object."""
+    import contextlib
+    import pickletools
+    names: set[str] = set()
+    with (contextlib.nullcontext(path) if isinstance(path, io.BytesIO) else open(path, "rb")) as f:
+        for _ in range(pickles):
+            strings: list[str] = []
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.add(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.add(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    return names
+
+
+def _torch_load(path: Path | io.BytesIO, option: str, extras: tuple = (), source: str | None = None,
+                inert: bool = False, mmap: bool = False):
     """``torch.load(weights_only=True)``: tensors and plain data only, so a checkpoint file
     cannot run code when read; ``extras`` are further globals allowed explicitly (the
-    AVID-CMA file's numpy scalars). ``$CURATE_TRUST_CHECKPOINT=1`` (``--trust-checkpoint``)
+    AVID-CMA file's numpy scalars). ``inert``: the caller reads only the file's tensors, so
+    other objects it holds (a training checkpoint's config, optimizer, metrics) are kept as
+    ``Inert`` data instead of refused. ``$CURATE_TRUST_CHECKPOINT=1`` (``--trust-checkpoint``)
     reads a file that needs full unpickling, for files the user trusts. ``path`` may be the
-    file's bytes already read (``source`` then names the file in errors)."""
+    file's bytes already read (``source`` then names the file in errors). ``mmap``: map a zip
+    file instead of reading it (``_mapped``), for a caller that copies the tensors it keeps."""
     import os
     import pickle
     name = source or path
     _require_checkpoint(path, option, name)
     trusted = os.environ.get(TRUST_ENV) == "1"
+    mapped = _mapped(path, mmap)
     try:
         if trusted:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=mapped)
         with torch.serialization.safe_globals(list(extras)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         if "weights only" not in str(e).lower():     # torch's refusal says so; garbage does not
             raise ValueError(f"{name} is not a checkpoint ({first}): check {option}") from e
+        if inert:
+            return _inert_load(path, name, option, e, mmap)
         raise ValueError(f"{name} holds Python objects beyond weights, which could run code when "
                          f"read ({first}); curate reads weights only. If you trust the file, pass "
                          f"--trust-checkpoint ({option})") from e
@@ -649,7 +745,8 @@ def load_init(path: str | Path, cfg: SyncConfig | None = None,
         return load_released(path, option).train()
     if not path.is_file():
         raise FileNotFoundError(f"initialisation not found: {path} ({option})")
-    state = _torch_load(path, option, extras=tuple(_numpy_scalars()))   # our file or AVID-CMA's
+    # our file or AVID-CMA's (whose optimizer and criterion states are kept inert if odd)
+    state = _torch_load(path, option, extras=tuple(_numpy_scalars()), inert=True)
     if is_avid_checkpoint(state):
         model = SyncClassifier(cfg or SyncConfig())
         _load_avid_states(model, state, path, option)

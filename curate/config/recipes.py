@@ -12,7 +12,7 @@ from typing import Any
 from curate.selection.repair import MIN_PROB as REPAIR_MIN_PROB, MIN_WINDOW_PROB
 from manifests import bounded
 
-WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "shard"]
+WINDOW_STAGES = ["sources", "download", "split", "score", "select", "certify", "desync-gate", "shard"]
 
 #: streaming-engine options (curate/execution/); none of them changes a result, so none is
 #: part of a checkpoint fingerprint
@@ -84,7 +84,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "filters": ["pixel_diff", "amplitude"], "gate": [],
         "select": {"per_class": None, "test_per_class": None, "balanced_test": True, "seed": 0},
         "shards": {"max_short_side": 1080},
-        "stages": ["sources", "download", "select", "certify", "shard"],
+        "stages": ["sources", "download", "select", "certify", "desync-gate", "shard"],
         # the released Landscapes folder: videos/{train,test}/<class>/ (curate export-folder)
         "export": {"layout": "split_class"},
     },

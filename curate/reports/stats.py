@@ -418,12 +418,15 @@ def repair_outcome(status: str | None, repaired: bool | None, note: str, error: 
         return "rejected: the rescore of the repaired clip is not offset 0"
     if status == schemas.STATUS_REJECTED and (error or "").startswith("repair:"):
         return "rejected: " + error[len("repair: "):].split(" (")[0]
+    from curate.selection.rules import desync_gated
     out_of_sync = status == schemas.STATUS_REJECTED and (error or "").startswith("sync:")
     if note.startswith("repair refused"):
         why = "refused: the shifted audio would run past the source"
     else:
         why = "not repaired: " + note.split(" (")[0].split(":")[0]
-    return f"rejected (out of sync), {why}" if out_of_sync else why
+    if out_of_sync:
+        return f"rejected (out of sync), {why}"
+    return f"rejected (desync above max), {why}" if desync_gated(status, error) else why
 
 
 def _repairs(s: _Stats) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,9 +47,14 @@ PAPER_COLUMNS = ("sync_offset_s", "sync_offset_p")
 
 @dataclass(frozen=True)
 class RepairDecision:
-    """``delay_s``: the audio delay to undo (None: no repair); ``reason``: why, in words."""
+    """``delay_s``: the audio delay to undo (None: no repair); ``reason``: why, in words;
+    ``sf_delay_s``: Synchformer's delay where the models agree on one; ``pending_s``: the
+    delay of a clip that meets every rule but the paper's classifier's per-window
+    confidence (``confirm_by_shot`` may confirm it)."""
     delay_s: float | None
     reason: str
+    sf_delay_s: float | None = None
+    pending_s: float | None = None
 
     @property
     def repair(self) -> bool:
@@ -86,8 +91,11 @@ def decide_repair(sf_delays: Sequence[float | None], sf_probs: Sequence[float | 
     if min(sf_probs) < min_prob:
         return RepairDecision(None, f"not confident (Synchformer below {min_prob:g})")
     if min(paper_probs) < min_window_prob:
+        rest = decide_repair(sf_delays, sf_probs, paper_delays, paper_probs, min_prob, -math.inf)
+        if not rest.repair:         # another rule already says no: its reason is the clip's
+            return rest
         return RepairDecision(None, f"not confident (a window of the paper's classifier below "
-                                    f"{min_window_prob:.3g})")
+                                    f"{min_window_prob:.3g})", rest.sf_delay_s, rest.delay_s)
     if max(sf_delays) - min(sf_delays) > 1e-6:
         return RepairDecision(None, "offset not constant: Synchformer's contexts differ "
                                     f"({min(sf_delays):+.2f} .. {max(sf_delays):+.2f} s)")
@@ -102,7 +110,33 @@ def decide_repair(sf_delays: Sequence[float | None], sf_probs: Sequence[float | 
     if abs(sf) < AGREE_TOL_S:
         return RepairDecision(None, "in sync (both models find offset 0)")
     return RepairDecision(paper, f"audio {'late' if paper > 0 else 'early'} by {abs(paper):.3f} s "
-                                 "(both models agree)")
+                                 "(both models agree)", sf)
+
+
+def confirm_by_shot(decisions: Mapping[Any, RepairDecision], shot_of: Mapping[Any, Any]
+                    ) -> dict[Any, RepairDecision]:
+    """Decisions with the pending ones confirmed by their shot. A shot's offset is one
+    constant (a file's audio is shifted as a whole when it was muxed: the assumption
+    ``candidate_runs`` makes too), so the paper's classifier's confidence may come from
+    another clip of the same shot: a clip that meets every rule on its own windows and
+    contexts (both models agree on one constant non-zero offset, Synchformer confident in
+    each of its contexts) but whose classifier windows are below ``min_window_prob`` is
+    repaired when every repair decided in its shot is at its Synchformer offset. ``shot_of``
+    maps each decision's key to its shot; keys without a shot are left as they are."""
+    shots: dict[Any, set[float]] = {}
+    for k, d in decisions.items():
+        if d.repair and shot_of.get(k) is not None:
+            shots.setdefault(shot_of[k], set()).add(round(d.sf_delay_s, 6))
+    out = dict(decisions)
+    for k, d in decisions.items():
+        if d.pending_s is None or shot_of.get(k) is None:
+            continue
+        if shots.get(shot_of[k]) == {round(d.sf_delay_s, 6)}:
+            out[k] = RepairDecision(d.pending_s, f"audio {'late' if d.pending_s > 0 else 'early'} by "
+                                    f"{abs(d.pending_s):.3f} s (both models agree; the classifier's "
+                                    "confidence from another clip of its shot at the same offset)",
+                                    d.sf_delay_s)
+    return out
 
 
 def candidate_mask(windows: Any, thresholds: Any, gate: Iterable[str], order: Sequence[str] | None,

@@ -17,7 +17,7 @@ filter in that order, as the skip notes the cascade wrote name it."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -251,10 +251,28 @@ def needs_scoring_table(table: Any, thresholds, gate: Iterable[str] | None = Non
 
 # ----------------------------------------------------------------------------- clip-level gate
 
-def desync_gate(clips: Any, max_s: float | None) -> tuple[Any, int]:
+#: the desync gate's reason for a clip the certify stage has not measured yet (a build's first
+#: select: certify measures it, then the desync-gate stage selects again)
+DESYNC_UNMEASURED = "desync: no certificate (certify stage)"
+
+
+def desync_gated(status: str | None, error: str | None) -> bool:
+    """Whether a clip was rejected by the desync gate (measured above the max, or not yet)."""
+    from manifests.schemas import STATUS_REJECTED
+    return status == STATUS_REJECTED and (error or "").startswith("desync")
+
+
+def desync_reason(desync_s: float, max_s: float) -> str:
+    """Why the desync gate rejects a clip measured above the max."""
+    return f"desync {desync_s:.2f} s > max {max_s:g}"
+
+
+def desync_gate(clips: Any, max_s: float | None, exempt: Collection[str] = ()) -> tuple[Any, int]:
     """Recipe option ``desync.max`` (off: None): an ok clip whose DeSync (certify stage) is
-    above ``max_s``, or that has none, becomes ``rejected`` with the reason. Returns the table
-    and how many clips the gate rejected."""
+    above ``max_s``, or that has none yet (``DESYNC_UNMEASURED``), becomes ``rejected`` with
+    the reason; clips in ``exempt`` (ids: those a repair will shift back, which the shard
+    stage ships only repaired or rejects) are left to the repair. Returns the table and how
+    many clips the gate rejected."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from manifests.schemas import STATUS_OK, STATUS_REJECTED
@@ -263,14 +281,14 @@ def desync_gate(clips: Any, max_s: float | None) -> tuple[Any, int]:
         return clips, 0
     d = _np_float(clips["desync_s"])
     ok = np.asarray(pc.fill_null(pc.equal(clips["status"], STATUS_OK), False).to_numpy(zero_copy_only=False))
-    bad = ok & ~(d <= float(max_s))        # NaN (no certificate) fails, like a missing score
+    spared = np.isin(np.asarray(clips["clip_id"].to_pylist(), dtype=object), list(exempt))
+    bad = ok & ~spared & ~(d <= float(max_s))   # NaN (no certificate) fails, like a missing score
     if not bad.any():
         return clips, 0
     status = np.where(bad, STATUS_REJECTED, np.asarray(clips["status"].to_pylist(), dtype=object))
     errors = clips["error"].to_pylist()
     for i in np.nonzero(bad)[0]:
-        errors[i] = (f"desync {d[i]:.2f} s > max {float(max_s):g}" if not np.isnan(d[i])
-                     else "desync: no certificate (certify stage)")
+        errors[i] = desync_reason(d[i], float(max_s)) if not np.isnan(d[i]) else DESYNC_UNMEASURED
     clips = clips.set_column(clips.column_names.index("status"), "status", pa.array(status.tolist(), pa.string()))
     clips = clips.set_column(clips.column_names.index("error"), "error", pa.array(errors, pa.string()))
     return clips, int(bad.sum())

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from manifests import schemas
 from curate.selection.repair import (AGREE_TOL_S, MIN_PROB, MIN_WINDOW_PROB, PAPER_COLUMNS, RepairDecision,
-                                     decide_repair, delay_of)
+                                     confirm_by_shot, decide_repair, delay_of)
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,37 @@ def decide(clip: dict | None, windows: list[tuple], min_prob: float,
 def plan(out: str | Path, run: dict[str, Any], selected: list[dict],
          clips: dict[str, dict]) -> dict[str, RepairDecision]:
     """Each selected clip's decision (keyed by its ``key``); empty with repair off."""
-    opts = repair_options(run)
-    if opts is None:
+    if repair_options(run) is None:
         return {}
-    offsets = window_offsets(out)
-    probs = float(opts.get("min_prob", MIN_PROB)), float(opts.get("min_window_prob", MIN_WINDOW_PROB))
-    return {s["key"]: decide(clips.get(s["clip_id"]), offsets.get(s["source_id"], []), *probs)
-            for s in selected}
+    by_clip = clip_decisions(out, run, clips, {s["clip_id"] for s in selected if s.get("clip_id")})
+    # a selected clip the clips manifest lacks has no certificate to decide by
+    return {s["key"]: by_clip.get(s["clip_id"]) or decide(None, [], *_probs(run)) for s in selected}
+
+
+def clip_decisions(out: str | Path, run: dict[str, Any], clips: Mapping[str, dict],
+                   wanted: set[str]) -> dict[str, RepairDecision]:
+    """The decision of each clip id in ``wanted`` (rows in ``clips``, the clips manifest);
+    every merged clip of their shots decides too (selected or not): a shot's confident repair
+    confirms its clips whose classifier windows alone are below the bar (``confirm_by_shot``).
+    Empty with repair off."""
+    if repair_options(run) is None:
+        return {}
+    offsets, probs = window_offsets(out), _probs(run)
+    shots = {_shot(clips[c]) for c in wanted if c in clips} - {None}
+    pool = {cid: c for cid, c in clips.items() if cid in wanted or _shot(c) in shots}
+    got = confirm_by_shot({cid: decide(c, offsets.get(c["source_id"], []), *probs) for cid, c in pool.items()},
+                          {cid: _shot(c) for cid, c in pool.items()})
+    return {cid: d for cid, d in got.items() if cid in wanted}
+
+
+def _probs(run: dict[str, Any]) -> tuple[float, float]:
+    opts = repair_options(run) or {}
+    return float(opts.get("min_prob", MIN_PROB)), float(opts.get("min_window_prob", MIN_WINDOW_PROB))
+
+
+def _shot(row: dict) -> tuple[str, str] | None:
+    """A clip's shot: (source, shot id); None without a shot id (no shot split: no pooling)."""
+    return (row["source_id"], row["shot_id"]) if row.get("shot_id") else None
 
 
 def needs_repair(out: str | Path, selected: list[dict],
@@ -111,6 +135,36 @@ def settle(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, 
         if c and c.get("status") == schemas.STATUS_OK and not c.get("repaired"):
             c.update(status=schemas.STATUS_REJECTED,
                      error=f"sync: out of sync and not repaired ({c.get('repair_note')})")
+    _desync_unrepaired(run, cuts, selected)
+
+
+def _desync_unrepaired(run: dict[str, Any], cuts: dict[str, dict], selected: list[dict]) -> None:
+    """With the recipe's ``desync.max``: the clips its gate left to the repair
+    (``repairable``) that did not come out repaired are rejected for their DeSync after all."""
+    from curate.config.thresholds import desync_max
+    from curate.selection.rules import desync_reason
+    max_s = desync_max(run)
+    if max_s is None:
+        return
+    desync = {s["key"]: s.get("desync_s") for s in selected}
+    for k, c in cuts.items():
+        d = desync.get(k)
+        if c.get("status") == schemas.STATUS_OK and not c.get("repaired") and d is not None and d > max_s:
+            c.update(status=schemas.STATUS_REJECTED,
+                     error=f"{desync_reason(d, max_s)}, not repaired ({c.get('repair_note')})")
+
+
+def repairable(out: str | Path, run: dict[str, Any], clips: Any) -> set[str]:
+    """Ids of the ok clips of a clips table that a repair will shift back (empty with repair
+    off): the desync gate leaves them to the shard stage, which ships them only repaired."""
+    if repair_options(run) is None or clips.num_rows == 0:
+        return set()
+    cols = ["clip_id", "source_id", "shot_id", "start", "end", "status", "sf_offset_first", "sf_prob_first",
+            "sf_offset_last", "sf_prob_last"]
+    rows = {r["clip_id"]: r for r in clips.select(cols).to_pylist()}
+    # only a certified clip can be decided (none on a build's first select: no window is read)
+    ok = {cid for cid, r in rows.items() if r["status"] == schemas.STATUS_OK and r["sf_offset_first"] is not None}
+    return {cid for cid, d in clip_decisions(out, run, rows, ok).items() if d.repair} if ok else set()
 
 
 def rescore(out: str | Path, run: dict[str, Any], executor: Any, cuts: dict[str, dict],

@@ -9,7 +9,7 @@ from curate.stagekit.declare import Context, Stage
 #: every stage, in pipeline order (reproduce's two run only in `curate reproduce`)
 STAGES: tuple[Stage, ...] = (sources.STAGE, reproduce.SOURCES_STAGE, download.STAGE, split.STAGE,
                              train_sync.STAGE, score.STAGE, select.STAGE, reproduce.STAGE,
-                             certify.STAGE, shard.STAGE)
+                             certify.STAGE, select.GATE, shard.STAGE)
 _BY_NAME = {s.name: s for s in STAGES}
 
 

@@ -19,12 +19,15 @@ from curate.execution.spec import StageSpec
 from curate.stagekit.declare import Context, Outputs, Stage, Work, spec_kw, summarize_failures
 from curate.stagekit.certifying import FLAG, OPTION, certify_spec, certify_weights, clip_item  # noqa: F401
 from curate.stagekit.inputs import ok_downloads
+from curate.selection.rules import desync_gated
 
 def certify_items(out: str | Path, clips: list[dict]) -> list[dict]:
-    """One item per ok merged clip whose download is ok."""
+    """One item per merged clip whose download is ok and which is ok or rejected only by the
+    desync gate (``desync.max``: the desync-gate stage decides again on what this measures)."""
     downloads = {d["source_id"]: d for d in ok_downloads(out)}
     return [clip_item(out, c["clip_id"], downloads[c["source_id"]], c["start"], c["end"])
-            for c in clips if c["status"] == schemas.STATUS_OK and c["source_id"] in downloads]
+            for c in clips if (c["status"] == schemas.STATUS_OK or desync_gated(c["status"], c["error"]))
+            and c["source_id"] in downloads]
 
 
 def _fill(rows: list[dict], certs: dict[str, dict]) -> list[dict]:

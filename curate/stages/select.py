@@ -8,8 +8,10 @@ from typing import Any, Mapping
 from curate.selection.rules import desync_gate, select_windows_table
 from manifests.columns import read_columns, read_windows_table
 from curate.config.run import Run
+from curate.config.thresholds import desync_max, is_desync_override
 from curate.stagekit.declare import Context, Outputs, Stage, Work
 from curate.stagekit.inputs import take_by_key
+from curate.stagekit.repair import repairable
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,10 @@ def select_clips(out: Any, run: Run, overrides: list[str] | None = None) -> dict
                                "inert": inert_overrides(overrides, gate, score_only)}
     clips = _clips(out, run, summary)
     clips = keep_cut_columns(out, "clips", clips, "clip_id")
-    clips, summary["desync_rejected"] = desync_gate(clips, (recipe.get("desync") or {}).get("max"))
+    max_s = desync_max(state)
+    spared = repairable(out, state, clips) if max_s is not None else set()
+    clips, summary["desync_rejected"] = desync_gate(clips, max_s, spared)
+    summary["desync_max"] = max_s
     schemas.write_manifest(out, "clips", clips)
     selected, bal = select_clips_table(clips, recipe["select"], seed=recipe["select"].get("seed", 0),
                                        decisions=review, classes=run_classes(out, recipe))
@@ -137,6 +142,14 @@ def select_clips(out: Any, run: Run, overrides: list[str] | None = None) -> dict
     return summary
 
 
+def desync_note(summary: Mapping[str, Any]) -> str | None:
+    """The line saying how many clips the DeSync gate rejected (None when none or off)."""
+    if not summary.get("desync_rejected"):
+        return None
+    return (f"desync.max {summary['desync_max']:g}: {summary['desync_rejected']} clips rejected (DeSync "
+            "above it, or not certified yet: the certify stage measures them)")
+
+
 def inert_overrides(overrides: list[str] | None, gate: list[str],
                     score_only: Mapping[str, str]) -> list[str]:
     """One line per ``--set`` that names a filter which does not gate in this run (its
@@ -144,7 +157,7 @@ def inert_overrides(overrides: list[str] | None, gate: list[str],
     out = []
     for item in overrides or ():
         name = str(item).partition(".")[0].strip()
-        if name not in gate:
+        if name not in gate and not is_desync_override(item):
             why = score_only.get(name, "not in the recipe's filters")
             out.append(f"--set {item}: filter '{name}' does not gate in this run ({why}); a "
                        f"custom recipe with \"gate\" naming it gates on it")
@@ -161,8 +174,10 @@ class Select(Stage):
 
     def configure(self, args: Mapping[str, Any]) -> dict[str, Any]:
         from pathlib import Path
+        from curate.config.thresholds import parse_overrides
         rec: dict[str, Any] = {}
         if args.get("overrides") is not None:
+            parse_overrides(args["overrides"])      # a bad --set is refused before run.json holds it
             rec["selection_overrides"] = list(args["overrides"])
         if args.get("decisions_file"):
             rec["review_decisions"] = str(Path(args["decisions_file"]).resolve())
@@ -172,7 +187,31 @@ class Select(Stage):
         summary = select_clips(ctx.out, ctx.run, ctx.args.get("overrides"))
         if summary.get("needs_scoring"):
             ctx.echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {ctx.out}`")
+        if desync_note(summary):
+            ctx.echo(desync_note(summary))
+        return Outputs(summary)
+
+
+class DesyncGate(Select):
+    """Select again once the certify stage has measured the merged clips, when the recipe
+    gates on DeSync (``desync.max``): a build's first select cannot know a clip's DeSync (it
+    rejects every clip as not measured yet, and certify measures those too), so the gate
+    decides here, and balance and split pick among the clips that pass. Nothing is done
+    with the gate off."""
+    name = "desync-gate"
+
+    def configure(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def finish(self, ctx: Context, work: Work | None, result: Any) -> Outputs:
+        max_s = desync_max(ctx.run.as_dict())
+        if max_s is None:
+            ctx.echo("desync-gate: off (recipe desync.max)")
+            return Outputs(None)
+        summary = select_clips(ctx.out, ctx.run)
+        ctx.echo(desync_note(summary) or f"desync-gate: no clip above desync.max {max_s:g}")
         return Outputs(summary)
 
 
 STAGE = Select()
+GATE = DesyncGate()

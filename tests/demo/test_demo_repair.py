@@ -3,10 +3,13 @@ corpus (``curate.demo.synth``: the audio ``SHIFT_S`` s off its flashes) go throu
 command's own path (loopback download, score, select, certify with the shipped small
 Synchformer, shard) and come back cut with their audio shifted back, rescored at offset 0 and
 verified against their source at the recorded shift. The truth is how the videos were made.
-Every shifted video has a repaired clip: synth0024's only repairable run is not its earliest
-(0.0-3.0 s would need audio before the file's start), and synth0030's 0.0-3.0 s is repaired by
-the classifier's 0.32 s for a 0.40-s shift, a residual off Synchformer's class centres that the
-rescore must read as offset 0."""
+Every selected clip of a shifted video ships repaired, but one that cannot be: synth0030's
+7.0-10.0 s has its audio 0.40 s late, and undoing that needs 0.40 s of sound past the file's
+end, so the cut refuses and says so. synth0024's 6.0-9.0 s is repaired with the classifier's
+confidence from its shot (its one window reads the shift at 0.058 < 2/31; its shot's 1.0-4.0 s
+met every bar at the same offset); synth0030's 0.0-3.0 s is repaired by the classifier's
+0.32 s for a 0.40-s shift, a residual off Synchformer's class centres that the rescore must
+read as offset 0."""
 from __future__ import annotations
 
 import json
@@ -37,11 +40,19 @@ def test_the_demo_repairs_every_shifted_video_and_verifies(tmp_path):
     print(text)
     assert f"shipped demo Synchformer {DEMO_SYNCHFORMER.name}" in text
     rows = read_rows(tmp_path / "out", "selected")
-    # no clip is refused at the file's edge or rejected by its rescore: each clip merged from
-    # repair candidates ships repaired (the others are clips the sync gate passed)
+    # no clip is rejected by its rescore: each clip merged from repair candidates ships
+    # repaired (the others are clips the sync gate passed)
     assert all(r["status"] == "ok" for r in rows), [(r["clip_id"], r["repair_note"]) for r in rows]
     repaired = [r for r in rows if r["repaired"]]
     truth = {s.id: s.audio_offset for s in specs}
+    # every clip is repaired but those whose shifted audio would leave the file: the late
+    # audio of a clip ending at the file's end
+    refused = [r for r in rows if not r["repaired"]]
+    assert [(r["source_id"].split("_")[0], r["start"], r["end"]) for r in refused] == \
+        [("synth0030", 7.0, 10.0)], [(r["clip_id"], r["repair_note"]) for r in refused]
+    assert "repair refused" in refused[0]["repair_note"] and "source's end" in refused[0]["repair_note"]
+    assert truth["synth0030"] > 0 and refused[0]["end"] + truth["synth0030"] > 10.0
+    assert len(repaired) == 5
     # every shifted video has a repaired clip; the shift undone is the truth's within the
     # classifier's grid and half a Synchformer class (its median over the clip's windows)
     assert {r["source_id"].split("_")[0] for r in repaired} == set(truth), text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -69,6 +70,53 @@ def test_both_checkpoint_forms_load_strictly(small, tmp_path):
         model = load_synchformer(tmp_path / name, cfg=cfg)
         with torch.no_grad():
             assert torch.allclose(model(vid, aud), small["logits"], atol=1e-5, rtol=0)
+
+
+def test_the_authors_training_checkpoint_loads_without_trust_or_their_libraries(small, monkeypatch):
+    """authors_ckpt.pt is what their training script writes (make_authors_checkpoint.py): the
+    weights beside an OmegaConf config, Adam's state with OmegaConf betas, numpy metrics.
+    torch's weights-only reader refuses it; omegaconf is not installed here."""
+    monkeypatch.delenv("CURATE_TRUST_CHECKPOINT", raising=False)
+    path = FIX / "authors_ckpt.pt"
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert "omegaconf.dictconfig.DictConfig" in unsafe and "numpy.dtype" in unsafe
+    with pytest.raises(Exception, match="(?i)weights only"):
+        torch.load(path, weights_only=True)
+    model = load_synchformer(path, cfg=_small_cfg(small["sizes"]))
+    with torch.no_grad():
+        assert torch.allclose(model(*_small_inputs(small)), small["logits"], atol=1e-5, rtol=0)
+    assert "omegaconf" not in sys.modules
+
+
+MARK: list[str] = []
+
+
+def _planted(note: str) -> str:
+    """What a hostile checkpoint would call while being read."""
+    MARK.append(note)
+    return note
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (_planted, ("ran",))
+
+
+def test_objects_beside_the_weights_never_run(small, tmp_path, monkeypatch):
+    monkeypatch.delenv("CURATE_TRUST_CHECKPOINT", raising=False)
+    torch.save({"model": small["state_dict"], "args": _Hostile(), "epoch": 3}, tmp_path / "h.pt")
+    MARK.clear()
+    model = load_synchformer(tmp_path / "h.pt", cfg=_small_cfg(small["sizes"]))
+    assert MARK == []
+    with torch.no_grad():
+        assert torch.allclose(model(*_small_inputs(small)), small["logits"], atol=1e-5, rtol=0)
+    # the weights themselves are still read strictly: a hostile object in place of a tensor
+    sd = dict(small["state_dict"])
+    sd["transformer.off_head.bias"] = _Hostile()
+    torch.save({"model": sd}, tmp_path / "h2.pt")
+    with pytest.raises(ValueError, match="--synchformer-checkpoint"):
+        load_synchformer(tmp_path / "h2.pt", cfg=_small_cfg(small["sizes"]))
+    assert MARK == []
 
 
 @pytest.mark.parametrize("change", ["missing", "extra", "shape"])

@@ -6,8 +6,8 @@ Synchformer's offsets (positive = audio ahead) are turned into delays by ``delay
 """
 import pytest
 
-from curate.selection.repair import (AGREE_TOL_S, CONSTANT_TOL_S, SF_STEP_S, decide_repair,
-                                     delay_of)
+from curate.selection.repair import (AGREE_TOL_S, CONSTANT_TOL_S, SF_STEP_S, confirm_by_shot,
+                                     decide_repair, delay_of)
 
 LATE = 0.6          # audio late by 0.6 s: Synchformer's offset -0.6 (audio behind)
 SF = [delay_of(-0.6), delay_of(-0.6)]     # first and last context
@@ -65,6 +65,45 @@ def test_low_confidence_is_not_repaired():
     assert not decide_repair(SF, [0.1, 0.1], d, p).repair
     p[2] = 0.05
     assert "paper's classifier" in decide_repair(SF, P, d, p).reason
+
+
+def _weak(d=LATE, n=3):
+    """Windows that all read ``d`` below the classifier's bar (2/31)."""
+    return [d] * n, [0.05] * n
+
+
+def test_a_weak_clip_is_pending_only_when_every_other_rule_holds():
+    dec = decide_repair(SF, P, *_weak())
+    assert not dec.repair and "paper's classifier" in dec.reason
+    assert dec.pending_s == pytest.approx(LATE) and dec.sf_delay_s == pytest.approx(LATE)
+    assert decide_repair(SF, P, *_weak(LATE + AGREE_TOL_S + 0.01)).pending_s is None   # disagree
+    d, p = _weak(n=4)
+    d[1] = LATE + CONSTANT_TOL_S + 0.02
+    assert decide_repair(SF, P, d, p).pending_s is None                              # not constant
+    assert decide_repair(SF, [0.9, 0.3], *_weak()).pending_s is None                 # Synchformer unsure
+    assert decide_repair([0.0, 0.0], P, *_weak(0.0)).pending_s is None               # in sync
+    # below the bar and refused by another rule anyway: that rule is the reason given
+    assert "in sync" in decide_repair([0.0, 0.0], P, *_weak(0.0)).reason
+    assert "disagree" in decide_repair(SF, P, *_weak(LATE + AGREE_TOL_S + 0.01)).reason
+
+
+def test_a_shots_confident_repair_confirms_its_weak_clips_at_the_same_offset():
+    strong, weak = decide_repair(SF, P, *_paper(0.58)), decide_repair(SF, P, *_weak(0.62))
+    early = decide_repair([delay_of(0.4)] * 2, P, *_paper(-0.4))     # another offset
+    out = confirm_by_shot({"a": strong, "b": weak}, {"a": "s1", "b": "s1"})
+    assert out["b"].repair and out["b"].delay_s == pytest.approx(0.62)   # its own windows' delay
+    assert "another clip of its shot" in out["b"].reason and out["a"] == strong
+    # no confident clip in its shot, one in another shot, or none with a shot: not repaired
+    for shots in ({"a": "s1", "b": "s2"}, {"a": None, "b": None}, {"b": "s1"}):
+        got = confirm_by_shot({k: v for k, v in {"a": strong, "b": weak}.items() if k in shots}, shots)
+        assert not got["b"].repair
+    # the shot's confident repair at another offset, or at two offsets: not repaired
+    assert not confirm_by_shot({"a": early, "b": weak}, {"a": "s", "b": "s"})["b"].repair
+    assert not confirm_by_shot({"a": strong, "c": early, "b": weak},
+                               {"a": "s", "b": "s", "c": "s"})["b"].repair
+    # a clip that fails another rule is never confirmed, whatever its shot holds
+    bad = decide_repair(SF, P, *_weak(LATE + AGREE_TOL_S + 0.01))
+    assert not confirm_by_shot({"a": strong, "b": bad}, {"a": "s", "b": "s"})["b"].repair
 
 
 def test_in_sync_and_missing_are_not_repaired():

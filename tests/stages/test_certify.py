@@ -93,6 +93,39 @@ def test_desync_gate_is_off_by_default_and_rejects_above_max():
     assert got[1]["error"] == "desync 1.20 s > max 0.4"
     assert got[2]["error"] is None                        # already rejected: untouched
     assert "no certificate" in got[3]["error"]
+    # a clip a repair will shift back is left to the repair (the shard stage decides)
+    spared, n = desync_gate(table, 0.4, exempt={got[1]["clip_id"]})
+    assert n == 1 and [r["status"] for r in spared.to_pylist()] == ["ok", "ok", "rejected", "rejected"]
+
+
+def test_desync_max_is_the_recipes_unless_a_set_says_otherwise():
+    from curate.config.thresholds import desync_max, parse_overrides
+    run = {"recipe": get_recipe("demo")}
+    assert desync_max(run) is None
+    run["recipe"]["desync"]["max"] = 0.4
+    assert desync_max(run) == 0.4
+    assert desync_max({**run, "selection_overrides": ["clip_diff.max=0.6", "desync.max=0.2"]}) == 0.2
+    assert desync_max({**run, "selection_overrides": ["desync.max=0.2", "desync.max=none"]}) is None
+    assert parse_overrides(["desync.max=0.3", "clip_diff.max=0.6"])["clip_diff"]["max"] == 0.6
+    for bad in ("desync.max=abc", "desync.max=-1", "desync.max=inf"):
+        with pytest.raises(ValueError, match="desync.max"):
+            parse_overrides([bad])
+
+
+def test_certify_measures_the_clips_the_desync_gate_rejected_and_no_other(tmp_path):
+    """The first select of a build with desync.max rejects every clip as not measured yet;
+    certify must measure them (and a clip another rule rejected, not)."""
+    from curate.selection.rules import DESYNC_UNMEASURED
+    from curate.stages.certify import certify_items
+    write_manifest(tmp_path, "sources", [{"source_id": "s", "ytid": "s", "start": 0.0, "end": 10.0,
+                                          "class_name": "dog", "split": "train", "status": "ok"}])
+    write_manifest(tmp_path, "downloads", [{"source_id": "s", "path": str(tmp_path / "s.mp4"), "status": "ok",
+                                            "duration": 10.0, "seg_start": 0.0, "seg_end": 10.0}])
+    (tmp_path / "s.mp4").write_bytes(b"x")
+    clips = [{"clip_id": f"c{i}", "source_id": "s", "start": float(i), "end": i + 3.0, "status": st, "error": err}
+             for i, (st, err) in enumerate([("ok", None), ("rejected", DESYNC_UNMEASURED),
+                                            ("rejected", "desync 1.20 s > max 0.4"), ("rejected", "balance: cap")])]
+    assert [it["key"] for it in certify_items(tmp_path, clips)] == ["c0", "c1", "c2"]
 
 
 def test_stats_show_the_certificate_histograms(run_dir):

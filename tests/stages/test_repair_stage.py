@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tarfile
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -227,3 +228,32 @@ def test_only_a_clip_merged_from_candidates_must_be_repaired(tmp_path):
     selected = [{"key": "insync", "source_id": sid, "start": 0.0, "end": 4.0},
                 {"key": "shifted", "source_id": sid, "start": 5.0, "end": 8.5}]
     assert repair.needs_repair(tmp_path, selected) == {"shifted"}
+
+
+def test_a_weak_clip_is_repaired_by_its_shots_confident_clip_selected_or_not(tmp_path):
+    """The paper's classifier below its bar on every window of a clip (p 0.05 < 2/31) but at
+    the offset both models read: repaired when another clip of the same shot was decided at
+    that offset with every bar met, even when that clip was not selected
+    (``selection.repair.confirm_by_shot``); alone in its shot it is not."""
+    sid = _sid("aaaaaaaaaaa")
+    # clip: (shot, start, end, classifier probability of each window)
+    spec = {"strong": ("s0", 0.0, 3.5, 0.2), "weak": ("s0", 5.0, 8.0, 0.05),
+            "alone": ("s1", 10.0, 13.0, 0.05)}
+    windows, clips = [], {}
+    for cid, (shot, a, b, p) in spec.items():
+        for i, t in enumerate(np.arange(a, b - 3.0 + 1e-6, 0.5)):
+            windows.append({"window_id": f"{cid}{i}", "source_id": sid, "start": float(t),
+                            "end": float(t) + 3.0, "status": "ok", "sync_offset_s": -DELAY,
+                            "sync_offset_p": p})
+        clips[cid] = {"clip_id": cid, "source_id": sid, "shot_id": f"{sid}_{shot}", "start": a, "end": b,
+                      "sf_offset_first": -DELAY, "sf_prob_first": 0.9, "sf_offset_last": -DELAY,
+                      "sf_prob_last": 0.9}
+    write_manifest(tmp_path, "windows", windows)
+    selected = [{"key": k, "clip_id": k, "source_id": sid} for k in ("weak", "alone")]
+    run = {"recipe": {"repair": {"enabled": True}}}
+    got = repair.plan(tmp_path, run, selected, clips)
+    assert got["weak"].repair and got["weak"].delay_s == pytest.approx(DELAY)
+    assert "another clip of its shot" in got["weak"].reason
+    assert not got["alone"].repair and "paper's classifier below" in got["alone"].reason
+    clips["strong"]["sf_offset_last"] = -0.2           # the shot's confident clip is no more
+    assert not repair.plan(tmp_path, run, selected, clips)["weak"].repair
