@@ -109,31 +109,37 @@ def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAM
 _MEL = None
 
 
-def log_mel(segments: torch.Tensor) -> torch.Tensor:
-    """``[..., 10240]`` 16-kHz samples -> ``[..., 128, 66]`` normalised log-mel."""
+def log_mel(segments: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[..., 10240]`` 16-kHz samples -> ``[..., 128, 66]`` normalised log-mel, in float32 as
+    the authors run it (bit for bit theirs on the same CPU; a float32 FFT's rounding differs
+    between CPUs, which the log lifts to ~1e-4 in silent bins). ``dtype=torch.float64`` is
+    their modules cast with ``.double()``: the window and mel bank made in float32, then cast."""
     global _MEL
     if _MEL is None:
         _MEL = mel_filters()
-    x = torch.as_tensor(segments, dtype=torch.float32)
+    x = torch.as_tensor(segments, dtype=dtype)
     flat = x.reshape(-1, x.shape[-1])
-    spec = torch.stft(flat, N_FFT, hop_length=HOP, win_length=WIN, window=torch.hann_window(WIN),
+    window = torch.hann_window(WIN).to(dtype)
+    spec = torch.stft(flat, N_FFT, hop_length=HOP, win_length=WIN, window=window,
                       center=True, pad_mode="reflect", return_complex=True).abs().pow(2.0)
-    mel = torch.matmul(spec.transpose(-1, -2), _MEL).transpose(-1, -2)
+    mel = torch.matmul(spec.transpose(-1, -2), _MEL.to(dtype)).transpose(-1, -2)
     mel = torch.log(mel + 1e-6)
     mel = F.pad(mel, (0, max(SPEC_T - mel.shape[-1], 0)))[..., :SPEC_T]
     mel = (mel - AST_MEAN) / (2 * AST_STD)
     return mel.reshape(*x.shape[:-1], N_MELS, SPEC_T)
 
 
-def audio_segments(wave: np.ndarray, first_sample: int, n: int = N_SEGMENTS) -> torch.Tensor:
-    """(n, 1, 128, 66) from mono 16-kHz ``wave`` starting at ``first_sample``."""
+def audio_segments(wave: np.ndarray, first_sample: int, n: int = N_SEGMENTS,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n, 1, 128, 66) from mono 16-kHz ``wave`` starting at ``first_sample`` (``log_mel``'s
+    ``dtype``)."""
     w = torch.as_tensor(np.asarray(wave, np.float32))
     starts = first_sample + SEG_STEP_SAMPLES * np.arange(n)
     if starts[-1] + SEG_SAMPLES > len(w) or first_sample < 0:
         raise ValueError(f"a {n}-segment context from sample {first_sample} needs "
                          f"{starts[-1] + SEG_SAMPLES} samples, got {len(w)}")
     segs = torch.stack([w[s:s + SEG_SAMPLES] for s in starts])
-    return log_mel(segs).unsqueeze(1)
+    return log_mel(segs, dtype).unsqueeze(1)
 
 
 def first_sample_of(frame: int) -> int:

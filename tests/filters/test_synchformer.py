@@ -167,9 +167,23 @@ def test_preprocessing_matches_authors_transforms(preproc):
         assert video.shape == (14, 16, 3, 224, 224)
         assert torch.equal(video.double().sum(dim=(2, 3, 4)), case["video_sums"])
         assert torch.equal(video[:, :, :, ::16, ::16], case["video_sub"].float())
+        first = sf.first_sample_of(2)
+        spec = sf.audio_segments(case["wave16k"].numpy(), first, dtype=torch.float64)
+        assert spec.shape == (14, 1, 128, 66) and spec.dtype == torch.float64
+        assert torch.allclose(spec[preproc["segments"]], case["spec64"], atol=1e-5, rtol=0)
+
+
+def test_the_float32_spectrogram_is_within_float32_rounding_of_theirs(preproc):
+    """What the pipeline runs (float32, as the authors do) against their float64 result: a
+    float32 FFT's rounding depends on the CPU (their own float32 run differs by 1.1e-4
+    between the two x86 machines it ran on, and lies 6.3e-5 to 7.4e-5 from their float64
+    result), so a float32 reference is not compared at 1e-5."""
+    for case in preproc["cases"]:
         spec = sf.audio_segments(case["wave16k"].numpy(), sf.first_sample_of(2))
-        assert spec.shape == (14, 1, 128, 66)
-        assert torch.allclose(spec[preproc["segments"]], case["spec"], atol=1e-5, rtol=0)
+        assert spec.shape == (14, 1, 128, 66) and spec.dtype == torch.float32
+        err = (spec[preproc["segments"]].double() - case["spec64"]).abs()
+        assert err.max() < 1.5e-4, (case["sr"], err.max())
+        assert err.mean() < 1e-5, (case["sr"], err.mean())     # measured 1.9e-6 to 2.0e-6
 
 
 def test_resampling_matches_torchaudio(preproc):
