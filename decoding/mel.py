@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,6 +64,15 @@ def _window(window_type: str, size: int, dtype: torch.dtype) -> torch.Tensor:
                      "(hanning, povey, hamming, rectangular)")
 
 
+def rounded(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` (a ``log``, a power) correctly rounded to ``x``'s float32, the same on every
+    CPU: evaluated in float64, then rounded. torch's float32 transcendentals are within an ulp
+    but round as the CPU's kernels do, and one ulp of a ~10^3 mel moves a filter weight by
+    ~1e-5 (41 of torchaudio's 32,768 weights differed between two x86 machines). Where
+    torch's rounding is correct, this is bit for bit torchaudio's."""
+    return fn(x.double()).to(x.dtype)
+
+
 def mel_banks(num_bins: int, padded_window_size: int, sample_rate: float,
               low_freq: float = 20.0, high_freq: float = 0.0,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -89,7 +99,7 @@ def mel_banks(num_bins: int, padded_window_size: int, sample_rate: float,
     center = mel_low + (b + 1.0) * delta
     right = mel_low + (b + 2.0) * delta
     freqs = fft_bin_width * torch.arange(num_fft_bins, dtype=torch.float32)
-    mel = (1127.0 * (1.0 + freqs / 700.0).log()).unsqueeze(0)
+    mel = (1127.0 * rounded(torch.log, 1.0 + freqs / 700.0)).unsqueeze(0)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     banks = torch.clamp(torch.minimum(up, down), min=0.0)

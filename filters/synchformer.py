@@ -95,10 +95,12 @@ def _hz_to_mel(f):
 
 def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """``[n_fft // 2 + 1, n_mels]`` triangular HTK-mel filters, unnormalised, 0 Hz to Nyquist,
-    computed in float32 like torchaudio's ``MelSpectrogram`` defaults."""
+    computed in float32 like torchaudio's ``MelSpectrogram`` defaults, the power correctly
+    rounded (``decoding.mel.rounded``: the same bank on every CPU)."""
+    from decoding.mel import rounded
     freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1)
     m = torch.linspace(_hz_to_mel(0.0), _hz_to_mel(float(sample_rate // 2)), n_mels + 2)
-    f_pts = 700.0 * (10 ** (m / 2595.0) - 1.0)
+    f_pts = 700.0 * (rounded(lambda d: 10 ** d, m / 2595.0) - 1.0)
     width = f_pts[1:] - f_pts[:-1]
     rel = f_pts.unsqueeze(0) - freqs.unsqueeze(1)                  # (n_freqs, n_mels + 2)
     rising = -rel[:, :-2] / width[:-1]

@@ -14,6 +14,12 @@ throwaway venv outside the repository that holds a torch + torchaudio pair, e.g.
     echo /work/main/.venv/lib/python3.11/site-packages > /tmp/ref-venv/lib/python3.11/site-packages/main.pth
     /tmp/ref-venv/bin/python tests/decoding/make_torchaudio_reference.py
 
+torchaudio's float32 filter weights round as the CPU's float32 ``log`` does: the file made
+on one x86 machine differed from the one made on another in 41 weights (up to 1.1e-5) and so
+in every mel built on them. It was remade on a machine whose float32 ``log`` is correctly
+rounded (equal to float64 rounded to float32, as ``decoding.mel.rounded`` evaluates it on
+every CPU).
+
 The signals come from ``signal`` below (numpy only), which the tests import to rebuild the
 same inputs.
 """
