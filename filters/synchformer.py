@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from decoding.mel import rounded
+
 FPS = 25
 SAMPLE_RATE = 16000
 SHORT_SIDE = 256
@@ -97,7 +99,6 @@ def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAM
     """``[n_fft // 2 + 1, n_mels]`` triangular HTK-mel filters, unnormalised, 0 Hz to Nyquist,
     computed in float32 like torchaudio's ``MelSpectrogram`` defaults, the power correctly
     rounded (``decoding.mel.rounded``: the same bank on every CPU)."""
-    from decoding.mel import rounded
     freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1)
     m = torch.linspace(_hz_to_mel(0.0), _hz_to_mel(float(sample_rate // 2)), n_mels + 2)
     f_pts = 700.0 * (rounded(lambda d: 10 ** d, m / 2595.0) - 1.0)
