@@ -61,17 +61,35 @@ def test_filter_weights_are_torchaudios(torchaudio_ref: dict) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_released_chain_matches_torchaudio(torchaudio_ref: dict, name: str) -> None:
-    """sinc_resample + released_mel against the real torchaudio: within 1e-6 relative (the
-    same float32 operations, so equal on this machine; the issue asked for 1e-5)."""
+    """sinc_resample + released_mel against the real torchaudio's chain run in float64: within
+    1e-6 relative (measured 1.6e-7: our output is float32; the issue asked for 1e-5). A
+    float32 mel is not compared at that bound: it carries the CPU's float32 FFT rounding
+    (torchaudio's own float32 output differed by up to 1.9e-4 relative between two x86
+    machines; on the machine that made the file ours was equal to it to 1e-6)."""
     sr, ch, n = CASES[name]
-    w16 = sinc_resample(torch.from_numpy(signal(sr, ch, n)), sr, 16000)
+    x = torch.from_numpy(signal(sr, ch, n))
+    w16 = sinc_resample(x, sr, 16000)
     assert w16.shape[1] == int(torchaudio_ref[f"{name}/resampled_len"])
     mid = torchaudio_ref[f"{name}/resampled_mid"]
     assert _rel_max(w16[:, 10000:12000].numpy(), mid) <= 1e-6
-    want = torchaudio_ref[f"{name}/mel"]
-    got = released_mel(w16).numpy()
+    want = torchaudio_ref[f"{name}/mel64"]
+    got = released_mel(sinc_resample(x.double(), sr, 16000)).numpy()
     assert got.shape == want.shape == (1, 128, 204)
     assert _rel_max(got, want) <= 1e-6, np.abs(got - want).max()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_float32_chain_is_within_float32_rounding_of_torchaudio(torchaudio_ref: dict,
+                                                                   name: str) -> None:
+    """What the pipeline runs (float32) against torchaudio's float64 chain. The bounds are
+    twice what torchaudio's own float32 chain showed against it on two x86 machines (up to
+    2.9e-4 of the largest magnitude, in low-energy bins; 1.5e-5 in L2)."""
+    sr, ch, n = CASES[name]
+    got = released_mel(sinc_resample(torch.from_numpy(signal(sr, ch, n)), sr, 16000))
+    want = torchaudio_ref[f"{name}/mel64"]
+    assert got.dtype == torch.float32
+    assert _rel_max(got.numpy(), want) <= 6e-4
+    assert np.linalg.norm(got.numpy() - want) / np.linalg.norm(want) <= 3e-5
 
 
 def test_float64_fbank_matches_torchaudio(torchaudio_ref: dict) -> None:
