@@ -64,7 +64,7 @@ def test_released_chain_matches_torchaudio(torchaudio_ref: dict, name: str) -> N
     """sinc_resample + released_mel against the real torchaudio's chain run in float64: within
     1e-6 relative (measured 1.6e-7: our output is float32; the issue asked for 1e-5). A
     float32 mel is not compared at that bound: it carries the CPU's float32 FFT rounding
-    (torchaudio's own float32 output differed by up to 1.9e-4 relative between two x86
+    (torchaudio's own float32 output differed by up to 2.7e-4 relative between two x86
     machines; on the machine that made the file ours was equal to it to 1e-6)."""
     sr, ch, n = CASES[name]
     x = torch.from_numpy(signal(sr, ch, n))
