@@ -312,8 +312,9 @@ def select(out: Path = typer.Argument(...),
         typer.echo(f"{summary['needs_scoring']} windows were never scored under these thresholds: "
                    f"run `curate score {out}` to score exactly those")
     from curate.stages.select import desync_note
-    if desync_note(summary):
-        typer.echo(desync_note(summary))
+    note = desync_note(summary)
+    if note:
+        typer.echo(note)
     if summary.get("funnel"):
         from curate.selection.rules import format_funnel
         typer.echo(format_funnel(summary["funnel"]))

@@ -368,7 +368,7 @@ def _mapped(path: Path | io.BytesIO, mmap: bool) -> bool:
 
 
 def _inert_load(path: Path | io.BytesIO, name: object, option: str, refused: Exception,
-                mmap: bool = False):
+                mapped: bool = False):
     """After torch's weights-only reader ``refused`` the file: the same reader with every
     global it refuses standing for ``Inert``. Still no code of the file's choosing runs, and
     its tensors come back as they are; an error names the option."""
@@ -379,7 +379,7 @@ def _inert_load(path: Path | io.BytesIO, name: object, option: str, refused: Exc
         if isinstance(path, io.BytesIO):
             path.seek(0)
         with torch.serialization.safe_globals([(Inert, n) for n in unsafe]):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_mapped(path, mmap))
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception as e:  # noqa: BLE001  (torch raises several types)
         raise ValueError(f"cannot read {name} ({e}); it holds Python objects beyond weights "
                          f"({str(refused).strip().splitlines()[0][:200]}). If you trust the "
@@ -448,7 +448,7 @@ def _torch_load(path: Path | io.BytesIO, option: str, extras: tuple = (), source
         if "weights only" not in str(e).lower():     # torch's refusal says so; garbage does not
             raise ValueError(f"{name} is not a checkpoint ({first}): check {option}") from e
         if inert:
-            return _inert_load(path, name, option, e, mmap)
+            return _inert_load(path, name, option, e, mapped)
         raise ValueError(f"{name} holds Python objects beyond weights, which could run code when "
                          f"read ({first}); curate reads weights only. If you trust the file, pass "
                          f"--trust-checkpoint ({option})") from e

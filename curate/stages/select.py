@@ -187,8 +187,9 @@ class Select(Stage):
         summary = select_clips(ctx.out, ctx.run, ctx.args.get("overrides"))
         if summary.get("needs_scoring"):
             ctx.echo(f"{summary['needs_scoring']} windows still need scoring: run `curate score {ctx.out}`")
-        if desync_note(summary):
-            ctx.echo(desync_note(summary))
+        note = desync_note(summary)
+        if note:
+            ctx.echo(note)
         return Outputs(summary)
 
 
